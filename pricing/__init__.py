@@ -1,0 +1,1 @@
+"""Offers: what GPU nodes can be rented, where, at what price, as of when."""
