@@ -1,0 +1,91 @@
+"""The embedded model catalog, and --model resolution (catalog id, alias or local path)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from provisioner.errors import ConfigError, UnknownModelError
+from provisioner.models import ModelSpec, parse_config
+
+_DATA = "data/models"
+
+
+@cache
+def catalog_ids() -> tuple[str, ...]:
+    """Model ids of the embedded configs, as '<org>/<name>'."""
+    root = resources.files("provisioner").joinpath(_DATA)
+    names = sorted(p.name for p in root.iterdir() if p.name.endswith(".json"))
+    return tuple(n[: -len(".json")].replace("__", "/") for n in names)
+
+
+@cache
+def _aliases() -> dict[str, str]:
+    """lower-case id and lower-case short name (after the org) -> id; ambiguous shorts dropped."""
+    table: dict[str, str] = {}
+    shorts: dict[str, list[str]] = {}
+    for mid in catalog_ids():
+        table[mid.lower()] = mid
+        shorts.setdefault(mid.split("/", 1)[1].lower(), []).append(mid)
+    for short, ids in shorts.items():
+        if len(ids) == 1:
+            table.setdefault(short, ids[0])
+    return table
+
+
+def _load_embedded(model_id: str) -> dict[str, Any]:
+    name = model_id.replace("/", "__") + ".json"
+    text = resources.files("provisioner").joinpath(_DATA, name).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config.json must be a JSON object")
+    return data
+
+
+def resolve_model(arg: str) -> ModelSpec:
+    """--model: a catalog id (any case), a short alias, a config.json or a snapshot folder."""
+    key = arg.strip()
+    if not key:
+        raise UnknownModelError("--model is empty; try 'prov models list'")
+    path = Path(key).expanduser()
+    looks_like_path = key.endswith(".json") or key.startswith((".", "/", "~")) or path.is_dir()
+    if looks_like_path:
+        return _from_path(path)
+    mid = _aliases().get(key.lower())
+    if mid is None:
+        close = difflib.get_close_matches(key.lower(), list(_aliases()), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(_aliases()[c] for c in close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {key!r}{hint} (see 'prov models list', or pass a path to a "
+            "config.json or a Hugging Face snapshot folder)"
+        )
+    return parse_config(_load_embedded(mid), mid, source=f"embedded catalog ({mid})")
+
+
+def _from_path(path: Path) -> ModelSpec:
+    if path.is_dir():
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise ConfigError(f"{path}: folder has no config.json")
+        spec = parse_config(_read_json(cfg_path), path.name, source=str(cfg_path))
+        from provisioner.checkpoint import apply_checkpoint_bytes  # local: only for folders
+
+        return apply_checkpoint_bytes(spec, path)
+    if not path.is_file():
+        raise UnknownModelError(f"{path}: no such file or folder")
+    name = path.parent.name if path.name == "config.json" else path.stem
+    return parse_config(_read_json(path), name or "local-model", source=str(path))

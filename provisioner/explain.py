@@ -1,0 +1,134 @@
+"""`--explain`: the memory arithmetic of a quote, as plain lines a reviewer can check by hand."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from provisioner.memory import GIB, weights_total_bytes
+from provisioner.models import ModelSpec
+from provisioner.planner import Plan, QuoteResult
+from provisioner.quant import QuantScheme
+
+_KIND_LABEL = {
+    "experts": "routed experts",
+    "shared_experts": "shared experts",
+    "dense_mlp": "dense MLP",
+    "attn": "attention (sharded)",
+    "attn_latent": "MLA down-projections (replicated)",
+    "embed": "embeddings",
+    "lm_head": "lm_head",
+    "router": "routers",
+    "norm": "norms/biases",
+    "vision": "vision encoder",
+}
+
+
+def _gb(b: float) -> str:
+    return f"{b / 1e9:,.1f} GB ({b / GIB:,.1f} GiB)"
+
+
+def weight_lines(spec: ModelSpec, scheme: QuantScheme) -> list[str]:
+    by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for g in spec.groups:
+        row = by_kind[g.kind]
+        row[0] += g.total_params
+        row[1] += scheme.group_bytes(g)
+        row[2] = scheme.bits if scheme.is_quantized(g) else 16.0
+    total = weights_total_bytes(spec, scheme)
+    lines = [f"Weights: {_gb(total)} as {scheme.label}"]
+    for kind, (params, nbytes, bits) in sorted(by_kind.items(), key=lambda kv: -kv[1][1]):
+        how = f"{bits:.4g} bits" if bits < 16 else "bf16"
+        lines.append(
+            f"  {_KIND_LABEL.get(kind, kind):36s} {params / 1e9:9.2f}B params x {how:>11s}"
+            f" = {nbytes / 1e9:8.1f} GB"
+        )
+    return lines
+
+
+def kv_lines(spec: ModelSpec, kvb: int, ctx: int) -> list[str]:
+    per_tok = spec.kv_bytes_per_token(kvb, 1)
+    dtype = "fp8" if kvb == 1 else "bf16"
+    if spec.mla is not None:
+        width = spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim
+        lines = [
+            f"KV cache: MLA latent ({spec.mla.kv_lora_rank} + {spec.mla.qk_rope_head_dim}) x "
+            f"{spec.num_layers} layers x {kvb} B ({dtype}) = {per_tok:,} B/token",
+            "  vLLM does NOT shard the MLA latent over TP: every TP rank holds all of it; "
+            "PP splits layers, DCP splits tokens",
+        ]
+        naive = 2 * spec.num_layers * spec.num_heads * spec.mla.v_head_dim * kvb
+        lines.append(
+            f"  (an MHA formula, 2 x layers x {spec.num_heads} heads x {spec.mla.v_head_dim} x "
+            f"{kvb} B = {naive:,} B/token, overstates it {naive / per_tok:.0f}x: only "
+            f"{width} values per layer are cached)"
+        )
+    else:
+        lines = [
+            f"KV cache: {spec.attention.upper()} 2 (K,V) x {spec.num_layers} layers x "
+            f"{spec.num_kv_heads} KV heads x {spec.head_dim} x {kvb} B ({dtype}) = "
+            f"{per_tok:,} B/token, split over TP (replicated once TP > {spec.num_kv_heads})"
+        ]
+        windows = {w for w in spec.layer_windows if w}
+        if windows:
+            n = sum(1 for w in spec.layer_windows if w)
+            lines.append(
+                f"  {n} of {spec.num_layers} layers use a {min(windows)}-token window: "
+                "they hold at most window + one batch of tokens"
+            )
+    lines.append(
+        f"  one {ctx:,}-token request = {per_tok * ctx / 1e9:,.2f} GB over all layers (one TP rank)"
+    )
+    return lines
+
+
+def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
+    v, o = plan.verdict, plan.offer
+    m = v.memory
+    assert m is not None
+    req = result.request
+    lines = [
+        f"Plan #{plan.rank}: {v.nodes} x {o.instance_type} ({o.gpus_per_node} x {o.gpu}, "
+        f"{o.gpu_memory_gib:g} GiB each) in {o.cloud} {o.zone or o.region}, {plan.market}, "
+        f"${plan.usd_per_hour:,.2f}/h",
+        f"  TP{v.tp} x PP{v.pp}"
+        + (f" x DCP{m.dcp}" if m.dcp > 1 else "")
+        + f": {v.tp * v.pp} GPUs; layers per stage "
+        + ", ".join(f"{s.layers[0]}-{s.layers[1] - 1}" for s in m.stages),
+    ]
+    for s in m.stages:
+        tokens = s.kv_pool / s.kv_bytes_per_token if s.kv_bytes_per_token else 0
+        req_b = m.request_bytes_per_stage[s.stage]
+        lines += [
+            f"  stage {s.stage} (per GPU): budget {req.gpu_memory_utilization:g} x "
+            f"{s.device / GIB:.1f} GiB = {s.budget / GIB:.1f} GiB",
+            f"    weights      {s.weights / GIB:8.2f} GiB",
+            f"    activations  {s.activations / GIB:8.2f} GiB (profile run of "
+            f"{req.max_num_batched_tokens} tokens + sampler)",
+            f"    overhead     {s.overhead / GIB:8.2f} GiB (non-torch buffers + CUDA graphs)",
+            f"    KV pool      {s.kv_pool / GIB:8.2f} GiB = {int(tokens):,} tokens at "
+            f"{s.kv_bytes_per_token:,.0f} B/token",
+            f"    one request  {req_b / GIB:8.2f} GiB -> {int(s.kv_pool // req_b) if req_b else 0} "
+            f"x {req.ctx:,} tokens",
+            f"    outside budget {s.outside / GIB:.2f} GiB (CUDA context + NCCL); "
+            f"free {s.free / GIB:.2f} GiB",
+        ]
+    lines.append(
+        f"  => KV cache {m.kv_cache_tokens:,} tokens (the poorest stage caps all), "
+        f"{m.max_concurrent} concurrent {req.ctx:,}-token requests"
+    )
+    return lines
+
+
+def explain(result: QuoteResult) -> list[str]:
+    spec, scheme = result.model, result.scheme
+    lines = [
+        f"Model: {spec.id} ({spec.family}): {spec.params_total / 1e9:,.1f}B params, "
+        f"{spec.params_active / 1e9:,.1f}B active, {spec.attention.upper()}, "
+        f"{spec.num_layers} layers",
+        *weight_lines(spec, scheme),
+        *kv_lines(spec, result.kv_dtype_bytes, result.request.ctx),
+    ]
+    if result.best is not None:
+        lines += plan_lines(result.best, result)
+    lines += [f"Note: {n}" for n in result.notes]
+    return lines

@@ -1,0 +1,71 @@
+"""GPU specs from the embedded gpus.csv (see provisioner/data/SOURCE.md)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    name: str  # canonical: H100-SXM, H200-SXM, L40S, ...
+    vendor: str
+    arch: str
+    memory_gb: float
+    hbm_tbps: float
+    bf16_tflops: float | None
+    fp8_tflops: float | None
+    int8_tops: float | None
+    fp4_tflops: float | None
+    interconnect: str
+    intra_node_gbps: float | None  # per GPU, both directions
+    sm: int | None  # CUDA compute capability x 10; None for AMD
+
+    @property
+    def is_nvidia(self) -> bool:
+        return self.vendor.upper() == "NVIDIA"
+
+
+def _num(text: str) -> float | None:
+    text = text.strip()
+    return float(text) if text else None
+
+
+@cache
+def gpu_specs() -> dict[str, GpuSpec]:
+    """Canonical GPU name -> spec. Cached: the file is read once per process."""
+    text = resources.files("provisioner").joinpath("data/gpus.csv").read_text(encoding="utf-8")
+    specs: dict[str, GpuSpec] = {}
+    for row in csv.DictReader(text.splitlines()):
+        sm = _num(row["sm_version"])
+        specs[row["gpu"]] = GpuSpec(
+            name=row["gpu"],
+            vendor=row["vendor"],
+            arch=row["arch"],
+            memory_gb=float(row["memory_GB"]),
+            hbm_tbps=float(row["hbm_bandwidth_TBps"]),
+            bf16_tflops=_num(row["bf16_dense_TFLOPS"]),
+            fp8_tflops=_num(row["fp8_dense_TFLOPS"]),
+            int8_tops=_num(row["int8_dense_TOPS"]),
+            fp4_tflops=_num(row["fp4_dense_TFLOPS"]),
+            interconnect=row["intra_node_interconnect"],
+            intra_node_gbps=_num(row["intra_node_GBps_per_gpu_bidir"]),
+            sm=int(sm) if sm is not None else None,
+        )
+    return specs
+
+
+def gpu_names() -> tuple[str, ...]:
+    return tuple(gpu_specs())
+
+
+def match_gpu(name: str) -> list[str]:
+    """Canonical names matching a user's --gpu (case-insensitive; 'H100' matches all H100s)."""
+    key = name.strip().lower()
+    names = gpu_names()
+    exact = [n for n in names if n.lower() == key]
+    if exact:
+        return exact
+    return [n for n in names if n.lower().startswith(key)]

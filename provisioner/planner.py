@@ -1,0 +1,509 @@
+"""The planner: offers x nodes x TP x PP -> vLLM rules + memory -> ranked plans.
+
+Pure: it takes a model, a scheme and a list of offers and returns a QuoteResult. Offers are
+grouped into hardware classes (same GPU, count, memory and link) so the memory model runs once
+per class and shape, not once per region; prices are applied to every offer of the class
+afterwards. Only the top plans are materialised.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from provisioner.errors import UsageError
+from provisioner.hardware import GpuSpec, gpu_specs, match_gpu
+from provisioner.memory import GIB, MemorySettings, ShapeMemory, WeightPlacer, shape_memory
+from provisioner.models import ModelSpec
+from provisioner.quant import QuantScheme, kv_bytes
+from provisioner.request import QuoteRequest
+
+if TYPE_CHECKING:
+    from pricing.offers import Offer
+
+# Large-GPU rule of vLLM's batch defaults (docs/vllm-rules.md s6): >= 70 GiB and not A100.
+_BIG_GPU_GIB = 70
+FAST_FABRICS = frozenset({"efa", "infiniband", "gpudirect-tcpx", "nvlink"})
+
+
+@dataclass(frozen=True)
+class HardwareClass:
+    gpu: str
+    gpus_per_node: int
+    gpu_memory_gib: float
+    interconnect: str
+
+
+@dataclass(frozen=True)
+class ShapeVerdict:
+    """The outcome for one hardware class x nodes x TP x PP."""
+
+    hw: HardwareClass
+    nodes: int
+    tp: int
+    pp: int
+    memory: ShapeMemory | None
+    reason: str | None  # None = feasible
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    rank: int
+    offer: Offer
+    verdict: ShapeVerdict
+    market: str
+    usd_per_hour: float
+    vllm_args: list[str]
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        v, o, m = self.verdict, self.offer, self.verdict.memory
+        assert m is not None
+        w = m.worst
+        return {
+            "rank": self.rank,
+            "cloud": o.cloud,
+            "region": o.region,
+            "zone": o.zone or None,
+            "instance_type": o.instance_type,
+            "gpu": o.gpu,
+            "gpus_per_node": o.gpus_per_node,
+            "nodes": v.nodes,
+            "tp": v.tp,
+            "pp": v.pp,
+            "dcp": m.dcp,
+            "market": self.market,
+            "usd_per_hour": round(self.usd_per_hour, 4),
+            "usd_per_gpu_hour": round(self.usd_per_hour / (v.nodes * o.gpus_per_node), 4),
+            "memory_gib_per_gpu": {
+                "device": round(w.device / GIB, 2),
+                "weights": round(w.weights / GIB, 2),
+                "kv_cache": round(max(0.0, w.kv_pool) / GIB, 2),
+                "activations": round(w.activations / GIB, 2),
+                "overhead": round(w.overhead / GIB, 2),
+                "outside_budget": round(w.outside / GIB, 2),
+                "free": round(w.free / GIB, 2),
+            },
+            "kv_cache_tokens": m.kv_cache_tokens,
+            "max_concurrent_full_ctx": m.max_concurrent,
+            "tokens_per_s": None,
+            "usd_per_mtok": None,
+            "interconnect": o.interconnect,
+            "fabric": o.fabric,
+            "prices_as_of": o.prices_as_of,
+            "price_flags": list(o.flags),
+            "warnings": self.warnings,
+            "vllm_args": self.vllm_args,
+        }
+
+
+@dataclass
+class QuoteResult:
+    request: QuoteRequest
+    model: ModelSpec
+    scheme: QuantScheme
+    kv_dtype_bytes: int
+    plans: list[Plan]
+    feasible_count: int  # plans before --top
+    rejected: list[dict[str, Any]]
+    skipped_prices: dict[str, int]
+    prices_as_of: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Plan | None:
+        return self.plans[0] if self.plans else None
+
+
+def _divisors_desc(n: int) -> list[int]:
+    return [d for d in range(n, 0, -1) if n % d == 0]
+
+
+def shape_rule_violation(
+    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int
+) -> str | None:
+    """vLLM's start-up checks on a parallel layout, as one reason or None."""
+    if spec.num_heads % tp:
+        return f"TP{tp} does not divide the {spec.num_heads} attention heads"
+    if spec.mla is None:
+        kvh = spec.num_kv_heads
+        if tp <= kvh and kvh % tp:
+            return f"TP{tp} does not divide the {kvh} KV heads"
+        if tp > kvh and tp % kvh:
+            return f"TP{tp} is not a multiple of the {kvh} KV heads"
+    if pp > spec.num_layers:
+        return f"PP{pp} exceeds the {spec.num_layers} layers"
+    if dcp > 1:
+        if tp % dcp:
+            return f"DCP{dcp} does not divide TP{tp}"
+        if spec.mla is None and dcp > max(1, tp // spec.num_kv_heads):
+            return f"DCP{dcp} exceeds TP/KV-heads ({tp}/{spec.num_kv_heads}) for GQA"
+    if spec.moe is not None and scheme.engine == "vllm" and scheme.bits < 16:
+        inter = spec.moe.moe_intermediate_size
+        if inter % tp:
+            return f"TP{tp} does not divide the expert width {inter}"
+        part = inter // tp
+        if scheme.name == "fp8" and "block" in scheme.label and part % 128:
+            return f"fp8 block-128 experts need width/TP % 128 == 0 ({inter}/{tp} = {part})"
+        if scheme.name == "int4":
+            need = max(64, scheme.group_size or 128)
+            if part % need:
+                return (
+                    f"int4 Marlin MoE needs expert width/TP % {need} == 0 ({inter}/{tp} = {part})"
+                )
+    return None
+
+
+def kernel_verdict(scheme: QuantScheme, gpu: GpuSpec) -> tuple[str | None, str | None]:
+    """(rejection, warning) for running this quant format on this GPU generation."""
+    k = scheme.kernels
+    if k is None:
+        return None, None
+    if not gpu.is_nvidia:
+        if not k.amd:
+            return f"no ROCm kernels for {scheme.name} on {gpu.name}", None
+        if scheme.name == "int4":
+            return None, "int4 on ROCm runs Triton kernels (Marlin is CUDA-only): slower"
+        return None, None
+    sm = gpu.sm or 0
+    if sm >= k.min_sm:
+        return None, None
+    if k.fallback_sm is not None and sm >= k.fallback_sm:
+        return None, k.fallback_note or f"{scheme.name} runs through a fallback kernel here"
+    return (
+        f"no vLLM {scheme.name} kernels on {gpu.name} ({gpu.arch}, SM {sm / 10:.1f}; "
+        f"needs SM {k.min_sm / 10:.1f}+)"
+    ), None
+
+
+def _settings(req: QuoteRequest, spec: ModelSpec, hw: HardwareClass, kvb: int) -> MemorySettings:
+    big = hw.gpu_memory_gib >= _BIG_GPU_GIB and not hw.gpu.startswith("A100")
+    return MemorySettings(
+        gpu_memory_utilization=req.gpu_memory_utilization,
+        max_num_batched_tokens=req.max_num_batched_tokens,
+        max_num_seqs=1024 if big else 256,
+        kv_bytes=kvb,
+    )
+
+
+def _fmt_gib(x: float) -> str:
+    return f"{x / GIB:.1f} GiB"
+
+
+def evaluate_shape(
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    req: QuoteRequest,
+    hw: HardwareClass,
+    nodes: int,
+    tp: int,
+    pp: int,
+    kvb: int,
+    placer: WeightPlacer | None = None,
+) -> ShapeVerdict:
+    """Feasibility of one shape on one hardware class, with the reason when it fails."""
+    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp)
+    if rule:
+        return ShapeVerdict(hw, nodes, tp, pp, None, rule)
+    nvlink = hw.interconnect in {"nvlink", "xgmi", "nvlink-bridge"}
+    mem = shape_memory(
+        spec,
+        scheme,
+        tp,
+        pp,
+        hw.gpu_memory_gib,
+        req.ctx,
+        _settings(req, spec, hw, kvb),
+        dcp=req.dcp,
+        nvlink=nvlink,
+        placer=placer,
+    )
+    w = max(mem.stages, key=lambda s: s.weights)
+    if not mem.weights_fit:
+        bad = min(mem.stages, key=lambda s: s.kv_pool)
+        need = bad.weights + bad.activations + bad.overhead
+        return ShapeVerdict(
+            hw,
+            nodes,
+            tp,
+            pp,
+            mem,
+            f"weights+activations+overhead {_fmt_gib(need)} per GPU exceed "
+            f"{req.gpu_memory_utilization:g} x {hw.gpu_memory_gib:g} GiB = "
+            f"{_fmt_gib(bad.budget)}",
+        )
+    if mem.max_concurrent < 1:
+        k = max(
+            range(len(mem.stages)),
+            key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
+        )
+        st = mem.stages[k]
+        return ShapeVerdict(
+            hw,
+            nodes,
+            tp,
+            pp,
+            mem,
+            f"one {req.ctx}-token request needs {_fmt_gib(mem.request_bytes_per_stage[k])} "
+            f"of KV per GPU but only {_fmt_gib(max(0.0, st.kv_pool))} is left after "
+            f"weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
+        )
+    if mem.max_concurrent < req.concurrency:
+        return ShapeVerdict(
+            hw,
+            nodes,
+            tp,
+            pp,
+            mem,
+            f"only {mem.max_concurrent} concurrent {req.ctx}-token requests fit in "
+            f"the KV cache; --concurrency asks for {req.concurrency}",
+        )
+    warnings: list[str] = []
+    headroom = w.device - w.budget
+    if w.outside > headroom:
+        warnings.append(
+            f"CUDA context + NCCL (~{_fmt_gib(w.outside)}) may not fit the "
+            f"{_fmt_gib(headroom)} left by --gpu-memory-utilization "
+            f"{req.gpu_memory_utilization:g}; lower it if vLLM fails to start"
+        )
+    if tp > 1 and hw.interconnect == "pcie":
+        warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
+    return ShapeVerdict(hw, nodes, tp, pp, mem, None, tuple(warnings))
+
+
+def vllm_args(
+    spec: ModelSpec, scheme: QuantScheme, req: QuoteRequest, tp: int, pp: int, kvb: int
+) -> list[str]:
+    if scheme.engine != "vllm":
+        return []
+    args = [
+        "--model",
+        spec.id,
+        "--tensor-parallel-size",
+        str(tp),
+        "--pipeline-parallel-size",
+        str(pp),
+        "--max-model-len",
+        str(req.ctx),
+        "--gpu-memory-utilization",
+        f"{req.gpu_memory_utilization:g}",
+        "--max-num-batched-tokens",
+        str(req.max_num_batched_tokens),
+    ]
+    if req.kv_dtype == "fp8" or kvb == 1:
+        args += ["--kv-cache-dtype", "fp8"]
+    if scheme.vllm_quantization:
+        args += ["--quantization", scheme.vllm_quantization]
+    if req.dcp > 1:
+        args += ["--decode-context-parallel-size", str(req.dcp)]
+    if spec.family == "deepseek_v3" and "kimi" in spec.id.lower():
+        args += ["--trust-remote-code"]
+    return args
+
+
+def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
+    clouds = sorted({o.cloud for o in offers})
+    for c in req.clouds:
+        if c.lower() not in clouds:
+            raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(clouds)}")
+    for g in req.gpus:
+        if not match_gpu(g):
+            raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join(gpu_specs())}")
+
+
+def plan_quote(
+    req: QuoteRequest,
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    offers: Sequence[Offer],
+    *,
+    collect_rejected: bool = True,
+) -> QuoteResult:
+    """Rank every feasible shape in `offers` by $/h (cheapest first)."""
+    if req.ctx > spec.max_position_embeddings:
+        raise UsageError(
+            f"--ctx {req.ctx} exceeds {spec.id}'s maximum context "
+            f"{spec.max_position_embeddings} (max_position_embeddings); vLLM rejects it"
+        )
+    _check_filters(req, offers)
+    kvb = kv_bytes(req.kv_dtype, spec)
+    specs = gpu_specs()
+    wanted_gpus = {n for g in req.gpus for n in match_gpu(g)}
+    clouds = {c.lower() for c in req.clouds}
+    regions = {r.lower() for r in req.regions}
+    markets = ("spot", "on-demand") if req.market == "any" else (req.market,)
+
+    classes: dict[HardwareClass, list[Offer]] = defaultdict(list)
+    for o in offers:
+        if clouds and o.cloud not in clouds:
+            continue
+        if regions and o.region.lower() not in regions and (o.zone or "").lower() not in regions:
+            continue
+        if wanted_gpus and o.gpu not in wanted_gpus:
+            continue
+        classes[HardwareClass(o.gpu, o.gpus_per_node, o.gpu_memory_gib, o.interconnect)].append(o)
+
+    node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
+    if scheme.engine == "llama.cpp":
+        node_counts = [1]
+    rejected: list[dict[str, Any]] = []
+    candidates: list[tuple[float, int, int, str, int, int]] = []  # price, nodes, -conc, ...
+    verdicts: list[ShapeVerdict] = []
+    class_offers: list[list[Offer]] = []
+    skipped: dict[str, int] = defaultdict(int)
+    memo: dict[tuple[Any, ...], ShapeVerdict] = {}
+    placer = WeightPlacer(spec, scheme)
+
+    for hw, hw_offers in classes.items():
+        gpu = specs[hw.gpu]
+        kernel_reject, kernel_warn = kernel_verdict(scheme, gpu)
+        for nodes in node_counts:
+            total = nodes * hw.gpus_per_node
+            splits = (
+                [(1, total)]
+                if scheme.engine == "llama.cpp"
+                else [(tp, total // tp) for tp in _divisors_desc(hw.gpus_per_node)]
+            )
+            chosen: ShapeVerdict | None = None
+            fails: list[ShapeVerdict] = []
+            for tp, pp in splits:
+                if kernel_reject:
+                    v = ShapeVerdict(hw, nodes, tp, pp, None, kernel_reject)
+                else:
+                    key = (hw, nodes, tp, pp)
+                    v = memo.get(key) or evaluate_shape(
+                        spec,
+                        scheme,
+                        req,
+                        hw,
+                        nodes,
+                        tp,
+                        pp,
+                        kvb,
+                        placer=placer,
+                    )
+                    memo[key] = v
+                if v.reason is None:
+                    chosen = v
+                    break
+                fails.append(v)
+            if collect_rejected:
+                instances = sorted({(o.cloud, o.instance_type) for o in hw_offers})
+                for v in fails:
+                    for cloud, itype in instances:
+                        rejected.append(
+                            {
+                                "shape": f"{nodes}x {cloud}:{itype} ({hw.gpus_per_node}x{hw.gpu}) "
+                                f"TP{v.tp}xPP{v.pp}",
+                                "cloud": cloud,
+                                "instance_type": itype,
+                                "gpu": hw.gpu,
+                                "nodes": nodes,
+                                "tp": v.tp,
+                                "pp": v.pp,
+                                "reason": v.reason,
+                            }
+                        )
+            if chosen is None:
+                continue
+            if kernel_warn:
+                chosen = ShapeVerdict(
+                    chosen.hw,
+                    chosen.nodes,
+                    chosen.tp,
+                    chosen.pp,
+                    chosen.memory,
+                    None,
+                    (*chosen.warnings, kernel_warn),
+                )
+            vi = len(verdicts)
+            verdicts.append(chosen)
+            class_offers.append(hw_offers)
+            conc = chosen.memory.max_concurrent if chosen.memory else 0
+            for oi, o in enumerate(hw_offers):
+                for market in markets:
+                    price = o.price(market)
+                    if price is None:
+                        continue
+                    if market == "spot" and (
+                        "spot_eq_ondemand" in o.flags or "spot_gt_ondemand" in o.flags
+                    ):
+                        skipped["spot price not usable (equal to or above on-demand)"] += 1
+                        continue
+                    candidates.append((price * nodes, nodes, -conc, market, vi, oi))
+
+    feasible = len(candidates)
+    top = heapq.nsmallest(req.top, candidates) if req.top else sorted(candidates)
+    plans: list[Plan] = []
+    for rank, (price, _n, _c, market, vi, oi) in enumerate(top, start=1):
+        v = verdicts[vi]
+        o = class_offers[vi][oi]
+        warnings = list(v.warnings) + list(scheme.notes)
+        if v.nodes > 1 and o.fabric not in FAST_FABRICS:
+            warnings.append(f"{o.instance_type} has no EFA/InfiniBand: PP hand-offs over ethernet")
+        plans.append(
+            Plan(
+                rank,
+                o,
+                v,
+                market,
+                price,
+                vllm_args(spec, scheme, req, v.tp, v.pp, kvb),
+                list(dict.fromkeys(warnings)),
+            )
+        )
+    dates = sorted({o.prices_as_of for o in offers if o.prices_as_of})
+    notes: list[str] = list(spec.notes)
+    if scheme.engine == "llama.cpp":
+        notes.append(
+            "GGUF formats run on llama.cpp, not vLLM: plans are memory-only estimates "
+            "(layer split across the node's GPUs, no tensor parallelism)"
+        )
+    return QuoteResult(
+        request=req,
+        model=spec,
+        scheme=scheme,
+        kv_dtype_bytes=kvb,
+        plans=plans,
+        feasible_count=feasible,
+        rejected=rejected,
+        skipped_prices=dict(skipped),
+        prices_as_of=dates[0] if dates else None,
+        notes=notes,
+    )
+
+
+def result_to_json(result: QuoteResult) -> dict[str, Any]:
+    """The JSON contract of DESIGN.md (extended, never broken)."""
+    spec, scheme = result.model, result.scheme
+    from provisioner.memory import weights_total_bytes
+
+    weights = weights_total_bytes(spec, scheme)
+    return {
+        "request": result.request.model_dump(mode="json"),
+        "model": {
+            "id": spec.id,
+            "params_total": spec.params_total,
+            "params_active": spec.params_active,
+            "attention": spec.attention,
+            "family": spec.family,
+            "layers": spec.num_layers,
+            "max_context": spec.max_position_embeddings,
+            "quant": scheme.name,
+            "quant_label": scheme.label,
+            "engine": scheme.engine,
+            "weight_bytes": int(weights),
+            "kv_bytes_per_token": spec.kv_bytes_per_token(result.kv_dtype_bytes, 1),
+            "kv_tp_sharded": spec.mla is None,
+        },
+        "plans": [p.to_json() for p in result.plans],
+        "feasible_plans": result.feasible_count,
+        "rejected": result.rejected,
+        "skipped_prices": result.skipped_prices,
+        "notes": result.notes,
+        "prices_as_of": result.prices_as_of,
+    }

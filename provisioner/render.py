@@ -1,0 +1,100 @@
+"""Human output: rich tables for quotes and catalogs (JSON output lives with the planner)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.planner import QuoteResult
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> None:
+    con = _console()
+    spec, scheme, req = result.model, result.scheme, result.request
+    con.print(
+        f"[bold]{spec.id}[/bold] {scheme.label}, ctx {req.ctx:,} tokens, "
+        f"concurrency {req.concurrency}, KV {'fp8' if result.kv_dtype_bytes == 1 else 'bf16'}"
+    )
+    table = Table(show_lines=False, header_style="bold", box=None, pad_edge=False)
+    for col, just in [
+        ("#", "right"),
+        ("cloud:zone", "left"),
+        ("nodes x instance", "left"),
+        ("GPUs", "left"),
+        ("TPxPP", "left"),
+        ("market", "left"),
+        ("$/h", "right"),
+        ("KV tokens", "right"),
+        ("reqs", "right"),
+        ("warn", "left"),
+    ]:
+        table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    legend: dict[str, int] = {}
+    for p in result.plans:
+        v, o = p.verdict, p.offer
+        mem = v.memory
+        assert mem is not None
+        marks = ",".join(str(legend.setdefault(w, len(legend) + 1)) for w in p.warnings)
+        table.add_row(
+            str(p.rank),
+            f"{o.cloud}:{o.zone or o.region}",
+            f"{v.nodes}x {o.instance_type}",
+            f"{v.nodes * o.gpus_per_node}x{o.gpu}",
+            f"{v.tp}x{v.pp}" + (f" dcp{mem.dcp}" if mem.dcp > 1 else ""),
+            p.market,
+            f"{p.usd_per_hour:,.2f}",
+            f"{mem.kv_cache_tokens:,}",
+            str(mem.max_concurrent),
+            marks,
+        )
+    if result.plans:
+        con.print(table)
+        con.print("[dim]reqs = concurrent full-context requests the KV cache holds[/dim]")
+    for w, i in legend.items():
+        con.print(f"[yellow]warn {i}:[/yellow] {w}")
+    shown = len(result.plans)
+    con.print(
+        f"{shown} of {result.feasible_count} feasible plans shown (--top 0 for all); "
+        f"prices as of {result.prices_as_of or 'unknown'} (embedded snapshot unless --prices)"
+    )
+    for reason, n in result.skipped_prices.items():
+        con.print(f"[dim]skipped {n} prices: {reason}[/dim]")
+    for note in result.notes:
+        con.print(f"[yellow]note:[/yellow] {note}")
+    if explain:
+        from provisioner.explain import explain as explain_lines
+
+        con.print()
+        for line in explain_lines(result):
+            con.print(line, markup=False)
+    if show_rejected and result.rejected:
+        rej = Table(title="rejected shapes", header_style="bold")
+        rej.add_column("shape")
+        rej.add_column("reason")
+        for r in result.rejected:
+            rej.add_row(r["shape"], r["reason"])
+        con.print(rej)
+
+
+def print_models(rows: list[dict[str, Any]]) -> None:
+    table = Table(header_style="bold")
+    for col in ("id", "family", "total", "active", "attention", "layers", "max ctx", "native"):
+        table.add_column(col, justify="right" if col in {"total", "active", "layers"} else "left")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["family"],
+            f"{r['params_total'] / 1e9:,.1f}B",
+            f"{r['params_active'] / 1e9:,.1f}B",
+            r["attention"],
+            str(r["layers"]),
+            f"{r['max_context']:,}",
+            r["native_quant"],
+        )
+    _console().print(table)
