@@ -1,0 +1,311 @@
+"""pricing.offers: the packaged snapshot and the runtime loader.
+
+Expected numbers are worked out by hand from ../shared/data/prices/*.csv and its SOURCE.md.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pricing.offers import COLUMNS, SNAPSHOT_DATE, Offer, load_offers, offers_frame, parse_offers
+from provisioner.errors import DataError, UsageError
+
+GPUS_CSV_NAMES = {
+    "H100-SXM",
+    "H100-PCIe",
+    "H100-NVL",
+    "H200-SXM",
+    "H200-NVL",
+    "B200",
+    "GB200",
+    "A100-40GB-SXM",
+    "A100-80GB-SXM",
+    "A100-80GB-PCIe",
+    "L40S",
+    "L40",
+    "L4",
+    "A10G",
+    "A10",
+    "MI300X",
+    "RTX4090",
+    "RTX5090",
+}
+
+HEADER = ",".join(COLUMNS)
+GOOD_ROW = "aws,us-east-1,use1-az1,p5.48xlarge,H100-SXM,8,80,192,2048,nvlink,efa,98.32,30.326,,"
+
+
+@pytest.fixture(scope="module")
+def offers() -> list[Offer]:
+    return load_offers()
+
+
+def pick(offers: list[Offer], **match: object) -> list[Offer]:
+    return [o for o in offers if all(getattr(o, k) == v for k, v in match.items())]
+
+
+def test_snapshot_date() -> None:
+    assert SNAPSHOT_DATE == "2026-11-22"
+
+
+def test_gcp_a3_highgpu_8g_is_host_plus_gpu_row(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="gcp", region="us-central1", instance_type="a3-highgpu-8g")
+    assert [o.zone for o in rows] == ["us-central1-a", "us-central1-b", "us-central1-c"]
+    for o in rows:
+        assert o.ondemand_usd_per_hour == pytest.approx(9.46006 + 33.60609)
+        assert o.spot_usd_per_hour == pytest.approx(3.86318 + 32.0104)
+        assert (o.gpu, o.gpus_per_node, o.gpu_memory_gib) == ("H100-SXM", 8, 80.0)
+        assert (o.interconnect, o.fabric, o.prices_as_of) == (
+            "nvlink",
+            "gpudirect-tcpx",
+            "2026-05-20",
+        )
+
+
+def test_gcp_a4_host_row_zero(offers: list[Offer]) -> None:
+    (a4,) = pick(offers, cloud="gcp", zone="us-central1-b", instance_type="a4-highgpu-8g")
+    assert (a4.gpu, a4.ondemand_usd_per_hour, a4.spot_usd_per_hour) == ("B200", 90.216, 34.2368)
+
+
+def test_aws_p5_us_east_1(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="aws", region="us-east-1", instance_type="p5.48xlarge")
+    assert len(rows) == 6  # use1-az1..az6
+    for o in rows:
+        assert o.ondemand_usd_per_hour == 98.32
+        assert (o.gpu, o.gpus_per_node, o.gpu_memory_gib) == ("H100-SXM", 8, 80.0)
+        assert (o.fabric, o.interconnect, o.vcpus, o.memory_gib) == ("efa", "nvlink", 192, 2048)
+        assert o.prices_as_of is None and "date_unknown" in o.flags
+    assert pick(rows, zone="use1-az3")[0].spot_usd_per_hour == 20.9934
+
+
+def test_aws_p5e_has_no_ondemand(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="aws", instance_type="p5e.48xlarge")
+    assert len(rows) == 4  # 7 upstream rows, 3 without any price
+    for o in rows:
+        assert o.ondemand_usd_per_hour is None and o.spot_usd_per_hour is not None
+        assert "no_ondemand" in o.flags
+        assert o.price("on-demand") is None
+
+
+def test_aws_p4de_one_row_per_az(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="aws", instance_type="p4de.24xlarge")
+    zones = [(o.region, o.zone) for o in rows]
+    assert len(zones) == len(set(zones)) == 10  # 15 upstream rows, 5 AZs duplicated
+    (az4,) = pick(rows, zone="use1-az4")
+    assert (az4.gpu, az4.ondemand_usd_per_hour, az4.spot_usd_per_hour) == (
+        "A100-80GB-SXM",
+        40.96575,
+        7.8074,
+    )
+    assert "duplicate_row" in az4.flags
+
+
+def test_aws_g6e_fabric_by_size(offers: list[Offer]) -> None:
+    (big,) = pick(offers, cloud="aws", zone="use1-az1", instance_type="g6e.48xlarge")
+    (small,) = pick(offers, cloud="aws", zone="use1-az1", instance_type="g6e.xlarge")
+    assert (big.fabric, big.ondemand_usd_per_hour, big.gpu_memory_gib) == ("efa", 30.13118, 44.7)
+    assert (small.fabric, small.ondemand_usd_per_hour) == ("ethernet", 1.861)
+    assert big.interconnect == small.interconnect == "pcie"
+
+
+def test_lambda_has_no_spot(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="lambda")
+    assert len(rows) == 13 * 17  # 13 mapped instance types x 17 regions
+    assert all(o.spot_usd_per_hour is None and o.price("spot") is None for o in rows)
+    (h100,) = pick(rows, instance_type="gpu_8x_h100_sxm5", region="us-east-1")
+    assert (h100.gpu, h100.ondemand_usd_per_hour, h100.prices_as_of) == (
+        "H100-SXM",
+        31.92,
+        "2026-05-07",
+    )
+    (pcie,) = pick(rows, instance_type="gpu_1x_h100_pcie", region="us-east-1")
+    assert (pcie.gpu, pcie.interconnect) == ("H100-PCIe", "pcie")
+
+
+def test_azure_known_rows(offers: list[Offer]) -> None:
+    (h100,) = pick(offers, cloud="azure", region="eastus", instance_type="Standard_ND96isr_H100_v5")
+    assert (h100.gpu, h100.ondemand_usd_per_hour, h100.spot_usd_per_hour, h100.fabric) == (
+        "H100-SXM",
+        98.32,
+        18.169536,
+        "infiniband",
+    )
+    (h200,) = pick(
+        offers, cloud="azure", region="eastus2", instance_type="Standard_ND96isr_H200_v5"
+    )
+    assert h200.ondemand_usd_per_hour == h200.spot_usd_per_hour == 84.8
+    assert "spot_eq_ondemand" in h200.flags
+    (mi,) = pick(
+        offers, cloud="azure", region="eastus2", instance_type="Standard_ND96isr_MI300X_v5"
+    )
+    assert (mi.gpu, mi.interconnect, mi.ondemand_usd_per_hour) == ("MI300X", "xgmi", 48.0)
+    (nc,) = pick(offers, cloud="azure", region="eastus", instance_type="Standard_NC24ads_A100_v4")
+    assert (nc.gpu, nc.interconnect, nc.fabric) == ("A100-80GB-PCIe", "pcie", "ethernet")
+
+
+def test_runpod_l40s_kept_as_is_and_flagged(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="runpod", instance_type="1x_L40S_SECURE")
+    assert len(rows) == 25
+    for o in rows:
+        assert (o.ondemand_usd_per_hour, o.spot_usd_per_hour) == (0.43, 0.86)
+        assert {"columns_swapped?", "spot_gt_ondemand"} <= set(o.flags)
+    (nvl,) = pick(offers, cloud="runpod", zone="US-CA-1", instance_type="8x_H100-NVL_SECURE")
+    assert (nvl.gpu, nvl.interconnect, nvl.ondemand_usd_per_hour) == (
+        "H100-NVL",
+        "nvlink-bridge",
+        22.32,
+    )
+
+
+def test_nebius_gpu_memory_is_not_host_memory(offers: list[Offer]) -> None:
+    (h200,) = pick(
+        offers, cloud="nebius", region="eu-north1", instance_type="gpu-h200-sxm_8gpu-128vcpu-1600gb"
+    )
+    assert (h200.gpu_memory_gib, h200.ondemand_usd_per_hour, h200.spot_usd_per_hour) == (
+        141.0,
+        28.0,
+        11.6,
+    )
+    assert h200.fabric == "infiniband"
+
+
+def test_vast_zero_spot_means_none(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="vast")
+    assert rows and all(o.spot_usd_per_hour is None for o in rows)
+    assert all("marketplace" in o.flags for o in rows)
+
+
+def test_snapshot_invariants(offers: list[Offer]) -> None:
+    assert len(offers) == 3269
+    keys = [(o.cloud, o.region, o.zone, o.instance_type, o.gpu) for o in offers]
+    assert len(set(keys)) == len(keys) and keys == sorted(keys)
+    assert {o.gpu for o in offers} <= GPUS_CSV_NAMES
+    assert {o.fabric for o in offers} == {"efa", "infiniband", "gpudirect-tcpx", "ethernet"}
+    assert {o.interconnect for o in offers} == {"nvlink", "xgmi", "nvlink-bridge", "pcie"}
+    for o in offers:
+        assert o.ondemand_usd_per_hour is not None or o.spot_usd_per_hour is not None
+        assert o.gpus_per_node >= 1 and o.gpu_memory_gib > 0
+        assert o.zone or o.cloud not in ("aws", "gcp", "runpod")
+
+
+def test_price_by_market() -> None:
+    (o,) = parse_offers(f"{HEADER}\n{GOOD_ROW}\n")
+    assert (o.price("on-demand"), o.price("spot")) == (98.32, 30.326)
+    assert (o.prices_as_of, o.flags) == (None, ())
+    with pytest.raises(UsageError, match="allowed: spot, on-demand"):
+        o.price("reserved")
+
+
+def test_default_load_is_cached_but_callers_get_their_own_list() -> None:
+    first = load_offers()
+    first.clear()
+    second = load_offers()
+    assert len(second) == 3269
+    assert second[0] is load_offers()[0]
+
+
+def test_loads_explicit_path_with_any_column_order(tmp_path: Path) -> None:
+    cols = list(COLUMNS)
+    values = GOOD_ROW.split(",")
+    values[-2:] = ["2026-05-20", "a;b"]
+    order = list(reversed(range(len(cols))))
+    path = tmp_path / "offers.csv"
+    path.write_text(
+        ",".join(cols[i] for i in order) + "\n" + ",".join(values[i] for i in order) + "\n"
+    )
+    (o,) = load_offers(path)
+    assert (o.cloud, o.gpus_per_node, o.ondemand_usd_per_hour) == ("aws", 8, 98.32)
+    assert (o.prices_as_of, o.flags) == ("2026-05-20", ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            HEADER.replace(",spot_usd_per_hour", "") + "\n",
+            "line 1: missing column 'spot_usd_per_hour'",
+        ),
+        (
+            f"{HEADER}\n{GOOD_ROW}\n{GOOD_ROW.replace('98.32', 'cheap')}\n",
+            "line 3: ondemand_usd_per_hour is not a number: 'cheap'",
+        ),
+        (
+            f"{HEADER}\n{GOOD_ROW.replace('30.326', '-1')}\n",
+            "line 2: spot_usd_per_hour must be a finite number >= 0, got '-1'",
+        ),
+        (
+            f"{HEADER}\n{GOOD_ROW.replace('98.32', 'nan')}\n",
+            "line 2: ondemand_usd_per_hour must be a finite number >= 0, got 'nan'",
+        ),
+        (
+            f"{HEADER}\n{GOOD_ROW}\n\n{GOOD_ROW.replace(',8,80,', ',8.0,80,')}\n",
+            "line 4: gpus_per_node is not an integer: '8.0'",
+        ),
+        (
+            f"{HEADER}\n{GOOD_ROW.replace(',efa,', ',efa,,')}\n",
+            "line 2: expected 15 fields, found 16",
+        ),
+        (f"{HEADER}\n{GOOD_ROW.replace(',192,', ',,')}\n", "line 2: vcpus is not a number: ''"),
+        (
+            f"{HEADER}\n{GOOD_ROW[:-1]}2026/05/20,\n",
+            "line 2: prices_as_of is not YYYY-MM-DD: '2026/05/20'",
+        ),
+        ("", "line 1: empty file"),
+    ],
+)
+def test_malformed_file_raises_data_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        load_offers(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: {message}")
+    assert "\n" not in msg
+
+
+def test_missing_file_is_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nope\.csv: cannot read price file"):
+        load_offers(tmp_path / "nope.csv")
+
+
+def test_parse_is_fast() -> None:
+    text = (Path(__file__).parents[2] / "pricing" / "data" / "offers.csv").read_text()
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        parse_offers(text)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.1, f"parsing the snapshot took {best * 1e3:.0f} ms (measured ~10 ms)"
+
+
+def test_import_does_not_pull_pandas() -> None:
+    code = "import sys, pricing.offers as p; p.load_offers(); print('pandas' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_offers_frame(offers: list[Offer]) -> None:
+    pytest.importorskip("pandas")
+    frame = offers_frame()
+    assert list(frame.columns) == list(COLUMNS)
+    assert len(frame) == len(offers)
+    lam = frame[frame["cloud"] == "lambda"]
+    assert lam["spot_usd_per_hour"].isna().all()
+    assert frame["ondemand_usd_per_hour"].dtype == "float64"
+    p5 = frame[(frame["instance_type"] == "p5.48xlarge") & (frame["zone"] == "use1-az1")]
+    assert p5.iloc[0]["ondemand_usd_per_hour"] == 98.32
+    assert p5.iloc[0]["flags"] == "date_unknown"
+    small = offers_frame(offers[:2])
+    assert len(small) == 2 and list(small.columns) == list(COLUMNS)

@@ -1,0 +1,95 @@
+"""Bits per weight and what stays unquantized, per scheme and per checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioner.catalog import resolve_model
+from provisioner.errors import UsageError
+from provisioner.memory import weights_total_bytes
+from provisioner.models import ModelSpec
+from provisioner.quant import GGUF_BITS, kv_bytes, resolve_quant
+
+
+def test_kimi_thinking_native_int4_g32(kimi_thinking: ModelSpec) -> None:
+    q = resolve_quant("int4", kimi_thinking)
+    assert q.native and q.group_size == 32
+    assert q.bits == 4 + 16 / 32  # one bf16 scale per 32 int4 weights, symmetric (no zero point)
+    assert resolve_quant("auto", kimi_thinking).label == q.label
+
+
+def test_kimi_thinking_keeps_attention_shared_dense_and_head_in_bf16(
+    kimi_thinking: ModelSpec,
+) -> None:
+    q = resolve_quant("int4", kimi_thinking)
+    quantized = {g.kind for g in kimi_thinking.groups if q.is_quantized(g)}
+    assert quantized == {"experts"}
+
+
+def test_kimi_thinking_int4_weights_594_gb(kimi_thinking: ModelSpec) -> None:
+    # PARAMS.md: 1014.7B routed x 4.5 bits + 11.7B bf16 others = ~594 GB
+    total = weights_total_bytes(kimi_thinking, resolve_quant("int4", kimi_thinking))
+    assert total == pytest.approx(594e9, rel=0.01)
+
+
+def test_generic_int4_is_awq_group_128_and_skips_embeddings() -> None:
+    spec = resolve_model("meta-llama/Llama-3.1-8B")
+    q = resolve_quant("int4", spec)
+    assert not q.native
+    assert q.bits == pytest.approx(4 + 20 / 128)  # fp16 scale + 4-bit zero per 128
+    kinds = {g.kind for g in spec.groups if q.is_quantized(g)}
+    assert kinds == {"attn", "dense_mlp"}
+
+
+def test_deepseek_native_fp8_block_128() -> None:
+    spec = resolve_model("deepseek-ai/DeepSeek-V3")
+    q = resolve_quant("auto", spec)
+    assert q.name == "fp8" and q.native
+    assert q.bits == pytest.approx(8 + 32 / (128 * 128))
+    # the router (MoE gate) is never quantized in vLLM
+    assert not any(q.is_quantized(g) for g in spec.groups if g.kind == "router")
+
+
+def test_gpt_oss_mxfp4_only_experts() -> None:
+    spec = resolve_model("openai/gpt-oss-120b")
+    q = resolve_quant("auto", spec)
+    assert (q.name, q.bits) == ("mxfp4", 4.25)  # 4-bit + one e8m0 scale per 32
+    assert {g.kind for g in spec.groups if q.is_quantized(g)} == {"experts"}
+
+
+def test_qwen_fp8_checkpoint_leaves_routers_and_norms() -> None:
+    spec = resolve_model("Qwen/Qwen3-235B-A22B-FP8")
+    q = resolve_quant("fp8", spec)
+    assert q.native
+    assert {g.kind for g in spec.groups if q.is_quantized(g)} == {"attn", "experts"}
+
+
+@pytest.mark.parametrize("name, bits", [("nvfp4", 4.5), ("mxfp4", 4.25), ("bf16", 16.0)])
+def test_generic_bits(name: str, bits: float) -> None:
+    assert resolve_quant(name, resolve_model("llama-3.1-70b")).bits == bits
+
+
+def test_gguf_is_memory_only_llama_cpp() -> None:
+    spec = resolve_model("llama-3.1-70b")
+    for name in GGUF_BITS:
+        q = resolve_quant(name, spec)
+        assert q.engine == "llama.cpp"
+        assert any("llama.cpp" in n for n in q.notes)
+    assert resolve_quant("q8_0", spec).bits == 8.5  # 32 int8 + one fp16 scale
+
+
+def test_bf16_of_an_int4_checkpoint_says_so(kimi_thinking: ModelSpec) -> None:
+    q = resolve_quant("bf16", kimi_thinking)
+    assert any("published one is int4" in n for n in q.notes)
+
+
+def test_unknown_quant_lists_the_allowed() -> None:
+    with pytest.raises(UsageError, match="int4"):
+        resolve_quant("int5", resolve_model("llama-3.1-8b"))
+
+
+def test_kv_dtype(kimi_thinking: ModelSpec) -> None:
+    assert kv_bytes("auto", kimi_thinking) == 2
+    assert kv_bytes("fp8", kimi_thinking) == 1
+    with pytest.raises(UsageError):
+        kv_bytes("int4", kimi_thinking)
