@@ -119,6 +119,24 @@ class QuoteResult:
         return self.plans[0] if self.plans else None
 
 
+# Price flags (set by pricing.build_snapshot) under which a price is not ranked.
+_DOUBTFUL = {
+    "columns_swapped?": ("both", "spot/on-demand columns look swapped upstream"),
+    "spot_eq_ondemand": ("spot", "spot equal to on-demand (spot not really offered)"),
+    "spot_gt_ondemand": ("spot", "spot above on-demand"),
+    "spot_over_85pct_off": ("spot", "spot more than 85% below on-demand"),
+}
+
+
+def price_doubt(offer: Offer, market: str) -> str | None:
+    """Why this offer's price in `market` is not to be ranked, or None if it is usable."""
+    for flag in offer.flags:
+        rule = _DOUBTFUL.get(flag)
+        if rule and rule[0] in ("both", "spot" if market == "spot" else ""):
+            return f"{market} price not used: {rule[1]}"
+    return None
+
+
 def _divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
@@ -429,10 +447,9 @@ def plan_quote(
                     price = o.price(market)
                     if price is None:
                         continue
-                    if market == "spot" and (
-                        "spot_eq_ondemand" in o.flags or "spot_gt_ondemand" in o.flags
-                    ):
-                        skipped["spot price not usable (equal to or above on-demand)"] += 1
+                    doubt = price_doubt(o, market)
+                    if doubt:
+                        skipped[doubt] += 1
                         continue
                     candidates.append((price * nodes, nodes, -conc, market, vi, oi))
 

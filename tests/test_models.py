@@ -105,9 +105,15 @@ def test_unknown_model_suggests_close_matches() -> None:
 
 def test_config_path_and_folder(tmp_path) -> None:
     cfg = {
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 4096,
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 512,
+        "vocab_size": 1000,
+        "max_position_embeddings": 4096,
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))

@@ -1,0 +1,247 @@
+"""The `prov quote --json` document as pydantic models: the contract of DESIGN.md.
+
+quote writes the document (``planner.result_to_json``); deploy, the notebooks and users'
+scripts read it back through :func:`load_plan_document`. The keys DESIGN.md lists are
+required, with their types; the keys the planner adds on top are declared (optional, typed)
+so that they are checked when present; unknown keys are kept (``extra="allow"``) so that a
+newer prov can extend the document without breaking an older reader.
+
+Not on the quote hot path: the planner and ``prov quote`` never import this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from provisioner.errors import UsageError
+
+__all__ = [
+    "MemoryPerGpu",
+    "ModelInfo",
+    "Plan",
+    "PlanDocument",
+    "Rejection",
+    "RequestInfo",
+    "load_plan_document",
+]
+
+
+def _check_date(text: str) -> str:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a calendar date: {text!r}") from None
+    return text
+
+
+#: A YYYY-MM-DD date, as a string (what the JSON carries).
+IsoDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), AfterValidator(_check_date)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Market = Literal["spot", "on-demand"]
+
+_CONFIG = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, frozen=True)
+
+
+class RequestInfo(BaseModel):
+    """The validated request the plans answer (``QuoteRequest`` dumped as JSON)."""
+
+    model_config = _CONFIG
+
+    model: str = Field(min_length=1)
+    ctx: PosInt
+    quant: str = "auto"
+    kv_dtype: str = "auto"
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    max_num_batched_tokens: PosInt | None = None
+    concurrency: PosInt = 1
+    dcp: PosInt = 1
+    max_nodes: PosInt | None = None
+    nodes: PosInt | None = None
+    market: Literal["any", "spot", "on-demand"] = "any"
+    clouds: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    gpus: list[str] = Field(default_factory=list)
+    top: NonNegInt | None = None
+
+
+class ModelInfo(BaseModel):
+    """The model the plans serve."""
+
+    model_config = _CONFIG
+
+    id: str = Field(min_length=1)
+    params_total: NonNegInt
+    params_active: NonNegInt
+    attention: str
+    # planner extensions
+    family: str | None = None
+    layers: PosInt | None = None
+    max_context: PosInt | None = None
+    quant: str | None = None
+    quant_label: str | None = None
+    engine: str | None = None
+    weight_bytes: NonNegInt | None = None
+    kv_bytes_per_token: NonNegInt | None = None
+    kv_tp_sharded: bool | None = None
+
+
+class MemoryPerGpu(BaseModel):
+    """GiB on the worst GPU of the shape (the stage that holds the fewest KV tokens)."""
+
+    model_config = _CONFIG
+
+    weights: NonNegFloat
+    kv_cache: NonNegFloat
+    activations: NonNegFloat
+    overhead: NonNegFloat
+    free: float  # negative when the out-of-budget items overflow the headroom
+    # planner extensions
+    device: NonNegFloat | None = None
+    outside_budget: NonNegFloat | None = None
+
+
+class Plan(BaseModel):
+    """One ranked way to serve the model: an offer x nodes x TP x PP on one market."""
+
+    model_config = _CONFIG
+
+    rank: PosInt
+    cloud: str = Field(min_length=1)
+    region: str
+    zone: str | None
+    instance_type: str = Field(min_length=1)
+    gpu: str = Field(min_length=1)
+    gpus_per_node: PosInt
+    nodes: PosInt
+    tp: PosInt
+    pp: PosInt
+    market: Market
+    usd_per_hour: NonNegFloat
+    memory_gib_per_gpu: MemoryPerGpu
+    kv_cache_tokens: NonNegInt
+    max_concurrent_full_ctx: NonNegInt
+    tokens_per_s: NonNegFloat | None
+    usd_per_mtok: NonNegFloat | None
+    vllm_args: list[str]
+    # planner extensions
+    dcp: PosInt = 1
+    usd_per_gpu_hour: NonNegFloat | None = None
+    interconnect: str | None = None
+    fabric: str | None = None
+    prices_as_of: IsoDate | None = None
+    price_flags: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _gpus_add_up(self) -> Plan:
+        gpus = self.nodes * self.gpus_per_node
+        if self.tp * self.pp != gpus:
+            raise ValueError(
+                f"TP{self.tp} x PP{self.pp} = {self.tp * self.pp} GPUs, but the shape has "
+                f"{self.nodes} x {self.gpus_per_node} = {gpus}"
+            )
+        return self
+
+    @property
+    def total_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+class Rejection(BaseModel):
+    """A shape the planner refused, and why."""
+
+    model_config = _CONFIG
+
+    shape: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    # planner extensions
+    cloud: str | None = None
+    instance_type: str | None = None
+    gpu: str | None = None
+    nodes: PosInt | None = None
+    tp: PosInt | None = None
+    pp: PosInt | None = None
+
+
+class PlanDocument(BaseModel):
+    """What `prov quote --json` prints."""
+
+    model_config = _CONFIG
+
+    request: RequestInfo
+    model: ModelInfo
+    plans: list[Plan]
+    rejected: list[Rejection]
+    prices_as_of: IsoDate | None
+    # planner extensions
+    feasible_plans: NonNegInt | None = None
+    skipped_prices: dict[str, NonNegInt] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def best(self) -> Plan | None:
+        """The first (cheapest) plan, or None when nothing fits."""
+        return self.plans[0] if self.plans else None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "document"
+
+
+def _one_line(e: ValidationError) -> str:
+    errors = e.errors(include_url=False)
+    first = errors[0]
+    msg = " ".join(str(first["msg"]).split())
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return f"{_where(tuple(first['loc']))}: {msg}" + (more if len(errors) > 1 else "")
+
+
+def load_plan_document(path: str | os.PathLike[str]) -> PlanDocument:
+    """Read and validate a plan file written by `prov quote --json`.
+
+    Raises ``UsageError`` with a one-line message naming the file and, for a document that
+    breaks the contract, the first offending key.
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise UsageError(f"{name}: cannot read plan file ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{name}: not a plan file (not UTF-8 text)") from None
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(
+            f"{name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+            "expected the output of 'prov quote --json'"
+        ) from None
+    except RecursionError:
+        raise UsageError(f"{name}: not a plan file (JSON nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{name}: not a plan file (a JSON {type(data).__name__}, expected the object "
+            "'prov quote --json' prints)"
+        )
+    try:
+        return PlanDocument.model_validate(data)
+    except ValidationError as e:
+        raise UsageError(f"{name}: not a valid plan file: {_one_line(e)}") from None
