@@ -67,8 +67,9 @@ def resolve_model(arg: str) -> ModelSpec:
         return _from_path(path)
     mid = _aliases().get(key.lower())
     if mid is None:
-        close = difflib.get_close_matches(key.lower(), list(_aliases()), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(_aliases()[c] for c in close)}?" if close else ""
+        close = difflib.get_close_matches(key.lower(), list(_aliases()), n=6, cutoff=0.5)
+        ids = list(dict.fromkeys(_aliases()[c] for c in close))[:3]
+        hint = f"; did you mean {', '.join(ids)}?" if ids else ""
         raise UnknownModelError(
             f"unknown model {key!r}{hint} (see 'prov models list', or pass a path to a "
             "config.json or a Hugging Face snapshot folder)"

@@ -372,7 +372,7 @@ def plan_quote(
     candidates: list[tuple[float, int, int, str, int, int]] = []  # price, nodes, -conc, ...
     verdicts: list[ShapeVerdict] = []
     class_offers: list[list[Offer]] = []
-    skipped: dict[str, int] = defaultdict(int)
+    skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct offer prices
     memo: dict[tuple[Any, ...], ShapeVerdict] = {}
     placer = WeightPlacer(spec, scheme)
 
@@ -449,7 +449,7 @@ def plan_quote(
                         continue
                     doubt = price_doubt(o, market)
                     if doubt:
-                        skipped[doubt] += 1
+                        skipped[doubt].add((id(o), market))
                         continue
                     candidates.append((price * nodes, nodes, -conc, market, vi, oi))
 
@@ -488,7 +488,7 @@ def plan_quote(
         plans=plans,
         feasible_count=feasible,
         rejected=rejected,
-        skipped_prices=dict(skipped),
+        skipped_prices={k: len(v) for k, v in skipped.items()},
         prices_as_of=dates[0] if dates else None,
         notes=notes,
     )
