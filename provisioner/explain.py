@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from provisioner.memory import GIB, weights_total_bytes
+from provisioner.memory import GIB, MemorySettings, request_kv_bytes, weights_total_bytes
 from provisioner.models import ModelSpec
 from provisioner.planner import Plan, QuoteResult
 from provisioner.quant import QuantScheme
@@ -75,9 +75,8 @@ def kv_lines(spec: ModelSpec, kvb: int, ctx: int) -> list[str]:
                 f"  {n} of {spec.num_layers} layers use a {min(windows)}-token window: "
                 "they hold at most window + one batch of tokens"
             )
-    lines.append(
-        f"  one {ctx:,}-token request = {per_tok * ctx / 1e9:,.2f} GB over all layers (one TP rank)"
-    )
+    one = request_kv_bytes(spec, 0, spec.num_layers, 1, 1, ctx, MemorySettings(kv_bytes=kvb))
+    lines.append(f"  one {ctx:,}-token request = {one / 1e9:,.2f} GB over all layers (one TP rank)")
     return lines
 
 
