@@ -269,6 +269,24 @@ def _swiglu(h: int, inter: int) -> int:
     return 3 * h * inter
 
 
+def _mlp_block(
+    b: _Builder,
+    i: int,
+    pre: str,
+    h: int,
+    dense_inter: int,
+    moe: tuple[int, int, int, int] | None,
+) -> None:
+    """A layer's MLP: dense SwiGLU, or (experts, expert width, shared width, router params)."""
+    if moe is None:
+        b.add("dense_mlp", i, _swiglu(h, dense_inter), f"{pre}.mlp.gate_proj")
+        return
+    n_exp, width, shared_width, router = moe
+    b.add("experts", i, n_exp * _swiglu(h, width), f"{pre}.mlp.experts.0.gate_proj")
+    b.add("shared_experts", i, _swiglu(h, shared_width), f"{pre}.mlp.shared_experts.gate_proj")
+    b.add("router", i, 0, f"{pre}.mlp.gate", "replicate", router)
+
+
 def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> ModelSpec:
     """Turn a config.json into a ModelSpec. Raises ConfigError on a malformed or partial config."""
     if not isinstance(config, Mapping):
@@ -292,7 +310,6 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
     windows: list[int | None] = [None] * n_layers
     notes: list[str] = []
     norm_per_layer = 2 * h
-    router_module = "mlp.gate"
 
     if family == "deepseek_v3":
         kv_lora = _req(cfg, "kv_lora_rank", model_id)
@@ -323,18 +340,16 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
             b.add(
                 "norm", i, 0, f"{pre}.input_layernorm", "replicate", norm_per_layer + latent_norms
             )
-            if i in moe_layers:
-                b.add("experts", i, n_exp * _swiglu(h, moe_inter), f"{pre}.mlp.experts.0.gate_proj")
-                b.add(
-                    "shared_experts",
-                    i,
-                    n_shared * _swiglu(h, moe_inter),
-                    f"{pre}.mlp.shared_experts.gate_proj",
-                )
-                # router weight + e_score_correction_bias
-                b.add("router", i, 0, f"{pre}.mlp.gate", "replicate", n_exp * h + n_exp)
-            else:
-                b.add("dense_mlp", i, _swiglu(h, inter), f"{pre}.mlp.gate_proj")
+            # router weight + e_score_correction_bias
+            router = n_exp * h + n_exp
+            _mlp_block(
+                b,
+                i,
+                pre,
+                h,
+                inter,
+                (n_exp, moe_inter, n_shared * moe_inter, router) if i in moe_layers else None,
+            )
         if _opt(cfg, "num_nextn_predict_layers", 0):
             notes.append(
                 "MTP (next-token prediction) layer not counted: vLLM loads it only for "
@@ -376,18 +391,15 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
             pre = f"model.layers.{i}"
             _gqa_attention(b, i, h, nh, nkv, hd, bias, qk_norm)
             b.add("norm", i, 0, f"{pre}.input_layernorm", "replicate", norm_per_layer)
-            if i in moe_layers:
-                b.add("experts", i, n_exp * _swiglu(h, moe_inter), f"{pre}.mlp.experts.0.gate_proj")
-                b.add(
-                    "shared_experts",
-                    i,
-                    n_shared * _swiglu(h, shared_inter),
-                    f"{pre}.mlp.shared_experts.gate_proj",
-                )
-                extra = n_exp * h + (n_exp if family == "glm4_moe" else 0)
-                b.add("router", i, 0, f"{pre}.{router_module}", "replicate", extra)
-            else:
-                b.add("dense_mlp", i, _swiglu(h, inter), f"{pre}.mlp.gate_proj")
+            router = n_exp * h + (n_exp if family == "glm4_moe" else 0)
+            _mlp_block(
+                b,
+                i,
+                pre,
+                h,
+                inter,
+                (n_exp, moe_inter, n_shared * shared_inter, router) if i in moe_layers else None,
+            )
         if family == "glm4_moe" and _opt(cfg, "num_nextn_predict_layers", 0):
             notes.append("MTP layer not counted: vLLM loads it only for speculative decoding")
     elif family == "gpt_oss":

@@ -240,16 +240,15 @@ def evaluate_shape(
         nvlink=nvlink,
         placer=placer,
     )
+
+    def reject(reason: str) -> ShapeVerdict:
+        return ShapeVerdict(hw, nodes, tp, pp, mem, reason)
+
     w = max(mem.stages, key=lambda s: s.weights)
     if not mem.weights_fit:
         bad = min(mem.stages, key=lambda s: s.kv_pool)
         need = bad.weights + bad.activations + bad.overhead
-        return ShapeVerdict(
-            hw,
-            nodes,
-            tp,
-            pp,
-            mem,
+        return reject(
             f"weights+activations+overhead {_fmt_gib(need)} per GPU exceed "
             f"{req.gpu_memory_utilization:g} x {hw.gpu_memory_gib:g} GiB = "
             f"{_fmt_gib(bad.budget)}",
@@ -260,23 +259,13 @@ def evaluate_shape(
             key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
         )
         st = mem.stages[k]
-        return ShapeVerdict(
-            hw,
-            nodes,
-            tp,
-            pp,
-            mem,
+        return reject(
             f"one {req.ctx}-token request needs {_fmt_gib(mem.request_bytes_per_stage[k])} "
             f"of KV per GPU but only {_fmt_gib(max(0.0, st.kv_pool))} is left after "
             f"weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
         )
     if mem.max_concurrent < req.concurrency:
-        return ShapeVerdict(
-            hw,
-            nodes,
-            tp,
-            pp,
-            mem,
+        return reject(
             f"only {mem.max_concurrent} concurrent {req.ctx}-token requests fit in "
             f"the KV cache; --concurrency asks for {req.concurrency}",
         )
