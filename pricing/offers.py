@@ -85,6 +85,24 @@ class Offer:
         raise UsageError(f"unknown market {market!r}; allowed: spot, on-demand")
 
 
+# Price flags (set by pricing.build_snapshot) under which a price is not ranked.
+_DOUBTFUL = {
+    "columns_swapped?": ("both", "spot/on-demand columns look swapped upstream"),
+    "spot_eq_ondemand": ("spot", "spot equal to on-demand (spot not really offered)"),
+    "spot_gt_ondemand": ("spot", "spot above on-demand"),
+    "spot_over_85pct_off": ("spot", "spot more than 85% below on-demand"),
+}
+
+
+def price_doubt(offer: Offer, market: str) -> str | None:
+    """Why this offer's price in `market` is not to be ranked, or None if it is usable."""
+    for flag in offer.flags:
+        rule = _DOUBTFUL.get(flag)
+        if rule and rule[0] in ("both", "spot" if market == "spot" else ""):
+            return f"{market} price not used: {rule[1]}"
+    return None
+
+
 def load_offers(path: str | os.PathLike[str] | None = None) -> list[Offer]:
     """Read an offers CSV (default: the packaged snapshot, parsed once and cached).
 

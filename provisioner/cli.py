@@ -28,6 +28,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The embedded model catalog.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+prices_app = typer.Typer(
+    help="Offers: GPU nodes, regions, on-demand and spot prices.", no_args_is_help=True
+)
+app.add_typer(prices_app, name="prices")
 
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,6 +121,11 @@ def quote(
     cloud: list[str] | None = typer.Option(None, "--cloud", help="Only these clouds (repeatable)."),
     region: list[str] | None = typer.Option(None, "--region", help="Only these regions/zones."),
     gpu: list[str] | None = typer.Option(None, "--gpu", help="Only these GPUs (H200, H100, L40S)."),
+    max_interruption: int | None = typer.Option(
+        None,
+        "--max-interruption",
+        help="Drop spot pools whose AWS advisor bucket can exceed N% interrupted per month.",
+    ),
     top: int = typer.Option(10, "--top", help="Show the N cheapest plans (0 = all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON plan contract."),
     explain: bool = typer.Option(False, "--explain", help="Show the memory arithmetic."),
@@ -273,6 +282,42 @@ def models_show(
     for note in (*spec.notes, *scheme.notes):
         typer.echo(f"Note: {note}")
     typer.echo(f"Source: {spec.source}")
+
+
+@prices_app.command("show")
+@boundary
+def prices_show(
+    gpu: list[str] | None = typer.Option(None, "--gpu", help="Only these GPUs (H200, H100...)."),
+    cloud: list[str] | None = typer.Option(None, "--cloud", help="Only these clouds."),
+    region: list[str] | None = typer.Option(None, "--region", help="Only these regions/zones."),
+    spot: bool = typer.Option(False, "--spot", help="Only offers with a spot price; sort by it."),
+    sort: str = typer.Option("gpu-hour", "--sort", help="gpu-hour or node-hour."),
+    top: int = typer.Option(30, "--top", help="Show the N cheapest rows (0 = all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
+    prices: Path | None = typer.Option(None, "--prices", help="An offers.csv to use instead."),
+) -> None:
+    """Every offer for a GPU across clouds and regions, with $/GPU-h and spot risk."""
+    from pricing.offers import load_offers
+    from pricing.show import price_rows
+    from pricing.spot_risk import ADVISOR_DATE
+
+    if top < 0:
+        raise_usage(f"--top {top}: must be 0 (all) or a positive number")
+    rows = price_rows(
+        load_offers(prices) if prices else load_offers(),
+        gpus=_split(gpu),
+        clouds=_split(cloud),
+        regions=_split(region),
+        spot_only=spot,
+        sort=sort,
+    )
+    shown = rows[:top] if top else rows
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    from provisioner.render import print_prices
+
+    print_prices(shown, total=len(rows), advisor_date=ADVISOR_DATE)
 
 
 def main() -> None:

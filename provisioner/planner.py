@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pricing.offers import price_doubt
+from pricing.spot_risk import spot_risk
 from provisioner.errors import UsageError
 from provisioner.hardware import GpuSpec, gpu_specs, match_gpu
 from provisioner.memory import GIB, MemorySettings, ShapeMemory, WeightPlacer, shape_memory
@@ -60,6 +62,14 @@ class Plan:
     vllm_args: list[str]
     warnings: list[str]
 
+    @property
+    def spot_interruption(self) -> str | None:
+        """AWS Spot Instance Advisor bucket (% interrupted per month) of a spot plan's pool."""
+        if self.market != "spot":
+            return None
+        risk = spot_risk(self.offer.cloud, self.offer.region, self.offer.instance_type)
+        return risk.label if risk else None
+
     def to_json(self) -> dict[str, Any]:
         v, o, m = self.verdict, self.offer, self.verdict.memory
         assert m is not None
@@ -95,6 +105,7 @@ class Plan:
             "interconnect": o.interconnect,
             "fabric": o.fabric,
             "prices_as_of": o.prices_as_of,
+            "spot_interruption": self.spot_interruption,
             "price_flags": list(o.flags),
             "warnings": self.warnings,
             "vllm_args": self.vllm_args,
@@ -117,24 +128,6 @@ class QuoteResult:
     @property
     def best(self) -> Plan | None:
         return self.plans[0] if self.plans else None
-
-
-# Price flags (set by pricing.build_snapshot) under which a price is not ranked.
-_DOUBTFUL = {
-    "columns_swapped?": ("both", "spot/on-demand columns look swapped upstream"),
-    "spot_eq_ondemand": ("spot", "spot equal to on-demand (spot not really offered)"),
-    "spot_gt_ondemand": ("spot", "spot above on-demand"),
-    "spot_over_85pct_off": ("spot", "spot more than 85% below on-demand"),
-}
-
-
-def price_doubt(offer: Offer, market: str) -> str | None:
-    """Why this offer's price in `market` is not to be ranked, or None if it is usable."""
-    for flag in offer.flags:
-        rule = _DOUBTFUL.get(flag)
-        if rule and rule[0] in ("both", "spot" if market == "spot" else ""):
-            return f"{market} price not used: {rule[1]}"
-    return None
 
 
 def _divisors_desc(n: int) -> list[int]:
@@ -437,6 +430,10 @@ def plan_quote(
                     if price is None:
                         continue
                     doubt = price_doubt(o, market)
+                    if doubt is None and market == "spot" and req.max_interruption is not None:
+                        risk = spot_risk(o.cloud, o.region, o.instance_type)
+                        if risk is not None and risk.max_pct > req.max_interruption:
+                            doubt = f"spot pool interrupted more than {req.max_interruption}%/month"
                     if doubt:
                         skipped[doubt].add((id(o), market))
                         continue

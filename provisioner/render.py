@@ -82,6 +82,43 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
         con.print(rej)
 
 
+def print_prices(rows: list[dict[str, Any]], *, total: int, advisor_date: str) -> None:
+    con = _console()
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for col in (
+        "cloud:zone",
+        "instance",
+        "GPUs",
+        "on-demand $/h",
+        "spot $/h",
+        "$/GPU-h",
+        "spot risk",
+        "as of",
+    ):
+        table.add_column(col, justify="right" if "$" in col else "left", overflow="fold")
+    for r in rows:
+        od, sp = r["ondemand_usd_per_hour"], r["spot_usd_per_hour"]
+        table.add_row(
+            f"{r['cloud']}:{r['zone'] or r['region']}",
+            r["instance_type"],
+            f"{r['gpus_per_node']}x{r['gpu']} {r['gpu_memory_gib']:g}G",
+            "-" if od is None else f"{od:,.2f}",
+            "-" if sp is None else f"{sp:,.2f}",
+            f"{r['usd_per_gpu_hour']:,.3f}",
+            r["spot_interruption"] or "",
+            r["prices_as_of"] or "unknown",
+            "!" if r["doubt"] else "",
+        )
+    con.print(table)
+    if any(r["doubt"] for r in rows):
+        con.print("[yellow]![/yellow] a price prov does not rank (see --json 'doubt')")
+    con.print(
+        f"{len(rows)} of {total} offers shown (--top 0 for all). Spot risk = AWS Spot Instance "
+        f"Advisor, % of instances interrupted per month, as of {advisor_date}; other clouds "
+        "publish none."
+    )
+
+
 def print_models(rows: list[dict[str, Any]]) -> None:
     table = Table(header_style="bold")
     for col in ("id", "family", "total", "active", "attention", "layers", "max ctx", "native"):

@@ -55,6 +55,7 @@ class QuoteRequest(BaseModel):
     regions: tuple[str, ...] = ()
     gpus: tuple[str, ...] = ()
     top: int = Field(default=10, ge=0)
+    max_interruption: int | None = Field(default=None, ge=0, le=100)
 
 
 _FLAG = {
