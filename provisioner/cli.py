@@ -55,6 +55,11 @@ def boundary(fn: F) -> F:
             raise typer.Exit(e.exit_code) from None
         except typer.Exit:
             raise
+        except BrokenPipeError:  # `prov ... | head`: the reader left; not an error
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as e:  # a bug: say so briefly unless --debug
             if _state["debug"]:
                 raise

@@ -75,6 +75,7 @@ class RequestInfo(BaseModel):
     clouds: list[str] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
     gpus: list[str] = Field(default_factory=list)
+    max_interruption: Annotated[int, Field(ge=0, le=100)] | None = None
     top: NonNegInt | None = None
 
 
@@ -143,6 +144,7 @@ class Plan(BaseModel):
     interconnect: str | None = None
     fabric: str | None = None
     prices_as_of: IsoDate | None = None
+    spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
     price_flags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 

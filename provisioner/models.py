@@ -100,6 +100,7 @@ class ModelSpec:
     quantization_config: Mapping[str, Any] | None = None
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    trust_remote_code: bool = False  # the checkpoint ships its own modelling/tokenizer code
 
     # ---- parameter counts -------------------------------------------------------------
     @property
@@ -491,4 +492,6 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
         quantization_config=quant_cfg if isinstance(quant_cfg, Mapping) else None,
         source=source,
         notes=tuple(notes),
+        trust_remote_code="auto_map" in config
+        or str(config.get("model_type", "")).startswith("kimi"),
     )

@@ -300,7 +300,7 @@ def vllm_args(
         args += ["--quantization", scheme.vllm_quantization]
     if req.dcp > 1:
         args += ["--decode-context-parallel-size", str(req.dcp)]
-    if spec.family == "deepseek_v3" and "kimi" in spec.id.lower():
+    if spec.trust_remote_code:
         args += ["--trust-remote-code"]
     return args
 
@@ -459,7 +459,8 @@ def plan_quote(
                 list(dict.fromkeys(warnings)),
             )
         )
-    dates = sorted({o.prices_as_of for o in offers if o.prices_as_of})
+    # the oldest known date among the offers this quote considered (after filters)
+    dates = sorted({o.prices_as_of for os_ in classes.values() for o in os_ if o.prices_as_of})
     notes: list[str] = list(spec.notes)
     if scheme.engine == "llama.cpp":
         notes.append(

@@ -58,7 +58,7 @@ KERNELS: dict[str, Kernels] = {
     "int8": Kernels(75),
     "int4": Kernels(80, None, True),
     "nvfp4": Kernels(100, 80, False, "NVFP4 runs weight-only (FP4 Marlin) before Blackwell"),
-    "mxfp4": Kernels(90, 80, True, "MXFP4 runs weight-only (Marlin) on Ampere"),
+    "mxfp4": Kernels(90, 80, True, "MXFP4 runs weight-only (Marlin) before Hopper"),
 }
 
 
