@@ -184,6 +184,7 @@ class PlanDocument(BaseModel):
 
     model_config = _CONFIG
 
+    schema_version: Literal[1]
     request: RequestInfo
     model: ModelInfo
     plans: list[Plan]

@@ -26,6 +26,7 @@ from provisioner.request import QuoteRequest
 if TYPE_CHECKING:
     from pricing.offers import Offer
 
+SCHEMA_VERSION = 1  # of the `prov quote --json` document; bump on an incompatible change
 # Large-GPU rule of vLLM's batch defaults (docs/vllm-rules.md s6): >= 70 GiB and not A100.
 _BIG_GPU_GIB = 70
 FAST_FABRICS = frozenset({"efa", "infiniband", "gpudirect-tcpx", "nvlink"})
@@ -488,6 +489,7 @@ def result_to_json(result: QuoteResult) -> dict[str, Any]:
 
     weights = weights_total_bytes(spec, scheme)
     return {
+        "schema_version": SCHEMA_VERSION,
         "request": result.request.model_dump(mode="json"),
         "model": {
             "id": spec.id,
