@@ -350,7 +350,8 @@ def test_load_plan_document_accepts_nulls_the_contract_allows(
         ('{"schema_version": 2, "plans": []}', "schema_version"),
         ('{"schema_version": 1, "plans": []}', "request"),
         (
-            '{"schema_version": 1, "request": {"model": "x", "ctx": 1}, "model": {"id": "x", "params_total": 1, '
+            '{"schema_version": 1, "request": {"model": "x", "ctx": 1}, '
+            '"model": {"id": "x", "params_total": 1, '
             '"params_active": 1, "attention": "gqa"}, "plans": [], "rejected": [], '
             '"prices_as_of": NaN}',
             "prices_as_of",
