@@ -17,6 +17,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from provisioner.errors import DataError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     import pandas
 
@@ -246,6 +247,190 @@ def _date(text: str, source: str, line: int) -> str | None:
     if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.replace("-", "").isdigit():
         raise DataError(f"{source}: line {line}: prices_as_of is not YYYY-MM-DD: {text!r}")
     return text
+
+
+# --------------------------------------------------------------------------------------------
+# The live cache written by `prov prices refresh` (pricing/aws_refresh.py) and the offers the
+# commands use: the embedded snapshot with the live rows in place of the rows they cover.
+# --------------------------------------------------------------------------------------------
+
+#: Environment variable that overrides the cache directory (tests, CI, shared caches).
+CACHE_DIR_ENV = "PROV_CACHE_DIR"
+#: Version of the cache's JSON meta file; a reader refuses any other.
+CACHE_FORMAT = 1
+#: Flag carried by every row a live refresh wrote (its prices_as_of is the fetch date).
+LIVE_FLAG = "live"
+#: Clouds that have a live refresh.
+LIVE_CLOUDS: tuple[str, ...] = ("aws",)
+#: Catalogs of the embedded snapshot that carry no upstream date (prices_as_of empty).
+UNDATED_CLOUDS: tuple[str, ...] = ("aws", "fluidstack", "nebius", "runpod")
+
+
+def cache_dir() -> Path:
+    """Where `prov prices refresh` keeps live prices: $PROV_CACHE_DIR, else the user cache dir."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("prov"))
+
+
+def cache_meta_path(cloud: str, directory: Path | None = None) -> Path:
+    """The JSON meta file of a cloud's live cache; it names the dated offers CSV it commits."""
+    return (directory or cache_dir()) / f"offers-{cloud}.json"
+
+
+def instance_family(instance_type: str) -> str:
+    """'p5en.48xlarge' -> 'p5en' (the unit a refresh covers within a region)."""
+    return instance_type.split(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class LiveCache:
+    """A cloud's live prices as `prov prices refresh` last committed them."""
+
+    cloud: str
+    meta_path: Path
+    offers_path: Path
+    offers: tuple[Offer, ...]
+    #: region -> instance family -> fetched_at (ISO 8601, UTC) of the last successful fetch
+    coverage: dict[str, dict[str, str]]
+    meta: dict[str, object]
+
+    def covers(self, offer: Offer) -> bool:
+        """True when the refresh fetched this offer's region and instance family."""
+        family = instance_family(offer.instance_type)
+        return offer.cloud == self.cloud and family in self.coverage.get(offer.region, {})
+
+    def fetched_at(self, region: str) -> str | None:
+        """When the region was last fetched (the latest of its families), or None."""
+        stamps = self.coverage.get(region)
+        return max(stamps.values()) if stamps else None
+
+
+def _cache_error(path: Path, what: str) -> DataError:
+    return DataError(
+        f"{path}: {what}; delete the file or run `prov prices refresh` to rewrite the cache"
+    )
+
+
+def read_live_cache(cloud: str = "aws", directory: Path | None = None) -> LiveCache | None:
+    """The live cache of `cloud`, or None when there is none. A damaged cache is a DataError."""
+    import json
+
+    meta_path = cache_meta_path(cloud, directory)
+    try:
+        text = meta_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _cache_error(meta_path, f"cannot read ({exc.strerror})") from None
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise _cache_error(meta_path, "not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        raise _cache_error(meta_path, f"not a prov cache meta file of format {CACHE_FORMAT}")
+    if meta.get("cloud") != cloud:
+        raise _cache_error(meta_path, f"cloud is {meta.get('cloud')!r}, expected {cloud!r}")
+    name = meta.get("offers_file")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise _cache_error(meta_path, "offers_file must be a file name in the cache directory")
+    coverage: dict[str, dict[str, str]] = {}
+    regions = meta.get("regions")
+    if not isinstance(regions, dict):
+        raise _cache_error(meta_path, "regions must be an object")
+    for region, info in regions.items():
+        fams = info.get("families") if isinstance(info, dict) else None
+        if not isinstance(fams, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fams.items()
+        ):
+            raise _cache_error(meta_path, f"regions.{region}.families must map family -> time")
+        coverage[str(region)] = dict(fams)
+    offers_path = meta_path.parent / name
+    try:
+        csv_text = offers_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _cache_error(
+            meta_path, f"its offers file {name} cannot be read ({exc.strerror})"
+        ) from None
+    offers = parse_offers(csv_text, os.fspath(offers_path))
+    cache = LiveCache(cloud, meta_path, offers_path, offers, coverage, meta)
+    for o in offers:
+        if not cache.covers(o) or LIVE_FLAG not in o.flags or not o.prices_as_of:
+            raise _cache_error(
+                offers_path, f"row {o.region} {o.instance_type} is not a dated live row it covers"
+            )
+    return cache
+
+
+def current_offers(directory: Path | None = None) -> list[Offer]:
+    """The offers `prov quote` and `prov prices show` use by default.
+
+    The embedded snapshot, except that for every cloud with a live cache (``prov prices
+    refresh``) the rows of each region and instance family the refresh covered are replaced
+    by the live rows (dated with their fetch date, flagged ``live``). Regions and families the
+    refresh did not cover keep their embedded rows.
+    """
+    offers = list(_packaged_offers())
+    for cloud in LIVE_CLOUDS:
+        cache = read_live_cache(cloud, directory)
+        if cache is None:
+            continue
+        offers = [o for o in offers if not cache.covers(o)]
+        offers.extend(cache.offers)
+    return offers
+
+
+def price_date_notes(
+    used: Iterable[tuple[str, str | None, Sequence[str]]],
+    *,
+    max_age_days: int,
+    source: str | None = None,
+    today: date | None = None,
+) -> tuple[list[str], list[str]]:
+    """(notes, warnings) about the dates of the prices a command used.
+
+    ``used`` holds (cloud, prices_as_of, flags) of each price shown. Live rows older than
+    ``max_age_days`` give a warning; the embedded snapshot always states its dates (and which
+    catalogs carry none); ``source`` names a --prices file instead of the snapshot.
+    """
+    from datetime import UTC, datetime
+
+    today = today or datetime.now(UTC).date()
+    notes: list[str] = []
+    warnings: list[str] = []
+    live: dict[str, list[date]] = {}
+    other: dict[str, set[str]] = {}
+    for cloud, as_of, flags in used:
+        if LIVE_FLAG in flags and as_of:
+            live.setdefault(cloud, []).append(date.fromisoformat(as_of))
+        else:
+            other.setdefault(cloud, set()).update([as_of] if as_of else [])
+    for cloud, days in sorted(live.items()):
+        first, last = min(days), max(days)
+        span = f"{first}" if first == last else f"{first} to {last}"
+        notes.append(f"live {cloud} prices fetched {span} (prov prices refresh)")
+        old = sum(1 for d in days if (today - d).days > max_age_days)
+        if old:
+            warnings.append(
+                f"{old} of {len(days)} live {cloud} prices used here are older than "
+                f"--max-price-age {max_age_days} days (oldest fetched {first}, "
+                f"{(today - first).days} days ago); run `prov prices refresh --cloud {cloud}`"
+            )
+    if other and source:
+        notes.append(f"prices from {source}")
+    elif other:
+        text = f"embedded price snapshot (taken into prov {SNAPSHOT_DATE})"
+        dated = [f"{c} {'/'.join(sorted(ds))}" for c, ds in sorted(other.items()) if ds]
+        undated = [c for c, ds in sorted(other.items()) if not ds]
+        if dated:
+            text += "; upstream catalog dates: " + ", ".join(dated)
+        if undated:
+            text += f"; no upstream date in the catalog of {', '.join(undated)} (prices_as_of null)"
+        notes.append(text)
+    return notes, warnings
 
 
 def offers_frame(offers: Iterable[Offer] | None = None) -> pandas.DataFrame:

@@ -116,8 +116,26 @@ def quote(
     max_num_batched_tokens: int = typer.Option(
         8192, "--max-num-batched-tokens", help="vLLM's prefill chunk; sizes the activation peak."
     ),
-    concurrency: int = typer.Option(
-        1, "--concurrency", help="Full-context requests that must fit in the KV cache at once."
+    concurrency: int | None = typer.Option(
+        None,
+        "--concurrency",
+        help="Requests in flight that must fit in the KV cache (each --ctx tokens, or "
+        "--isl + --osl when given); throughput is estimated at it. Default: one request must "
+        "fit and tokens/s is estimated at saturation.",
+    ),
+    isl: int | None = typer.Option(None, "--isl", help="Input tokens per request (default 8000)."),
+    osl: int | None = typer.Option(None, "--osl", help="Output tokens per request (default 1000)."),
+    objective: str = typer.Option(
+        "usd-per-mtok", "--objective", help="Rank by usd-per-mtok (output tokens) or usd-per-hour."
+    ),
+    max_tpot_ms: float | None = typer.Option(
+        None, "--max-tpot-ms", help="Drop shapes slower than this per output token."
+    ),
+    max_ttft_s: float | None = typer.Option(
+        None, "--max-ttft-s", help="Drop shapes whose time to first token exceeds this."
+    ),
+    min_output_tps: float | None = typer.Option(
+        None, "--min-output-tps", help="Drop shapes below this many output tokens/s."
     ),
     dcp: int = typer.Option(1, "--dcp", help="Decode context parallel size (shards the MLA KV)."),
     max_nodes: int = typer.Option(4, "--max-nodes", help="Largest number of nodes to consider."),
@@ -131,16 +149,28 @@ def quote(
         "--max-interruption",
         help="Drop spot pools whose AWS advisor bucket can exceed N% interrupted per month.",
     ),
+    risk_adjusted: bool = typer.Option(
+        False,
+        "--risk-adjusted",
+        help="Rank spot plans by expected cost: price x (1 + interruptions/h x restart hours); "
+        "see docs/prices.md.",
+    ),
+    max_price_age: int = typer.Option(
+        7, "--max-price-age", help="Warn when live prices used are older than N days."
+    ),
     top: int = typer.Option(10, "--top", help="Show the N cheapest plans (0 = all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON plan contract."),
     explain: bool = typer.Option(False, "--explain", help="Show the memory arithmetic."),
     show_rejected: bool = typer.Option(False, "--show-rejected", help="List refused shapes."),
+    compare_api: bool = typer.Option(
+        False, "--compare-api", help="Compare with the hosted API price and show the break-even."
+    ),
     prices: Path | None = typer.Option(
         None, "--prices", help="An offers.csv to use instead of the embedded snapshot."
     ),
 ) -> None:
     """Rank the GPU shapes that can serve MODEL at QUANT with CTX tokens, cheapest first."""
-    from pricing.offers import load_offers
+    from pricing.offers import current_offers, load_offers, price_date_notes
     from provisioner.catalog import resolve_model
     from provisioner.planner import plan_quote, result_to_json
     from provisioner.quant import resolve_quant
@@ -148,6 +178,8 @@ def quote(
 
     if market not in ("any", "spot", "on-demand"):
         raise_usage(f"unknown --market {market!r}; allowed: any, spot, on-demand")
+    if max_price_age < 0:
+        raise_usage(f"--max-price-age {max_price_age}: must be a number of days >= 0")
     req = make_request(
         model=model,
         quant=quant,
@@ -164,21 +196,47 @@ def quote(
         regions=_split(region),
         gpus=_split(gpu),
         top=top,
+        max_interruption=max_interruption,
+        risk_adjusted=risk_adjusted,
+        isl=isl,
+        osl=osl,
+        objective=objective,
+        max_tpot_ms=max_tpot_ms,
+        max_ttft_s=max_ttft_s,
+        min_output_tps=min_output_tps,
     )
     spec = resolve_model(req.model)
     scheme = resolve_quant(req.quant, spec)
-    offers = load_offers(prices) if prices else load_offers()
+    offers = load_offers(prices) if prices else current_offers()
     result = plan_quote(req, spec, scheme, offers, collect_rejected=as_json or show_rejected)
+    date_notes, stale = price_date_notes(
+        [(p.offer.cloud, p.offer.prices_as_of, p.offer.flags) for p in result.plans],
+        max_age_days=max_price_age,
+        source=str(prices) if prices else None,
+    )
+    result.notes.extend(date_notes + (stale if as_json else []))
+    for warning in stale:
+        sys.stderr.write(f"prov: warning: {warning}\n")
+    comparison = None
+    if compare_api:
+        from provisioner.breakeven import api_comparison
+
+        comparison = api_comparison(result)
     if as_json:
-        typer.echo(json.dumps(result_to_json(result), indent=2))
+        doc = result_to_json(result)
+        if comparison is not None:
+            doc["compare_api"] = comparison
+        typer.echo(json.dumps(doc, indent=2))
     else:
-        from provisioner.render import print_quote
+        from provisioner.render import print_comparison, print_quote
 
         print_quote(result, explain=explain, show_rejected=show_rejected)
+        if comparison is not None:
+            print_comparison(comparison)
     if not result.plans:
         raise NoFeasibleShapeError(
             f"no offer can run {spec.id} at {scheme.name} with {req.ctx}-token requests "
-            f"(concurrency {req.concurrency}); see the rejections"
+            f"(concurrency {req.concurrency or 1}); see the rejections"
             + ("" if as_json or show_rejected else " with --show-rejected")
         )
 
@@ -289,6 +347,56 @@ def models_show(
     typer.echo(f"Source: {spec.source}")
 
 
+@prices_app.command("refresh")
+@boundary
+def prices_refresh(
+    cloud: str = typer.Option("aws", "--cloud", help="The cloud to refresh (only aws is live)."),
+    regions: str = typer.Option(
+        "all", "--regions", help="Comma-separated regions, or all (the account's enabled ones)."
+    ),
+    families: str | None = typer.Option(
+        None,
+        "--families",
+        help="Instance families, e.g. p5,p5en,g6e (default: p5,p5e,p5en,p4d,p4de,g6e,g6,g5,"
+        "p6-b200).",
+    ),
+    pricing_file: Path | None = typer.Option(
+        None,
+        "--pricing-file",
+        help="On-demand prices from saved `aws pricing get-products` JSON instead of the "
+        "Pricing API.",
+    ),
+    workers: int = typer.Option(8, "--workers", help="Regions fetched at once."),
+) -> None:
+    """Fetch live AWS GPU prices (on-demand, spot per AZ) into the user cache."""
+    if cloud.strip().lower() != "aws":
+        raise_usage(f"--cloud {cloud!r}: only aws has a live price source; allowed: aws")
+    from pricing.aws_refresh import PriceListFile, refresh_aws, report_lines
+
+    report = refresh_aws(
+        regions,
+        families,
+        ondemand=PriceListFile(pricing_file) if pricing_file else None,
+        max_workers=workers,
+    )
+    for line in report_lines(report):
+        typer.echo(line)
+    for warning in report.warnings:
+        sys.stderr.write(f"prov: warning: {warning}\n")
+    if report.failed:
+        from provisioner.errors import OperationalError
+
+        names = ", ".join(r.region for r in report.failed)
+        raise OperationalError(
+            f"{len(report.failed)} of {len(report.results)} regions failed ({names}): their "
+            + (
+                "previous prices are kept"
+                if report.offers_path
+                else "nothing was written; the cache is unchanged"
+            )
+        )
+
+
 @prices_app.command("show")
 @boundary
 def prices_show(
@@ -300,16 +408,21 @@ def prices_show(
     top: int = typer.Option(30, "--top", help="Show the N cheapest rows (0 = all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
     prices: Path | None = typer.Option(None, "--prices", help="An offers.csv to use instead."),
+    max_price_age: int = typer.Option(
+        7, "--max-price-age", help="Warn when live prices shown are older than N days."
+    ),
 ) -> None:
     """Every offer for a GPU across clouds and regions, with $/GPU-h and spot risk."""
-    from pricing.offers import load_offers
+    from pricing.offers import current_offers, load_offers, price_date_notes
     from pricing.show import price_rows
     from pricing.spot_risk import ADVISOR_DATE
 
     if top < 0:
         raise_usage(f"--top {top}: must be 0 (all) or a positive number")
+    if max_price_age < 0:
+        raise_usage(f"--max-price-age {max_price_age}: must be a number of days >= 0")
     rows = price_rows(
-        load_offers(prices) if prices else load_offers(),
+        load_offers(prices) if prices else current_offers(),
         gpus=_split(gpu),
         clouds=_split(cloud),
         regions=_split(region),
@@ -317,12 +430,21 @@ def prices_show(
         sort=sort,
     )
     shown = rows[:top] if top else rows
+    date_notes, stale = price_date_notes(
+        [(r["cloud"], r["prices_as_of"], r["flags"]) for r in shown],
+        max_age_days=max_price_age,
+        source=str(prices) if prices else None,
+    )
+    for warning in stale:
+        sys.stderr.write(f"prov: warning: {warning}\n")
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
         return
     from provisioner.render import print_prices
 
     print_prices(shown, total=len(rows), advisor_date=ADVISOR_DATE)
+    for note in date_notes:
+        typer.echo(f"note: {note}")
 
 
 def main() -> None:

@@ -67,7 +67,13 @@ class RequestInfo(BaseModel):
     kv_dtype: str = "auto"
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     max_num_batched_tokens: PosInt | None = None
-    concurrency: PosInt = 1
+    concurrency: PosInt | None = None  # None: one request must fit; tok/s at saturation
+    isl: PosInt | None = None
+    osl: PosInt | None = None
+    objective: Literal["usd-per-mtok", "usd-per-hour"] = "usd-per-mtok"
+    max_tpot_ms: NonNegFloat | None = None
+    max_ttft_s: NonNegFloat | None = None
+    min_output_tps: NonNegFloat | None = None
     dcp: PosInt = 1
     max_nodes: PosInt | None = None
     nodes: PosInt | None = None
@@ -76,6 +82,7 @@ class RequestInfo(BaseModel):
     regions: list[str] = Field(default_factory=list)
     gpus: list[str] = Field(default_factory=list)
     max_interruption: Annotated[int, Field(ge=0, le=100)] | None = None
+    risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/prices.md)
     top: NonNegInt | None = None
 
 
@@ -141,10 +148,20 @@ class Plan(BaseModel):
     # planner extensions
     dcp: PosInt = 1
     usd_per_gpu_hour: NonNegFloat | None = None
+    # --risk-adjusted only: usd_per_hour x (1 + interruptions/h x restart h), docs/prices.md
+    expected_usd_per_hour: NonNegFloat | None = None
     interconnect: str | None = None
     fabric: str | None = None
     prices_as_of: IsoDate | None = None
     spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
+    # throughput model (issue 4): null for llama.cpp (GGUF) memory-only plans
+    tokens_per_s_band: list[NonNegFloat] | None = None  # [low, high] = estimate -+ band
+    total_tokens_per_s: NonNegFloat | None = None  # input + output
+    usd_per_mtok_blended: NonNegFloat | None = None  # per million input + output tokens
+    tpot_ms: NonNegFloat | None = None
+    ttft_s: NonNegFloat | None = None
+    concurrency: PosInt | None = None  # requests in flight the estimate assumes
+    perf_band: NonNegFloat | None = None
     price_flags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
@@ -194,6 +211,8 @@ class PlanDocument(BaseModel):
     feasible_plans: NonNegInt | None = None
     skipped_prices: dict[str, NonNegInt] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    workload: dict[str, int | bool] | None = None  # isl, osl, explicit
+    compare_api: dict[str, Any] | None = None
 
     @property
     def best(self) -> Plan | None:

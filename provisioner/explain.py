@@ -118,6 +118,65 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
+def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
+    """`--risk-adjusted`: the expected-cost formula, with this plan's numbers."""
+    from pricing.expected_cost import (
+        HOURS_PER_MONTH,
+        LOAD_BYTES_PER_S_PER_NODE,
+        RESTART_OVERHEAD_S,
+        restart_risk,
+    )
+
+    price = plan.usd_per_hour
+    weights = weights_total_bytes(result.model, result.scheme)
+    r = restart_risk(plan.offer, plan.market, plan.verdict.nodes, weights)
+    gbps = LOAD_BYTES_PER_S_PER_NODE / 1e9
+    lines = [
+        "Risk-adjusted (--risk-adjusted): expected $/h = price x (1 + interruptions/h x restart h)",
+        f"  interruptions/h = nodes x -ln(1 - p) / {HOURS_PER_MONTH:g} h, p = share of the pool's "
+        "instances interrupted per 30-day month (Spot Advisor bucket upper bound)",
+        f"  restart h = (weight bytes / nodes) / {gbps:g} GB/s per node + {RESTART_OVERHEAD_S:g} s "
+        "boot + vLLM start (assumed constants: pricing/expected_cost.py, docs/prices.md)",
+    ]
+    if plan.market != "spot":
+        return [*lines, f"  plan #{plan.rank} is on-demand: never interrupted, expected = price"]
+    return [
+        *lines,
+        f"  plan #{plan.rank}: p = {r.pct_per_month:g}% ({r.basis}) -> "
+        f"{r.rate_per_node_hour:.4g}/h per node x {r.nodes} node(s) = "
+        f"{r.interruptions_per_hour:.4g} interruptions/h",
+        f"  restart = {r.bytes_per_node / 1e9:,.1f} GB / {gbps:g} GB/s = {r.load_seconds:,.0f} s "
+        f"+ {RESTART_OVERHEAD_S:g} s = {r.restart_hours:.4f} h",
+        f"  expected = ${price:,.4f} x (1 + {r.interruptions_per_hour:.4g} x "
+        f"{r.restart_hours:.4f}) = ${r.expected_usd_per_hour(price):,.4f}/h",
+    ]
+
+
+def perf_lines(plan: Plan) -> list[str]:
+    """The decode step breakdown of a plan (provisioner/perf.py has the formulas)."""
+    e = plan.perf
+    if e is None:
+        return ["  throughput: not estimated (llama.cpp memory-only plan)"]
+    st = e.stage
+    v = plan.verdict
+    lo, hi = e.interval(e.output_tps)
+    mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
+    return [
+        f"  Throughput at {e.batch} requests in flight (TP{v.tp} x PP{v.pp}), slowest stage per "
+        "decode step:",
+        f"    memory   {st.memory_s * 1e3:7.2f} ms ({st.bytes_read / 1e9:.2f} GB read per GPU: "
+        "experts touched + dense/attention weights + KV)",
+        f"    compute  {st.compute_s * 1e3:7.2f} ms ({st.flops / 1e12:.2f} TFLOP per GPU)",
+        f"    comm     {st.comm_s * 1e3:7.2f} ms (TP all-reduces, 2 per layer)",
+        f"    step = PP x max(memory, compute) + comm + per-layer floor, + hand-offs "
+        f"{e.handoff_s * 1e3:.2f} ms + overhead {e.overhead_s * 1e3:.2f} ms = "
+        f"{e.step_s * 1e3:.2f} ms",
+        f"  TPOT {e.tpot_s * 1e3:.1f} ms (step + interleaved prefills), TTFT {e.ttft_s:.2f} s; "
+        f"{e.output_tps:,.0f} output tok/s (band {lo:,.0f}-{hi:,.0f}, ±{e.band:.0%}) = "
+        f"${mtok:.2f}/Mtok of output at ${plan.usd_per_hour:,.2f}/h",
+    ]
+
+
 def explain(result: QuoteResult) -> list[str]:
     spec, scheme = result.model, result.scheme
     lines = [
@@ -129,5 +188,8 @@ def explain(result: QuoteResult) -> list[str]:
     ]
     if result.best is not None:
         lines += plan_lines(result.best, result)
+        lines += perf_lines(result.best)
+        if result.request.risk_adjusted:
+            lines += risk_lines(result.best, result)
     lines += [f"Note: {n}" for n in result.notes]
     return lines

@@ -248,6 +248,17 @@ def shape_memory(
     return ShapeMemory(tp, pp, dcp, tuple(stages), kv_tokens, tuple(req), conc, ctx)
 
 
+def concurrent_requests(
+    spec: ModelSpec, mem: ShapeMemory, tokens: int, settings: MemorySettings
+) -> int:
+    """Requests of `tokens` tokens that fit in the KV pools of a shape at once."""
+    fits = []
+    for st in mem.stages:
+        need = request_kv_bytes(spec, *st.layers, mem.tp, mem.dcp, tokens, settings)
+        fits.append(int(max(0.0, st.kv_pool) // need) if need > 0 else 0)
+    return min(fits)
+
+
 def weights_total_bytes(spec: ModelSpec, scheme: QuantScheme) -> float:
     """Checkpoint-equivalent bytes of all weights in this scheme (what must be loaded)."""
     return sum(scheme.group_bytes(g) for g in spec.groups)

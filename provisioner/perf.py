@@ -243,6 +243,7 @@ def estimate(
     offload_gib_per_gpu: float = 0.0,
     pcie_gbps: float = 25.0,
     data: dict[str, Any] | None = None,
+    stage_cache: dict[tuple[int, int], Any] | None = None,
 ) -> PerfEstimate:
     """TPOT, TTFT and tokens/s of TP x PP on `gpu` for `workload` (see the module docstring).
 
@@ -256,7 +257,12 @@ def estimate(
     )
     hops = 1 if tp <= gpus_per_node else 2 * (tp - 1)
     net = fabric_link(fabric, data)
-    stages = _stage_weights(spec, scheme, tp, pp)
+    if stage_cache is None:
+        stages = _stage_weights(spec, scheme, tp, pp)
+    else:  # the planner reuses one model/scheme across hundreds of shapes
+        stages = stage_cache.get((tp, pp)) or stage_cache.setdefault(
+            (tp, pp), _stage_weights(spec, scheme, tp, pp)
+        )
     b_total = max(1, workload.concurrency)
     micro = min(b_total, pp)
     b = math.ceil(b_total / micro)

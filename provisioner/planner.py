@@ -9,19 +9,29 @@ afterwards. Only the top plans are materialised.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from pricing.expected_cost import restart_risk
 from pricing.offers import price_doubt
 from pricing.spot_risk import spot_risk
 from provisioner.errors import UsageError
 from provisioner.hardware import GpuSpec, gpu_specs, match_gpu
-from provisioner.memory import GIB, MemorySettings, ShapeMemory, WeightPlacer, shape_memory
+from provisioner.memory import (
+    GIB,
+    MemorySettings,
+    ShapeMemory,
+    WeightPlacer,
+    concurrent_requests,
+    shape_memory,
+)
 from provisioner.models import ModelSpec
+from provisioner.perf import PerfEstimate, Workload, estimate
 from provisioner.quant import QuantScheme, kv_bytes
-from provisioner.request import QuoteRequest
+from provisioner.request import QuoteRequest, workload_tokens
 
 if TYPE_CHECKING:
     from pricing.offers import Offer
@@ -51,6 +61,8 @@ class ShapeVerdict:
     memory: ShapeMemory | None
     reason: str | None  # None = feasible
     warnings: tuple[str, ...] = ()
+    workload_concurrency: int = 0  # requests of isl+osl tokens the KV cache holds at once
+    max_num_seqs: int = 256  # vLLM's default batch cap on this GPU
 
 
 @dataclass
@@ -62,6 +74,8 @@ class Plan:
     usd_per_hour: float
     vllm_args: list[str]
     warnings: list[str]
+    perf: PerfEstimate | None = None
+    expected_usd_per_hour: float | None = None  # --risk-adjusted: price + expected restarts
 
     @property
     def spot_interruption(self) -> str | None:
@@ -70,6 +84,23 @@ class Plan:
             return None
         risk = spot_risk(self.offer.cloud, self.offer.region, self.offer.instance_type)
         return risk.label if risk else None
+
+    def _perf_json(self) -> dict[str, Any]:
+        e = self.perf
+        if e is None:
+            return {"tokens_per_s": None, "usd_per_mtok": None}
+        lo, hi = e.interval(e.output_tps)
+        return {
+            "tokens_per_s": round(e.output_tps, 3),
+            "tokens_per_s_band": [round(lo, 1), round(hi, 1)],
+            "total_tokens_per_s": round(e.total_tps, 1),
+            "usd_per_mtok": round(usd_per_mtok(self.usd_per_hour, e.output_tps), 4),
+            "usd_per_mtok_blended": round(usd_per_mtok(self.usd_per_hour, e.total_tps), 4),
+            "tpot_ms": round(e.tpot_s * 1000, 2),
+            "ttft_s": round(e.ttft_s, 3),
+            "concurrency": e.batch,
+            "perf_band": e.band,
+        }
 
     def to_json(self) -> dict[str, Any]:
         v, o, m = self.verdict, self.offer, self.verdict.memory
@@ -90,6 +121,11 @@ class Plan:
             "market": self.market,
             "usd_per_hour": round(self.usd_per_hour, 4),
             "usd_per_gpu_hour": round(self.usd_per_hour / (v.nodes * o.gpus_per_node), 4),
+            **(
+                {"expected_usd_per_hour": round(self.expected_usd_per_hour, 4)}
+                if self.expected_usd_per_hour is not None
+                else {}
+            ),
             "memory_gib_per_gpu": {
                 "device": round(w.device / GIB, 2),
                 "weights": round(w.weights / GIB, 2),
@@ -101,8 +137,7 @@ class Plan:
             },
             "kv_cache_tokens": m.kv_cache_tokens,
             "max_concurrent_full_ctx": m.max_concurrent,
-            "tokens_per_s": None,
-            "usd_per_mtok": None,
+            **self._perf_json(),
             "interconnect": o.interconnect,
             "fabric": o.fabric,
             "prices_as_of": o.prices_as_of,
@@ -125,6 +160,7 @@ class QuoteResult:
     skipped_prices: dict[str, int]
     prices_as_of: str | None
     notes: list[str] = field(default_factory=list)
+    best_by_market: dict[str, Plan] = field(default_factory=dict)
 
     @property
     def best(self) -> Plan | None:
@@ -222,6 +258,7 @@ def evaluate_shape(
     if rule:
         return ShapeVerdict(hw, nodes, tp, pp, None, rule)
     nvlink = hw.interconnect in {"nvlink", "xgmi", "nvlink-bridge"}
+    settings = _settings(req, spec, hw, kvb)
     mem = shape_memory(
         spec,
         scheme,
@@ -229,7 +266,7 @@ def evaluate_shape(
         pp,
         hw.gpu_memory_gib,
         req.ctx,
-        _settings(req, spec, hw, kvb),
+        settings,
         dcp=req.dcp,
         nvlink=nvlink,
         placer=placer,
@@ -258,9 +295,16 @@ def evaluate_shape(
             f"of KV per GPU but only {_fmt_gib(max(0.0, st.kv_pool))} is left after "
             f"weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
         )
-    if mem.max_concurrent < req.concurrency:
+    isl, osl, explicit = workload_tokens(req)
+    per_request = isl + osl if explicit else req.ctx  # what each concurrent request holds
+    held = (
+        concurrent_requests(spec, mem, per_request, settings)
+        if per_request != req.ctx
+        else mem.max_concurrent
+    )
+    if req.concurrency is not None and held < req.concurrency:
         return reject(
-            f"only {mem.max_concurrent} concurrent {req.ctx}-token requests fit in "
+            f"only {held} concurrent {per_request}-token requests fit in "
             f"the KV cache; --concurrency asks for {req.concurrency}",
         )
     warnings: list[str] = []
@@ -273,7 +317,75 @@ def evaluate_shape(
         )
     if tp > 1 and hw.interconnect == "pcie":
         warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
-    return ShapeVerdict(hw, nodes, tp, pp, mem, None, tuple(warnings))
+    return ShapeVerdict(hw, nodes, tp, pp, mem, None, tuple(warnings), held, settings.max_num_seqs)
+
+
+def _rejection(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
+    return {
+        "shape": f"{v.nodes}x {cloud}:{itype} ({v.hw.gpus_per_node}x{v.hw.gpu}) TP{v.tp}xPP{v.pp}",
+        "cloud": cloud,
+        "instance_type": itype,
+        "gpu": v.hw.gpu,
+        "nodes": v.nodes,
+        "tp": v.tp,
+        "pp": v.pp,
+        "reason": reason,
+    }
+
+
+def throughput_batch(req: QuoteRequest, v: ShapeVerdict) -> int:
+    """Requests in flight for the estimate: --concurrency, or what the KV cache and
+    vLLM's max_num_seqs allow (saturation)."""
+    if req.concurrency is not None:
+        return req.concurrency
+    return max(1, min(v.workload_concurrency, v.max_num_seqs))
+
+
+def _estimate(
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    req: QuoteRequest,
+    v: ShapeVerdict,
+    fabric: str,
+    kvb: int,
+    isl: int,
+    osl: int,
+    stage_cache: dict[tuple[int, int], Any],
+) -> PerfEstimate | None:
+    if scheme.engine != "vllm":
+        return None
+    return estimate(
+        spec,
+        scheme,
+        gpu_specs()[v.hw.gpu],
+        tp=v.tp,
+        pp=v.pp,
+        gpus_per_node=v.hw.gpus_per_node,
+        interconnect=v.hw.interconnect,
+        fabric=fabric,
+        workload=Workload(isl, osl, throughput_batch(req, v)),
+        kv_bytes=kvb,
+        dcp=req.dcp,
+        stage_cache=stage_cache,
+    )
+
+
+def slo_violation(req: QuoteRequest, est: PerfEstimate | None) -> str | None:
+    """Why an estimate misses --max-tpot-ms / --max-ttft-s / --min-output-tps, or None."""
+    if est is None:
+        return None
+    if req.max_tpot_ms is not None and est.tpot_s * 1000 > req.max_tpot_ms:
+        return f"TPOT {est.tpot_s * 1000:.0f} ms exceeds --max-tpot-ms {req.max_tpot_ms:g}"
+    if req.max_ttft_s is not None and est.ttft_s > req.max_ttft_s:
+        return f"TTFT {est.ttft_s:.2f} s exceeds --max-ttft-s {req.max_ttft_s:g}"
+    if req.min_output_tps is not None and est.output_tps < req.min_output_tps:
+        return f"{est.output_tps:.0f} output tok/s is below --min-output-tps {req.min_output_tps:g}"
+    return None
+
+
+def usd_per_mtok(usd_per_hour: float, tokens_per_s: float) -> float:
+    """Dollars per million tokens at a sustained rate."""
+    return usd_per_hour / (tokens_per_s * 3600) * 1e6 if tokens_per_s > 0 else math.inf
 
 
 def vllm_args(
@@ -352,12 +464,30 @@ def plan_quote(
     if scheme.engine == "llama.cpp":
         node_counts = [1]
     rejected: list[dict[str, Any]] = []
-    candidates: list[tuple[float, int, int, str, int, int]] = []  # price, nodes, -conc, ...
+    # (rank key, $/h, nodes, -concurrency, market, verdict index, offer index)
+    candidates: list[tuple[float, float, int, int, str, int, int]] = []
     verdicts: list[ShapeVerdict] = []
     class_offers: list[list[Offer]] = []
     skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct offer prices
     memo: dict[tuple[Any, ...], ShapeVerdict] = {}
     placer = WeightPlacer(spec, scheme)
+    weight_bytes = 0.0  # --risk-adjusted: a restart reloads them (pricing/expected_cost.py)
+    if req.risk_adjusted:
+        from provisioner.memory import weights_total_bytes
+
+        weight_bytes = weights_total_bytes(spec, scheme)
+    by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
+    isl, osl, _explicit = workload_tokens(req)
+    perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
+    stage_cache: dict[tuple[int, int], Any] = {}
+    slo_misses: dict[tuple[int, str], str] = {}
+
+    def perf_of(v: ShapeVerdict, fabric: str) -> PerfEstimate | None:
+        """Throughput of a feasible shape on one fabric (cached; None for llama.cpp)."""
+        k = (id(v), fabric)
+        if k not in perf_memo:
+            perf_memo[k] = _estimate(spec, scheme, req, v, fabric, kvb, isl, osl, stage_cache)
+        return perf_memo[k]
 
     for hw, hw_offers in classes.items():
         gpu = specs[hw.gpu]
@@ -396,36 +526,21 @@ def plan_quote(
                 instances = sorted({(o.cloud, o.instance_type) for o in hw_offers})
                 for v in fails:
                     for cloud, itype in instances:
-                        rejected.append(
-                            {
-                                "shape": f"{nodes}x {cloud}:{itype} ({hw.gpus_per_node}x{hw.gpu}) "
-                                f"TP{v.tp}xPP{v.pp}",
-                                "cloud": cloud,
-                                "instance_type": itype,
-                                "gpu": hw.gpu,
-                                "nodes": nodes,
-                                "tp": v.tp,
-                                "pp": v.pp,
-                                "reason": v.reason,
-                            }
-                        )
+                        rejected.append(_rejection(v, cloud, itype, v.reason or ""))
             if chosen is None:
                 continue
             if kernel_warn:
-                chosen = ShapeVerdict(
-                    chosen.hw,
-                    chosen.nodes,
-                    chosen.tp,
-                    chosen.pp,
-                    chosen.memory,
-                    None,
-                    (*chosen.warnings, kernel_warn),
-                )
+                chosen = replace(chosen, warnings=(*chosen.warnings, kernel_warn))
             vi = len(verdicts)
             verdicts.append(chosen)
             class_offers.append(hw_offers)
             conc = chosen.memory.max_concurrent if chosen.memory else 0
             for oi, o in enumerate(hw_offers):
+                est = perf_of(chosen, o.fabric)
+                slo = slo_violation(req, est)
+                if slo:
+                    slo_misses[(vi, o.fabric)] = slo
+                    continue
                 for market in markets:
                     price = o.price(market)
                     if price is None:
@@ -438,28 +553,53 @@ def plan_quote(
                     if doubt:
                         skipped[doubt].add((id(o), market))
                         continue
-                    candidates.append((price * nodes, nodes, -conc, market, vi, oi))
+                    usd = price * nodes
+                    rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
+                    if req.risk_adjusted:  # rank by expected cost: x (1 + interruptions x restart)
+                        restarts = restart_risk(o, market, nodes, weight_bytes)
+                        rank_key *= restarts.expected_usd_per_hour(1.0)
+                    candidates.append((rank_key, usd, nodes, -conc, market, vi, oi))
 
+    if collect_rejected:
+        for (vi, fabric), reason in slo_misses.items():
+            v = verdicts[vi]
+            for cloud, itype in sorted(
+                {(o.cloud, o.instance_type) for o in class_offers[vi] if o.fabric == fabric}
+            ):
+                rejected.append(_rejection(v, cloud, itype, reason))
     feasible = len(candidates)
     top = heapq.nsmallest(req.top, candidates) if req.top else sorted(candidates)
-    plans: list[Plan] = []
-    for rank, (price, _n, _c, market, vi, oi) in enumerate(top, start=1):
+
+    def make_plan(rank: int, cand: tuple[float, float, int, int, str, int, int]) -> Plan:
+        _key, price, _n, _c, market, vi, oi = cand
         v = verdicts[vi]
         o = class_offers[vi][oi]
         warnings = list(v.warnings) + list(scheme.notes)
         if v.nodes > 1 and o.fabric not in FAST_FABRICS:
             warnings.append(f"{o.instance_type} has no EFA/InfiniBand: PP hand-offs over ethernet")
-        plans.append(
-            Plan(
-                rank,
-                o,
-                v,
-                market,
-                price,
-                vllm_args(spec, scheme, req, v.tp, v.pp, kvb),
-                list(dict.fromkeys(warnings)),
-            )
+        return Plan(
+            rank,
+            o,
+            v,
+            market,
+            price,
+            vllm_args(spec, scheme, req, v.tp, v.pp, kvb),
+            list(dict.fromkeys(warnings)),
+            perf_of(v, o.fabric),
+            expected_usd_per_hour=(
+                restart_risk(o, market, v.nodes, weight_bytes).expected_usd_per_hour(price)
+                if req.risk_adjusted
+                else None
+            ),
         )
+
+    plans = [make_plan(rank, cand) for rank, cand in enumerate(top, start=1)]
+    best_by_market: dict[str, Plan] = {}
+    for m in markets:
+        in_market = [c for c in candidates if c[4] == m]
+        if in_market:
+            best = min(in_market)
+            best_by_market[m] = make_plan(1 + sum(c < best for c in candidates), best)
     # the oldest known date among the offers this quote considered (after filters)
     dates = sorted({o.prices_as_of for os_ in classes.values() for o in os_ if o.prices_as_of})
     notes: list[str] = list(spec.notes)
@@ -478,6 +618,7 @@ def plan_quote(
         rejected=rejected,
         skipped_prices={k: len(v) for k, v in skipped.items()},
         prices_as_of=dates[0] if dates else None,
+        best_by_market=best_by_market,
         notes=notes,
     )
 
@@ -507,6 +648,9 @@ def result_to_json(result: QuoteResult) -> dict[str, Any]:
             "kv_tp_sharded": spec.mla is None,
         },
         "plans": [p.to_json() for p in result.plans],
+        "workload": dict(
+            zip(("isl", "osl", "explicit"), workload_tokens(result.request), strict=True)
+        ),
         "feasible_plans": result.feasible_count,
         "rejected": result.rejected,
         "skipped_prices": result.skipped_prices,

@@ -17,9 +17,14 @@ def _console() -> Console:
 def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> None:
     con = _console()
     spec, scheme, req = result.model, result.scheme, result.request
+    from provisioner.request import workload_tokens
+
+    isl, osl, _ = workload_tokens(req)
+    load = f"concurrency {req.concurrency}" if req.concurrency else "tok/s at saturation"
     con.print(
         f"[bold]{spec.id}[/bold] {scheme.label}, ctx {req.ctx:,} tokens, "
-        f"concurrency {req.concurrency}, KV {'fp8' if result.kv_dtype_bytes == 1 else 'bf16'}"
+        f"KV {'fp8' if result.kv_dtype_bytes == 1 else 'bf16'}; workload {isl}/{osl} tokens, "
+        f"{load}; ranked by {req.objective}"
     )
     table = Table(show_lines=False, header_style="bold", box=None, pad_edge=False)
     for col, just in [
@@ -30,32 +35,45 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
         ("TPxPP", "left"),
         ("market", "left"),
         ("$/h", "right"),
-        ("KV tokens", "right"),
+        ("out tok/s", "right"),
+        ("$/Mtok", "right"),
+        ("TPOT ms", "right"),
         ("reqs", "right"),
         ("warn", "left"),
     ]:
         table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     legend: dict[str, int] = {}
     for p in result.plans:
-        v, o = p.verdict, p.offer
+        v, o, e = p.verdict, p.offer, p.perf
         mem = v.memory
         assert mem is not None
         marks = ",".join(str(legend.setdefault(w, len(legend) + 1)) for w in p.warnings)
+        tps = mtok = tpot = "-"
+        if e is not None:
+            tps = f"{e.output_tps:,.0f} ±{e.band:.0%}"
+            mtok = f"{p.usd_per_hour / (e.output_tps * 3600) * 1e6:,.2f}"
+            tpot = f"{e.tpot_s * 1000:,.0f}"
         table.add_row(
             str(p.rank),
             f"{o.cloud}:{o.zone or o.region}",
             f"{v.nodes}x {o.instance_type}",
             f"{v.nodes * o.gpus_per_node}x{o.gpu}",
             f"{v.tp}x{v.pp}" + (f" dcp{mem.dcp}" if mem.dcp > 1 else ""),
-            p.market,
+            p.market + (f" {p.spot_interruption}" if p.spot_interruption else ""),
             f"{p.usd_per_hour:,.2f}",
-            f"{mem.kv_cache_tokens:,}",
-            str(mem.max_concurrent),
+            tps,
+            mtok,
+            tpot,
+            str(v.workload_concurrency),
             marks,
         )
     if result.plans:
         con.print(table)
-        con.print("[dim]reqs = concurrent full-context requests the KV cache holds[/dim]")
+        con.print(
+            f"[dim]reqs = concurrent {isl + osl if (req.isl or req.osl) else req.ctx}-token "
+            "requests the KV cache holds; tok/s ± the calibration band (benchmarks/accuracy.py)"
+            "[/dim]"
+        )
     for w, i in legend.items():
         con.print(f"[yellow]warn {i}:[/yellow] {w}")
     shown = len(result.plans)
@@ -80,6 +98,33 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
         for r in result.rejected:
             rej.add_row(r["shape"], r["reason"])
         con.print(rej)
+
+
+def print_comparison(c: dict[str, Any]) -> None:
+    con = _console()
+    api = c["api"]
+    con.print()
+    if api is None:
+        con.print(f"[yellow]compare-api:[/yellow] {c['note']}")
+        return
+    con.print(
+        f"Hosted API: {api['provider']} {c['model']} ${api['input_usd_per_mtok']:g} in / "
+        f"${api['output_usd_per_mtok']:g} out per Mtok (as of {api['as_of']}) = "
+        f"${api['blended_usd_per_mtok']:.2f}/Mtok blended at {c['isl']}/{c['osl']} tokens"
+    )
+    for market, m in c["markets"].items():
+        verdict = (
+            "self-hosting is cheaper above it"
+            if m["self_host_wins_at_capacity"]
+            else "above this deployment's capacity: the API stays cheaper"
+        )
+        con.print(
+            f"  {market:9s} {m['plan']}: ${m['usd_per_hour']:,.2f}/h, "
+            f"{m['output_tokens_per_s']:,.0f} out tok/s = "
+            f"${m['self_usd_per_mtok_blended']:.2f}/Mtok blended at full load; "
+            f"break-even {m['breakeven_requests_per_day']:,} requests/day "
+            f"(capacity {m['capacity_requests_per_day']:,}/day): {verdict}"
+        )
 
 
 def print_prices(rows: list[dict[str, Any]], *, total: int, advisor_date: str) -> None:

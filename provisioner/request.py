@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from provisioner.errors import UsageError
 
 Market = Literal["any", "spot", "on-demand"]
+Objective = Literal["usd-per-mtok", "usd-per-hour"]
 
 _TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
@@ -46,7 +47,13 @@ class QuoteRequest(BaseModel):
     kv_dtype: str = "auto"
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     max_num_batched_tokens: int = Field(default=8192, gt=0)
-    concurrency: int = Field(default=1, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)  # None: 1 must fit; tok/s at saturation
+    isl: int | None = Field(default=None, gt=0)
+    osl: int | None = Field(default=None, gt=0)
+    objective: Objective = "usd-per-mtok"
+    max_tpot_ms: float | None = Field(default=None, gt=0)
+    max_ttft_s: float | None = Field(default=None, gt=0)
+    min_output_tps: float | None = Field(default=None, gt=0)
     dcp: int = Field(default=1, ge=1)
     max_nodes: int = Field(default=4, ge=1, le=64)
     nodes: int | None = Field(default=None, ge=1, le=64)
@@ -56,6 +63,7 @@ class QuoteRequest(BaseModel):
     gpus: tuple[str, ...] = ()
     top: int = Field(default=10, ge=0)
     max_interruption: int | None = Field(default=None, ge=0, le=100)
+    risk_adjusted: bool = False  # rank spot plans by expected cost with restarts
 
 
 _FLAG = {
@@ -63,7 +71,25 @@ _FLAG = {
     "max_num_batched_tokens": "--max-num-batched-tokens",
     "max_nodes": "--max-nodes",
     "kv_dtype": "--kv-dtype",
+    "isl": "--isl",
+    "osl": "--osl",
+    "max_tpot_ms": "--max-tpot-ms",
+    "max_ttft_s": "--max-ttft-s",
+    "min_output_tps": "--min-output-tps",
 }
+
+
+def workload_tokens(req: QuoteRequest) -> tuple[int, int, bool]:
+    """(isl, osl, explicit). Without --isl/--osl: 8000 in / 1000 out, shrunk to fit --ctx."""
+    explicit = req.isl is not None or req.osl is not None
+    osl = req.osl or min(1000, max(1, req.ctx // 8))
+    isl = req.isl or max(0, min(8000, req.ctx - osl))
+    if explicit and isl + osl > req.ctx:
+        raise UsageError(
+            f"--isl {isl} + --osl {osl} = {isl + osl} tokens exceed --ctx {req.ctx}: "
+            "a request must fit the context"
+        )
+    return isl, osl, explicit
 
 
 def make_request(**fields: object) -> QuoteRequest:
@@ -73,6 +99,10 @@ def make_request(**fields: object) -> QuoteRequest:
     except ValidationError as e:
         err = e.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "request"
+        if name == "objective":
+            raise UsageError(
+                f"unknown --objective {fields.get(name)!r}; allowed: usd-per-mtok, usd-per-hour"
+            ) from None
         flag = _FLAG.get(name, "--" + name.replace("_", "-"))
         got = fields.get(name, err.get("input"))
         raise UsageError(f"{flag} {got!r}: {err['msg'].lower()}") from None

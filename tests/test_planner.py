@@ -36,7 +36,7 @@ def quote(spec: ModelSpec, rows: list[Offer], **kw: object):
 
 def test_kimi_cheapest_feasible_wins_and_8x_h100_is_rejected(kimi_thinking: ModelSpec) -> None:
     rows = offers(H200, H100, L40S)
-    res = quote(kimi_thinking, rows, top=0)
+    res = quote(kimi_thinking, rows, top=0, objective="usd-per-hour")
     best = res.best
     assert best is not None
     # hand-ranked: L40S spot 3 nodes 27.00 > 2 x p5 spot 60.00; H200 spot 11.60 is cheapest
@@ -66,7 +66,7 @@ def test_market_filter_and_missing_spot(kimi_thinking: ModelSpec) -> None:
 
 
 def test_plain_ethernet_multi_node_is_allowed_with_a_warning(kimi_thinking: ModelSpec) -> None:
-    res = quote(kimi_thinking, offers(L40S_ETH), top=1)
+    res = quote(kimi_thinking, offers(L40S_ETH), top=1, objective="usd-per-hour")
     assert res.best is not None and res.best.verdict.nodes == 3
     text = " ".join(res.best.warnings)
     assert "PCIe" in text and "ethernet" in text

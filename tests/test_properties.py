@@ -258,6 +258,7 @@ def requests(draw: st.DrawFn) -> QuoteRequest:
             )
         ),
         top=draw(st.sampled_from([1, 5, 25])),
+        objective=draw(st.sampled_from(["usd-per-hour", "usd-per-mtok"])),
     )
 
 
@@ -273,7 +274,8 @@ def test_every_plan_costs_nodes_times_its_offer(req: QuoteRequest) -> None:
     assert len(result.plans) == min(req.top, full.feasible_count)
     event(f"plans: {'none' if not result.plans else len(result.plans)}")
     # --top N is the head of the full ranking
-    assert [p.usd_per_hour for p in result.plans] == [p.usd_per_hour for p in full.plans[: req.top]]
+    head = full.plans[: req.top]
+    assert [p.usd_per_hour for p in result.plans] == [p.usd_per_hour for p in head]
     wanted_gpus = {n for g in req.gpus for n in match_gpu(g)}
     table = offer_table()
     previous = 0.0
@@ -284,8 +286,10 @@ def test_every_plan_costs_nodes_times_its_offer(req: QuoteRequest) -> None:
         node_price = o.price(doc["market"])
         assert node_price is not None
         assert doc["usd_per_hour"] == pytest.approx(doc["nodes"] * node_price, abs=1e-4)
-        assert doc["usd_per_hour"] >= previous
-        previous = doc["usd_per_hour"]
+        # the ranking key never decreases: $/h, or $/Mtok of output tokens
+        key = doc["usd_per_hour"] if req.objective == "usd-per-hour" else doc["usd_per_mtok"]
+        assert key >= previous
+        previous = key
         assert doc["tp"] * doc["pp"] == doc["nodes"] * doc["gpus_per_node"]
         assert doc["nodes"] <= req.max_nodes
         assert doc["max_concurrent_full_ctx"] >= req.concurrency
