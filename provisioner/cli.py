@@ -162,6 +162,12 @@ def quote(
     as_json: bool = typer.Option(False, "--json", help="Print the JSON plan contract."),
     explain: bool = typer.Option(False, "--explain", help="Show the memory arithmetic."),
     show_rejected: bool = typer.Option(False, "--show-rejected", help="List refused shapes."),
+    cpu_offload_gb: float = typer.Option(
+        0.0,
+        "--cpu-offload-gb",
+        help="vLLM --cpu-offload-gb: GiB of weights per GPU kept in host RAM and streamed over "
+        "PCIe every step (what-if).",
+    ),
     compare_api: bool = typer.Option(
         False, "--compare-api", help="Compare with the hosted API price and show the break-even."
     ),
@@ -204,6 +210,7 @@ def quote(
         max_tpot_ms=max_tpot_ms,
         max_ttft_s=max_ttft_s,
         min_output_tps=min_output_tps,
+        cpu_offload_gb=cpu_offload_gb,
     )
     spec = resolve_model(req.model)
     scheme = resolve_quant(req.quant, spec)

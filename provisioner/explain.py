@@ -168,6 +168,14 @@ def perf_lines(plan: Plan) -> list[str]:
         "experts touched + dense/attention weights + KV)",
         f"    compute  {st.compute_s * 1e3:7.2f} ms ({st.flops / 1e12:.2f} TFLOP per GPU)",
         f"    comm     {st.comm_s * 1e3:7.2f} ms (TP all-reduces, 2 per layer)",
+        *(
+            [
+                f"    offload  {e.offload_s * 1e3:7.2f} ms per step (--cpu-offload-gb weights "
+                "streamed from host RAM over PCIe)"
+            ]
+            if e.offload_s
+            else []
+        ),
         f"    step = PP x max(memory, compute) + comm + per-layer floor, + hand-offs "
         f"{e.handoff_s * 1e3:.2f} ms + overhead {e.overhead_s * 1e3:.2f} ms = "
         f"{e.step_s * 1e3:.2f} ms",

@@ -201,6 +201,7 @@ def shape_memory(
     dcp: int = 1,
     nvlink: bool = True,
     placer: WeightPlacer | None = None,
+    offload_gib: float = 0.0,
 ) -> ShapeMemory:
     """Per-GPU memory of every stage of a TP x PP shape on GPUs of `device_gib` GiB."""
     device = device_gib * GIB
@@ -218,6 +219,7 @@ def shape_memory(
     for k, (lo, hi) in enumerate(pp_partition(spec.num_layers, pp)):
         is_first, is_last = k == 0, k == pp - 1
         w = sum(per_layer[lo:hi]) + (first if is_first else 0.0) + (last if is_last else 0.0)
+        w = max(0.0, w - offload_gib * GIB)  # --cpu-offload-gb: that much stays in host RAM
         act = _activation_peak(spec, tp, settings, is_last)
         pool = budget - w - act - non_torch - graphs
         stages.append(

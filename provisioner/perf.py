@@ -79,6 +79,7 @@ class PerfEstimate:
     handoff_s: float
     overhead_s: float
     batch: int
+    offload_s: float = 0.0  # per decode step, all stages
 
     def interval(self, value: float) -> tuple[float, float]:
         return value * (1 - self.band), value * (1 + self.band)
@@ -275,7 +276,7 @@ def estimate(
     stage_times = [
         max(s.memory_s, s.compute_s)
         + s.comm_s
-        + offload_s / pp
+        + offload_s
         + cal.layer_overhead_us * 1e-6 * (sw.layers[1] - sw.layers[0])
         for s, sw in zip(steps, stages, strict=True)
     ]
@@ -312,7 +313,7 @@ def estimate(
             * layers
             * (hops * tp_link.latency_us * 1e-6 + 2 * (tp - 1) / tp * msg / (tp_link.gbps * 1e9))
         )
-    ttft = prefill_flops / tf + comm_prefill + handoff + overhead
+    ttft = prefill_flops / tf + comm_prefill + handoff + overhead + offload_s * pp
     prefill_pipelined = ttft / pp  # stages work on different requests' chunks at once
 
     cycle = workload.osl * step_s + b_total * prefill_pipelined
@@ -329,6 +330,7 @@ def estimate(
         handoff_s=handoff,
         overhead_s=overhead,
         batch=b_total,
+        offload_s=offload_s * pp,
     )
 
 

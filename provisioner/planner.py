@@ -270,6 +270,7 @@ def evaluate_shape(
         dcp=req.dcp,
         nvlink=nvlink,
         placer=placer,
+        offload_gib=req.cpu_offload_gb,
     )
 
     def reject(reason: str) -> ShapeVerdict:
@@ -333,6 +334,21 @@ def _rejection(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str
     }
 
 
+# Host memory vLLM needs besides offloaded weights (process, pinned buffers, the OS): assumption.
+HOST_RAM_RESERVE_GIB = 32
+
+
+def host_ram_needed(req: QuoteRequest, gpus_per_node: int) -> float:
+    """Host RAM a node needs for --cpu-offload-gb on every GPU, plus a documented reserve."""
+    return req.cpu_offload_gb * gpus_per_node + HOST_RAM_RESERVE_GIB
+
+
+def host_link_gbps(gpu: GpuSpec) -> float:
+    """Effective host-to-GPU copy bandwidth in GB/s: PCIe Gen5 x16 on Hopper/Blackwell hosts,
+    Gen4 x16 otherwise, at ~80% of the link's 64 / 32 GB/s per direction (assumption)."""
+    return 50.0 if (gpu.sm or 0) >= 90 else 25.0
+
+
 def throughput_batch(req: QuoteRequest, v: ShapeVerdict) -> int:
     """Requests in flight for the estimate: --concurrency, or what the KV cache and
     vLLM's max_num_seqs allow (saturation)."""
@@ -367,6 +383,8 @@ def _estimate(
         kv_bytes=kvb,
         dcp=req.dcp,
         stage_cache=stage_cache,
+        offload_gib_per_gpu=req.cpu_offload_gb,
+        pcie_gbps=host_link_gbps(gpu_specs()[v.hw.gpu]),
     )
 
 
@@ -413,6 +431,8 @@ def vllm_args(
         args += ["--quantization", scheme.vllm_quantization]
     if req.dcp > 1:
         args += ["--decode-context-parallel-size", str(req.dcp)]
+    if req.cpu_offload_gb:
+        args += ["--cpu-offload-gb", f"{req.cpu_offload_gb:g}"]
     if spec.trust_remote_code:
         args += ["--trust-remote-code"]
     return args
@@ -480,7 +500,7 @@ def plan_quote(
     isl, osl, _explicit = workload_tokens(req)
     perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
     stage_cache: dict[tuple[int, int], Any] = {}
-    slo_misses: dict[tuple[int, str], str] = {}
+    offer_misses: dict[tuple[int, str], str] = {}
 
     def perf_of(v: ShapeVerdict, fabric: str) -> PerfEstimate | None:
         """Throughput of a feasible shape on one fabric (cached; None for llama.cpp)."""
@@ -536,10 +556,17 @@ def plan_quote(
             class_offers.append(hw_offers)
             conc = chosen.memory.max_concurrent if chosen.memory else 0
             for oi, o in enumerate(hw_offers):
+                if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
+                    offer_misses[(vi, o.fabric)] = (
+                        f"--cpu-offload-gb {req.cpu_offload_gb:g} x {o.gpus_per_node} GPUs needs "
+                        f"{host_ram_needed(req, o.gpus_per_node):g} GiB of host RAM; "
+                        f"{o.instance_type} has {o.memory_gib:g}"
+                    )
+                    continue
                 est = perf_of(chosen, o.fabric)
                 slo = slo_violation(req, est)
                 if slo:
-                    slo_misses[(vi, o.fabric)] = slo
+                    offer_misses[(vi, o.fabric)] = slo
                     continue
                 for market in markets:
                     price = o.price(market)
@@ -561,7 +588,7 @@ def plan_quote(
                     candidates.append((rank_key, usd, nodes, -conc, market, vi, oi))
 
     if collect_rejected:
-        for (vi, fabric), reason in slo_misses.items():
+        for (vi, fabric), reason in offer_misses.items():
             v = verdicts[vi]
             for cloud, itype in sorted(
                 {(o.cloud, o.instance_type) for o in class_offers[vi] if o.fabric == fabric}

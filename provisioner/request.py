@@ -54,6 +54,7 @@ class QuoteRequest(BaseModel):
     max_tpot_ms: float | None = Field(default=None, gt=0)
     max_ttft_s: float | None = Field(default=None, gt=0)
     min_output_tps: float | None = Field(default=None, gt=0)
+    cpu_offload_gb: float = Field(default=0.0, ge=0)  # vLLM --cpu-offload-gb, per GPU
     dcp: int = Field(default=1, ge=1)
     max_nodes: int = Field(default=4, ge=1, le=64)
     nodes: int | None = Field(default=None, ge=1, le=64)
@@ -76,6 +77,7 @@ _FLAG = {
     "max_tpot_ms": "--max-tpot-ms",
     "max_ttft_s": "--max-ttft-s",
     "min_output_tps": "--min-output-tps",
+    "cpu_offload_gb": "--cpu-offload-gb",
 }
 
 

@@ -223,3 +223,35 @@ def test_accuracy_benchmark_completes_and_writes_its_table(tmp_path: Path) -> No
     text = out.read_text()
     assert all(f"| {r['id']} |" in text for r in refs)
     assert "median |error|" in text  # accuracy is reported, not asserted
+
+
+def test_cpu_offload_what_if(kimi_thinking: ModelSpec) -> None:
+    rows = [
+        ",".join(COLUMNS),
+        "aws,us-east-1,use1-az1,p5.48xlarge,H100-SXM,8,80,192,2048,nvlink,efa,98.32,,,",
+        "vast,x,,8x-H100,H100-SXM,8,80,32,64,nvlink,ethernet,20.0,,,",
+    ]
+    offers = list(parse_offers("\n".join(rows)))
+    q = kimi_int4(kimi_thinking)
+
+    def quote(gb: float):
+        req = make_request(
+            model=kimi_thinking.id,
+            ctx=131072,
+            max_nodes=1,
+            cpu_offload_gb=gb,
+            objective="usd-per-hour",
+        )
+        return plan_quote(req, kimi_thinking, q, offers)
+
+    assert quote(0).plans == []  # Kimi int4 does not fit one 8 x H100 node
+    res = quote(10)
+    (plan,) = res.plans  # 10 GiB per GPU in host RAM makes it fit, on the p5 only:
+    assert plan.offer.instance_type == "p5.48xlarge"
+    # the 64 GiB host cannot hold 8 x 10 GiB + the 32 GiB reserve
+    assert any("host RAM" in r["reason"] and r["instance_type"] == "8x-H100" for r in res.rejected)
+    assert "--cpu-offload-gb" in plan.vllm_args
+    assert plan.perf is not None
+    # every GPU streams its 10 GiB over PCIe Gen5 (~50 GB/s) each step: >= 0.2 s per stage
+    assert plan.perf.offload_s >= plan.verdict.pp * 10 * 2**30 / 50e9 * 0.99
+    assert plan.perf.tpot_s > plan.perf.offload_s
