@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from provisioner.errors import ConfigError
@@ -103,7 +104,7 @@ class ModelSpec:
     trust_remote_code: bool = False  # the checkpoint ships its own modelling/tokenizer code
 
     # ---- parameter counts -------------------------------------------------------------
-    @property
+    @cached_property
     def params_total(self) -> int:
         return sum(g.total_params for g in self.groups)
 

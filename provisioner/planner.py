@@ -502,6 +502,30 @@ def plan_quote(
     stage_cache: dict[tuple[int, int], Any] = {}
     offer_misses: dict[tuple[int, str], str] = {}
 
+    price_memo: dict[int, list[tuple[str, float]]] = {}
+
+    def usable_prices(o: Offer) -> list[tuple[str, float]]:
+        """(market, node $/h) this offer may be ranked on; doubtful prices are counted once."""
+        found = price_memo.get(id(o))
+        if found is not None:
+            return found
+        found = []
+        for market in markets:
+            price = o.price(market)
+            if price is None:
+                continue
+            doubt = price_doubt(o, market)
+            if doubt is None and market == "spot" and req.max_interruption is not None:
+                risk = spot_risk(o.cloud, o.region, o.instance_type)
+                if risk is not None and risk.max_pct > req.max_interruption:
+                    doubt = f"spot pool interrupted more than {req.max_interruption}%/month"
+            if doubt:
+                skipped[doubt].add((id(o), market))
+            else:
+                found.append((market, price))
+        price_memo[id(o)] = found
+        return found
+
     def perf_of(v: ShapeVerdict, fabric: str) -> PerfEstimate | None:
         """Throughput of a feasible shape on one fabric (cached; None for llama.cpp)."""
         k = (id(v), fabric)
@@ -568,18 +592,7 @@ def plan_quote(
                 if slo:
                     offer_misses[(vi, o.fabric)] = slo
                     continue
-                for market in markets:
-                    price = o.price(market)
-                    if price is None:
-                        continue
-                    doubt = price_doubt(o, market)
-                    if doubt is None and market == "spot" and req.max_interruption is not None:
-                        risk = spot_risk(o.cloud, o.region, o.instance_type)
-                        if risk is not None and risk.max_pct > req.max_interruption:
-                            doubt = f"spot pool interrupted more than {req.max_interruption}%/month"
-                    if doubt:
-                        skipped[doubt].add((id(o), market))
-                        continue
+                for market, price in usable_prices(o):
                     usd = price * nodes
                     rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
                     if req.risk_adjusted:  # rank by expected cost: x (1 + interruptions x restart)
@@ -626,7 +639,8 @@ def plan_quote(
         in_market = [c for c in candidates if c[4] == m]
         if in_market:
             best = min(in_market)
-            best_by_market[m] = make_plan(1 + sum(c < best for c in candidates), best)
+            rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
+            best_by_market[m] = make_plan(rank, best)
     # the oldest known date among the offers this quote considered (after filters)
     dates = sorted({o.prices_as_of for os_ in classes.values() for o in os_ if o.prices_as_of})
     notes: list[str] = list(spec.notes)
