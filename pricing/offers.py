@@ -262,8 +262,6 @@ CACHE_FORMAT = 1
 LIVE_FLAG = "live"
 #: Clouds that have a live refresh.
 LIVE_CLOUDS: tuple[str, ...] = ("aws",)
-#: Catalogs of the embedded snapshot that carry no upstream date (prices_as_of empty).
-UNDATED_CLOUDS: tuple[str, ...] = ("aws", "fluidstack", "nebius", "runpod")
 
 
 def cache_dir() -> Path:

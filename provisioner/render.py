@@ -79,7 +79,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
     shown = len(result.plans)
     con.print(
         f"{shown} of {result.feasible_count} feasible plans shown (--top 0 for all); "
-        f"prices as of {result.prices_as_of or 'unknown'} (embedded snapshot unless --prices)"
+        f"oldest price date {result.prices_as_of or 'unknown'}"
     )
     for reason, n in result.skipped_prices.items():
         con.print(f"[dim]skipped {n} prices: {reason}[/dim]")

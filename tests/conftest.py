@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from provisioner.catalog import resolve_model
@@ -16,3 +18,9 @@ def kimi_thinking() -> ModelSpec:
 @pytest.fixture(scope="session")
 def llama70b() -> ModelSpec:
     return resolve_model("meta-llama/Llama-3.1-70B")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_price_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A user's live price cache (prov prices refresh) must not leak into tests."""
+    os.environ["PROV_CACHE_DIR"] = str(tmp_path_factory.mktemp("prov-cache"))
