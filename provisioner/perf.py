@@ -102,22 +102,34 @@ def calibration_for(
     families = data["families"]
     fam = data["arch_family"].get(gpu.arch, "hopper")
     row = families.get(fam) or families["hopper"]
-    scale = data["engines"].get(engine, 1.0)
+    if "inherit" in row:  # uncalibrated family: another family's fitted factors, scaled
+        row = {
+            **families[row["inherit"]],
+            "band": row["band"],
+            "calibrated": False,
+            "_scale": row.get("scale", 1.0),
+        }
+    scale = data["engines"].get(engine, 1.0) * row.get("_scale", 1.0)
     return Calibration(
         mem_eff=min(1.0, row["mem_eff"] * scale),
         compute_eff=min(1.0, row["compute_eff"] * scale),
         prefill_eff=min(1.0, row["prefill_eff"] * scale),
         step_overhead_ms=row["step_overhead_ms"] / scale,
         layer_overhead_us=row["layer_overhead_us"] / scale,
-        multinode_pp_ms=row["multinode_pp_ms"],
+        multinode_pp_ms=row["multinode_pp_ms"] / scale,
         band=row["band"],
         calibrated=bool(row.get("calibrated", False)),
     )
 
 
-def intra_link(gpu: GpuSpec, interconnect: str, data: dict[str, Any] | None = None) -> Link:
+def intra_link(
+    gpu: GpuSpec, interconnect: str, data: dict[str, Any] | None = None, tp: int = 2
+) -> Link:
     """The TP link inside a node (table in perf_calibration.json, bandwidth from gpus.csv)."""
     links = (data or calibration_data())["links"]
+    if interconnect == "nvlink-bridge" and tp > 2:  # bridges join pairs: beyond TP2 it is PCIe
+        row = links["pcie"]
+        return Link(row["default_gbps_bidir"] / 2 * row["efficiency"], row["latency_us"])
     row = links.get(interconnect) or links["pcie"]
     bidir = gpu.intra_node_gbps or row["default_gbps_bidir"]
     return Link(bidir / 2 * row["efficiency"], row["latency_us"])
@@ -254,7 +266,9 @@ def estimate(
     # TP beyond one node (used only to reproduce published multi-node TP runs) crosses the fabric
     # (NCCL then runs a ring: 2 (TP - 1) latency hops instead of a one-shot custom all-reduce)
     tp_link = (
-        intra_link(gpu, interconnect, data) if tp <= gpus_per_node else fabric_link(fabric, data)
+        intra_link(gpu, interconnect, data, tp)
+        if tp <= gpus_per_node
+        else fabric_link(fabric, data)
     )
     hops = 1 if tp <= gpus_per_node else 2 * (tp - 1)
     net = fabric_link(fabric, data)

@@ -308,6 +308,12 @@ def evaluate_shape(
             f"only {held} concurrent {per_request}-token requests fit in "
             f"the KV cache; --concurrency asks for {req.concurrency}",
         )
+    # requests of the workload's size the cache holds: sizes the batch at saturation
+    workload_held = (
+        held
+        if per_request == isl + osl
+        else concurrent_requests(spec, mem, max(1, isl + osl), settings)
+    )
     warnings: list[str] = []
     headroom = w.device - w.budget
     if w.outside > headroom:
@@ -318,7 +324,9 @@ def evaluate_shape(
         )
     if tp > 1 and hw.interconnect == "pcie":
         warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
-    return ShapeVerdict(hw, nodes, tp, pp, mem, None, tuple(warnings), held, settings.max_num_seqs)
+    return ShapeVerdict(
+        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs
+    )
 
 
 def _rejection(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
@@ -543,7 +551,7 @@ def plan_quote(
                 if scheme.engine == "llama.cpp"
                 else [(tp, total // tp) for tp in _divisors_desc(hw.gpus_per_node)]
             )
-            chosen: ShapeVerdict | None = None
+            fits: list[ShapeVerdict] = []
             fails: list[ShapeVerdict] = []
             for tp, pp in splits:
                 if kernel_reject:
@@ -551,54 +559,56 @@ def plan_quote(
                 else:
                     key = (hw, nodes, tp, pp)
                     v = memo.get(key) or evaluate_shape(
-                        spec,
-                        scheme,
-                        req,
-                        hw,
-                        nodes,
-                        tp,
-                        pp,
-                        kvb,
-                        placer=placer,
+                        spec, scheme, req, hw, nodes, tp, pp, kvb, placer=placer
                     )
                     memo[key] = v
                 if v.reason is None:
-                    chosen = v
-                    break
-                fails.append(v)
+                    fits.append(
+                        replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v
+                    )
+                    if by_hour:  # same price for every split: keep the largest TP (lowest latency)
+                        break
+                else:
+                    fails.append(v)
             if collect_rejected:
                 instances = sorted({(o.cloud, o.instance_type) for o in hw_offers})
                 for v in fails:
                     for cloud, itype in instances:
                         rejected.append(_rejection(v, cloud, itype, v.reason or ""))
-            if chosen is None:
+            if not fits:
                 continue
-            if kernel_warn:
-                chosen = replace(chosen, warnings=(*chosen.warnings, kernel_warn))
-            vi = len(verdicts)
-            verdicts.append(chosen)
-            class_offers.append(hw_offers)
-            conc = chosen.memory.max_concurrent if chosen.memory else 0
+            first_vi = len(verdicts)
+            verdicts.extend(fits)
+            class_offers.extend([hw_offers] * len(fits))
             for oi, o in enumerate(hw_offers):
                 if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
-                    offer_misses[(vi, o.fabric)] = (
+                    offer_misses[(first_vi, o.fabric)] = (
                         f"--cpu-offload-gb {req.cpu_offload_gb:g} x {o.gpus_per_node} GPUs needs "
                         f"{host_ram_needed(req, o.gpus_per_node):g} GiB of host RAM; "
                         f"{o.instance_type} has {o.memory_gib:g}"
                     )
                     continue
-                est = perf_of(chosen, o.fabric)
-                slo = slo_violation(req, est)
-                if slo:
-                    offer_misses[(vi, o.fabric)] = slo
+                # among this node count's feasible splits, the fastest one meeting the SLOs
+                best_vi, est = -1, None
+                for k, v in enumerate(fits):
+                    e = perf_of(v, o.fabric)
+                    miss = slo_violation(req, e)
+                    if miss:
+                        offer_misses.setdefault((first_vi + k, o.fabric), miss)
+                    elif best_vi < 0 or (e and est and e.output_tps > est.output_tps):
+                        best_vi, est = first_vi + k, e
+                if best_vi < 0:
                     continue
+                offer_misses.pop((best_vi, o.fabric), None)
+                mem = verdicts[best_vi].memory
+                conc = mem.max_concurrent if mem else 0
                 for market, price in usable_prices(o):
                     usd = price * nodes
                     rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
                     if req.risk_adjusted:  # rank by expected cost: x (1 + interruptions x restart)
                         restarts = restart_risk(o, market, nodes, weight_bytes)
                         rank_key *= restarts.expected_usd_per_hour(1.0)
-                    candidates.append((rank_key, usd, nodes, -conc, market, vi, oi))
+                    candidates.append((rank_key, usd, nodes, -conc, market, best_vi, oi))
 
     if collect_rejected:
         for (vi, fabric), reason in offer_misses.items():

@@ -70,7 +70,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
     if result.plans:
         con.print(table)
         con.print(
-            f"[dim]reqs = concurrent {isl + osl if (req.isl or req.osl) else req.ctx}-token "
+            f"[dim]reqs = concurrent {isl + osl}-token (isl + osl) "
             "requests the KV cache holds; tok/s ± the calibration band (benchmarks/accuracy.py)"
             "[/dim]"
         )

@@ -45,7 +45,8 @@ def assert_one_line_error(result: Result, code: int) -> str:
 
 @pytest.fixture(scope="module")
 def kimi_all() -> PlanDocument:
-    result = run(*KIMI, "--json", "--top", "0")
+    # issue 2's view: every feasible shape ranked by $/h (largest TP per node count)
+    result = run(*KIMI, "--objective", "usd-per-hour", "--json", "--top", "0")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     return PlanDocument.model_validate(json.loads(result.stdout))
