@@ -168,6 +168,12 @@ def quote(
         help="vLLM --cpu-offload-gb: GiB of weights per GPU kept in host RAM and streamed over "
         "PCIe every step (what-if).",
     ),
+    explore_splits: bool = typer.Option(
+        False,
+        "--explore-splits",
+        help="Also rank smaller TP with PP inside a node by $/Mtok (default: TP = the node's "
+        "GPUs, PP across nodes, smaller TP only when that does not fit).",
+    ),
     compare_api: bool = typer.Option(
         False, "--compare-api", help="Compare with the hosted API price and show the break-even."
     ),
@@ -211,6 +217,7 @@ def quote(
         max_ttft_s=max_ttft_s,
         min_output_tps=min_output_tps,
         cpu_offload_gb=cpu_offload_gb,
+        explore_splits=explore_splits,
     )
     spec = resolve_model(req.model)
     scheme = resolve_quant(req.quant, spec)
@@ -452,6 +459,11 @@ def prices_show(
     print_prices(shown, total=len(rows), advisor_date=ADVISOR_DATE)
     for note in date_notes:
         typer.echo(f"note: {note}")
+
+
+from provisioner.cli_deploy import register as _register_deploy  # noqa: E402
+
+_register_deploy(app)
 
 
 def main() -> None:

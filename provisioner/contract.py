@@ -75,6 +75,7 @@ class RequestInfo(BaseModel):
     max_ttft_s: NonNegFloat | None = None
     min_output_tps: NonNegFloat | None = None
     cpu_offload_gb: NonNegFloat = 0.0
+    explore_splits: bool = False
     dcp: PosInt = 1
     max_nodes: PosInt | None = None
     nodes: PosInt | None = None

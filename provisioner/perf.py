@@ -47,6 +47,7 @@ class Calibration:
     step_overhead_ms: float  # scheduler, sampler, launch per decode step
     layer_overhead_us: float  # latency floor of one layer's kernels (routing, norms, small GEMMs)
     multinode_pp_ms: float  # per decode step and node boundary crossed by PP (Ray/NCCL hops)
+    pp_stage_ms: float  # per decode step and PP boundary inside a node (assumption, see data)
     band: float  # +- relative error of the estimate (the calibration's median abs error)
     calibrated: bool  # False: factors borrowed from another family (wider band)
 
@@ -117,6 +118,7 @@ def calibration_for(
         step_overhead_ms=row["step_overhead_ms"] / scale,
         layer_overhead_us=row["layer_overhead_us"] / scale,
         multinode_pp_ms=row["multinode_pp_ms"] / scale,
+        pp_stage_ms=row["pp_stage_ms"] / scale,
         band=row["band"],
         calibrated=bool(row.get("calibrated", False)),
     )
@@ -301,9 +303,9 @@ def estimate(
         crosses = tp * pp > gpus_per_node  # PP inside one node hands off over the TP link
         link = net if crosses else tp_link
         handoff = (pp - 1) * (link.latency_us * 1e-6 + msg / (link.gbps * 1e9))
-        if crosses:
-            boundaries = math.ceil(tp * pp / gpus_per_node) - 1
-            handoff += boundaries * cal.multinode_pp_ms / 1000
+        node_boundaries = math.ceil(tp * pp / gpus_per_node) - 1 if crosses else 0
+        handoff += node_boundaries * cal.multinode_pp_ms / 1000
+        handoff += (pp - 1 - node_boundaries) * cal.pp_stage_ms / 1000
     overhead = cal.step_overhead_ms / 1000
     if micro >= pp:  # stages overlap: a token per micro-batch every PP slowest-stage times
         step_s = pp * stage_times[slow] + handoff + overhead

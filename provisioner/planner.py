@@ -566,7 +566,10 @@ def plan_quote(
                     fits.append(
                         replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v
                     )
-                    if by_hour:  # same price for every split: keep the largest TP (lowest latency)
+                    # vLLM's canonical layout is TP inside a node, PP across nodes: smaller TP with
+                    # PP inside the node only when that fails, or when --explore-splits asks
+                    # (in-node PP is outside the throughput model's calibration)
+                    if by_hour or not req.explore_splits:
                         break
                 else:
                     fails.append(v)

@@ -55,6 +55,7 @@ class QuoteRequest(BaseModel):
     max_ttft_s: float | None = Field(default=None, gt=0)
     min_output_tps: float | None = Field(default=None, gt=0)
     cpu_offload_gb: float = Field(default=0.0, ge=0)  # vLLM --cpu-offload-gb, per GPU
+    explore_splits: bool = False  # rank every feasible TP x PP split by $/Mtok, not just TP=node
     dcp: int = Field(default=1, ge=1)
     max_nodes: int = Field(default=4, ge=1, le=64)
     nodes: int | None = Field(default=None, ge=1, le=64)

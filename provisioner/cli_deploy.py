@@ -1,0 +1,193 @@
+"""`prov deploy`, `prov destroy`, `prov status`: registered on the main app by provisioner.cli.
+
+Module level imports typer and the standard library only, so `prov quote` does not pay for
+pydantic models, pricing data, Pulumi or PyYAML; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+_STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def _usage(msg: str) -> None:
+    from provisioner.errors import UsageError
+
+    raise UsageError(msg)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _confirm(question: str) -> bool:
+    try:
+        return typer.confirm(question, default=False)
+    except (typer.Abort, EOFError):
+        return False
+
+
+def _print_outputs(outputs: dict[str, Any]) -> None:
+    for key in sorted(outputs, key=lambda k: (k != "endpoint", k)):
+        value = outputs[key]
+        shown = value if isinstance(value, str) else json.dumps(value)
+        typer.echo(f"  {key}: {shown}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add deploy, destroy and status to `app`, behind the CLI boundary."""
+    from provisioner.cli import boundary
+
+    @app.command()
+    @boundary
+    def deploy(
+        plan: Path = typer.Option(..., "--plan", help="A plan file from 'prov quote --json'."),
+        rank: int = typer.Option(1, "--rank", help="Which plan of the file to deploy."),
+        target: str = typer.Option(
+            "auto",
+            "--target",
+            help="aws-eks (VPC, EKS, GPU pool, queue) or kubeconfig (your current cluster); "
+            "auto: aws-eks for an AWS plan.",
+        ),
+        stack: str | None = typer.Option(
+            None, "--stack", help="Pulumi stack name (default: the release name)."
+        ),
+        name: str | None = typer.Option(
+            None, "--name", help="Release name (default: from the model id)."
+        ),
+        namespace: str = typer.Option("default", "--namespace", help="Kubernetes namespace."),
+        public: bool = typer.Option(
+            False, "--public", help="Expose the API through a public load balancer."
+        ),
+        drain_seconds: int = typer.Option(
+            90,
+            "--drain-seconds",
+            help="vLLM --shutdown-timeout: how long in-flight requests may run on shutdown.",
+        ),
+        image: str | None = typer.Option(
+            None, "--image", help="vLLM image (default: the pinned vllm/vllm-openai tag)."
+        ),
+        kube_context: str | None = typer.Option(
+            None, "--kube-context", help="kubeconfig context (kubeconfig target)."
+        ),
+        render: Path | None = typer.Option(
+            None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
+        ),
+        preview: bool = typer.Option(
+            False, "--preview", help="Show what would change, change nothing."
+        ),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Deploy without asking."),
+    ) -> None:
+        """Deploy a plan as vLLM with its TP x PP, on EKS or any Kubernetes cluster."""
+        from provisioner.contract import load_plan_document
+        from stacks.spec import VLLM_IMAGE, DeployOptions, build_spec
+
+        if render is not None and (preview or yes):
+            _usage("--render writes files only; it does not combine with --preview or --yes")
+        if rank < 1:
+            _usage(f"--rank {rank}: ranks start at 1")
+        doc = load_plan_document(plan)
+        options = DeployOptions(
+            rank=rank,
+            target=target,
+            name=name,
+            namespace=namespace,
+            public=public,
+            drain_seconds=drain_seconds,
+            image=image if image is not None else VLLM_IMAGE,
+            kube_context=kube_context,
+        )
+        spec = build_spec(doc, options)
+        if kube_context and spec.target != "kubeconfig":
+            _usage("--kube-context applies to --target kubeconfig only")
+        p = spec.plan
+        summary = (
+            f"rank {p.rank}: {p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), "
+            f"TP{p.tp} x PP{p.pp}, {p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
+        )
+        if render is not None:
+            from stacks.manifests import build_manifests
+            from stacks.render import write_render
+
+            path = write_render(render, spec)
+            kinds = ", ".join(m["kind"] for m in build_manifests(spec))
+            typer.echo(f"Wrote {path} ({kinds}) for {summary}")
+            return
+        stack_name = stack or spec.name
+        if not _STACK_NAME.match(stack_name):
+            _usage(f"--stack {stack_name!r}: use letters, digits, '-', '_' or '.'")
+        if not (preview or yes or _interactive()):
+            _usage("deploying needs a confirmation: pass --yes (or --preview to only look)")
+        from provisioner import deploy as runner
+
+        typer.echo(f"Plan {summary}; target {spec.target}, stack {stack_name}")
+        outputs = runner.deploy(
+            doc,
+            options,
+            spec,
+            stack_name,
+            preview_only=preview,
+            yes=yes,
+            confirm=lambda: _confirm(f"Deploy stack {stack_name}?"),
+            echo=typer.echo,
+        )
+        if outputs is None:
+            typer.echo("Nothing deployed." if not preview else "Preview only: nothing deployed.")
+            return
+        typer.echo(f"Stack {stack_name} is up:")
+        _print_outputs(outputs)
+
+    @app.command()
+    @boundary
+    def destroy(
+        stack: str = typer.Option(..., "--stack", help="The stack to delete (see prov status)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without asking."),
+    ) -> None:
+        """Delete every resource of a stack deployed by prov deploy, then the stack."""
+        if not _STACK_NAME.match(stack):
+            _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
+        if not (yes or _interactive()):
+            _usage("destroying needs a confirmation: pass --yes")
+        from provisioner import deploy as runner
+
+        if not yes and not _confirm(f"Destroy every resource of stack {stack}?"):
+            typer.echo("Nothing destroyed.")
+            return
+        runner.destroy(stack, echo=typer.echo)
+        typer.echo(f"Stack {stack} destroyed and removed.")
+
+    @app.command()
+    @boundary
+    def status(
+        stack: str | None = typer.Option(None, "--stack", help="Show this stack's outputs."),
+        show_secrets: bool = typer.Option(
+            False, "--show-secrets", help="Print secret outputs (the API key) in clear."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """The stacks prov deployed (local backend), or one stack's outputs."""
+        if stack is not None and not _STACK_NAME.match(stack):
+            _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
+        from provisioner import deploy as runner
+
+        result = runner.status(stack, show_secrets=show_secrets)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+        elif isinstance(result, dict):
+            _print_outputs(result)
+        elif not result:
+            typer.echo("No stacks yet: prov deploy --plan plan.json")
+        else:
+            for row in result:
+                typer.echo(
+                    f"{row['stack']}  last update {row['last_update'] or 'never'}  "
+                    f"{row['resources'] if row['resources'] is not None else '?'} resources"
+                    + ("  (update in progress)" if row["update_in_progress"] else "")
+                )

@@ -1,0 +1,81 @@
+"""What the offers snapshot knows about a plan's node: its CPUs and RAM, and its alternatives.
+
+The plan names one instance type in one zone. A spot pool is more likely to get (and keep)
+capacity when it may also use the same GPU shape in other types and zones of the region, so
+the pool lists every offer with the same GPU, GPU count and GPU memory that has a price prov
+would rank in the plan's market. Pure: reads the packaged snapshot only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pricing.offers import Offer, price_doubt
+from provisioner.contract import Plan
+
+
+@dataclass(frozen=True, slots=True)
+class NodeShape:
+    """The smallest CPU and RAM among the instance types a pool may launch."""
+
+    vcpus: float
+    memory_gib: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alternatives:
+    instance_types: tuple[str, ...]  # the plan's first, then by cheapest price
+    zones: tuple[str, ...]  # the plan's first, then sorted
+    node: NodeShape | None  # None when the snapshot does not know the instance type
+
+
+def _same_shape(o: Offer, plan: Plan, gpu_memory: float | None) -> bool:
+    return (
+        o.cloud == plan.cloud
+        and o.region == plan.region
+        and o.gpu == plan.gpu
+        and o.gpus_per_node == plan.gpus_per_node
+        and (gpu_memory is None or o.gpu_memory_gib == gpu_memory)
+    )
+
+
+def alternatives(plan: Plan, offers: Sequence[Offer], *, single_zone: bool) -> Alternatives:
+    """Instance types and zones a pool for `plan` may use (single_zone: only the plan's zone).
+
+    Spot plans take every same-shape offer with a rankable spot price; on-demand plans keep
+    their one instance type (only the zones vary).
+    """
+    own = [o for o in offers if o.cloud == plan.cloud and o.instance_type == plan.instance_type]
+    gpu_memory = own[0].gpu_memory_gib if own else None
+    usable = [
+        o
+        for o in offers
+        if _same_shape(o, plan, gpu_memory)
+        and o.price(plan.market) is not None
+        and price_doubt(o, plan.market) is None
+        and (plan.market == "spot" or o.instance_type == plan.instance_type)
+        and (not single_zone or o.zone == plan.zone)
+    ]
+    cheapest: dict[str, float] = {}
+    for o in usable:
+        price = o.price(plan.market)
+        assert price is not None
+        cheapest[o.instance_type] = min(price, cheapest.get(o.instance_type, price))
+    others = sorted((t for t in cheapest if t != plan.instance_type), key=lambda t: cheapest[t])
+    types = (plan.instance_type, *others)
+    zone_set = {o.zone for o in usable if o.zone} - {plan.zone}
+    zones = ((plan.zone,) if plan.zone else ()) + tuple(sorted(zone_set))
+    shapes = [o for o in offers if o.cloud == plan.cloud and o.instance_type in types]
+    node = (
+        NodeShape(min(o.vcpus for o in shapes), min(o.memory_gib for o in shapes))
+        if any(o.instance_type == plan.instance_type for o in shapes)
+        else None
+    )
+    return Alternatives(types, zones, node)
+
+
+def other_zone(plan: Plan, offers: Sequence[Offer], taken: Sequence[str]) -> str | None:
+    """Another zone of the plan's region (EKS wants subnets in two zones), or None."""
+    zones = sorted({o.zone for o in offers if o.cloud == plan.cloud and o.region == plan.region})
+    return next((z for z in zones if z and z not in taken), None)

@@ -1,0 +1,324 @@
+"""The Kubernetes manifests of a deployment, as plain dicts built from a DeploySpec.
+
+The single source of truth: `prov deploy --render` dumps these as YAML and VllmService feeds
+the same dicts to pulumi_kubernetes. Pure: no Pulumi, no Kubernetes client, no I/O.
+
+One node: a Deployment. Several nodes: a LeaderWorkerSet (leaderworkerset.x-k8s.io/v1) whose
+group is one replica of `nodes` pods. Every pod runs `vllm serve` with the plan's flags; the
+leader adds `--nnodes N --node-rank 0 --master-addr $(LWS_LEADER_ADDRESS)` and serves HTTP,
+each worker adds `--node-rank $(LWS_WORKER_INDEX) ... --headless` and joins it (vLLM's
+multiprocessing multi-node mode: no Ray cluster to start or wait for). The LWS controller
+injects LWS_LEADER_ADDRESS and LWS_WORKER_INDEX; Kubernetes expands $(VAR) in args.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stacks import labels as L
+from stacks.spec import MASTER_PORT, PORT, PRE_STOP_SECONDS, PROBE_PERIOD_SECONDS, DeploySpec
+
+LWS_API = "leaderworkerset.x-k8s.io/v1"
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+CACHE_MOUNT = "/root/.cache/huggingface"  # HF_HOME inside the image
+#: Weights cache on the node: survives pod restarts, so a recreated group skips the download.
+HOST_CACHE_PATH = "/var/lib/prov/hf-cache"
+SHM_SIZE = "16Gi"  # NCCL and vLLM's worker processes exchange tensors through /dev/shm
+SECRET_KEYS = ("HF_TOKEN", "VLLM_API_KEY")
+# Requests leave 10% of the node's CPU and RAM to the kubelet, the OS and DaemonSets.
+NODE_SHARE = 0.9
+
+# /v1/models needs the API key when one is set; an httpGet probe cannot read it from a Secret.
+_MODELS_PROBE = (
+    "import os, urllib.request as u; "
+    f"u.urlopen(u.Request('http://127.0.0.1:{PORT}/v1/models', headers={{'Authorization': "
+    "'Bearer ' + os.environ.get('VLLM_API_KEY', '')}), timeout=5)"
+)
+
+Manifest = dict[str, Any]
+
+
+def service_name(spec: DeploySpec) -> str:
+    # Not the workload's name: the LWS controller owns a headless Service of that name.
+    return f"{spec.name}-api"
+
+
+def secret_name(spec: DeploySpec) -> str:
+    return f"{spec.name}-secrets"
+
+
+def cluster_endpoint(spec: DeploySpec) -> str:
+    """The in-cluster OpenAI-compatible base URL."""
+    return f"http://{service_name(spec)}.{spec.namespace}.svc.cluster.local:{PORT}/v1"
+
+
+def selector_labels(spec: DeploySpec) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": spec.name}
+
+
+def common_labels(spec: DeploySpec) -> dict[str, str]:
+    p = spec.plan
+    shape = f"tp{p.tp}-pp{p.pp}" + (f"-dcp{p.dcp}" if p.dcp > 1 else "")
+    return {
+        **selector_labels(spec),
+        "app.kubernetes.io/managed-by": "prov",
+        L.MANAGED: "true",
+        L.GPU: p.gpu,
+        L.SHAPE: shape,
+    }
+
+
+def _metadata(spec: DeploySpec, name: str) -> Manifest:
+    return {"name": name, "namespace": spec.namespace, "labels": common_labels(spec)}
+
+
+def plan_annotation(spec: DeploySpec) -> str:
+    """What a reviewer (and the daemon) needs to know about the plan behind the workload."""
+    p = spec.plan
+    return json.dumps(
+        {
+            "model": spec.model_id,
+            "rank": p.rank,
+            "cloud": p.cloud,
+            "region": p.region,
+            "zone": p.zone,
+            "instance_type": p.instance_type,
+            "nodes": p.nodes,
+            "gpus_per_node": p.gpus_per_node,
+            "tp": p.tp,
+            "pp": p.pp,
+            "market": p.market,
+            "usd_per_hour": p.usd_per_hour,
+        },
+        separators=(",", ":"),
+    )
+
+
+def container_args(spec: DeploySpec, role: str) -> list[str]:
+    """`vllm serve` flags for a pod of `role` (server, leader or worker)."""
+    args = spec.serve_args
+    if role == "server":
+        return args
+    rank = "0" if role == "leader" else "$(LWS_WORKER_INDEX)"
+    multi = [
+        "--nnodes",
+        str(spec.plan.nodes),
+        "--node-rank",
+        rank,
+        "--master-addr",
+        "$(LWS_LEADER_ADDRESS)",
+        "--master-port",
+        str(MASTER_PORT),
+    ]
+    return [*args, *multi] + (["--headless"] if role == "worker" else [])
+
+
+def pre_stop_seconds(spec: DeploySpec, role: str) -> int:
+    """Workers outlive the leader's drain: it needs them to finish in-flight requests."""
+    return PRE_STOP_SECONDS + (spec.drain_seconds if role == "worker" else 0)
+
+
+def _resources(spec: DeploySpec) -> Manifest:
+    gpus = str(spec.plan.gpus_per_node)
+    requests: dict[str, str] = {"nvidia.com/gpu": gpus}
+    limits: dict[str, str] = {"nvidia.com/gpu": gpus}
+    if spec.node is not None:
+        memory = f"{int(spec.node.memory_gib * NODE_SHARE)}Gi"
+        requests |= {"cpu": str(int(spec.node.vcpus * NODE_SHARE)), "memory": memory}
+        limits["memory"] = memory
+    return {"requests": requests, "limits": limits}
+
+
+def _env(spec: DeploySpec) -> list[Manifest]:
+    env: list[Manifest] = [{"name": "HF_HOME", "value": CACHE_MOUNT}]
+    env += [
+        {
+            "name": key,
+            "valueFrom": {
+                "secretKeyRef": {"name": secret_name(spec), "key": key, "optional": True}
+            },
+        }
+        for key in SECRET_KEYS
+    ]
+    if spec.multi_node:  # the address vLLM advertises to the other nodes
+        pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
+        env.append({"name": "VLLM_HOST_IP", "valueFrom": pod_ip})
+    return env
+
+
+def _probes(spec: DeploySpec) -> Manifest:
+    return {
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": spec.startup_failure_threshold,
+        },
+        "readinessProbe": {
+            "exec": {"command": ["python3", "-c", _MODELS_PROBE]},
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 8,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 30,
+            "timeoutSeconds": 10,
+            "failureThreshold": 4,
+        },
+    }
+
+
+def pod_spec(spec: DeploySpec, role: str) -> Manifest:
+    """The pod spec of a server (one node), a leader or a worker."""
+    container: Manifest = {
+        "name": "vllm",
+        "image": spec.image,
+        "command": ["vllm", "serve"],
+        "args": container_args(spec, role),
+        "env": _env(spec),
+        "resources": _resources(spec),
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "hf-cache", "mountPath": CACHE_MOUNT},
+        ],
+        "lifecycle": {
+            "preStop": {"exec": {"command": ["sleep", str(pre_stop_seconds(spec, role))]}}
+        },
+    }
+    if role != "worker":
+        container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+        container |= _probes(spec)
+    pod: Manifest = {
+        "terminationGracePeriodSeconds": spec.grace_seconds,
+        "automountServiceAccountToken": False,
+        "tolerations": [
+            {"key": L.GPU_TAINT_KEY, "operator": "Exists", "effect": L.GPU_TAINT_EFFECT}
+        ],
+        "containers": [container],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+            {
+                "name": "hf-cache",
+                "hostPath": {"path": HOST_CACHE_PATH, "type": "DirectoryOrCreate"},
+            },
+        ],
+    }
+    if spec.target == "aws-eks":
+        pod["nodeSelector"] = {L.POOL: spec.name}
+    return pod
+
+
+def _template(spec: DeploySpec, role: str) -> Manifest:
+    return {
+        "metadata": {
+            "labels": {**common_labels(spec), L.ROLE: role},
+            "annotations": {"prov/plan": plan_annotation(spec)},
+        },
+        "spec": pod_spec(spec, role),
+    }
+
+
+def deployment(spec: DeploySpec) -> Manifest:
+    # A new pod must load the weights before it serves: allow for that, then some.
+    deadline = spec.startup_budget_seconds + 600
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector_labels(spec)},
+            # Surge: the old pod serves until its replacement is Ready (if a node is free).
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "progressDeadlineSeconds": deadline,
+            "template": _template(spec, "server"),
+        },
+    }
+
+
+def leader_worker_set(spec: DeploySpec) -> Manifest:
+    return {
+        "apiVersion": LWS_API,
+        "kind": "LeaderWorkerSet",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {
+            "replicas": 1,
+            "startupPolicy": "LeaderCreated",
+            "rolloutStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdateConfiguration": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "leaderWorkerTemplate": {
+                "size": spec.plan.nodes,
+                # vLLM cannot lose a rank and continue: a restart anywhere restarts the group.
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": _template(spec, "leader"),
+                "workerTemplate": _template(spec, "worker"),
+            },
+        },
+    }
+
+
+def workload(spec: DeploySpec) -> Manifest:
+    return leader_worker_set(spec) if spec.multi_node else deployment(spec)
+
+
+def service(spec: DeploySpec) -> Manifest:
+    """ClusterIP by default; a LoadBalancer only with --public."""
+    role = "leader" if spec.multi_node else "server"
+    svc: Manifest = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(spec, service_name(spec)),
+        "spec": {
+            "type": "LoadBalancer" if spec.public else "ClusterIP",
+            "selector": {**selector_labels(spec), L.ROLE: role},
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    if spec.public and spec.target == "aws-eks":
+        # NLB: its 350 s idle timeout suits streamed completions better than a CLB's 60 s.
+        svc["metadata"]["annotations"] = {
+            "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+        }
+    return svc
+
+
+def pod_disruption_budget(spec: DeploySpec) -> Manifest:
+    """Voluntary evictions wait until another full replica is healthy.
+
+    minAvailable is one replica's pods, so a drain (the daemon's, or kubectl's) is refused with
+    429 until a replacement replica is Ready; pods that never became Ready may always go.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {
+            "minAvailable": spec.plan.nodes,
+            "selector": {"matchLabels": selector_labels(spec)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def secret(spec: DeploySpec, string_data: dict[str, Any]) -> Manifest:
+    """The HF token and the vLLM API key (Pulumi only: --render never writes secrets)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(spec, secret_name(spec)),
+        "type": "Opaque",
+        "stringData": string_data,
+    }
+
+
+def build_manifests(spec: DeploySpec) -> list[Manifest]:
+    """The workload, its Service and its PodDisruptionBudget, in apply order."""
+    return [workload(spec), service(spec), pod_disruption_budget(spec)]

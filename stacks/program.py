@@ -1,0 +1,96 @@
+"""The Pulumi program: read the plan from stack config, build the components, export outputs.
+
+Config (namespace `prov`, written by provisioner/deploy.py): `plan` (the plan document reduced
+to one plan, JSON), the DeployOptions keys (`rank`, `target`, ...) and two secrets, `apiKey`
+and the optional `hfToken`. Used as the Automation API's inline program and by __main__.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from provisioner.contract import PlanDocument
+from stacks.spec import DeployOptions, DeploySpec, build_spec
+
+
+def spec_from_config(config: pulumi.Config) -> tuple[DeploySpec, DeployOptions]:
+    doc = PlanDocument.model_validate(json.loads(config.require("plan")))
+    options = DeployOptions.from_config(config.get)
+    return build_spec(doc, options), options
+
+
+def program() -> None:
+    """The Pulumi program: everything `stack_outputs` builds, exported."""
+    for key, value in stack_outputs().items():
+        pulumi.export(key, value)
+
+
+def stack_outputs() -> dict[str, Any]:
+    """Create the resources for the configured plan; return the stack outputs by name."""
+    from stacks.manifests import service_name
+    from stacks.vllm_service import VllmService
+
+    config = pulumi.Config("prov")
+    spec, options = spec_from_config(config)
+    api_key = config.require_secret("apiKey")
+    hf_token = config.get_secret("hfToken")
+    stack = pulumi.get_stack()
+
+    outputs: dict[str, Any] = {}
+    service_opts: pulumi.ResourceOptions | None = None
+    if spec.target == "aws-eks":
+        import pulumi_aws as aws
+
+        from stacks.cluster import Cluster
+        from stacks.gpu_node_pool import GpuNodePool, pool_tags
+
+        tags = pool_tags(spec, stack)
+        # The plan's region, whatever the ambient AWS config says.
+        aws_provider = aws.Provider("aws", region=spec.plan.region)
+        cluster = Cluster(
+            spec.name,
+            region=spec.plan.region,
+            zones=spec.vpc_zones,
+            tags=tags,
+            opts=pulumi.ResourceOptions(provider=aws_provider),
+        )
+        pool = GpuNodePool(
+            spec.name,
+            spec,
+            cluster_name=cluster.eks.name,
+            node_role_arn=cluster.node_role.arn,
+            subnet_ids=[cluster.subnet_ids[z] for z in spec.zones],
+            security_group_id=cluster.security_group_id,
+            stack=stack,
+            opts=pulumi.ResourceOptions(provider=aws_provider, depends_on=cluster.node_role_ready),
+        )
+        service_opts = pulumi.ResourceOptions(
+            provider=cluster.provider,
+            depends_on=[pool, cluster.device_plugin, cluster.lws],
+        )
+        outputs["clusterName"] = cluster.eks.name
+        outputs["region"] = spec.plan.region
+        outputs["nodeGroup"] = pool.node_group.node_group_name
+        outputs["instanceTypes"] = list(spec.instance_types)
+        outputs["interruptionQueueUrl"] = cluster.queue.queue.url
+        outputs["daemonRoleArn"] = cluster.queue.daemon_role.arn
+        outputs["kubeconfig"] = pulumi.Output.secret(cluster.kubeconfig)
+    elif options.kube_context:
+        provider = k8s.Provider("kubeconfig", context=options.kube_context)
+        service_opts = pulumi.ResourceOptions(provider=provider)
+
+    service = VllmService(spec.name, spec, api_key=api_key, hf_token=hf_token, opts=service_opts)
+    outputs["endpoint"] = service.endpoint
+    outputs["namespace"] = spec.namespace
+    outputs["service"] = f"{spec.namespace}/{service_name(spec)}"
+    p = spec.plan
+    outputs["plan"] = (
+        f"rank {p.rank}: {p.nodes} x {p.instance_type} TP{p.tp} x PP{p.pp} {p.market} "
+        f"${p.usd_per_hour:.2f}/h"
+    )
+    outputs["apiKey"] = api_key
+    return outputs

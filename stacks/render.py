@@ -1,0 +1,74 @@
+"""`prov deploy --render DIR`: the manifests of stacks/manifests.py as one YAML file.
+
+No Pulumi and no cluster: for review or `kubectl apply -f DIR`. The file is written atomically
+(temp file + os.replace), so DIR never holds half a render. Secrets are never written: the
+header says how to create them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from provisioner.errors import OperationalError, UsageError
+from stacks.manifests import SECRET_KEYS, build_manifests, secret_name
+from stacks.spec import DeploySpec
+
+
+def _yaml() -> ModuleType:
+    try:
+        import yaml
+    except ImportError:
+        raise OperationalError("--render needs PyYAML: pip install 'prov[deploy]'") from None
+    return yaml
+
+
+def header(spec: DeploySpec) -> str:
+    p = spec.plan
+    keys = " ".join(f"--from-literal={k}=..." for k in SECRET_KEYS)
+    lines = [
+        f"Rendered by prov deploy --render: {spec.model_id}, plan rank {p.rank}",
+        f"{p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), TP{p.tp} x PP{p.pp}, "
+        f"{p.market}, {p.cloud} {p.region}",
+        "Before applying, create the secret (both keys optional; without VLLM_API_KEY the API",
+        "is open to anything that can reach the Service):",
+        f"  kubectl -n {spec.namespace} create secret generic {secret_name(spec)} {keys}",
+    ]
+    if spec.multi_node:
+        lines.append("Needs the LeaderWorkerSet controller (leaderworkerset.x-k8s.io/v1).")
+    if spec.target == "aws-eks":
+        lines.append("Pods select nodes labelled prov/pool=" + spec.name + " (the stack's pool).")
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def render_yaml(spec: DeploySpec) -> str:
+    yaml = _yaml()
+    docs = [
+        yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100)
+        for obj in build_manifests(spec)
+    ]
+    return header(spec) + "---\n" + "---\n".join(docs)
+
+
+def write_render(directory: Path, spec: DeploySpec) -> Path:
+    """Write DIR/<name>.yaml atomically and return its path."""
+    text = render_yaml(spec)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--render {directory}: exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{spec.name}.yaml"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{spec.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would surprise a reviewer
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise OperationalError(f"--render {directory}: cannot write ({e.strerror or e})") from None
+    return path

@@ -1,0 +1,274 @@
+"""What to deploy: one plan of a `prov quote --json` document plus the deploy options.
+
+`prov deploy --render` and the Pulumi program (stacks/program.py) both build a DeploySpec with
+`build_spec`, and both hand it to stacks/manifests.py: that is why the rendered YAML and the
+Pulumi resources cannot drift apart. Pure: no Pulumi and no Kubernetes client here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pricing.offers import Offer
+from provisioner.contract import Plan, PlanDocument
+from provisioner.errors import UsageError
+from stacks.instances import NodeShape, alternatives, other_zone
+
+#: The one vLLM image tag prov deploys. v0.18.0 is the first release with --shutdown-timeout
+#: (vllm-project/vllm#34730), which the drain below depends on; multi-node without Ray
+#: (--nnodes/--node-rank/--master-addr/--headless, vllm-project/vllm#23691) and every flag the
+#: planner emits are older. Override per deploy with --image.
+VLLM_IMAGE = "vllm/vllm-openai:v0.18.0"
+
+TARGETS = ("aws-eks", "kubeconfig")
+PORT = 8000
+MASTER_PORT = 29500  # torch.distributed rendezvous on the leader (multi-node)
+
+# Shutdown: preStop sleep, then SIGTERM, then vLLM drains for --shutdown-timeout seconds.
+PRE_STOP_SECONDS = 15  # Service endpoints and load balancers stop sending before SIGTERM
+EXIT_MARGIN_SECONDS = 15  # engine and worker teardown after the drain
+#: 15 + 90 + 15 = 120 s: the whole shutdown fits in AWS's two-minute spot notice.
+DEFAULT_DRAIN_SECONDS = 90
+MAX_DRAIN_SECONDS = 3600
+
+# Startup: the first start downloads the weights, later starts read the node's cache.
+STARTUP_FIXED_SECONDS = 600  # engine init, torch.compile, CUDA-graph capture
+LOAD_BYTES_PER_SECOND = 250e6  # a conservative download + load rate from the Hub
+PROBE_PERIOD_SECONDS = 10
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 40  # LeaderWorkerSet pod names append -<group>-<worker>; stay well under 63
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """The user's choices on top of the plan; round-trips through Pulumi stack config."""
+
+    rank: int = 1
+    target: str = "auto"  # auto: aws-eks for an AWS plan, kubeconfig otherwise
+    name: str | None = None  # default: from the model id
+    namespace: str = "default"
+    public: bool = False
+    drain_seconds: int = DEFAULT_DRAIN_SECONDS
+    image: str = VLLM_IMAGE
+    kube_context: str | None = None
+
+    def to_config(self) -> dict[str, str]:
+        """Stack config values (namespace `prov`), as strings."""
+        out = {
+            "prov:rank": str(self.rank),
+            "prov:target": self.target,
+            "prov:namespace": self.namespace,
+            "prov:public": "true" if self.public else "false",
+            "prov:drainSeconds": str(self.drain_seconds),
+            "prov:image": self.image,
+        }
+        if self.name:
+            out["prov:name"] = self.name
+        if self.kube_context:
+            out["prov:kubeContext"] = self.kube_context
+        return out
+
+    @classmethod
+    def from_config(cls, get: Callable[[str], str | None]) -> DeployOptions:
+        """Read back what `to_config` wrote; `get("rank")` returns the value or None."""
+
+        def num(key: str, default: int) -> int:
+            text = get(key)
+            try:
+                return int(text) if text is not None else default
+            except ValueError:
+                raise UsageError(f"stack config prov:{key} is not an integer: {text!r}") from None
+
+        return cls(
+            rank=num("rank", 1),
+            target=get("target") or "auto",
+            name=get("name") or None,
+            namespace=get("namespace") or "default",
+            public=(get("public") or "false").lower() == "true",
+            drain_seconds=num("drainSeconds", DEFAULT_DRAIN_SECONDS),
+            image=get("image") or VLLM_IMAGE,
+            kube_context=get("kubeContext") or None,
+        )
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Everything the manifests and the AWS resources are computed from."""
+
+    name: str
+    namespace: str
+    target: str
+    plan: Plan
+    model_id: str
+    weight_bytes: int  # exact from the plan, or params_total x 2 bytes when it is missing
+    image: str
+    public: bool
+    drain_seconds: int
+    node: NodeShape | None  # CPU/RAM of the node, None when the snapshot does not know it
+    instance_types: tuple[str, ...]  # the plan's first (AWS pool)
+    zones: tuple[str, ...]  # where the GPU pool may launch (AWS), the plan's first
+    vpc_zones: tuple[str, ...]  # the pool's zones plus one more when EKS needs a second
+
+    @property
+    def multi_node(self) -> bool:
+        return self.plan.nodes > 1
+
+    @property
+    def startup_budget_seconds(self) -> int:
+        """How long the first start may take: fixed init plus the weights at 250 MB/s."""
+        return STARTUP_FIXED_SECONDS + math.ceil(self.weight_bytes / LOAD_BYTES_PER_SECOND)
+
+    @property
+    def startup_failure_threshold(self) -> int:
+        return math.ceil(self.startup_budget_seconds / PROBE_PERIOD_SECONDS)
+
+    @property
+    def grace_seconds(self) -> int:
+        """terminationGracePeriodSeconds: preStop + drain + teardown."""
+        return PRE_STOP_SECONDS + self.drain_seconds + EXIT_MARGIN_SECONDS
+
+    @property
+    def serve_args(self) -> list[str]:
+        """`vllm serve` flags every pod of the replica shares: the plan's, then prov's."""
+        args = list(self.plan.vllm_args)
+        if "--kv-cache-dtype" not in args:
+            args += ["--kv-cache-dtype", "auto"]  # explicit, so a review shows it
+        return [*args, "--shutdown-timeout", str(self.drain_seconds)]
+
+
+def select_plan(doc: PlanDocument, rank: int) -> Plan:
+    """The plan with this rank, or a UsageError naming the ranks the file has."""
+    if not doc.plans:
+        raise UsageError("the plan file has no plans (nothing fit); quote again with other limits")
+    for plan in doc.plans:
+        if plan.rank == rank:
+            return plan
+    ranks = [p.rank for p in doc.plans]
+    have = f"{ranks[0]}..{ranks[-1]}" if ranks == list(range(ranks[0], ranks[-1] + 1)) else ranks
+    raise UsageError(f"--rank {rank}: no such plan in the file (it has ranks {have})")
+
+
+def release_name(model_id: str) -> str:
+    """A DNS-1035 label from the model id: moonshotai/Kimi-K2-Thinking -> kimi-k2-thinking."""
+    base = re.sub(r"[^a-z0-9]+", "-", model_id.rsplit("/", 1)[-1].lower()).strip("-")
+    if not base or not base[0].isalpha():
+        base = f"m-{base}".rstrip("-")
+    return base[:MAX_NAME].rstrip("-")
+
+
+def _arg(args: Sequence[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
+def _check_args(plan: Plan) -> None:
+    if not plan.vllm_args:
+        raise UsageError(
+            f"rank {plan.rank} has no vLLM arguments (its engine is not vLLM); prov deploy runs "
+            "vLLM only: pick a vLLM plan with --rank"
+        )
+    for flag, want in (("--tensor-parallel-size", plan.tp), ("--pipeline-parallel-size", plan.pp)):
+        got = _arg(plan.vllm_args, flag)
+        if got is not None and got != str(want):
+            raise UsageError(
+                f"rank {plan.rank}: vllm_args say {flag} {got} but the plan's shape says {want}; "
+                "the file was edited by hand: quote again"
+            )
+
+
+def _resolve_target(target: str, plan: Plan) -> str:
+    if target == "auto":
+        return "aws-eks" if plan.cloud == "aws" else "kubeconfig"
+    if target not in TARGETS:
+        raise UsageError(f"unknown --target {target!r}; allowed: auto, {', '.join(TARGETS)}")
+    if target == "aws-eks" and plan.cloud != "aws":
+        raise UsageError(
+            f"--target aws-eks needs an AWS plan, rank {plan.rank} is on {plan.cloud}; pick an "
+            "AWS rank with --rank or deploy into your own cluster with --target kubeconfig"
+        )
+    if target == "aws-eks" and not plan.zone:
+        raise UsageError(f"rank {plan.rank} has no availability zone; AWS plans carry one")
+    return target
+
+
+def _check_gpu(plan: Plan) -> None:
+    from provisioner.hardware import gpu_specs
+
+    spec = gpu_specs().get(plan.gpu)
+    if spec is not None and not spec.is_nvidia:
+        raise UsageError(
+            f"rank {plan.rank} runs on {plan.gpu} ({spec.vendor}); prov deploy runs the CUDA "
+            "image vllm/vllm-openai on NVIDIA GPUs only"
+        )
+
+
+def build_spec(
+    doc: PlanDocument, options: DeployOptions, offers: Sequence[Offer] | None = None
+) -> DeploySpec:
+    """Check the plan and the options and derive everything the stacks need (UsageError)."""
+    plan = select_plan(doc, options.rank)
+    _check_args(plan)
+    _check_gpu(plan)
+    target = _resolve_target(options.target, plan)
+    name = options.name or release_name(doc.model.id)
+    if len(name) > MAX_NAME or not _DNS_LABEL.match(name):
+        raise UsageError(
+            f"--name {name!r}: use lowercase letters, digits and '-', starting with a letter, "
+            f"at most {MAX_NAME} characters"
+        )
+    if len(options.namespace) > 63 or not _DNS_LABEL.match(options.namespace):
+        raise UsageError(f"--namespace {options.namespace!r} is not a Kubernetes namespace name")
+    if not 0 <= options.drain_seconds <= MAX_DRAIN_SECONDS:
+        raise UsageError(f"--drain-seconds {options.drain_seconds}: must be 0..{MAX_DRAIN_SECONDS}")
+    if not options.image.strip():
+        raise UsageError("--image is empty")
+    if offers is None:
+        from pricing.offers import load_offers
+
+        offers = load_offers()
+    # A cluster placement group lives in one zone, so a multi-node pool stays in the plan's.
+    alt = alternatives(plan, offers, single_zone=plan.nodes > 1)
+    vpc_zones = alt.zones
+    if target == "aws-eks" and len(vpc_zones) < 2:
+        extra = other_zone(plan, offers, vpc_zones)
+        if extra is None:
+            raise UsageError(
+                f"EKS needs subnets in two availability zones and prov knows only "
+                f"{', '.join(vpc_zones)} in {plan.region}"
+            )
+        vpc_zones = (*vpc_zones, extra)
+    weight_bytes = doc.model.weight_bytes
+    if weight_bytes is None:
+        weight_bytes = doc.model.params_total * 2  # bf16: the safe upper bound for loading
+    return DeploySpec(
+        name=name,
+        namespace=options.namespace,
+        target=target,
+        plan=plan,
+        model_id=doc.model.id,
+        weight_bytes=weight_bytes,
+        image=options.image.strip(),
+        public=options.public,
+        drain_seconds=options.drain_seconds,
+        node=alt.node,
+        instance_types=alt.instance_types,
+        zones=alt.zones,
+        vpc_zones=vpc_zones,
+    )
+
+
+def plan_config(doc: PlanDocument, rank: int) -> str:
+    """The plan document reduced to the chosen plan, as JSON for the stack config.
+
+    The rejected shapes and the other plans are dropped (a quote can list thousands); what is
+    kept still validates as a PlanDocument.
+    """
+    plan = select_plan(doc, rank)
+    data = doc.model_dump(mode="json")
+    data["plans"] = [plan.model_dump(mode="json")]
+    data["rejected"] = []
+    return json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,102 @@
+"""VllmService: the manifests of stacks/manifests.py as pulumi_kubernetes resources.
+
+Typed resources are built from the very dicts `--render` writes (the LeaderWorkerSet as a
+CustomResource), plus the Secret with the HF token and the vLLM API key, which only Pulumi
+creates: its values stay Pulumi secrets end to end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks import manifests as M
+from stacks.spec import PORT, DeploySpec
+
+# Pulumi waits for the workload (and the Service's endpoints) to be ready; a big model takes
+# the whole startup budget to load, so its wait must too.
+_AWAIT_MARGIN_SECONDS = 600
+
+
+def _resource(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """One manifest dict -> the pulumi_kubernetes resource of its kind."""
+    kind, name = obj["kind"], obj["metadata"]["name"]
+    fields: dict[str, Any] = {"metadata": obj["metadata"], "spec": obj.get("spec")}
+    if kind == "Deployment":
+        return k8s.apps.v1.Deployment(name, **fields, opts=opts)
+    if kind == "Service":
+        return k8s.core.v1.Service(name, **fields, opts=opts)
+    if kind == "PodDisruptionBudget":
+        return k8s.policy.v1.PodDisruptionBudget(name, **fields, opts=opts)
+    if kind == "Secret":
+        return k8s.core.v1.Secret(
+            name,
+            metadata=obj["metadata"],
+            type=obj["type"],
+            string_data=obj["stringData"],
+            opts=opts,
+        )
+    if obj["apiVersion"] == M.LWS_API and kind == "LeaderWorkerSet":
+        return k8s.apiextensions.CustomResource(
+            name, api_version=M.LWS_API, kind=kind, **fields, opts=opts
+        )
+    raise ValueError(f"no Pulumi resource for {obj['apiVersion']} {kind}")  # a bug
+
+
+class VllmService(pulumi.ComponentResource):
+    """vLLM serving the plan: a Deployment (one node) or a LeaderWorkerSet (several)."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: DeploySpec,
+        api_key: pulumi.Input[str],
+        hf_token: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("prov:k8s:VllmService", name, None, opts)
+        data: dict[str, Any] = {"VLLM_API_KEY": pulumi.Output.secret(api_key)}
+        if hf_token is not None:
+            data["HF_TOKEN"] = pulumi.Output.secret(hf_token)
+        self.secret = _resource(M.secret(spec, data), pulumi.ResourceOptions(parent=self))
+        wait = f"{spec.startup_budget_seconds + _AWAIT_MARGIN_SECONDS}s"
+        timeouts = pulumi.CustomTimeouts(create=wait, update=wait)
+        self.resources = [
+            _resource(
+                obj,
+                pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.secret], custom_timeouts=timeouts
+                ),
+            )
+            for obj in M.build_manifests(spec)
+        ]
+        self.workload = self.resources[0]
+        self.service = self.resources[1]
+        self.endpoint: pulumi.Output[str] = (
+            _public_endpoint(self.service)
+            if spec.public
+            else pulumi.Output.from_input(M.cluster_endpoint(spec))
+        )
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "workload": f"{M.workload(spec)['kind']}/{spec.name}",
+                "service": M.service_name(spec),
+                "namespace": spec.namespace,
+            }
+        )
+
+
+def _public_endpoint(service: pulumi.CustomResource) -> pulumi.Output[str]:
+    """The load balancer's address once the cloud has assigned one."""
+
+    def url(status: Any) -> str:
+        ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
+        first = ingress[0] if ingress else None
+        host = getattr(first, "hostname", None) or getattr(first, "ip", None)
+        return f"http://{host}:{PORT}/v1" if host else "pending (no load balancer address yet)"
+
+    status: pulumi.Output[Any] = getattr(service, "status")  # noqa: B009
+    return status.apply(url)

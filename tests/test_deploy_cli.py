@@ -1,0 +1,276 @@
+"""prov deploy / destroy / status at the CLI boundary: render end to end, bad input, no Pulumi.
+
+Plan files are written by the real `prov quote --json` (in-process), then edited only where a
+test needs a broken one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from provisioner.cli import app
+
+KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
+QUOTES = {
+    "one": [*KIMI, "--gpu", "H200"],
+    "two": [*KIMI, "--gpu", "H100-SXM", "--nodes", "2", "--market", "spot"],
+    "one_aws": [*KIMI, "--gpu", "H200", "--cloud", "aws"],
+    "gguf": ["quote", "--model", "meta-llama/Llama-3.1-70B", "--quant", "q4_k_m", "--json"],
+    "mi300x": [*KIMI, "--gpu", "MI300X"],
+}
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def one_line_error(result: Result, code: int) -> str:
+    """Exit `code` with a single 'prov: error: ...' line and no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prov: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def plan_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`prov quote ... --json > NAME.json` for each quote above."""
+    tmp = tmp_path_factory.mktemp("plans")
+    out = {}
+    for name, args in QUOTES.items():
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        out[name] = tmp / f"{name}.json"
+        out[name].write_text(result.stdout, encoding="utf-8")
+    return out
+
+
+def edited(tmp_path: Path, source: Path, edit: Any) -> Path:
+    data = json.loads(source.read_text())
+    edit(data)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+# ---- the done-when flow: quote --json > plan.json && deploy --render out/ -----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "workload", "size"), [("one", "Deployment", None), ("two", "LeaderWorkerSet", 2)]
+)
+def test_render_writes_manifests_for_the_plan(
+    plan_files: dict[str, Path], tmp_path: Path, name: str, workload: str, size: int | None
+) -> None:
+    out = tmp_path / "out"
+    result = run("deploy", "--plan", str(plan_files[name]), "--render", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    (path,) = out.iterdir()
+    assert path.name == "kimi-k2-thinking.yaml" and str(path) in result.stdout
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    assert set(docs) == {workload, "Service", "PodDisruptionBudget"}
+    if size is not None:
+        assert docs[workload]["spec"]["leaderWorkerTemplate"]["size"] == size
+    assert docs["Service"]["spec"]["type"] == "ClusterIP"
+    assert "kubectl -n default create secret generic kimi-k2-thinking-secrets" in path.read_text()
+
+
+# ---- bad input: exit 2, one line, nothing written ------------------------------------------
+
+
+def test_missing_plan_file(tmp_path: Path) -> None:
+    line = one_line_error(
+        run("deploy", "--plan", str(tmp_path / "nope.json"), "--render", str(tmp_path / "o")), 2
+    )
+    assert "nope.json: cannot read plan file" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_wrong_schema_version(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    path = edited(tmp_path, plan_files["one"], lambda d: d.update(schema_version=2))
+    line = one_line_error(run("deploy", "--plan", str(path), "--preview"), 2)
+    assert "schema_version" in line
+
+
+def test_plan_missing_a_field(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    path = edited(tmp_path, plan_files["one"], lambda d: d["plans"][0].pop("tp"))
+    line = one_line_error(run("deploy", "--plan", str(path), "--preview"), 2)
+    assert "plans[0].tp" in line
+
+
+@pytest.mark.parametrize("rank", ["99", "0"])
+def test_rank_that_does_not_exist(plan_files: dict[str, Path], rank: str) -> None:
+    line = one_line_error(run("deploy", "--plan", str(plan_files["one"]), "--rank", rank), 2)
+    assert f"--rank {rank}" in line
+
+
+def test_plan_without_plans(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    path = edited(tmp_path, plan_files["one"], lambda d: d.update(plans=[]))
+    assert "no plans" in one_line_error(run("deploy", "--plan", str(path), "--preview"), 2)
+
+
+def test_aws_target_needs_an_aws_plan(plan_files: dict[str, Path]) -> None:
+    doc = json.loads(plan_files["one"].read_text())
+    assert doc["plans"][0]["cloud"] != "aws"  # rank 1 of an unfiltered H200 quote
+    line = one_line_error(
+        run("deploy", "--plan", str(plan_files["one"]), "--target", "aws-eks", "--preview"), 2
+    )
+    assert "needs an AWS plan" in line
+
+
+def test_plans_prov_cannot_deploy(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    out = str(tmp_path / "o")
+    gguf = one_line_error(run("deploy", "--plan", str(plan_files["gguf"]), "--render", out), 2)
+    assert "not vLLM" in gguf
+    amd = one_line_error(run("deploy", "--plan", str(plan_files["mi300x"]), "--render", out), 2)
+    assert "NVIDIA" in amd
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--name", "Kimi_K2"], "--name"),
+        (["--namespace", "Bad Space"], "--namespace"),
+        (["--drain-seconds", "-1"], "--drain-seconds"),
+        (["--target", "gke"], "unknown --target"),
+        (["--render", "out", "--preview"], "--render"),
+        (["--image", " "], "--image"),
+        (["--stack", "bad/name", "--preview"], "--stack"),
+        ([], "--yes"),  # not a terminal: no prompt, so a deploy must say --yes
+    ],
+)
+def test_bad_flags(plan_files: dict[str, Path], flags: list[str], expected: str) -> None:
+    line = one_line_error(run("deploy", "--plan", str(plan_files["one"]), *flags), 2)
+    assert expected in line
+
+
+def test_render_into_a_file_is_refused(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    line = one_line_error(
+        run("deploy", "--plan", str(plan_files["one"]), "--render", str(target)), 2
+    )
+    assert "not a directory" in line
+    assert target.read_text() == "mine"
+
+
+def test_kube_context_is_for_the_kubeconfig_target(plan_files: dict[str, Path]) -> None:
+    args = ["deploy", "--plan", str(plan_files["one_aws"]), "--kube-context", "ctx", "--preview"]
+    assert "--kube-context" in one_line_error(run(*args), 2)  # an AWS plan: aws-eks by default
+
+
+def test_destroy_needs_yes_without_a_terminal() -> None:
+    assert "--yes" in one_line_error(run("destroy", "--stack", "kimi"), 2)
+
+
+# ---- no Pulumi CLI: exit 1 and say how to install it ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["deploy", "--plan", "PLAN", "--preview"],
+        ["deploy", "--plan", "PLAN", "--yes"],
+        ["status"],
+        ["destroy", "--stack", "kimi-k2-thinking", "--yes"],
+    ],
+)
+def test_without_pulumi_cli_explains_itself(
+    plan_files: dict[str, Path], tmp_path: Path, args: list[str]
+) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {"PATH": str(empty), "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
+    args = [str(plan_files["one"]) if a == "PLAN" else a for a in args]
+    line = one_line_error(run(*args, env=env), 1)
+    assert "Pulumi CLI is not installed" in line and "get.pulumi.com" in line
+    assert "--render" in line  # and what works without it
+
+
+# ---- prov quote stays lean ------------------------------------------------------------------
+
+
+def test_quote_does_not_import_deploy_dependencies() -> None:
+    code = (
+        "import sys\n"
+        "from provisioner.cli import main\n"
+        "sys.argv = ['prov', 'quote', '--model', 'kimi-k2-thinking', '--ctx', '128k', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('pulumi', 'pulumi_aws', 'pulumi_kubernetes', 'kubernetes', 'boto3', 'yaml',"
+        " 'stacks', 'provisioner.deploy', 'provisioner.contract')\n"
+        "print(sorted(m for m in sys.modules if m in heavy or m.startswith('stacks.')),"
+        " file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stderr.strip() == "[]"
+    assert json.loads(proc.stdout)["plans"]
+
+
+# ---- the runner's local pieces (no CLI needed) ---------------------------------------------
+
+
+def test_generated_passphrase_is_private_and_stable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner.deploy import _passphrase_env
+
+    for key in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    env = _passphrase_env(tmp_path)
+    path = Path(env["PULUMI_CONFIG_PASSPHRASE_FILE"])
+    assert path.parent == tmp_path and path.stat().st_mode & 0o777 == 0o600
+    first = path.read_text()
+    assert len(first.strip()) >= 32
+    assert _passphrase_env(tmp_path) == env and path.read_text() == first
+    assert [p.name for p in tmp_path.iterdir()] == ["passphrase"]  # no temp file left
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "mine")
+    assert _passphrase_env(tmp_path) == {}  # the user's own passphrase wins
+
+
+def test_finds_the_cli_where_the_installer_puts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner.deploy import find_pulumi
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert find_pulumi() is None
+    cli = tmp_path / ".pulumi" / "bin" / "pulumi"
+    cli.parent.mkdir(parents=True)
+    cli.write_text("#!/bin/sh\n")
+    cli.chmod(0o755)
+    assert find_pulumi() == cli
+
+
+def test_state_lives_under_the_user_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner.deploy import state_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert state_dir() == tmp_path / "prov" / "pulumi"
+
+
+def test_a_failed_pulumi_command_is_summed_up_by_its_error_line() -> None:
+    from provisioner.deploy import _last_error_line
+
+    text = (
+        "\n code: 255\n stdout: Updating (dev)\n  + kubernetes:apps/v1:Deployment creating\n"
+        "    error: 1 error occurred: Unauthorized\n stderr: error: update failed\n"
+    )
+    assert _last_error_line(text) == "error: update failed"
+    assert _last_error_line("\n code: 1\n stdout: \n stderr: boom") == "boom"
