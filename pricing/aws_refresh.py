@@ -45,7 +45,6 @@ from pricing.build_snapshot import (
     fabric_for,
     price_flags,
     read_gpus,
-    write_atomic,
 )
 from pricing.offers import (
     CACHE_FORMAT,
@@ -59,6 +58,7 @@ from pricing.offers import (
     read_live_cache,
 )
 from provisioner.errors import DataError, OperationalError, UsageError
+from provisioner.fileio import write_atomic
 
 CLOUD = "aws"
 #: GPU families refreshed by default: the families the snapshot maps, plus p6-b200 (its GpuInfo

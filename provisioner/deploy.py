@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from provisioner.contract import PlanDocument
 from provisioner.errors import OperationalError, UsageError
+from provisioner.fileio import write_atomic
 from stacks.spec import DeployOptions, DeploySpec
 
 PROJECT = "prov"
@@ -56,24 +56,12 @@ def find_pulumi() -> Path | None:
     return home if home.is_file() and os.access(home, os.X_OK) else None
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Create `path` with mode 0600, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _passphrase_env(root: Path) -> dict[str, str]:
     if any(os.environ.get(k) is not None for k in _PASSPHRASE_ENV):
         return {}  # the user's own passphrase: the CLI reads it from the environment
     path = root / "passphrase"
     if not path.exists():
-        _write_private(path, secrets.token_urlsafe(32) + "\n")
+        write_atomic(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
     return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path)}
 
 

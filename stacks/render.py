@@ -7,12 +7,11 @@ header says how to create them.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
 from provisioner.errors import OperationalError, UsageError
+from provisioner.fileio import write_atomic
 from stacks.manifests import SECRET_KEYS, build_manifests, secret_name
 from stacks.spec import DeploySpec
 
@@ -60,15 +59,7 @@ def write_render(directory: Path, spec: DeploySpec) -> Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{spec.name}.yaml"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{spec.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp's 0600 would surprise a reviewer
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text, mode=0o644)
     except OSError as e:
         raise OperationalError(f"--render {directory}: cannot write ({e.strerror or e})") from None
     return path

@@ -333,20 +333,6 @@ def test_builder_is_deterministic_and_atomic(shared: Path, tmp_path: Path) -> No
     assert bs.main(["--shared", str(shared), "--out", str(outs[0]), "--check"]) == 1
 
 
-def test_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "offers.csv"
-    target.write_text("old\n")
-
-    def boom(src: str, dst: str) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(bs.os, "replace", boom)
-    with pytest.raises(OSError):
-        bs.write_atomic(target, "new\n")
-    assert target.read_text() == "old\n"
-    assert os.listdir(tmp_path) == ["offers.csv"]
-
-
 def test_summary_written_into_source_md(
     shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
