@@ -464,6 +464,9 @@ def prices_show(
 from provisioner.cli_deploy import register as _register_deploy  # noqa: E402
 
 _register_deploy(app)
+from provisioner.cli_daemon import register as _register_daemon  # noqa: E402
+
+_register_daemon(app)
 
 
 def main() -> None:

@@ -1,0 +1,73 @@
+"""APScheduler wiring: every periodic job of the daemon is registered here, in one place.
+
+Interval jobs run with jitter, ``max_instances=1`` (a slow SQS long poll is never run twice at
+once) and ``coalesce`` (missed runs collapse into one). Event handling does not run on the
+scheduler: it runs on the daemon's bounded worker pool (``DaemonConfig.workers`` threads, and
+the store hands out no more events than there are free workers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from provisioner.daemon.service import Daemon
+
+log = logging.getLogger("prov.daemon.scheduler")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    fn: Callable[[], object]
+    seconds: float
+    jitter: float = 0.0
+
+
+def daemon_jobs(d: Daemon) -> list[Job]:
+    """The daemon's periodic jobs."""
+    cfg = d.cfg
+    poll_every = cfg.poll_interval_seconds if cfg.mode == "imds" else d.queue_poll_seconds
+    jobs = [
+        Job("monitor-poll", d.poll_once, poll_every, min(cfg.jitter_seconds, poll_every / 2)),
+        Job("dispatch", d.dispatch, cfg.dispatch_interval_seconds),
+        Job("ack-flush", d.monitor.flush, cfg.ack_flush_seconds),
+        Job(
+            "housekeeping",
+            d.housekeeping,
+            cfg.housekeeping_interval_seconds,
+            min(cfg.jitter_seconds, cfg.housekeeping_interval_seconds / 2),
+        ),
+    ]
+    if d.elector is not None:
+        jobs.append(Job("leader-lease", d.elector.tick, max(0.05, cfg.lease_seconds / 3)))
+    return jobs
+
+
+def build_scheduler(jobs: list[Job]) -> Any:
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    # A job skipped because its previous run is still going is normal here (SQS long polls).
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    sched = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=len(jobs) + 1)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        timezone=UTC,
+    )
+    first = datetime.now(UTC)
+    for j in jobs:
+        sched.add_job(
+            j.fn,
+            "interval",
+            seconds=j.seconds,
+            jitter=j.jitter or None,
+            id=j.name,
+            name=j.name,
+            next_run_time=first,
+        )
+    return sched

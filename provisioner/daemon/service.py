@@ -1,0 +1,306 @@
+"""The daemon process: monitor -> store -> bounded worker pool -> handler -> acknowledge.
+
+``Daemon`` takes its adapters (Capacity, Kube, an SQS client) ready-made, so tests hand it
+boto3 clients pointed at a moto server and a kubernetes client pointed at kmock;
+``build_daemon`` makes the real ones from the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from provisioner.daemon.capacity import Blocklist, Capacity
+from provisioner.daemon.config import DaemonConfig
+from provisioner.daemon.events import EventKind, InterruptionEvent
+from provisioner.daemon.handler import Aborted, Handler, Outcome
+from provisioner.daemon.kube import Kube
+from provisioner.daemon.leader import LeaseElector
+from provisioner.daemon.metrics import Metrics, MetricsServer
+from provisioner.daemon.monitors import Monitor
+from provisioner.daemon.monitors.imds import ImdsMonitor
+from provisioner.daemon.monitors.sqs import SqsMonitor
+from provisioner.daemon.scheduler import build_scheduler, daemon_jobs
+from provisioner.daemon.store import Ack, AddResult, Entry, EventStore
+
+log = logging.getLogger("prov.daemon")
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: DaemonConfig,
+        capacity: Capacity,
+        kube: Kube,
+        sqs: Any = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.m = metrics or Metrics()
+        self.stopping = threading.Event()  # SIGTERM: take no new events, finish the others
+        self.halt = threading.Event()  # killed: abandon everything, acknowledge nothing
+        self.finished = threading.Event()  # --max-events reached / --once done
+        self.store = EventStore(cfg)
+        self.blocks = Blocklist()
+        self.capacity = capacity
+        self.kube = kube
+        self.handler = Handler(cfg, capacity, kube, self.m, self.blocks, halt=self.halt)
+        self.queue_poll_seconds = min(0.2, cfg.poll_interval_seconds)
+        self.monitor: Monitor
+        if cfg.mode == "queue":
+            self.monitor = SqsMonitor(
+                cfg, sqs, self.submit, self.m, self.stopping, prefetch=capacity.prefetch
+            )
+        else:
+            self.monitor = ImdsMonitor(cfg, self.submit, self.m)
+        self.elector: LeaseElector | None = None
+        if cfg.leader_elect:
+            ident = cfg.identity or f"{socket.gethostname()}-{os.getpid()}"
+            self.elector = LeaseElector(kube, cfg, ident, self.m)
+        self.pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="prov-worker")
+        self._active = 0
+        self._lock = threading.Lock()
+        self.outcomes: deque[tuple[InterruptionEvent, Outcome]] = deque(maxlen=10_000)
+        self.last_poll = time.monotonic()
+        self.polls = 0
+        self.scheduler: Any = None
+        self.server: MetricsServer | None = None
+
+    # -- pipeline -------------------------------------------------------------------------
+
+    def submit(self, ev: InterruptionEvent, ack: Ack | None) -> AddResult:
+        """The monitors' sink: store the event (deduped) and hand due events to workers."""
+        if ev.kind is EventKind.SCHEDULED_CANCELLED:
+            key = ev.key.replace(
+                str(EventKind.SCHEDULED_CANCELLED), str(EventKind.SCHEDULED_CHANGE)
+            )
+            cancelled = self.store.cancel(key)
+            if cancelled is not None:
+                log.info("scheduled change cancelled before its drain", extra={"event": ev.id})
+                for a in cancelled.acks:
+                    self._ack(a)
+        result = self.store.add(ev, ack)
+        if result is AddResult.NEW:
+            self.m.events.labels(str(ev.kind), ev.source).inc()
+            log.info(
+                "notice received",
+                extra={"event": ev.id, "kind": str(ev.kind), "instance": ev.instance_id},
+            )
+        elif ev.source == "sqs":
+            self.m.duplicates.labels(ev.source).inc()
+            log.info("duplicate notice", extra={"event": ev.id, "result": str(result)})
+            if result is AddResult.DONE and ack is not None:
+                self._ack(ack)
+        self.dispatch()
+        return result
+
+    def _ack(self, ack: Ack) -> None:
+        try:
+            ack.ack()
+            self.m.actions.labels("ack", "ok").inc()
+        except Exception as e:
+            self.m.errors.labels("ack").inc()
+            log.warning("acknowledge failed", extra={"error": f"{type(e).__name__}: {e}"})
+
+    def dispatch(self) -> None:
+        if self.halt.is_set():
+            return
+        with self._lock:
+            entries = self.store.due(self.cfg.workers - self._active)
+            self._active += len(entries)
+            active = self._active
+        for e in entries:
+            try:
+                self.pool.submit(self._work, e)
+            except RuntimeError:  # pool shut down (killed)
+                return
+        self.m.in_flight.set(active)
+
+    def _work(self, entry: Entry) -> None:
+        try:
+            try:
+                out = self.handler.handle(entry)
+            except Aborted:
+                log.warning("abandoned mid-way (daemon killed)", extra={"event": entry.event.id})
+                return
+            acks = self.store.finish(entry, out.status, out.not_before, out.stage)
+            for a in acks:
+                self._ack(a)
+            self.outcomes.append((entry.event, out))
+            if self.cfg.max_events and self.store.handled >= self.cfg.max_events:
+                self.finished.set()
+        finally:
+            with self._lock:
+                self._active -= 1
+            if not self.halt.is_set():
+                self.dispatch()
+
+    def poll_once(self) -> int:
+        if self.stopping.is_set() or self.finished.is_set():
+            return 0
+        if self.elector is not None and not self.elector.is_leader:
+            self.last_poll = time.monotonic()
+            return 0
+        if not self.store.has_room():
+            log.info("store full; not taking more notices this round")
+            return 0
+        n = self.monitor.poll()
+        self.polls += 1
+        self.last_poll = time.monotonic()
+        return n
+
+    def housekeeping(self) -> None:
+        self.store.forget_done()
+        if self.cfg.mode == "queue":
+            for a in self.store.open_acks():  # long drains outlive the visibility timeout
+                try:
+                    a.keepalive()
+                except Exception as e:
+                    log.debug("keepalive failed", extra={"error": str(e)})
+        c = self.store.counts()
+        self.m.pending.set(c["pending"])
+        self.m.blocked_pools.set(len(self.blocks.active()))
+
+    def health(self) -> str | None:
+        if self.scheduler is None or not self.scheduler.running:
+            return "scheduler not running"
+        stall = 3 * (self.cfg.sqs_wait_seconds + self.cfg.poll_interval_seconds) + 10
+        if time.monotonic() - self.last_poll > stall:
+            return f"no monitor poll for {time.monotonic() - self.last_poll:.0f}s"
+        return None
+
+    def idle(self) -> bool:
+        """Nothing in flight and nothing due now (deferred entries do not count)."""
+        with self._lock:
+            return self._active == 0 and not self.store.due_count()
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def start(self) -> Daemon:
+        if self.cfg.metrics_port is not None:
+            self.server = MetricsServer(
+                self.m, self.health, self.cfg.metrics_host, self.cfg.metrics_port
+            ).start()
+            log.info("serving /metrics and /healthz", extra={"port": self.server.port})
+        if self.elector is not None:
+            self.elector.tick()
+        if not self.cfg.once:
+            self.scheduler = build_scheduler(daemon_jobs(self))
+            self.scheduler.start()
+        log.info(
+            "daemon started",
+            extra={"mode": self.cfg.mode, "dry_run": self.cfg.dry_run, "workers": self.cfg.workers},
+        )
+        return self
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """--once: one monitor poll, then handle what it produced (deferred work is left)."""
+        self.poll_once()
+        self.dispatch()
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.idle() and (end is None or time.monotonic() < end):
+            time.sleep(0.02)
+        self.monitor.flush()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful: stop polling, let in-flight events finish (bounded), release the lease."""
+        self.stopping.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        limit = self.cfg.stop_timeout_seconds if timeout is None else timeout
+        waiter = threading.Thread(target=self.pool.shutdown, kwargs={"wait": True}, daemon=True)
+        waiter.start()
+        waiter.join(limit)
+        if waiter.is_alive():
+            log.warning("in-flight events did not finish in time; abandoning them")
+            self.halt.set()
+            waiter.join(5)
+        self.monitor.flush()  # delete what was acknowledged
+        if self.elector is not None:
+            self.elector.release()
+        if self.server is not None:
+            self.server.stop()
+        log.info("daemon stopped", extra={"handled": self.store.handled})
+
+    def kill(self) -> None:
+        """Die mid-way (tests: a crash or SIGKILL): nothing more is done or acknowledged."""
+        self.halt.set()
+        self.stopping.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.server is not None:
+            self.server.stop()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT, --max-events or --once; returns events handled."""
+        got_signal = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            log.info("signal received; finishing in-flight events", extra={"signal": signum})
+            got_signal.set()
+
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        self.start()
+        try:
+            if self.cfg.once:
+                self.run_once()
+            else:
+                while not got_signal.is_set() and not self.finished.is_set():
+                    got_signal.wait(0.1)
+        finally:
+            self.stop()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        return self.store.handled
+
+
+def build_daemon(
+    cfg: DaemonConfig,
+    api_url: str | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    session: Any = None,
+    endpoints: dict[str, str] | None = None,
+) -> Daemon:
+    """The real thing: boto3 clients from the environment (or ``session``; ``endpoints`` maps a
+    service to a URL, e.g. a VPC endpoint), a kubernetes client from the URL, kubeconfig or the
+    in-cluster service account."""
+    import boto3
+    from botocore.config import Config
+
+    from provisioner.daemon.capacity import Ec2Capacity
+    from provisioner.daemon.kube import KubeClient, make_api_client
+
+    session = session or boto3.session.Session(region_name=cfg.region)
+    if session.region_name is None and cfg.mode == "imds":  # on the node: ask its metadata
+        from provisioner.daemon.monitors.imds import ImdsError, ImdsMonitor
+
+        try:
+            region = ImdsMonitor(cfg, lambda ev, ack: None, Metrics()).get("placement/region")
+        except ImdsError:
+            region = None
+        if region:
+            session = boto3.session.Session(region_name=region.strip())
+    sqs = None
+    if cfg.mode == "queue":
+        sqs = session.client(
+            "sqs",
+            endpoint_url=(endpoints or {}).get("sqs"),
+            config=Config(
+                retries={"mode": "standard", "total_max_attempts": 5},
+                read_timeout=cfg.sqs_wait_seconds + 10,
+            ),
+        )
+    kube = KubeClient(make_api_client(cfg, api_url, kubeconfig, context), cfg)
+    return Daemon(cfg, Ec2Capacity(cfg, session=session, endpoints=endpoints), kube, sqs=sqs)
