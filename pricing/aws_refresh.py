@@ -555,7 +555,7 @@ def _config(retry_mode: str, max_attempts: int, pool: int) -> Any:
     from botocore.config import Config
 
     return Config(
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         connect_timeout=10,
         read_timeout=60,
         max_pool_connections=max(10, pool),
