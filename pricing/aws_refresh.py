@@ -41,14 +41,13 @@ from pricing.build_snapshot import (
     GpuSpec,
     Node,
     _Ctx,
-    _fmt,
     fabric_for,
+    offers_csv,
     price_flags,
     read_gpus,
 )
 from pricing.offers import (
     CACHE_FORMAT,
-    COLUMNS,
     LIVE_FLAG,
     LiveCache,
     Offer,
@@ -783,37 +782,6 @@ def _prune(directory: Path, keep: set[str]) -> None:
             continue
         if path.name not in keep and old:
             path.unlink(missing_ok=True)
-
-
-def offers_csv(offers: Iterable[Offer]) -> str:
-    """Offers as offers.csv text (``pricing.offers.COLUMNS``), as the snapshot build writes it."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for o in offers:
-        writer.writerow(
-            [
-                o.cloud,
-                o.region,
-                o.zone,
-                o.instance_type,
-                o.gpu,
-                o.gpus_per_node,
-                _fmt(o.gpu_memory_gib),
-                _fmt(o.vcpus),
-                _fmt(o.memory_gib),
-                o.interconnect,
-                o.fabric,
-                _fmt(o.ondemand_usd_per_hour),
-                _fmt(o.spot_usd_per_hour),
-                o.prices_as_of or "",
-                ";".join(o.flags),
-            ]
-        )
-    return buf.getvalue()
 
 
 def report_lines(report: RefreshReport) -> list[str]:

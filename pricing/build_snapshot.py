@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pricing.offers import COLUMNS
+from pricing.offers import COLUMNS, Offer
 from provisioner.errors import DataError, ProvError
 from provisioner.fileio import write_atomic
 
@@ -293,6 +293,26 @@ class Node:
     ondemand: float | None
     spot: float | None
     flags: set[str] = field(default_factory=set)
+
+    def to_offer(self) -> Offer:
+        """The runtime row: interconnect, fabric and the catalog's date filled in."""
+        return Offer(
+            self.cloud,
+            self.region,
+            self.zone,
+            self.instance_type,
+            self.gpu,
+            self.gpus_per_node,
+            self.gpu_memory_gib,
+            self.vcpus,
+            self.memory_gib,
+            INTERCONNECT[self.gpu],
+            fabric_for(self.cloud, self.instance_type),
+            self.ondemand,
+            self.spot,
+            PRICES_AS_OF.get(self.cloud) or None,
+            tuple(sorted(self.flags)),
+        )
 
     def key(self) -> tuple[str, str, str, str, str]:
         return (self.cloud, self.region, self.zone, self.instance_type, self.gpu)
@@ -780,31 +800,36 @@ def _fmt(value: float | None) -> str:
     return text or "0"
 
 
-def to_csv(nodes: list[Node]) -> str:
+def offers_csv(offers: Iterable[Offer]) -> str:
+    """Offers as offers.csv text (``pricing.offers.COLUMNS``): the snapshot and the live cache."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
-    for n in nodes:
+    for o in offers:
         writer.writerow(
             [
-                n.cloud,
-                n.region,
-                n.zone,
-                n.instance_type,
-                n.gpu,
-                n.gpus_per_node,
-                _fmt(n.gpu_memory_gib),
-                _fmt(n.vcpus),
-                _fmt(n.memory_gib),
-                INTERCONNECT[n.gpu],
-                fabric_for(n.cloud, n.instance_type),
-                _fmt(n.ondemand),
-                _fmt(n.spot),
-                PRICES_AS_OF.get(n.cloud, ""),
-                ";".join(sorted(n.flags)),
+                o.cloud,
+                o.region,
+                o.zone,
+                o.instance_type,
+                o.gpu,
+                o.gpus_per_node,
+                _fmt(o.gpu_memory_gib),
+                _fmt(o.vcpus),
+                _fmt(o.memory_gib),
+                o.interconnect,
+                o.fabric,
+                _fmt(o.ondemand_usd_per_hour),
+                _fmt(o.spot_usd_per_hour),
+                o.prices_as_of or "",
+                ";".join(o.flags),
             ]
         )
     return buf.getvalue()
+
+
+def to_csv(nodes: list[Node]) -> str:
+    return offers_csv(n.to_offer() for n in nodes)
 
 
 def format_summary(reports: dict[str, CloudReport]) -> str:
