@@ -181,7 +181,7 @@ def quote(
         None, "--prices", help="An offers.csv to use instead of the embedded snapshot."
     ),
 ) -> None:
-    """Rank the GPU shapes that can serve MODEL at QUANT with CTX tokens, cheapest first."""
+    """Rank the GPU shapes that can serve MODEL at QUANT with CTX tokens, by $/Mtok or $/h."""
     from pricing.offers import current_offers, load_offers, price_date_notes
     from provisioner.catalog import resolve_model
     from provisioner.planner import plan_quote, result_to_json

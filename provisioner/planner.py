@@ -464,7 +464,7 @@ def plan_quote(
     *,
     collect_rejected: bool = True,
 ) -> QuoteResult:
-    """Rank every feasible shape in `offers` by $/h (cheapest first)."""
+    """Rank every feasible shape in `offers` by the request's objective ($/Mtok or $/h)."""
     if req.ctx > spec.max_position_embeddings:
         raise UsageError(
             f"--ctx {req.ctx} exceeds {spec.id}'s maximum context "
