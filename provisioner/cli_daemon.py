@@ -47,6 +47,13 @@ def register(app: typer.Typer) -> None:
         on_demand_floor: int = typer.Option(
             0, "--on-demand-floor", help="Replicas per pool that must run on-demand."
         ),
+        spare_replicas: int = typer.Option(
+            0,
+            "--spare-replicas",
+            help="Warm spare replica groups per pool, loaded and out of traffic; an interruption "
+            "promotes one instead of waiting for a cold launch (queue mode). Each costs one "
+            "replica's $/h all the time: see docs/daemon.md.",
+        ),
         alternative: list[str] | None = typer.Option(
             None,
             "--alternative",
@@ -93,7 +100,10 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int = typer.Option(8, "--workers", help="Events handled at once."),
         metrics_port: int = typer.Option(
-            9092, "--metrics-port", help="Port for /metrics and /healthz (0 = any, -1 = off)."
+            9092,
+            "--metrics-port",
+            envvar="PROV_METRICS_PORT",
+            help="Port for /metrics and /healthz (0 = any, -1 = off).",
         ),
         metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", help="Bind address."),
         leader_elect: bool = typer.Option(
@@ -132,6 +142,7 @@ def register(app: typer.Typer) -> None:
             node_name=node_name,
             dry_run=dry_run,
             on_demand_floor=on_demand_floor,
+            spare_replicas=spare_replicas,
             alternatives=alts,
             block_seconds=block_minutes * 60,
             rebalance_drain=rebalance_drain,

@@ -94,6 +94,11 @@ class InstanceInfo:
         return self.tags.get(tags.REPLICA) or self.id
 
     @property
+    def spare(self) -> bool:
+        """A warm spare waiting out of traffic (not a promoted one)."""
+        return self.tags.get(tags.SPARE) == tags.SPARE_VALUE
+
+    @property
     def replica_size(self) -> int:
         try:
             return max(1, int(self.tags.get(tags.REPLICA_SIZE, "1")))
@@ -211,6 +216,10 @@ class Capacity(Protocol):
 
     def on_demand_replicas(self, pool: str, exclude_replica: str) -> int: ...
 
+    def managed_instances(self) -> list[InstanceInfo]: ...
+
+    def promote(self, instances: Sequence[InstanceInfo], replaces: str) -> None: ...
+
     def subnets_by_zone(self, template: InstanceInfo) -> dict[str, str]: ...
 
     def launch(
@@ -221,6 +230,7 @@ class Capacity(Protocol):
         replaces: str,
         attempt: Attempt,
         subnet_id: str | None,
+        spare: bool = False,
     ) -> list[InstanceInfo]: ...
 
     def terminate(self, instances: Sequence[InstanceInfo]) -> None: ...
@@ -236,8 +246,10 @@ def launch_replacement(
     new_replica: str,
     cfg: DaemonConfig,
     on_demand_only: bool,
+    spare: bool = False,
 ) -> Launched:
-    """Launch a whole replacement group, falling back across pools; raises NoCapacity."""
+    """Launch a whole replacement (or spare) group, falling back across pools; raises
+    NoCapacity."""
     subnets = cap.subnets_by_zone(lead)
     if lead.zone not in subnets:
         subnets[lead.zone] = lead.subnet_id or ""
@@ -247,7 +259,9 @@ def launch_replacement(
     tried: list[tuple[Attempt, str]] = []
     for a in attempts:
         try:
-            insts = cap.launch(lead, count, new_replica, lead.replica, a, subnets[a.zone] or None)
+            insts = cap.launch(
+                lead, count, new_replica, lead.replica, a, subnets[a.zone] or None, spare=spare
+            )
         except CapacityUnavailable as e:
             log.warning(
                 "no capacity in pool, trying the next",
@@ -373,10 +387,34 @@ class Ec2Capacity:
                 i.replica
                 for i in live
                 if i.market == "on-demand"
+                and not i.spare  # a spare serves nobody until it is promoted
                 and i.replica != exclude_replica
                 and i.state in ("pending", "running")
             }
         )
+
+    def managed_instances(self) -> list[InstanceInfo]:
+        """Every live instance tagged prov.dev/managed=true, all pools (one paginated call)."""
+        return self._query(
+            Filters=[
+                {"Name": f"tag:{tags.MANAGED}", "Values": [tags.MANAGED_VALUE]},
+                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+            ]
+        )
+
+    def promote(self, instances: Sequence[InstanceInfo], replaces: str) -> None:
+        """Turn a spare group into the replacement of ``replaces``: one CreateTags call."""
+        ids = [i.id for i in instances]
+        self.ec2.create_tags(
+            Resources=ids,
+            Tags=[
+                {"Key": tags.REPLACES, "Value": replaces},
+                {"Key": tags.SPARE, "Value": tags.SPARE_PROMOTED},
+            ],
+        )
+        with self._lock:
+            for i in ids:
+                self._cache.pop(i, None)
 
     def subnets_by_zone(self, template: InstanceInfo) -> dict[str, str]:
         """Subnets tagged prov.dev/managed=true in the instance's VPC, one per zone."""
@@ -403,18 +441,25 @@ class Ec2Capacity:
         replaces: str,
         attempt: Attempt,
         subnet_id: str | None,
+        spare: bool = False,
     ) -> list[InstanceInfo]:
-        keep = {k: v for k, v in template.tags.items() if not k.startswith("aws:")}
+        """Launch ``count`` instances like ``template``: the replacement of ``replaces``, or
+        (``spare``) a warm spare of the template's pool."""
+        own = (tags.REPLACES, tags.SPARE)  # what the new group is, not what the template was
+        keep = {k: v for k, v in template.tags.items() if not k.startswith("aws:") and k not in own}
         keep.update(
             {
                 tags.MANAGED: tags.MANAGED_VALUE,
                 tags.POOL: template.pool,
                 tags.REPLICA: new_replica,
                 tags.REPLICA_SIZE: str(count),
-                tags.REPLACES: replaces,
                 tags.MARKET: attempt.market,
             }
         )
+        if spare:
+            keep[tags.SPARE] = tags.SPARE_VALUE
+        else:
+            keep[tags.REPLACES] = replaces
         kw: dict[str, Any] = {
             "MinCount": count,
             "MaxCount": count,

@@ -9,6 +9,8 @@ from typing import Literal
 from provisioner.daemon import tags
 from provisioner.errors import UsageError
 
+MAX_SPARES = 10  # per pool: a typo must not launch a rack of GPU nodes
+
 _POOL_RE = re.compile(r"^(?P<type>[a-z0-9-]+\.[a-z0-9-]+)(@(?P<zone>[a-z]{2}-[a-z-]+-\d[a-z]))?$")
 
 
@@ -44,6 +46,10 @@ class DaemonConfig:
     alternatives: tuple[Alternative, ...] = ()
     block_seconds: float = 900.0  # how long a reclaimed or exhausted (type, zone) is avoided
     launch_max_attempts: int = 2  # botocore attempts for RunInstances (capacity errors are 5xx)
+    # Warm spares: replica groups per pool kept launched, loaded and out of traffic (queue mode).
+    spare_replicas: int = 0
+    spare_interval_seconds: float = 30.0  # how often the spares are reconciled
+    spare_memory_seconds: float = 120.0  # count own launches this long even if EC2 lags
 
     # What to do per event kind.
     spot_notice_seconds: float = 120.0
@@ -103,6 +109,16 @@ class DaemonConfig:
             raise UsageError(f"--metadata-url {self.metadata_url!r}: must be an http(s) URL")
         if self.on_demand_floor < 0:
             raise UsageError(f"--on-demand-floor {self.on_demand_floor}: must be 0 or more")
+        if not 0 <= self.spare_replicas <= MAX_SPARES:
+            raise UsageError(
+                f"--spare-replicas {self.spare_replicas}: must be 0..{MAX_SPARES} "
+                "(each spare is a whole replica group of GPU nodes, paid for all the time)"
+            )
+        if self.spare_replicas and self.mode != "queue":
+            raise UsageError(
+                "--spare-replicas needs --mode queue: one fleet-wide daemon keeps the spares "
+                "(a per-node daemon would launch its own)"
+            )
         if not 0 <= self.sqs_wait_seconds <= 20:
             raise UsageError(f"--sqs-wait {self.sqs_wait_seconds}: SQS allows 0..20 seconds")
         if not 1 <= self.sqs_batch <= 10:
@@ -118,6 +134,7 @@ class DaemonConfig:
             "step_interval_seconds",
             "spot_notice_seconds",
             "shutdown_timeout_seconds",
+            "spare_interval_seconds",
         ):
             if getattr(self, name) <= 0:
                 flag = "--" + name.removesuffix("_seconds").replace("_", "-")

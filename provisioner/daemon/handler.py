@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from provisioner.daemon import tags
 from provisioner.daemon.capacity import (
+    LIVE_STATES,
     Blocklist,
     Capacity,
     InstanceInfo,
@@ -43,6 +44,7 @@ from provisioner.daemon.config import DaemonConfig
 from provisioner.daemon.events import EventKind, InterruptionEvent
 from provisioner.daemon.kube import EvictResult, Kube, NodeInfo
 from provisioner.daemon.metrics import Metrics
+from provisioner.daemon.spares import Spares, group_ready
 from provisioner.daemon.store import Entry, utcnow
 
 log = logging.getLogger("prov.daemon.handler")
@@ -111,6 +113,7 @@ class Handler:
         blocks: Blocklist | None = None,
         now: Callable[[], datetime] = utcnow,
         halt: threading.Event | None = None,
+        spares: Spares | None = None,
     ) -> None:
         self.cfg = cfg
         self.cap = capacity
@@ -119,6 +122,7 @@ class Handler:
         self.blocks = blocks or Blocklist()
         self.now = now
         self.halt = halt or threading.Event()  # set = killed: abort without acknowledging
+        self.spares = spares  # --spare-replicas: promote a warm spare before launching cold
         self.timings = Timings()
         self._locks: dict[str, threading.Lock] = {}
         self._versions: dict[str, int] = {}  # bumped each time a replica's lock is released
@@ -242,6 +246,8 @@ class Handler:
         if self._version(t.key) != t.version:  # another notice moved this replica on meanwhile
             t = self._reload(t)
         try:
+            if t.instance.spare:
+                return self._spare_notice(ev, t, entry.deadline)
             match ev.kind:
                 case EventKind.SPOT_INTERRUPTION:
                     return self._replace_first(ev, t, entry.deadline, replace=True, drain=True)
@@ -327,21 +333,7 @@ class Handler:
     # -- the replace-first drain ----------------------------------------------------------
 
     def _replacement_ready(self, pool: str, replica: str, size: int) -> bool:
-        members = [i for i in self.cap.replica_members(pool, replica) if i.state == "running"]
-        if len(members) < size:
-            return False
-        label = self.cfg.workload_label
-        for i in members:
-            node = self.kube.find_node(i.private_dns, i.id)
-            if node is None or not node.ready or node.unschedulable:
-                return False
-            if label is not None:
-                pods = self.kube.pods_on_node(node.name)
-                if not any(
-                    p.ready and not p.deleting and p.labels.get(label[0]) == label[1] for p in pods
-                ):
-                    return False
-        return True
+        return group_ready(self.kube, self.cfg, self.cap.replica_members(pool, replica), size)
 
     def _plan_log(self, ev: InterruptionEvent, t: Target, replace: bool, drain: bool) -> Outcome:
         """--dry-run: say what would happen, change nothing (not even the queue)."""
@@ -360,7 +352,13 @@ class Handler:
             inst.instance_type, inst.zone, zones, self.cfg.alternatives, blocks, on_demand_only
         )
         decisions: list[str] = []
-        if replace and not t.state.get("replacement"):
+        spare = None
+        if replace and not t.state.get("replacement") and self.spares is not None:
+            size = max(len(t.group), inst.replica_size)
+            spare = self.spares.peek(inst.pool, size, on_demand_only)
+        if spare is not None:
+            decisions.append(f"promote spare {spare.label} as the replacement of {inst.replica}")
+        elif replace and not t.state.get("replacement"):
             decisions.append(
                 f"request replacement {replacement_id(inst.pool, inst.replica)} "
                 f"({len(t.group)} node(s)) trying "
@@ -530,6 +528,11 @@ class Handler:
                 "replacement already requested (resumed)",
                 extra={"event": ev.id, "replacement": existing[0].replica},
             )
+            spares = self.spares
+            if spares is not None and any(
+                i.tags.get(tags.SPARE) == tags.SPARE_PROMOTED for i in existing
+            ):  # a promoted spare whose labels may still keep it out of traffic
+                self._retry("admit-spare", until, lambda: spares.admit(existing))
             return existing[0].replica
         on_demand_only = False
         if self.cfg.on_demand_floor > 0:
@@ -541,6 +544,10 @@ class Handler:
             on_demand_only = have < self.cfg.on_demand_floor
         new_id = replacement_id(inst.pool, inst.replica)
         size = max(len(t.group), inst.replica_size)
+        if self.spares is not None:
+            promoted = self._promote_spare(ev, t, size, on_demand_only, until)
+            if promoted is not None:
+                return promoted
         try:
             launched = self._retry(
                 "launch",
@@ -573,6 +580,73 @@ class Handler:
         for node in t.nodes.values():
             self._event(node.name, "ReplacementRequested", f"{new_id} on {launched.attempt.label}")
         return new_id
+
+    def _promote_spare(
+        self, ev: InterruptionEvent, t: Target, size: int, on_demand_only: bool, until: datetime
+    ) -> str | None:
+        """Make a warm spare the replacement (tags + into traffic); None: launch cold."""
+        spares, inst = self.spares, t.instance
+        assert spares is not None
+        tries = [0]
+
+        def claim() -> Any:
+            tries[0] += 1
+            return spares.claim(inst.pool, size, on_demand_only, inst.replica, recheck=tries[0] > 1)
+
+        g = self._retry("promote-spare", until, claim)
+        if g is None:
+            log.info(
+                "no warm spare qualifies; launching a replacement",
+                extra={"event": ev.id, "pool": inst.pool, "on_demand_floor": on_demand_only},
+            )
+            return None
+        self.m.spare_promotions.labels(g.market).inc()
+        self.m.actions.labels("promote-spare", "ok").inc()
+        self.timings.replacement.append(self._since(ev))
+        self.m.to_replacement.observe(self._since(ev))
+        log.info(
+            "promoted a warm spare as the replacement",
+            extra={"event": ev.id, "replacement": g.replica, "spare": g.label},
+        )
+        for node in t.nodes.values():
+            self._event(node.name, "ReplacementRequested", f"promoted spare {g.label}")
+        return g.replica
+
+    def _spare_notice(self, ev: InterruptionEvent, t: Target, deadline: datetime) -> Outcome:
+        """A notice for a warm spare: it serves nobody, so there is nothing to drain. Retire it
+        (the reconcile job launches another, away from a reclaimed pool); a rebalance or a
+        cancellation changes nothing."""
+        inst = t.instance
+        if ev.kind in (EventKind.REBALANCE, EventKind.SCHEDULED_CANCELLED):
+            log.info("notice for a warm spare; nothing to do", extra={"event": ev.id})
+            return Outcome("done", "spare-ignored")
+        if self.cfg.dry_run:
+            log.info(f"dry-run: would terminate spare {inst.replica}", extra={"event": ev.id})
+            self.m.actions.labels("spare-retire", "dry-run").inc()
+            return Outcome("done", "dry-run")
+        until = max(deadline, self.now() + timedelta(seconds=30))
+        if ev.kind is EventKind.SPOT_INTERRUPTION:
+            self.blocks.block(inst.instance_type, inst.zone, "spot", self.cfg.block_seconds)
+            self.m.blocked_pools.set(len(self.blocks.active()))
+        if ev.state == "terminated" and ev.instance_id in t.nodes:
+            name = t.nodes[ev.instance_id].name
+            self._retry("delete-node", until, lambda: self.kube.delete_node(name))
+        ids = [i.id for i in t.group]
+        live = [
+            i
+            for i in self._retry("describe", until, lambda: self.cap.describe(ids)).values()
+            if i.state in LIVE_STATES
+        ]
+        if live:
+            self._retry("terminate", until, lambda: self.cap.terminate(live))
+        self.m.actions.labels("spare-retire", "ok").inc()
+        log.info(
+            "retired a warm spare after a notice",
+            extra={"event": ev.id, "replica": inst.replica, "kind": str(ev.kind)},
+        )
+        if self.spares is not None:
+            self.spares.kick()
+        return Outcome("done", "spare-retired")
 
     def _evict_all(self, ev: InterruptionEvent, t: Target, deadline: datetime) -> None:
         """Evict until the pods are gone or the deadline passes. A notice handled late (the

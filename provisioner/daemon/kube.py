@@ -127,6 +127,8 @@ class Kube(Protocol):
 
     def annotate(self, name: str, annotations: Mapping[str, str | None]) -> bool: ...
 
+    def label(self, name: str, labels: Mapping[str, str | None]) -> bool: ...
+
     def pods_on_node(self, name: str) -> list[PodInfo]: ...
 
     def evict(self, namespace: str, name: str, grace_seconds: int) -> EvictResult: ...
@@ -264,6 +266,16 @@ class KubeClient:
         """False when the node is gone (nothing left to record progress on)."""
         try:
             self._patch_node(name, {"metadata": {"annotations": annotations}})
+        except self._client.ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def label(self, name: str, labels: Mapping[str, str | None]) -> bool:
+        """Set (or, with None, remove) node labels; False when the node is gone."""
+        try:
+            self._patch_node(name, {"metadata": {"labels": labels}})
         except self._client.ApiException as e:
             if e.status == 404:
                 return False

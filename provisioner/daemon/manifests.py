@@ -168,7 +168,7 @@ IAM_ACTIONS = {
         "ec2:DescribeInstances",
         "ec2:DescribeSubnets",
         "ec2:RunInstances",
-        "ec2:CreateTags",  # tags on RunInstances (TagSpecifications)
+        "ec2:CreateTags",  # tags on RunInstances (TagSpecifications); promoting a warm spare
         "ec2:TerminateInstances",  # condition: aws:ResourceTag/prov.dev/managed = true
     ],
     "autoscaling": [

@@ -41,6 +41,24 @@ class Metrics:
             ["market"],
             registry=r,
         )
+        self.spare_promotions = Counter(
+            f"{NS}_spare_promotions",
+            "Warm spares promoted to replace an interrupted replica, by market.",
+            ["market"],
+            registry=r,
+        )
+        self.spare_launches = Counter(
+            f"{NS}_spare_launches",
+            "Warm spare replica groups launched, by market.",
+            ["market"],
+            registry=r,
+        )
+        self.spares = Gauge(
+            f"{NS}_spares",
+            "Warm spare replica groups per pool: ready, or loading.",
+            ["pool", "state"],
+            registry=r,
+        )
         self.errors = Counter(f"{NS}_errors", "Errors, by stage.", ["stage"], registry=r)
         self.deadline_kills = Counter(
             f"{NS}_pods_at_deadline",

@@ -45,7 +45,17 @@ def daemon_jobs(d: Daemon) -> list[Job]:
     ]
     if d.elector is not None:
         jobs.append(Job("leader-lease", d.elector.tick, max(0.05, cfg.lease_seconds / 3)))
+    if d.spares is not None:  # --spare-replicas N > 0 (queue mode; the leader's pass does it)
+        every = cfg.spare_interval_seconds
+        jobs.append(
+            Job("spare-reconcile", d.spares.reconcile, every, min(cfg.jitter_seconds, every / 2))
+        )
     return jobs
+
+
+def run_now(sched: Any, job_id: str) -> None:
+    """Run a registered job as soon as possible (its next interval run is moved up)."""
+    sched.modify_job(job_id, next_run_time=datetime.now(UTC))
 
 
 def build_scheduler(jobs: list[Job]) -> Any:

@@ -27,7 +27,8 @@ from provisioner.daemon.metrics import Metrics, MetricsServer
 from provisioner.daemon.monitors import Monitor
 from provisioner.daemon.monitors.imds import ImdsMonitor
 from provisioner.daemon.monitors.sqs import SqsMonitor
-from provisioner.daemon.scheduler import build_scheduler, daemon_jobs
+from provisioner.daemon.scheduler import build_scheduler, daemon_jobs, run_now
+from provisioner.daemon.spares import Spares
 from provisioner.daemon.store import Ack, AddResult, Entry, EventStore
 
 log = logging.getLogger("prov.daemon")
@@ -51,7 +52,12 @@ class Daemon:
         self.blocks = Blocklist()
         self.capacity = capacity
         self.kube = kube
-        self.handler = Handler(cfg, capacity, kube, self.m, self.blocks, halt=self.halt)
+        self.spares: Spares | None = None
+        if cfg.spare_replicas > 0:
+            self.spares = Spares(cfg, capacity, kube, self.m, self.blocks, is_leader=self._leading)
+        self.handler = Handler(
+            cfg, capacity, kube, self.m, self.blocks, halt=self.halt, spares=self.spares
+        )
         self.queue_poll_seconds = min(0.2, cfg.poll_interval_seconds)
         self.monitor: Monitor
         if cfg.mode == "queue":
@@ -72,6 +78,12 @@ class Daemon:
         self.polls = 0
         self.scheduler: Any = None
         self.server: MetricsServer | None = None
+
+    def _leading(self) -> bool:
+        """Fleet-wide work (spares) is done by the leader only, and not while stopping."""
+        if self.stopping.is_set():
+            return False
+        return self.elector is None or self.elector.is_leader
 
     # -- pipeline -------------------------------------------------------------------------
 
@@ -194,6 +206,9 @@ class Daemon:
         if not self.cfg.once:
             self.scheduler = build_scheduler(daemon_jobs(self))
             self.scheduler.start()
+            if self.spares is not None:
+                sched = self.scheduler
+                self.spares.wake = lambda: run_now(sched, "spare-reconcile")
         log.info(
             "daemon started",
             extra={"mode": self.cfg.mode, "dry_run": self.cfg.dry_run, "workers": self.cfg.workers},
@@ -208,6 +223,8 @@ class Daemon:
         while not self.idle() and (end is None or time.monotonic() < end):
             time.sleep(0.02)
         self.monitor.flush()
+        if self.spares is not None:  # one reconcile pass too (no scheduler runs it here)
+            self.spares.reconcile()
 
     def stop(self, timeout: float | None = None) -> None:
         """Graceful: stop polling, let in-flight events finish (bounded), release the lease."""

@@ -17,6 +17,11 @@ REPLICA = PREFIX + "replica"  # replica id shared by all nodes of one replica gr
 REPLICA_SIZE = PREFIX + "replica-size"  # number of nodes in the replica group
 REPLACES = PREFIX + "replaces"  # on a replacement: the replica id it replaces
 MARKET = PREFIX + "market"  # "spot" or "on-demand", informational
+# On a warm spare replica group (--spare-replicas): "true" while it waits out of traffic,
+# "promoted" once the daemon made it the replacement of an interrupted replica.
+SPARE = PREFIX + "spare"
+SPARE_VALUE = "true"
+SPARE_PROMOTED = "promoted"
 
 MANAGED_VALUE = "true"
 
@@ -24,6 +29,7 @@ MANAGED_VALUE = "true"
 TAINT_KEY = PREFIX + "interruption"  # NoSchedule taint; value = the event kind
 STATE_ANNOTATION = PREFIX + "interruption-state"  # JSON progress record, for resume after restart
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+SPARE_LABEL = SPARE  # node label "true" on a spare's nodes (with EXCLUDE_LB_LABEL): no traffic
 
 # Default label selecting the vLLM pods whose readiness makes a replica Ready.
 WORKLOAD_LABEL = PREFIX + "workload"

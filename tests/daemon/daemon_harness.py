@@ -11,6 +11,10 @@
   removes nodes of terminated instances;
 * ``VllmStandIn`` streams tokens and follows vLLM's shutdown semantics; ``LoadClient`` sends
   requests only to Ready endpoints, like a load balancer.
+
+The last section (``FAST``, ``moto_server``, ``aws_stand``, ``build_test_daemon``, the burst
+stream and its paced feeder) is shared by conftest.py and benchmarks/bench_daemon.py, which
+imports this file by path.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ import random
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from provisioner.daemon import tags
+from provisioner.daemon.config import DaemonConfig
 
 REGION = "us-east-1"
 AMI = "ami-0123456789abcdef0"  # made up: describe_images under moto is slow and not needed
@@ -489,7 +495,9 @@ class NodeAgent:
                 name = i["PrivateDnsName"]
                 state = i["State"]["Name"]
                 if state == "running":
-                    self.seen.setdefault(i["InstanceId"], seen_at or now)
+                    # settle(): booted long ago, even if the background loop saw it a moment ago
+                    first = self.seen.get(i["InstanceId"], now)
+                    self.seen[i["InstanceId"]] = min(first, seen_at) if seen_at else first
                     booted = now - self.seen[i["InstanceId"]] >= self.boot_delay
                     if i["InstanceId"] not in self.registered and booted:
                         self._register(i, replica, idx)
@@ -944,3 +952,142 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in fam.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared with benchmarks/bench_daemon.py: the stand, a test daemon, the burst
+# ---------------------------------------------------------------------------------------------
+
+# Production defaults shrunk ~100x; each test overrides what it is about.
+FAST: dict[str, Any] = dict(
+    step_interval_seconds=0.05,
+    dispatch_interval_seconds=0.05,
+    ack_flush_seconds=0.05,
+    poll_interval_seconds=0.05,
+    sqs_wait_seconds=0,
+    housekeeping_interval_seconds=0.5,
+    jitter_seconds=0.01,
+    shutdown_timeout_seconds=1.0,
+    drain_margin_seconds=0.5,
+    api_backoff_seconds=0.02,
+    replacement_timeout_seconds=20.0,
+    launch_max_attempts=1,
+    spare_interval_seconds=0.1,
+    stop_timeout_seconds=10.0,
+    workers=4,
+    metrics_port=None,
+    metrics_host="127.0.0.1",
+    namespace_events="default",
+)
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (any free port); yields its URL. No environment variable is
+    changed: clients get explicit endpoints and credentials."""
+    import logging
+
+    import moto.backends
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # moto's server lists its own package directory on every request to route it (a stat of
+    # ~150 folders): the listing never changes, so remember it. Behaviour is unchanged.
+    original = moto.backends.list_of_moto_modules
+    modules = tuple(original())
+    moto.backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        moto.backends.list_of_moto_modules = original  # type: ignore[assignment]
+
+
+def new_boto_session() -> Any:
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+
+
+def aws_stand(moto_url: str, session: Any) -> Aws:
+    """Reset moto, then the account the daemon works in: VPC, subnets, template, queue, rule."""
+    req = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).read()
+
+    def c(name: str) -> Any:
+        return session.client(name, endpoint_url=moto_url)
+
+    return Aws(c("ec2"), c("sqs"), c("events"), c("autoscaling")).setup()
+
+
+def build_test_daemon(
+    aws: Aws, kube_url: str, moto_url: str, session: Any, ec2_url: str | None = None, **kw: Any
+) -> Any:
+    """A real daemon (build_daemon) on the stand, with FAST intervals and ``kw`` overrides."""
+    from provisioner.daemon.service import build_daemon
+
+    cfg = DaemonConfig(**{**FAST, "mode": "queue", "queue_url": aws.queue_url, **kw}).validate()
+    endpoints = {"ec2": ec2_url or moto_url, "sqs": moto_url, "autoscaling": moto_url}
+    return build_daemon(cfg, api_url=kube_url, session=session, endpoints=endpoints)
+
+
+# The burst: what an availability zone losing capacity looks like to one fleet. For each replica
+# a rebalance recommendation, then the instance going through stopping, stopped and
+# shutting-down, all as distinct EventBridge events; at-least-once delivery repeats some.
+BURST_KINDS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("EC2 Instance Rebalance Recommendation", {}),
+    ("EC2 Instance State-change Notification", {"state": "stopping"}),
+    ("EC2 Instance State-change Notification", {"state": "stopped"}),
+    ("EC2 Instance State-change Notification", {"state": "shutting-down"}),
+)
+
+
+def eventbridge_body(instance_id: str, detail_type: str, extra: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": detail_type,
+            "source": "aws.ec2",
+            "account": "123456789012",
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [f"arn:aws:ec2:{REGION}:123456789012:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, **extra},
+        }
+    )
+
+
+def burst_stream(
+    instance_ids: list[str], redelivered: int, seed: int = 6
+) -> tuple[list[str], list[str]]:
+    """(the distinct notices, the stream to send: them shuffled, then ``redelivered`` repeats).
+    In a storm nothing orders the notices of one instance: any order must work."""
+    rng = random.Random(seed)
+    notices = [eventbridge_body(i, dt, extra) for i in instance_ids for dt, extra in BURST_KINDS]
+    order = list(range(len(notices)))
+    rng.shuffle(order)
+    stream = [notices[k] for k in order] + [notices[k] for k in rng.sample(order, redelivered)]
+    return notices, stream
+
+
+def feed(aws: Aws, daemon: Any, stream: list[str], ahead: int = 30) -> None:
+    """Send the stream in batches of 10, a little ahead of the daemon's acknowledgements
+    (moto's SQS receive costs O(queue depth) per message, a real queue does not)."""
+    sent = 0
+    acked = daemon.m.actions.labels("ack", "ok")
+    while sent < len(stream):
+        if sent - acked._value.get() < ahead:
+            batch = stream[sent : sent + 10]
+            aws.sqs.send_message_batch(
+                QueueUrl=aws.queue_url,
+                Entries=[{"Id": str(k), "MessageBody": b} for k, b in enumerate(batch)],
+            )
+            sent += len(batch)
+        else:
+            time.sleep(0.01)

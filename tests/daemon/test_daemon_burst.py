@@ -2,45 +2,21 @@
 pool and handler, against moto and kmock. Every notice is handled exactly once, every message is
 deleted exactly once, and every node is cordoned exactly once.
 
-The storm is what an availability zone losing capacity looks like to one fleet: for each of 250
-replicas a rebalance recommendation, then the instance going through stopping, stopped and
-shutting-down, all as distinct EventBridge events; and at-least-once delivery repeats 100 of them.
+The storm (daemon_harness.burst_stream) is what an availability zone losing capacity looks like
+to one fleet: for each of 250 replicas a rebalance recommendation, then the instance going
+through stopping, stopped and shutting-down, all as distinct EventBridge events; and
+at-least-once delivery repeats 100 of them. benchmarks/bench_daemon.py times the same storm.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
-import uuid
-from datetime import UTC, datetime
 
-from daemon_harness import wait_until
+from daemon_harness import burst_stream, feed, wait_until
 
 REPLICAS = 250
-KINDS = (
-    ("EC2 Instance Rebalance Recommendation", {}),
-    ("EC2 Instance State-change Notification", {"state": "stopping"}),
-    ("EC2 Instance State-change Notification", {"state": "stopped"}),
-    ("EC2 Instance State-change Notification", {"state": "shutting-down"}),
-)
 REDELIVERED = 100
-
-
-def body(instance_id: str, detail_type: str, extra: dict) -> str:
-    return json.dumps(
-        {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": detail_type,
-            "source": "aws.ec2",
-            "account": "123456789012",
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": "us-east-1",
-            "resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}"],
-            "detail": {"instance-id": instance_id, **extra},
-        }
-    )
 
 
 def test_burst_of_1000_notices_each_handled_once(aws, core, k8s, make_daemon):
@@ -48,28 +24,13 @@ def test_burst_of_1000_notices_each_handled_once(aws, core, k8s, make_daemon):
     k8s.put_nodes(insts)
     assert len(json.loads(core.list_node(_preload_content=False).data)["items"]) == REPLICAS
 
-    rng = random.Random(6)
-    notices = [body(i["InstanceId"], dt, extra) for i in insts for dt, extra in KINDS]
-    order = list(range(len(notices)))
-    rng.shuffle(order)
-    # in a storm nothing orders the notices of one instance: any order must work
-    stream = [notices[k] for k in order] + [notices[k] for k in rng.sample(order, REDELIVERED)]
+    notices, stream = burst_stream([i["InstanceId"] for i in insts], REDELIVERED)
+    assert len(notices) == 1000 and len(stream) == 1100
     assert len({json.loads(b)["id"] for b in notices}) == 1000
 
     d = make_daemon(workers=16, max_pending=400, sqs_batch=10)
     t0 = time.monotonic()
-    sent = 0
-    while sent < len(stream):  # pace the producer a little ahead of the consumer
-        acked = d.m.actions.labels("ack", "ok")._value.get()
-        if sent - acked < 30:  # moto's SQS receive costs O(queue depth) per message
-            batch = stream[sent : sent + 10]
-            aws.sqs.send_message_batch(
-                QueueUrl=aws.queue_url,
-                Entries=[{"Id": str(k), "MessageBody": b} for k, b in enumerate(batch)],
-            )
-            sent += len(batch)
-        else:
-            time.sleep(0.01)
+    feed(aws, d, stream)
     wait_until(
         lambda: d.m.actions.labels("ack", "ok")._value.get() >= len(stream),
         timeout=60,

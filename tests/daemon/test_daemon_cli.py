@@ -84,6 +84,12 @@ def test_dry_run_once_against_local_sqs_logs_its_decisions(aws, agent, core, k8s
         ),
         (["--queue-url", "q", "--metadata-url", "ftp://x"], "must be an http(s) URL"),
         (["--queue-url", "q", "--log-format", "xml"], "--log-format 'xml': allowed: json, text"),
+        (["--queue-url", "q", "--spare-replicas", "-1"], "--spare-replicas -1: must be 0..10"),
+        (["--queue-url", "q", "--spare-replicas", "11"], "--spare-replicas 11: must be 0..10"),
+        (
+            ["--mode", "imds", "--node-name", "n1", "--spare-replicas", "1"],
+            "--spare-replicas needs --mode queue",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, message, monkeypatch):
