@@ -246,7 +246,7 @@ class Handler:
         if self._version(t.key) != t.version:  # another notice moved this replica on meanwhile
             t = self._reload(t)
         try:
-            if t.instance.spare:
+            if t.instance.spare and self.spares is not None:  # N = 0: spare tags are ignored
                 return self._spare_notice(ev, t, entry.deadline)
             match ev.kind:
                 case EventKind.SPOT_INTERRUPTION:
@@ -644,8 +644,8 @@ class Handler:
             "retired a warm spare after a notice",
             extra={"event": ev.id, "replica": inst.replica, "kind": str(ev.kind)},
         )
-        if self.spares is not None:
-            self.spares.kick()
+        assert self.spares is not None
+        self.spares.kick()
         return Outcome("done", "spare-retired")
 
     def _evict_all(self, ev: InterruptionEvent, t: Target, deadline: datetime) -> None:
