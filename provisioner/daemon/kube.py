@@ -34,6 +34,15 @@ class EvictResult(StrEnum):
     GONE = "gone"  # 404: the pod is already gone
 
 
+def _is_ready(obj: dict[str, Any]) -> bool:
+    """A node's or pod's Ready condition is True."""
+    status = obj.get("status") or {}
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     name: str
@@ -58,11 +67,8 @@ class NodeInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NodeInfo:
-        meta, spec, status = d.get("metadata", {}), d.get("spec", {}), d.get("status", {}) or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions", []) or []
-        )
+        meta, spec = d.get("metadata", {}), d.get("spec", {})
+        ready = _is_ready(d)
         return cls(
             name=meta.get("name", ""),
             ready=ready,
@@ -92,11 +98,8 @@ class PodInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PodInfo:
-        meta, spec, status = d.get("metadata", {}), d.get("spec", {}), d.get("status", {}) or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions", []) or []
-        )
+        meta, spec = d.get("metadata", {}), d.get("spec", {})
+        ready = _is_ready(d)
         return cls(
             namespace=meta.get("namespace", "default"),
             name=meta.get("name", ""),
