@@ -50,7 +50,27 @@ COLUMNS: tuple[str, ...] = (
     "spot_usd_per_hour",
     "prices_as_of",
     "flags",
+    "multi_node",
+    "aliases",
 )
+#: Columns a price file must have; ``multi_node`` and ``aliases`` (added later) are optional
+#: so that older offers files keep loading (their defaults: see ``default_multi_node``).
+REQUIRED_COLUMNS: tuple[str, ...] = COLUMNS[:15]
+
+#: Clouds whose catalog rows are single machines with no private network to the next one
+#: (marketplace hosts, pods): never combined into multi-node plans unless a row says
+#: ``multi_node`` (docs/prices.md, "Rentable shapes only").
+SINGLE_MACHINE_CLOUDS: dict[str, str] = {
+    "vast": "a Vast.ai listing is one host of one seller; hosts share no cluster fabric",
+    "runpod": "a RunPod pod is one machine; pods share no cluster fabric (Instant Clusters "
+    "are a separate product the catalog does not list)",
+}
+
+
+def default_multi_node(cloud: str) -> bool:
+    """Whether nodes of this cloud can be joined into one multi-node deployment by default."""
+    return cloud not in SINGLE_MACHINE_CLOUDS
+
 
 MARKETS: tuple[str, ...] = ("spot", "on-demand")
 
@@ -76,6 +96,11 @@ class Offer:
     spot_usd_per_hour: float | None
     prices_as_of: str | None
     flags: tuple[str, ...]
+    #: True when several of these nodes can be rented as one cluster (a shared network);
+    #: False for single-machine marketplace rows (``SINGLE_MACHINE_CLOUDS``).
+    multi_node: bool = True
+    #: Other names of the same hardware at the same price (SKU aliases collapsed into this row).
+    aliases: tuple[str, ...] = ()
 
     def price(self, market: str) -> float | None:
         """Node price in USD/h for ``market`` ("spot" or "on-demand"); None if not offered."""
@@ -139,12 +164,14 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
     header = next(reader, None)
     if not header:
         raise DataError(f"{source}: line 1: empty file, expected the header {','.join(COLUMNS)}")
-    for col in COLUMNS:
+    for col in REQUIRED_COLUMNS:
         if col not in header:
             raise DataError(f"{source}: line 1: missing column {col!r}")
     width = len(header)
-    ix = [header.index(col) for col in COLUMNS]
-    in_order = tuple(header) == COLUMNS
+    ix = [header.index(col) for col in REQUIRED_COLUMNS]
+    multi_ix = header.index("multi_node") if "multi_node" in header else -1
+    alias_ix = header.index("aliases") if "aliases" in header else -1
+    in_order = tuple(header[:15]) == REQUIRED_COLUMNS
     out: list[Offer] = []
     append = out.append
     flag_cache: dict[str, tuple[str, ...]] = {"": ()}
@@ -172,7 +199,7 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
             spot,
             asof,
             flags,
-        ) = row if in_order else [row[i] for i in ix]
+        ) = row[:15] if in_order else [row[i] for i in ix]
         # Fast path: convert everything, then check ranges; 0 <= x < inf also rejects NaN.
         try:
             n = int(n_gpus)
@@ -195,10 +222,40 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
         flag_tuple = flag_cache.get(flags)
         if flag_tuple is None:
             flag_tuple = flag_cache[flags] = tuple(f for f in flags.split(";") if f)
+        multi = default_multi_node(cloud)
+        if multi_ix >= 0 and row[multi_ix]:
+            multi = _bool(row[multi_ix], "multi_node", source, reader.line_num)
+        aliases = tuple(a for a in row[alias_ix].split(";") if a) if alias_ix >= 0 else ()
         append(
-            Offer(cloud, region, zone, itype, gpu, n, g, c, m, ic, fabric, o, p, date, flag_tuple)
+            Offer(
+                cloud,
+                region,
+                zone,
+                itype,
+                gpu,
+                n,
+                g,
+                c,
+                m,
+                ic,
+                fabric,
+                o,
+                p,
+                date,
+                flag_tuple,
+                multi,
+                aliases,
+            )
         )
     return tuple(out)
+
+
+def _bool(text: str, col: str, source: str, line: int) -> bool:
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise DataError(f"{source}: line {line}: {col} must be true or false, got {text!r}")
 
 
 _INF = math.inf
@@ -206,7 +263,7 @@ _INF = math.inf
 
 def _raise_row_error(row: list[str], ix: list[int], source: str, line: int) -> None:
     """Find what is wrong with a row the fast path rejected and raise a precise DataError."""
-    cells = dict(zip(COLUMNS, (row[i] for i in ix), strict=True))
+    cells = dict(zip(REQUIRED_COLUMNS, (row[i] for i in ix), strict=True))
     for col in ("cloud", "instance_type", "gpu"):
         if not cells[col]:
             raise DataError(f"{source}: line {line}: {col} is empty")
@@ -260,8 +317,10 @@ CACHE_DIR_ENV = "PROV_CACHE_DIR"
 CACHE_FORMAT = 1
 #: Flag carried by every row a live refresh wrote (its prices_as_of is the fetch date).
 LIVE_FLAG = "live"
-#: Clouds that have a live refresh.
-LIVE_CLOUDS: tuple[str, ...] = ("aws",)
+#: Clouds that have a live refresh (`prov prices refresh --cloud ...`), whose cache
+#: `current_offers` overlays on the snapshot.
+LIVE_CLOUDS: tuple[str, ...] = ("aws", "azure", "runpod", "vast", "oci")
+REFRESHABLE = frozenset(LIVE_CLOUDS)
 
 
 def cache_dir() -> Path:
@@ -297,9 +356,15 @@ class LiveCache:
     meta: dict[str, object]
 
     def covers(self, offer: Offer) -> bool:
-        """True when the refresh fetched this offer's region and instance family."""
-        family = instance_family(offer.instance_type)
-        return offer.cloud == self.cloud and family in self.coverage.get(offer.region, {})
+        """True when the refresh fetched this offer's region and instance family.
+
+        ``*`` stands for every region (clouds priced without regions: RunPod, Vast, OCI) or
+        every family of a region (Azure fetches whole regions).
+        """
+        if offer.cloud != self.cloud:
+            return False
+        fams = self.coverage.get(offer.region) or self.coverage.get("*")
+        return bool(fams) and ("*" in fams or instance_family(offer.instance_type) in fams)
 
     def fetched_at(self, region: str) -> str | None:
         """When the region was last fetched (the latest of its families), or None."""
@@ -381,6 +446,23 @@ def current_offers(directory: Path | None = None) -> list[Offer]:
     return offers
 
 
+def _today() -> date:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).date()
+
+
+def price_age_days(as_of: str | None, today: date | None = None) -> int | None:
+    """Whole days since ``as_of`` (YYYY-MM-DD, UTC), or None for an undated price."""
+    if not as_of:
+        return None
+    return max(0, ((today or _today()) - date.fromisoformat(as_of)).days)
+
+
+#: Default of --max-price-age: a shown price older than this many days gives a warning.
+DEFAULT_MAX_PRICE_AGE_DAYS = 90
+
+
 def price_date_notes(
     used: Iterable[tuple[str, str | None, Sequence[str]]],
     *,
@@ -388,46 +470,59 @@ def price_date_notes(
     source: str | None = None,
     today: date | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(notes, warnings) about the dates of the prices a command used.
+    """(notes, warnings) about the dates of the prices a command shows.
 
-    ``used`` holds (cloud, prices_as_of, flags) of each price shown. Live rows older than
-    ``max_age_days`` give a warning; the embedded snapshot always states its dates (and which
-    catalogs carry none); ``source`` names a --prices file instead of the snapshot.
+    ``used`` holds (cloud, prices_as_of, flags) of each price shown. The notes give the oldest
+    price shown and its age; a warning names every cloud whose shown prices are undated or
+    older than ``max_age_days``. ``source`` names a --prices file instead of the snapshot.
     """
-    from datetime import UTC, datetime
-
-    today = today or datetime.now(UTC).date()
+    today = today or _today()
     notes: list[str] = []
     warnings: list[str] = []
-    live: dict[str, list[date]] = {}
-    other: dict[str, set[str]] = {}
+    dated: dict[str, list[date]] = {}
+    undated: dict[str, int] = {}
+    live: set[str] = set()
+    total = 0
     for cloud, as_of, flags in used:
-        if LIVE_FLAG in flags and as_of:
-            live.setdefault(cloud, []).append(date.fromisoformat(as_of))
+        total += 1
+        if LIVE_FLAG in flags:
+            live.add(cloud)
+        if as_of:
+            dated.setdefault(cloud, []).append(date.fromisoformat(as_of))
         else:
-            other.setdefault(cloud, set()).update([as_of] if as_of else [])
-    for cloud, days in sorted(live.items()):
-        first, last = min(days), max(days)
-        span = f"{first}" if first == last else f"{first} to {last}"
-        notes.append(f"live {cloud} prices fetched {span} (prov prices refresh)")
-        old = sum(1 for d in days if (today - d).days > max_age_days)
+            undated[cloud] = undated.get(cloud, 0) + 1
+    if not total:
+        return notes, warnings
+    origin = (
+        f"prices from {source}"
+        if source
+        else (
+            f"embedded price snapshot (taken into prov {SNAPSHOT_DATE})"
+            + (f" + live prices of {', '.join(sorted(live))}" if live else "")
+        )
+    )
+    all_dates = [d for ds in dated.values() for d in ds]
+    if all_dates:
+        oldest = min(all_dates)
+        notes.append(f"{origin}; oldest price shown {oldest} ({(today - oldest).days} days old)")
+    else:
+        notes.append(f"{origin}; no price shown carries a date")
+    if undated:
+        names = ", ".join(f"{c} x{n}" for c, n in sorted(undated.items()))
+        warnings.append(
+            f"{sum(undated.values())} of {total} prices shown are undated (their catalog "
+            f"carries no date: {names}); their age is unknown"
+        )
+    for cloud, days in sorted(dated.items()):
+        old = [d for d in days if (today - d).days > max_age_days]
         if old:
+            first = min(old)
+            hint = f"; run `prov prices refresh --cloud {cloud}`" if cloud in REFRESHABLE else ""
             warnings.append(
-                f"{old} of {len(days)} live {cloud} prices used here are older than "
-                f"--max-price-age {max_age_days} days (oldest fetched {first}, "
-                f"{(today - first).days} days ago); run `prov prices refresh --cloud {cloud}`"
+                f"{len(old)} of {len(days)} {cloud} prices shown are older than "
+                f"--max-price-age {max_age_days} days (oldest {first}, "
+                f"{(today - first).days} days){hint}"
             )
-    if other and source:
-        notes.append(f"prices from {source}")
-    elif other:
-        text = f"embedded price snapshot (taken into prov {SNAPSHOT_DATE})"
-        dated = [f"{c} {'/'.join(sorted(ds))}" for c, ds in sorted(other.items()) if ds]
-        undated = [c for c, ds in sorted(other.items()) if not ds]
-        if dated:
-            text += "; upstream catalog dates: " + ", ".join(dated)
-        if undated:
-            text += f"; no upstream date in the catalog of {', '.join(undated)} (prices_as_of null)"
-        notes.append(text)
     return notes, warnings
 
 
