@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pricing import rentable
-from pricing.offers import COLUMNS, Offer
+from pricing.offers import FILE_COLUMNS, Offer
 from provisioner.errors import DataError, ProvError
 from provisioner.fileio import write_atomic
 
@@ -838,10 +838,10 @@ def _fmt(value: float | None) -> str:
 
 
 def offers_csv(offers: Iterable[Offer]) -> str:
-    """Offers as offers.csv text (``pricing.offers.COLUMNS``): the snapshot and the live cache."""
+    """Offers as offers.csv text (``pricing.offers.FILE_COLUMNS``): the snapshot and the live cache."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(FILE_COLUMNS)
     for o in offers:
         writer.writerow(
             [

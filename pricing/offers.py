@@ -50,12 +50,13 @@ COLUMNS: tuple[str, ...] = (
     "spot_usd_per_hour",
     "prices_as_of",
     "flags",
-    "multi_node",
-    "aliases",
 )
-#: Columns a price file must have; ``multi_node`` and ``aliases`` (added later) are optional
-#: so that older offers files keep loading (their defaults: see ``default_multi_node``).
-REQUIRED_COLUMNS: tuple[str, ...] = COLUMNS[:15]
+#: Columns a price file must have (``COLUMNS``), and the optional ones added later, so that
+#: older offers files keep loading (defaults: ``default_multi_node``, no aliases).
+REQUIRED_COLUMNS: tuple[str, ...] = COLUMNS
+OPTIONAL_COLUMNS: tuple[str, ...] = ("multi_node", "aliases")
+#: Columns the snapshot builder and the live cache write, in file order.
+FILE_COLUMNS: tuple[str, ...] = COLUMNS + OPTIONAL_COLUMNS
 
 #: Clouds whose catalog rows are single machines with no private network to the next one
 #: (marketplace hosts, pods): never combined into multi-node plans unless a row says
@@ -163,7 +164,9 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        raise DataError(f"{source}: line 1: empty file, expected the header {','.join(COLUMNS)}")
+        raise DataError(
+            f"{source}: line 1: empty file, expected the header {','.join(FILE_COLUMNS)}"
+        )
     for col in REQUIRED_COLUMNS:
         if col not in header:
             raise DataError(f"{source}: line 1: missing column {col!r}")
@@ -535,9 +538,12 @@ def offers_frame(offers: Iterable[Offer] | None = None) -> pandas.DataFrame:
     import pandas as pd
 
     rows = load_offers() if offers is None else list(offers)
-    data: dict[str, list[object]] = {col: [getattr(o, col) for o in rows] for col in COLUMNS}
+    data: dict[str, list[object]] = {
+        col: [getattr(o, col) for o in rows] for col in FILE_COLUMNS
+    }
     data["flags"] = [";".join(o.flags) for o in rows]
-    frame = pd.DataFrame(data, columns=list(COLUMNS))
+    data["aliases"] = [";".join(o.aliases) for o in rows]
+    frame = pd.DataFrame(data, columns=list(FILE_COLUMNS))
     for col in (
         "gpu_memory_gib",
         "vcpus",

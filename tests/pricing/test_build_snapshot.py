@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pricing import build_snapshot as bs
-from pricing.offers import COLUMNS, load_offers
+from pricing.offers import FILE_COLUMNS, load_offers
 from provisioner.errors import DataError
 
 GPUS_CSV = """\
@@ -326,7 +326,7 @@ def test_builder_is_deterministic_and_atomic(shared: Path, tmp_path: Path) -> No
         assert bs.main(["--shared", str(shared), "--out", str(out)]) == 0
     first, second = ((o / "offers.csv").read_bytes() for o in outs)
     assert first == second
-    assert first.decode().splitlines()[0] == ",".join(COLUMNS)
+    assert first.decode().splitlines()[0] == ",".join(FILE_COLUMNS)
     assert sorted(os.listdir(outs[0])) == ["offers.csv"]  # no temp files left behind
     assert bs.main(["--shared", str(shared), "--out", str(outs[0]), "--check"]) == 0
     (outs[0] / "offers.csv").write_text(first.decode().replace("55.04", "55.05"))
