@@ -56,6 +56,7 @@ from pricing.offers import (
     instance_family,
     read_live_cache,
 )
+from pricing.rentable import CAPACITY_BLOCK_ONLY
 from provisioner.errors import DataError, OperationalError, UsageError
 from provisioner.fileio import write_atomic
 
@@ -457,6 +458,9 @@ def _offers(
         gpu_list = info["GpuInfo"]["Gpus"]
         family = instance_family(itype)
         # The snapshot's rule (build_snapshot.norm_aws): the family table, else the catalog name.
+        if family in CAPACITY_BLOCK_ONLY.get(CLOUD, ()):  # never spot or on-demand
+            result.dropped[f"capacity_block_only:{itype}"] += 1
+            continue
         spec = ctx.known_gpu(AWS_FAMILY_GPU.get(family, gpu_list[0].get("Name", "")))
         if spec is None:
             result.dropped[f"gpu_not_in_gpus_csv:{itype}"] += 1
@@ -484,7 +488,7 @@ def _offers(
                 flags=flags,
             )
             price_flags(CLOUD, node)
-            node.flags.discard("date_unknown")  # a live row has a date: its fetch date
+            node.flags -= {"date_unknown", "date_from_commit"}  # a live row: its fetch date
             node.flags.add(LIVE_FLAG)
             if node.ondemand is None and node.spot is None:
                 result.dropped[f"no_price:{itype}"] += 1

@@ -838,7 +838,7 @@ def _fmt(value: float | None) -> str:
 
 
 def offers_csv(offers: Iterable[Offer]) -> str:
-    """Offers as offers.csv text (``pricing.offers.FILE_COLUMNS``): the snapshot and the live cache."""
+    """Offers as offers.csv text (``offers.FILE_COLUMNS``): the snapshot and the live cache."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(FILE_COLUMNS)

@@ -133,16 +133,70 @@ def price_doubt(offer: Offer, market: str) -> str | None:
 def load_offers(path: str | os.PathLike[str] | None = None) -> list[Offer]:
     """Read an offers CSV (default: the packaged snapshot, parsed once and cached).
 
-    Raises ``DataError`` naming the file and line for a malformed file.
+    A file the user names gets the snapshot's sanity checks (``check_offers``). Raises
+    ``DataError`` naming the file and line for a malformed file.
     """
     if path is None:
         return list(_packaged_offers())
+    name = os.fspath(path)
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             text = fh.read()
     except OSError as exc:
-        raise DataError(f"{os.fspath(path)}: cannot read price file: {exc.strerror}") from None
-    return list(parse_offers(text, os.fspath(path)))
+        raise DataError(f"{name}: cannot read price file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{name}: not UTF-8 text (byte {exc.start}); a price file is a UTF-8 CSV"
+        ) from None
+    offers = parse_offers(text, name)
+    check_offers(offers, name)
+    return list(offers)
+
+
+#: A node price above this many USD per GPU-hour is a data error, not a price (the dearest
+#: catalog row, AWS p6-b300 in ap-northeast-2, is $26.15/GPU-h).
+MAX_USD_PER_GPU_HOUR = 500.0
+
+
+def check_offers(offers: Sequence[Offer], source: str) -> None:
+    """The snapshot's sanity checks for rows from elsewhere (--prices files, live caches).
+
+    Rows are numbered as data rows (line = row + 1 for a file with one header line).
+    A $0 price, a price above ``MAX_USD_PER_GPU_HOUR``, a GPU prov does not know and a
+    duplicate (cloud, region, zone, instance type, GPU) are errors: none is ever ranked.
+    """
+    from provisioner.hardware import gpu_specs
+
+    known = gpu_specs()
+    seen: dict[tuple[str, str, str, str, str], int] = {}
+    for i, o in enumerate(offers, start=2):
+        if o.gpu not in known:
+            raise DataError(
+                f"{source}: row {i - 1}: unknown gpu {o.gpu!r}; allowed: {', '.join(known)}"
+            )
+        for market, price in (
+            ("on-demand", o.ondemand_usd_per_hour),
+            ("spot", o.spot_usd_per_hour),
+        ):
+            if price is None:
+                continue
+            if price == 0:
+                raise DataError(
+                    f"{source}: row {i - 1}: {market} price is 0; leave the cell empty when "
+                    "the market is not offered"
+                )
+            if price / o.gpus_per_node > MAX_USD_PER_GPU_HOUR:
+                raise DataError(
+                    f"{source}: row {i - 1}: {market} price {price:g} $/h is over "
+                    f"{MAX_USD_PER_GPU_HOUR:g} $/GPU-h: not a plausible price"
+                )
+        key = (o.cloud, o.region, o.zone, o.instance_type, o.gpu)
+        first = seen.setdefault(key, i - 1)
+        if first != i - 1:
+            raise DataError(
+                f"{source}: row {i - 1}: duplicate of row {first} "
+                f"({o.cloud} {o.region} {o.zone or '-'} {o.instance_type})"
+            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -422,6 +476,7 @@ def read_live_cache(cloud: str = "aws", directory: Path | None = None) -> LiveCa
             meta_path, f"its offers file {name} cannot be read ({exc.strerror})"
         ) from None
     offers = parse_offers(csv_text, os.fspath(offers_path))
+    check_offers(offers, os.fspath(offers_path))
     cache = LiveCache(cloud, meta_path, offers_path, offers, coverage, meta)
     for o in offers:
         if not cache.covers(o) or LIVE_FLAG not in o.flags or not o.prices_as_of:
@@ -510,22 +565,24 @@ def price_date_notes(
         notes.append(f"{origin}; oldest price shown {oldest} ({(today - oldest).days} days old)")
     else:
         notes.append(f"{origin}; no price shown carries a date")
+    parts = []
     if undated:
-        names = ", ".join(f"{c} x{n}" for c, n in sorted(undated.items()))
-        warnings.append(
-            f"{sum(undated.values())} of {total} prices shown are undated (their catalog "
-            f"carries no date: {names}); their age is unknown"
-        )
+        names = ", ".join(sorted(undated))
+        parts.append(f"{sum(undated.values())} undated ({names}: age unknown)")
+    old: dict[str, int] = {}  # cloud -> age in days of its oldest stale price
+    n_old = 0
     for cloud, days in sorted(dated.items()):
-        old = [d for d in days if (today - d).days > max_age_days]
-        if old:
-            first = min(old)
-            hint = f"; run `prov prices refresh --cloud {cloud}`" if cloud in REFRESHABLE else ""
-            warnings.append(
-                f"{len(old)} of {len(days)} {cloud} prices shown are older than "
-                f"--max-price-age {max_age_days} days (oldest {first}, "
-                f"{(today - first).days} days){hint}"
-            )
+        stale = [d for d in days if (today - d).days > max_age_days]
+        if stale:
+            n_old += len(stale)
+            old[cloud] = (today - min(stale)).days
+    if old:
+        ages = ", ".join(f"{c} {d} d" for c, d in old.items())
+        parts.append(f"{n_old} older than --max-price-age {max_age_days} days ({ages})")
+    if parts:
+        fresh = sorted(c for c in set(old) | set(undated) if c in REFRESHABLE)
+        hint = f"; refresh: prov prices refresh --cloud {'|'.join(fresh)}" if fresh else ""
+        warnings.append(f"of {total} prices shown, " + " and ".join(parts) + hint)
     return notes, warnings
 
 
@@ -538,9 +595,7 @@ def offers_frame(offers: Iterable[Offer] | None = None) -> pandas.DataFrame:
     import pandas as pd
 
     rows = load_offers() if offers is None else list(offers)
-    data: dict[str, list[object]] = {
-        col: [getattr(o, col) for o in rows] for col in FILE_COLUMNS
-    }
+    data: dict[str, list[object]] = {col: [getattr(o, col) for o in rows] for col in FILE_COLUMNS}
     data["flags"] = [";".join(o.flags) for o in rows]
     data["aliases"] = [";".join(o.aliases) for o in rows]
     frame = pd.DataFrame(data, columns=list(FILE_COLUMNS))
