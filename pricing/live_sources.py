@@ -250,7 +250,8 @@ def fetch_runpod(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
         if not t.get("secureCloud") or (od is None and spot is None):
             skipped[f"no_secure_price:{t.get('displayName')}"] += 1
             continue
-        top = t.get("maxGpuCount") if isinstance(t.get("maxGpuCount"), int) else 8
+        max_count = t.get("maxGpuCount")
+        top: int = max_count if isinstance(max_count, int) else 8
         for n in (k for k in POD_SIZES if k <= top):
             nodes.append(
                 _node(

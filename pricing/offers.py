@@ -154,7 +154,7 @@ def load_offers(path: str | os.PathLike[str] | None = None) -> list[Offer]:
 
 
 #: A node price above this many USD per GPU-hour is a data error, not a price (the dearest
-#: catalog row, AWS p6-b300 in ap-northeast-2, is $26.15/GPU-h).
+#: snapshot row, Azure ND128isr GB200 v6 in brazilsouth, is $54.08/GPU-h).
 MAX_USD_PER_GPU_HOUR = 500.0
 
 
@@ -420,8 +420,8 @@ class LiveCache:
         """
         if offer.cloud != self.cloud:
             return False
-        fams = self.coverage.get(offer.region) or self.coverage.get("*")
-        return bool(fams) and ("*" in fams or instance_family(offer.instance_type) in fams)
+        fams = self.coverage.get(offer.region) or self.coverage.get("*") or {}
+        return "*" in fams or instance_family(offer.instance_type) in fams
 
     def fetched_at(self, region: str) -> str | None:
         """When the region was last fetched (the latest of its families), or None."""

@@ -140,7 +140,10 @@ def register(app: typer.Typer) -> None:
     @boundary
     def prices_refresh(
         cloud: str = typer.Option(
-            "aws", "--cloud", help=f"{'|'.join(REFRESH_CLOUDS)}|all (all: each on its own)."
+            "aws",
+            "--cloud",
+            help=f"{'|'.join(REFRESH_CLOUDS)}|all, or several comma-separated; each cloud "
+            "succeeds or fails on its own.",
         ),
         regions: str = typer.Option(
             "all",
@@ -170,11 +173,15 @@ def register(app: typer.Typer) -> None:
         """
         from provisioner.errors import OperationalError
 
-        name = cloud.strip().lower()
-        if name not in (*REFRESH_CLOUDS, "all"):
-            _usage(f"--cloud {cloud!r}: no live price source; allowed: "
-                   f"{', '.join(REFRESH_CLOUDS)}, all")  # fmt: skip
-        chosen = list(REFRESH_CLOUDS) if name == "all" else [name]
+        names = [c.lower() for c in _split([cloud])]
+        for name in names:
+            if name not in (*REFRESH_CLOUDS, "all"):
+                _usage(f"--cloud {name!r}: no live price source; allowed: "
+                       f"{', '.join(REFRESH_CLOUDS)}, all")  # fmt: skip
+        if not names:
+            _usage("--cloud: name a cloud (or all)")
+        chosen = list(REFRESH_CLOUDS) if "all" in names else list(dict.fromkeys(names))
+        name = chosen[0] if len(chosen) == 1 else "all"
         failed: list[str] = []
         if "aws" in chosen:
             failed += _refresh_aws(regions, families, pricing_file, workers, alone=name == "aws")

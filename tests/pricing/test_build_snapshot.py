@@ -41,7 +41,8 @@ AWS_SAMPLE = (Path(__file__).parent / "fixtures" / "aws_2026_sample.csv").read_t
 CATALOGS = {
     # verbatim rows of ../shared/data/prices/aws_2026.csv (16 columns), plus the old aws.csv
     # quirk of a p4de twin row without a SpotPrice (the merge rule still exists for it)
-    "aws_2026.csv": AWS_SAMPLE + AWS_SAMPLE.splitlines(keepends=True)[5].replace(",22.256100,", ",,"),
+    "aws_2026.csv": AWS_SAMPLE
+    + AWS_SAMPLE.splitlines(keepends=True)[5].replace(",22.256100,", ",,"),
     "gcp.csv": """\
 InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,SpotPrice
 a3-highgpu-8g,208.0,1872.0,,,,us-central1,us-central1-a,9.46006,3.86318
@@ -398,9 +399,12 @@ def test_azure_sku_aliases_collapse_into_the_rdma_name(built: bs.BuildResult) ->
     assert mi.aliases == ["Standard_ND96is_MI300X_v5"] and "sku_alias" in mi.flags
     assert (mi.ondemand, mi.spot) == (48.0, 8.8704)
     assert mi.to_offer().fabric == "infiniband"
-    assert built.reports["azure"].dropped[
-        ("sku_alias_collapsed", "Standard_ND96is_MI300X_v5 -> Standard_ND96isr_MI300X_v5")
-    ] == 1
+    assert (
+        built.reports["azure"].dropped[
+            ("sku_alias_collapsed", "Standard_ND96is_MI300X_v5 -> Standard_ND96isr_MI300X_v5")
+        ]
+        == 1
+    )
 
 
 def test_azure_aliases_with_different_prices_stay_apart(tmp_path: Path) -> None:

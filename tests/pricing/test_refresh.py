@@ -665,7 +665,9 @@ def test_stale_live_prices_warn(cache: Path, spot: SpotSeed) -> None:
     notes = json.loads(result.stdout)["notes"]
     assert any(warning in n for n in notes)
     assert run(*KIMI_H200, "--max-price-age", "30").stderr == ""
-    table = run(*KIMI_H200[:-1], "--max-price-age", "7")  # table output: the warning goes to stderr only
+    table = run(
+        *KIMI_H200[:-1], "--max-price-age", "7"
+    )  # table output: the warning goes to stderr only
     assert warning in table.stderr and warning not in table.stdout
     shown = run("prices", "show", "--gpu", "H200", "--region", "us-west-2", "--cloud", "aws",
                 "--max-price-age", "7")  # fmt: skip
