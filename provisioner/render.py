@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pricing.offers import price_age_days
 from provisioner.planner import QuoteResult
 
 
@@ -39,6 +40,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
         ("$/Mtok", "right"),
         ("TPOT ms", "right"),
         ("reqs", "right"),
+        ("age", "right"),  # days since the price's date (? = undated)
         ("warn", "left"),
     ]:
         table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
@@ -67,6 +69,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
             mtok,
             tpot,
             str(v.workload_concurrency),
+            "?" if (age := price_age_days(o.prices_as_of)) is None else str(age),
             marks,
         )
     if result.plans:
@@ -81,7 +84,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
     shown = len(result.plans)
     con.print(
         f"{shown} of {result.feasible_count} feasible plans shown (--top 0 for all); "
-        f"oldest price date {result.prices_as_of or 'unknown'}"
+        f"oldest price shown {result.prices_as_of or 'undated'}; age = days since a price's date"
     )
     for reason, n in result.skipped_prices.items():
         con.print(f"[dim]skipped {n} prices: {reason}[/dim]")
