@@ -63,7 +63,7 @@ from provisioner.fileio import write_atomic
 CLOUD = "aws"
 #: GPU families refreshed by default: the families the snapshot maps, plus p6-b200 (its GpuInfo
 #: name, B200, is a gpus.csv name as it stands).
-DEFAULT_FAMILIES: tuple[str, ...] = (*AWS_FAMILY_GPU, "p6-b200")
+DEFAULT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys((*AWS_FAMILY_GPU, "p6-b200")))
 #: The Pricing API is served from us-east-1 (also eu-central-1, ap-south-1); prices are global.
 PRICING_REGION = "us-east-1"
 #: Product attributes of a plain Linux on-demand instance hour.

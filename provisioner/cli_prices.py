@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--families",
             help="aws: instance families, e.g. p5,p5en,g6e (default: p5,p5e,p5en,p4d,p4de,"
-            "g6e,g6,g5,p6-b200).",
+            "g6e,g6,gr6,g5,p6-b200,p6-b300).",
         ),
         pricing_file: Path | None = typer.Option(
             None,
