@@ -28,8 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pricing.live_refresh import refresh_cloud  # noqa: E402
-from pricing.offers import load_offers  # noqa: E402
+from pricing.live_refresh import refresh_cloud
+from pricing.offers import load_offers
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "pricing" / "fixtures" / "live"
 
@@ -64,7 +64,7 @@ def serve(pages: list[dict[str, Any]], rtt_s: float) -> ThreadingHTTPServer:
         def _answer(self) -> None:
             time.sleep(rtt_s)
             url = urllib.parse.urlsplit(self.path)
-            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            base = f"http://{self.headers['Host']}"
             if url.path == "/azure/prices":
                 skip = int(urllib.parse.parse_qs(url.query).get("$skip", ["0"])[0])
                 text = json.dumps(pages[skip // 100]).replace("{base}", base)

@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from pricing.offers import Offer, price_age_days, price_doubt
+from pricing.offers import Offer, price_doubt
+from pricing.price_dates import price_age_days
 from pricing.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
 from provisioner.hardware import gpu_specs, match_gpu

@@ -178,7 +178,8 @@ def quote(
     ),
 ) -> None:
     """Rank the GPU shapes that can serve MODEL at QUANT with CTX tokens, by $/Mtok or $/h."""
-    from pricing.offers import current_offers, load_offers, price_date_notes
+    from pricing.offers import current_offers, load_offers
+    from pricing.price_dates import price_date_notes
     from provisioner.catalog import resolve_model
     from provisioner.planner import plan_quote, result_to_json
     from provisioner.quant import resolve_quant

@@ -105,7 +105,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Every offer for a GPU across clouds and regions: on-demand and spot $/GPU-h."""
-        from pricing.offers import current_offers, load_offers, price_date_notes
+        from pricing.offers import current_offers, load_offers
+        from pricing.price_dates import price_date_notes
         from pricing.show import price_rows
         from pricing.spot_risk import ADVISOR_DATE
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pricing.expected_cost import restart_risk
-from pricing.offers import price_age_days, price_doubt
+from pricing.offers import price_doubt
+from pricing.price_dates import price_age_days
 from pricing.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
 from provisioner.hardware import GpuSpec, gpu_specs, match_gpu

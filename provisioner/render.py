@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pricing.offers import price_age_days
+from pricing.price_dates import price_age_days
 from provisioner.planner import QuoteResult
 
 
