@@ -48,6 +48,7 @@ from pricing.build_snapshot import (
 )
 from pricing.offers import (
     CACHE_FORMAT,
+    CAPACITY_BLOCK_ONLY,
     LIVE_FLAG,
     LiveCache,
     Offer,
@@ -56,7 +57,6 @@ from pricing.offers import (
     instance_family,
     read_live_cache,
 )
-from pricing.rentable import CAPACITY_BLOCK_ONLY
 from provisioner.errors import DataError, OperationalError, UsageError
 from provisioner.fileio import write_atomic
 

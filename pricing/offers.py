@@ -120,8 +120,18 @@ _DOUBTFUL = {
 }
 
 
+#: cloud -> instance families sold only as capacity blocks (reserved 1-182 day blocks): no
+#: spot or on-demand market exists. AWS p5e: "P5e instances are available through Amazon EC2
+#: Capacity Blocks for ML" (AWS P5 instance page); both AWS catalogs agree (no on-demand Price
+#: in any p5e row). The builder and the AWS refresh drop such rows (pricing/rentable.py);
+#: ``price_doubt`` refuses them from any other source (a --prices file, an older cache).
+CAPACITY_BLOCK_ONLY: dict[str, tuple[str, ...]] = {"aws": ("p5e",)}
+
+
 def price_doubt(offer: Offer, market: str) -> str | None:
     """Why this offer's price in `market` is not to be ranked, or None if it is usable."""
+    if offer.instance_type.split(".", 1)[0] in CAPACITY_BLOCK_ONLY.get(offer.cloud, ()):
+        return f"{market} price not used: sold as capacity blocks only (no {market} market)"
     for flag in offer.flags:
         rule = _DOUBTFUL.get(flag)
         if rule and rule[0] in ("both", "spot" if market == "spot" else ""):

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from pricing.offers import default_multi_node
+from pricing.offers import CAPACITY_BLOCK_ONLY, default_multi_node
 
 if TYPE_CHECKING:
     from pricing.build_snapshot import Node
@@ -27,14 +27,12 @@ if TYPE_CHECKING:
 #: The builder's drop counter: drop(reason, name, n).
 Drop = Callable[[str, str, int], None]
 
-#: cloud -> instance families sold only as capacity blocks (reserved 1-182 day blocks):
-#: no spot or on-demand market exists, so such rows are dropped (a `capacity-block` market
-#: would need the block price, which no catalog here carries).
-#: * AWS p5e: "P5e instances are available through Amazon EC2 Capacity Blocks for ML"
-#:   (AWS P5 instance page); both catalogs agree: no on-demand Price in any p5e row.
+#: Capacity-block-only families (pricing.offers.CAPACITY_BLOCK_ONLY, with its source) are
+#: dropped: no spot or on-demand market exists, and a `capacity-block` market would need the
+#: block price, which no catalog here carries.
 #: Checked and NOT capacity-block-only in the data: p5en, p6-b200 and p6-b300 all carry an
 #: on-demand Price in aws_2026.csv (the AWS price list), so they stay.
-CAPACITY_BLOCK_ONLY: dict[str, tuple[str, ...]] = {"aws": ("p5e",)}
+
 
 #: Clouds whose upstream catalog writes every instance type into every region with the
 #: same price, i.e. carries no availability (prices/SOURCE.md: "Lambda: one row per region

@@ -67,3 +67,20 @@ def test_the_packaged_snapshot_passes_the_same_checks() -> None:
     )
     # the dearest row: Azure ND128isr GB200 v6 in brazilsouth, 216.32 / 4 = 54.08 $/GPU-h
     assert round(worst, 2) == 54.08 and worst < MAX_USD_PER_GPU_HOUR / 5
+
+
+def test_capacity_block_rows_from_a_file_are_never_ranked(tmp_path: Path) -> None:
+    # an older catalog's p5e row: spot only (aws.csv us-east-2 spot 14.4663), no on-demand
+    p5e = "aws,us-east-2,use2-az1,p5e.48xlarge,H200-SXM,8,141,192,2048,nvlink,efa,,14.4663,,"
+    p5en = (
+        "aws,us-east-2,use2-az1,p5en.48xlarge,H200-SXM,8,141,192,2048,nvlink,efa,63.296,26.3634,,"
+    )
+    path = tmp_path / "prices.csv"
+    path.write_text(f"{HEADER}\n{p5e}\n{p5en}\n", encoding="utf-8")
+    result = CliRunner().invoke(app, [*KIMI, "--prices", str(path), "--top", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    doc = json.loads(result.stdout)
+    assert {p["instance_type"] for p in doc["plans"]} == {"p5en.48xlarge"}
+    assert any("capacity blocks only" in k for k in doc["skipped_prices"])
