@@ -278,12 +278,14 @@ def fetch_runpod(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
 # --------------------------------------------------------------------------------------------
 
 VAST_URL = "https://console.vast.ai/api/v0/bundles/"
-VAST_QUERY = {
+#: The bundles search body: per-field operator constraints plus order and limit (the shape the
+#: Vast CLI's `search offers` and dstack's gpuhunt send); data-center hosts that are for rent.
+VAST_QUERY: dict[str, Any] = {
     "rentable": {"eq": True},
-    "verified": {"eq": True},
+    "rented": {"eq": False},
+    "datacenter": {"eq": True},
     "num_gpus": {"gte": 1},
     "order": [["dph_total", "asc"]],
-    "type": "on-demand",
     "limit": 1000,
 }
 VAST_GPU = {
@@ -303,7 +305,7 @@ VAST_GPU = {
 
 
 def fetch_vast(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
-    doc = fetch(endpoint("vast", VAST_URL), body={"q": VAST_QUERY})
+    doc = fetch(endpoint("vast", VAST_URL), body=VAST_QUERY)
     offers = doc.get("offers") if isinstance(doc, dict) else None
     if not isinstance(offers, list):
         raise FetchError("vast: no offers list in the answer (not a bundles response)")

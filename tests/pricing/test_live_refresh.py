@@ -182,6 +182,8 @@ def test_runpod_vast_oci_parse_by_hand(server: type[Recorded], tmp_path: Path) -
         ("H200-SXM", 8, 21.35),
     ]
     assert {r["multi_node"] for r in vast} == {False}
+    [(method, _, _, body)] = [s for s in server.seen if s[1] == "/vast/bundles/"]
+    assert method == "POST" and body["rentable"] == {"eq": True} and body["limit"] == 1000
     # OCI: USD per GPU-hour x GPUs per shape; no spot
     oci = {r["instance_type"]: r for r in show("--cloud", "oci")}
     assert oci["BM.GPU.H100.8"]["ondemand_usd_per_hour"] == 80.0
