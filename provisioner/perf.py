@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from provisioner.hardware import GpuSpec
@@ -187,12 +188,13 @@ def decode_stage(
         frac = 1 - (1 - k / e) ** b  # share of experts touched by b tokens
         per_expert = b * k / (e * frac)  # tokens each touched expert sees
     kv_per_layer = spec.kv_elems_per_token_per_layer(tp) * kv_bytes
-    kv_read = b * _kv_tokens(spec, lo, hi, ctx) * kv_per_layer / dcp
+    kv_tokens = _kv_tokens(spec, lo, hi, ctx)
+    kv_read = b * kv_tokens * kv_per_layer / dcp
     expert_read = sw.expert_bytes * frac
     bytes_read = expert_read + sw.other_bytes + kv_read
     memory_s = (sw.other_bytes + kv_read) / bw + expert_read / (bw * cal.moe_eff)
     heads = max(1, spec.num_heads // tp)
-    attn_flops = b * _kv_tokens(spec, lo, hi, ctx) * 4 * heads * _attn_dim(spec) / dcp
+    attn_flops = b * kv_tokens * 4 * heads * _attn_dim(spec) / dcp
     dense_active = sw.active_params - (
         sw.expert_params * spec.moe.experts_per_tok / spec.moe.n_routed_experts if spec.moe else 0
     )
@@ -237,9 +239,10 @@ def estimate(
 
     `data` replaces the packaged calibration (benchmarks/accuracy.py fits with it).
     """
+    packaged = data is None
     data = data or calibration_data()
     arch = arch_class(spec)
-    cal = calibration_for(gpu, engine, data, arch)
+    cal = _packaged_cal(gpu, engine, arch) if packaged else calibration_for(gpu, engine, data, arch)
     # TP beyond one node (used only to reproduce published multi-node TP runs) crosses the fabric
     # (NCCL then runs a ring: 2 (TP - 1) latency hops instead of a one-shot custom all-reduce)
     tp_link = (
@@ -295,8 +298,10 @@ def estimate(
     active = sum(sw.active_params for sw in stages)  # per rank, summed over stages
     layers = spec.num_layers
     heads = max(1, spec.num_heads // tp)
-    # causal attention: isl^2 / 2 pairs x 2 FLOPs x (qk + v widths) per head and layer
-    attn = isl * isl * layers * heads * _attn_dim_prefill(spec)
+    # causal attention: 2 FLOPs x (qk + v widths) per (query, key) pair per head and layer;
+    # isl^2 / 2 pairs on a full layer, about isl x window on a sliding-window layer
+    pairs = sum(_causal_pairs(isl, w) for w in spec.layer_windows)
+    attn = 2 * pairs * heads * _attn_dim_prefill(spec)
     prefill_s = (2 * active * isl + attn) / tf
     comm_prefill = 0.0
     if tp > 1:
@@ -326,7 +331,9 @@ def estimate(
     tpot = max(step_s, (cycle - own) / n_steps)
     output_tps = b_total * osl / cycle
     total_tps = output_tps * (isl + osl) / osl
-    band = band_for(gpu, b_total, data, engine)
+    band = (
+        _packaged_band(gpu, b_total, engine) if packaged else band_for(gpu, b_total, data, engine)
+    )
     return PerfEstimate(
         tpot_s=tpot,
         step_s=step_s,
@@ -348,6 +355,23 @@ def estimate(
         calibration=cal,
         requested_concurrency=asked,
     )
+
+
+@lru_cache(maxsize=256)
+def _packaged_cal(gpu: GpuSpec, engine: str, arch: str) -> Calibration:
+    return calibration_for(gpu, engine, None, arch)
+
+
+@lru_cache(maxsize=1024)
+def _packaged_band(gpu: GpuSpec, batch: int, engine: str) -> Band:
+    return band_for(gpu, batch, None, engine)
+
+
+def _causal_pairs(isl: int, window: int | None) -> float:
+    """(query, key) pairs a causal prefill of isl tokens computes on one layer."""
+    if not window or window >= isl:
+        return isl * isl / 2
+    return isl * window - window * window / 2
 
 
 def _attn_dim_prefill(spec: ModelSpec) -> int:
