@@ -138,8 +138,8 @@ def _variable_lengths(ref: dict[str, Any]) -> bool:
 def _one_wave(ref: dict[str, Any], conc: int) -> bool:
     """All requests start together (num_prompts <= concurrency): nobody decodes while the
     prefills run, so chunked prefill has nothing to hide them in."""
-    prompts = ref.get("num_prompts")
-    return bool(prompts) and int(prompts) / max(1, int(ref.get("dp") or 1)) <= conc * 1.5
+    prompts = int(ref.get("num_prompts") or 0)
+    return prompts > 0 and prompts / max(1, int(ref.get("dp") or 1)) <= conc * 1.5
 
 
 def _concurrency(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int) -> tuple[int, int]:
