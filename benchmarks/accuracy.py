@@ -46,7 +46,6 @@ DATA = Path(perf.__file__).parent / "data" / "perf_calibration.json"
 SOFT_GRID: dict[str, list[float]] = {
     "mem_eff": [0.5 + 0.05 * i for i in range(11)],
     "compute_eff": [0.2 + 0.05 * i for i in range(17)],
-    "prefill_eff": [0.2 + 0.05 * i for i in range(17)],
     "moe_eff": [0.4 + 0.05 * i for i in range(13)],
     "moe_tok_half": [0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
     "moe_tok_ns": [0.0, 5.0, 10.0, 20.0, 40.0],  # permute/unpermute of a hidden vector: ~10 ns
@@ -55,11 +54,12 @@ SOFT_GRID: dict[str, list[float]] = {
     "multinode_pp_ms": [2.5 * i for i in range(13)],
 }
 LAYER_GRID = [10.0 * i for i in range(1, 31)]
+PREFILL_GRID = [0.2 + 0.05 * i for i in range(17)]
 # where the fit starts (physically plausible guesses), so a refit does not depend on the last one
 START = {
     "mem_eff": 0.85,
     "compute_eff": 0.6,
-    "prefill_eff": 0.6,
+    "prefill_eff": {"mla_moe": 0.6, "moe": 0.6, "dense": 0.6},
     "moe_eff": 0.8,
     "moe_tok_half": 8.0,
     "moe_tok_ns": 10.0,
@@ -295,7 +295,11 @@ def _knobs(data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str
     knobs: list[tuple[tuple[str, ...], list[float]]] = [
         (("software", k), g) for k, g in SOFT_GRID.items()
     ]
-    knobs += [(("software", "layer_us", a), LAYER_GRID) for a in ("mla_moe", "moe", "dense")]
+    for a in ("mla_moe", "moe", "dense"):
+        knobs += [
+            (("software", "layer_us", a), LAYER_GRID),
+            (("software", "prefill_eff", a), PREFILL_GRID),
+        ]
     fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs}
     knobs += [(("families", f, "scale"), SCALE_GRID) for f in sorted(fams) if f != "hopper"]
     engines = {r["engine"] for r in refs} - {"vllm"}
