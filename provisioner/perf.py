@@ -160,8 +160,21 @@ def _attn_dim(spec: ModelSpec) -> int:
     return spec.head_dim
 
 
+_WINDOWED: dict[int, tuple[object, bool]] = {}  # id(layer_windows) -> (it, any window?)
+
+
+def _has_windows(spec: ModelSpec) -> bool:
+    key = id(spec.layer_windows)
+    hit = _WINDOWED.get(key)
+    if hit is None or hit[0] is not spec.layer_windows:
+        hit = _WINDOWED[key] = (spec.layer_windows, any(spec.layer_windows))
+    return hit[1]
+
+
 def _kv_tokens(spec: ModelSpec, lo: int, hi: int, ctx: float) -> float:
     """Cached tokens read per request per step over layers [lo, hi), windows capped."""
+    if not _has_windows(spec):
+        return (hi - lo) * ctx
     return sum(min(ctx, w) if w else ctx for w in spec.layer_windows[lo:hi])
 
 
@@ -300,7 +313,10 @@ def estimate(
     heads = max(1, spec.num_heads // tp)
     # causal attention: 2 FLOPs x (qk + v widths) per (query, key) pair per head and layer;
     # isl^2 / 2 pairs on a full layer, about isl x window on a sliding-window layer
-    pairs = sum(_causal_pairs(isl, w) for w in spec.layer_windows)
+    if _has_windows(spec):
+        pairs = sum(_causal_pairs(isl, w) for w in spec.layer_windows)
+    else:
+        pairs = layers * isl * isl / 2
     attn = 2 * pairs * heads * _attn_dim_prefill(spec)
     prefill_s = (2 * active * isl + attn) / tf
     comm_prefill = 0.0
