@@ -157,63 +157,56 @@ def perf_lines(plan: Plan) -> list[str]:
     e = plan.perf
     if e is None:
         return ["  throughput: not estimated (llama.cpp memory-only plan)"]
-    st = e.stage
-    v = plan.verdict
+    st, v, cal = e.stage, plan.verdict, e.calibration
     lo, hi = e.interval(e.output_tps)
     mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
-    cal = e.calibration
-    capped = (
-        f" (asked {e.requested_concurrency}: capped by max_num_seqs)"
-        if e.requested_concurrency > e.batch
-        else ""
-    )
     lines = [
-        f"  Throughput at {e.batch} requests in flight{capped} (TP{v.tp} x PP{v.pp}), slowest "
-        "stage per decode step:",
-        f"    memory   {st.memory_s * 1e3:7.2f} ms ({st.bytes_read / 1e9:.2f} GB read per GPU: "
-        "experts touched + dense/attention weights + KV)",
+        f"  Throughput, {e.batch} requests in flight, TP{v.tp} x PP{v.pp} "
+        "(slowest stage, per step):",
     ]
-    if st.expert_fraction < 1 or st.tokens_per_expert:
+    if e.requested_concurrency > e.batch:
+        lines.append(f"    ({e.requested_concurrency} asked: vLLM's max_num_seqs caps the batch)")
+    lines.append(
+        f"    memory  {st.memory_s * 1e3:8.2f} ms  {st.bytes_read / 1e9:.2f} GB/GPU: experts "
+        "touched, weights, KV"
+    )
+    if e.arch != "dense":
         lines.append(
-            f"             experts touched {st.expert_fraction:.0%} of routed, "
-            f"{st.tokens_per_expert:.1f} tokens each (grouped GEMM at "
-            f"{cal.moe_eff if cal else 1:.0%} of dense bandwidth)"
+            f"             experts: {st.expert_fraction:.0%} touched, {st.tokens_per_expert:.1f} "
+            f"tokens each, grouped GEMM at {cal.moe_eff if cal else 1:.0%}"
         )
     lines += [
-        f"    compute  {st.compute_s * 1e3:7.2f} ms ({st.flops / 1e12:.2f} TFLOP per GPU in "
-        f"{e.compute_dtype})",
-        f"    comm     {st.comm_s * 1e3:7.2f} ms (TP all-reduces, 2 per layer)",
-        f"    floor    {st.floor_s * 1e3:7.2f} ms (per-layer latency floor, {e.arch} class"
-        + (f", {cal.layer_us:.0f} us/layer)" if cal else ")"),
+        f"    compute {st.compute_s * 1e3:8.2f} ms  {st.flops / 1e12:.2f} TFLOP/GPU in "
+        f"{e.compute_dtype}",
+        f"    comm    {st.comm_s * 1e3:8.2f} ms  TP all-reduces, 2 per layer",
+        f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"
+        + (f", {cal.layer_us:.0f} us/layer" if cal else ""),
     ]
     if st.moe_route_s:
-        lines.append(f"    routing  {st.moe_route_s * 1e3:7.2f} ms (MoE routing/permute per token)")
+        lines.append(f"    routing {st.moe_route_s * 1e3:8.2f} ms  MoE routing/permute per token")
     if e.offload_s:
-        lines.append(
-            f"    offload  {e.offload_s * 1e3:7.2f} ms per step (--cpu-offload-gb weights "
-            "streamed from host RAM over PCIe)"
-        )
+        lines.append(f"    offload {e.offload_s * 1e3:8.2f} ms  --cpu-offload-gb weights over PCIe")
     lines += [
-        f"    step = max(memory, compute) + comm + floor (+ routing), x PP, + hand-offs "
-        f"{e.handoff_s * 1e3:.2f} ms + overhead {e.overhead_s * 1e3:.2f} ms = "
-        f"{e.step_s * 1e3:.2f} ms",
+        f"    step    {e.step_s * 1e3:8.2f} ms  = max(memory, compute) + comm + floor + routing,",
+        f"                         x PP, + hand-offs {e.handoff_s * 1e3:.2f} + overhead "
+        f"{e.overhead_s * 1e3:.2f} ms",
     ]
     if cal is not None:
         lines.append(
-            f"    factors ({cal.family}{'' if cal.calibrated else ', not calibrated'}): HBM at "
-            f"{cal.hbm_eff:.0%} of peak, GEMM {cal.gemm_eff:.0%}, prefill {cal.prefill_eff:.0%}"
+            f"    factors  {cal.family}: HBM {cal.hbm_eff:.0%} of peak, GEMM {cal.gemm_eff:.0%}, "
+            f"prefill {cal.prefill_eff:.0%}" + ("" if cal.calibrated else " (not calibrated)")
         )
     lines += [
-        f"  Prefill {e.prefill_s * 1e3:.0f} ms per request, interleaved with decode (chunked "
-        f"prefill): {e.prefill_hidden:.0%} hidden in memory-bound steps",
+        f"  Prefill {e.prefill_s * 1e3:,.0f} ms/request; chunked prefill hides "
+        f"{e.prefill_hidden:.0%} in memory-bound steps",
         f"  TPOT {e.tpot_s * 1e3:.1f} ms (step + others' prefill chunks), TTFT {e.ttft_s:.2f} s "
-        "(idle); "
-        f"{e.output_tps:,.0f} output tok/s = ${mtok:.2f}/Mtok at ${plan.usd_per_hour:,.2f}/h",
+        "(idle)",
+        f"  {e.output_tps:,.0f} output tok/s = ${mtok:.2f}/Mtok at ${plan.usd_per_hour:,.2f}/h",
     ]
     if e.band_info is not None:
         b = e.band_info
         lines.append(
-            f"  band {lo:,.0f}-{hi:,.0f} tok/s (x/÷ {1 + e.band:.2f}, {b.regime} regime"
+            f"  band {lo:,.0f}-{hi:,.0f} tok/s (x/÷ {1 + e.band:.2f}, {b.regime}"
             + (", THIN DATA" if b.thin else "")
             + f"): {b.basis}"
         )

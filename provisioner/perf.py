@@ -195,7 +195,7 @@ def decode_stage(
     lo, hi = sw.layers
     bw = gpu.hbm_tbps * 1e12 * cal.hbm_eff
     tf = compute_tflops(gpu, scheme) * 1e12 * cal.gemm_eff
-    frac, per_expert, k = 1.0, float(b), 1
+    frac, per_expert, k = 1.0, 0.0, 1
     if spec.moe is not None and sw.moe_layers:
         e, k = spec.moe.n_routed_experts, spec.moe.experts_per_tok
         frac = 1 - (1 - k / e) ** b  # share of experts touched by b tokens

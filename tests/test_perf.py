@@ -367,3 +367,29 @@ def test_band_says_thin_data_where_there_are_no_runs() -> None:
     )
     lo, hi = est.interval(100.0)
     assert lo == pytest.approx(100 / (1 + est.band)) and hi == pytest.approx(100 * (1 + est.band))
+
+
+def test_explain_prints_every_term_and_they_add_up() -> None:
+    from provisioner.explain import perf_lines
+
+    rows = [
+        ",".join(COLUMNS),
+        "nebius,eu-north1,,h200x8,H200-SXM,8,141,128,1600,nvlink,infiniband,,14.00,2026-05-01,",
+    ]
+    spec = resolve_model("openai/gpt-oss-120b")
+    req = make_request(model=spec.id, ctx=32768, isl=2000, osl=500, concurrency=5000, top=1)
+    res = plan_quote(req, spec, resolve_quant("auto", spec), list(parse_offers("\n".join(rows))))
+    plan = res.best
+    assert plan is not None and plan.perf is not None
+    e, st = plan.perf, plan.perf.stage
+    text = "\n".join(perf_lines(plan))
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    for term in ("memory", "compute", "comm", "floor", "routing", "experts:", "Prefill", "band"):
+        assert term in text
+    assert "max_num_seqs caps the batch" in text  # 5,000 asked, vLLM batches at most 1,024
+    assert e.batch <= 1024
+    # TP1 x PP1: step = max(memory, compute) + comm + floor + routing + overhead
+    if plan.verdict.pp == 1:
+        parts = max(st.memory_s, st.compute_s) + st.comm_s + st.floor_s + st.moe_route_s
+        assert e.step_s == pytest.approx(parts + e.overhead_s + e.handoff_s)
+    assert "bf16" in text  # MXFP4 on Hopper computes in bf16
