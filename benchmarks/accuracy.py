@@ -153,9 +153,8 @@ def _concurrency(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int) -
     scheme = resolve_quant(ref["quant"], spec)
     settings = MemorySettings(max_num_seqs=mns, kv_bytes=kvb)
     tokens = ref["isl"] + ref["osl"]
-    mem = shape_memory(
-        spec, scheme, ref["tp"], ref["pp"], gpu.memory_gb * 1e9 / 2**30, tokens, settings
-    )
+    # gpus.csv's "80 GB" HBM parts are 80 GiB devices (81,920 MiB as nvidia-smi reports them)
+    mem = shape_memory(spec, scheme, ref["tp"], ref["pp"], gpu.memory_gb, tokens, settings)
     fits = max(1, concurrent_requests(spec, mem, tokens, settings))
     return min(prompts, mns, fits), mns
 
@@ -314,7 +313,7 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: float) -> None:
     node[path[-1]] = round(value, 3)
 
 
-def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 2) -> dict[str, Any]:
+def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) -> dict[str, Any]:
     data = json.loads(DATA.read_text())
     data["software"].update(copy.deepcopy(START))
     for row in data["families"].values():
