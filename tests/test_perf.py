@@ -393,3 +393,48 @@ def test_explain_prints_every_term_and_they_add_up() -> None:
         parts = max(st.memory_s, st.compute_s) + st.comm_s + st.floor_s + st.moe_route_s
         assert e.step_s == pytest.approx(parts + e.overhead_s + e.handoff_s)
     assert "bf16" in text  # MXFP4 on Hopper computes in bf16
+
+
+def _accuracy_module():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "accuracy.py"
+    spec = importlib.util.spec_from_file_location("prov_accuracy", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_accuracy_harness_says_what_it_does_not_model() -> None:
+    acc = _accuracy_module()
+    row = {
+        "id": "X",
+        "model": "meta-llama/Llama-3.1-8B",
+        "quant": "bf16",
+        "engine": "vllm",
+        "gpu": "H100-SXM",
+        "tp": 1,
+        "pp": 1,
+        "isl": 258,
+        "osl": 348,
+        "concurrency": 100,
+        "num_prompts": 100,
+        "metric": "output_tps",
+        "value": 5000.0,
+        "notes": "100 ShareGPT requests at once",
+    }
+    # a variable-length burst's throughput is set by its longest requests: not modelled
+    assert "ShareGPT" in (acc.not_modelled(row) or "")
+    # its single-request TPOT does not depend on the length mix: modelled
+    assert acc.not_modelled({**row, "metric": "tpot_ms", "concurrency": 1}) is None
+    # TTFT under load is queueing; only the idle (concurrency 1) TTFT is predicted
+    assert "queueing" in (acc.not_modelled({**row, "metric": "ttft_ms", "notes": ""}) or "")
+    assert acc.not_modelled({**row, "quant": "mxfp8"}) is not None
+    # all 100 requests start together: nothing decodes while their prefills run
+    assert acc._one_wave(row, 100) and not acc._one_wave({**row, "num_prompts": 1000}, 100)
+    # vLLM's default batch cap: 1024 on >= 70 GiB GPUs other than A100, else 256
+    specs = gpu_specs()
+    assert acc.default_max_num_seqs("vllm", specs["H100-SXM"]) == 1024
+    assert acc.default_max_num_seqs("vllm", specs["A100-80GB-SXM"]) == 256
+    assert acc.default_max_num_seqs("vllm", specs["L40S"]) == 256
