@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from provisioner.errors import UsageError
 from provisioner.models import QUANTIZABLE_KINDS, ModelSpec, WeightGroup
+from provisioner.vllm_rules import VllmRules
 
 Engine = Literal["vllm", "llama.cpp"]
 
@@ -306,3 +307,31 @@ def kv_bytes(kv_dtype: str, spec: ModelSpec) -> int:
             return 1
         return 2
     return 2
+
+
+def _round_up(x: int, n: int) -> int:
+    return -(-x // n) * n
+
+
+def expert_padding(
+    spec: ModelSpec, scheme: QuantScheme, tp: int, sm: int | None, rules: VllmRules
+) -> float:
+    """Factor on the routed experts' bytes from the padding of vLLM's mxfp4 MoE kernel path.
+
+    vLLM allocates the gpt-oss experts at padded sizes that depend on the backend it picks by
+    GPU (vllm/model_executor/layers/quantization/mxfp4.py, create_weights): Marlin (below SM90,
+    and on SM90 before triton_kernels was bundled in v0.11) pads the per-rank intermediate to
+    a multiple of 128 and hidden to 256; SM100 FlashInfer pads both to 256; SM90 triton pads
+    the intermediate to 64. gpt-oss's 2880 x 2880 experts grow 9% under Marlin, 14% on SM100.
+    """
+    if scheme.name != "mxfp4" or spec.moe is None or sm is None:
+        return 1.0
+    h, inter = spec.hidden_size, spec.moe.moe_intermediate_size
+    part = max(1, inter // tp)
+    if sm >= 100:
+        hp, ip = _round_up(h, 256), _round_up(part, 256)
+    elif sm >= 90 and rules.triton_mxfp4_on_hopper:
+        hp, ip = h, _round_up(part, 64)
+    else:
+        hp, ip = _round_up(h, 256), _round_up(part, 128)
+    return (hp * ip) / (h * part)
