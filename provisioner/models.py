@@ -157,9 +157,15 @@ def _req(cfg: Mapping[str, Any], key: str, model_id: str) -> Any:
     return int(value)
 
 
-def _opt(cfg: Mapping[str, Any], key: str, default: int) -> int:
+def _opt(cfg: Mapping[str, Any], key: str, default: int, model_id: str = "") -> int:
     value = cfg.get(key)
-    return default if value is None else int(value)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ConfigError(f"config.json of {model_id}: '{key}' must be an integer, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"config.json of {model_id}: '{key}' must not be negative, got {value!r}")
+    return int(value)
 
 
 def _text_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -175,27 +181,101 @@ def _text_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
     return cfg
 
 
+# model_type -> family. Only these are modelled; anything else is refused (exit 2) rather than
+# guessed: a hybrid SSM/linear-attention model read as "dense" is off by 10x or more.
+FAMILIES: dict[str, str] = {
+    "llama": "dense",
+    "mistral": "dense",
+    "qwen2": "dense",
+    "qwen3": "dense",
+    "deepseek_v3": "deepseek_v3",
+    "deepseek_v2": "deepseek_v3",
+    "kimi_k2": "deepseek_v3",
+    "kimi_k25": "deepseek_v3",
+    "llama4": "llama4",
+    "llama4_text": "llama4",
+    "gpt_oss": "gpt_oss",
+    "glm4_moe": "glm4_moe",
+    "mixtral": "mixtral",
+    "qwen3_moe": "qwen_moe",
+    "qwen2_moe": "qwen_moe",
+}
+# Families vLLM runs that prov knows it cannot model yet (hybrid attention / SSM / sparse MLA).
+KNOWN_UNSUPPORTED: dict[str, str] = {
+    "qwen3_next": "Qwen3-Next (hybrid Gated-DeltaNet + attention)",
+    "jamba": "Jamba (hybrid Mamba + attention)",
+    "kimi_linear": "Kimi-Linear (hybrid KDA linear attention + MLA)",
+    "deepseek_v32": "DeepSeek-V3.2 (MLA with a sparse indexer cache)",
+    "minimax_m2": "MiniMax-M2",
+    "falcon_h1": "Falcon-H1 (hybrid Mamba)",
+    "nemotron_h": "Nemotron-H (hybrid Mamba)",
+    "granitemoehybrid": "Granite 4 hybrid (Mamba)",
+    "mamba": "Mamba (SSM)",
+    "mamba2": "Mamba2 (SSM)",
+}
+SUPPORTED_FAMILIES = (
+    "llama/mistral/qwen2/qwen3 (dense GQA), qwen2_moe/qwen3_moe, mixtral, deepseek_v2/v3 and "
+    "kimi_k2 (MLA MoE), gpt_oss, llama4, glm4_moe"
+)
+
+# Bounds that keep the work of one estimate small and reject impossible configs.
+MAX_LAYERS = 4096
+MAX_DIM = 1 << 20  # hidden / intermediate / vocab / context upper bound
+MAX_EXPERTS = 8192
+
+
 def _family(cfg: Mapping[str, Any]) -> str:
     mt = str(cfg.get("model_type", "")).lower()
-    archs = " ".join(cfg.get("architectures") or []).lower()
-    if "kv_lora_rank" in cfg or mt in {"deepseek_v3", "deepseek_v2", "kimi_k2", "kimi_k25"}:
+    if mt in FAMILIES:
+        return FAMILIES[mt]
+    if mt in KNOWN_UNSUPPORTED:
+        raise ConfigError(
+            f"model_type {mt!r} is {KNOWN_UNSUPPORTED[mt]}, which prov cannot model yet; "
+            f"supported families: {SUPPORTED_FAMILIES}"
+        )
+    if not mt and "kv_lora_rank" in cfg:
         return "deepseek_v3"
-    if mt.startswith("llama4"):
-        return "llama4"
-    if mt == "gpt_oss":
-        return "gpt_oss"
-    if mt in {"glm4_moe"}:
-        return "glm4_moe"
-    if mt == "mixtral":
-        return "mixtral"
-    if mt in {"qwen3_moe", "qwen2_moe"}:
-        return "qwen_moe"
-    if mt in {"llama", "qwen2", "qwen3", "mistral"} or "forcausallm" in archs:
-        return "dense"
+    archs = ", ".join(str(a) for a in cfg.get("architectures") or []) or "none"
     raise ConfigError(
-        f"unsupported model_type {mt!r}: prov knows llama/qwen (dense and MoE), deepseek_v3/kimi, "
-        "mixtral, gpt_oss, llama4 and glm4_moe"
+        f"unsupported model_type {mt or '(missing)'!r} (architectures: {archs}); "
+        f"supported families: {SUPPORTED_FAMILIES}"
     )
+
+
+def _check_bounds(cfg: Mapping[str, Any], model_id: str) -> None:
+    """Impossible or absurd values exit 2 before any per-layer work is done."""
+    for key, hi in (
+        ("num_hidden_layers", MAX_LAYERS),
+        ("hidden_size", MAX_DIM),
+        ("intermediate_size", MAX_DIM),
+        ("moe_intermediate_size", MAX_DIM),
+        ("vocab_size", 4 * MAX_DIM),
+        ("num_attention_heads", 16384),
+        ("num_key_value_heads", 16384),
+        ("head_dim", 16384),
+        ("n_routed_experts", MAX_EXPERTS),
+        ("num_experts", MAX_EXPERTS),
+        ("num_local_experts", MAX_EXPERTS),
+        ("max_position_embeddings", 1 << 27),
+    ):
+        v = cfg.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > hi:
+            raise ConfigError(
+                f"config.json of {model_id}: '{key}' = {v:,} is beyond what any model has "
+                f"(at most {hi:,}); check the file"
+            )
+
+
+def _moe(
+    n_exp: int, topk: int, inter: int, shared: int, layers: tuple[int, ...], model_id: str
+) -> MoeDims:
+    if topk > n_exp:
+        raise ConfigError(
+            f"config.json of {model_id}: {topk} experts per token but only {n_exp} experts"
+        )
+    if inter < 1:
+        raise ConfigError(f"config.json of {model_id}: the expert width must be positive")
+    return MoeDims(n_exp, topk, inter, shared, layers)
 
 
 class _Builder:
@@ -295,16 +375,24 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
         raise ConfigError(f"config.json of {model_id} is not a JSON object")
     cfg = _text_config(config)
     family = _family(cfg)
+    _check_bounds(cfg, model_id)
     h = _req(cfg, "hidden_size", model_id)
     n_layers = _req(cfg, "num_hidden_layers", model_id)
     vocab = _req(cfg, "vocab_size", model_id)
     nh = _req(cfg, "num_attention_heads", model_id)
-    nkv = _opt(cfg, "num_key_value_heads", nh)
-    hd = _opt(cfg, "head_dim", h // nh)
+    nkv = _opt(cfg, "num_key_value_heads", nh, model_id)
+    hd = _opt(cfg, "head_dim", h // nh, model_id)
+    if nkv < 1 or nh % nkv:
+        raise ConfigError(
+            f"config.json of {model_id}: num_key_value_heads = {nkv} must be >= 1 and divide "
+            f"num_attention_heads = {nh}"
+        )
+    if hd < 1:
+        raise ConfigError(f"config.json of {model_id}: head_dim must be positive, got {hd}")
     max_pos = _req(cfg, "max_position_embeddings", model_id)
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     tied = bool(cfg.get("tie_word_embeddings", False))
-    inter = _opt(cfg, "intermediate_size", 0)
+    inter = _opt(cfg, "intermediate_size", 0, model_id)
     b = _Builder()
     b.add("embed", None, vocab * h, "model.embed_tokens")
     mla: MlaDims | None = None
@@ -318,17 +406,16 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
         rope = _req(cfg, "qk_rope_head_dim", model_id)
         nope = _req(cfg, "qk_nope_head_dim", model_id)
         vdim = _req(cfg, "v_head_dim", model_id)
-        q_lora = cfg.get("q_lora_rank")
-        q_lora = int(q_lora) if q_lora else None
+        q_lora = _opt(cfg, "q_lora_rank", 0, model_id) or None
         mla = MlaDims(kv_lora, rope, nope, vdim, q_lora)
         n_exp = _req(cfg, "n_routed_experts", model_id)
         topk = _req(cfg, "num_experts_per_tok", model_id)
         moe_inter = _req(cfg, "moe_intermediate_size", model_id)
-        n_shared = _opt(cfg, "n_shared_experts", 0)
-        first_dense = _opt(cfg, "first_k_dense_replace", 0)
-        freq = _opt(cfg, "moe_layer_freq", 1)
+        n_shared = _opt(cfg, "n_shared_experts", 0, model_id)
+        first_dense = _opt(cfg, "first_k_dense_replace", 0, model_id)
+        freq = max(1, _opt(cfg, "moe_layer_freq", 1, model_id))
         moe_layers = tuple(i for i in range(n_layers) if i >= first_dense and i % freq == 0)
-        moe = MoeDims(n_exp, topk, moe_inter, n_shared, moe_layers)
+        moe = _moe(n_exp, topk, moe_inter, n_shared, moe_layers, model_id)
         hd = nope + rope
         for i in range(n_layers):
             pre = f"model.layers.{i}"
@@ -352,7 +439,7 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
                 inter,
                 (n_exp, moe_inter, n_shared * moe_inter, router) if i in moe_layers else None,
             )
-        if _opt(cfg, "num_nextn_predict_layers", 0):
+        if _opt(cfg, "num_nextn_predict_layers", 0, model_id):
             notes.append(
                 "MTP (next-token prediction) layer not counted: vLLM loads it only for "
                 "speculative decoding"
@@ -372,23 +459,24 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
             n_shared = 0
         elif family == "glm4_moe":
             moe_inter = _req(cfg, "moe_intermediate_size", model_id)
-            first_dense = _opt(cfg, "first_k_dense_replace", 0)
+            first_dense = _opt(cfg, "first_k_dense_replace", 0, model_id)
             moe_layers = tuple(range(first_dense, n_layers))
-            n_shared = _opt(cfg, "n_shared_experts", 0)
+            n_shared = _opt(cfg, "n_shared_experts", 0, model_id)
         else:
             moe_inter = _req(cfg, "moe_intermediate_size", model_id)
-            step = _opt(cfg, "decoder_sparse_step", 1)
-            mlp_only = set(cfg.get("mlp_only_layers") or [])
+            step = max(1, _opt(cfg, "decoder_sparse_step", 1, model_id))
+            raw_only = cfg.get("mlp_only_layers") or []
+            mlp_only = set(raw_only) if isinstance(raw_only, list) else set()
             moe_layers = tuple(
                 i for i in range(n_layers) if i not in mlp_only and (i + 1) % step == 0
             )
             n_shared = 0
             if cfg.get("shared_expert_intermediate_size"):  # qwen2_moe
                 n_shared = 1
-        moe = MoeDims(n_exp, topk, moe_inter, n_shared, moe_layers)
+        moe = _moe(n_exp, topk, moe_inter, n_shared, moe_layers, model_id)
         bias = bool(cfg.get("attention_bias", family == "glm4_moe"))
         qk_norm = family == "qwen_moe" or bool(cfg.get("use_qk_norm", False))
-        shared_inter = _opt(cfg, "shared_expert_intermediate_size", moe_inter)
+        shared_inter = _opt(cfg, "shared_expert_intermediate_size", moe_inter, model_id)
         for i in range(n_layers):
             pre = f"model.layers.{i}"
             _gqa_attention(b, i, h, nh, nkv, hd, bias, qk_norm)
@@ -402,15 +490,16 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
                 inter,
                 (n_exp, moe_inter, n_shared * shared_inter, router) if i in moe_layers else None,
             )
-        if family == "glm4_moe" and _opt(cfg, "num_nextn_predict_layers", 0):
+        if family == "glm4_moe" and _opt(cfg, "num_nextn_predict_layers", 0, model_id):
             notes.append("MTP layer not counted: vLLM loads it only for speculative decoding")
     elif family == "gpt_oss":
         n_exp = _req(cfg, "num_local_experts", model_id)
         topk = _req(cfg, "num_experts_per_tok", model_id)
         moe_inter = inter
-        moe = MoeDims(n_exp, topk, moe_inter, 0, tuple(range(n_layers)))
-        layer_types = cfg.get("layer_types") or []
-        window = _opt(cfg, "sliding_window", 0)
+        moe = _moe(n_exp, topk, moe_inter, 0, tuple(range(n_layers)), model_id)
+        layer_types = cfg.get("layer_types")
+        layer_types = layer_types if isinstance(layer_types, list) else []
+        window = _opt(cfg, "sliding_window", 0, model_id)
         for i in range(n_layers):
             pre = f"model.layers.{i}"
             if i < len(layer_types) and layer_types[i] == "sliding_attention" and window:
@@ -429,16 +518,17 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
     elif family == "llama4":
         n_exp = _req(cfg, "num_local_experts", model_id)
         topk = _req(cfg, "num_experts_per_tok", model_id)
-        step = _opt(cfg, "interleave_moe_layer_step", 1)
+        step = max(1, _opt(cfg, "interleave_moe_layer_step", 1, model_id))
         moe_layers = tuple(range(step - 1, n_layers, step))
-        moe = MoeDims(n_exp, topk, inter, 1, moe_layers)
-        dense_inter = _opt(cfg, "intermediate_size_mlp", inter)
-        chunk = _opt(cfg, "attention_chunk_size", 0)
+        moe = _moe(n_exp, topk, inter, 1, moe_layers, model_id)
+        dense_inter = _opt(cfg, "intermediate_size_mlp", inter, model_id)
+        chunk = _opt(cfg, "attention_chunk_size", 0, model_id)
         no_rope = cfg.get("no_rope_layers")
         for i in range(n_layers):
             pre = f"model.language_model.layers.{i}"
             # chunked local attention on RoPE layers; every 4th layer (NoPE) is global
-            is_global = bool(no_rope[i] == 0) if no_rope else (i + 1) % 4 == 0
+            has_flag = isinstance(no_rope, list) and i < len(no_rope)
+            is_global = bool(no_rope[i] == 0) if has_flag else (i + 1) % 4 == 0
             if chunk and not is_global:
                 windows[i] = chunk
             _gqa_attention(b, i, h, nh, nkv, hd, bool(cfg.get("attention_bias")), False)
@@ -455,7 +545,7 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
             inter = _req(cfg, "intermediate_size", model_id)
         bias = bool(cfg.get("attention_bias", str(cfg.get("model_type")) == "qwen2"))
         qk_norm = str(cfg.get("model_type")) == "qwen3"
-        window = _opt(cfg, "sliding_window", 0) if cfg.get("use_sliding_window") else 0
+        window = _opt(cfg, "sliding_window", 0, model_id) if cfg.get("use_sliding_window") else 0
         for i in range(n_layers):
             if window:
                 windows[i] = window
