@@ -22,6 +22,7 @@ class GpuSpec:
     interconnect: str
     intra_node_gbps: float | None  # per GPU, both directions
     sm: int | None  # CUDA compute capability x 10; None for AMD
+    memory_mib_cloud: float | None = None  # what clouds' APIs state (e.g. AWS GpuInfo)
     cuda_total_gib: float | None = None  # what torch.cuda.mem_get_info reports as total
     cuda_total_source: str = ""
 
@@ -55,6 +56,7 @@ def gpu_specs() -> dict[str, GpuSpec]:
             interconnect=row["intra_node_interconnect"],
             intra_node_gbps=_num(row["intra_node_GBps_per_gpu_bidir"]),
             sm=int(sm) if sm is not None else None,
+            memory_mib_cloud=_num(row.get("memory_MiB_cloud_reported") or ""),
             cuda_total_gib=_num(row.get("cuda_total_GiB") or ""),
             cuda_total_source=row.get("cuda_total_source") or "",
         )
@@ -90,5 +92,7 @@ def cuda_memory_gib(gpu: str, stated_gib: float | None = None) -> float:
     spec = gpu_specs().get(gpu)
     if spec is not None and spec.cuda_total_gib:
         return spec.cuda_total_gib
-    base = stated_gib if stated_gib else (spec.memory_gb if spec is not None else 0.0)
+    base = stated_gib or 0.0
+    if not base and spec is not None:
+        base = spec.memory_mib_cloud / 1024 if spec.memory_mib_cloud else spec.memory_gb
     return round(base * _CUDA_SHARE, 2)

@@ -34,15 +34,15 @@ class Calibration:
     benchmarks/memory_logs/cases.json; the other cases check them (docs/vllm-rules.md s10).
     """
 
-    sampler_bytes_per_logit: float = 20.0  # profile-run sampler: fp32 logits, sort, softmax
     forward_scale: float = 1.0  # multiplier on the forward pass's live buffers
-    non_torch_single: float = 0.25  # cuBLAS / attention workspaces on one GPU
-    non_torch_multi: float = 0.6  # + custom all-reduce and NCCL work buffers with TP/PP > 1
-    nccl_init_nvlink: float = 3.5  # NCCL start-up buffers (NVSwitch); in budget before v0.11
-    nccl_init_pcie: float = 0.7  # PCIe rings allocate far less (no NVLS buffers)
+    non_torch_single: float = 0.07  # cuBLAS / attention workspaces (logged 0.06-0.07 GiB)
+    non_torch_pcie: float = 0.2  # TP/PP > 1 over PCIe (logged 0.17-0.21 GiB, TP8 L40S)
+    non_torch_nvlink: float = 1.3  # TP > 1 over NVLink: custom all-reduce (logged 1.38, 2xH200)
+    nccl_nvlink: float = 4.5  # NCCL start-up buffers on NVSwitch (PR #25359), in the headroom
+    nccl_pcie: float = 0.7  # PCIe rings allocate far less (no NVLS buffers)
     cuda_context: float = 0.5  # taken before the baseline snapshot, outside the budget
-    cuda_graphs_small: float = 0.35  # <= 20B params; subtracted from the budget from v0.21
-    cuda_graphs_large: float = 1.0
+    cuda_graphs_small: float = 0.5  # <= 20B params (logged estimates 0.48-0.52 GiB)
+    cuda_graphs_large: float = 1.5
 
 
 CALIBRATION = Calibration()
@@ -211,7 +211,7 @@ def sampler_peak(spec: ModelSpec, s: MemorySettings) -> float:
     vocab-size logits, gathered in full on every TP rank, as fp32 plus the sort/softmax copies
     of top-k/top-p (gpu_model_runner._dummy_sampler_run)."""
     rows = min(s.max_num_seqs, s.max_num_batched_tokens)
-    return rows * spec.vocab_size * s.calibration.sampler_bytes_per_logit
+    return rows * spec.vocab_size * s.vllm.sampler_bytes_per_logit
 
 
 def activation_peak(spec: ModelSpec, tp: int, s: MemorySettings, last_stage: bool) -> float:
@@ -273,11 +273,13 @@ def shape_memory(
     device = device_gib * GIB
     budget = settings.gpu_memory_utilization * device
     multi = tp * pp > 1
-    nccl = ((cal.nccl_init_nvlink if nvlink else cal.nccl_init_pcie) * GIB) if multi else 0.0
-    non_torch = (cal.non_torch_multi if multi else cal.non_torch_single) * GIB
+    nccl = ((cal.nccl_nvlink if nvlink else cal.nccl_pcie) * GIB) if multi else 0.0
+    if not multi:
+        non_torch = cal.non_torch_single * GIB
+    else:  # measured inside the budget (with NCCL's before v0.11: the logged 1.38 GiB)
+        non_torch = (cal.non_torch_nvlink if nvlink else cal.non_torch_pcie) * GIB
     if rules.nccl_in_budget:
-        non_torch += nccl
-        nccl = 0.0
+        nccl = 0.0  # already inside the measured non-torch figure
     graphs = cuda_graph_bytes(spec, settings)
     in_budget = rules.cudagraph_in_budget
     outside = cal.cuda_context * GIB + nccl + (0.0 if in_budget else graphs)

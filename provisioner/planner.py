@@ -171,9 +171,12 @@ def _divisors_desc(n: int) -> list[int]:
 
 
 def shape_rule_violation(
-    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int
+    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int, ep: bool = False
 ) -> str | None:
-    """vLLM's start-up checks on a parallel layout, as one reason or None."""
+    """vLLM's start-up checks on a parallel layout, as one reason or None.
+
+    With expert parallelism (ep) whole experts sit on each rank, so the per-rank expert-width
+    rules (fp8 block, Marlin MoE) do not apply."""
     if spec.num_heads % tp:
         return f"TP{tp} does not divide the {spec.num_heads} attention heads"
     if spec.mla is None:
@@ -189,7 +192,7 @@ def shape_rule_violation(
             return f"DCP{dcp} does not divide TP{tp}"
         if spec.mla is None and dcp > max(1, tp // spec.num_kv_heads):
             return f"DCP{dcp} exceeds TP/KV-heads ({tp}/{spec.num_kv_heads}) for GQA"
-    if spec.moe is not None and scheme.engine == "vllm" and scheme.bits < 16:
+    if spec.moe is not None and not ep and scheme.engine == "vllm" and scheme.bits < 16:
         inter = spec.moe.moe_intermediate_size
         if inter % tp:
             return f"TP{tp} does not divide the expert width {inter}"

@@ -36,7 +36,10 @@ class VllmRules:
     max_num_batched_tokens_huge: int = 16384
     nccl_in_budget: bool = True  # baseline snapshot taken before NCCL init (so NCCL counts)
     cudagraph_in_budget: bool = False  # CUDA-graph memory estimated and subtracted
-    triton_mxfp4_on_hopper: bool = False  # gpt-oss MoE on SM90 via triton_kernels (no padding)
+    triton_mxfp4_on_hopper: bool = False  # gpt-oss MoE on SM90 via triton_kernels
+    # Bytes per (row x vocab) logit of the profile run's sampler warm-up: fp32 logits plus the
+    # sort / softmax / mask copies of top-k/top-p. Fitted per version range (see CHANGES).
+    sampler_bytes_per_logit: float = 38.0
 
     @property
     def label(self) -> str:
@@ -71,7 +74,7 @@ CHANGES: tuple[Change, ...] = (
         (0, 10, 0),
         "the profile run samples max_num_seqs rows of vocab-size fp32 logits (sampler warm-up) "
         "and counts the NCCL start-up buffers as non-torch memory inside the budget",
-        (("nccl_in_budget", True),),
+        (("nccl_in_budget", True), ("sampler_bytes_per_logit", 38.0)),
         "vllm/v1/worker/gpu_model_runner.py profile_run/_dummy_sampler_run; "
         "vllm/v1/worker/gpu_worker.py init_device (snapshot before init_distributed) @v0.10.0",
     ),
@@ -83,18 +86,21 @@ CHANGES: tuple[Change, ...] = (
         "vllm/v1/worker/gpu_worker.py init_device @v0.11.0 (PR #25359)",
     ),
     Change(
-        (0, 11, 0),
-        "gpt-oss mxfp4 MoE on Hopper through the bundled triton_kernels (no Marlin padding)",
-        (("triton_mxfp4_on_hopper", True),),
-        "vllm/model_executor/layers/quantization/mxfp4.py get_mxfp4_backend @v0.11.0",
+        (0, 12, 0),
+        "gpt-oss mxfp4 MoE on Hopper through triton_kernels (hidden padded to 256 only) instead "
+        "of Marlin; sampler warm-up ~23 B per logit (38 before)",
+        (("triton_mxfp4_on_hopper", True), ("sampler_bytes_per_logit", 23.0)),
+        "vllm/model_executor/layers/quantization/mxfp4.py get_mxfp4_backend ('Using Triton "
+        "backend' in v0.14.1 logs; v0.11.0 logs show Marlin sizes; first release not confirmed)",
     ),
     Change(
         (0, 21, 0),
         "CUDA-graph memory profiled and subtracted from the KV budget by default "
         "(VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1)",
-        (("cudagraph_in_budget", True),),
+        (("cudagraph_in_budget", True), ("sampler_bytes_per_logit", 12.0)),
         "vllm/v1/worker/gpu_worker.py determine_available_memory @v0.21.0 (PR #30515; log: "
-        "'CUDA graph memory profiling is enabled (default since v0.21.0)')",
+        "'CUDA graph memory profiling is enabled (default since v0.21.0)'; PR #45197 to turn "
+        "it off again was closed unmerged)",
     ),
     Change(
         (0, 30, 0),
