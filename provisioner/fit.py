@@ -130,7 +130,17 @@ def evaluate(r: FitRequest) -> FitResult:
         sm=gpu.sm if gpu is not None else None,
         rules=r.rules,
     )
+    if settings.max_num_batched_tokens < settings.max_num_seqs:
+        raise UsageError(
+            f"max_num_batched_tokens ({settings.max_num_batched_tokens}) is smaller than "
+            f"max_num_seqs ({settings.max_num_seqs}); vLLM refuses that (SchedulerConfig)"
+        )
     notes: list[str] = list(r.spec.notes) + list(r.scheme.notes)
+    if r.device_gib is None and gpu is not None and not gpu.cuda_total_gib:
+        notes.append(
+            f"{gpu.name}: no logged CUDA total in the GPU table; {device:.2f} GiB is an estimate "
+            "(pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"
+        )
     if r.ctx > r.spec.max_position_embeddings:
         raise UsageError(
             f"--ctx {r.ctx} exceeds the model's max_position_embeddings "
@@ -185,6 +195,6 @@ def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int) -> tuple[bool, str]:
             "GPU memory utilization', or out of memory in graph capture); lower it"
         )
     return True, (
-        f"fits: {mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
+        f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
         "requests at once"
     )
