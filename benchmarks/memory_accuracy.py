@@ -174,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"rows": rows, "skipped": skipped, "summary": s}, indent=2))
         return 0
-    print(f"{'id':4} {'set':5} {'vLLM':8} {'model':30} {'gpu':9} {'shape':7} {'weights':>8} "
-          f"{'KV':>7} {'basis':6} verdict")
+    print(
+        f"{'id':4} {'set':5} {'vLLM':8} {'model':30} {'gpu':9} {'shape':7} {'weights':>8} "
+        f"{'KV':>7} {'basis':6} verdict"
+    )
     for r in rows:
         version = r["version"] or (f"~{r['version_inferred']}" if r["version_inferred"] else "?")
         verdict = ("ok" if r["predicted_fits"] != r["logged_failure"] else "WRONG") + (
@@ -189,16 +191,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{_fmt(r['kv_err_pct']):>7} {r['kv_basis'] or '':6} {verdict}"
         )
     print(f"\nskipped {len(skipped)}: " + "; ".join(f"{x['id']} {x['why']}" for x in skipped))
-    for key, label in (("kv_all", "KV, vLLM >= 0.10, all"), ("kv_check", "KV, check set"),
-                       ("kv_fit", "KV, fit set"),
-                       ("kv_with_inferred_versions", "KV, + inferred versions"),
-                       ("weights_all", "weights, all")):
+    for key, label in (
+        ("kv_all", "KV, vLLM >= 0.10, all"),
+        ("kv_check", "KV, check set"),
+        ("kv_fit", "KV, fit set"),
+        ("kv_with_inferred_versions", "KV, + inferred versions"),
+        ("weights_all", "weights, all"),
+    ):
         st = s[key]
         if st["n"]:
-            print(f"{label:24} n={st['n']:2}  median |err| {st['median_abs_pct']:.1f}%  "
-                  f"worst {st['worst_abs_pct']:.1f}%")
-    print(f"logged start-up failures predicted 'does not fit': {s['failures_predicted']}/"
-          f"{s['failures_logged']}")
+            print(
+                f"{label:24} n={st['n']:2}  median |err| {st['median_abs_pct']:.1f}%  "
+                f"worst {st['worst_abs_pct']:.1f}%"
+            )
+    print(
+        f"logged start-up failures predicted 'does not fit': {s['failures_predicted']}/"
+        f"{s['failures_logged']}"
+    )
     return 0
 
 

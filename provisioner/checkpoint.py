@@ -8,6 +8,7 @@ config parser builds, so the memory model keeps its sharding rules but uses exac
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import struct
@@ -22,8 +23,22 @@ _LAYER = re.compile(r"layers\.(\d+)\.")
 _MAX_HEADER = 100 * 1024 * 1024
 # Bytes per element of safetensors dtypes (sub-byte and unknown dtypes skip the shape check).
 _DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
-    "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1,
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I16": 2,
+    "U16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
 }
 # Snapshot total vs the config's estimate: beyond WARN a loud note, beyond FAIL exit 2.
 WARN_OFF = 0.03
@@ -83,7 +98,7 @@ def _check_offsets(path: Path, header: dict[str, object], data_size: int) -> Non
                 )
         spans.append((begin, end, name))
     spans.sort()
-    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
+    for (_b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
         if b1 < e0:
             raise ConfigError(f"{path}: tensors {n0!r} and {n1!r} overlap")
 

@@ -284,9 +284,7 @@ def shape_memory(
     in_budget = rules.cudagraph_in_budget
     outside = cal.cuda_context * GIB + nccl + (0.0 if in_budget else graphs)
 
-    per_layer, first, last = (placer or WeightPlacer(spec, scheme)).layout(
-        tp, settings.sm, rules
-    )
+    per_layer, first, last = (placer or WeightPlacer(spec, scheme)).layout(tp, settings.sm, rules)
     bounds = pp_partition(spec.num_layers, pp)
     stages: list[StageMemory] = []
     req: list[float] = []

@@ -154,6 +154,8 @@ def _req(cfg: Mapping[str, Any], key: str, model_id: str) -> Any:
         raise ConfigError(f"config.json of {model_id}: '{key}' must be a number, got {value!r}")
     if value <= 0:
         raise ConfigError(f"config.json of {model_id}: '{key}' must be positive, got {value!r}")
+    if value != int(value):
+        raise ConfigError(f"config.json of {model_id}: '{key}' must be an integer, got {value!r}")
     return int(value)
 
 
@@ -523,12 +525,12 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
         moe = _moe(n_exp, topk, inter, 1, moe_layers, model_id)
         dense_inter = _opt(cfg, "intermediate_size_mlp", inter, model_id)
         chunk = _opt(cfg, "attention_chunk_size", 0, model_id)
-        no_rope = cfg.get("no_rope_layers")
+        raw_flags = cfg.get("no_rope_layers")
+        no_rope: list[Any] = raw_flags if isinstance(raw_flags, list) else []
         for i in range(n_layers):
             pre = f"model.language_model.layers.{i}"
             # chunked local attention on RoPE layers; every 4th layer (NoPE) is global
-            has_flag = isinstance(no_rope, list) and i < len(no_rope)
-            is_global = bool(no_rope[i] == 0) if has_flag else (i + 1) % 4 == 0
+            is_global = bool(no_rope[i] == 0) if i < len(no_rope) else (i + 1) % 4 == 0
             if chunk and not is_global:
                 windows[i] = chunk
             _gqa_attention(b, i, h, nh, nkv, hd, bool(cfg.get("attention_bias")), False)

@@ -93,3 +93,19 @@ def test_kv_dtype(kimi_thinking: ModelSpec) -> None:
     assert kv_bytes("fp8", kimi_thinking) == 1
     with pytest.raises(UsageError):
         kv_bytes("int4", kimi_thinking)
+
+
+def test_gpt_oss_mxfp4_padding_follows_the_kernel_path() -> None:
+    from provisioner.quant import expert_padding
+    from provisioner.vllm_rules import rules_for
+
+    spec = resolve_model("openai/gpt-oss-120b")  # hidden 2880, expert width 2880
+    q = resolve_quant("auto", spec)
+    old, new = rules_for("0.10.1"), rules_for("0.14.1")
+    # Marlin (Ampere/Ada, and Hopper before triton): width -> 2944 (x128), hidden -> 3072 (x256)
+    assert expert_padding(spec, q, 1, 80, new) == pytest.approx(3072 * 2944 / 2880**2)
+    assert expert_padding(spec, q, 1, 90, old) == pytest.approx(3072 * 2944 / 2880**2)
+    # Hopper triton: hidden -> 3072 only; Blackwell FlashInfer: both -> 3072
+    assert expert_padding(spec, q, 1, 90, new) == pytest.approx(3072 / 2880)
+    assert expert_padding(spec, q, 1, 100, new) == pytest.approx(3072**2 / 2880**2)
+    assert expert_padding(spec, resolve_quant("bf16", spec), 1, 90, new) == 1.0
