@@ -190,6 +190,7 @@ FAMILIES: dict[str, str] = {
     "mistral": "dense",
     "qwen2": "dense",
     "qwen3": "dense",
+    "seed_oss": "dense",  # Llama-shaped GQA with q/k/v biases (vLLM SeedOssForCausalLM)
     "deepseek_v3": "deepseek_v3",
     "deepseek_v2": "deepseek_v3",
     "kimi_k2": "deepseek_v3",
@@ -216,7 +217,7 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
     "mamba2": "Mamba2 (SSM)",
 }
 SUPPORTED_FAMILIES = (
-    "llama/mistral/qwen2/qwen3 (dense GQA), qwen2_moe/qwen3_moe, mixtral, deepseek_v2/v3 and "
+    "llama/mistral/qwen2/qwen3/seed_oss (dense GQA), qwen2_moe/qwen3_moe, mixtral, deepseek_v2/v3 and "
     "kimi_k2 (MLA MoE), gpt_oss, llama4, glm4_moe"
 )
 
