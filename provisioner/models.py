@@ -217,8 +217,8 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
     "mamba2": "Mamba2 (SSM)",
 }
 SUPPORTED_FAMILIES = (
-    "llama/mistral/qwen2/qwen3/seed_oss (dense GQA), qwen2_moe/qwen3_moe, mixtral, deepseek_v2/v3 and "
-    "kimi_k2 (MLA MoE), gpt_oss, llama4, glm4_moe"
+    "llama/mistral/qwen2/qwen3/seed_oss (dense GQA), qwen2_moe/qwen3_moe, mixtral, "
+    "deepseek_v2/v3 and kimi_k2 (MLA MoE), gpt_oss, llama4, glm4_moe"
 )
 
 # Bounds that keep the work of one estimate small and reject impossible configs.

@@ -207,3 +207,19 @@ def test_help_documents_every_flag_and_versions() -> None:
 def test_explain_cites_the_rules() -> None:
     code, out = fit("-m", "llama-3.1-8b", "--gpu", "L4", "--ctx", "8k", "--explain")
     assert code == 0 and "source: vllm/" in out and "gpu_worker.py" in out
+
+
+def test_price_shows_the_cheapest_nodes_for_the_shape() -> None:
+    from pricing.offers import current_offers, price_doubt
+
+    code, out = fit("-m", "llama-3.1-8b", "--gpu", "L4", "--ctx", "8k", "--price", "--json")
+    assert code == 0
+    got = json.loads(out)["prices"]
+    l4 = [
+        o
+        for o in current_offers()
+        if o.gpu == "L4" and o.ondemand_usd_per_hour and not price_doubt(o, "on-demand")
+    ]
+    assert got["on-demand"]["usd_per_hour"] == round(min(o.ondemand_usd_per_hour for o in l4), 2)
+    code, out = fit("-m", "llama-3.1-8b", "--gpu-memory-gib", "24", "--price")
+    assert code == 2 and "--price needs --gpu" in out
