@@ -10,8 +10,11 @@ from typing import Any
 
 import typer
 
+from provisioner.vllm_rules import VLLM_VERSION
+
 _VERSION_HELP = (
-    "vLLM release whose memory rules apply (default: the one `prov deploy` runs). Rules by "
+    f"vLLM release whose memory rules apply (default: {VLLM_VERSION}, the one `prov deploy` "
+    "runs). Rules by "
     "version: v0.10 sampler warm-up and NCCL inside the budget; v0.11 NCCL moves to the "
     "headroom; v0.12 gpt-oss on Hopper via triton; v0.21 CUDA graphs estimated inside the "
     "budget; v0.30 utilization default 0.92 (docs/vllm-rules.md)."
@@ -168,7 +171,7 @@ def register(app: typer.Typer) -> None:
         tp: int = typer.Option(1, "--tp", help="--tensor-parallel-size."),
         pp: int = typer.Option(1, "--pp", help="--pipeline-parallel-size (splits the layers)."),
         dcp: int = typer.Option(
-            1, "--dcp", help="--decode-context-parallel-size: shards KV tokens in the TP group."
+            1, "--dcp", help="Decode context parallel size: shards KV tokens in the TP group."
         ),
         enable_expert_parallel: bool = typer.Option(
             False,
@@ -226,7 +229,7 @@ def register(app: typer.Typer) -> None:
         from provisioner.fit import FitRequest, evaluate
         from provisioner.quant import kv_bytes, resolve_quant
         from provisioner.request import parse_tokens
-        from provisioner.vllm_rules import VLLM_VERSION, rules_for
+        from provisioner.vllm_rules import rules_for
 
         for name, value, hi in (("--tp", tp, 1024), ("--pp", pp, 1024), ("--dcp", dcp, 1024)):
             if not 1 <= value <= hi:
