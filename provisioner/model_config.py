@@ -104,7 +104,8 @@ def family_of(cfg: Mapping[str, Any]) -> str:
         )
     if not mt and "kv_lora_rank" in cfg:
         return "deepseek_v3"
-    archs = ", ".join(str(a) for a in cfg.get("architectures") or []) or "none"
+    raw = cfg.get("architectures")
+    archs = ", ".join(str(a) for a in raw) if isinstance(raw, list) and raw else "none"
     raise ConfigError(
         f"unsupported model_type {mt or '(missing)'!r} (architectures: {archs}); "
         f"supported families: {SUPPORTED_FAMILIES}"
