@@ -165,7 +165,7 @@ def _native_scheme(
 ) -> QuantScheme | None:
     if method == "compressed-tensors":
         groups = _qmap(qc, "config_groups")
-        first = next(iter(groups.values()), {}) if groups else {}
+        first: Any = next(iter(groups.values()), {}) if groups else {}
         if not isinstance(first, Mapping):
             raise ConfigError("quantization_config: config_groups entries must be objects")
         weights = _qmap(first, "weights")
