@@ -223,3 +223,13 @@ def test_price_shows_the_cheapest_nodes_for_the_shape() -> None:
     assert got["on-demand"]["usd_per_hour"] == round(min(o.ondemand_usd_per_hour for o in l4), 2)
     code, out = fit("-m", "llama-3.1-8b", "--gpu-memory-gib", "24", "--price")
     assert code == 2 and "--price needs --gpu" in out
+
+
+def test_fit_defaults_to_the_vllm_version_deploy_runs() -> None:
+    from provisioner.vllm_rules import VLLM_VERSION
+    from stacks.spec import VLLM_IMAGE
+
+    code, out = fit("-m", "llama-3.1-8b", "--gpu", "L4", "--ctx", "8k", "--json")
+    assert code == 0
+    assert f"vllm/vllm-openai:v{json.loads(out)['vllm_version']}" == VLLM_IMAGE
+    assert json.loads(out)["vllm_version"] == VLLM_VERSION
