@@ -17,7 +17,8 @@ _VERSION_HELP = (
     "runs). Rules by "
     "version: v0.10 sampler warm-up and NCCL inside the budget; v0.11 NCCL moves to the "
     "headroom; v0.12 gpt-oss on Hopper via triton; v0.21 CUDA graphs estimated inside the "
-    "budget; v0.30 utilization default 0.92 (docs/vllm-rules.md)."
+    "budget; v0.26 16384 batched tokens from 160 GiB; v0.30 utilization default 0.92 "
+    "(docs/vllm-rules.md)."
 )
 
 
@@ -204,7 +205,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--max-num-batched-tokens",
             help="Default (v0.10+, vllm serve): 8192 on GPUs >= 70 GiB that are not A100, "
-            "else 2048 (16384 from 160 GiB in v0.30). Sizes the forward activation peak.",
+            "else 2048 (16384 from 160 GiB since v0.26). Sizes the forward activation peak.",
         ),
         enforce_eager: bool = typer.Option(
             False, "--enforce-eager", help="No CUDA graphs (their memory is then 0)."
