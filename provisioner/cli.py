@@ -367,6 +367,9 @@ _register_daemon(app)
 from provisioner.cli_prices import register as _register_prices  # noqa: E402
 
 _register_prices(app)
+from provisioner.cli_fit import register as _register_fit  # noqa: E402
+
+_register_fit(app)
 
 
 def main() -> None:
