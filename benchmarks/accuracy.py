@@ -19,6 +19,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -76,6 +77,7 @@ SCALE_GRID = [0.5 + 0.05 * i for i in range(21)]
 ENGINE_GRID = [0.6 + 0.05 * i for i in range(21)]
 BAND_FLOOR, BAND_STEP, THIN_ROWS, THIN_BAND, BAND_Q = 0.15, 0.05, 5, 0.5, 0.9
 DEFAULT_BAND, OTHER_ENGINE_BAND = 0.6, 0.6
+OLD_ENGINES = {"vllm": (0, 8), "sglang": (0, 5)}  # versions below: the 2024-early 2025 engines
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -248,9 +250,21 @@ def table(
                 "band_pct": round(est.band * 100),
                 "thin": bool(est.band_info and est.band_info.thin),
                 "in_band": lo <= value <= hi,
+                "era": _engine_era(ref),
             }
         )
     return rows, skipped
+
+
+def _engine_era(ref: dict[str, Any]) -> str:
+    """'2024-25 engine' for vLLM < 0.8 (the V0 engine) and SGLang < 0.5, from the row's
+    engine_version; 'current engine' otherwise (also when the version is not stated). A
+    diagnostic grouping only: no row is dropped or refitted by it."""
+    m = re.match(r"v?(\d+)\.(\d+)", str(ref.get("engine_version") or ""))
+    if m is None or ref["engine"] not in OLD_ENGINES:
+        return "current engine"
+    old = (int(m[1]), int(m[2])) < OLD_ENGINES[ref["engine"]]
+    return "2024-25 engine" if old else "current engine"
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -276,6 +290,8 @@ def groups(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out[r["moe"]].append(r)
         out[f"metric {r['metric']}"].append(r)
         out[f"regime {r['regime']}"].append(r)
+        if r["engine"] in {"vllm", "sglang"}:
+            out[f"vLLM + SGLang, {r['era']}"].append(r)
     for r in rows:  # last: where the error concentrates, source by source
         out[f"source {r['source']}"].append(r)
     return {k: summary(v) for k, v in out.items()}
