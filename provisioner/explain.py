@@ -91,7 +91,8 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
         f"${plan.usd_per_hour:,.2f}/h",
         f"  TP{v.tp} x PP{v.pp}"
         + (f" x DCP{m.dcp}" if m.dcp > 1 else "")
-        + f": {v.tp * v.pp} GPUs; layers per stage "
+        + (f" ({v.layout.label}, per DP rank below)" if v.dp > 1 or v.ep else "")
+        + f": {v.tp * v.dp * v.pp} GPUs; layers per stage "
         + ", ".join(f"{s.layers[0]}-{s.layers[1] - 1}" for s in m.stages),
     ]
     for s in m.stages:
@@ -195,8 +196,11 @@ def explain(result: QuoteResult) -> list[str]:
         *kv_lines(spec, result.kv_dtype_bytes, result.request.ctx),
     ]
     if result.best is not None:
+        from provisioner.layout_explain import layout_lines
+
         lines += plan_lines(result.best, result)
         lines += perf_lines(result.best)
+        lines += layout_lines(result)
         if result.request.risk_adjusted:
             lines += risk_lines(result.best, result)
     lines += [f"Note: {n}" for n in result.notes]

@@ -171,6 +171,8 @@ class QuoteResult:
     prices_as_of: str | None
     notes: list[str] = field(default_factory=list)
     best_by_market: dict[str, Plan] = field(default_factory=dict)
+    # the cheapest plan of each layout on the best plan's hardware and node count (--explain)
+    layout_alternatives: list[Plan] = field(default_factory=list)
 
     @property
     def best(self) -> Plan | None:
@@ -753,6 +755,15 @@ def plan_quote(
             best = min(in_market)
             rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
             best_by_market[m] = make_plan(rank, best)
+    alternatives: dict[str, tuple[float, float, int, int, str, int, int]] = {}
+    if top:
+        hw0, n0 = verdicts[top[0][5]].hw, verdicts[top[0][5]].nodes
+        for c in candidates:
+            v = verdicts[c[5]]
+            if v.hw == hw0 and v.nodes == n0:
+                label = v.layout.label
+                if label not in alternatives or c < alternatives[label]:
+                    alternatives[label] = c
     # the oldest known date among the offers this quote considered (after filters)
     dates = sorted({o.prices_as_of for os_ in classes.values() for o in os_ if o.prices_as_of})
     notes: list[str] = list(spec.notes)
@@ -773,6 +784,10 @@ def plan_quote(
         prices_as_of=dates[0] if dates else None,
         best_by_market=best_by_market,
         notes=notes,
+        layout_alternatives=[
+            make_plan(1 + sum(x < c for x in candidates) if req.top else top.index(c) + 1, c)
+            for c in sorted(alternatives.values())
+        ],
     )
 
 
