@@ -130,7 +130,10 @@ def test_ctx_above_model_max_is_usage_error() -> None:
 
 
 def test_concurrency_requirement(kimi_thinking: ModelSpec) -> None:
-    res1 = quote(kimi_thinking, offers(H200), top=0, market="spot", objective="usd-per-hour")
+    # TP x PP only: DP/EP layouts hold still more (tests/test_layouts.py)
+    res1 = quote(
+        kimi_thinking, offers(H200), top=0, market="spot", objective="usd-per-hour", layout="tp"
+    )
     assert res1.best is not None
     most = res1.best.verdict.memory.max_concurrent  # type: ignore[union-attr]
     res2 = quote(
@@ -140,6 +143,7 @@ def test_concurrency_requirement(kimi_thinking: ModelSpec) -> None:
         market="spot",
         concurrency=most + 1,
         objective="usd-per-hour",
+        layout="tp",
     )
     # TP8 on one node duplicates the MLA cache on 8 ranks and cannot hold that many requests;
     # TP4 x PP2 on the same node keeps each rank's share of layers, halving KV per request.
