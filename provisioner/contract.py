@@ -201,6 +201,8 @@ class Rejection(BaseModel):
     nodes: PosInt | None = None
     tp: PosInt | None = None
     pp: PosInt | None = None
+    dp: PosInt | None = None  # DP / EP layouts only
+    ep: bool | None = None
 
 
 class PlanDocument(BaseModel):

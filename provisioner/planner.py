@@ -368,7 +368,7 @@ def evaluate_shape(
 def _rejection(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
     return {
         "shape": f"{v.nodes}x {cloud}:{itype} ({v.hw.gpus_per_node}x{v.hw.gpu}) "
-        + (f"TP{v.tp}xPP{v.pp}" if v.dp == 1 and not v.ep else v.layout.label),
+        f"TP{v.tp}xPP{v.pp}" + (f" ({v.layout.label})" if v.dp > 1 or v.ep else ""),
         "cloud": cloud,
         "instance_type": itype,
         "gpu": v.hw.gpu,
@@ -533,6 +533,11 @@ def plan_quote(
             f"{spec.max_position_embeddings} (max_position_embeddings); vLLM rejects it"
         )
     _check_filters(req, offers)
+    if req.layout == "dp-ep" and (spec.moe is None or scheme.engine != "vllm" or req.dcp > 1):
+        why = "--dcp > 1" if req.dcp > 1 else f"{spec.id} is not a MoE model served by vLLM"
+        raise UsageError(
+            f"--layout dp-ep needs a MoE model on vLLM without --dcp ({why}); use --layout tp"
+        )
     kvb = kv_bytes(req.kv_dtype, spec)
     specs = gpu_specs()
     wanted_gpus = {n for g in req.gpus for n in match_gpu(g)}
@@ -697,7 +702,7 @@ def plan_quote(
                 else:
                     fails.append(v)
             groups = [fits] if fits else []  # each group: one candidate per offer and market
-            if req.layout != "tp" and moe_vllm and not kernel_reject:
+            if req.layout != "tp" and moe_vllm and req.dcp == 1 and not kernel_reject:
                 for lay in dp_ep_layouts(spec, hw.gpus_per_node, nodes):
                     v = verdict_of(hw, nodes, lay)
                     if v.reason is None:

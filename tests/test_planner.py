@@ -176,6 +176,8 @@ def test_offers_state_memory_their_way_but_the_plan_uses_cudas(kimi_thinking: Mo
             "H200-SXM",
             tp=best.verdict.tp,
             pp=best.verdict.pp,
+            dp=best.verdict.dp,  # the best may be a DP/EP layout: fit takes the same flags
+            expert_parallel=best.verdict.ep,
             max_num_batched_tokens=res.request.max_num_batched_tokens,
         )
     )
