@@ -21,7 +21,13 @@ from pricing.spot_risk import spot_risk
 from provisioner.errors import UsageError
 from provisioner.hardware import GpuSpec, cuda_memory_gib, gpu_specs, match_gpu
 from provisioner.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
-from provisioner.layouts import Layout, dp_ep_layouts, ep_kernel_verdict, layout_violation
+from provisioner.layouts import (
+    Layout,
+    dp_ep_layouts,
+    ep_kernel_verdict,
+    expert_width_violation,
+    layout_violation,
+)
 from provisioner.memory import (
     GIB,
     MemorySettings,
@@ -687,7 +693,7 @@ def plan_quote(
                         v.reason
                         and req.layout == "auto"
                         and moe_vllm
-                        and "expert width" in (v.reason)
+                        and expert_width_violation(spec, scheme, Layout(tp, 1, pp))
                     ):  # the fp8-block / Marlin width rule: vLLM runs it with EP
                         v = verdict_of(hw, nodes, Layout(tp, 1, pp, True))
                 if v.reason is None:
