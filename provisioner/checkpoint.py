@@ -112,7 +112,12 @@ def tensor_bytes(folder: Path) -> dict[str, int]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{index}: not a safetensors index ({e})") from None
-        files = sorted({folder / str(name) for name in weight_map.values()})
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) and v and "/" not in v and "\\" not in v and v not in {".", ".."}
+            for v in weight_map.values()
+        ):
+            raise ConfigError(f"{index}: weight_map must map tensor names to shard file names")
+        files = sorted({folder / name for name in weight_map.values()})
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise ConfigError(

@@ -10,11 +10,15 @@ from typing import Any
 
 import typer
 
+from provisioner.vllm_rules import VLLM_VERSION
+
 _VERSION_HELP = (
-    "vLLM release whose memory rules apply (default: the one `prov deploy` runs). Rules by "
+    f"vLLM release whose memory rules apply (default: {VLLM_VERSION}, the one `prov deploy` "
+    "runs). Rules by "
     "version: v0.10 sampler warm-up and NCCL inside the budget; v0.11 NCCL moves to the "
     "headroom; v0.12 gpt-oss on Hopper via triton; v0.21 CUDA graphs estimated inside the "
-    "budget; v0.30 utilization default 0.92 (docs/vllm-rules.md)."
+    "budget; v0.26 16384 batched tokens from 160 GiB; v0.30 utilization default 0.92 "
+    "(docs/vllm-rules.md)."
 )
 
 
@@ -37,6 +41,45 @@ def _pick_gpu(name: str) -> str:
         return sxm[0]
     _usage(f"--gpu {name!r} is ambiguous: {', '.join(found)}")
     raise AssertionError  # unreachable
+
+
+def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
+    """The cheapest rentable nodes for `gpus` GPUs of this kind (TP inside a node), by market,
+    from the offers `prov quote` uses (the embedded snapshot or a `prov prices refresh` cache)."""
+    from pricing.offers import current_offers, price_doubt
+
+    best: dict[str, Any] = {}
+    for o in current_offers():
+        if o.gpu != gpu or o.gpus_per_node < tp or o.gpus_per_node % tp:
+            continue
+        nodes = -(-gpus // o.gpus_per_node)
+        for market in ("on-demand", "spot"):
+            price = o.price(market)
+            if price is None or price_doubt(o, market):
+                continue
+            total = price * nodes
+            if market not in best or total < best[market]["usd_per_hour"]:
+                best[market] = {
+                    "usd_per_hour": round(total, 2),
+                    "nodes": nodes,
+                    "cloud": o.cloud,
+                    "region": o.zone or o.region,
+                    "instance_type": o.instance_type,
+                    "gpus_per_node": o.gpus_per_node,
+                    "prices_as_of": o.prices_as_of,
+                }
+    return best
+
+
+def _price_lines(prices: dict[str, Any]) -> list[str]:
+    if not prices:
+        return ["  price: no rentable offer of this GPU in the price data"]
+    return [
+        f"  {market:9} ${p['usd_per_hour']:,.2f}/h: {p['nodes']} x {p['instance_type']} "
+        f"({p['gpus_per_node']} GPUs) in {p['cloud']} {p['region']}, "
+        f"priced {p['prices_as_of'] or 'undated'}"
+        for market, p in prices.items()
+    ]
 
 
 def _gib(x: float) -> str:
@@ -100,10 +143,15 @@ def _table(res: Any, explain: bool) -> list[str]:
             f"{r.spec.vocab_size:,} vocab x {r.rules.sampler_bytes_per_logit:g} B"
         )
     lines += [f"  note: {n}" for n in res.notes]
+    return lines
+
+
+def _wrap(lines: list[str]) -> list[str]:
+    """80 columns: long lines continue under their own indent + 4."""
     import textwrap
 
     out: list[str] = []
-    for line in lines:  # 80 columns
+    for line in lines:
         indent = " " * (len(line) - len(line.lstrip()) + 4)
         out += textwrap.wrap(line, 80, subsequent_indent=indent) if len(line) > 80 else [line]
     return out
@@ -130,7 +178,7 @@ def register(app: typer.Typer) -> None:
         tp: int = typer.Option(1, "--tp", help="--tensor-parallel-size."),
         pp: int = typer.Option(1, "--pp", help="--pipeline-parallel-size (splits the layers)."),
         dcp: int = typer.Option(
-            1, "--dcp", help="--decode-context-parallel-size: shards KV tokens in the TP group."
+            1, "--dcp", help="Decode context parallel size: shards KV tokens in the TP group."
         ),
         enable_expert_parallel: bool = typer.Option(
             False,
@@ -171,12 +219,18 @@ def register(app: typer.Typer) -> None:
             None,
             "--max-num-batched-tokens",
             help="Default (v0.10+, vllm serve): 8192 on GPUs >= 70 GiB that are not A100, "
-            "else 2048 (16384 from 160 GiB in v0.30). Sizes the forward activation peak.",
+            "else 2048 (16384 from 160 GiB since v0.26). Sizes the forward activation peak.",
         ),
         enforce_eager: bool = typer.Option(
             False, "--enforce-eager", help="No CUDA graphs (their memory is then 0)."
         ),
         vllm_version: str | None = typer.Option(None, "--vllm-version", help=_VERSION_HELP),
+        price: bool = typer.Option(
+            False,
+            "--price",
+            help="Also show the cheapest nodes for this shape (on-demand and spot) from the "
+            "prices `prov quote` uses; needs --gpu.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
         explain: bool = typer.Option(
             False, "--explain", help="Also show the weight/KV arithmetic and the rules' sources."
@@ -190,7 +244,7 @@ def register(app: typer.Typer) -> None:
         from provisioner.fit import FitRequest, evaluate
         from provisioner.quant import kv_bytes, resolve_quant
         from provisioner.request import parse_tokens
-        from provisioner.vllm_rules import VLLM_VERSION, rules_for
+        from provisioner.vllm_rules import rules_for
 
         for name, value, hi in (
             ("--tp", tp, 1024),
@@ -238,9 +292,17 @@ def register(app: typer.Typer) -> None:
                 enforce_eager=enforce_eager,
             )
         )
+        if price and canonical is None:
+            _usage("--price needs --gpu (prices are per GPU model)")
+        prices = cheapest(canonical, tp * pp, tp) if price and canonical else None
         if as_json:
-            typer.echo(json.dumps(res.to_json(), indent=2))
+            doc = res.to_json()
+            if prices is not None:
+                doc["prices"] = prices
+            typer.echo(json.dumps(doc, indent=2))
         else:
-            typer.echo("\n".join(_table(res, explain)))
+            lines = _table(res, explain)
+            lines += _price_lines(prices) if prices is not None else []
+            typer.echo("\n".join(_wrap(lines)))
         if not res.fits:
             raise typer.Exit(1)

@@ -104,12 +104,13 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
             f"    weights      {s.weights / GIB:8.2f} GiB",
             f"    activations  {s.activations / GIB:8.2f} GiB (profile run of "
             f"{req.max_num_batched_tokens} tokens + sampler)",
-            f"    overhead     {s.overhead / GIB:8.2f} GiB (non-torch buffers + CUDA graphs)",
+            f"    overhead     {s.overhead / GIB:8.2f} GiB (non-torch buffers; + CUDA graphs "
+            "from vLLM v0.21)",
             f"    KV pool      {s.kv_pool / GIB:8.2f} GiB = {int(tokens):,} tokens at "
             f"{s.kv_bytes_per_token:,.0f} B/token",
             f"    one request  {req_b / GIB:8.2f} GiB -> {int(s.kv_pool // req_b) if req_b else 0} "
             f"x {req.ctx:,} tokens",
-            f"    outside budget {s.outside / GIB:.2f} GiB (CUDA context + NCCL); "
+            f"    outside budget {s.outside / GIB:.2f} GiB (CUDA context, NCCL, graphs < v0.21); "
             f"free {s.free / GIB:.2f} GiB",
         ]
     lines.append(

@@ -200,14 +200,23 @@ def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int) -> tuple[bool, str]:
         )
     w = mem.worst
     headroom = w.device - w.budget
-    if w.outside > headroom:
-        # vLLM checks free memory >= utilization x total after the CUDA context (and, from
-        # v0.11, NCCL) exist; graphs captured after the KV cache must fit what is left.
+    graphs_outside = 0.0 if w.graphs_in_budget else w.cuda_graphs
+    startup = w.outside - graphs_outside
+    if startup > headroom:
+        # vLLM checks free memory >= utilization x total once the CUDA context (and, from
+        # v0.11, NCCL) exist: what they hold must fit the headroom or it refuses to start.
         return False, (
-            f"the CUDA context, NCCL buffers and CUDA graphs (~{w.outside / GIB:.2f} GiB) do not "
-            f"fit the {headroom / GIB:.2f} GiB left by --gpu-memory-utilization "
-            f"{s.gpu_memory_utilization:g} (vLLM: 'Free memory on device ... is less than desired "
-            "GPU memory utilization', or out of memory in graph capture); lower it"
+            f"the CUDA context and NCCL buffers (~{startup / GIB:.2f} GiB) do not fit the "
+            f"{headroom / GIB:.2f} GiB left by --gpu-memory-utilization "
+            f"{s.gpu_memory_utilization:g} (vLLM: 'Free memory on device ... is less than "
+            "desired GPU memory utilization'); lower it"
+        )
+    if w.outside > headroom:
+        return True, (
+            f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
+            f"requests; but CUDA graphs (~{graphs_outside / GIB:.2f} GiB, captured after the KV "
+            f"cache) may not fit the {headroom / GIB:.2f} GiB headroom: --enforce-eager or a "
+            "lower --gpu-memory-utilization if capture runs out of memory"
         )
     return True, (
         f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "

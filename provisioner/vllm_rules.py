@@ -67,8 +67,8 @@ CHANGES: tuple[Change, ...] = (
             ("max_num_batched_tokens_small", 2048),
             ("max_num_seqs_small", 256),
         ),
-        "vllm/engine/arg_utils.py EngineArgs.get_batch_defaults @v0.10.0 (PR #17885 keeps A100 "
-        "on the small defaults)",
+        "vllm/engine/arg_utils.py EngineArgs.get_batch_defaults @v0.10.0 (by memory since PR "
+        "#17073, v0.8.5; PR #17885, v0.9.0, keeps A100 on the small defaults)",
     ),
     Change(
         (0, 10, 0),
@@ -103,15 +103,18 @@ CHANGES: tuple[Change, ...] = (
         "it off again was closed unmerged)",
     ),
     Change(
+        (0, 26, 0),
+        "16384 batched tokens on GPUs of 160 GiB or more (B200, MI300X/MI355X)",
+        (("huge_gpu_gib", 160.0), ("max_num_batched_tokens_huge", 16384)),
+        "vllm/engine/arg_utils.py get_batch_defaults (ROCm/MAD PR #235, 2026-08-26: 'vLLM now "
+        "defaults to 16384'; first release not confirmed)",
+    ),
+    Change(
         (0, 30, 0),
-        "gpu_memory_utilization default 0.92; 16384 batched tokens from 160 GiB",
-        (
-            ("gpu_memory_utilization", 0.92),
-            ("huge_gpu_gib", 160.0),
-            ("max_num_batched_tokens_huge", 16384),
-        ),
-        "vllm/engine/arg_utils.py @v0.30.0 (first release with it not confirmed: "
-        "docs/vllm-rules.md 'Could not confirm')",
+        "gpu_memory_utilization default 0.92",
+        (("gpu_memory_utilization", 0.92),),
+        "vllm/config/cache.py at v0.30.0 (third-party read of the source; first release not "
+        "confirmed)",
     ),
 )
 

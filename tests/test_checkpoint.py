@@ -152,3 +152,11 @@ def test_a_snapshot_somewhat_off_the_config_warns_loudly(tmp_path: Path) -> None
     snapshot(tmp_path, sharded=False)
     spec = resolve_model(str(tmp_path))
     assert any(n.startswith("WARNING:") and "+7." in n for n in spec.notes), spec.notes
+
+
+@pytest.mark.parametrize("weight_map", [["a"], {"x": "../outside.safetensors"}, {"x": 3}])
+def test_index_that_points_outside_or_is_malformed_exits_2(tmp_path: Path, weight_map) -> None:  # type: ignore[no-untyped-def]
+    snapshot(tmp_path, sharded=True)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ConfigError, match="weight_map"):
+        resolve_model(str(tmp_path))
