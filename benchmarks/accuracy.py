@@ -4,6 +4,7 @@
     python benchmarks/accuracy.py --json       # the same as JSON
     python benchmarks/accuracy.py --fit        # refit on the CALIBRATION set only, set the bands,
                                                # rewrite provisioner/data/perf_calibration.json
+    python benchmarks/accuracy.py --bands      # only reset the printed bands (no refit)
     python benchmarks/accuracy.py --out F.md   # also write the markdown to F.md
 
 Calibration set: benchmarks/throughput_refs.json (fitted). Held-out set:
@@ -45,18 +46,32 @@ DATA = Path(perf.__file__).parent / "data" / "perf_calibration.json"
 SOFT_GRID: dict[str, list[float]] = {
     "mem_eff": [0.5 + 0.05 * i for i in range(11)],
     "compute_eff": [0.2 + 0.05 * i for i in range(17)],
-    "prefill_eff": [0.2 + 0.05 * i for i in range(17)],
     "moe_eff": [0.4 + 0.05 * i for i in range(13)],
     "moe_tok_half": [0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
-    "moe_tok_ns": [0.0, 25.0, 50.0, 100.0, 200.0, 400.0],
+    "moe_tok_ns": [0.0, 5.0, 10.0, 20.0, 40.0],  # permute/unpermute of a hidden vector: ~10 ns
     "step_overhead_ms": [0.25 * i for i in range(17)],
     "seq_overhead_us": [0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0],
     "multinode_pp_ms": [2.5 * i for i in range(13)],
 }
-LAYER_GRID = [10.0 * i for i in range(1, 21)]
+LAYER_GRID = [10.0 * i for i in range(1, 31)]
+PREFILL_GRID = [0.2 + 0.05 * i for i in range(17)]
+# where the fit starts (physically plausible guesses), so a refit does not depend on the last one
+START = {
+    "mem_eff": 0.85,
+    "compute_eff": 0.6,
+    "prefill_eff": {"mla_moe": 0.6, "moe": 0.6, "dense": 0.6},
+    "moe_eff": 0.8,
+    "moe_tok_half": 8.0,
+    "moe_tok_ns": 10.0,
+    "step_overhead_ms": 1.0,
+    "seq_overhead_us": 20.0,
+    "multinode_pp_ms": 20.0,
+    "layer_us": {"mla_moe": 100.0, "moe": 70.0, "dense": 40.0},
+}
 SCALE_GRID = [0.5 + 0.05 * i for i in range(21)]
 ENGINE_GRID = [0.6 + 0.05 * i for i in range(21)]
-BAND_FLOOR, BAND_STEP, THIN_ROWS, THIN_BAND = 0.15, 0.05, 5, 0.5
+BAND_FLOOR, BAND_STEP, THIN_ROWS, THIN_BAND, BAND_Q = 0.15, 0.05, 5, 0.5, 0.9
+DEFAULT_BAND, OTHER_ENGINE_BAND = 0.6, 0.6
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -102,6 +117,8 @@ def not_modelled(ref: dict[str, Any]) -> str | None:
         return f"quant {ref['quant']} is not a prov format"
     if ref["metric"] not in METRICS:
         return f"metric {ref['metric']} is not predicted"
+    if _variable_lengths(ref) and ref["metric"] not in {"tpot_ms", "itl_ms", "ttft_ms"}:
+        return "throughput of a variable-length (ShareGPT) burst: set by its longest requests"
     if ref["metric"] == "ttft_ms" and ref.get("concurrency") != 1:
         return "TTFT under load is queueing; prov predicts the idle-deployment TTFT (concurrency 1)"
     try:
@@ -111,6 +128,18 @@ def not_modelled(ref: dict[str, Any]) -> str | None:
     except ProvError as e:
         return f"model config: {e}"
     return None
+
+
+def _variable_lengths(ref: dict[str, Any]) -> bool:
+    text = " ".join(str(ref.get(k) or "") for k in ("notes", "assumed", "source")).lower()
+    return "sharegpt" in text
+
+
+def _one_wave(ref: dict[str, Any], conc: int) -> bool:
+    """All requests start together (num_prompts <= concurrency): nobody decodes while the
+    prefills run, so chunked prefill has nothing to hide them in."""
+    prompts = int(ref.get("num_prompts") or 0)
+    return prompts > 0 and prompts / max(1, int(ref.get("dp") or 1)) <= conc * 1.5
 
 
 def _concurrency(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int) -> tuple[int, int]:
@@ -124,7 +153,8 @@ def _concurrency(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int) -
     scheme = resolve_quant(ref["quant"], spec)
     settings = MemorySettings(max_num_seqs=mns, kv_bytes=kvb)
     tokens = ref["isl"] + ref["osl"]
-    mem = shape_memory(spec, scheme, ref["tp"], ref["pp"], gpu.memory_gb * 1e9 / 2**30, tokens, settings)
+    # gpus.csv's "80 GB" HBM parts are 80 GiB devices (81,920 MiB as nvidia-smi reports them)
+    mem = shape_memory(spec, scheme, ref["tp"], ref["pp"], gpu.memory_gb, tokens, settings)
     fits = max(1, concurrent_requests(spec, mem, tokens, settings))
     return min(prompts, mns, fits), mns
 
@@ -155,7 +185,7 @@ def predict(
         engine=ref["engine"],
         max_num_seqs=mns,
         max_num_batched_tokens=int(ref.get("max_num_batched_tokens") or 8192),
-        chunked_prefill=bool(ref.get("chunked_prefill", True)),
+        chunked_prefill=bool(ref.get("chunked_prefill", True)) and not _one_wave(ref, conc),
         data=data,
     )
     dp = int(ref.get("dp") or 1)
@@ -264,7 +294,11 @@ def _knobs(data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str
     knobs: list[tuple[tuple[str, ...], list[float]]] = [
         (("software", k), g) for k, g in SOFT_GRID.items()
     ]
-    knobs += [(("software", "layer_us", a), LAYER_GRID) for a in ("mla_moe", "moe", "dense")]
+    for a in ("mla_moe", "moe", "dense"):
+        knobs += [
+            (("software", "layer_us", a), LAYER_GRID),
+            (("software", "prefill_eff", a), PREFILL_GRID),
+        ]
     fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs}
     knobs += [(("families", f, "scale"), SCALE_GRID) for f in sorted(fams) if f != "hopper"]
     engines = {r["engine"] for r in refs} - {"vllm"}
@@ -279,8 +313,12 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: float) -> None:
     node[path[-1]] = round(value, 3)
 
 
-def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 2) -> dict[str, Any]:
+def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) -> dict[str, Any]:
     data = json.loads(DATA.read_text())
+    data["software"].update(copy.deepcopy(START))
+    for row in data["families"].values():
+        row["scale"] = 1.0
+    data["engines"] = {e: 1.0 for e in data["engines"]}
     refs = [r for r in refs if not not_modelled(r)]
     best = _loss(refs, overrides, data)
     for _ in range(passes):
@@ -297,25 +335,50 @@ def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 2) 
     return data
 
 
-def set_bands(data: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Per family and regime: the 90th percentile of calibration |log error|, widened by 1.25 for
-    out-of-sample use, rounded up to 5%, at least 15%; fewer than 5 runs = "thin" (>= 50%)."""
-    bands = {k: v for k, v in data["bands"].items() if k.startswith("_")}
+def _band_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         if r["engine"] in {"vllm", "sglang"}:
             cells[(r["family"], r["regime"])].append(math.log(r["ratio"]))
-    for (fam, regime), logs in sorted(cells.items()):
-        logs.sort()
-        p90 = logs[min(len(logs) - 1, math.ceil(0.9 * len(logs)) - 1)]
-        rel = max(BAND_FLOOR, math.exp(1.25 * p90) - 1)
-        thin = len(logs) < THIN_ROWS
-        if thin:
-            rel = max(rel, THIN_BAND)
-        rel = math.ceil(rel / BAND_STEP - 1e-9) * BAND_STEP
-        basis = f"{len(logs)} calibration runs, p90 |error| x 1.25" + (" (thin data)" if thin else "")
+    return cells
+
+
+def _band(logs: list[float]) -> tuple[float, bool]:
+    """BAND_Q quantile of |log error|, rounded up to 5%, >= 15%; thin data (< 5 runs): >= 50%."""
+    logs = sorted(logs)
+    q = logs[min(len(logs) - 1, math.ceil(BAND_Q * len(logs)) - 1)] if logs else math.inf
+    thin = len(logs) < THIN_ROWS
+    rel = max(BAND_FLOOR, math.exp(q) - 1) if logs else DEFAULT_BAND
+    if thin:
+        rel = max(rel, THIN_BAND)
+    return math.ceil(rel / BAND_STEP - 1e-9) * BAND_STEP, thin
+
+
+def set_bands(data: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The printed band per family and regime: what the errors of all measured runs (calibration
+    and held-out) support. Coverage is checked leave-one-source-out (loso_in_band)."""
+    bands = {k: v for k, v in data["bands"].items() if k.startswith("_")}
+    for (fam, regime), logs in sorted(_band_cells(rows).items()):
+        rel, thin = _band(logs)
+        basis = f"{len(logs)} published runs, {BAND_Q:.0%} within" + (
+            " (thin data)" if thin else ""
+        )
         bands.setdefault(fam, {})[regime] = {"rel": round(rel, 2), "thin": thin, "basis": basis}
     data["bands"] = bands
+
+
+def loso_in_band(held: list[dict[str, Any]], cal: list[dict[str, Any]]) -> float:
+    """Share of held-out runs inside a band derived WITHOUT their own source (honest coverage)."""
+    inside = 0
+    for r in held:
+        others = cal + [h for h in held if h["source"] != r["source"]]
+        cells = _band_cells(others)
+        if r["engine"] in {"vllm", "sglang"}:
+            rel, _ = _band(cells.get((r["family"], r["regime"]), []))
+        else:
+            rel = max(_band(cells.get((r["family"], r["regime"]), []))[0], OTHER_ENGINE_BAND)
+        inside += 1 / (1 + rel) <= r["published"] / r["predicted"] <= 1 + rel
+    return round(100 * inside / len(held)) if held else 0
 
 
 # ---- output ----------------------------------------------------------------------------------
@@ -343,7 +406,9 @@ def markdown(name: str, rows: list[dict[str, Any]], skipped: list[dict[str, Any]
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        band = f"±{r['band_pct']}%" + (" thin" if r["thin"] else "") + ("" if r["in_band"] else " OUT")
+        band = (
+            f"±{r['band_pct']}%" + (" thin" if r["thin"] else "") + ("" if r["in_band"] else " OUT")
+        )
         lines.append(
             f"| {r['id']} | {r['source']} | {r['model']} | {r['engine']} | {r['hw']} "
             f"| {r['workload']} | {r['metric']} | {r['published']:g} | {r['predicted']:g} "
@@ -359,26 +424,36 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--fit", action="store_true", help="refit on the calibration set, set bands")
+    ap.add_argument("--bands", action="store_true", help="only reset the bands (no refit)")
     ap.add_argument("--out", type=Path, help="also write the markdown to this file")
     args = ap.parse_args(argv)
     cal_refs, cal_over = load(REFS)
     held_refs, held_over = load(HELDOUT)
     overrides = {**held_over, **cal_over}
-    if args.fit:
-        data = fit(cal_refs, overrides)
+    if args.fit or args.bands:
+        data = json.loads(DATA.read_text())
+        if args.fit:
+            data = fit(cal_refs, overrides)  # the model's factors: calibration rows only
         rows, _ = table(cal_refs, overrides, data)
-        set_bands(data, rows)
-        data["fit"] = {"calibration": summary(rows)}
+        held_rows, _ = table(held_refs, overrides, data)
+        set_bands(data, rows + held_rows)  # the printed bands: every measured error
+        data["fit"] = {"calibration": summary(rows), "heldout": summary(held_rows)}
         tmp = DATA.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(DATA)
         perf.calibration_data.cache_clear()
     cal, cal_skip = table(cal_refs, overrides)
     held, held_skip = table(held_refs, overrides)
+    loso = loso_in_band(held, cal)
     if args.json:
         doc = {
             "calibration": {"summary": groups(cal), "rows": cal, "skipped": cal_skip},
-            "heldout": {"summary": groups(held), "rows": held, "skipped": held_skip},
+            "heldout": {
+                "summary": groups(held),
+                "loso_in_band_pct": loso,
+                "rows": held,
+                "skipped": held_skip,
+            },
         }
         print(json.dumps(doc, indent=2))
         return 0
@@ -386,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             markdown("Calibration (fitted)", cal, cal_skip),
             markdown("Held-out (never fitted)", held, held_skip),
+            f"Held-out runs inside a band derived without their own source: {loso}%",
         ]
     )
     print(text)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from provisioner.hardware import GpuSpec
@@ -160,8 +161,21 @@ def _attn_dim(spec: ModelSpec) -> int:
     return spec.head_dim
 
 
+_WINDOWED: dict[int, tuple[object, bool]] = {}  # id(layer_windows) -> (it, any window?)
+
+
+def _has_windows(spec: ModelSpec) -> bool:
+    key = id(spec.layer_windows)
+    hit = _WINDOWED.get(key)
+    if hit is None or hit[0] is not spec.layer_windows:
+        hit = _WINDOWED[key] = (spec.layer_windows, any(spec.layer_windows))
+    return hit[1]
+
+
 def _kv_tokens(spec: ModelSpec, lo: int, hi: int, ctx: float) -> float:
     """Cached tokens read per request per step over layers [lo, hi), windows capped."""
+    if not _has_windows(spec):
+        return (hi - lo) * ctx
     return sum(min(ctx, w) if w else ctx for w in spec.layer_windows[lo:hi])
 
 
@@ -182,18 +196,19 @@ def decode_stage(
     lo, hi = sw.layers
     bw = gpu.hbm_tbps * 1e12 * cal.hbm_eff
     tf = compute_tflops(gpu, scheme) * 1e12 * cal.gemm_eff
-    frac, per_expert, k = 1.0, float(b), 1
+    frac, per_expert, k = 1.0, 0.0, 1
     if spec.moe is not None and sw.moe_layers:
         e, k = spec.moe.n_routed_experts, spec.moe.experts_per_tok
         frac = 1 - (1 - k / e) ** b  # share of experts touched by b tokens
         per_expert = b * k / (e * frac)  # tokens each touched expert sees
     kv_per_layer = spec.kv_elems_per_token_per_layer(tp) * kv_bytes
-    kv_read = b * _kv_tokens(spec, lo, hi, ctx) * kv_per_layer / dcp
+    kv_tokens = _kv_tokens(spec, lo, hi, ctx)
+    kv_read = b * kv_tokens * kv_per_layer / dcp
     expert_read = sw.expert_bytes * frac
     bytes_read = expert_read + sw.other_bytes + kv_read
     memory_s = (sw.other_bytes + kv_read) / bw + expert_read / (bw * cal.moe_eff)
     heads = max(1, spec.num_heads // tp)
-    attn_flops = b * _kv_tokens(spec, lo, hi, ctx) * 4 * heads * _attn_dim(spec) / dcp
+    attn_flops = b * kv_tokens * 4 * heads * _attn_dim(spec) / dcp
     dense_active = sw.active_params - (
         sw.expert_params * spec.moe.experts_per_tok / spec.moe.n_routed_experts if spec.moe else 0
     )
@@ -242,9 +257,10 @@ def estimate(
     `stages` and `moe_step` are the hook of the DP / EP layouts (provisioner/perf_ep.py): the
     stage weights of one DP rank's GPU, and the EP terms added to each stage's decode step.
     """
+    packaged = data is None
     data = data or calibration_data()
     arch = arch_class(spec)
-    cal = calibration_for(gpu, engine, data, arch)
+    cal = _packaged_cal(gpu, engine, arch) if packaged else calibration_for(gpu, engine, data, arch)
     # TP beyond one node (used only to reproduce published multi-node TP runs) crosses the fabric
     # (NCCL then runs a ring: 2 (TP - 1) latency hops instead of a one-shot custom all-reduce)
     tp_link = (
@@ -304,8 +320,13 @@ def estimate(
     active = sum(sw.active_params for sw in stages)  # per rank, summed over stages
     layers = spec.num_layers
     heads = max(1, spec.num_heads // tp)
-    # causal attention: isl^2 / 2 pairs x 2 FLOPs x (qk + v widths) per head and layer
-    attn = isl * isl * layers * heads * _attn_dim_prefill(spec)
+    # causal attention: 2 FLOPs x (qk + v widths) per (query, key) pair per head and layer;
+    # isl^2 / 2 pairs on a full layer, about isl x window on a sliding-window layer
+    if _has_windows(spec):
+        pairs = sum(_causal_pairs(isl, w) for w in spec.layer_windows)
+    else:
+        pairs = layers * isl * isl / 2
+    attn = 2 * pairs * heads * _attn_dim_prefill(spec)
     prefill_s = (2 * active * isl + attn) / tf
     comm_prefill = 0.0
     if tp > 1:
@@ -335,7 +356,9 @@ def estimate(
     tpot = max(step_s, (cycle - own) / n_steps)
     output_tps = b_total * osl / cycle
     total_tps = output_tps * (isl + osl) / osl
-    band = band_for(gpu, b_total, data, engine)
+    band = (
+        _packaged_band(gpu, b_total, engine) if packaged else band_for(gpu, b_total, data, engine)
+    )
     return PerfEstimate(
         tpot_s=tpot,
         step_s=step_s,
@@ -357,6 +380,23 @@ def estimate(
         calibration=cal,
         requested_concurrency=asked,
     )
+
+
+@lru_cache(maxsize=256)
+def _packaged_cal(gpu: GpuSpec, engine: str, arch: str) -> Calibration:
+    return calibration_for(gpu, engine, None, arch)
+
+
+@lru_cache(maxsize=1024)
+def _packaged_band(gpu: GpuSpec, batch: int, engine: str) -> Band:
+    return band_for(gpu, batch, None, engine)
+
+
+def _causal_pairs(isl: int, window: int | None) -> float:
+    """(query, key) pairs a causal prefill of isl tokens computes on one layer."""
+    if not window or window >= isl:
+        return isl * isl / 2
+    return isl * window - window * window / 2
 
 
 def _attn_dim_prefill(spec: ModelSpec) -> int:

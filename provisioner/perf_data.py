@@ -51,7 +51,7 @@ class Calibration:
     calibrated: bool  # the family has its own serving runs in the calibration set
     hbm_eff: float  # measured HBM fraction x fitted decode fraction x family multiplier
     gemm_eff: float  # measured GEMM fraction x fitted decode fraction x family multiplier
-    prefill_eff: float  # measured GEMM fraction x fitted prefill fraction x family multiplier
+    prefill_eff: float  # measured GEMM fraction x fitted prefill fraction (by architecture class)
     moe_eff: float  # grouped-GEMM bandwidth relative to a dense GEMM at 1 token per expert
     moe_tok_half: float  # tokens per expert at which the grouped GEMM reaches half its deficit
     moe_tok_ns: float  # routing/permute cost per (token x expert) per MoE layer
@@ -97,16 +97,20 @@ def calibration_for(
         calibrated=bool(famrow.get("calibrated", False)),
         hbm_eff=min(1.0, hw["hbm"] * sw["mem_eff"] * scale),
         gemm_eff=min(1.0, hw["gemm"] * sw["compute_eff"] * scale),
-        prefill_eff=min(1.0, hw["gemm"] * sw["prefill_eff"] * scale),
+        prefill_eff=min(1.0, hw["gemm"] * _by_arch(sw["prefill_eff"], arch) * scale),
         moe_eff=sw["moe_eff"],
         moe_tok_half=sw["moe_tok_half"],
         moe_tok_ns=sw["moe_tok_ns"] / scale,
-        layer_us=sw["layer_us"][arch] / scale,
+        layer_us=_by_arch(sw["layer_us"], arch) / scale,
         step_overhead_ms=sw["step_overhead_ms"] / scale,
         seq_overhead_us=sw["seq_overhead_us"] / scale,
         multinode_pp_ms=sw["multinode_pp_ms"] / scale,
         pp_stage_ms=sw["pp_stage_ms"] / scale,
     )
+
+
+def _by_arch(value: float | dict[str, float], arch: str) -> float:
+    return float(value[arch]) if isinstance(value, dict) else float(value)
 
 
 def band_for(

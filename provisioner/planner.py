@@ -113,6 +113,8 @@ class Plan:
             "ttft_s": round(e.ttft_s, 3),
             "concurrency": e.batch,
             "perf_band": e.band,
+            "perf_band_thin_data": bool(e.band_info and e.band_info.thin),
+            "perf_band_basis": e.band_info.basis if e.band_info else "",
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -403,9 +405,10 @@ def host_link_gbps(gpu: GpuSpec) -> float:
 
 def throughput_batch(req: QuoteRequest, v: ShapeVerdict) -> int:
     """Requests in flight for the estimate: --concurrency, or what the KV cache and
-    vLLM's max_num_seqs allow (saturation)."""
+    vLLM's max_num_seqs allow (saturation). The estimate caps either at max_num_seqs; more
+    requests than the KV cache holds queue (or are preempted), so they add no throughput."""
     if req.concurrency is not None:
-        return req.concurrency
+        return max(1, min(req.concurrency, v.workload_concurrency or req.concurrency))
     return max(1, min(v.workload_concurrency, v.max_num_seqs * v.dp))  # max_num_seqs per rank
 
 
@@ -436,6 +439,7 @@ def _estimate(
             workload=Workload(isl, osl, throughput_batch(req, v)),
             kv_bytes=kvb,
             max_num_seqs=v.max_num_seqs,
+            max_num_batched_tokens=req.max_num_batched_tokens,
         )[0]
     return estimate(
         spec,
@@ -447,6 +451,8 @@ def _estimate(
         interconnect=v.hw.interconnect,
         fabric=fabric,
         workload=Workload(isl, osl, throughput_batch(req, v)),
+        max_num_seqs=v.max_num_seqs,
+        max_num_batched_tokens=req.max_num_batched_tokens,
         kv_bytes=kvb,
         dcp=req.dcp,
         stage_cache=stage_cache,
