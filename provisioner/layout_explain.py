@@ -24,14 +24,16 @@ def layout_lines(result: QuoteResult) -> list[str]:
     best = result.best
     if best is None:
         return []
-    hw, nodes = best.verdict.hw, best.verdict.nodes
+    nodes = best.verdict.nodes
     req = result.request
-    by_layout = {p.verdict.layout.label: p for p in result.layout_alternatives}
+    alts = sorted(result.layout_alternatives, key=_mtok)
+    by_layout = {p.verdict.layout.label: p for p in alts}
     if len(by_layout) < 2:
         return []
     lines = [
-        f"Layouts on {nodes} x {best.offer.gpus_per_node} x {hw.gpu} (the cheapest plan of each; "
-        "--layout tp|dp-ep|auto narrows):",
+        f"Layouts on the best offer ({nodes} x {best.offer.instance_type}, {best.market}); "
+        "#rank when ranked (an offer is ranked with its fastest TP and its fastest DP/EP "
+        "layout; --layout tp|dp-ep|auto narrows):",
         f"  {'layout (#rank)':17}{'weights/GPU':>12}{'KV tokens':>12}{'ctx reqs':>9}{'batch':>7}"
         f"{'tok/s':>8}{'$/Mtok':>8}",
     ]
@@ -40,8 +42,8 @@ def layout_lines(result: QuoteResult) -> list[str]:
         assert m is not None
         w = max(s.weights for s in m.stages)
         lines.append(
-            f"  {label + f' (#{p.rank})':17}{w / GIB:9.1f} GiB{m.kv_cache_tokens:>12,}"
-            f"{m.max_concurrent:>9}"
+            f"  {label + (f' (#{p.rank})' if p.rank else ''):17}{w / GIB:9.1f} GiB"
+            f"{m.kv_cache_tokens:>12,}{m.max_concurrent:>9}"
             f"{e.batch if e else 0:>7}{e.output_tps if e else 0:>8,.0f}{_mtok(p):>8.2f}"
         )
     win = best.verdict

@@ -38,8 +38,19 @@ from provisioner.vllm_rules import VLLM_VERSION, VllmRules, rules_for
 class LayoutPlacer(WeightPlacer):
     """WeightPlacer for one GPU of a DP / EP layout (its `tp` argument is the attention TP)."""
 
-    def __init__(self, spec: ModelSpec, scheme: QuantScheme, layout: Layout) -> None:
-        super().__init__(spec, scheme)
+    def __init__(
+        self,
+        spec: ModelSpec,
+        scheme: QuantScheme,
+        layout: Layout,
+        base: WeightPlacer | None = None,
+    ) -> None:
+        if base is not None and base.spec is spec and base.scheme is scheme:
+            self.spec, self.scheme = spec, scheme
+            self._bytes = base._bytes  # group bytes computed once per (model, scheme)
+            self._by_key = {}
+        else:
+            super().__init__(spec, scheme)
         self.lay = layout
 
     def _expert_share(self, tp: int) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 from provisioner.hardware import GpuSpec
 from provisioner.layouts import Layout
 from provisioner.memory import pp_partition
-from provisioner.models import ModelSpec
+from provisioner.models import ModelSpec, WeightGroup
 from provisioner.perf import (
     PerfEstimate,
     StepBreakdown,
@@ -68,7 +68,10 @@ class EpTerms:
 
 
 def _dense_stages(
-    spec: ModelSpec, scheme: QuantScheme, lay: Layout
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    lay: Layout,
+    sized: list[tuple[WeightGroup, float]] | None = None,
 ) -> tuple[list[_StageWeights], list[tuple[float, float, float, int]]]:
     """Stage weights of one rank GPU without the routed experts, and per stage the local routed
     experts (bytes, params, params one token activates on this GPU on average, MoE layers).
@@ -82,23 +85,23 @@ def _dense_stages(
     for s, (lo, hi) in enumerate(pp_partition(spec.num_layers, pp)):
         other = active = eb = ep_params = 0.0
         moe_layers = 0
-        for g in spec.groups:
+        for g, nbytes in sized or [(g, scheme.group_bytes(g)) for g in spec.groups]:
             if g.layer is None:
                 if g.kind == "lm_head" and s == pp - 1:
-                    other += scheme.group_bytes(g) / tp
+                    other += nbytes / tp
                     active += g.total_params / tp
                 continue
             if not lo <= g.layer < hi:
                 continue
             if g.kind == "experts":
-                eb += scheme.group_bytes(g) * share
+                eb += nbytes * share
                 ep_params += g.total_params * share
                 moe_layers += 1
                 continue
             div = 1 if g.tp == "replicate" else tp
             if g.kind == "shared_experts" and lay.sequence_parallel_moe:
                 div = 1
-            other += scheme.group_bytes(g) / div
+            other += nbytes / div
             active += g.total_params / div
         # a token's expert FLOPs on this GPU, on average: perf.estimate's prefill sums active
         # params; the decode step's share is replaced in moe_step
@@ -129,6 +132,7 @@ def estimate_layout(
     max_num_seqs: int | None = None,
     max_num_batched_tokens: int = 8192,
     data: dict[str, Any] | None = None,
+    layout_cache: dict[Any, Any] | None = None,
     **kw: Any,
 ) -> tuple[PerfEstimate, EpTerms]:
     """TPOT, TTFT and tokens/s of a DP / EP layout (module docstring); workload.concurrency is
@@ -141,7 +145,18 @@ def estimate_layout(
     if max_num_seqs:
         per_rank = min(per_rank, max_num_seqs)  # --max-num-seqs applies per DP rank
     big_b = per_rank * dp  # tokens each MoE layer sees per decode step
-    stages, experts = _dense_stages(spec, scheme, lay)
+    if layout_cache is None:
+        stages, experts = _dense_stages(spec, scheme, lay)
+    else:  # the planner reuses one model/scheme across hundreds of hardware classes
+        hit = layout_cache.get(("ep", lay))
+        if hit is None:
+            sized = layout_cache.get(("ep", "bytes"))
+            if sized is None:
+                sized = layout_cache[("ep", "bytes")] = [
+                    (g, scheme.group_bytes(g)) for g in spec.groups
+                ]
+            hit = layout_cache[("ep", lay)] = _dense_stages(spec, scheme, lay, sized)
+        stages, experts = hit
     bw = gpu.hbm_tbps * 1e12 * cal.hbm_eff
     tf = compute_tflops(gpu, scheme) * 1e12 * cal.gemm_eff
     e = spec.moe.n_routed_experts if spec.moe else 1

@@ -440,6 +440,7 @@ def _estimate(
             kv_bytes=kvb,
             max_num_seqs=v.max_num_seqs,
             max_num_batched_tokens=req.max_num_batched_tokens,
+            layout_cache=stage_cache,
         )[0]
     return estimate(
         spec,
@@ -626,7 +627,9 @@ def plan_quote(
         v = memo.get(key)
         if v is None:
             plain = lay.dp == 1 and not lay.ep
-            pl = placer if plain else placers.setdefault(lay, LayoutPlacer(spec, scheme, lay))
+            pl = placer if plain else placers.get(lay)
+            if pl is None:
+                pl = placers[lay] = LayoutPlacer(spec, scheme, lay, base=placer)
             ep_bad, ep_warn = ep_kernel_verdict(scheme, specs[hw.gpu]) if lay.ep else (None, None)
             if ep_bad:
                 v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, ep_bad, dp=lay.dp, ep=lay.ep)
@@ -676,6 +679,7 @@ def plan_quote(
 
     moe_vllm = spec.moe is not None and scheme.engine == "vllm"
     placers: dict[Layout, LayoutPlacer] = {}
+    dp_found: set[HardwareClass] = set()
 
     for hw, hw_offers in classes.items():
         gpu = specs[hw.gpu]
@@ -713,16 +717,37 @@ def plan_quote(
                         break
                 else:
                     fails.append(v)
-            groups = [fits] if fits else []  # each group: one candidate per offer and market
-            if req.layout != "tp" and moe_vllm and req.dcp == 1 and not kernel_reject:
+            # each group gives one candidate per offer and market, its fastest member: the
+            # layouts of one offer share its price, so the fastest has the lowest $/Mtok
+            groups = [fits] if fits else []
+            dp_fits: list[ShapeVerdict] = []
+            # bounded: DP/EP only on the fewest nodes where one fits (more nodes scale price
+            # and tokens/s alike, plus all-to-all over the fabric), unless --nodes is given
+            if (
+                req.layout != "tp"
+                and moe_vllm
+                and req.dcp == 1
+                and not kernel_reject
+                and hw not in dp_found
+                # DP replicates what TP x PP splits: when no TP x PP split holds the weights
+                # on these GPUs, no DP layout does either
+                and not (
+                    fails
+                    and not fits
+                    and all(f.memory is not None and not f.memory.weights_fit for f in fails)
+                )
+            ):
                 for lay in dp_ep_layouts(spec, hw.gpus_per_node, nodes):
                     v = verdict_of(hw, nodes, lay)
                     if v.reason is None:
-                        groups.append(
-                            [replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v]
+                        dp_fits.append(
+                            replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v
                         )
                     else:
                         fails.append(v)
+            if dp_fits:
+                groups.append(dp_fits)
+                dp_found.add(hw)
             if collect_rejected:
                 instances = sorted({(o.cloud, o.instance_type) for o in hw_offers})
                 for v in fails:
@@ -772,15 +797,18 @@ def plan_quote(
             best = min(in_market)
             rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
             best_by_market[m] = make_plan(rank, best)
-    alternatives: dict[str, tuple[float, float, int, int, str, int, int]] = {}
-    if top:
-        hw0, n0 = verdicts[top[0][5]].hw, verdicts[top[0][5]].nodes
-        for c in candidates:
-            v = verdicts[c[5]]
-            if v.hw == hw0 and v.nodes == n0:
-                label = v.layout.label
-                if label not in alternatives or c < alternatives[label]:
-                    alternatives[label] = c
+    alternatives: list[Plan] = []
+    if top:  # every feasible layout on the best plan's offer and market, for --explain
+        c0 = top[0]
+        v0 = verdicts[c0[5]]
+        ranked = {(c[5], c[6], c[4]): i for i, c in enumerate(top, start=1)}
+        seen: set[str] = set()
+        for vi, v in enumerate(verdicts):
+            label = v.layout.label
+            if v.hw == v0.hw and v.nodes == v0.nodes and label not in seen:
+                seen.add(label)
+                cand = (c0[0], c0[1], c0[2], c0[3], c0[4], vi, c0[6])
+                alternatives.append(make_plan(ranked.get((vi, c0[6], c0[4]), 0), cand))
     # the oldest known date among the offers this quote considered (after filters)
     dates = sorted({o.prices_as_of for os_ in classes.values() for o in os_ if o.prices_as_of})
     notes: list[str] = list(spec.notes)
@@ -801,10 +829,7 @@ def plan_quote(
         prices_as_of=dates[0] if dates else None,
         best_by_market=best_by_market,
         notes=notes,
-        layout_alternatives=[
-            make_plan(1 + sum(x < c for x in candidates) if req.top else top.index(c) + 1, c)
-            for c in sorted(alternatives.values())
-        ],
+        layout_alternatives=alternatives,
     )
 
 
