@@ -12,10 +12,13 @@ step for a TP engine holding only the dense part of the model, plus, per GPU:
   imbalance       = 1 + sqrt(2 ln EP / m): the expected fullest of EP GPUs receiving m = B k / EP
                     token-expert pairs on average (uniform routing; real routing is more skewed
                     and vLLM's EPLB, off by default, rebalances it)
-  all-to-all      = per MoE layer, dispatch (all-gather) + combine (reduce-scatter), vLLM
-                    v0.18.0's default allgather_reducescatter backend: each GPU receives
-                    (EP - 1) / EP x B x hidden x 2 bytes twice, over NVLink/NVSwitch inside a
-                    node and over the node's fabric for the share that crosses nodes
+  all-to-all      = per MoE layer, dispatch + combine. vLLM v0.18.0's default backend
+                    allgather_reducescatter (what `prov deploy` runs) gathers every token on
+                    every GPU: (EP - 1) / EP x B x hidden x 2 bytes each way. A token-routed
+                    backend (DeepEP, what the published large-scale runs use) moves each of
+                    a GPU's own tokens to its k experts only: tokens x k x hidden x (1 byte
+                    fp8 dispatch + 2 bytes bf16 combine). NVLink/NVSwitch inside a node; the
+                    share that crosses nodes goes over the GPU's own NIC (EP_FABRIC_GBPS)
   DP sync         = one small all-reduce latency per step (the DP coordinator's step barrier)
 
 TP x EP with DP = 1 has no all-to-all (vLLM combines through the TP all-reduce); its experts are
@@ -52,6 +55,13 @@ from provisioner.quant import QuantScheme
 
 EP_EXTRA_BAND = 0.25  # added to the calibrated band: the EP terms are modelled, not fitted
 ACT_BYTES = 2  # dispatch/combine in bf16 (the default backend does not quantize activations)
+BACKENDS = ("allgather_reducescatter", "deepep")
+# Per-GPU network bandwidth for all-to-all across nodes, GB/s per direction, at ~80% of the
+# line rate (assumptions from the vendors' specs): AWS p5/p5en EFA 3200 Gbps per 8-GPU node
+# = 400 Gbps per GPU; InfiniBand NDR one 400 Gbps rail per GPU (Azure ND H100/H200 v5,
+# Nebius); GCP A3 GPUDirect-TCPX 200 Gbps per GPU; plain ethernet: 100 Gbps per NODE.
+EP_FABRIC_GBPS = {"efa": 40.0, "infiniband": 40.0, "gpudirect-tcpx": 20.0, "nvlink": 360.0}
+ETHERNET_NODE_GBPS = 10.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ def estimate_layout(
     max_num_batched_tokens: int = 8192,
     data: dict[str, Any] | None = None,
     layout_cache: dict[Any, Any] | None = None,
+    backend: str = "allgather_reducescatter",
     **kw: Any,
 ) -> tuple[PerfEstimate, EpTerms]:
     """TPOT, TTFT and tokens/s of a DP / EP layout (module docstring); workload.concurrency is
@@ -167,18 +178,24 @@ def estimate_layout(
     nvl = intra_link(gpu, interconnect, data, max(2, min(lay.tp * dp, gpus_per_node)))
     net = fabric_link(fabric, data)
     nodes = max(1, math.ceil(lay.gpus / gpus_per_node))
+    local = min(gpus_per_node, lay.gpus)
+    nic = EP_FABRIC_GBPS.get(fabric, ETHERNET_NODE_GBPS / local)  # GB/s per GPU
     terms: dict[int, tuple[float, float, float]] = {}
 
     def a2a_layer() -> float:
+        """Seconds of dispatch + combine per MoE layer, per GPU."""
         if not lay.all_to_all:
             return 0.0
-        vol = big_b * spec.hidden_size * ACT_BYTES  # every GPU ends with all B tokens
-        intra = (ep_size - 1) / ep_size * vol / (nvl.gbps * 1e9) + nvl.latency_us * 1e-6
-        inter = 0.0
-        if nodes > 1:  # the cross-node share goes through the node's NICs, shared by its GPUs
-            cross = (nodes - 1) / nodes * vol * min(gpus_per_node, lay.gpus)
-            inter = cross / (net.gbps * 1e9) + net.latency_us * 1e-6
-        return 2 * max(intra, inter)  # dispatch + combine
+        h = spec.hidden_size
+        if backend == "deepep":  # own tokens (split over TP by SP-MoE) to their k experts
+            mine = per_rank / lay.tp
+            vol = mine * min(k, ep_size) * h * (1 + ACT_BYTES) * (ep_size - 1) / ep_size
+        else:  # every GPU ends with all B tokens, both ways
+            vol = 2 * (ep_size - 1) / ep_size * big_b * h * ACT_BYTES
+        cross = (nodes - 1) / nodes if nodes > 1 else 0.0
+        intra = (1 - cross) * vol / (nvl.gbps * 1e9) + 2 * nvl.latency_us * 1e-6
+        inter = cross * vol / (nic * 1e9) + 2 * net.latency_us * 1e-6 if cross else 0.0
+        return max(intra, inter)
 
     a2a = a2a_layer()
 
