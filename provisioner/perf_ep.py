@@ -152,10 +152,10 @@ def estimate_layout(
     lay = layout
     cal = calibration_for(gpu, "vllm", data, arch_class(spec))
     dp = lay.dp
-    per_rank = max(1, math.ceil(max(1, workload.concurrency) / dp))
+    big_b = max(1, workload.concurrency)  # requests in flight over all ranks
     if max_num_seqs:
-        per_rank = min(per_rank, max_num_seqs)  # --max-num-seqs applies per DP rank
-    big_b = per_rank * dp  # tokens each MoE layer sees per decode step
+        big_b = min(big_b, max_num_seqs * dp)  # --max-num-seqs applies per DP rank
+    per_rank = math.ceil(big_b / dp)  # the busiest rank; idle ranks run dummy passes
     if layout_cache is None:
         stages, experts = _dense_stages(spec, scheme, lay)
     else:  # the planner reuses one model/scheme across hundreds of hardware classes
@@ -244,9 +244,9 @@ def estimate_layout(
     slow = max(terms.values(), key=sum, default=(0.0, 0.0, 0.0))
     est = replace(
         est,
-        output_tps=est.output_tps * dp,
-        total_tps=est.total_tps * dp,
-        batch=est.batch * dp,
+        output_tps=est.output_tps * big_b / per_rank,
+        total_tps=est.total_tps * big_b / per_rank,
+        batch=big_b,
         band=est.band + EP_EXTRA_BAND,
         requested_concurrency=workload.concurrency,
     )

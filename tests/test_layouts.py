@@ -232,3 +232,16 @@ def test_cli_quote_json_and_fit_with_data_parallel() -> None:
         app, ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--layout", "ep", "--json"]
     )
     assert bad.exit_code == 2 and "allowed: tp, dp-ep, auto" in bad.output
+
+
+def test_low_concurrency_keeps_idle_ranks_idle_and_matches_aiconfigurator(
+    kimi_thinking: ModelSpec,
+) -> None:
+    # 2 requests of 128K in / 1K out on 8 x H200: at most 2 DP ranks have work (the others run
+    # dummy passes), so DP8 gains nothing from its KV capacity. NVIDIA aiconfigurator 0.12.0
+    # (run for issue 15, docs/ep-dp-layouts.md s5) ranked tp4 dp2 ep8 first and tp8 ep8 second.
+    res = quote(kimi_thinking, [H200], top=0, nodes=1, isl=128000, osl=1000, concurrency=2)
+    assert {p.perf.batch for p in res.layout_alternatives if p.perf} == {2}
+    assert res.best is not None and res.best.verdict.layout.label == "TP4xDP2+EP8"
+    order = sorted(res.layout_alternatives, key=lambda p: -p.perf.output_tps if p.perf else 0)
+    assert [p.verdict.layout.label for p in order[:2]] == ["TP4xDP2+EP8", "TP8"]
