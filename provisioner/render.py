@@ -32,7 +32,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
         ("cloud:zone", "left"),
         ("nodes x instance", "left"),
         ("GPUs", "left"),
-        ("TPxPP/layout", "left"),
+        ("layout", "left"),
         ("market", "left"),
         ("$/h", "right"),
         ("out tok/s", "right"),
