@@ -163,7 +163,9 @@ def perf_lines(plan: Plan) -> list[str]:
     lo, hi = e.interval(e.output_tps)
     mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
     lines = [
-        f"  Throughput, {e.batch} requests in flight, TP{v.tp} x PP{v.pp} "
+        f"  Throughput, {e.batch} requests in flight, {v.layout.label}"
+        + (f" (one rank of {v.dp})" if v.dp > 1 else "")
+        + " "
         "(slowest stage, per step):",
     ]
     if e.requested_concurrency > e.batch:
@@ -180,7 +182,12 @@ def perf_lines(plan: Plan) -> list[str]:
     lines += [
         f"    compute {st.compute_s * 1e3:8.2f} ms  {st.flops / 1e12:.2f} TFLOP/GPU in "
         f"{e.compute_dtype}",
-        f"    comm    {st.comm_s * 1e3:8.2f} ms  TP all-reduces, 2 per layer",
+        f"    comm    {st.comm_s * 1e3:8.2f} ms  "
+        + (
+            "TP all-reduces, 2 per layer"
+            if v.dp == 1
+            else "all-to-all per MoE layer (+ TP all-reduces), DP barrier"
+        ),
         f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"
         + (f", {cal.layer_us:.0f} us/layer" if cal else ""),
     ]
