@@ -645,6 +645,7 @@ def plan_quote(
     def add_candidates(hw_offers: list[Offer], nodes: int, fits: list[ShapeVerdict]) -> None:
         """One candidate per offer and market: the fastest of `fits` meeting the SLOs."""
         first_vi = len(verdicts)
+        fastest: dict[str, tuple[int, PerfEstimate | None]] = {}
         verdicts.extend(fits)
         class_offers.extend([hw_offers] * len(fits))
         for oi, o in enumerate(hw_offers):
@@ -655,18 +656,24 @@ def plan_quote(
                     f"{o.instance_type} has {o.memory_gib:g}"
                 )
                 continue
-            # among this node count's feasible splits, the fastest one meeting the SLOs
-            best_vi, est = -1, None
-            for k, v in enumerate(fits):
-                e = perf_of(v, o.fabric)
-                miss = slo_violation(req, e)
-                if miss:
-                    offer_misses.setdefault((first_vi + k, o.fabric), miss)
-                elif best_vi < 0 or (e and est and e.output_tps > est.output_tps):
-                    best_vi, est = first_vi + k, e
+            # among this node count's feasible splits, the fastest one meeting the SLOs (it
+            # depends on the offer only through its fabric)
+            hit = fastest.get(o.fabric)
+            if hit is None:
+                best_vi, est = -1, None
+                for k, v in enumerate(fits):
+                    e = perf_of(v, o.fabric)
+                    miss = slo_violation(req, e)
+                    if miss:
+                        offer_misses.setdefault((first_vi + k, o.fabric), miss)
+                    elif best_vi < 0 or (e and est and e.output_tps > est.output_tps):
+                        best_vi, est = first_vi + k, e
+                if best_vi >= 0:
+                    offer_misses.pop((best_vi, o.fabric), None)
+                hit = fastest[o.fabric] = (best_vi, est)
+            best_vi, est = hit
             if best_vi < 0:
                 continue
-            offer_misses.pop((best_vi, o.fabric), None)
             mem = verdicts[best_vi].memory
             conc = mem.max_concurrent if mem else 0
             for market, price in usable_prices(o):
