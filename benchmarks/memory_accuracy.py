@@ -37,7 +37,8 @@ def load() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
 
 
 def _version(case: dict[str, Any], a: dict[str, Any] | None = None) -> str | None:
-    v = case.get("vllm_version") or (a or {}).get("version")
+    # An annotated (inferred) version wins: a source build logs setuptools-scm's '0.1.devN'.
+    v = (a or {}).get("version") or case.get("vllm_version")
     if not v:
         return None
     try:
@@ -88,7 +89,7 @@ def row(case: dict[str, Any], a: dict[str, Any], res: FitResult) -> dict[str, An
     out: dict[str, Any] = {
         "id": case["id"],
         "set": a.get("set", "check"),
-        "version": case.get("vllm_version"),
+        "version": None if a.get("version") else case.get("vllm_version"),
         "version_inferred": a.get("version"),
         "model": case["model"].split("/")[-1],
         "gpu": a.get("gpu") or case["gpu"],
