@@ -32,8 +32,10 @@ __all__ = [
     "ModelInfo",
     "Plan",
     "PlanDocument",
+    "ReclaimInfo",
     "Rejection",
     "RequestInfo",
+    "TimeToServeInfo",
     "load_plan_document",
 ]
 
@@ -84,7 +86,9 @@ class RequestInfo(BaseModel):
     regions: list[str] = Field(default_factory=list)
     gpus: list[str] = Field(default_factory=list)
     max_interruption: Annotated[int, Field(ge=0, le=100)] | None = None
-    risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/prices.md)
+    risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/recovery.md)
+    weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (docs/recovery.md)
+    min_availability: float | None = Field(default=None, gt=0, lt=1)
     top: NonNegInt | None = None
 
 
@@ -124,6 +128,54 @@ class MemoryPerGpu(BaseModel):
     outside_budget: NonNegFloat | None = None
 
 
+class TimeToServeTerm(BaseModel):
+    """One term of a replacement replica's time to serve, with its rates' sources."""
+
+    model_config = _CONFIG
+
+    term: str = Field(min_length=1)
+    seconds: NonNegFloat
+    detail: str
+    sources: list[str]
+
+
+class TimeToServeInfo(BaseModel):
+    """provisioner.time_to_serve: the sum behind ``time_to_serve_s``."""
+
+    model_config = _CONFIG
+
+    weights: Literal["s3", "hub", "pvc"]
+    total_s: NonNegInt
+    container_s: NonNegInt  # from the vLLM container's start (the startup probe's window)
+    startup_probe_budget_s: PosInt
+    terms: list[TimeToServeTerm]
+
+
+class Alternative(BaseModel):
+    model_config = _CONFIG
+
+    usd_per_hour: NonNegFloat
+    availability: Annotated[float, Field(ge=0, le=1)]
+
+
+class ReclaimInfo(BaseModel):
+    """pricing.expected_cost: what spot reclaims cost a plan. Nulls = no published rate."""
+
+    model_config = _CONFIG
+
+    interruption_pct_per_month: NonNegFloat | None
+    basis: str = Field(min_length=1)
+    rate_as_of: IsoDate | None = None
+    rate_age_days: int | None = None
+    notice_s: NonNegFloat
+    downtime_per_reclaim_s: NonNegInt
+    interruptions_per_month: NonNegFloat | None = None
+    capacity_lost_h_per_month: NonNegFloat | None = None
+    availability: Annotated[float, Field(ge=0, le=1)] | None = None
+    expected_usd_per_hour: NonNegFloat | None = None
+    alternatives: dict[str, Alternative | None] | None = None
+
+
 class Plan(BaseModel):
     """One ranked way to serve the model: an offer x nodes x TP x PP on one market."""
 
@@ -156,6 +208,10 @@ class Plan(BaseModel):
     fabric: str | None = None
     prices_as_of: IsoDate | None = None
     spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
+    # issue 16: a replacement replica's time to serve, and (spot) what reclaims cost
+    time_to_serve_s: NonNegInt | None = None
+    time_to_serve: TimeToServeInfo | None = None
+    reclaim: ReclaimInfo | None = None
     # throughput model (issue 4): null for llama.cpp (GGUF) memory-only plans
     tokens_per_s_band: list[NonNegFloat] | None = None  # [low, high] = estimate -+ band
     total_tokens_per_s: NonNegFloat | None = None  # input + output
