@@ -107,8 +107,8 @@ class Plan:
 
     def _recovery_json(self) -> dict[str, Any]:
         """time_to_serve_s, its breakdown and (spot plans) what reclaims cost."""
-        if self.tts is None:
-            return {}
+        if self.tts is None:  # llama.cpp plans: not modelled
+            return {"time_to_serve_s": None}
         r = self.reclaim
         return {
             "time_to_serve_s": round(self.tts.total_s),
@@ -535,8 +535,11 @@ def plan_quote(
     weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
     tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
 
-    def tts_of(o: Offer, nodes: int) -> TimeToServe:
-        """A replacement replica's time to serve on this instance type (cached)."""
+    def tts_of(o: Offer, nodes: int) -> TimeToServe | None:
+        """A replacement replica's time to serve on this instance type (cached); None for
+        llama.cpp plans (the terms are vLLM's)."""
+        if scheme.engine != "vllm":
+            return None
         key = (o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes)
         if key not in tts_memo:
             replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes,
@@ -648,8 +651,9 @@ def plan_quote(
                 for market, price in usable_prices(o):
                     usd = price * nodes
                     rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
-                    if req.risk_adjusted or req.min_availability is not None:
-                        loss = reclaim(o, market, nodes, tts_of(o, nodes))
+                    tts = tts_of(o, nodes)
+                    if tts and (req.risk_adjusted or req.min_availability is not None):
+                        loss = reclaim(o, market, nodes, tts)
                         miss = availability_miss(req, loss)
                         if miss:
                             skipped[miss].add((id(o), market))
@@ -676,7 +680,7 @@ def plan_quote(
         if v.nodes > 1 and o.fabric not in FAST_FABRICS:
             warnings.append(f"{o.instance_type} has no EFA/InfiniBand: PP hand-offs over ethernet")
         tts = tts_of(o, v.nodes)
-        loss = reclaim(o, market, v.nodes, tts)
+        loss = reclaim(o, market, v.nodes, tts) if tts else None
         return Plan(
             rank,
             o,
@@ -687,7 +691,7 @@ def plan_quote(
             list(dict.fromkeys(warnings)),
             perf_of(v, o.fabric),
             expected_usd_per_hour=(
-                loss.expected_usd_per_hour(price) if req.risk_adjusted else None
+                loss.expected_usd_per_hour(price) if loss and req.risk_adjusted else None
             ),
             tts=tts,
             reclaim=loss if market == "spot" else None,

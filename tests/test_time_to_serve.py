@@ -197,3 +197,13 @@ def test_bad_flags_exit_2_with_one_line(flag: str, value: str, message: str) -> 
     r = CliRunner().invoke(app, ["quote", "-m", "kimi-k2-thinking", flag, value])
     assert r.exit_code == 2
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_llama_cpp_plans_say_not_modelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GGUF runs on llama.cpp: vLLM's load, compile and graph terms do not apply
+    monkeypatch.setenv("PROV_CACHE_DIR", str(tmp_path))
+    args = ["quote", "-m", "meta-llama/Llama-3.1-8B", "-q", "q4_k_m", "--json", "--top", "3"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    doc = PlanDocument.model_validate(json.loads(r.stdout))
+    assert doc.plans and all(p.time_to_serve_s is None and p.reclaim is None for p in doc.plans)
