@@ -86,7 +86,7 @@ class RequestInfo(BaseModel):
     regions: list[str] = Field(default_factory=list)
     gpus: list[str] = Field(default_factory=list)
     max_interruption: Annotated[int, Field(ge=0, le=100)] | None = None
-    risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/recovery.md)
+    risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/prices.md)
     weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (docs/recovery.md)
     min_availability: float | None = Field(default=None, gt=0, lt=1)
     top: NonNegInt | None = None
@@ -126,6 +126,68 @@ class MemoryPerGpu(BaseModel):
     # planner extensions
     device: NonNegFloat | None = None
     outside_budget: NonNegFloat | None = None
+
+
+class Plan(BaseModel):
+    """One ranked way to serve the model: an offer x nodes x TP x PP on one market."""
+
+    model_config = _CONFIG
+
+    rank: PosInt
+    cloud: str = Field(min_length=1)
+    region: str
+    zone: str | None
+    instance_type: str = Field(min_length=1)
+    gpu: str = Field(min_length=1)
+    gpus_per_node: PosInt
+    nodes: PosInt
+    tp: PosInt
+    pp: PosInt
+    market: Market
+    usd_per_hour: NonNegFloat
+    memory_gib_per_gpu: MemoryPerGpu
+    kv_cache_tokens: NonNegInt
+    max_concurrent_full_ctx: NonNegInt
+    tokens_per_s: NonNegFloat | None
+    usd_per_mtok: NonNegFloat | None
+    vllm_args: list[str]
+    # planner extensions
+    dcp: PosInt = 1
+    usd_per_gpu_hour: NonNegFloat | None = None
+    # --risk-adjusted only: usd_per_hour x (1 + interruptions/h x restart h), docs/prices.md
+    expected_usd_per_hour: NonNegFloat | None = None
+    interconnect: str | None = None
+    fabric: str | None = None
+    prices_as_of: IsoDate | None = None
+    spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
+    # throughput model (issue 4): null for llama.cpp (GGUF) memory-only plans
+    tokens_per_s_band: list[NonNegFloat] | None = None  # [low, high] = estimate -+ band
+    total_tokens_per_s: NonNegFloat | None = None  # input + output
+    usd_per_mtok_blended: NonNegFloat | None = None  # per million input + output tokens
+    tpot_ms: NonNegFloat | None = None
+    ttft_s: NonNegFloat | None = None
+    concurrency: PosInt | None = None  # requests in flight the estimate assumes
+    perf_band: NonNegFloat | None = None
+    price_flags: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    # issue 16: a replacement replica's time to serve, and (spot) what reclaims cost
+    time_to_serve_s: NonNegInt | None = None
+    time_to_serve: TimeToServeInfo | None = None
+    reclaim: ReclaimInfo | None = None
+
+    @model_validator(mode="after")
+    def _gpus_add_up(self) -> Plan:
+        gpus = self.nodes * self.gpus_per_node
+        if self.tp * self.pp != gpus:
+            raise ValueError(
+                f"TP{self.tp} x PP{self.pp} = {self.tp * self.pp} GPUs, but the shape has "
+                f"{self.nodes} x {self.gpus_per_node} = {gpus}"
+            )
+        return self
+
+    @property
+    def total_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
 
 
 class TimeToServeTerm(BaseModel):
@@ -174,68 +236,6 @@ class ReclaimInfo(BaseModel):
     availability: Annotated[float, Field(ge=0, le=1)] | None = None
     expected_usd_per_hour: NonNegFloat | None = None
     alternatives: dict[str, Alternative | None] | None = None
-
-
-class Plan(BaseModel):
-    """One ranked way to serve the model: an offer x nodes x TP x PP on one market."""
-
-    model_config = _CONFIG
-
-    rank: PosInt
-    cloud: str = Field(min_length=1)
-    region: str
-    zone: str | None
-    instance_type: str = Field(min_length=1)
-    gpu: str = Field(min_length=1)
-    gpus_per_node: PosInt
-    nodes: PosInt
-    tp: PosInt
-    pp: PosInt
-    market: Market
-    usd_per_hour: NonNegFloat
-    memory_gib_per_gpu: MemoryPerGpu
-    kv_cache_tokens: NonNegInt
-    max_concurrent_full_ctx: NonNegInt
-    tokens_per_s: NonNegFloat | None
-    usd_per_mtok: NonNegFloat | None
-    vllm_args: list[str]
-    # planner extensions
-    dcp: PosInt = 1
-    usd_per_gpu_hour: NonNegFloat | None = None
-    # --risk-adjusted only: usd_per_hour x (1 + interruptions/h x restart h), docs/prices.md
-    expected_usd_per_hour: NonNegFloat | None = None
-    interconnect: str | None = None
-    fabric: str | None = None
-    prices_as_of: IsoDate | None = None
-    spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
-    # issue 16: a replacement replica's time to serve, and (spot) what reclaims cost
-    time_to_serve_s: NonNegInt | None = None
-    time_to_serve: TimeToServeInfo | None = None
-    reclaim: ReclaimInfo | None = None
-    # throughput model (issue 4): null for llama.cpp (GGUF) memory-only plans
-    tokens_per_s_band: list[NonNegFloat] | None = None  # [low, high] = estimate -+ band
-    total_tokens_per_s: NonNegFloat | None = None  # input + output
-    usd_per_mtok_blended: NonNegFloat | None = None  # per million input + output tokens
-    tpot_ms: NonNegFloat | None = None
-    ttft_s: NonNegFloat | None = None
-    concurrency: PosInt | None = None  # requests in flight the estimate assumes
-    perf_band: NonNegFloat | None = None
-    price_flags: list[str] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _gpus_add_up(self) -> Plan:
-        gpus = self.nodes * self.gpus_per_node
-        if self.tp * self.pp != gpus:
-            raise ValueError(
-                f"TP{self.tp} x PP{self.pp} = {self.tp * self.pp} GPUs, but the shape has "
-                f"{self.nodes} x {self.gpus_per_node} = {gpus}"
-            )
-        return self
-
-    @property
-    def total_gpus(self) -> int:
-        return self.nodes * self.gpus_per_node
 
 
 class Rejection(BaseModel):

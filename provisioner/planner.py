@@ -32,10 +32,10 @@ from provisioner.models import ModelSpec
 from provisioner.perf import PerfEstimate, Workload, estimate
 from provisioner.quant import QuantScheme, kv_bytes
 from provisioner.request import QuoteRequest, workload_tokens
-from provisioner.time_to_serve import Replica, TimeToServe, time_to_serve
 
 if TYPE_CHECKING:
     from pricing.offers import Offer
+    from provisioner.time_to_serve import TimeToServe
 
 SCHEMA_VERSION = 1  # of the `prov quote --json` document; bump on an incompatible change
 # Large-GPU rule of vLLM's batch defaults (docs/vllm-rules.md s6): >= 70 GiB and not A100.
@@ -76,7 +76,8 @@ class Plan:
     vllm_args: list[str]
     warnings: list[str]
     perf: PerfEstimate | None = None
-    expected_usd_per_hour: float | None = None  # --risk-adjusted: price / availability
+    expected_usd_per_hour: float | None = None  # --risk-adjusted: price + expected restarts
+
     tts: TimeToServe | None = None  # a replacement replica's time to serve (--weights path)
     reclaim: Reclaim | None = None  # spot plans: capacity lost to reclaims
 
@@ -160,10 +161,10 @@ class Plan:
             "fabric": o.fabric,
             "prices_as_of": o.prices_as_of,
             "spot_interruption": self.spot_interruption,
-            **self._recovery_json(),
             "price_flags": list(o.flags),
             "warnings": self.warnings,
             "vllm_args": self.vllm_args,
+            **self._recovery_json(),
         }
 
 
@@ -531,6 +532,7 @@ def plan_quote(
     memo: dict[tuple[Any, ...], ShapeVerdict] = {}
     placer = WeightPlacer(spec, scheme)
     from provisioner.memory import weights_total_bytes
+    from provisioner.time_to_serve import Replica, time_to_serve
 
     weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
     tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
