@@ -160,20 +160,21 @@ def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
     price = plan.usd_per_hour
     lines += [
         f"    {r.nodes} node(s) x {r.rate_per_node_hour * 720:.4f}/month = "
-        f"{r.interruptions_per_month:.4f} reclaims/month x {r.downtime_s:,.0f} s down "
-        f"({r.tts.total_s:,.0f} s - {r.notice_s:g} s notice) = {r.lost_hours_per_month * 60:.2f} "
-        f"min/month lost",
+        f"{r.interruptions_per_month:.4f} reclaims/month, each",
+        f"      {r.downtime_s:,.0f} s down ({r.tts.total_s:,.0f} s to serve - {r.notice_s:g} s "
+        f"notice): {r.lost_hours_per_month * 60:.2f} min/month lost",
         f"    availability {r.availability:.6f}; expected ${price:,.4f} / {r.availability:.6f} = "
         f"${r.expected_usd_per_hour(price):,.4f}/h",
     ]
     alt = r.alternatives(price, plan.ondemand_usd_per_hour())
     pair = alt["n_plus_1"]
     od = alt["on_demand_floor"]
-    lines.append(
-        f"    alternatives: N+1 or a warm spare ${pair['usd_per_hour']:,.2f}/h at "
-        f"{pair['availability']:.8f}; on-demand "
-        + (f"${od['usd_per_hour']:,.2f}/h at 1.0" if od else "not offered")
-    )
+    lines += [
+        f"    alternatives: N+1 or a warm spare ${pair['usd_per_hour']:,.2f}/h "
+        f"(availability {pair['availability']:.8f}),",
+        "      on-demand floor "
+        + (f"${od['usd_per_hour']:,.2f}/h (availability 1.0)" if od else "not offered"),
+    ]
     return lines
 
 

@@ -164,7 +164,7 @@ def _weights_term(r: Replica, path: WeightsPath) -> list[Term]:
     if path == "hub":
         cap = rate("hub_download_gb_per_s")
         keys: tuple[str, ...] = ("hub_download_gb_per_s",)
-        why = "Hub, measured on p5.48xlarge"
+        why = "Hub, measured"
         if nic is not None:
             # internet-gateway traffic: half the NIC on >= 32 vCPUs (at least 5 Gbit/s), else 5
             igw = max(rate("internet_share_large") * nic, 5.0) if r.vcpus >= 32 else min(nic, 5.0)
@@ -181,7 +181,7 @@ def _weights_term(r: Replica, path: WeightsPath) -> list[Term]:
         ]  # fmt: skip
     if path == "s3":
         cap, key = rate("s3_stream_gb_per_s"), "s3_stream_gb_per_s"
-        why = "S3 streamer, measured on p5.48xlarge"
+        why = "S3 streamer, measured"
     else:
         cap, key = rate("pvc_gb_per_s"), "pvc_gb_per_s"
         why = "EBS gp3 limit, measured"
