@@ -482,6 +482,9 @@ _register_deploy(app)
 from provisioner.cli_daemon import register as _register_daemon  # noqa: E402
 
 _register_daemon(app)
+from provisioner.cli_fit import register as _register_fit  # noqa: E402
+
+_register_fit(app)
 
 
 def main() -> None:

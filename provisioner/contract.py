@@ -161,13 +161,15 @@ class Plan(BaseModel):
     prices_as_of: IsoDate | None = None
     spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
     # throughput model (issue 4): null for llama.cpp (GGUF) memory-only plans
-    tokens_per_s_band: list[NonNegFloat] | None = None  # [low, high] = estimate -+ band
+    tokens_per_s_band: list[NonNegFloat] | None = None  # [est / (1 + band), est x (1 + band)]
     total_tokens_per_s: NonNegFloat | None = None  # input + output
     usd_per_mtok_blended: NonNegFloat | None = None  # per million input + output tokens
     tpot_ms: NonNegFloat | None = None
     ttft_s: NonNegFloat | None = None
     concurrency: PosInt | None = None  # requests in flight the estimate assumes
     perf_band: NonNegFloat | None = None
+    perf_band_thin_data: bool | None = None  # too few published runs for this GPU family/regime
+    perf_band_basis: str | None = None  # where the band comes from, in one line
     price_flags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     # issue 16: a replacement replica's time to serve, and (spot) what reclaims cost

@@ -19,7 +19,7 @@ from pricing.expected_cost import Reclaim, reclaim
 from pricing.offers import price_doubt
 from pricing.spot_risk import spot_risk
 from provisioner.errors import UsageError
-from provisioner.hardware import GpuSpec, gpu_specs, match_gpu
+from provisioner.hardware import GpuSpec, cuda_memory_gib, gpu_specs, match_gpu
 from provisioner.memory import (
     GIB,
     MemorySettings,
@@ -32,14 +32,13 @@ from provisioner.models import ModelSpec
 from provisioner.perf import PerfEstimate, Workload, estimate
 from provisioner.quant import QuantScheme, kv_bytes
 from provisioner.request import QuoteRequest, workload_tokens
+from provisioner.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
 
 if TYPE_CHECKING:
     from pricing.offers import Offer
     from provisioner.time_to_serve import TimeToServe
 
 SCHEMA_VERSION = 1  # of the `prov quote --json` document; bump on an incompatible change
-# Large-GPU rule of vLLM's batch defaults (docs/vllm-rules.md s6): >= 70 GiB and not A100.
-_BIG_GPU_GIB = 70
 FAST_FABRICS = frozenset({"efa", "infiniband", "gpudirect-tcpx", "nvlink"})
 
 
@@ -104,6 +103,8 @@ class Plan:
             "ttft_s": round(e.ttft_s, 3),
             "concurrency": e.batch,
             "perf_band": e.band,
+            "perf_band_thin_data": bool(e.band_info and e.band_info.thin),
+            "perf_band_basis": e.band_info.basis if e.band_info else "",
         }
 
     def _recovery_json(self) -> dict[str, Any]:
@@ -192,9 +193,12 @@ def _divisors_desc(n: int) -> list[int]:
 
 
 def shape_rule_violation(
-    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int
+    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int, ep: bool = False
 ) -> str | None:
-    """vLLM's start-up checks on a parallel layout, as one reason or None."""
+    """vLLM's start-up checks on a parallel layout, as one reason or None.
+
+    With expert parallelism (ep) whole experts sit on each rank, so the per-rank expert-width
+    rules (fp8 block, Marlin MoE) do not apply."""
     if spec.num_heads % tp:
         return f"TP{tp} does not divide the {spec.num_heads} attention heads"
     if spec.mla is None:
@@ -210,7 +214,7 @@ def shape_rule_violation(
             return f"DCP{dcp} does not divide TP{tp}"
         if spec.mla is None and dcp > max(1, tp // spec.num_kv_heads):
             return f"DCP{dcp} exceeds TP/KV-heads ({tp}/{spec.num_kv_heads}) for GQA"
-    if spec.moe is not None and scheme.engine == "vllm" and scheme.bits < 16:
+    if spec.moe is not None and not ep and scheme.engine == "vllm" and scheme.bits < 16:
         inter = spec.moe.moe_intermediate_size
         if inter % tp:
             return f"TP{tp} does not divide the expert width {inter}"
@@ -249,12 +253,16 @@ def kernel_verdict(scheme: QuantScheme, gpu: GpuSpec) -> tuple[str | None, str |
 
 
 def _settings(req: QuoteRequest, spec: ModelSpec, hw: HardwareClass, kvb: int) -> MemorySettings:
-    big = hw.gpu_memory_gib >= _BIG_GPU_GIB and not hw.gpu.startswith("A100")
+    """The same vLLM rules `prov fit` applies (provisioner/vllm_rules.py, VLLM_VERSION)."""
+    rules = rules_for(VLLM_VERSION)
+    gpu = gpu_specs().get(hw.gpu)
     return MemorySettings(
         gpu_memory_utilization=req.gpu_memory_utilization,
         max_num_batched_tokens=req.max_num_batched_tokens,
-        max_num_seqs=1024 if big else 256,
+        max_num_seqs=batch_defaults(rules, hw.gpu, hw.gpu_memory_gib)[1],
         kv_bytes=kvb,
+        sm=gpu.sm if gpu is not None else None,
+        rules=rules,
     )
 
 
@@ -379,9 +387,10 @@ def host_link_gbps(gpu: GpuSpec) -> float:
 
 def throughput_batch(req: QuoteRequest, v: ShapeVerdict) -> int:
     """Requests in flight for the estimate: --concurrency, or what the KV cache and
-    vLLM's max_num_seqs allow (saturation)."""
+    vLLM's max_num_seqs allow (saturation). The estimate caps either at max_num_seqs; more
+    requests than the KV cache holds queue (or are preempted), so they add no throughput."""
     if req.concurrency is not None:
-        return req.concurrency
+        return max(1, min(req.concurrency, v.workload_concurrency or req.concurrency))
     return max(1, min(v.workload_concurrency, v.max_num_seqs))
 
 
@@ -408,6 +417,8 @@ def _estimate(
         interconnect=v.hw.interconnect,
         fabric=fabric,
         workload=Workload(isl, osl, throughput_batch(req, v)),
+        max_num_seqs=v.max_num_seqs,
+        max_num_batched_tokens=req.max_num_batched_tokens,
         kv_bytes=kvb,
         dcp=req.dcp,
         stage_cache=stage_cache,
@@ -518,7 +529,8 @@ def plan_quote(
             continue
         if wanted_gpus and o.gpu not in wanted_gpus:
             continue
-        classes[HardwareClass(o.gpu, o.gpus_per_node, o.gpu_memory_gib, o.interconnect)].append(o)
+        device = cuda_memory_gib(o.gpu, o.gpu_memory_gib)  # as CUDA reports it, on any cloud
+        classes[HardwareClass(o.gpu, o.gpus_per_node, device, o.interconnect)].append(o)
 
     node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
     if scheme.engine == "llama.cpp":
