@@ -128,6 +128,16 @@ class MemoryPerGpu(BaseModel):
     outside_budget: NonNegFloat | None = None
 
 
+class SpotRiskInfo(BaseModel):
+    """What a cloud publishes about a spot pool's interruptions (pricing.spot_risk)."""
+
+    model_config = _CONFIG
+
+    interruption_per_month: str = Field(min_length=1)  # "<5%" ... or "unknown"
+    notice: str | None = None  # warning before reclaim, e.g. "2 min"
+    basis: str = Field(min_length=1)
+
+
 class Plan(BaseModel):
     """One ranked way to serve the model: an offer x nodes x TP x PP on one market."""
 
@@ -159,7 +169,12 @@ class Plan(BaseModel):
     interconnect: str | None = None
     fabric: str | None = None
     prices_as_of: IsoDate | None = None
+    price_age_days: NonNegInt | None = None  # days since prices_as_of; null = undated price
     spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
+    # spot plans: what is known about interruptions ("unknown" with why, never zero); else null
+    spot_risk: SpotRiskInfo | None = None
+    multi_node: bool | None = None  # the offer's nodes can form one cluster
+    aliases: list[str] = Field(default_factory=list)  # other SKU names of the same machine
     # throughput model (issue 4): null for llama.cpp (GGUF) memory-only plans
     tokens_per_s_band: list[NonNegFloat] | None = None  # [est / (1 + band), est x (1 + band)]
     total_tokens_per_s: NonNegFloat | None = None  # input + output

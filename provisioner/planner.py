@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from pricing.expected_cost import Reclaim, reclaim
 from pricing.offers import price_doubt
-from pricing.spot_risk import spot_risk
+from pricing.price_dates import price_age_days
+from pricing.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
 from provisioner.hardware import GpuSpec, cuda_memory_gib, gpu_specs, match_gpu
 from provisioner.memory import (
@@ -161,7 +162,15 @@ class Plan:
             "interconnect": o.interconnect,
             "fabric": o.fabric,
             "prices_as_of": o.prices_as_of,
+            "price_age_days": price_age_days(o.prices_as_of),
             "spot_interruption": self.spot_interruption,
+            "spot_risk": (
+                spot_risk_info(o.cloud, o.region, o.instance_type)
+                if self.market == "spot"
+                else None
+            ),
+            "multi_node": o.multi_node,
+            "aliases": list(o.aliases),
             "price_flags": list(o.flags),
             "warnings": self.warnings,
             "vllm_args": self.vllm_args,
@@ -566,6 +575,7 @@ def plan_quote(
     perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
     stage_cache: dict[tuple[int, int], Any] = {}
     offer_misses: dict[tuple[int, str], str] = {}
+    lone: set[tuple[int, str, str]] = set()  # (nodes, cloud, type) single machines refused
 
     price_memo: dict[int, list[tuple[str, float]]] = {}
 
@@ -641,6 +651,19 @@ def plan_quote(
             verdicts.extend(fits)
             class_offers.extend([hw_offers] * len(fits))
             for oi, o in enumerate(hw_offers):
+                if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
+                    if collect_rejected and (nodes, o.cloud, o.instance_type) not in lone:
+                        lone.add((nodes, o.cloud, o.instance_type))
+                        rejected.append(
+                            _rejection(
+                                fits[0],
+                                o.cloud,
+                                o.instance_type,
+                                f"{o.instance_type} is a single machine on {o.cloud}: the "
+                                "catalog declares no cluster fabric to join several",
+                            )
+                        )
+                    continue
                 if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
                     offer_misses[(first_vi, o.fabric)] = (
                         f"--cpu-offload-gb {req.cpu_offload_gb:g} x {o.gpus_per_node} GPUs needs "
@@ -719,8 +742,8 @@ def plan_quote(
             best = min(in_market)
             rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
             best_by_market[m] = make_plan(rank, best)
-    # the oldest known date among the offers this quote considered (after filters)
-    dates = sorted({o.prices_as_of for os_ in classes.values() for o in os_ if o.prices_as_of})
+    # the oldest known date among the plans shown (not every offer considered)
+    dates = sorted({p.offer.prices_as_of for p in plans if p.offer.prices_as_of})
     notes: list[str] = list(spec.notes)
     if scheme.engine == "llama.cpp":
         notes.append(
