@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from provisioner.memory import GIB, MemorySettings, request_kv_bytes, weights_total_bytes
 from provisioner.models import ModelSpec
-from provisioner.planner import Plan, QuoteResult
+from provisioner.planner import Plan, QuoteResult, weight_split
 from provisioner.quant import QuantScheme
 
 _KIND_LABEL = {
@@ -91,7 +91,8 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
         f"${plan.usd_per_hour:,.2f}/h",
         f"  TP{v.tp} x PP{v.pp}"
         + (f" x DCP{m.dcp}" if m.dcp > 1 else "")
-        + f": {v.tp * v.pp} GPUs; layers per stage "
+        + (f" ({v.layout.label}, per DP rank below)" if v.dp > 1 or v.ep else "")
+        + f": {v.tp * v.dp * v.pp} GPUs; layers per stage "
         + ", ".join(f"{s.layers[0]}-{s.layers[1] - 1}" for s in m.stages),
     ]
     for s in m.stages:
@@ -134,7 +135,7 @@ def tts_lines(plan: Plan, result: QuoteResult) -> list[str]:
         f"max(600, 2 x {tts.container_s:.0f} s) = {tts.startup_probe_budget_s} s"
     )
     o, v = plan.offer, plan.verdict
-    replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, v.nodes,
+    replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, weight_split(v),
                       weights_total_bytes(result.model, result.scheme),
                       result.model.moe is not None)  # fmt: skip
     others = [
@@ -188,7 +189,9 @@ def perf_lines(plan: Plan) -> list[str]:
     lo, hi = e.interval(e.output_tps)
     mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
     lines = [
-        f"  Throughput, {e.batch} requests in flight, TP{v.tp} x PP{v.pp} "
+        f"  Throughput, {e.batch} requests in flight, {v.layout.label}"
+        + (f" (one rank of {v.dp})" if v.dp > 1 else "")
+        + " "
         "(slowest stage, per step):",
     ]
     if e.requested_concurrency > e.batch:
@@ -205,7 +208,12 @@ def perf_lines(plan: Plan) -> list[str]:
     lines += [
         f"    compute {st.compute_s * 1e3:8.2f} ms  {st.flops / 1e12:.2f} TFLOP/GPU in "
         f"{e.compute_dtype}",
-        f"    comm    {st.comm_s * 1e3:8.2f} ms  TP all-reduces, 2 per layer",
+        f"    comm    {st.comm_s * 1e3:8.2f} ms  "
+        + (
+            "TP all-reduces, 2 per layer"
+            if v.dp == 1
+            else "all-to-all per MoE layer (+ TP all-reduces), DP barrier"
+        ),
         f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"
         + (f", {cal.layer_us:.0f} us/layer" if cal else ""),
     ]
@@ -250,8 +258,11 @@ def explain(result: QuoteResult) -> list[str]:
         *kv_lines(spec, result.kv_dtype_bytes, result.request.ctx),
     ]
     if result.best is not None:
+        from provisioner.layout_explain import layout_lines
+
         lines += plan_lines(result.best, result)
         lines += perf_lines(result.best)
+        lines += layout_lines(result)
         lines += tts_lines(result.best, result)
         lines += risk_lines(result.best, result)
     lines += [f"Note: {n}" for n in result.notes]

@@ -11,6 +11,7 @@ from provisioner.errors import UsageError
 
 Market = Literal["any", "spot", "on-demand"]
 Objective = Literal["usd-per-mtok", "usd-per-hour"]
+LayoutChoice = Literal["tp", "dp-ep", "auto"]  # provisioner/layouts.py
 
 _TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
@@ -68,6 +69,7 @@ class QuoteRequest(BaseModel):
     risk_adjusted: bool = False  # rank spot plans by expected cost with restarts
     weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (time to serve)
     min_availability: float | None = Field(default=None, gt=0, lt=1)  # drop spot plans below
+    layout: LayoutChoice = "auto"  # tp: TP x PP only; dp-ep: DP/EP layouts (MoE); auto: both
 
 
 _FLAG = {
@@ -108,6 +110,10 @@ def make_request(**fields: object) -> QuoteRequest:
         if name == "weights":
             raise UsageError(
                 f"unknown --weights {fields.get(name)!r}; allowed: s3, hub, pvc"
+            ) from None
+        if name == "layout":
+            raise UsageError(
+                f"unknown --layout {fields.get(name)!r}; allowed: tp, dp-ep, auto"
             ) from None
         if name == "objective":
             raise UsageError(

@@ -93,7 +93,7 @@ class Replica:
     instance_type: str
     gpus_per_node: int
     vcpus: float
-    nodes: int
+    nodes: int  # nodes the weights are split over (PP stages); DP/EP nodes each read them all
     weight_bytes: float  # the whole checkpoint as vLLM loads it
     moe: bool
 

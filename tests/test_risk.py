@@ -218,7 +218,7 @@ def two_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 KIMI = [
     "quote", "-m", "kimi-k2-thinking", "-q", "int4", "--ctx", "128k", "--market", "spot",
-    "--nodes", "2", "--objective", "usd-per-hour",
+    "--nodes", "2", "--objective", "usd-per-hour", "--layout", "tp",  # one plan per pool
 ]  # fmt: skip
 
 

@@ -207,3 +207,21 @@ def test_llama_cpp_plans_say_not_modelled(tmp_path: Path, monkeypatch: pytest.Mo
     assert r.exit_code == 0, r.output
     doc = PlanDocument.model_validate(json.loads(r.stdout))
     assert doc.plans and all(p.time_to_serve_s is None and p.reclaim is None for p in doc.plans)
+
+
+def test_dp_ep_nodes_each_read_the_whole_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DP16 x EP over 2 p5en: no PP, so each node streams all 594.2 GB (the streamer reads every
+    # tensor; the EP weight filter is the default loader's only): the same 405.27 s as one node.
+    # TP8 x PP2 over 2 nodes: 297.1 GB each -> 405.27 - 97.57 + 48.79 = 356.49 s.
+    monkeypatch.setenv("PROV_CACHE_DIR", str(tmp_path))
+    base = ["--nodes", "2", "--top", "3"]
+    dp = _quote(*base, "--layout", "dp-ep")
+    assert dp["plans"] and all(p["dp"] == 16 and p["pp"] == 1 for p in dp["plans"])
+    assert {p["time_to_serve_s"] for p in dp["plans"]} == {round(KIMI_S3)}
+    pp = _quote(*base, "--layout", "tp")
+    assert pp["plans"] and all(p["pp"] == 2 for p in pp["plans"])
+    assert {p["time_to_serve_s"] for p in pp["plans"]} == {
+        round(KIMI_S3 - KIMI_BYTES / 6.09e9 + KIMI_BYTES / 2 / 6.09e9)
+    }
