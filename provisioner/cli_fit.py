@@ -244,7 +244,8 @@ def register(app: typer.Typer) -> None:
             help="Top-k/top-p path of the profile run's sampler warm-up: auto (the version's "
             "default for --install: FlashInfer v0.10-0.11.1 in the image and from v0.21, "
             "PyTorch otherwise), flashinfer (14 B per logit) or pytorch (sort: 38 B per "
-            "logit; Triton masking from v0.17: 14 B). As VLLM_USE_FLASHINFER_SAMPLER=1/0.",
+            "logit; Triton masking from v0.17: 14 B); forcing a path is setting "
+            "VLLM_USE_FLASHINFER_SAMPLER to 1 or 0.",
         ),
         mxfp4_backend: str = typer.Option(
             "auto",
