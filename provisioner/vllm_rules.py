@@ -118,9 +118,14 @@ CHANGES: tuple[Change, ...] = (
         (0, 11, 2),
         "FlashInfer sampler opt-in only (VLLM_USE_FLASHINFER_SAMPLER=1): every install samples "
         "on the PyTorch path (full-vocab sort, 38 B per logit)",
-        (("sampler", "pytorch"), ("flashinfer_sampler_default", False)),
+        (
+            ("sampler", "pytorch"),
+            ("flashinfer_sampler_default", False),
+            ("flashinfer_in_wheel", True),
+        ),
         "vllm/v1/sample/ops/topk_topp_sampler.py __init__ ('Users must opt in explicitly') "
-        "@v0.11.2, v0.12.0, v0.16.0, v0.17.0, v0.18.0, v0.20.0 (v0.11.1 not read)",
+        "@v0.11.2, v0.12.0, v0.16.0, v0.17.0, v0.18.0, v0.20.0 (v0.11.1 not read); the "
+        "v0.11.2 wheel METADATA already requires flashinfer-python==0.5.2",
     ),
     Change(
         (0, 11, 2),
