@@ -453,7 +453,8 @@ def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
             raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(clouds)}")
     for g in req.gpus:
         if not match_gpu(g):
-            raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join(gpu_specs())}")
+            vendors = sorted({s.vendor.lower() for s in gpu_specs().values()})
+            raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join([*vendors, *gpu_specs()])}")
 
 
 def plan_quote(

@@ -37,6 +37,10 @@ def header(spec: DeploySpec) -> str:
     ]
     if spec.multi_node:
         lines.append("Needs the LeaderWorkerSet controller (leaderworkerset.x-k8s.io/v1).")
+    if spec.gpu_resource == "amd.com/gpu":
+        lines.append(
+            "AMD GPUs: needs AMD's device plugin (github.com/ROCm/k8s-device-plugin) for amd.com/gpu."
+        )
     if spec.target == "aws-eks":
         lines.append("Pods select nodes labelled prov/pool=" + spec.name + " (the stack's pool).")
     return "".join(f"# {line}\n" for line in lines)
