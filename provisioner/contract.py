@@ -166,6 +166,11 @@ class Plan(BaseModel):
     perf_band: NonNegFloat | None = None
     price_flags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    # distinct choices (provisioner/choices.py): can `prov deploy` run it, and if not, why
+    deployable: bool | None = None
+    not_deployable_reason: str | None = None
+    other_places: list[str] = Field(default_factory=list)  # regions/zones of the same choice
+    instance_aliases: list[str] = Field(default_factory=list)  # SKU names of the same machine
 
     @model_validator(mode="after")
     def _gpus_add_up(self) -> Plan:
@@ -215,6 +220,9 @@ class PlanDocument(BaseModel):
     notes: list[str] = Field(default_factory=list)
     workload: dict[str, int | bool] | None = None  # isl, osl, explicit
     compare_api: dict[str, Any] | None = None
+    choices: NonNegInt | None = None  # distinct choices before --top
+    # ranks of the cheapest, the cheapest `prov deploy` can run, the cheapest on-demand
+    headline: dict[str, PosInt | None] | None = None
 
     @property
     def best(self) -> Plan | None:
