@@ -15,11 +15,44 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from provisioner import __version__
 from provisioner.errors import ProvError
 
+class _OneLineErrors(TyperGroup):
+    """Click's usage errors (a missing value, an unknown option) as one 'prov: error:' line,
+    like every other error, instead of typer's framed panel."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as e:  # click's own classes (typer may vendor click): by shape
+            name = type(e).__name__
+            ctx = getattr(e, "ctx", None)
+            if name == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())
+                sys.exit(0)
+            if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+                _err(_usage_line(e))
+                sys.exit(e.exit_code)
+            if name == "Abort":
+                _err("aborted")
+                sys.exit(1)
+            raise
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_line(e: Any) -> str:
+    msg = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    return f"{msg} (see '{ctx.command_path} --help')" if ctx is not None else msg
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="prov",
     help="Cheapest cloud GPU shape that really runs a large LLM under vLLM.",
     no_args_is_help=True,

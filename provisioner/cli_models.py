@@ -6,6 +6,7 @@ Registered on the main app by provisioner.cli (the one boundary that maps errors
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -15,6 +16,38 @@ def model_aliases(model_id: str) -> list[str]:
     from provisioner.catalog import _aliases
 
     return sorted(a for a, mid in _aliases().items() if mid == model_id and a != mid.lower())
+
+
+def model_lines(rows: list[dict[str, Any]], width: int | None) -> list[str]:
+    """Whole ids and aliases, one line per model when the width allows, else the aliases on
+    a line of their own under each id (never cut: they are what --model takes)."""
+    from provisioner.textable import Column, fit
+
+    def cols(with_alias: bool) -> list[Column]:
+        out = [Column("id", [r["id"] for r in rows])]
+        if with_alias:
+            out.append(Column("alias", [", ".join(r["aliases"]) or "-" for r in rows]))
+        return [
+            *out,
+            Column("total", [f"{r['params_total'] / 1e9:,.1f}B" for r in rows], right=True),
+            Column("active", [f"{r['params_active'] / 1e9:,.1f}B" for r in rows], right=True),
+            Column("attn", [r["attention"] for r in rows], drop_priority=1),
+            Column("max ctx", [ctx_label(r["max_context"]) for r in rows], right=True),
+            Column("native", [r["native_quant"] for r in rows]),
+        ]
+
+    from provisioner.quote_view import ctx_label
+
+    lines = fit(cols(True), None)
+    if width is None or max(map(len, lines)) < width:
+        return lines
+    table = fit(cols(False), width - 1, gap=1)
+    out = [table[0]]
+    for r, line in zip(rows, table[1:], strict=True):
+        out.append(line)
+        if r["aliases"]:
+            out.append(f"  alias: {', '.join(r['aliases'])}")
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -50,9 +83,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
-        from provisioner.render import print_models
+        from provisioner.textable import terminal_width
 
-        print_models(rows)
+        for line in model_lines(rows, terminal_width()):
+            typer.echo(line)
 
     @models_app.command("show")
     @boundary
