@@ -116,6 +116,10 @@ def load_offers(path: str | os.PathLike[str] | None = None) -> list[Offer]:
             text = fh.read()
     except OSError as exc:
         raise DataError(f"{os.fspath(path)}: cannot read price file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{os.fspath(path)}: not UTF-8 text (byte {exc.start}); price files are UTF-8 CSV"
+        ) from None
     return list(parse_offers(text, os.fspath(path)))
 
 
