@@ -115,7 +115,11 @@ def test_moe_config_values(tmp_path: Path, key: str, value: Any) -> None:
 # ---- the JSON document itself ------------------------------------------------------------
 
 DOCS: list[tuple[str, bytes, tuple[str, ...]]] = [
-    ("latin-1", json.dumps(base_config()).replace("llama", "llam\u00e1").encode("latin-1"), ("UTF-8",)),
+    (
+        "latin-1",
+        json.dumps(base_config()).replace("llama", "llam\u00e1").encode("latin-1"),
+        ("UTF-8",),
+    ),
     ("utf-16", json.dumps(base_config()).encode("utf-16"), ("UTF-8",)),
     ("binary", bytes(range(256)) * 4, ("UTF-8",)),
     ("nul-bytes", b'{"hidden_size": 4096\x00\x00}', ("JSON",)),
@@ -147,9 +151,10 @@ def test_utf8_bom_is_read(tmp_path: Path) -> None:
     bom = run(*QUOTE, "--model", write_config(tmp_path / "b", b"\xef\xbb\xbf" + raw), "--top", "1")
     clean(bom)
     assert bom.exit_code == 0 == plain.exit_code, bom.stderr
-    assert json.loads(bom.stdout)["plans"][0]["usd_per_hour"] == json.loads(plain.stdout)[
-        "plans"
-    ][0]["usd_per_hour"]
+    assert (
+        json.loads(bom.stdout)["plans"][0]["usd_per_hour"]
+        == json.loads(plain.stdout)["plans"][0]["usd_per_hour"]
+    )
 
 
 def test_oversized_config_is_refused_quickly(tmp_path: Path) -> None:

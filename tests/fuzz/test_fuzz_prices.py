@@ -16,8 +16,12 @@ HEADER = (
     "cloud,region,zone,instance_type,gpu,gpus_per_node,gpu_memory_gib,vcpus,memory_gib,"
     "interconnect,fabric,ondemand_usd_per_hour,spot_usd_per_hour,prices_as_of,flags"
 )
-H100 = "aws,us-east-1,use1-az4,p5.48xlarge,H100-SXM,8,80,192,2048,nvlink,efa,98.32,29.35,2026-05-01,"
-H200 = "aws,us-east-1,use1-az2,p5en.48xlarge,H200-SXM,8,141,192,2048,nvlink,efa,84.8,24.29,2026-05-01,"
+H100 = (
+    "aws,us-east-1,use1-az4,p5.48xlarge,H100-SXM,8,80,192,2048,nvlink,efa,98.32,29.35,2026-05-01,"
+)
+H200 = (
+    "aws,us-east-1,use1-az2,p5en.48xlarge,H200-SXM,8,141,192,2048,nvlink,efa,84.8,24.29,2026-05-01,"
+)
 QUOTE = ("quote", "--model", "meta-llama/Llama-3.1-70B", "--quant", "fp8", "--ctx", "8k", "--json")
 
 
@@ -67,16 +71,30 @@ REFUSED: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("zero-gpus", f"{HEADER}\n{_row(gpus_per_node='0')}\n", ("line 2",)),
     ("negative-gpus", f"{HEADER}\n{_row(gpus_per_node='-8')}\n", ("line 2",)),
     ("negative-memory", f"{HEADER}\n{_row(gpu_memory_gib='-80')}\n", ("line 2",)),
-    ("nan-price", f"{HEADER}\n{_row(ondemand_usd_per_hour='nan', spot_usd_per_hour='')}\n", ("line 2",)),
-    ("inf-price", f"{HEADER}\n{_row(ondemand_usd_per_hour='inf', spot_usd_per_hour='')}\n", ("line 2",)),
-    ("negative-price", f"{HEADER}\n{_row(ondemand_usd_per_hour='-5', spot_usd_per_hour='')}\n", ("line 2",)),
+    (
+        "nan-price",
+        f"{HEADER}\n{_row(ondemand_usd_per_hour='nan', spot_usd_per_hour='')}\n",
+        ("line 2",),
+    ),
+    (
+        "inf-price",
+        f"{HEADER}\n{_row(ondemand_usd_per_hour='inf', spot_usd_per_hour='')}\n",
+        ("line 2",),
+    ),
+    (
+        "negative-price",
+        f"{HEADER}\n{_row(ondemand_usd_per_hour='-5', spot_usd_per_hour='')}\n",
+        ("line 2",),
+    ),
     ("bad-date", f"{HEADER}\n{_row(prices_as_of='2026-13-45')}\n", ("2026-13-45",)),
     ("unknown-gpu", f"{HEADER}\n{_row(gpu='H900')}\n", ("H900",)),
 ]
 
 
 @pytest.mark.parametrize(("text", "words"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
-def test_bad_price_files_are_refused(tmp_path: Path, text: str | bytes, words: tuple[str, ...]) -> None:
+def test_bad_price_files_are_refused(
+    tmp_path: Path, text: str | bytes, words: tuple[str, ...]
+) -> None:
     refused(_quote(_prices(tmp_path, text)), *words)
 
 
@@ -108,7 +126,10 @@ def test_duplicate_rows_rank_once(tmp_path: Path) -> None:
     assert result.exit_code in (0, 2), result.stderr
     if result.exit_code == 0:
         plans = json.loads(result.stdout)["plans"]
-        keys = [(p["zone"], p["instance_type"], p["nodes"], p["tp"], p["pp"], p["market"]) for p in plans]
+        keys = [
+            (p["zone"], p["instance_type"], p["nodes"], p["tp"], p["pp"], p["market"])
+            for p in plans
+        ]
         assert len(keys) == len(set(keys)), keys
 
 

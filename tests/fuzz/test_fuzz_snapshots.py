@@ -56,7 +56,11 @@ CASES: list[tuple[str, dict[str, bytes], tuple[str, ...]]] = [
     ),
     (
         "string-offsets",
-        {"model.safetensors": _safetensors({EMBED: _tensor("BF16", [1], 0, 2) | {"data_offsets": ["a", "b"]}})},
+        {
+            "model.safetensors": _safetensors(
+                {EMBED: _tensor("BF16", [1], 0, 2) | {"data_offsets": ["a", "b"]}}
+            )
+        },
         ("data_offsets",),
     ),
     (
@@ -71,7 +75,11 @@ CASES: list[tuple[str, dict[str, bytes], tuple[str, ...]]] = [
     ),
     (
         "shape-disagrees-with-offsets",  # 4096 x 4096 BF16 is 32 MiB, not 8 bytes
-        {"model.safetensors": _safetensors({EMBED: _tensor("BF16", [4096, 4096], 0, 8)}, b"\0" * 8)},
+        {
+            "model.safetensors": _safetensors(
+                {EMBED: _tensor("BF16", [4096, 4096], 0, 8)}, b"\0" * 8
+            )
+        },
         ("shape",),
     ),
     (
@@ -95,7 +103,11 @@ CASES: list[tuple[str, dict[str, bytes], tuple[str, ...]]] = [
     ),
     (
         "index-escapes-the-folder",
-        {"model.safetensors.index.json": json.dumps({"weight_map": {EMBED: "../../etc/passwd"}}).encode()},
+        {
+            "model.safetensors.index.json": json.dumps(
+                {"weight_map": {EMBED: "../../etc/passwd"}}
+            ).encode()
+        },
         ("index",),
     ),
 ]
