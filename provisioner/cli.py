@@ -20,15 +20,18 @@ from typer.core import TyperGroup
 from provisioner import __version__
 from provisioner.errors import ProvError
 
+
 class _OneLineErrors(TyperGroup):
     """Click's usage errors (a missing value, an unknown option) as one 'prov: error:' line,
     like every other error, instead of typer's framed panel."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone = kwargs.get("standalone_mode", True)
+        kwargs["standalone_mode"] = False
+        if not standalone:
+            return super().main(*args, **kwargs)
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(*args, **kwargs)
         except Exception as e:  # click's own classes (typer may vendor click): by shape
             name = type(e).__name__
             ctx = getattr(e, "ctx", None)

@@ -55,8 +55,8 @@ def best_deployable(doc: Any, target: str) -> tuple[int, str]:
             DeployFacts(p.cloud, p.gpu, p.zone, bool(p.vllm_args)), target
         )
         if reason is None:
-            why = f" (rank {', '.join(passed)} cannot be deployed)" if passed else ""
-            return p.rank, f"deploying rank {p.rank}, the best plan prov deploy can run{why}"
+            skipped = f" (rank {', '.join(passed)} cannot be deployed)" if passed else ""
+            return p.rank, f"deploying rank {p.rank}, the best plan prov deploy can run{skipped}"
         passed.append(str(p.rank))
     first = doc.plans[0]
     why = not_deployable_reason(
