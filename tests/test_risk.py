@@ -171,8 +171,8 @@ def two_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 KIMI = [
     "quote", "-m", "kimi-k2-thinking", "-q", "int4", "--ctx", "128k", "--market", "spot",
-    "--nodes", "2", "--objective", "usd-per-hour",
-]  # fmt: skip
+    "--nodes", "2", "--objective", "usd-per-hour", "--all-zones",
+]  # fmt: skip  (--all-zones: one row per pool, not one per distinct choice)
 
 
 def test_cli_risk_adjusted_json(two_pools: Path) -> None:
