@@ -16,12 +16,12 @@ provisioner/deployable.py) and the cheapest on-demand one. Pure: called after ra
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from provisioner.deployable import DeployFacts, not_deployable_reason
-from provisioner.planner import Plan, QuoteResult
+from provisioner.planner import Plan, QuoteResult, ShapeVerdict
 
 if TYPE_CHECKING:
     from pricing.offers import Offer
@@ -56,7 +56,16 @@ def place_of(p: Plan) -> str:
 
 
 def choice_key(p: Plan, all_zones: bool) -> tuple[Any, ...]:
-    o, v = p.offer, p.verdict
+    return offer_key(p.offer, p.verdict, p.market, all_zones)
+
+
+def distinct_by(all_zones: bool) -> Callable[[Offer, ShapeVerdict], tuple[Any, ...]]:
+    """The key for plan_quote(distinct=...), less the market (the planner adds it): the
+    planner then makes one plan per choice."""
+    return lambda o, v: offer_key(o, v, "", all_zones)
+
+
+def offer_key(o: Offer, v: ShapeVerdict, market: str, all_zones: bool) -> tuple[Any, ...]:
     dcp = v.memory.dcp if v.memory is not None else 1
     key: tuple[Any, ...] = (
         o.cloud,
@@ -67,7 +76,7 @@ def choice_key(p: Plan, all_zones: bool) -> tuple[Any, ...]:
         v.tp,
         v.pp,
         dcp,
-        p.market,
+        market,
     )
     return (*key, o.region, o.zone) if all_zones else key
 
@@ -106,14 +115,16 @@ def group(
         key = choice_key(p, all_zones)
         c = groups.get(key)
         if c is None:
-            groups[key] = Choice(p)
-            continue
-        place = place_of(p)
-        if place != c.place and place not in c.other_places:
-            c.other_places.append(place)
-        itype = p.offer.instance_type
-        if itype != c.plan.offer.instance_type and itype not in c.aliases:
-            c.aliases.append(itype)
+            c = groups[key] = Choice(p)
+            others = p.also  # what plan_quote(distinct=...) folded into this plan
+        else:
+            others = [p.offer, *p.also]
+        for o in others:
+            place = o.zone or o.region
+            if place != c.place and place not in c.other_places:
+                c.other_places.append(place)
+            if o.instance_type != c.plan.offer.instance_type and o.instance_type not in c.aliases:
+                c.aliases.append(o.instance_type)
     ranked = list(groups.values())
     region_zones = zones_by_region(offers)
     for rank, c in enumerate(ranked, start=1):

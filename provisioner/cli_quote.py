@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         """
         from pricing.offers import current_offers, load_offers, price_date_notes
         from provisioner.catalog import resolve_model
-        from provisioner.choices import choice_json, group, headline_json
+        from provisioner.choices import choice_json, distinct_by, group, headline_json
         from provisioner.planner import plan_quote, result_to_json
         from provisioner.quant import resolve_quant
         from provisioner.quote_empty import check_offers, empty_error, filtered
@@ -187,11 +187,18 @@ def register(app: typer.Typer) -> None:
         check_offers(offers, f"--prices {prices}" if prices else "the price snapshot")
         # every ranked plan (top 0), so the grouping sees all places of a choice
         every = req.model_copy(update={"top": 0})
-        result = plan_quote(every, spec, scheme, offers, collect_rejected=as_json or show_rejected)
+        result = plan_quote(
+            every,
+            spec,
+            scheme,
+            offers,
+            collect_rejected=as_json or show_rejected,
+            distinct=distinct_by(all_zones),
+        )
         if not result.plans:
             filtered(req, offers)  # a filter that matched nothing is named first
             if not result.rejected:
-                result = plan_quote(every, spec, scheme, offers, collect_rejected=True)
+                result = plan_quote(every, spec, scheme, offers, collect_rejected=True)  # all
         result.request = req
         choices = group(result, offers, top=top, all_zones=all_zones)
         result.plans = [c.plan for c in choices.rows]
