@@ -107,6 +107,7 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
                 for p in plans
             ],
             min_width=12,
+            cut_first=True,  # the full name is under --wide and --json; the place is not
         ),
         Column("GPUs", [gpus_label(p, short=not wide) for p in plans], min_width=9),
         Column("TPxPP", [layout(p) for p in plans]),

@@ -24,6 +24,7 @@ class Column:
     min_width: int | None = None  # flexible down to this (None: never cut)
     drop_priority: int = 0  # 0 = always kept; higher numbers are dropped first
     keep_tail: str | None = None  # a cut keeps what follows the last one of these ("  +3")
+    cut_first: bool = False  # among flexible columns, cut this one before the others
 
     @property
     def natural(self) -> int:
@@ -69,7 +70,7 @@ def fit(columns: list[Column], width: int | None, gap: int = GAP) -> list[str]:
             room = [c for c in flexible if widths[id(c)] > (c.min_width or 0)]
             if not room:
                 break
-            widest = max(room, key=lambda c: widths[id(c)])
+            widest = max(room, key=lambda c: (c.cut_first, widths[id(c)]))
             widths[id(widest)] -= 1
     lines = []
     for i in range(-1, max((len(c.cells) for c in cols), default=0)):
