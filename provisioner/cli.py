@@ -237,8 +237,14 @@ def prices_show(
     from provisioner.render import print_prices
 
     print_prices(shown, total=len(rows), advisor_date=ADVISOR_DATE)
+    import textwrap
+
+    from provisioner.textable import terminal_width
+
     for note in date_notes:
-        typer.echo(f"note: {note}")
+        typer.echo(
+            "\n".join(textwrap.wrap(f"note: {note}", terminal_width() - 1, subsequent_indent="  "))
+        )
 
 
 from provisioner.cli_deploy import register as _register_deploy  # noqa: E402

@@ -1,103 +1,14 @@
-"""Human output: rich tables for quotes and catalogs (JSON output lives with the planner)."""
+"""Human output: the API comparison and the price table (quotes: provisioner/quote_view.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
-
-from provisioner.planner import QuoteResult
 
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=False)
-
-
-def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> None:
-    con = _console()
-    spec, scheme, req = result.model, result.scheme, result.request
-    from provisioner.request import workload_tokens
-
-    isl, osl, _ = workload_tokens(req)
-    load = f"concurrency {req.concurrency}" if req.concurrency else "tok/s at saturation"
-    con.print(
-        f"[bold]{spec.id}[/bold] {scheme.label}, ctx {req.ctx:,} tokens, "
-        f"KV {'fp8' if result.kv_dtype_bytes == 1 else 'bf16'}; workload {isl}/{osl} tokens, "
-        f"{load}; ranked by {req.objective}"
-    )
-    table = Table(show_lines=False, header_style="bold", box=None, pad_edge=False)
-    for col, just in [
-        ("#", "right"),
-        ("cloud:zone", "left"),
-        ("nodes x instance", "left"),
-        ("GPUs", "left"),
-        ("TPxPP", "left"),
-        ("market", "left"),
-        ("$/h", "right"),
-        ("out tok/s", "right"),
-        ("$/Mtok", "right"),
-        ("TPOT ms", "right"),
-        ("reqs", "right"),
-        ("warn", "left"),
-    ]:
-        table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
-    legend: dict[str, int] = {}
-    for p in result.plans:
-        v, o, e = p.verdict, p.offer, p.perf
-        mem = v.memory
-        assert mem is not None
-        marks = ",".join(str(legend.setdefault(w, len(legend) + 1)) for w in p.warnings)
-        tps = mtok = tpot = "-"
-        if e is not None:
-            tps = f"{e.output_tps:,.0f} ±{e.band:.0%}"
-            mtok = f"{p.usd_per_hour / (e.output_tps * 3600) * 1e6:,.2f}"
-            tpot = f"{e.tpot_s * 1000:,.0f}"
-        table.add_row(
-            str(p.rank),
-            f"{o.cloud}:{o.zone or o.region}",
-            f"{v.nodes}x {o.instance_type}",
-            f"{v.nodes * o.gpus_per_node}x{o.gpu}",
-            f"{v.tp}x{v.pp}" + (f" dcp{mem.dcp}" if mem.dcp > 1 else ""),
-            p.market + (f" {p.spot_interruption}" if p.spot_interruption else ""),
-            f"{p.usd_per_hour:,.2f}",
-            tps,
-            mtok,
-            tpot,
-            str(v.workload_concurrency),
-            marks,
-        )
-    if result.plans:
-        con.print(table)
-        con.print(
-            f"[dim]reqs = concurrent {isl + osl}-token (isl + osl) "
-            "requests the KV cache holds; tok/s ± the calibration band (benchmarks/accuracy.py)"
-            "[/dim]"
-        )
-    for w, i in legend.items():
-        con.print(f"[yellow]warn {i}:[/yellow] {w}")
-    shown = len(result.plans)
-    con.print(
-        f"{shown} of {result.feasible_count} feasible plans shown (--top 0 for all); "
-        f"oldest price date {result.prices_as_of or 'unknown'}"
-    )
-    for reason, n in result.skipped_prices.items():
-        con.print(f"[dim]skipped {n} prices: {reason}[/dim]")
-    for note in result.notes:
-        con.print(f"[yellow]note:[/yellow] {note}")
-    if explain:
-        from provisioner.explain import explain as explain_lines
-
-        con.print()
-        for line in explain_lines(result):
-            con.print(line, markup=False)
-    if show_rejected and result.rejected:
-        rej = Table(title="rejected shapes", header_style="bold")
-        rej.add_column("shape")
-        rej.add_column("reason")
-        for r in result.rejected:
-            rej.add_row(r["shape"], r["reason"])
-        con.print(rej)
 
 
 def print_comparison(c: dict[str, Any]) -> None:
@@ -128,55 +39,50 @@ def print_comparison(c: dict[str, Any]) -> None:
 
 
 def print_prices(rows: list[dict[str, Any]], *, total: int, advisor_date: str) -> None:
-    con = _console()
-    table = Table(header_style="bold", box=None, pad_edge=False)
-    for col in (
-        "cloud:zone",
-        "instance",
-        "GPUs",
-        "on-demand $/h",
-        "spot $/h",
-        "$/GPU-h",
-        "spot risk",
-        "as of",
-    ):
-        table.add_column(col, justify="right" if "$" in col else "left", overflow="fold")
-    for r in rows:
-        od, sp = r["ondemand_usd_per_hour"], r["spot_usd_per_hour"]
-        table.add_row(
-            f"{r['cloud']}:{r['zone'] or r['region']}",
-            r["instance_type"],
-            f"{r['gpus_per_node']}x{r['gpu']} {r['gpu_memory_gib']:g}G",
-            "-" if od is None else f"{od:,.2f}",
-            "-" if sp is None else f"{sp:,.2f}",
-            f"{r['usd_per_gpu_hour']:,.3f}",
-            r["spot_interruption"] or "",
-            r["prices_as_of"] or "unknown",
-            "!" if r["doubt"] else "",
-        )
-    con.print(table)
+    """One line per offer at the terminal's width (80 in a pipe); dates drop first."""
+    import textwrap
+
+    import typer
+
+    from provisioner.textable import Column, fit, terminal_width
+
+    def money(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.2f}"
+
+    width = terminal_width()
+    cols = [
+        Column(
+            "cloud:zone", [f"{r['cloud']}:{r['zone'] or r['region']}" for r in rows], min_width=12
+        ),
+        Column(
+            "instance",
+            [r["instance_type"].removeprefix("Standard_") for r in rows],
+            min_width=12,
+            cut_first=True,
+        ),
+        Column(
+            "GPUs",
+            [
+                f"{r['gpus_per_node']}x{r['gpu'].removesuffix('-SXM')} {r['gpu_memory_gib']:g}G"
+                for r in rows
+            ],
+        ),
+        Column("od $/h", [money(r["ondemand_usd_per_hour"]) for r in rows], right=True),
+        Column("spot $/h", [money(r["spot_usd_per_hour"]) for r in rows], right=True),
+        Column("$/GPU-h", [f"{r['usd_per_gpu_hour']:,.3f}" for r in rows], right=True),
+        Column("risk", [r["spot_interruption"] or "" for r in rows], drop_priority=1),
+        Column("as of", [r["prices_as_of"] or "unknown" for r in rows], drop_priority=2),
+        Column("", ["!" if r["doubt"] else "" for r in rows]),
+    ]
+    for line in fit(cols, width, gap=1):
+        typer.echo(line)
+    notes = []
     if any(r["doubt"] for r in rows):
-        con.print("[yellow]![/yellow] a price prov does not rank (see --json 'doubt')")
-    con.print(
+        notes.append("! a price prov does not rank (see --json 'doubt')")
+    notes.append(
         f"{len(rows)} of {total} offers shown (--top 0 for all). Spot risk = AWS Spot Instance "
         f"Advisor, % of instances interrupted per month, as of {advisor_date}; other clouds "
         "publish none."
     )
-
-
-def print_models(rows: list[dict[str, Any]]) -> None:
-    table = Table(header_style="bold")
-    for col in ("id", "family", "total", "active", "attention", "layers", "max ctx", "native"):
-        table.add_column(col, justify="right" if col in {"total", "active", "layers"} else "left")
-    for r in rows:
-        table.add_row(
-            r["id"],
-            r["family"],
-            f"{r['params_total'] / 1e9:,.1f}B",
-            f"{r['params_active'] / 1e9:,.1f}B",
-            r["attention"],
-            str(r["layers"]),
-            f"{r['max_context']:,}",
-            r["native_quant"],
-        )
-    _console().print(table)
+    for note in notes:
+        typer.echo("\n".join(textwrap.wrap(note, width - 1, subsequent_indent="  ")))
