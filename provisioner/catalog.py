@@ -89,6 +89,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     data = load_json_text(raw, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config.json must be a JSON object")
+    from provisioner.config_check import check_config  # user files only: the catalog is vetted
+
+    check_config(data, str(path))
     return data
 
 

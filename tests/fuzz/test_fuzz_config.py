@@ -175,3 +175,13 @@ def test_missing_path(tmp_path: Path) -> None:
 def test_config_json_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "m" / "config.json").mkdir(parents=True)
     refused(run(*QUOTE, "--model", tmp_path / "m" / "config.json"))
+
+
+def test_every_catalog_config_passes_the_boundary_check() -> None:
+    """The bounds refuse typos, not models: every config prov ships is within them."""
+    from fuzz_harness import MODELS
+
+    from provisioner.config_check import check_config
+
+    for path in sorted(MODELS.glob("*.json")):
+        check_config(json.loads(path.read_text()), path.name)
