@@ -56,7 +56,7 @@ def best_deployable(doc: Any, target: str) -> tuple[int, str]:
         )
         if reason is None:
             skipped = f" (rank {', '.join(passed)} cannot be deployed)" if passed else ""
-            return p.rank, f"deploying rank {p.rank}, the best plan prov deploy can run{skipped}"
+            return p.rank, f"using rank {p.rank}, the best plan prov deploy can run{skipped}"
         passed.append(str(p.rank))
     first = doc.plans[0]
     why = not_deployable_reason(

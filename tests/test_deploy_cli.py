@@ -129,7 +129,7 @@ def test_aws_target_needs_an_aws_plan(plan_files: dict[str, Path]) -> None:
     # without --rank, the best plan that target can run is taken, and the output says which
     aws = next(p["rank"] for p in doc["plans"] if p["cloud"] == "aws")
     result = run(*args)
-    assert f"Deploying rank {aws}, the best plan prov deploy can run" in result.stdout
+    assert f"Using rank {aws}, the best plan prov deploy can run" in result.stdout
 
 
 def test_plans_prov_cannot_deploy(plan_files: dict[str, Path], tmp_path: Path) -> None:
