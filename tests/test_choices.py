@@ -204,3 +204,22 @@ def test_models_list_whole_ids_and_aliases() -> None:
     rows = json.loads(run("models", "list", "--json").stdout)
     kimi = next(r for r in rows if r["id"] == "moonshotai/Kimi-K2-Thinking")
     assert kimi["aliases"] == ["kimi-k2-thinking"]
+
+
+def test_readme_question_renders(tmp_path: Path) -> None:
+    """Done-when of issue 17: `prov quote ... --json > plan.json && prov deploy --plan plan.json
+    --render out/` works for the README's question (its best plan is an MI300X one)."""
+    result = run(*KIMI, "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = tmp_path / "plan.json"
+    plan.write_text(result.stdout)
+    out = tmp_path / "out"
+    rendered = run("deploy", "--plan", str(plan), "--render", str(out))
+    assert rendered.exit_code == 0, rendered.stderr
+    assert "Using rank 1, the best plan prov deploy can run" in rendered.stdout
+    (manifest,) = out.glob("*.yaml")
+    text = manifest.read_text()
+    best = json.loads(result.stdout)["plans"][0]
+    assert f"--tensor-parallel-size\n        - '{best['tp']}'" in text
+    if best["gpu"] == "MI300X":
+        assert "vllm/vllm-openai-rocm:" in text and "amd.com/gpu" in text
