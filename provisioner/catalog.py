@@ -123,6 +123,9 @@ def _from_path(path: Path) -> ModelSpec:
             raise ConfigError(f"{path}: folder has no config.json")
         spec = parse_config(_read_json(cfg_path), path.name, source=str(cfg_path))
         from provisioner.checkpoint import apply_checkpoint_bytes  # local: only for folders
+        from provisioner.snapshot_check import check_snapshot
+
+        check_snapshot(path)
 
         return apply_checkpoint_bytes(spec, path)
     if not path.is_file():
