@@ -184,7 +184,9 @@ def register(app: typer.Typer) -> None:
         spec = resolve_model(req.model)
         scheme = resolve_quant(req.quant, spec)
         offers = load_offers(prices) if prices else current_offers()
-        check_offers(offers, f"--prices {prices}" if prices else "the price snapshot")
+        check_offers(
+            offers, f"--prices {prices}" if prices else "the price snapshot", strict=bool(prices)
+        )
         # every ranked plan (top 0), so the grouping sees all places of a choice
         every = req.model_copy(update={"top": 0})
         result = plan_quote(

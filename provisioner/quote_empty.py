@@ -28,10 +28,34 @@ def _some(values: Sequence[str], n: int = 8) -> str:
     return ", ".join(vals[:n]) + (f" (and {len(vals) - n} more)" if len(vals) > n else "")
 
 
-def check_offers(offers: Sequence[Offer], source: str) -> None:
-    """An empty offers table is bad input: say which file it came from."""
+#: USD per GPU-hour outside this is a data error, not a price (real ones: ~$0.1 to ~$15).
+PLAUSIBLE_USD_PER_GPU_HOUR = (0.01, 500.0)
+
+
+def check_offers(offers: Sequence[Offer], source: str, *, strict: bool = True) -> None:
+    """Offers prov can rank: some rows and, for a user's file (`strict`), GPUs prov knows and
+    prices that are prices (else exit 2, naming the file and the row)."""
+    from provisioner.hardware import gpu_specs
+
     if not offers:
         raise UsageError(f"{source}: no offers in it (a header without rows?); nothing to rank")
+    if not strict:
+        return
+    known = gpu_specs()
+    lo, hi = PLAUSIBLE_USD_PER_GPU_HOUR
+    for o in offers:
+        row = f"{o.cloud} {o.zone or o.region} {o.instance_type}"
+        if o.gpu not in known:
+            raise UsageError(f"{source}: {row}: unknown GPU {o.gpu!r}; allowed: {', '.join(known)}")
+        for market, price in (
+            ("on-demand", o.ondemand_usd_per_hour),
+            ("spot", o.spot_usd_per_hour),
+        ):
+            if price is not None and not lo <= price / o.gpus_per_node <= hi:
+                raise UsageError(
+                    f"{source}: {row}: {market} ${price:g}/h for {o.gpus_per_node} GPUs is not a "
+                    f"price prov can rank; allowed: ${lo:g}..${hi:g} per GPU-hour"
+                )
 
 
 def filtered(req: QuoteRequest, offers: Sequence[Offer]) -> list[Offer]:
