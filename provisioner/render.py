@@ -1,4 +1,4 @@
-"""Human output: the API comparison and the price table (quotes: provisioner/quote_view.py)."""
+"""Human output: the API comparison (quotes: provisioner/quote_view.py; prices: cli_prices)."""
 
 from __future__ import annotations
 
@@ -36,53 +36,3 @@ def print_comparison(c: dict[str, Any]) -> None:
             f"break-even {m['breakeven_requests_per_day']:,} requests/day "
             f"(capacity {m['capacity_requests_per_day']:,}/day): {verdict}"
         )
-
-
-def print_prices(rows: list[dict[str, Any]], *, total: int, advisor_date: str) -> None:
-    """One line per offer at the terminal's width (80 in a pipe); dates drop first."""
-    import textwrap
-
-    import typer
-
-    from provisioner.textable import Column, fit, terminal_width
-
-    def money(x: float | None) -> str:
-        return "-" if x is None else f"{x:,.2f}"
-
-    width = terminal_width()
-    cols = [
-        Column(
-            "cloud:zone", [f"{r['cloud']}:{r['zone'] or r['region']}" for r in rows], min_width=12
-        ),
-        Column(
-            "instance",
-            [r["instance_type"].removeprefix("Standard_") for r in rows],
-            min_width=12,
-            cut_first=True,
-        ),
-        Column(
-            "GPUs",
-            [
-                f"{r['gpus_per_node']}x{r['gpu'].removesuffix('-SXM')} {r['gpu_memory_gib']:g}G"
-                for r in rows
-            ],
-        ),
-        Column("od $/h", [money(r["ondemand_usd_per_hour"]) for r in rows], right=True),
-        Column("spot $/h", [money(r["spot_usd_per_hour"]) for r in rows], right=True),
-        Column("$/GPU-h", [f"{r['usd_per_gpu_hour']:,.3f}" for r in rows], right=True),
-        Column("risk", [r["spot_interruption"] or "" for r in rows], drop_priority=1),
-        Column("as of", [r["prices_as_of"] or "unknown" for r in rows], drop_priority=2),
-        Column("", ["!" if r["doubt"] else "" for r in rows]),
-    ]
-    for line in fit(cols, width, gap=1):
-        typer.echo(line)
-    notes = []
-    if any(r["doubt"] for r in rows):
-        notes.append("! a price prov does not rank (see --json 'doubt')")
-    notes.append(
-        f"{len(rows)} of {total} offers shown (--top 0 for all). Spot risk = AWS Spot Instance "
-        f"Advisor, % of instances interrupted per month, as of {advisor_date}; other clouds "
-        "publish none."
-    )
-    for note in notes:
-        typer.echo("\n".join(textwrap.wrap(note, width - 1, subsequent_indent="  ")))

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from pricing.offers import Offer
 from provisioner.contract import Plan, PlanDocument
 from provisioner.errors import UsageError
+from provisioner.vllm_rules import VLLM_VERSION
 from stacks.instances import NodeShape, alternatives, other_zone
 
 #: The one vLLM image tag prov deploys. v0.18.0 is the first release with --shutdown-timeout
 #: (vllm-project/vllm#34730), which the drain below depends on; multi-node without Ray
 #: (--nnodes/--node-rank/--master-addr/--headless, vllm-project/vllm#23691) and every flag the
 #: planner emits are older. Override per deploy with --image.
-VLLM_IMAGE = "vllm/vllm-openai:v0.18.0"
+VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"  # the one version constant
 #: The same release of vLLM's ROCm image, for AMD GPUs (vllm-project publishes
 #: vllm/vllm-openai-rocm:vX.Y.Z per release; see vllm-project/recipes, e.g. GLM/GLM.md).
-VLLM_ROCM_IMAGE = "vllm/vllm-openai-rocm:v0.18.0"
+VLLM_ROCM_IMAGE = f"vllm/vllm-openai-rocm:v{VLLM_VERSION}"
 
 TARGETS = ("aws-eks", "kubeconfig")
 PORT = 8000

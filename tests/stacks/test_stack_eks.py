@@ -37,9 +37,10 @@ DAEMON_ACTIONS = {
 @pytest.fixture(scope="module")
 def one(plans: dict[str, PlanFile]) -> StackRun:
     plan = plans["one_aws"].doc.plans[0]
-    # offers.csv: the cheapest 8 x H200 spot node on AWS is p5e.48xlarge in use2-az3 ($14.47/h)
+    # aws_2026.csv: the cheapest rentable 8 x H200 spot node in us-east-2 is p5en.48xlarge in
+    # use2-az3 ($26.2893/h; az1 26.3634, az2 26.9512); p5e is sold as capacity blocks only
     assert (plan.instance_type, plan.region, plan.zone, plan.market, plan.nodes) == (
-        "p5e.48xlarge",
+        "p5en.48xlarge",
         "us-east-2",
         "use2-az3",
         "spot",
@@ -51,11 +52,11 @@ def one(plans: dict[str, PlanFile]) -> StackRun:
 @pytest.fixture(scope="module")
 def two(plans: dict[str, PlanFile]) -> StackRun:
     plan = plans["two_aws"].doc.plans[0]
-    # offers.csv: 2 x p5.48xlarge spot in use2-az2 ($15.65/h each); az1's price is flagged
+    # aws_2026.csv: 2 x p5.48xlarge spot in use2-az3 ($19.7597/h each; az1 19.8665, az2 20.205)
     assert (plan.instance_type, plan.region, plan.zone, plan.market, plan.nodes) == (
         "p5.48xlarge",
         "us-east-2",
-        "use2-az2",
+        "use2-az3",
         "spot",
         2,
     )
@@ -94,8 +95,8 @@ def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
 def test_spot_pool_lists_the_alternative_types_and_zones(one: StackRun) -> None:
     pool = gpu_pool(one)
     assert pool["capacityType"] == "SPOT"
-    # us-east-2 sells 8 x H200 as p5e.48xlarge (az1, az3) and p5en.48xlarge (az1, az2, az3).
-    assert pool["instanceTypes"] == ["p5e.48xlarge", "p5en.48xlarge"]
+    # us-east-2 rents 8 x H200 as p5en.48xlarge (az1, az2, az3); p5e is capacity blocks only.
+    assert pool["instanceTypes"] == ["p5en.48xlarge"]
     assert pool_zones(one) == ["use2-az3", "use2-az1", "use2-az2"]
     assert pool["amiType"] == "AL2023_x86_64_NVIDIA"
     assert pool["scalingConfig"] == {"desiredSize": 1.0, "minSize": 0.0, "maxSize": 2.0}
@@ -105,11 +106,11 @@ def test_two_node_pool_is_one_zone_in_a_placement_group_with_efa(two: StackRun) 
     pool = gpu_pool(two)
     assert pool["capacityType"] == "SPOT"
     assert pool["instanceTypes"] == ["p5.48xlarge"]  # the only 8 x H100 type there
-    assert pool_zones(two) == ["use2-az2"]  # a cluster placement group is one zone
+    assert pool_zones(two) == ["use2-az3"]  # a cluster placement group is one zone
     # EKS still gets a second zone for its control plane.
     assert sorted(s.inputs["availabilityZoneId"] for s in two.of(SUBNET)) == [
         "use2-az1",
-        "use2-az2",
+        "use2-az3",
     ]
     assert pool["scalingConfig"]["desiredSize"] == 2
     pg = two.one("aws:ec2/placementGroup:PlacementGroup").inputs
@@ -137,7 +138,7 @@ def test_launch_template_sizes_the_disk_for_the_weights(one: StackRun) -> None:
     instance_tags = template["tagSpecifications"][0]["tags"]
     assert instance_tags["prov/managed"] == "true"
     assert instance_tags["prov/nodes-per-replica"] == "1"
-    assert instance_tags["prov/instance-types"] == "p5e.48xlarge p5en.48xlarge"
+    assert instance_tags["prov/instance-types"] == "p5en.48xlarge"
 
 
 def test_taints_tolerations_and_node_selector_match(one: StackRun, two: StackRun) -> None:
