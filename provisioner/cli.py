@@ -8,10 +8,8 @@ adapters inside the command so `prov quote` stays fast.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer

@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
             "see docs/prices.md.",
         ),
         max_price_age: int = typer.Option(
-            7, "--max-price-age", help="Warn when live prices used are older than N days."
+            90, "--max-price-age", help="Warn when a price shown is older than N days."
         ),
         top: int = typer.Option(
             10, "--top", help="Show the N cheapest distinct choices (0 = all)."
@@ -142,7 +142,8 @@ def register(app: typer.Typer) -> None:
         cheapest place, under a headline naming the cheapest, the cheapest `prov deploy` can
         run and the cheapest on-demand choice.
         """
-        from pricing.offers import current_offers, load_offers, price_date_notes
+        from pricing.offers import current_offers, load_offers
+        from pricing.price_dates import price_date_notes
         from provisioner.catalog import resolve_model
         from provisioner.choices import choice_json, distinct_by, group, headline_json
         from provisioner.planner import plan_quote, result_to_json

@@ -130,10 +130,23 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
         cols += [
             Column("TPOT ms", [_tpot(p) for p in plans], right=True),
             Column("deploy", ["yes" if c.not_deployable is None else "no" for c in rows]),
-            Column("price date", [p.offer.prices_as_of or "unknown" for p in plans]),
+            Column("risk", [_risk(p) for p in plans]),
+            Column("age", [_age(p) for p in plans], right=True),
             Column("also", [", ".join(c.other_places + c.aliases) for c in rows]),
         ]
     return fit(cols, None if wide else width, gap=2 if wide else 1)
+
+
+def _risk(p: Plan) -> str:
+    """AWS Spot Advisor bucket of a spot plan; ? when unknown (other clouds publish none)."""
+    return "" if p.market != "spot" else (p.spot_interruption or "?")
+
+
+def _age(p: Plan) -> str:
+    from pricing.price_dates import price_age_days
+
+    age = price_age_days(p.offer.prices_as_of)
+    return "?" if age is None else f"{age}d"
 
 
 def _tpot(p: Plan) -> str:
@@ -174,9 +187,9 @@ def print_quote(
             "od = on-demand"
         )
         echo(
-            f"{len(ch.rows)} of {ch.total} distinct choices, prices as of "
-            f"{result.prices_as_of or 'unknown'}; --top 0 for all, --all-zones for every place, "
-            "--wide for full names, TPOT and dates"
+            f"{len(ch.rows)} of {ch.total} distinct choices, oldest price shown "
+            f"{result.prices_as_of or 'undated'}; --top 0 for all, --all-zones for every place, "
+            "--wide for full names, TPOT, spot risk and price ages"
         )
     warned = Counter(w for c in ch.rows for w in c.plan.warnings)
     for w in warned:
