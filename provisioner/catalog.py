@@ -89,9 +89,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     data = load_json_text(raw, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config.json must be a JSON object")
-    from provisioner.config_check import check_config  # user files only: the catalog is vetted
-
-    check_config(data, str(path))
     return data
 
 
@@ -117,18 +114,27 @@ def resolve_model(arg: str) -> ModelSpec:
 
 
 def _from_path(path: Path) -> ModelSpec:
+    # After the parser's own checks, a net for what they let through (types of nested
+    # objects, truncated safetensors headers): provisioner/config_check.py, snapshot_check.py
+    from provisioner.config_check import check_config
+
     if path.is_dir():
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise ConfigError(f"{path}: folder has no config.json")
-        spec = parse_config(_read_json(cfg_path), path.name, source=str(cfg_path))
+        data = _read_json(cfg_path)
+        spec = parse_config(data, path.name, source=str(cfg_path))
+        check_config(data, str(cfg_path))
         from provisioner.checkpoint import apply_checkpoint_bytes  # local: only for folders
         from provisioner.snapshot_check import check_snapshot
 
+        spec = apply_checkpoint_bytes(spec, path)
         check_snapshot(path)
-
-        return apply_checkpoint_bytes(spec, path)
+        return spec
     if not path.is_file():
         raise UnknownModelError(f"{path}: no such file or folder")
     name = path.parent.name if path.name == "config.json" else path.stem
-    return parse_config(_read_json(path), name or "local-model", source=str(path))
+    data = _read_json(path)
+    spec = parse_config(data, name or "local-model", source=str(path))
+    check_config(data, str(path))
+    return spec

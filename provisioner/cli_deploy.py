@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
             _usage("--force applies to --render only")
         if rank is not None and rank < 1:
             _usage(f"--rank {rank}: ranks start at 1")
-        doc = load_plan_document(plan)
+        doc = load_plan_document(plan).with_headline_plans()  # the headline's picks deploy too
         if rank is None:
             rank, note = best_deployable(doc, target)
             typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")

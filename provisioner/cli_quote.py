@@ -220,9 +220,10 @@ def register(app: typer.Typer) -> None:
             comparison = api_comparison(result)
         if as_json:
             doc = result_to_json(result)
-            doc["plans"] = [choice_json(c) for c in [*choices.rows, *choices.extra]]
+            doc["plans"] = [choice_json(c) for c in choices.rows]
             doc["choices"] = choices.total
             doc["headline"] = headline_json(choices)
+            doc["headline_plans"] = [choice_json(c) for c in choices.extra]
             if comparison is not None:
                 doc["compare_api"] = comparison
             typer.echo(json.dumps(doc, indent=2))

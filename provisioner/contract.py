@@ -240,6 +240,13 @@ class PlanDocument(BaseModel):
     choices: NonNegInt | None = None  # distinct choices before --top
     # ranks of the cheapest, the cheapest `prov deploy` can run, the cheapest on-demand
     headline: dict[str, PosInt | None] | None = None
+    headline_plans: list[Plan] = Field(default_factory=list)  # those ranked beyond --top
+
+    def with_headline_plans(self) -> PlanDocument:
+        """The document whose plans include the headline's picks beyond --top (deploy)."""
+        if not self.headline_plans:
+            return self
+        return self.model_copy(update={"plans": [*self.plans, *self.headline_plans]})
 
     @property
     def best(self) -> Plan | None:

@@ -127,8 +127,10 @@ def test_ranks_are_1_to_n_and_the_objective_never_decreases(
     assert d.choices is not None and d.headline is not None
     shown = [p for p in d.plans if not top or p.rank <= top]
     assert [p.rank for p in shown] == list(range(1, len(shown) + 1))
-    # beyond --top, only the headline's picks (cheapest deployable / on-demand) are added
-    assert {p.rank for p in d.plans[len(shown) :]} <= set(d.headline.values())
+    assert len(shown) == len(d.plans)
+    # beyond --top, the headline's picks (cheapest deployable / on-demand) ride separately
+    assert {p.rank for p in d.headline_plans} <= set(d.headline.values())
+    assert all(p.rank > len(shown) for p in d.headline_plans)
     if d.request.objective == "usd-per-hour" or d.model.engine == "llama.cpp":
         keys = [p.usd_per_hour for p in d.plans]
     else:

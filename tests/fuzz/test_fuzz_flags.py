@@ -141,4 +141,5 @@ def test_quote_into_head_exits_quietly() -> None:
     p.stdout.close()  # what head does after its line
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err.decode()
-    assert err.decode() == ""
+    # only prov's own warnings (stale prices), never a broken-pipe error or traceback
+    assert all(ln.startswith("prov: warning: ") for ln in err.decode().splitlines()), err

@@ -72,7 +72,8 @@ MUTATIONS: list[tuple[str, str, Any, tuple[str, ...]]] = [
     ("tp-float", "plans.0.tp", 8.0, ("tp",)),
     ("tp-pp-disagree", "plans.0.pp", 3, ("GPUs",)),
     ("plans-an-object", "plans", {"rank": 1}, ("plans",)),
-    ("plans-empty", "plans", [], ("no plans",)),
+    ("plans-empty", "plans", [], ("--rank 1",)),  # the headline's picks are still there
+    ("headline-plans-a-string", "headline_plans", "x", ("headline_plans",)),
     ("price-negative", "plans.0.usd_per_hour", -1.0, ("usd_per_hour",)),
     ("market-reserved", "plans.0.market", "reserved", ("market",)),
     ("bad-date", "plans.0.prices_as_of", "2026-13-45", ("2026-13-45",)),
@@ -93,6 +94,11 @@ def test_plan_documents(
     out = tmp_path / "out"
     refused(_render(_write(tmp_path, _set(plan_doc, path, value)), out, "--rank", "1"), *words)
     assert not out.exists()  # nothing written half-way
+
+
+def test_no_plans_at_all(plan_doc: dict[str, Any], tmp_path: Path) -> None:
+    doc = _set(_set(plan_doc, "plans", []), "headline_plans", [])
+    refused(_render(_write(tmp_path, doc), tmp_path / "o"), "no plans")
 
 
 def test_vllm_args_edited_by_hand(plan_doc: dict[str, Any], tmp_path: Path) -> None:

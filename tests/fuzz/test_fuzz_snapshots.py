@@ -47,7 +47,7 @@ CASES: list[tuple[str, dict[str, bytes], tuple[str, ...]]] = [
     (
         "tensor-not-an-object",
         {"model.safetensors": _safetensors({EMBED: "big"})},
-        ("data_offsets",),
+        ("tensor",),
     ),
     (
         "no-data-offsets",
@@ -66,7 +66,7 @@ CASES: list[tuple[str, dict[str, bytes], tuple[str, ...]]] = [
     (
         "negative-size",
         {"model.safetensors": _safetensors({EMBED: _tensor("BF16", [1], 100, 0)}, b"\0" * 100)},
-        ("data_offsets",),
+        ("offsets",),
     ),
     (
         "offsets-beyond-the-file",  # a lying header: 16 GiB of tensor in a few bytes of file
@@ -134,4 +134,4 @@ def test_partial_snapshot_is_not_quoted_as_a_small_model(tmp_path: Path) -> None
         doc = json.loads(result.stdout)
         assert doc["model"]["weight_bytes"] > 0.9 * 8.0e9 * 2, doc["model"]
     else:
-        refused(result, "missing")
+        refused(result, "partial")
