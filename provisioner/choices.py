@@ -75,6 +75,8 @@ def offer_key(o: Offer, v: ShapeVerdict, market: str, all_zones: bool) -> tuple[
         v.nodes,
         v.tp,
         v.pp,
+        v.dp,
+        v.ep,
         dcp,
         market,
     )

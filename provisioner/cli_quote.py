@@ -127,6 +127,13 @@ def register(app: typer.Typer) -> None:
             help="Also rank smaller TP with PP inside a node by $/Mtok (default: TP = the node's "
             "GPUs, PP across nodes, smaller TP only when that does not fit).",
         ),
+        layout: str = typer.Option(
+            "auto",
+            "--layout",
+            help="tp: TP x PP only; dp-ep: data-parallel attention with expert parallelism "
+            "(MoE; --data-parallel-size N --enable-expert-parallel); auto: rank both "
+            "(docs/ep-dp-layouts.md).",
+        ),
         compare_api: bool = typer.Option(
             False,
             "--compare-api",
@@ -181,6 +188,7 @@ def register(app: typer.Typer) -> None:
             min_output_tps=min_output_tps,
             cpu_offload_gb=cpu_offload_gb,
             explore_splits=explore_splits,
+            layout=layout,
         )
         spec = resolve_model(req.model)
         scheme = resolve_quant(req.quant, spec)

@@ -85,6 +85,7 @@ class RequestInfo(BaseModel):
     gpus: list[str] = Field(default_factory=list)
     max_interruption: Annotated[int, Field(ge=0, le=100)] | None = None
     risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/prices.md)
+    layout: Literal["tp", "dp-ep", "auto"] = "auto"  # which layouts were considered
     top: NonNegInt | None = None
 
 
@@ -158,6 +159,9 @@ class Plan(BaseModel):
     usd_per_mtok: NonNegFloat | None
     vllm_args: list[str]
     # planner extensions
+    dp: PosInt = 1  # data-parallel ranks (vLLM --data-parallel-size); GPUs = TP x DP x PP
+    ep: bool = False  # --enable-expert-parallel (MoE): whole experts over TP x DP GPUs
+    layout: str | None = None  # e.g. "TP8", "DP8+EP8", "TP4xDP2+EP8" (provisioner/layouts.py)
     dcp: PosInt = 1
     usd_per_gpu_hour: NonNegFloat | None = None
     # --risk-adjusted only: usd_per_hour x (1 + interruptions/h x restart h), docs/prices.md
@@ -192,10 +196,11 @@ class Plan(BaseModel):
     @model_validator(mode="after")
     def _gpus_add_up(self) -> Plan:
         gpus = self.nodes * self.gpus_per_node
-        if self.tp * self.pp != gpus:
+        if self.tp * self.dp * self.pp != gpus:
+            dp = f" x DP{self.dp}" if self.dp > 1 else ""
             raise ValueError(
-                f"TP{self.tp} x PP{self.pp} = {self.tp * self.pp} GPUs, but the shape has "
-                f"{self.nodes} x {self.gpus_per_node} = {gpus}"
+                f"TP{self.tp}{dp} x PP{self.pp} = {self.tp * self.dp * self.pp} GPUs, but the "
+                f"shape has {self.nodes} x {self.gpus_per_node} = {gpus}"
             )
         return self
 
@@ -218,6 +223,8 @@ class Rejection(BaseModel):
     nodes: PosInt | None = None
     tp: PosInt | None = None
     pp: PosInt | None = None
+    dp: PosInt | None = None  # DP / EP layouts only
+    ep: bool | None = None
 
 
 class PlanDocument(BaseModel):

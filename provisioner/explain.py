@@ -91,7 +91,8 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
         f"${plan.usd_per_hour:,.2f}/h",
         f"  TP{v.tp} x PP{v.pp}"
         + (f" x DCP{m.dcp}" if m.dcp > 1 else "")
-        + f": {v.tp * v.pp} GPUs; layers per stage "
+        + (f" ({v.layout.label}, per DP rank below)" if v.dp > 1 or v.ep else "")
+        + f": {v.tp * v.dp * v.pp} GPUs; layers per stage "
         + ", ".join(f"{s.layers[0]}-{s.layers[1] - 1}" for s in m.stages),
     ]
     for s in m.stages:
@@ -162,7 +163,9 @@ def perf_lines(plan: Plan) -> list[str]:
     lo, hi = e.interval(e.output_tps)
     mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
     lines = [
-        f"  Throughput, {e.batch} requests in flight, TP{v.tp} x PP{v.pp} "
+        f"  Throughput, {e.batch} requests in flight, {v.layout.label}"
+        + (f" (one rank of {v.dp})" if v.dp > 1 else "")
+        + " "
         "(slowest stage, per step):",
     ]
     if e.requested_concurrency > e.batch:
@@ -179,7 +182,12 @@ def perf_lines(plan: Plan) -> list[str]:
     lines += [
         f"    compute {st.compute_s * 1e3:8.2f} ms  {st.flops / 1e12:.2f} TFLOP/GPU in "
         f"{e.compute_dtype}",
-        f"    comm    {st.comm_s * 1e3:8.2f} ms  TP all-reduces, 2 per layer",
+        f"    comm    {st.comm_s * 1e3:8.2f} ms  "
+        + (
+            "TP all-reduces, 2 per layer"
+            if v.dp == 1
+            else "all-to-all per MoE layer (+ TP all-reduces), DP barrier"
+        ),
         f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"
         + (f", {cal.layer_us:.0f} us/layer" if cal else ""),
     ]
@@ -224,8 +232,11 @@ def explain(result: QuoteResult) -> list[str]:
         *kv_lines(spec, result.kv_dtype_bytes, result.request.ctx),
     ]
     if result.best is not None:
+        from provisioner.layout_explain import layout_lines
+
         lines += plan_lines(result.best, result)
         lines += perf_lines(result.best)
+        lines += layout_lines(result)
         if result.request.risk_adjusted:
             lines += risk_lines(result.best, result)
     lines += [f"Note: {n}" for n in result.notes]

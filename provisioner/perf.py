@@ -25,6 +25,7 @@ prefill FLOPs fill the compute slack of memory-bound decode steps instead of add
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -247,10 +248,14 @@ def estimate(
     chunked_prefill: bool = True,
     data: dict[str, Any] | None = None,
     stage_cache: dict[tuple[int, int], Any] | None = None,
+    stages: list[_StageWeights] | None = None,
+    moe_step: Callable[[StepBreakdown, _StageWeights, int], StepBreakdown] | None = None,
 ) -> PerfEstimate:
     """TPOT, TTFT and tokens/s of TP x PP on `gpu` for `workload` (see the module docstring).
 
     `data` replaces the packaged calibration (benchmarks/accuracy.py fits with it).
+    `stages` and `moe_step` are the hook of the DP / EP layouts (provisioner/perf_ep.py): the
+    stage weights of one DP rank's GPU, and the EP terms added to each stage's decode step.
     """
     packaged = data is None
     data = data or calibration_data()
@@ -265,7 +270,9 @@ def estimate(
     )
     hops = 1 if tp <= gpus_per_node else 2 * (tp - 1)
     net = fabric_link(fabric, data)
-    if stage_cache is None:
+    if stages is not None:
+        pass
+    elif stage_cache is None:
         stages = _stage_weights(spec, scheme, tp, pp)
     else:  # the planner reuses one model/scheme across hundreds of shapes
         stages = stage_cache.get((tp, pp)) or stage_cache.setdefault(
@@ -280,6 +287,8 @@ def estimate(
         decode_stage(spec, scheme, gpu, cal, sw, tp, b, ctx, kv_bytes, tp_link, dcp, hops)
         for sw in stages
     ]
+    if moe_step is not None:
+        steps = [moe_step(s, sw, b) for s, sw in zip(steps, stages, strict=True)]
     offload_s = offload_gib_per_gpu * 2**30 / (pcie_gbps * 1e9)  # weights streamed each step
     fixed = [s.comm_s + offload_s + s.floor_s + s.moe_route_s for s in steps]
     stage_times = [max(s.memory_s, s.compute_s) + f for s, f in zip(steps, fixed, strict=True)]

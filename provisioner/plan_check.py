@@ -45,8 +45,21 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
         raise UsageError(f"{where}: {reject}; quote again")
     device = plan.memory_gib_per_gpu.device or gpu.memory_gb * 1e9 / 2**30
     hw = HardwareClass(plan.gpu, plan.gpus_per_node, device, plan.interconnect or gpu.interconnect)
+    layout = None
+    if plan.dp > 1 or plan.ep:  # DP/EP plans (provisioner/layouts.py)
+        from provisioner.layouts import Layout
+
+        layout = Layout(plan.tp, plan.dp, plan.pp, plan.ep)
     verdict = evaluate_shape(
-        spec, scheme, req, hw, plan.nodes, plan.tp, plan.pp, kv_bytes(req.kv_dtype, spec)
+        spec,
+        scheme,
+        req,
+        hw,
+        plan.nodes,
+        plan.tp,
+        plan.pp,
+        kv_bytes(req.kv_dtype, spec),
+        layout=layout,
     )
     if verdict.reason:
         raise UsageError(f"{where}: {verdict.reason}; prov quote would not rank it: quote again")
@@ -67,5 +80,6 @@ _REQUEST_KEYS = frozenset(
         "objective",
         "cpu_offload_gb",
         "dcp",
+        "layout",
     }
 )

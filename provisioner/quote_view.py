@@ -46,9 +46,11 @@ def gpus_label(p: Plan, short: bool = True) -> str:
 
 
 def layout(p: Plan) -> str:
+    """TP x PP as 8x2; DP/EP layouts by their label (DP8+EP8, provisioner/layouts.py)."""
     v = p.verdict
     dcp = v.memory.dcp if v.memory is not None else 1
-    return f"{v.tp}x{v.pp}" + (f"d{dcp}" if dcp > 1 else "")
+    text = f"{v.tp}x{v.pp}" if v.dp == 1 and not v.ep else v.layout.label
+    return text + (f" dcp{dcp}" if dcp > 1 else "")
 
 
 def where(c: Choice) -> str:
@@ -110,7 +112,7 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
             cut_first=True,  # the full name is under --wide and --json; the place is not
         ),
         Column("GPUs", [gpus_label(p, short=not wide) for p in plans], min_width=9),
-        Column("TPxPP", [layout(p) for p in plans]),
+        Column("layout", [layout(p) for p in plans]),
         Column("mkt", [p.market if wide else p.market.replace("on-demand", "od") for p in plans]),
         Column("$/h", [f"{p.usd_per_hour:,.2f}" for p in plans], right=True),
         Column("$/Mtok", ["-" if m is None else f"{m:,.2f}" for m in mtok], right=True),

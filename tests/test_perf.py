@@ -377,7 +377,9 @@ def test_explain_prints_every_term_and_they_add_up() -> None:
         "nebius,eu-north1,,h200x8,H200-SXM,8,141,128,1600,nvlink,infiniband,,14.00,2026-05-01,",
     ]
     spec = resolve_model("openai/gpt-oss-120b")
-    req = make_request(model=spec.id, ctx=32768, isl=2000, osl=500, concurrency=5000, top=1)
+    req = make_request(  # TP x PP terms (DP/EP layouts: tests/test_layouts.py)
+        model=spec.id, ctx=32768, isl=2000, osl=500, concurrency=5000, top=1, layout="tp"
+    )
     res = plan_quote(req, spec, resolve_quant("auto", spec), list(parse_offers("\n".join(rows))))
     plan = res.best
     assert plan is not None and plan.perf is not None
