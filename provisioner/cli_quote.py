@@ -95,8 +95,21 @@ def register(app: typer.Typer) -> None:
         risk_adjusted: bool = typer.Option(
             False,
             "--risk-adjusted",
-            help="Rank spot plans by expected cost: price x (1 + interruptions/h x restart hours); "
-            "see docs/prices.md.",
+            help="Rank spot plans by expected cost: price / availability, where reclaims x time "
+            "to serve set the availability; see docs/recovery.md.",
+        ),
+        weights: str = typer.Option(
+            "s3",
+            "--weights",
+            help="Where a replacement replica loads the weights from: s3 (in-region bucket, "
+            "streamed), hub (Hugging Face download) or pvc (a pre-filled volume). Sets each "
+            "plan's time_to_serve_s; see docs/recovery.md.",
+        ),
+        min_availability: float | None = typer.Option(
+            None,
+            "--min-availability",
+            help="Drop spot plans whose reclaims (interruption rate x time to serve) leave them "
+            "serving less than this share of the month, e.g. 0.99.",
         ),
         max_price_age: int = typer.Option(
             90, "--max-price-age", help="Warn when a price shown is older than N days."
@@ -180,6 +193,8 @@ def register(app: typer.Typer) -> None:
             top=top,
             max_interruption=max_interruption,
             risk_adjusted=risk_adjusted,
+            weights=weights.strip().lower(),
+            min_availability=min_availability,
             isl=isl,
             osl=osl,
             objective=objective,

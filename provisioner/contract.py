@@ -32,8 +32,10 @@ __all__ = [
     "ModelInfo",
     "Plan",
     "PlanDocument",
+    "ReclaimInfo",
     "Rejection",
     "RequestInfo",
+    "TimeToServeInfo",
     "load_plan_document",
 ]
 
@@ -85,6 +87,8 @@ class RequestInfo(BaseModel):
     gpus: list[str] = Field(default_factory=list)
     max_interruption: Annotated[int, Field(ge=0, le=100)] | None = None
     risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/prices.md)
+    weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (docs/recovery.md)
+    min_availability: float | None = Field(default=None, gt=0, lt=1)
     layout: Literal["tp", "dp-ep", "auto"] = "auto"  # which layouts were considered
     top: NonNegInt | None = None
 
@@ -192,6 +196,10 @@ class Plan(BaseModel):
     not_deployable_reason: str | None = None
     other_places: list[str] = Field(default_factory=list)  # regions/zones of the same choice
     instance_aliases: list[str] = Field(default_factory=list)  # SKU names of the same machine
+    # issue 16: a replacement replica's time to serve, and (spot) what reclaims cost
+    time_to_serve_s: NonNegInt | None = None
+    time_to_serve: TimeToServeInfo | None = None
+    reclaim: ReclaimInfo | None = None
 
     @model_validator(mode="after")
     def _gpus_add_up(self) -> Plan:
@@ -207,6 +215,54 @@ class Plan(BaseModel):
     @property
     def total_gpus(self) -> int:
         return self.nodes * self.gpus_per_node
+
+
+class TimeToServeTerm(BaseModel):
+    """One term of a replacement replica's time to serve, with its rates' sources."""
+
+    model_config = _CONFIG
+
+    term: str = Field(min_length=1)
+    seconds: NonNegFloat
+    detail: str
+    sources: list[str]
+
+
+class TimeToServeInfo(BaseModel):
+    """provisioner.time_to_serve: the sum behind ``time_to_serve_s``."""
+
+    model_config = _CONFIG
+
+    weights: Literal["s3", "hub", "pvc"]
+    total_s: NonNegInt
+    container_s: NonNegInt  # from the vLLM container's start (the startup probe's window)
+    startup_probe_budget_s: PosInt
+    terms: list[TimeToServeTerm]
+
+
+class Alternative(BaseModel):
+    model_config = _CONFIG
+
+    usd_per_hour: NonNegFloat
+    availability: Annotated[float, Field(ge=0, le=1)]
+
+
+class ReclaimInfo(BaseModel):
+    """pricing.expected_cost: what spot reclaims cost a plan. Nulls = no published rate."""
+
+    model_config = _CONFIG
+
+    interruption_pct_per_month: NonNegFloat | None
+    basis: str = Field(min_length=1)
+    rate_as_of: IsoDate | None = None
+    rate_age_days: int | None = None
+    notice_s: NonNegFloat
+    downtime_per_reclaim_s: NonNegInt
+    interruptions_per_month: NonNegFloat | None = None
+    capacity_lost_h_per_month: NonNegFloat | None = None
+    availability: Annotated[float, Field(ge=0, le=1)] | None = None
+    expected_usd_per_hour: NonNegFloat | None = None
+    alternatives: dict[str, Alternative | None] | None = None
 
 
 class Rejection(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pricing.expected_cost import restart_risk
+from pricing.expected_cost import Reclaim, reclaim
 from pricing.offers import price_doubt
 from pricing.price_dates import price_age_days
 from pricing.spot_risk import spot_risk, spot_risk_info
@@ -45,6 +45,7 @@ from provisioner.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
 
 if TYPE_CHECKING:
     from pricing.offers import Offer
+    from provisioner.time_to_serve import TimeToServe
 
 SCHEMA_VERSION = 1  # of the `prov quote --json` document; bump on an incompatible change
 FAST_FABRICS = frozenset({"efa", "infiniband", "gpudirect-tcpx", "nvlink"})
@@ -92,6 +93,9 @@ class Plan:
     expected_usd_per_hour: float | None = None  # --risk-adjusted: price + expected restarts
     also: list[Offer] = field(default_factory=list)  # `distinct`: the group's other offers
 
+    tts: TimeToServe | None = None  # a replacement replica's time to serve (--weights path)
+    reclaim: Reclaim | None = None  # spot plans: capacity lost to reclaims
+
     @property
     def spot_interruption(self) -> str | None:
         """AWS Spot Instance Advisor bucket (% interrupted per month) of a spot plan's pool."""
@@ -118,6 +122,21 @@ class Plan:
             "perf_band_thin_data": bool(e.band_info and e.band_info.thin),
             "perf_band_basis": e.band_info.basis if e.band_info else "",
         }
+
+    def _recovery_json(self) -> dict[str, Any]:
+        """time_to_serve_s, its breakdown and (spot plans) what reclaims cost."""
+        if self.tts is None:  # llama.cpp plans: not modelled
+            return {"time_to_serve_s": None}
+        r = self.reclaim
+        return {
+            "time_to_serve_s": round(self.tts.total_s),
+            "time_to_serve": self.tts.to_json(),
+            "reclaim": r.to_json(self.usd_per_hour, self.ondemand_usd_per_hour()) if r else None,
+        }
+
+    def ondemand_usd_per_hour(self) -> float | None:
+        price = self.offer.ondemand_usd_per_hour
+        return None if price is None else price * self.verdict.nodes
 
     def to_json(self) -> dict[str, Any]:
         v, o, m = self.verdict, self.offer, self.verdict.memory
@@ -173,6 +192,7 @@ class Plan:
             "price_flags": list(o.flags),
             "warnings": self.warnings,
             "vllm_args": self.vllm_args,
+            **self._recovery_json(),
         }
 
 
@@ -485,6 +505,24 @@ def slo_violation(req: QuoteRequest, est: PerfEstimate | None) -> str | None:
     return None
 
 
+def weight_split(v: ShapeVerdict) -> int:
+    """Nodes that share the weights: PP stages on separate nodes load their layers; data-parallel
+    nodes (DP/EP layouts) each read the whole checkpoint (the streamer reads every tensor)."""
+    return max(1, min(v.nodes, v.pp))
+
+
+def availability_miss(req: QuoteRequest, loss: Reclaim) -> str | None:
+    """Why a plan cannot be shown to meet --min-availability, or None."""
+    target = req.min_availability
+    if target is None or loss.market != "spot":
+        return None
+    if not loss.known:
+        return f"spot pool without a published interruption rate: {target:g} availability unproven"
+    if loss.availability < target:
+        return f"spot availability below --min-availability {target:g} (reclaims x time to serve)"
+    return None
+
+
 def usd_per_mtok(usd_per_hour: float, tokens_per_s: float) -> float:
     """Dollars per million tokens at a sustained rate."""
     return usd_per_hour / (tokens_per_s * 3600) * 1e6 if tokens_per_s > 0 else math.inf
@@ -596,11 +634,24 @@ def plan_quote(
     skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct offer prices
     memo: dict[tuple[Any, ...], ShapeVerdict] = {}
     placer = WeightPlacer(spec, scheme)
-    weight_bytes = 0.0  # --risk-adjusted: a restart reloads them (pricing/expected_cost.py)
-    if req.risk_adjusted:
-        from provisioner.memory import weights_total_bytes
+    from provisioner.memory import weights_total_bytes
+    from provisioner.time_to_serve import Replica, time_to_serve
 
-        weight_bytes = weights_total_bytes(spec, scheme)
+    weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
+    tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
+
+    def tts_of(o: Offer, nodes: int) -> TimeToServe | None:
+        """A replacement replica's time to serve on this instance type when the weights are
+        split over ``nodes`` (cached); None for llama.cpp plans (the terms are vLLM's)."""
+        if scheme.engine != "vllm":
+            return None
+        key = (o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes)
+        if key not in tts_memo:
+            replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes,
+                              weight_bytes, spec.moe is not None)  # fmt: skip
+            tts_memo[key] = time_to_serve(replica, req.weights)
+        return tts_memo[key]
+
     by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
     isl, osl, _explicit = workload_tokens(req)
     perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
@@ -709,9 +760,15 @@ def plan_quote(
             for market, price in usable_prices(o):
                 usd = price * nodes
                 rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
-                if req.risk_adjusted:  # rank by expected cost: x (1 + interruptions x restart)
-                    restarts = restart_risk(o, market, nodes, weight_bytes)
-                    rank_key *= restarts.expected_usd_per_hour(1.0)
+                tts = tts_of(o, weight_split(verdicts[best_vi]))
+                if tts and (req.risk_adjusted or req.min_availability is not None):
+                    loss = reclaim(o, market, nodes, tts)
+                    miss = availability_miss(req, loss)
+                    if miss:
+                        skipped[miss].add((id(o), market))
+                        continue
+                    if req.risk_adjusted:  # rank per hour of serving: / availability
+                        rank_key = loss.expected_usd_per_hour(rank_key)
                 candidates.append((rank_key, usd, nodes, -conc, market, best_vi, oi))
 
     moe_vllm = spec.moe is not None and scheme.engine == "vllm"
@@ -829,6 +886,8 @@ def plan_quote(
         warnings = list(v.warnings) + list(scheme.notes)
         if v.nodes > 1 and o.fabric not in FAST_FABRICS:
             warnings.append(f"{o.instance_type} has no EFA/InfiniBand: PP hand-offs over ethernet")
+        tts = tts_of(o, weight_split(v))
+        loss = reclaim(o, market, v.nodes, tts) if tts else None
         return Plan(
             rank,
             o,
@@ -839,10 +898,10 @@ def plan_quote(
             list(dict.fromkeys(warnings)),
             perf_of(v, o.fabric),
             expected_usd_per_hour=(
-                restart_risk(o, market, v.nodes, weight_bytes).expected_usd_per_hour(price)
-                if req.risk_adjusted
-                else None
+                loss.expected_usd_per_hour(price) if loss and req.risk_adjusted else None
             ),
+            tts=tts,
+            reclaim=loss if market == "spot" else None,
         )
 
     plans = [make_plan(rank, cand) for rank, cand in enumerate(top, start=1)]

@@ -67,6 +67,8 @@ class QuoteRequest(BaseModel):
     top: int = Field(default=10, ge=0)
     max_interruption: int | None = Field(default=None, ge=0, le=100)
     risk_adjusted: bool = False  # rank spot plans by expected cost with restarts
+    weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (time to serve)
+    min_availability: float | None = Field(default=None, gt=0, lt=1)  # drop spot plans below
     layout: LayoutChoice = "auto"  # tp: TP x PP only; dp-ep: DP/EP layouts (MoE); auto: both
 
 
@@ -81,6 +83,7 @@ _FLAG = {
     "max_ttft_s": "--max-ttft-s",
     "min_output_tps": "--min-output-tps",
     "cpu_offload_gb": "--cpu-offload-gb",
+    "min_availability": "--min-availability",
 }
 
 
@@ -104,6 +107,10 @@ def make_request(**fields: object) -> QuoteRequest:
     except ValidationError as e:
         err = e.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "request"
+        if name == "weights":
+            raise UsageError(
+                f"unknown --weights {fields.get(name)!r}; allowed: s3, hub, pvc"
+            ) from None
         if name == "layout":
             raise UsageError(
                 f"unknown --layout {fields.get(name)!r}; allowed: tp, dp-ep, auto"
