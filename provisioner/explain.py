@@ -231,6 +231,12 @@ def perf_lines(plan: Plan) -> list[str]:
             f"    factors  {cal.family}: HBM {cal.hbm_eff:.0%} of peak, GEMM {cal.gemm_eff:.0%}, "
             f"prefill {cal.prefill_eff:.0%}" + ("" if cal.calibrated else " (not calibrated)")
         )
+        lines.append(
+            f"             prefill attention {cal.attn_prefill_eff:.0%} of bf16 peak, <16-bit "
+            f"weights {cal.lowbit_mem_eff:.0%} of HBM rate"
+        )
+        if e.arch != "dense" and cal.moe_scale != 1.0:
+            lines.append(f"             {cal.family} fused-MoE kernels x{cal.moe_scale:.2f}")
     lines += [
         f"  Prefill {e.prefill_s * 1e3:,.0f} ms/request; chunked prefill hides "
         f"{e.prefill_hidden:.0%} in memory-bound steps",

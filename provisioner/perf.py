@@ -1,8 +1,9 @@
 """Throughput model: decode step, prefill, TPOT, TTFT and tokens/s of a vLLM shape. Pure.
 
 Decode step of one pipeline stage for a micro-batch of b requests at context c (factors: perf_data):
-    memory  = (dense/attention weights + b x c x KV bytes) / (HBM x hbm_eff)
-              + experts touched / (HBM x hbm_eff x moe_eff)
+    memory  = dense/attention weights / (HBM x hbm_eff x lowbit) + b x c x KV / (HBM x hbm_eff)
+              + experts touched / (HBM x hbm_eff x lowbit x moe_eff)
+              (lowbit < 1 for sub-16-bit weights: dequantising GEMMs stream below bf16's fraction)
               experts touched per MoE layer = E x (1 - (1 - k/E)^b)
     compute = (2 x dense active params x b + attention FLOPs) / (TFLOPs x gemm_eff)
               + 2 x expert params touched x (tokens per expert + pad) / (TFLOPs x gemm_eff)
@@ -13,7 +14,8 @@ Decode step of one pipeline stage for a micro-batch of b requests at context c (
 Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / min(B, PP)))
           + (PP - 1) hand-offs + a per-step overhead + B x a per-sequence overhead.
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
-Prefill is compute-bound: 2 x active params x isl + the causal attention term (prefill_eff).
+Prefill is compute-bound: 2 x active params x isl / (TFLOPs x prefill_eff) + the causal attention
+FLOPs / (bf16 TFLOPs x attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
 Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step), so
 prefill FLOPs fill the compute slack of memory-bound decode steps instead of adding serially:
     steps per cycle = max(osl, B x (isl + osl) / max_num_batched_tokens)
@@ -206,7 +208,9 @@ def decode_stage(
     kv_read = b * kv_tokens * kv_per_layer / dcp
     expert_read = sw.expert_bytes * frac
     bytes_read = expert_read + sw.other_bytes + kv_read
-    memory_s = (sw.other_bytes + kv_read) / bw + expert_read / (bw * cal.moe_eff)
+    # quantized weights stream through dequantising GEMM kernels at a lower HBM fraction
+    wbw = bw * cal.lowbit_mem_eff if scheme.bits < 16 else bw
+    memory_s = sw.other_bytes / wbw + kv_read / bw + expert_read / (wbw * cal.moe_eff)
     heads = max(1, spec.num_heads // tp)
     attn_flops = b * kv_tokens * 4 * heads * _attn_dim(spec) / dcp
     dense_active = sw.active_params - (
@@ -327,7 +331,11 @@ def estimate(
     else:
         pairs = layers * isl * isl / 2
     attn = 2 * pairs * heads * _attn_dim_prefill(spec)
-    prefill_s = (2 * active * isl + attn) / tf
+    if cal.attn_prefill_eff > 0:  # attention runs in its own kernel, in bf16, at its own share
+        attn_tf = (gpu.bf16_tflops or compute_tflops(gpu, scheme)) * 1e12 * cal.attn_prefill_eff
+        prefill_s = 2 * active * isl / tf + attn / attn_tf
+    else:
+        prefill_s = (2 * active * isl + attn) / tf
     comm_prefill = 0.0
     if tp > 1:
         msg = isl * spec.hidden_size * 2

@@ -204,7 +204,8 @@ def estimate_layout(
         eb, eparams, eact, moe_layers = experts[i]
         if not moe_layers:
             return step
-        mem_s = eb * touched / (bw * cal.moe_eff)
+        wbw = bw * cal.lowbit_mem_eff if scheme.bits < 16 else bw  # as perf.decode_stage
+        mem_s = eb * touched / (wbw * cal.moe_eff)
         pairs = big_b * k / e  # tokens per expert, on average
         exact = 2 * eparams * (pairs * imb + touched * cal.moe_tok_half) / tf
         # perf.estimate's step counted the rank's own b tokens through the experts as active
