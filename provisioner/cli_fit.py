@@ -16,7 +16,8 @@ _VERSION_HELP = (
     f"vLLM release whose memory rules apply (default: {VLLM_VERSION}, the one `prov deploy` "
     "runs). Rules by "
     "version: v0.10 sampler warm-up and NCCL inside the budget; v0.11 NCCL moves to the "
-    "headroom; v0.11.2 FlashInfer sampler opt-in; v0.12 gpt-oss on Hopper via triton for "
+    "headroom; v0.11.2 FlashInfer sampler opt-in, default batched tokens capped at seqs x "
+    "max_model_len; v0.12 gpt-oss on Hopper via triton for "
     "every install; v0.17 Triton top-k/top-p; v0.21 FlashInfer sampler default again and CUDA "
     "graphs estimated inside the budget; v0.26 16384 batched tokens from 160 GiB; v0.30 "
     "utilization default 0.92 "
@@ -219,13 +220,15 @@ def register(app: typer.Typer) -> None:
             None,
             "--max-num-seqs",
             help="Default per vLLM's get_batch_defaults (v0.10+): 1024 on GPUs >= 70 GiB that "
-            "are not A100, else 256. Sizes the sampler warm-up (seqs x vocab logits).",
+            "are not A100, else 256, at most --max-num-batched-tokens. Sizes the sampler "
+            "warm-up (seqs x vocab logits).",
         ),
         max_num_batched_tokens: int | None = typer.Option(
             None,
             "--max-num-batched-tokens",
             help="Default (v0.10+, vllm serve): 8192 on GPUs >= 70 GiB that are not A100, "
-            "else 2048 (16384 from 160 GiB since v0.26). Sizes the forward activation peak.",
+            "else 2048 (16384 from 160 GiB since v0.26); from v0.11.2 capped at "
+            "max_num_seqs x --ctx. Sizes the forward activation peak.",
         ),
         enforce_eager: bool = typer.Option(
             False, "--enforce-eager", help="No CUDA graphs (their memory is then 0)."

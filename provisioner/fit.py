@@ -15,7 +15,7 @@ from provisioner.hardware import cuda_memory_gib, gpu_specs
 from provisioner.memory import GIB, MemorySettings, ShapeMemory, shape_memory
 from provisioner.models import ModelSpec
 from provisioner.quant import QuantScheme
-from provisioner.vllm_rules import VllmRules, batch_defaults
+from provisioner.vllm_rules import VllmRules, scheduler_defaults
 
 USAGE_CONTEXTS = ("serve", "llm")  # `vllm serve` or the offline LLM class (bigger batches)
 
@@ -129,13 +129,13 @@ def evaluate(r: FitRequest) -> FitResult:
         raise UsageError("give --gpu NAME or --gpu-memory-gib X")
     if r.usage not in USAGE_CONTEXTS:
         raise UsageError(f"unknown usage context {r.usage!r}; allowed: serve, llm")
-    tokens, seqs = batch_defaults(r.rules, r.gpu or "", device)
-    if r.usage == "llm":  # the LLM class doubles `vllm serve`'s defaults on big GPUs
-        tokens = 16384 if tokens >= 8192 else 8192
+    tokens, seqs = scheduler_defaults(
+        r.rules, r.gpu or "", device, r.ctx, r.max_num_seqs, r.max_num_batched_tokens, r.usage
+    )
     settings = MemorySettings(
         gpu_memory_utilization=r.gpu_memory_utilization or r.rules.gpu_memory_utilization,
-        max_num_batched_tokens=r.max_num_batched_tokens or tokens,
-        max_num_seqs=r.max_num_seqs or seqs,
+        max_num_batched_tokens=tokens,
+        max_num_seqs=seqs,
         kv_bytes=r.kv_bytes,
         enforce_eager=r.enforce_eager,
         sm=gpu.sm if gpu is not None else None,

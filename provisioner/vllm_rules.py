@@ -34,6 +34,8 @@ class VllmRules:
     max_num_seqs_small: int = 256
     huge_gpu_gib: float | None = None  # from this size, max_num_batched_tokens_huge
     max_num_batched_tokens_huge: int = 16384
+    # A defaulted max_num_batched_tokens is capped at max_num_seqs x max_model_len.
+    cap_batched_tokens_by_seqs: bool = False
     nccl_in_budget: bool = True  # baseline snapshot taken before NCCL init (so NCCL counts)
     cudagraph_in_budget: bool = False  # CUDA-graph memory estimated and subtracted
     # gpt-oss MoE on SM90 via triton_kernels (else Marlin). From v0.12 the wheel bundles
@@ -116,9 +118,23 @@ CHANGES: tuple[Change, ...] = (
         (0, 11, 2),
         "FlashInfer sampler opt-in only (VLLM_USE_FLASHINFER_SAMPLER=1): every install samples "
         "on the PyTorch path (full-vocab sort, 38 B per logit)",
-        (("sampler", "pytorch"), ("flashinfer_sampler_default", False)),
+        (
+            ("sampler", "pytorch"),
+            ("flashinfer_sampler_default", False),
+            ("flashinfer_in_wheel", True),
+        ),
         "vllm/v1/sample/ops/topk_topp_sampler.py __init__ ('Users must opt in explicitly') "
-        "@v0.11.2, v0.12.0, v0.16.0, v0.17.0, v0.18.0, v0.20.0 (v0.11.1 not read)",
+        "@v0.11.2, v0.12.0, v0.16.0, v0.17.0, v0.18.0, v0.20.0 (v0.11.1 not read); the "
+        "v0.11.2 wheel METADATA already requires flashinfer-python==0.5.2",
+    ),
+    Change(
+        (0, 11, 2),
+        "a defaulted max_num_batched_tokens is capped at max_num_seqs x max_model_len (then "
+        "a defaulted max_num_seqs at max_num_batched_tokens)",
+        (("cap_batched_tokens_by_seqs", True),),
+        "vllm/engine/arg_utils.py EngineArgs._set_default_max_num_seqs_and_batched_tokens_args "
+        "('Ensure max_num_batched_tokens does not exceed model limit') @v0.11.2 and v0.14.1; "
+        "absent in _set_default_args @v0.11.0 (v0.11.1 not read)",
     ),
     Change(
         (0, 12, 0),
@@ -244,6 +260,35 @@ def batch_defaults(rules: VllmRules, gpu_name: str, device_gib: float) -> tuple[
             tokens = rules.max_num_batched_tokens_huge
         return tokens, rules.max_num_seqs_big
     return rules.max_num_batched_tokens_small, rules.max_num_seqs_small
+
+
+def scheduler_defaults(
+    rules: VllmRules,
+    gpu_name: str,
+    device_gib: float,
+    max_model_len: int,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    usage: str = "serve",
+) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) vLLM ends up with, given the user's values.
+
+    Follows EngineArgs._set_default_max_num_seqs_and_batched_tokens_args (chunked prefill on,
+    as in V1): the GPU's defaults fill what the user left unset; from v0.11.2 a defaulted
+    token budget is capped at max_num_seqs x max_model_len; a defaulted max_num_seqs never
+    exceeds the token budget.
+    """
+    tokens, seqs = batch_defaults(rules, gpu_name, device_gib)
+    if usage == "llm":  # the LLM class doubles `vllm serve`'s token default on big GPUs
+        tokens = 16384 if tokens >= 8192 else 8192
+    seqs = max_num_seqs or seqs
+    if max_num_batched_tokens is not None:
+        tokens = max_num_batched_tokens
+    elif rules.cap_batched_tokens_by_seqs:
+        tokens = min(seqs * max_model_len, tokens)
+    if max_num_seqs is None:
+        seqs = min(seqs, tokens)
+    return tokens, seqs
 
 
 def changes_table() -> list[str]:

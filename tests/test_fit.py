@@ -71,7 +71,18 @@ def test_json_is_one_object_with_the_breakdown() -> None:
         (["--model", "llama-3.1-8b", "--gpu", "L4", "--ctx", "1m"], "max_position_embeddings"),
         (["--model", "llama-3.1-8b", "--gpu", "L4", "--quant", "q4_k_m"], "llama.cpp"),
         (
-            ["--model", "llama-3.1-8b", "--gpu", "H100-SXM", "--max-num-batched-tokens", "512"],
+            # both explicit: SchedulerConfig refuses tokens < seqs (a defaulted max_num_seqs
+            # would be lowered to the token budget instead: arg_utils, every version read)
+            [
+                "--model",
+                "llama-3.1-8b",
+                "--gpu",
+                "H100-SXM",
+                "--max-num-batched-tokens",
+                "512",
+                "--max-num-seqs",
+                "1024",
+            ],
             "max_num_seqs",
         ),
         (["--model", "llama-3.1-8b", "--gpu-memory-gib", "-3"], "(0, 4096]"),
