@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.config import Alternative, DaemonConfig
 from provisioner.errors import OperationalError
 
@@ -83,36 +83,36 @@ class InstanceInfo:
 
     @property
     def managed(self) -> bool:
-        return self.tags.get(tags.MANAGED, "").lower() == tags.MANAGED_VALUE
+        return self.tags.get(fleet.MANAGED, "").lower() == fleet.MANAGED_VALUE
 
     @property
     def pool(self) -> str:
-        return self.tags.get(tags.POOL, "default")
+        return self.tags.get(fleet.POOL, "default")
 
     @property
     def replica(self) -> str:
-        return self.tags.get(tags.REPLICA) or self.id
+        return self.tags.get(fleet.REPLICA) or self.id
 
     @property
     def spare(self) -> bool:
         """A warm spare waiting out of traffic (not a promoted one)."""
-        return self.tags.get(tags.SPARE) == tags.SPARE_VALUE
+        return self.tags.get(fleet.SPARE) == fleet.SPARE_VALUE
 
     @property
     def replica_size(self) -> int:
         try:
-            return max(1, int(self.tags.get(tags.REPLICA_SIZE, "1")))
+            return max(1, int(self.tags.get(fleet.REPLICA_SIZE, "1")))
         except ValueError:
             return 1
 
     @property
     def asg(self) -> str | None:
-        return self.tags.get(tags.AWS_ASG_NAME)
+        return self.tags.get(fleet.AWS_ASG_NAME)
 
     @property
     def launch_template(self) -> tuple[str, str] | None:
-        lt = self.tags.get(tags.AWS_LAUNCH_TEMPLATE_ID)
-        return (lt, self.tags.get(tags.AWS_LAUNCH_TEMPLATE_VERSION, "$Default")) if lt else None
+        lt = self.tags.get(fleet.AWS_LAUNCH_TEMPLATE_ID)
+        return (lt, self.tags.get(fleet.AWS_LAUNCH_TEMPLATE_VERSION, "$Default")) if lt else None
 
     @classmethod
     def from_api(cls, i: dict[str, Any]) -> InstanceInfo:
@@ -368,20 +368,20 @@ class Ec2Capacity:
 
     def _by_tags(self, pool: str, **tag_values: str) -> list[InstanceInfo]:
         filters = [
-            {"Name": f"tag:{tags.POOL}", "Values": [pool]},
+            {"Name": f"tag:{fleet.POOL}", "Values": [pool]},
             {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
         ] + [{"Name": f"tag:{k}", "Values": [v]} for k, v in tag_values.items()]
         found = self._query(Filters=filters)
         return [i for i in found if i.pool == pool]
 
     def replica_members(self, pool: str, replica: str) -> list[InstanceInfo]:
-        return self._by_tags(pool, **{tags.REPLICA: replica})
+        return self._by_tags(pool, **{fleet.REPLICA: replica})
 
     def find_replacement(self, pool: str, replaces: str) -> list[InstanceInfo]:
-        return self._by_tags(pool, **{tags.REPLACES: replaces})
+        return self._by_tags(pool, **{fleet.REPLACES: replaces})
 
     def on_demand_replicas(self, pool: str, exclude_replica: str) -> int:
-        live = self._by_tags(pool, **{tags.MANAGED: tags.MANAGED_VALUE})
+        live = self._by_tags(pool, **{fleet.MANAGED: fleet.MANAGED_VALUE})
         return len(
             {
                 i.replica
@@ -397,7 +397,7 @@ class Ec2Capacity:
         """Every live instance tagged prov.dev/managed=true, all pools (one paginated call)."""
         return self._query(
             Filters=[
-                {"Name": f"tag:{tags.MANAGED}", "Values": [tags.MANAGED_VALUE]},
+                {"Name": f"tag:{fleet.MANAGED}", "Values": [fleet.MANAGED_VALUE]},
                 {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
             ]
         )
@@ -408,8 +408,8 @@ class Ec2Capacity:
         self.ec2.create_tags(
             Resources=ids,
             Tags=[
-                {"Key": tags.REPLACES, "Value": replaces},
-                {"Key": tags.SPARE, "Value": tags.SPARE_PROMOTED},
+                {"Key": fleet.REPLACES, "Value": replaces},
+                {"Key": fleet.SPARE, "Value": fleet.SPARE_PROMOTED},
             ],
         )
         with self._lock:
@@ -423,7 +423,7 @@ class Ec2Capacity:
         resp = self.ec2.describe_subnets(
             Filters=[
                 {"Name": "vpc-id", "Values": [template.vpc_id]},
-                {"Name": f"tag:{tags.MANAGED}", "Values": [tags.MANAGED_VALUE]},
+                {"Name": f"tag:{fleet.MANAGED}", "Values": [fleet.MANAGED_VALUE]},
             ]
         )
         out: dict[str, str] = {}
@@ -445,21 +445,21 @@ class Ec2Capacity:
     ) -> list[InstanceInfo]:
         """Launch ``count`` instances like ``template``: the replacement of ``replaces``, or
         (``spare``) a warm spare of the template's pool."""
-        own = (tags.REPLACES, tags.SPARE)  # what the new group is, not what the template was
+        own = (fleet.REPLACES, fleet.SPARE)  # what the new group is, not what the template was
         keep = {k: v for k, v in template.tags.items() if not k.startswith("aws:") and k not in own}
         keep.update(
             {
-                tags.MANAGED: tags.MANAGED_VALUE,
-                tags.POOL: template.pool,
-                tags.REPLICA: new_replica,
-                tags.REPLICA_SIZE: str(count),
-                tags.MARKET: attempt.market,
+                fleet.MANAGED: fleet.MANAGED_VALUE,
+                fleet.POOL: template.pool,
+                fleet.REPLICA: new_replica,
+                fleet.REPLICA_SIZE: str(count),
+                fleet.MARKET: attempt.market,
             }
         )
         if spare:
-            keep[tags.SPARE] = tags.SPARE_VALUE
+            keep[fleet.SPARE] = fleet.SPARE_VALUE
         else:
-            keep[tags.REPLACES] = replaces
+            keep[fleet.REPLACES] = replaces
         kw: dict[str, Any] = {
             "MinCount": count,
             "MaxCount": count,

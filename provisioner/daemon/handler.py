@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.capacity import (
     LIVE_STATES,
     Blocklist,
@@ -195,7 +195,7 @@ class Handler:
 
     def _record(self, t: Target, until: datetime, **state: Any) -> None:
         t.state = {**t.state, **state, "updated": self.now().isoformat()}
-        body = {tags.STATE_ANNOTATION: json.dumps(t.state, sort_keys=True)}
+        body = {fleet.STATE_ANNOTATION: json.dumps(t.state, sort_keys=True)}
         for iid, node in list(t.nodes.items()):
             if not self._retry("annotate", until, lambda n=node: self.kube.annotate(n.name, body)):  # type: ignore[misc]
                 del t.nodes[iid]  # the node is gone
@@ -286,8 +286,8 @@ class Handler:
             return Outcome("done", "ignored-unmanaged")
         version = self._version(f"{inst.pool}/{inst.replica}")
         members = [inst]
-        if tags.REPLICA in inst.tags and (
-            tags.REPLICA_SIZE not in inst.tags or inst.replica_size > 1
+        if fleet.REPLICA in inst.tags and (
+            fleet.REPLICA_SIZE not in inst.tags or inst.replica_size > 1
         ):
             more = self._retry(
                 "describe", until, lambda: self.cap.replica_members(inst.pool, inst.replica)
@@ -309,7 +309,7 @@ class Handler:
         """The most advanced progress record found on the group's nodes."""
         state: dict[str, Any] = {}
         for node in nodes:
-            raw = node.annotations.get(tags.STATE_ANNOTATION)
+            raw = node.annotations.get(fleet.STATE_ANNOTATION)
             if not raw:
                 continue
             try:
@@ -366,7 +366,7 @@ class Handler:
                 + (" ..." if len(attempts) > 6 else "")
             )
         for node in t.nodes.values():
-            decisions.append(f"taint {tags.TAINT_KEY}={ev.kind}:NoSchedule and cordon {node.name}")
+            decisions.append(f"taint {fleet.TAINT_KEY}={ev.kind}:NoSchedule and cordon {node.name}")
             if drain and not self.cfg.cordon_only:
                 pods = [p for p in self.kube.pods_on_node(node.name) if p.evictable]
                 decisions.append(
@@ -432,7 +432,7 @@ class Handler:
         ):
             cordoned_now = True
             t.state = state
-            body = {tags.STATE_ANNOTATION: json.dumps(state, sort_keys=True)}
+            body = {fleet.STATE_ANNOTATION: json.dumps(state, sort_keys=True)}
             for node in list(t.nodes.values()):
                 self._retry(
                     "cordon",
@@ -451,7 +451,7 @@ class Handler:
             k: v for k, v in t.state.items() if k != "updated"
         }:
             if drain and not t.state.get("lb_excluded"):
-                body = {tags.STATE_ANNOTATION: json.dumps(state, sort_keys=True)}
+                body = {fleet.STATE_ANNOTATION: json.dumps(state, sort_keys=True)}
                 for node in list(t.nodes.values()):
                     self._retry(
                         "cordon",
@@ -530,7 +530,7 @@ class Handler:
             )
             spares = self.spares
             if spares is not None and any(
-                i.tags.get(tags.SPARE) == tags.SPARE_PROMOTED for i in existing
+                i.tags.get(fleet.SPARE) == fleet.SPARE_PROMOTED for i in existing
             ):  # a promoted spare whose labels may still keep it out of traffic
                 self._retry("admit-spare", until, lambda: spares.admit(existing))
             return existing[0].replica
@@ -755,7 +755,7 @@ class Handler:
             self._retry(
                 "uncordon",
                 until,
-                lambda n=node: self.kube.uncordon(n.name, {tags.STATE_ANNOTATION: None}),  # type: ignore[misc]
+                lambda n=node: self.kube.uncordon(n.name, {fleet.STATE_ANNOTATION: None}),  # type: ignore[misc]
             )
             self.m.actions.labels("uncordon", "ok").inc()
             self._event(node.name, "MaintenanceCancelled", f"uncordoned ({ev.id})")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from provisioner.cli import app
-from provisioner.daemon import manifests
+from stacks import daemon as manifests
 from provisioner.daemon.metrics import Metrics, MetricsServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from daemon_harness import node_json, wait_until
 from test_daemon_scenarios import handled, one_replica, state_of
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.config import Alternative
 
 
@@ -133,7 +133,7 @@ def test_no_spot_capacity_falls_back_to_on_demand(aws, agent, k8s, ec2_proxy, ma
     ]
     [new] = aws.replacements_of("r1")
     assert "InstanceLifecycle" not in new  # on-demand
-    assert {t["Key"]: t["Value"] for t in new["Tags"]}[tags.MARKET] == "on-demand"
+    assert {t["Key"]: t["Value"] for t in new["Tags"]}[fleet.MARKET] == "on-demand"
     assert d.m.replacements.labels("on-demand")._value.get() == 1
     assert ("p5en.48xlarge", "us-east-1b", "spot") in d.blocks.active()  # remembered
 

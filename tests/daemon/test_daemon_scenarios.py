@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from daemon_harness import NAMESPACE, node_json, scrape, wait_until
 
-from provisioner.daemon import tags
+from provisioner import fleet
 
 SPOT = "EC2 Spot Instance Interruption Warning"
 
@@ -25,7 +25,7 @@ def taint_keys(node: dict) -> set[str]:
 
 
 def state_of(node: dict) -> dict:
-    return json.loads((node["metadata"].get("annotations") or {}).get(tags.STATE_ANNOTATION, "{}"))
+    return json.loads((node["metadata"].get("annotations") or {}).get(fleet.STATE_ANNOTATION, "{}"))
 
 
 def evictions(k8s, pod_prefix: str = "vllm-") -> list[tuple[str, str, int]]:
@@ -62,8 +62,8 @@ def test_spot_notice_via_sqs_replaces_first_then_drains(aws, agent, core, k8s, m
     # pool (p5.48xlarge, us-east-1a, spot) is blocked, so it went to the next zone.
     [new] = aws.replacements_of("r1")
     t = {x["Key"]: x["Value"] for x in new["Tags"]}
-    assert t[tags.MANAGED] == "true" and t[tags.POOL] == "pool-a"
-    assert t[tags.REPLICA_SIZE] == "1" and t[tags.MARKET] == "spot"
+    assert t[fleet.MANAGED] == "true" and t[fleet.POOL] == "pool-a"
+    assert t[fleet.REPLICA_SIZE] == "1" and t[fleet.MARKET] == "spot"
     assert new["InstanceLifecycle"] == "spot" and new["InstanceType"] == "p5.48xlarge"
     assert new["Placement"]["AvailabilityZone"] == "us-east-1b"
 
@@ -71,9 +71,9 @@ def test_spot_notice_via_sqs_replaces_first_then_drains(aws, agent, core, k8s, m
     # pod was evicted; the state annotation recorded the replacement; the instance is retired.
     old = agent.gone[name]
     assert old["spec"]["unschedulable"] is True
-    assert tags.TAINT_KEY in taint_keys(old)
-    assert old["metadata"]["labels"][tags.EXCLUDE_LB_LABEL] == "true"
-    assert state_of(old)["replacement"] == t[tags.REPLICA]
+    assert fleet.TAINT_KEY in taint_keys(old)
+    assert old["metadata"]["labels"][fleet.EXCLUDE_LB_LABEL] == "true"
+    assert state_of(old)["replacement"] == t[fleet.REPLICA]
     assert evictions(k8s) == [("vllm-r1-0", "201", 1)]  # grace = --shutdown-timeout (1 s)
     assert not [e for e in k8s.eviction_log if e[0].startswith("node-exporter")]  # DaemonSet stays
     seq = k8s.all_requests()
@@ -149,8 +149,8 @@ def test_rebalance_cordons_only_by_default(aws, agent, core, k8s, make_daemon):
     assert (ev.kind, out.action) == ("rebalance-recommendation", "cordoned")
     node = node_json(core, inst["PrivateDnsName"])
     assert node["spec"]["unschedulable"] is True
-    assert tags.TAINT_KEY in taint_keys(node)
-    assert tags.EXCLUDE_LB_LABEL not in node["metadata"]["labels"]  # still serving
+    assert fleet.TAINT_KEY in taint_keys(node)
+    assert fleet.EXCLUDE_LB_LABEL not in node["metadata"]["labels"]  # still serving
     assert k8s.eviction_log == [] and aws.replacements_of("r1") == []
     wait_until(lambda: aws.messages_left() == 0, what="message deleted")
     assert d.finished.is_set()  # --max-events 1: the daemon's run() returns now
@@ -281,8 +281,8 @@ def test_scheduled_maintenance_cancellation_uncordons(
     wait_until(lambda: any(o.action == "uncordoned" for _, o in d.outcomes), what="uncordoned")
     node = node_json(core, inst["PrivateDnsName"])
     assert not node["spec"].get("unschedulable")
-    assert tags.TAINT_KEY not in taint_keys(node)
-    assert tags.STATE_ANNOTATION not in (node["metadata"].get("annotations") or {})
+    assert fleet.TAINT_KEY not in taint_keys(node)
+    assert fleet.STATE_ANNOTATION not in (node["metadata"].get("annotations") or {})
     assert k8s.eviction_log == [] and aws.replacements_of("r1") == []
     assert d.store.counts()["pending"] == 0  # the deferred drain was cancelled
 
@@ -340,7 +340,7 @@ def test_cordon_only_replaces_and_cordons_but_never_evicts(aws, agent, core, k8s
     node = node_json(core, inst["PrivateDnsName"])
     assert (
         node["spec"]["unschedulable"] is True
-        and node["metadata"]["labels"][tags.EXCLUDE_LB_LABEL] == "true"
+        and node["metadata"]["labels"][fleet.EXCLUDE_LB_LABEL] == "true"
     )
     assert k8s.eviction_log == []
 
