@@ -235,6 +235,8 @@ class Capacity(Protocol):
 
     def terminate(self, instances: Sequence[InstanceInfo]) -> None: ...
 
+    def detach(self, instances: Sequence[InstanceInfo]) -> None: ...
+
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None: ...
 
 
@@ -505,14 +507,30 @@ class Ec2Capacity:
         return [InstanceInfo.from_api(i) for i in resp.get("Instances", [])]
 
     def terminate(self, instances: Sequence[InstanceInfo]) -> None:
-        plain = [i.id for i in instances if not i.asg]
+        """Terminate; members of an ASG are detached first (decrementing its desired size),
+        so the group does not launch another in their place."""
+        self.detach([i for i in instances if i.asg])
+        ids = [i.id for i in instances]
+        if ids:
+            self.ec2.terminate_instances(InstanceIds=ids)
+
+    def detach(self, instances: Sequence[InstanceInfo]) -> None:
+        """Take instances out of their Auto Scaling groups, decrementing the desired size: the
+        ASG then launches nothing in their place, and they keep running (and serving) until
+        the daemon retires them. An instance already detached is not an error."""
+        by_group: dict[str, list[str]] = {}
         for i in instances:
-            if i.asg:  # keep the ASG from launching yet another one
-                self.autoscaling.terminate_instance_in_auto_scaling_group(
-                    InstanceId=i.id, ShouldDecrementDesiredCapacity=True
+            if i.asg:
+                by_group.setdefault(i.asg, []).append(i.id)
+        for group, ids in by_group.items():
+            try:
+                self.autoscaling.detach_instances(
+                    InstanceIds=ids, AutoScalingGroupName=group, ShouldDecrementDesiredCapacity=True
                 )
-        if plain:
-            self.ec2.terminate_instances(InstanceIds=plain)
+            except Exception as e:
+                if _client_error_code(e) != "ValidationError":  # "not part of the group"
+                    raise
+                log.info("already detached", extra={"group": group, "instances": ",".join(ids)})
 
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None:
         self.autoscaling.complete_lifecycle_action(

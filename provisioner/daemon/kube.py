@@ -90,6 +90,7 @@ class PodInfo:
     deleting: bool
     owner_kinds: tuple[str, ...] = ()
     mirror: bool = False
+    grace_seconds: int | None = None  # spec.terminationGracePeriodSeconds (None: default)
 
     @property
     def evictable(self) -> bool:
@@ -109,6 +110,7 @@ class PodInfo:
             deleting=bool(meta.get("deletionTimestamp")),
             owner_kinds=tuple(o.get("kind", "") for o in meta.get("ownerReferences") or []),
             mirror="kubernetes.io/config.mirror" in (meta.get("annotations") or {}),
+            grace_seconds=spec.get("terminationGracePeriodSeconds"),
         )
 
 

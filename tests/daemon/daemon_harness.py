@@ -424,8 +424,10 @@ class NodeAgent:
         period: float = 0.05,
         on_pod: Callable[[PodSpec], str | None] | None = None,
         terminate: Callable[[PodSpec, int], None] | None = None,
+        pod_grace: int = 1,
     ) -> None:
         self.ec2 = ec2
+        self.pod_grace = pod_grace  # the vLLM pods' terminationGracePeriodSeconds
         self.core = core
         self.km = km
         self.boot_delay = boot_delay
@@ -563,7 +565,11 @@ class NodeAgent:
                     {"kind": "LeaderWorkerSet", "name": "vllm", "apiVersion": "x/v1", "uid": "1"}
                 ],
             },
-            "spec": {"nodeName": name, "containers": [{"name": "vllm", "image": "vllm"}]},
+            "spec": {
+                "nodeName": name,
+                "terminationGracePeriodSeconds": self.pod_grace,
+                "containers": [{"name": "vllm", "image": "vllm"}],
+            },
             "status": {"conditions": ready_condition(False)},
         }
         self.core.create_namespaced_pod(NAMESPACE, pod, _preload_content=False)
