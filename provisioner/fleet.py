@@ -99,7 +99,12 @@ AWS_CALLS: tuple[AwsCall, ...] = (
     AwsCall(
         "ec2:CreateTags", "*", "tags on RunInstances; promoting a warm spare", ("spares",), True
     ),
-    AwsCall("ec2:TerminateInstances", "*", "retire what is left of a drained group"),
+    AwsCall(
+        "ec2:TerminateInstances",
+        "*",
+        "retire the survivors of a multi-node group; retire spares",
+        ("multi-node", "spares"),
+    ),
     AwsCall(
         "iam:PassRole", "node-role", "RunInstances with the node instance profile", implied=True
     ),
