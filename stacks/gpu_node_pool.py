@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Mapping
 
 import pulumi
 import pulumi_aws as aws
@@ -106,7 +107,7 @@ class GpuNodePool(pulumi.ComponentResource):
         service_cidr: str,
         eks_version: str,
         instance_profile_arn: pulumi.Input[str],
-        subnet_ids: dict[str, pulumi.Input[str]],
+        subnet_ids: Mapping[str, pulumi.Input[str]],
         security_group_id: pulumi.Input[str],
         stack: str,
         replicas: int = 1,

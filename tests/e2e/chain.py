@@ -102,6 +102,7 @@ def run_chain(
     scale: float,
     load_ratio: float = 5.0,
     leave_out: frozenset[str] = frozenset(),
+    slack: float = 6.0,
 ) -> Report:
     import boto3
 
@@ -123,7 +124,7 @@ def run_chain(
             _narrow(root, moto_url, mat, leave_out)
         admin = _admin(root, moto_url, mat.region)
         _reset(moto_url, "reset-auth", b"0")  # from now on every call is checked against IAM
-        return _chain(run, moto_url, mat, km, admin, scale, load_ratio)
+        return _chain(run, moto_url, mat, km, admin, scale, load_ratio, slack)
     finally:
         _reset(moto_url, "reset-auth", b"inf")
         km.stop()
@@ -174,6 +175,7 @@ def _chain(
     admin: Any,
     scale: float,
     load_ratio: float,
+    slack: float,
 ) -> Report:
     import boto3
 
@@ -240,7 +242,7 @@ def _chain(
         reclaim.start()
         reclaimed_at = notice_at + NOTICE * scale
         ready_at = gone_at = None
-        end = notice_at + NOTICE * scale + 60 * scale + load + 8.0
+        end = notice_at + NOTICE * scale + 60 * scale + load + slack
         while time.monotonic() < end:
             new = [p for p in cluster.timeline.pod_ready if p != old_pod]
             if new and ready_at is None:

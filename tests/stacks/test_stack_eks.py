@@ -170,7 +170,8 @@ def test_efa_pools_keep_to_types_aws_says_have_efa(two: StackRun) -> None:
     import moto
 
     path = Path(moto.__file__).parent / "ec2/resources/instance_types.json.gz"
-    types = json.loads(gzip.open(path).read())
+    with gzip.open(path) as f:
+        types = json.loads(f.read())
     for t in pool_types(two):
         assert types[t]["NetworkInfo"]["EfaSupported"] is True, t
     from stacks.instances import EFA_TYPES
@@ -180,7 +181,7 @@ def test_efa_pools_keep_to_types_aws_says_have_efa(two: StackRun) -> None:
         for k, v in types.items()
         if v.get("GpuInfo") and v.get("NetworkInfo", {}).get("EfaSupported")
     }
-    assert EFA_TYPES == aws_efa
+    assert aws_efa == EFA_TYPES
 
 
 def test_single_node_pool_has_no_placement_group(one: StackRun) -> None:
@@ -206,7 +207,7 @@ def test_taints_tolerations_and_node_selector_match(one: StackRun, two: StackRun
         (taint,) = node_config(run)["spec"]["kubelet"]["flags"][1:]
         assert taint == "--register-with-taints=nvidia.com/gpu=present:NoSchedule"
         key, rest = taint.split("=", 1)[1].split("=", 1)
-        value, effect = rest.split(":")
+        _value, effect = rest.split(":")
         labels = kubelet_flag(run, "--node-labels")
         for pod in pod_specs(run):
             assert any(
@@ -268,7 +269,7 @@ def test_daemon_role_is_generated_from_the_daemons_declared_calls(one: StackRun)
 def test_the_stack_deploys_the_daemon(one: StackRun) -> None:
     from provisioner import fleet
 
-    (ns,) = [
+    (_ns,) = [
         r
         for r in one.of("kubernetes:core/v1:Namespace")
         if r.inputs["metadata"]["name"] == "prov-system"
@@ -343,4 +344,37 @@ def test_components_and_secrets(one: StackRun) -> None:
     assert one.outputs["interruptionQueueUrl"] == (
         f"https://sqs.us-east-2.amazonaws.com/{ACCOUNT}/kimi-k2-thinking-interruptions-events",
         False,
+    )
+
+
+def test_namespace_is_created_and_imds_mode_replaces_the_queue_daemon(
+    plans: dict[str, PlanFile],
+) -> None:
+    run = run_stack(plans["one_aws"], DeployOptions(namespace="serving", daemon="imds"))
+    names = {r.inputs["metadata"]["name"] for r in run.of("kubernetes:core/v1:Namespace")}
+    assert names == {"serving", "prov-system"}
+    workload = run.one("kubernetes:apps/v1:Deployment", GPU_POOL).inputs
+    assert workload["metadata"]["namespace"] == "serving"
+    (ds,) = run.of("kubernetes:apps/v1:DaemonSet")
+    assert (
+        ds.inputs["spec"]["template"]["spec"]["nodeSelector"].items()
+        <= kubelet_flag(run, "--node-labels").items()
+    )  # it lands on the stack's GPU nodes
+    assert [r.name for r in run.of("kubernetes:apps/v1:Deployment")] == [GPU_POOL]
+
+
+def test_control_plane_subnets_avoid_zones_eks_refuses(
+    plans: dict[str, PlanFile], one: StackRun
+) -> None:
+    import dataclasses
+
+    from stacks.spec import build_spec
+
+    spec = build_spec(plans["one_aws"].doc, DeployOptions())
+    moved = dataclasses.replace(spec, vpc_zones=("use1-az3", "use1-az1", "use1-az2"))
+    assert moved.control_plane_zones == ("use1-az1", "use1-az2")
+    cluster = one.one("aws:eks/cluster:Cluster").inputs
+    zone_of = {f"{s.name}-id": s.inputs["availabilityZoneId"] for s in one.of(SUBNET)}
+    assert sorted(zone_of[i] for i in cluster["vpcConfig"]["subnetIds"]) == sorted(
+        spec.control_plane_zones
     )

@@ -160,8 +160,11 @@ def replace_first(
 
     # 5. the replacement must be Ready before the notice is done
     if replace and not replacement:
-        return _await_replacement(h, ev, t, deadline, None)
-    if replacement:
+        waiting = _await_replacement(h, ev, t, deadline, None)
+        if waiting is not None:
+            return waiting
+        replacement = t.state.replacement
+    elif replacement:
         waiting = _await_replacement(h, ev, t, deadline, replacement)
         if waiting is not None:
             return waiting
