@@ -48,6 +48,7 @@ from pricing.build_snapshot import (
 )
 from pricing.offers import (
     CACHE_FORMAT,
+    CAPACITY_BLOCK_ONLY,
     LIVE_FLAG,
     LiveCache,
     Offer,
@@ -62,7 +63,7 @@ from provisioner.fileio import write_atomic
 CLOUD = "aws"
 #: GPU families refreshed by default: the families the snapshot maps, plus p6-b200 (its GpuInfo
 #: name, B200, is a gpus.csv name as it stands).
-DEFAULT_FAMILIES: tuple[str, ...] = (*AWS_FAMILY_GPU, "p6-b200")
+DEFAULT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys((*AWS_FAMILY_GPU, "p6-b200")))
 #: The Pricing API is served from us-east-1 (also eu-central-1, ap-south-1); prices are global.
 PRICING_REGION = "us-east-1"
 #: Product attributes of a plain Linux on-demand instance hour.
@@ -457,6 +458,9 @@ def _offers(
         gpu_list = info["GpuInfo"]["Gpus"]
         family = instance_family(itype)
         # The snapshot's rule (build_snapshot.norm_aws): the family table, else the catalog name.
+        if family in CAPACITY_BLOCK_ONLY.get(CLOUD, ()):  # never spot or on-demand
+            result.dropped[f"capacity_block_only:{itype}"] += 1
+            continue
         spec = ctx.known_gpu(AWS_FAMILY_GPU.get(family, gpu_list[0].get("Name", "")))
         if spec is None:
             result.dropped[f"gpu_not_in_gpus_csv:{itype}"] += 1
@@ -484,7 +488,7 @@ def _offers(
                 flags=flags,
             )
             price_flags(CLOUD, node)
-            node.flags.discard("date_unknown")  # a live row has a date: its fetch date
+            node.flags -= {"date_unknown", "date_from_commit"}  # a live row: its fetch date
             node.flags.add(LIVE_FLAG)
             if node.ondemand is None and node.spot is None:
                 result.dropped[f"no_price:{itype}"] += 1

@@ -26,17 +26,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pricing.offers import COLUMNS, Offer
+from pricing import rentable
+from pricing.offers import FILE_COLUMNS, Offer
 from provisioner.errors import DataError, ProvError
 from provisioner.fileio import write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SHARED = REPO.parent / "shared" / "data"
+#: ../shared/data next to the checkout (or next to any parent: worktrees live one level deeper).
+DEFAULT_SHARED = next(
+    (p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data" / "prices").is_dir()),
+    REPO.parent / "shared" / "data",
+)
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
+#: The runtime GPU table: its names complete the shared one (see ``build``).
+DEFAULT_EXTRA_GPUS = REPO / "provisioner" / "data" / "gpus.csv"
 
 #: cloud -> catalog file under prices/ (column order differs per file; read by name).
 CATALOGS: dict[str, str] = {
-    "aws": "aws.csv",
+    "aws": "aws_2026.csv",
     "azure": "azure.csv",
     "fluidstack": "fluidstack_v6.csv",
     "gcp": "gcp.csv",
@@ -49,6 +56,10 @@ CATALOGS: dict[str, str] = {
 #: Upstream dates from prices/SOURCE.md. Clouds not listed have no upstream date:
 #: their prices_as_of stays empty and the row gets the flag ``date_unknown``.
 PRICES_AS_OF: dict[str, str] = {
+    # aws_2026.csv has no date of its own: 2026-04-02 is the upstream commit that last changed
+    # it ("Bootstrap catalogs with SkyPilot AWS/GCP/Lambda data"), so the prices are at least
+    # that old (flag ``date_from_commit``; prices/SOURCE.md).
+    "aws": "2026-04-02",
     "gcp": "2026-05-20",
     "azure": "2026-05-20",
     "lambda": "2026-05-07",
@@ -65,7 +76,10 @@ _COMMON_COLUMNS = (
     "SpotPrice",
     "Region",
 )
-_ZONE_CLOUDS = {"aws", "gcp", "runpod"}  # the catalogs that have an AvailabilityZone column
+_ZONE_CLOUDS = {"aws", "gcp", "runpod"}
+#: Clouds whose PRICES_AS_OF is a commit date (an upper bound on the data's age), not a
+#: date the catalog states.
+DATE_FROM_COMMIT = frozenset({"aws"})  # the catalogs that have an AvailabilityZone column
 
 # --------------------------------------------------------------------------------------------
 # Hardware tables
@@ -77,6 +91,7 @@ INTERCONNECT: dict[str, str] = {
     "H100-SXM": "nvlink",
     "H200-SXM": "nvlink",
     "B200": "nvlink",
+    "B300": "nvlink",
     "GB200": "nvlink",
     "A100-40GB-SXM": "nvlink",
     "A100-80GB-SXM": "nvlink",
@@ -111,7 +126,7 @@ INTERCONNECT: dict[str, str] = {
 #:   clusters; 1-GPU presets and L40S do not.
 FABRIC: dict[str, tuple[tuple[str, str], ...]] = {
     "aws": (
-        (r"^(p4d|p4de|p5|p5e|p5en)\.", "efa"),
+        (r"^(p4d|p4de|p5|p5e|p5en|p6-b200|p6-b300)\.", "efa"),
         (r"^(g5|g6|g6e)\.(8|12|16|24|48)xlarge$", "efa"),
     ),
     "azure": ((r"^Standard_N[CDV]\d+[a-z]*r[a-z]*_", "infiniband"),),
@@ -144,7 +159,10 @@ AWS_FAMILY_GPU = {
     "p4de": "A100-80GB-SXM",
     "g6e": "L40S",
     "g6": "L4",
+    "gr6": "L4",
     "g5": "A10G",
+    "p6-b200": "B200",
+    "p6-b300": "B300",
 }
 
 #: GCP accelerator rows (all on SXM boards where it matters: a2/a3/a4).
@@ -293,6 +311,8 @@ class Node:
     ondemand: float | None
     spot: float | None
     flags: set[str] = field(default_factory=set)
+    multi_node: bool = True
+    aliases: list[str] = field(default_factory=list)
 
     def to_offer(self) -> Offer:
         """The runtime row: interconnect, fabric and the catalog's date filled in."""
@@ -312,6 +332,8 @@ class Node:
             self.spot,
             PRICES_AS_OF.get(self.cloud) or None,
             tuple(sorted(self.flags)),
+            self.multi_node,
+            tuple(sorted(self.aliases)),
         )
 
     def key(self) -> tuple[str, str, str, str, str]:
@@ -765,11 +787,20 @@ def price_flags(cloud: str, node: Node) -> None:
             node.flags.add("spot_over_85pct_off")
     if cloud not in PRICES_AS_OF:
         node.flags.add("date_unknown")
+    elif cloud in DATE_FROM_COMMIT:
+        node.flags.add("date_from_commit")
 
 
-def build(shared: Path) -> BuildResult:
-    """Normalise every catalog under ``shared/prices`` using ``shared/gpus.csv``."""
+def build(shared: Path, extra_gpus: Path | None = None) -> BuildResult:
+    """Normalise every catalog under ``shared/prices`` using ``shared/gpus.csv``.
+
+    ``extra_gpus`` (the packaged provisioner/data/gpus.csv) adds the GPUs the runtime knows
+    that the shared table lacks (B300), so the snapshot never names a GPU prov cannot size.
+    """
     gpus = read_gpus(shared / "gpus.csv")
+    if extra_gpus is not None:
+        for name, spec in read_gpus(extra_gpus).items():
+            gpus.setdefault(name, spec)
     nodes: list[Node] = []
     reports: dict[str, CloudReport] = {}
     for cloud, filename in CATALOGS.items():
@@ -779,6 +810,7 @@ def build(shared: Path) -> BuildResult:
         ctx = _Ctx(cloud, path, gpus)
         ctx.report.rows_in = len(rows)
         cloud_nodes = merge_duplicates(ctx, NORMALISERS[cloud](ctx, rows))
+        cloud_nodes = rentable.drop_capacity_block_only(cloud_nodes, ctx.drop)
         kept = []
         for node in cloud_nodes:
             price_flags(cloud, node)
@@ -786,6 +818,11 @@ def build(shared: Path) -> BuildResult:
                 ctx.drop("no_price", node.instance_type)
                 continue
             kept.append(node)
+        rentable.mark_single_machine(kept)
+        kept = rentable.collapse_aliases(
+            kept, ctx.drop, lambda n: fabric_for(n.cloud, n.instance_type)
+        )
+        kept = rentable.collapse_regionless(kept, ctx.drop)
         ctx.report.offers_out = len(kept)
         reports[cloud] = ctx.report
         nodes.extend(kept)
@@ -801,10 +838,10 @@ def _fmt(value: float | None) -> str:
 
 
 def offers_csv(offers: Iterable[Offer]) -> str:
-    """Offers as offers.csv text (``pricing.offers.COLUMNS``): the snapshot and the live cache."""
+    """Offers as offers.csv text (``offers.FILE_COLUMNS``): the snapshot and the live cache."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(FILE_COLUMNS)
     for o in offers:
         writer.writerow(
             [
@@ -823,6 +860,8 @@ def offers_csv(offers: Iterable[Offer]) -> str:
                 _fmt(o.spot_usd_per_hour),
                 o.prices_as_of or "",
                 ";".join(o.flags),
+                "true" if o.multi_node else "false",
+                ";".join(o.aliases),
             ]
         )
     return buf.getvalue()
@@ -897,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        result = build(args.shared)
+        result = build(args.shared, DEFAULT_EXTRA_GPUS)
     except ProvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

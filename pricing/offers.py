@@ -17,7 +17,6 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +50,27 @@ COLUMNS: tuple[str, ...] = (
     "prices_as_of",
     "flags",
 )
+#: Columns a price file must have (``COLUMNS``), and the optional ones added later, so that
+#: older offers files keep loading (defaults: ``default_multi_node``, no aliases).
+REQUIRED_COLUMNS: tuple[str, ...] = COLUMNS
+OPTIONAL_COLUMNS: tuple[str, ...] = ("multi_node", "aliases")
+#: Columns the snapshot builder and the live cache write, in file order.
+FILE_COLUMNS: tuple[str, ...] = COLUMNS + OPTIONAL_COLUMNS
+
+#: Clouds whose catalog rows are single machines with no private network to the next one
+#: (marketplace hosts, pods): never combined into multi-node plans unless a row says
+#: ``multi_node`` (docs/prices.md, "Rentable shapes only").
+SINGLE_MACHINE_CLOUDS: dict[str, str] = {
+    "vast": "a Vast.ai listing is one host of one seller; hosts share no cluster fabric",
+    "runpod": "a RunPod pod is one machine; pods share no cluster fabric (Instant Clusters "
+    "are a separate product the catalog does not list)",
+}
+
+
+def default_multi_node(cloud: str) -> bool:
+    """Whether nodes of this cloud can be joined into one multi-node deployment by default."""
+    return cloud not in SINGLE_MACHINE_CLOUDS
+
 
 MARKETS: tuple[str, ...] = ("spot", "on-demand")
 
@@ -76,6 +96,11 @@ class Offer:
     spot_usd_per_hour: float | None
     prices_as_of: str | None
     flags: tuple[str, ...]
+    #: True when several of these nodes can be rented as one cluster (a shared network);
+    #: False for single-machine marketplace rows (``SINGLE_MACHINE_CLOUDS``).
+    multi_node: bool = True
+    #: Other names of the same hardware at the same price (SKU aliases collapsed into this row).
+    aliases: tuple[str, ...] = ()
 
     def price(self, market: str) -> float | None:
         """Node price in USD/h for ``market`` ("spot" or "on-demand"); None if not offered."""
@@ -95,8 +120,18 @@ _DOUBTFUL = {
 }
 
 
+#: cloud -> instance families sold only as capacity blocks (reserved 1-182 day blocks): no
+#: spot or on-demand market exists. AWS p5e: "P5e instances are available through Amazon EC2
+#: Capacity Blocks for ML" (AWS P5 instance page); both AWS catalogs agree (no on-demand Price
+#: in any p5e row). The builder and the AWS refresh drop such rows (pricing/rentable.py);
+#: ``price_doubt`` refuses them from any other source (a --prices file, an older cache).
+CAPACITY_BLOCK_ONLY: dict[str, tuple[str, ...]] = {"aws": ("p5e",)}
+
+
 def price_doubt(offer: Offer, market: str) -> str | None:
     """Why this offer's price in `market` is not to be ranked, or None if it is usable."""
+    if offer.instance_type.split(".", 1)[0] in CAPACITY_BLOCK_ONLY.get(offer.cloud, ()):
+        return f"{market} price not used: sold as capacity blocks only (no {market} market)"
     for flag in offer.flags:
         rule = _DOUBTFUL.get(flag)
         if rule and rule[0] in ("both", "spot" if market == "spot" else ""):
@@ -107,16 +142,70 @@ def price_doubt(offer: Offer, market: str) -> str | None:
 def load_offers(path: str | os.PathLike[str] | None = None) -> list[Offer]:
     """Read an offers CSV (default: the packaged snapshot, parsed once and cached).
 
-    Raises ``DataError`` naming the file and line for a malformed file.
+    A file the user names gets the snapshot's sanity checks (``check_offers``). Raises
+    ``DataError`` naming the file and line for a malformed file.
     """
     if path is None:
         return list(_packaged_offers())
+    name = os.fspath(path)
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             text = fh.read()
     except OSError as exc:
-        raise DataError(f"{os.fspath(path)}: cannot read price file: {exc.strerror}") from None
-    return list(parse_offers(text, os.fspath(path)))
+        raise DataError(f"{name}: cannot read price file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{name}: not UTF-8 text (byte {exc.start}); a price file is a UTF-8 CSV"
+        ) from None
+    offers = parse_offers(text, name)
+    check_offers(offers, name)
+    return list(offers)
+
+
+#: A node price above this many USD per GPU-hour is a data error, not a price (the dearest
+#: snapshot row, Azure ND128isr GB200 v6 in brazilsouth, is $54.08/GPU-h).
+MAX_USD_PER_GPU_HOUR = 500.0
+
+
+def check_offers(offers: Sequence[Offer], source: str) -> None:
+    """The snapshot's sanity checks for rows from elsewhere (--prices files, live caches).
+
+    Rows are numbered as data rows (line = row + 1 for a file with one header line).
+    A $0 price, a price above ``MAX_USD_PER_GPU_HOUR``, a GPU prov does not know and a
+    duplicate (cloud, region, zone, instance type, GPU) are errors: none is ever ranked.
+    """
+    from provisioner.hardware import gpu_specs
+
+    known = gpu_specs()
+    seen: dict[tuple[str, str, str, str, str], int] = {}
+    for i, o in enumerate(offers, start=2):
+        if o.gpu not in known:
+            raise DataError(
+                f"{source}: row {i - 1}: unknown gpu {o.gpu!r}; allowed: {', '.join(known)}"
+            )
+        for market, price in (
+            ("on-demand", o.ondemand_usd_per_hour),
+            ("spot", o.spot_usd_per_hour),
+        ):
+            if price is None:
+                continue
+            if price == 0:
+                raise DataError(
+                    f"{source}: row {i - 1}: {market} price is 0; leave the cell empty when "
+                    "the market is not offered"
+                )
+            if price / o.gpus_per_node > MAX_USD_PER_GPU_HOUR:
+                raise DataError(
+                    f"{source}: row {i - 1}: {market} price {price:g} $/h is over "
+                    f"{MAX_USD_PER_GPU_HOUR:g} $/GPU-h: not a plausible price"
+                )
+        key = (o.cloud, o.region, o.zone, o.instance_type, o.gpu)
+        first = seen.setdefault(key, i - 1)
+        if first != i - 1:
+            raise DataError(
+                f"{source}: row {i - 1}: duplicate of row {first} "
+                f"({o.cloud} {o.region} {o.zone or '-'} {o.instance_type})"
+            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -138,13 +227,17 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        raise DataError(f"{source}: line 1: empty file, expected the header {','.join(COLUMNS)}")
-    for col in COLUMNS:
+        raise DataError(
+            f"{source}: line 1: empty file, expected the header {','.join(FILE_COLUMNS)}"
+        )
+    for col in REQUIRED_COLUMNS:
         if col not in header:
             raise DataError(f"{source}: line 1: missing column {col!r}")
     width = len(header)
-    ix = [header.index(col) for col in COLUMNS]
-    in_order = tuple(header) == COLUMNS
+    ix = [header.index(col) for col in REQUIRED_COLUMNS]
+    multi_ix = header.index("multi_node") if "multi_node" in header else -1
+    alias_ix = header.index("aliases") if "aliases" in header else -1
+    in_order = tuple(header[:15]) == REQUIRED_COLUMNS
     out: list[Offer] = []
     append = out.append
     flag_cache: dict[str, tuple[str, ...]] = {"": ()}
@@ -172,7 +265,7 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
             spot,
             asof,
             flags,
-        ) = row if in_order else [row[i] for i in ix]
+        ) = row[:15] if in_order else [row[i] for i in ix]
         # Fast path: convert everything, then check ranges; 0 <= x < inf also rejects NaN.
         try:
             n = int(n_gpus)
@@ -195,10 +288,40 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
         flag_tuple = flag_cache.get(flags)
         if flag_tuple is None:
             flag_tuple = flag_cache[flags] = tuple(f for f in flags.split(";") if f)
+        multi = default_multi_node(cloud)
+        if multi_ix >= 0 and row[multi_ix]:
+            multi = _bool(row[multi_ix], "multi_node", source, reader.line_num)
+        aliases = tuple(a for a in row[alias_ix].split(";") if a) if alias_ix >= 0 else ()
         append(
-            Offer(cloud, region, zone, itype, gpu, n, g, c, m, ic, fabric, o, p, date, flag_tuple)
+            Offer(
+                cloud,
+                region,
+                zone,
+                itype,
+                gpu,
+                n,
+                g,
+                c,
+                m,
+                ic,
+                fabric,
+                o,
+                p,
+                date,
+                flag_tuple,
+                multi,
+                aliases,
+            )
         )
     return tuple(out)
+
+
+def _bool(text: str, col: str, source: str, line: int) -> bool:
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise DataError(f"{source}: line {line}: {col} must be true or false, got {text!r}")
 
 
 _INF = math.inf
@@ -206,7 +329,7 @@ _INF = math.inf
 
 def _raise_row_error(row: list[str], ix: list[int], source: str, line: int) -> None:
     """Find what is wrong with a row the fast path rejected and raise a precise DataError."""
-    cells = dict(zip(COLUMNS, (row[i] for i in ix), strict=True))
+    cells = dict(zip(REQUIRED_COLUMNS, (row[i] for i in ix), strict=True))
     for col in ("cloud", "instance_type", "gpu"):
         if not cells[col]:
             raise DataError(f"{source}: line {line}: {col} is empty")
@@ -260,8 +383,10 @@ CACHE_DIR_ENV = "PROV_CACHE_DIR"
 CACHE_FORMAT = 1
 #: Flag carried by every row a live refresh wrote (its prices_as_of is the fetch date).
 LIVE_FLAG = "live"
-#: Clouds that have a live refresh.
-LIVE_CLOUDS: tuple[str, ...] = ("aws",)
+#: Clouds that have a live refresh (`prov prices refresh --cloud ...`), whose cache
+#: `current_offers` overlays on the snapshot.
+LIVE_CLOUDS: tuple[str, ...] = ("aws", "azure", "runpod", "vast", "oci")
+REFRESHABLE = frozenset(LIVE_CLOUDS)
 
 
 def cache_dir() -> Path:
@@ -297,9 +422,15 @@ class LiveCache:
     meta: dict[str, object]
 
     def covers(self, offer: Offer) -> bool:
-        """True when the refresh fetched this offer's region and instance family."""
-        family = instance_family(offer.instance_type)
-        return offer.cloud == self.cloud and family in self.coverage.get(offer.region, {})
+        """True when the refresh fetched this offer's region and instance family.
+
+        ``*`` stands for every region (clouds priced without regions: RunPod, Vast, OCI) or
+        every family of a region (Azure fetches whole regions).
+        """
+        if offer.cloud != self.cloud:
+            return False
+        fams = self.coverage.get(offer.region) or self.coverage.get("*") or {}
+        return "*" in fams or instance_family(offer.instance_type) in fams
 
     def fetched_at(self, region: str) -> str | None:
         """When the region was last fetched (the latest of its families), or None."""
@@ -354,6 +485,7 @@ def read_live_cache(cloud: str = "aws", directory: Path | None = None) -> LiveCa
             meta_path, f"its offers file {name} cannot be read ({exc.strerror})"
         ) from None
     offers = parse_offers(csv_text, os.fspath(offers_path))
+    check_offers(offers, os.fspath(offers_path))
     cache = LiveCache(cloud, meta_path, offers_path, offers, coverage, meta)
     for o in offers:
         if not cache.covers(o) or LIVE_FLAG not in o.flags or not o.prices_as_of:
@@ -381,56 +513,6 @@ def current_offers(directory: Path | None = None) -> list[Offer]:
     return offers
 
 
-def price_date_notes(
-    used: Iterable[tuple[str, str | None, Sequence[str]]],
-    *,
-    max_age_days: int,
-    source: str | None = None,
-    today: date | None = None,
-) -> tuple[list[str], list[str]]:
-    """(notes, warnings) about the dates of the prices a command used.
-
-    ``used`` holds (cloud, prices_as_of, flags) of each price shown. Live rows older than
-    ``max_age_days`` give a warning; the embedded snapshot always states its dates (and which
-    catalogs carry none); ``source`` names a --prices file instead of the snapshot.
-    """
-    from datetime import UTC, datetime
-
-    today = today or datetime.now(UTC).date()
-    notes: list[str] = []
-    warnings: list[str] = []
-    live: dict[str, list[date]] = {}
-    other: dict[str, set[str]] = {}
-    for cloud, as_of, flags in used:
-        if LIVE_FLAG in flags and as_of:
-            live.setdefault(cloud, []).append(date.fromisoformat(as_of))
-        else:
-            other.setdefault(cloud, set()).update([as_of] if as_of else [])
-    for cloud, days in sorted(live.items()):
-        first, last = min(days), max(days)
-        span = f"{first}" if first == last else f"{first} to {last}"
-        notes.append(f"live {cloud} prices fetched {span} (prov prices refresh)")
-        old = sum(1 for d in days if (today - d).days > max_age_days)
-        if old:
-            warnings.append(
-                f"{old} of {len(days)} live {cloud} prices used here are older than "
-                f"--max-price-age {max_age_days} days (oldest fetched {first}, "
-                f"{(today - first).days} days ago); run `prov prices refresh --cloud {cloud}`"
-            )
-    if other and source:
-        notes.append(f"prices from {source}")
-    elif other:
-        text = f"embedded price snapshot (taken into prov {SNAPSHOT_DATE})"
-        dated = [f"{c} {'/'.join(sorted(ds))}" for c, ds in sorted(other.items()) if ds]
-        undated = [c for c, ds in sorted(other.items()) if not ds]
-        if dated:
-            text += "; upstream catalog dates: " + ", ".join(dated)
-        if undated:
-            text += f"; no upstream date in the catalog of {', '.join(undated)} (prices_as_of null)"
-        notes.append(text)
-    return notes, warnings
-
-
 def offers_frame(offers: Iterable[Offer] | None = None) -> pandas.DataFrame:
     """The offers as a pandas DataFrame, one row per offer, columns as in offers.csv.
 
@@ -440,9 +522,10 @@ def offers_frame(offers: Iterable[Offer] | None = None) -> pandas.DataFrame:
     import pandas as pd
 
     rows = load_offers() if offers is None else list(offers)
-    data: dict[str, list[object]] = {col: [getattr(o, col) for o in rows] for col in COLUMNS}
+    data: dict[str, list[object]] = {col: [getattr(o, col) for o in rows] for col in FILE_COLUMNS}
     data["flags"] = [";".join(o.flags) for o in rows]
-    frame = pd.DataFrame(data, columns=list(COLUMNS))
+    data["aliases"] = [";".join(o.aliases) for o in rows]
+    frame = pd.DataFrame(data, columns=list(FILE_COLUMNS))
     for col in (
         "gpu_memory_gib",
         "vcpus",

@@ -63,3 +63,39 @@ def spot_risk(cloud: str, region: str, instance_type: str) -> SpotRisk | None:
     if cloud != "aws":
         return None
     return advisor().get((region, instance_type))
+
+
+#: What each cloud publishes about spot interruptions; anything else is "unknown", never zero.
+#: (notice before reclaim, what is known about the rate). docs/prices.md "Spot risk" cites them.
+SPOT_TERMS: dict[str, tuple[str | None, str]] = {
+    "aws": (
+        "2 min",
+        "AWS Spot Instance Advisor bucket of % interrupted per month (embedded, "
+        f"as of {ADVISOR_DATE})",
+    ),
+    "azure": (
+        "30 s",
+        "unknown: Azure shows eviction-rate buckets only to a signed-in subscription (portal, "
+        "Resource Graph SpotResources); none is embedded",
+    ),
+    "gcp": (
+        "30 s",
+        "unknown: Spot VMs can be preempted at any time; Google publishes no preemption rate",
+    ),
+    "vast": (None, "unknown: interruptible listings are outbid or stopped by the host at any time"),
+    "runpod": (None, "unknown: spot pods can be stopped at any time; no rate is published"),
+    "nebius": (None, "unknown: Nebius publishes no preemption rate"),
+}
+
+
+def spot_risk_info(cloud: str, region: str, instance_type: str) -> dict[str, str | None]:
+    """What is known about a spot pool: the bucket (AWS) or an explicit "unknown" with why."""
+    risk = spot_risk(cloud, region, instance_type)
+    notice, basis = SPOT_TERMS.get(cloud, (None, f"unknown: {cloud} publishes no rate"))
+    if cloud == "aws" and risk is None:
+        basis = "unknown: the Spot Instance Advisor data has no row for this pool"
+    return {
+        "interruption_per_month": risk.label if risk else "unknown",
+        "notice": notice,
+        "basis": basis,
+    }

@@ -8,6 +8,7 @@ config parser builds, so the memory model keeps its sharding rules but uses exac
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import struct
@@ -20,6 +21,28 @@ from provisioner.models import Kind, ModelSpec, TpLayout, WeightGroup
 
 _LAYER = re.compile(r"layers\.(\d+)\.")
 _MAX_HEADER = 100 * 1024 * 1024
+# Bytes per element of safetensors dtypes (sub-byte and unknown dtypes skip the shape check).
+_DTYPE_BYTES = {
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I16": 2,
+    "U16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+# Snapshot total vs the config's estimate: beyond WARN a loud note, beyond FAIL exit 2.
+WARN_OFF = 0.03
+FAIL_OFF = 0.25
 
 
 def read_header(path: Path) -> dict[str, dict[str, object]]:
@@ -33,12 +56,51 @@ def read_header(path: Path) -> dict[str, dict[str, object]]:
             if n <= 0 or n > _MAX_HEADER:
                 raise ConfigError(f"{path}: implausible safetensors header length {n}")
             header = json.loads(f.read(n))
+        data_size = path.stat().st_size - 8 - n
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: unreadable safetensors header ({e})") from None
     if not isinstance(header, dict):
         raise ConfigError(f"{path}: safetensors header is not a JSON object")
     header.pop("__metadata__", None)
+    _check_offsets(path, header, data_size)
     return header
+
+
+def _check_offsets(path: Path, header: dict[str, object], data_size: int) -> None:
+    """Offsets must be whole, ordered, non-overlapping, inside the file and match the shape."""
+    spans: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise ConfigError(f"{path}: tensor {name!r} is not described by an object")
+        off = info.get("data_offsets")
+        if not (
+            isinstance(off, list)
+            and len(off) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in off)
+        ):
+            raise ConfigError(f"{path}: tensor {name!r} has no valid data_offsets")
+        begin, end = off
+        if begin < 0 or end < begin or end > data_size:
+            raise ConfigError(
+                f"{path}: tensor {name!r} has impossible offsets [{begin}, {end}] for a data "
+                f"section of {data_size} bytes (truncated or lying file)"
+            )
+        shape, dtype = info.get("shape"), info.get("dtype")
+        per = _DTYPE_BYTES.get(str(dtype))
+        if per and isinstance(shape, list) and all(isinstance(d, int) for d in shape):
+            elems = 1
+            for d in shape:
+                elems *= d
+            if elems * per != end - begin:
+                raise ConfigError(
+                    f"{path}: tensor {name!r} is {dtype}{shape} = {elems * per} bytes but its "
+                    f"offsets span {end - begin}"
+                )
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
+        if b1 < e0:
+            raise ConfigError(f"{path}: tensors {n0!r} and {n1!r} overlap")
 
 
 def tensor_bytes(folder: Path) -> dict[str, int]:
@@ -50,7 +112,12 @@ def tensor_bytes(folder: Path) -> dict[str, int]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{index}: not a safetensors index ({e})") from None
-        files = sorted({folder / str(name) for name in weight_map.values()})
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) and v and "/" not in v and "\\" not in v and v not in {".", ".."}
+            for v in weight_map.values()
+        ):
+            raise ConfigError(f"{index}: weight_map must map tensor names to shard file names")
+        files = sorted({folder / name for name in weight_map.values()})
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise ConfigError(
@@ -59,9 +126,8 @@ def tensor_bytes(folder: Path) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for f in files:
         for name, info in read_header(f).items():
-            offsets = info.get("data_offsets") if isinstance(info, dict) else None
-            if not (isinstance(offsets, list) and len(offsets) == 2):
-                raise ConfigError(f"{f}: tensor {name!r} has no data_offsets")
+            offsets = info["data_offsets"]
+            assert isinstance(offsets, list)  # checked by read_header
             sizes[name] = int(offsets[1]) - int(offsets[0])
     return sizes
 
@@ -126,9 +192,37 @@ def apply_checkpoint_bytes(spec: ModelSpec, folder: Path) -> ModelSpec:
                 exact_bytes=n,
             )
         )
-    total = sum(sizes.values())
-    return replace(
-        spec,
-        groups=tuple(groups),
-        notes=(*spec.notes, f"weights read from safetensors headers: {total / 1e9:.2f} GB"),
-    )
+    total = sum(n for (_k, layer), n in _loaded(sizes, spec).items())
+    notes = [f"weights read from safetensors headers: {total / 1e9:.2f} GB"]
+    expected = _config_estimate(spec)
+    off = (total - expected) / expected if expected else 0.0
+    if abs(off) > FAIL_OFF:
+        raise ConfigError(
+            f"{folder}: the safetensors headers hold {total / 1e9:.2f} GB but config.json "
+            f"describes ~{expected / 1e9:.2f} GB ({off:+.0%}): a partial download or a config "
+            "that does not match the weights"
+        )
+    if abs(off) > WARN_OFF:
+        notes.append(
+            f"WARNING: the snapshot's {total / 1e9:.2f} GB differ from the config's "
+            f"~{expected / 1e9:.2f} GB by {off:+.1%}; check the download and the config"
+        )
+    return replace(spec, groups=tuple(groups), notes=(*spec.notes, *notes))
+
+
+def _loaded(sizes: dict[str, int], spec: ModelSpec) -> dict[tuple[str, int | None], int]:
+    """Bytes vLLM loads, by (tensor name, layer): MTP layers beyond num_layers left out."""
+    out: dict[tuple[str, int | None], int] = {}
+    for name, n in sizes.items():
+        _kind, layer = classify(name)
+        if layer is None or layer < spec.num_layers:
+            out[(name, layer)] = n
+    return out
+
+
+def _config_estimate(spec: ModelSpec) -> float:
+    """What the config says the checkpoint weighs, in its own format."""
+    from provisioner.quant import resolve_quant
+
+    scheme = resolve_quant("auto", spec)
+    return float(sum(scheme.group_bytes(g) for g in spec.groups if g.exact_bytes is None))

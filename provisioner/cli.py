@@ -28,10 +28,6 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The embedded model catalog.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-prices_app = typer.Typer(
-    help="Offers: GPU nodes, regions, on-demand and spot prices.", no_args_is_help=True
-)
-app.add_typer(prices_app, name="prices")
 
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -156,7 +152,7 @@ def quote(
         "see docs/prices.md.",
     ),
     max_price_age: int = typer.Option(
-        7, "--max-price-age", help="Warn when live prices used are older than N days."
+        90, "--max-price-age", help="Warn when a price shown is older than N days."
     ),
     top: int = typer.Option(10, "--top", help="Show the N cheapest plans (0 = all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON plan contract."),
@@ -182,7 +178,8 @@ def quote(
     ),
 ) -> None:
     """Rank the GPU shapes that can serve MODEL at QUANT with CTX tokens, by $/Mtok or $/h."""
-    from pricing.offers import current_offers, load_offers, price_date_notes
+    from pricing.offers import current_offers, load_offers
+    from pricing.price_dates import price_date_notes
     from provisioner.catalog import resolve_model
     from provisioner.planner import plan_quote, result_to_json
     from provisioner.quant import resolve_quant
@@ -361,112 +358,18 @@ def models_show(
     typer.echo(f"Source: {spec.source}")
 
 
-@prices_app.command("refresh")
-@boundary
-def prices_refresh(
-    cloud: str = typer.Option("aws", "--cloud", help="The cloud to refresh (only aws is live)."),
-    regions: str = typer.Option(
-        "all", "--regions", help="Comma-separated regions, or all (the account's enabled ones)."
-    ),
-    families: str | None = typer.Option(
-        None,
-        "--families",
-        help="Instance families, e.g. p5,p5en,g6e (default: p5,p5e,p5en,p4d,p4de,g6e,g6,g5,"
-        "p6-b200).",
-    ),
-    pricing_file: Path | None = typer.Option(
-        None,
-        "--pricing-file",
-        help="On-demand prices from saved `aws pricing get-products` JSON instead of the "
-        "Pricing API.",
-    ),
-    workers: int = typer.Option(8, "--workers", help="Regions fetched at once."),
-) -> None:
-    """Fetch live AWS GPU prices (on-demand, spot per AZ) into the user cache."""
-    if cloud.strip().lower() != "aws":
-        raise_usage(f"--cloud {cloud!r}: only aws has a live price source; allowed: aws")
-    from pricing.aws_refresh import PriceListFile, refresh_aws, report_lines
-
-    report = refresh_aws(
-        regions,
-        families,
-        ondemand=PriceListFile(pricing_file) if pricing_file else None,
-        max_workers=workers,
-    )
-    for line in report_lines(report):
-        typer.echo(line)
-    for warning in report.warnings:
-        sys.stderr.write(f"prov: warning: {warning}\n")
-    if report.failed:
-        from provisioner.errors import OperationalError
-
-        names = ", ".join(r.region for r in report.failed)
-        raise OperationalError(
-            f"{len(report.failed)} of {len(report.results)} regions failed ({names}): their "
-            + (
-                "previous prices are kept"
-                if report.offers_path
-                else "nothing was written; the cache is unchanged"
-            )
-        )
-
-
-@prices_app.command("show")
-@boundary
-def prices_show(
-    gpu: list[str] | None = typer.Option(None, "--gpu", help="Only these GPUs (H200, H100...)."),
-    cloud: list[str] | None = typer.Option(None, "--cloud", help="Only these clouds."),
-    region: list[str] | None = typer.Option(None, "--region", help="Only these regions/zones."),
-    spot: bool = typer.Option(False, "--spot", help="Only offers with a spot price; sort by it."),
-    sort: str = typer.Option("gpu-hour", "--sort", help="gpu-hour or node-hour."),
-    top: int = typer.Option(30, "--top", help="Show the N cheapest rows (0 = all)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
-    prices: Path | None = typer.Option(None, "--prices", help="An offers.csv to use instead."),
-    max_price_age: int = typer.Option(
-        7, "--max-price-age", help="Warn when live prices shown are older than N days."
-    ),
-) -> None:
-    """Every offer for a GPU across clouds and regions, with $/GPU-h and spot risk."""
-    from pricing.offers import current_offers, load_offers, price_date_notes
-    from pricing.show import price_rows
-    from pricing.spot_risk import ADVISOR_DATE
-
-    if top < 0:
-        raise_usage(f"--top {top}: must be 0 (all) or a positive number")
-    if max_price_age < 0:
-        raise_usage(f"--max-price-age {max_price_age}: must be a number of days >= 0")
-    rows = price_rows(
-        load_offers(prices) if prices else current_offers(),
-        gpus=_split(gpu),
-        clouds=_split(cloud),
-        regions=_split(region),
-        spot_only=spot,
-        sort=sort,
-    )
-    shown = rows[:top] if top else rows
-    date_notes, stale = price_date_notes(
-        [(r["cloud"], r["prices_as_of"], r["flags"]) for r in shown],
-        max_age_days=max_price_age,
-        source=str(prices) if prices else None,
-    )
-    for warning in stale:
-        sys.stderr.write(f"prov: warning: {warning}\n")
-    if as_json:
-        typer.echo(json.dumps(shown, indent=2))
-        return
-    from provisioner.render import print_prices
-
-    print_prices(shown, total=len(rows), advisor_date=ADVISOR_DATE)
-    for note in date_notes:
-        typer.echo(f"note: {note}")
-
-
 from provisioner.cli_deploy import register as _register_deploy  # noqa: E402
 
 _register_deploy(app)
 from provisioner.cli_daemon import register as _register_daemon  # noqa: E402
 
 _register_daemon(app)
+from provisioner.cli_prices import register as _register_prices  # noqa: E402
+
+_register_prices(app)
+from provisioner.cli_fit import register as _register_fit  # noqa: E402
+
+_register_fit(app)
 
 
 def main() -> None:

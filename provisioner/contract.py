@@ -124,6 +124,16 @@ class MemoryPerGpu(BaseModel):
     outside_budget: NonNegFloat | None = None
 
 
+class SpotRiskInfo(BaseModel):
+    """What a cloud publishes about a spot pool's interruptions (pricing.spot_risk)."""
+
+    model_config = _CONFIG
+
+    interruption_per_month: str = Field(min_length=1)  # "<5%" ... or "unknown"
+    notice: str | None = None  # warning before reclaim, e.g. "2 min"
+    basis: str = Field(min_length=1)
+
+
 class Plan(BaseModel):
     """One ranked way to serve the model: an offer x nodes x TP x PP on one market."""
 
@@ -155,15 +165,22 @@ class Plan(BaseModel):
     interconnect: str | None = None
     fabric: str | None = None
     prices_as_of: IsoDate | None = None
+    price_age_days: NonNegInt | None = None  # days since prices_as_of; null = undated price
     spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
+    # spot plans: what is known about interruptions ("unknown" with why, never zero); else null
+    spot_risk: SpotRiskInfo | None = None
+    multi_node: bool | None = None  # the offer's nodes can form one cluster
+    aliases: list[str] = Field(default_factory=list)  # other SKU names of the same machine
     # throughput model (issue 4): null for llama.cpp (GGUF) memory-only plans
-    tokens_per_s_band: list[NonNegFloat] | None = None  # [low, high] = estimate -+ band
+    tokens_per_s_band: list[NonNegFloat] | None = None  # [est / (1 + band), est x (1 + band)]
     total_tokens_per_s: NonNegFloat | None = None  # input + output
     usd_per_mtok_blended: NonNegFloat | None = None  # per million input + output tokens
     tpot_ms: NonNegFloat | None = None
     ttft_s: NonNegFloat | None = None
     concurrency: PosInt | None = None  # requests in flight the estimate assumes
     perf_band: NonNegFloat | None = None
+    perf_band_thin_data: bool | None = None  # too few published runs for this GPU family/regime
+    perf_band_basis: str | None = None  # where the band comes from, in one line
     price_flags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 

@@ -103,12 +103,13 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
             f"    weights      {s.weights / GIB:8.2f} GiB",
             f"    activations  {s.activations / GIB:8.2f} GiB (profile run of "
             f"{req.max_num_batched_tokens} tokens + sampler)",
-            f"    overhead     {s.overhead / GIB:8.2f} GiB (non-torch buffers + CUDA graphs)",
+            f"    overhead     {s.overhead / GIB:8.2f} GiB (non-torch buffers; + CUDA graphs "
+            "from vLLM v0.21)",
             f"    KV pool      {s.kv_pool / GIB:8.2f} GiB = {int(tokens):,} tokens at "
             f"{s.kv_bytes_per_token:,.0f} B/token",
             f"    one request  {req_b / GIB:8.2f} GiB -> {int(s.kv_pool // req_b) if req_b else 0} "
             f"x {req.ctx:,} tokens",
-            f"    outside budget {s.outside / GIB:.2f} GiB (CUDA context + NCCL); "
+            f"    outside budget {s.outside / GIB:.2f} GiB (CUDA context, NCCL, graphs < v0.21); "
             f"free {s.free / GIB:.2f} GiB",
         ]
     lines.append(
@@ -157,32 +158,60 @@ def perf_lines(plan: Plan) -> list[str]:
     e = plan.perf
     if e is None:
         return ["  throughput: not estimated (llama.cpp memory-only plan)"]
-    st = e.stage
-    v = plan.verdict
+    st, v, cal = e.stage, plan.verdict, e.calibration
     lo, hi = e.interval(e.output_tps)
     mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
-    return [
-        f"  Throughput at {e.batch} requests in flight (TP{v.tp} x PP{v.pp}), slowest stage per "
-        "decode step:",
-        f"    memory   {st.memory_s * 1e3:7.2f} ms ({st.bytes_read / 1e9:.2f} GB read per GPU: "
-        "experts touched + dense/attention weights + KV)",
-        f"    compute  {st.compute_s * 1e3:7.2f} ms ({st.flops / 1e12:.2f} TFLOP per GPU)",
-        f"    comm     {st.comm_s * 1e3:7.2f} ms (TP all-reduces, 2 per layer)",
-        *(
-            [
-                f"    offload  {e.offload_s * 1e3:7.2f} ms per step (--cpu-offload-gb weights "
-                "streamed from host RAM over PCIe)"
-            ]
-            if e.offload_s
-            else []
-        ),
-        f"    step = PP x max(memory, compute) + comm + per-layer floor, + hand-offs "
-        f"{e.handoff_s * 1e3:.2f} ms + overhead {e.overhead_s * 1e3:.2f} ms = "
-        f"{e.step_s * 1e3:.2f} ms",
-        f"  TPOT {e.tpot_s * 1e3:.1f} ms (step + interleaved prefills), TTFT {e.ttft_s:.2f} s; "
-        f"{e.output_tps:,.0f} output tok/s (band {lo:,.0f}-{hi:,.0f}, ±{e.band:.0%}) = "
-        f"${mtok:.2f}/Mtok of output at ${plan.usd_per_hour:,.2f}/h",
+    lines = [
+        f"  Throughput, {e.batch} requests in flight, TP{v.tp} x PP{v.pp} "
+        "(slowest stage, per step):",
     ]
+    if e.requested_concurrency > e.batch:
+        lines.append(f"    ({e.requested_concurrency} asked: vLLM's max_num_seqs caps the batch)")
+    lines.append(
+        f"    memory  {st.memory_s * 1e3:8.2f} ms  {st.bytes_read / 1e9:.2f} GB/GPU: experts "
+        "touched, weights, KV"
+    )
+    if e.arch != "dense":
+        lines.append(
+            f"             experts: {st.expert_fraction:.0%} touched, {st.tokens_per_expert:.1f} "
+            f"tokens each, grouped GEMM at {cal.moe_eff if cal else 1:.0%}"
+        )
+    lines += [
+        f"    compute {st.compute_s * 1e3:8.2f} ms  {st.flops / 1e12:.2f} TFLOP/GPU in "
+        f"{e.compute_dtype}",
+        f"    comm    {st.comm_s * 1e3:8.2f} ms  TP all-reduces, 2 per layer",
+        f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"
+        + (f", {cal.layer_us:.0f} us/layer" if cal else ""),
+    ]
+    if st.moe_route_s:
+        lines.append(f"    routing {st.moe_route_s * 1e3:8.2f} ms  MoE routing/permute per token")
+    if e.offload_s:
+        lines.append(f"    offload {e.offload_s * 1e3:8.2f} ms  --cpu-offload-gb weights over PCIe")
+    lines += [
+        f"    step    {e.step_s * 1e3:8.2f} ms  = max(memory, compute) + comm + floor + routing,",
+        f"                         x PP, + hand-offs {e.handoff_s * 1e3:.2f} + overhead "
+        f"{e.overhead_s * 1e3:.2f} ms",
+    ]
+    if cal is not None:
+        lines.append(
+            f"    factors  {cal.family}: HBM {cal.hbm_eff:.0%} of peak, GEMM {cal.gemm_eff:.0%}, "
+            f"prefill {cal.prefill_eff:.0%}" + ("" if cal.calibrated else " (not calibrated)")
+        )
+    lines += [
+        f"  Prefill {e.prefill_s * 1e3:,.0f} ms/request; chunked prefill hides "
+        f"{e.prefill_hidden:.0%} in memory-bound steps",
+        f"  TPOT {e.tpot_s * 1e3:.1f} ms (step + others' prefill chunks), TTFT {e.ttft_s:.2f} s "
+        "(idle)",
+        f"  {e.output_tps:,.0f} output tok/s = ${mtok:.2f}/Mtok at ${plan.usd_per_hour:,.2f}/h",
+    ]
+    if e.band_info is not None:
+        b = e.band_info
+        lines.append(
+            f"  band {lo:,.0f}-{hi:,.0f} tok/s (x/÷ {1 + e.band:.2f}, {b.regime}"
+            + (", THIN DATA" if b.thin else "")
+            + f"): {b.basis}"
+        )
+    return lines
 
 
 def explain(result: QuoteResult) -> list[str]:

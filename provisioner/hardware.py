@@ -22,6 +22,9 @@ class GpuSpec:
     interconnect: str
     intra_node_gbps: float | None  # per GPU, both directions
     sm: int | None  # CUDA compute capability x 10; None for AMD
+    memory_mib_cloud: float | None = None  # what clouds' APIs state (e.g. AWS GpuInfo)
+    cuda_total_gib: float | None = None  # what torch.cuda.mem_get_info reports as total
+    cuda_total_source: str = ""
 
     @property
     def is_nvidia(self) -> bool:
@@ -53,6 +56,9 @@ def gpu_specs() -> dict[str, GpuSpec]:
             interconnect=row["intra_node_interconnect"],
             intra_node_gbps=_num(row["intra_node_GBps_per_gpu_bidir"]),
             sm=int(sm) if sm is not None else None,
+            memory_mib_cloud=_num(row.get("memory_MiB_cloud_reported") or ""),
+            cuda_total_gib=_num(row.get("cuda_total_GiB") or ""),
+            cuda_total_source=row.get("cuda_total_source") or "",
         )
     return specs
 
@@ -69,3 +75,24 @@ def match_gpu(name: str) -> list[str]:
     if exact:
         return exact
     return [n for n in names if n.lower().startswith(key)]
+
+
+# torch's total / the size clouds state, median of the GPUs with a logged total (H100 0.990,
+# H200 0.992, L40S 0.994, RTX 3090 0.983): the fallback for a GPU without a logged total.
+_CUDA_SHARE = 0.985
+
+
+def cuda_memory_gib(gpu: str, stated_gib: float | None = None) -> float:
+    """Device memory as CUDA reports it (what vLLM's budget is a fraction of), in GiB.
+
+    One shape gives one answer on every cloud: an offer's stated size ("80", "81920 MiB",
+    "141 GB") is replaced by the table's logged total for that GPU. A GPU without a logged
+    total gets its stated size x 0.985 (the observed driver/ECC reservation).
+    """
+    spec = gpu_specs().get(gpu)
+    if spec is not None and spec.cuda_total_gib:
+        return spec.cuda_total_gib
+    base = stated_gib or 0.0
+    if not base and spec is not None:
+        base = spec.memory_mib_cloud / 1024 if spec.memory_mib_cloud else spec.memory_gb
+    return round(base * _CUDA_SHARE, 2)

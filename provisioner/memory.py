@@ -5,8 +5,10 @@ vLLM (V1 engine, docs/vllm-rules.md has the sources):
   KV pool = budget - (weights + activation peak + non-torch memory + CUDA-graph estimate)
   every rank gets the smallest KV block count of any rank (the poorest stage sets the cap);
   startup fails unless one request of max_model_len fits in the pool.
-The CUDA context and NCCL's start-up buffers are taken before vLLM's baseline snapshot, so they
-live in the (1 - utilization) headroom, outside the budget.
+What changed by version (provisioner/vllm_rules.py): NCCL's start-up buffers count inside the
+budget before v0.11 and sit in the (1 - utilization) headroom from v0.11; CUDA graphs are
+captured after the KV cache (outside the budget) before v0.21 and estimated and subtracted
+from v0.21. The profile run's sampler warm-up (max_num_seqs x vocab logits) is in every one.
 """
 
 from __future__ import annotations
@@ -15,24 +17,34 @@ import math
 from dataclasses import dataclass
 
 from provisioner.models import ModelSpec, WeightGroup
-from provisioner.quant import QuantScheme
+from provisioner.quant import QuantScheme, expert_padding
+from provisioner.vllm_rules import VLLM_VERSION, VllmRules, rules_for
 
 GIB = 1024**3
 BLOCK_SIZE = 16  # vLLM's default KV block (tokens); requests are rounded up to whole blocks
-
-# ---- documented constants (GiB); sources in docs/vllm-rules.md sections 6 and 7 -------------
-# Inside the budget:
-NON_TORCH_GIB_SINGLE = 0.5  # cuBLAS/attention workspaces (observed 0.16-1.8 GiB on one GPU)
-NON_TORCH_GIB_MULTI = 1.0  # + custom all-reduce buffers with TP/PP > 1 (observed up to 3.6)
-CUDA_GRAPHS_GIB_SMALL = 0.25  # <= 20B params: 0.13-0.36 GiB observed
-CUDA_GRAPHS_GIB_LARGE = 1.0  # larger models: 0.5-2.5 GiB observed (DeepSeek-class TP4: 2.5)
-# Outside the budget (the 1 - utilization headroom):
-CUDA_CONTEXT_GIB = 0.5  # ~0.47 GiB in start-up logs
-NCCL_GIB_NVLINK = 4.5  # NVSwitch systems at TP > 1 (PR #25359: 4.5 GiB on H100)
-NCCL_GIB_PCIE = 1.0  # PCIe/ethernet rings allocate far less (no NVLS buffers)
 ACT_BYTES = 2  # activations in bf16
-LOGITS_BYTES = 4  # the sampler works in fp32
 FUSED_MOE_CHUNK = 32768  # fused-MoE processes at most this many tokens at once
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """The constants vLLM measures on the GPU and prov cannot derive exactly (GiB).
+
+    Read off the logged breakdowns of the declared fit cases (benchmarks/memory_logs/prov.json,
+    set "fit"); the "check" cases were not used (docs/vllm-rules.md s10).
+    """
+
+    non_torch_single: float = 0.07  # cuBLAS / attention workspaces (logged 0.06-0.07 GiB)
+    non_torch_pcie: float = 0.2  # TP/PP > 1 over PCIe (logged 0.17-0.21 GiB, TP8 L40S)
+    non_torch_nvlink: float = 1.3  # TP > 1 over NVLink: custom all-reduce (logged 1.38, 2xH200)
+    nccl_nvlink: float = 4.5  # NCCL start-up buffers on NVSwitch (PR #25359), in the headroom
+    nccl_pcie: float = 0.3  # PCIe rings allocate far less (no NVLS buffers)
+    cuda_context: float = 0.45  # before the baseline snapshot (logged ~0.47 GiB, issue #50576)
+    cuda_graphs_small: float = 0.5  # <= 20B params (logged estimates 0.48-0.52 GiB)
+    cuda_graphs_large: float = 2.4  # logged 2.37 (2 x H200), 2.51 (TP4), 3.45 (TP8 L40S)
+
+
+CALIBRATION = Calibration()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,14 @@ class MemorySettings:
     max_num_batched_tokens: int = 8192
     max_num_seqs: int = 256
     kv_bytes: int = 2  # per KV element: 2 for bf16, 1 for fp8
+    enforce_eager: bool = False  # no CUDA graphs
+    sm: int | None = None  # the GPU's compute capability x 10 (kernel paths that pad weights)
+    rules: VllmRules | None = None  # None: the rules of VLLM_VERSION
+    calibration: Calibration = CALIBRATION
+
+    @property
+    def vllm(self) -> VllmRules:
+        return self.rules if self.rules is not None else rules_for(VLLM_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +70,20 @@ class StageMemory:
     stage: int
     layers: tuple[int, int]  # [start, end)
     weights: float
-    activations: float
-    overhead: float  # inside the budget: non-torch + CUDA graphs
-    outside: float  # CUDA context + NCCL, in the headroom
+    activations: float  # torch peak increase of the profile run (forward or sampler)
+    non_torch: float  # inside the budget: workspaces, all-reduce buffers (NCCL before v0.11)
+    cuda_graphs: float  # CUDA-graph memory (inside the budget only from v0.21)
+    graphs_in_budget: bool
+    outside: float  # CUDA context + NCCL (+ graphs before v0.21), in the headroom
     kv_pool: float  # what vLLM allocates to the KV cache on this GPU
     kv_bytes_per_token: float  # full-attention accounting, this GPU
     device: float
     budget: float
+
+    @property
+    def overhead(self) -> float:
+        """Inside the budget besides weights and activations."""
+        return self.non_torch + (self.cuda_graphs if self.graphs_in_budget else 0.0)
 
     @property
     def free(self) -> float:
@@ -74,6 +101,7 @@ class ShapeMemory:
     request_bytes_per_stage: tuple[float, ...]  # one request of ctx tokens, per GPU of each stage
     max_concurrent: int  # requests of ctx tokens that fit at once
     ctx: int
+    max_concurrency: float = 0.0  # vLLM's "Maximum concurrency for ctx tokens" (fractional)
 
     @property
     def worst(self) -> StageMemory:
@@ -108,13 +136,14 @@ class WeightPlacer:
     """Per-rank weight bytes by layer for each TP size, computed once per (model, scheme).
 
     The planner asks for the same TP sizes on hundreds of hardware classes; group bytes are
-    computed once and only divided per TP size.
+    computed once and only divided per TP size (and padded per kernel path when one pads).
     """
 
     def __init__(self, spec: ModelSpec, scheme: QuantScheme) -> None:
         self.spec = spec
+        self.scheme = scheme
         self._bytes = [(g, scheme.group_bytes(g)) for g in spec.groups]
-        self._by_tp: dict[int, tuple[list[float], float, float]] = {}
+        self._by_key: dict[tuple[int, float], tuple[list[float], float, float]] = {}
 
     def _per_rank(self, g: WeightGroup, total: float, tp: int) -> float:
         spec = self.spec
@@ -126,31 +155,38 @@ class WeightPlacer:
             return total * (1 - kv_frac) / tp + total * kv_frac / spec.num_kv_heads
         return total / tp
 
-    def layout(self, tp: int) -> tuple[list[float], float, float]:
+    def layout(
+        self, tp: int, sm: int | None = None, rules: VllmRules | None = None
+    ) -> tuple[list[float], float, float]:
         """(bytes per decoder layer, bytes on the first stage only, on the last stage only)."""
-        cached = self._by_tp.get(tp)
+        pad = expert_padding(self.spec, self.scheme, tp, sm, rules or rules_for(VLLM_VERSION))
+        key = (tp, pad)
+        cached = self._by_key.get(key)
         if cached is not None:
             return cached
         per_layer = [0.0] * self.spec.num_layers
         first = last = 0.0
         for g, total in self._bytes:
             b = self._per_rank(g, total, tp)
+            if g.kind == "experts" and pad != 1.0:
+                b = (b - g.extra_params * self.scheme.model_dtype_bytes / tp) * pad + (
+                    g.extra_params * self.scheme.model_dtype_bytes / tp
+                )
             if g.layer is not None:
                 per_layer[g.layer] += b
             elif g.kind in {"embed", "vision"}:
                 first += b
             else:  # lm_head, final norm
                 last += b
-        self._by_tp[tp] = (per_layer, first, last)
+        self._by_key[key] = (per_layer, first, last)
         return per_layer, first, last
 
 
-def _activation_peak(spec: ModelSpec, tp: int, s: MemorySettings, last_stage: bool) -> float:
-    """Peak of the profile run (one forward of max_num_batched_tokens + the sampler).
+def forward_peak(spec: ModelSpec, tp: int, s: MemorySettings) -> float:
+    """Live buffers of the profile run's forward pass over max_num_batched_tokens tokens.
 
-    vLLM measures this on the GPU; here it is the largest live set of buffers:
-    the residual stream, then the bigger of attention and MLP/MoE intermediates, plus the
-    sampler's fp32 logits on the last stage. Observed peaks are 1.3-3.1 GiB (vllm-rules.md s6).
+    vLLM measures this on the GPU; here it is the largest live set: the residual stream, then
+    the bigger of attention and MLP/MoE intermediates (vllm-rules.md s6).
     """
     t = s.max_num_batched_tokens
     h = spec.hidden_size
@@ -166,8 +202,31 @@ def _activation_peak(spec: ModelSpec, tp: int, s: MemorySettings, last_stage: bo
         chunk = min(t, FUSED_MOE_CHUNK)
         inter = max(1, spec.moe.moe_intermediate_size // tp)
         moe = chunk * spec.moe.experts_per_tok * (3 * inter + h) * ACT_BYTES
-    logits = s.max_num_seqs * spec.vocab_size * LOGITS_BYTES if last_stage else 0
-    return residual + max(attn, mlp, moe) + logits
+    return residual + max(attn, mlp, moe)
+
+
+def sampler_peak(spec: ModelSpec, s: MemorySettings) -> float:
+    """The profile run's sampler warm-up on the last stage: min(max_num_seqs, tokens) rows of
+    vocab-size logits, gathered in full on every TP rank, as fp32 plus the sort/softmax copies
+    of top-k/top-p (gpu_model_runner._dummy_sampler_run)."""
+    rows = min(s.max_num_seqs, s.max_num_batched_tokens)
+    return rows * spec.vocab_size * s.vllm.sampler_bytes_per_logit
+
+
+def activation_peak(spec: ModelSpec, tp: int, s: MemorySettings, last_stage: bool) -> float:
+    """Torch peak increase of the profile run: the forward, or the sampler after it."""
+    fwd = forward_peak(spec, tp, s)
+    if not last_stage:
+        return fwd
+    hidden_out = s.max_num_batched_tokens * spec.hidden_size * ACT_BYTES
+    return max(fwd, hidden_out + sampler_peak(spec, s))
+
+
+def cuda_graph_bytes(spec: ModelSpec, s: MemorySettings) -> float:
+    if s.enforce_eager:
+        return 0.0
+    c = s.calibration
+    return (c.cuda_graphs_large if spec.params_total > 20e9 else c.cuda_graphs_small) * GIB
 
 
 def _stage_kv_per_token(spec: ModelSpec, lo: int, hi: int, tp: int, s: MemorySettings) -> float:
@@ -179,11 +238,12 @@ def request_kv_bytes(
 ) -> float:
     """KV bytes one request of `tokens` needs on one GPU of a stage (vLLM's max_memory_usage)."""
     per_layer = spec.kv_elems_per_token_per_layer(tp) * s.kv_bytes
+    full = math.ceil(math.ceil(tokens / dcp) / BLOCK_SIZE)
     total = 0.0
     for i in range(lo, hi):
         window = spec.layer_windows[i]
         if window is None:
-            n = math.ceil(math.ceil(tokens / dcp) / BLOCK_SIZE)
+            n = full
         else:  # sliding / chunked-local layers keep window + one batch of tokens
             n = math.ceil(min(window - 1 + s.max_num_batched_tokens, tokens) / BLOCK_SIZE) + 1
         total += n * BLOCK_SIZE * per_layer
@@ -203,32 +263,45 @@ def shape_memory(
     placer: WeightPlacer | None = None,
     offload_gib: float = 0.0,
 ) -> ShapeMemory:
-    """Per-GPU memory of every stage of a TP x PP shape on GPUs of `device_gib` GiB."""
+    """Per-GPU memory of every stage of a TP x PP shape on GPUs of `device_gib` GiB.
+
+    `device_gib` is the memory CUDA reports (hardware.cuda_memory_gib), not the marketing size.
+    """
+    rules = settings.vllm
+    cal = settings.calibration
     device = device_gib * GIB
     budget = settings.gpu_memory_utilization * device
     multi = tp * pp > 1
-    non_torch = (NON_TORCH_GIB_MULTI if multi else NON_TORCH_GIB_SINGLE) * GIB
-    graphs = (CUDA_GRAPHS_GIB_LARGE if spec.params_total > 20e9 else CUDA_GRAPHS_GIB_SMALL) * GIB
-    nccl = ((NCCL_GIB_NVLINK if nvlink else NCCL_GIB_PCIE) * GIB) if multi else 0.0
-    outside = CUDA_CONTEXT_GIB * GIB + nccl
+    nccl = ((cal.nccl_nvlink if nvlink else cal.nccl_pcie) * GIB) if multi else 0.0
+    if not multi:
+        non_torch = cal.non_torch_single * GIB
+    else:  # measured inside the budget (with NCCL's before v0.11: the logged 1.38 GiB)
+        non_torch = (cal.non_torch_nvlink if nvlink else cal.non_torch_pcie) * GIB
+    if rules.nccl_in_budget:
+        nccl = 0.0  # already inside the measured non-torch figure
+    graphs = cuda_graph_bytes(spec, settings)
+    in_budget = rules.cudagraph_in_budget
+    outside = cal.cuda_context * GIB + nccl + (0.0 if in_budget else graphs)
 
-    per_layer, first, last = (placer or WeightPlacer(spec, scheme)).layout(tp)
-
+    per_layer, first, last = (placer or WeightPlacer(spec, scheme)).layout(tp, settings.sm, rules)
+    bounds = pp_partition(spec.num_layers, pp)
     stages: list[StageMemory] = []
     req: list[float] = []
-    for k, (lo, hi) in enumerate(pp_partition(spec.num_layers, pp)):
+    for k, (lo, hi) in enumerate(bounds):
         is_first, is_last = k == 0, k == pp - 1
         w = sum(per_layer[lo:hi]) + (first if is_first else 0.0) + (last if is_last else 0.0)
         w = max(0.0, w - offload_gib * GIB)  # --cpu-offload-gb: that much stays in host RAM
-        act = _activation_peak(spec, tp, settings, is_last)
-        pool = budget - w - act - non_torch - graphs
+        act = activation_peak(spec, tp, settings, is_last)
+        pool = budget - w - act - non_torch - (graphs if in_budget else 0.0)
         stages.append(
             StageMemory(
                 stage=k,
                 layers=(lo, hi),
                 weights=w,
                 activations=act,
-                overhead=non_torch + graphs,
+                non_torch=non_torch,
+                cuda_graphs=graphs,
+                graphs_in_budget=in_budget,
                 outside=outside,
                 kv_pool=pool,
                 kv_bytes_per_token=_stage_kv_per_token(spec, lo, hi, tp, settings) / dcp,
@@ -238,16 +311,24 @@ def shape_memory(
         )
         req.append(request_kv_bytes(spec, lo, hi, tp, dcp, ctx, settings))
 
-    # vLLM takes the minimum block count over all ranks.
-    tokens = min(
-        (max(0.0, st.kv_pool) / st.kv_bytes_per_token) if st.kv_bytes_per_token else math.inf
+    # vLLM takes the minimum block count over all ranks; "GPU KV cache size" is blocks x 16
+    # (x DCP, which shards tokens).
+    blocks = min(
+        (
+            int(max(0.0, st.kv_pool) // (st.kv_bytes_per_token * dcp * BLOCK_SIZE))
+            if st.kv_bytes_per_token
+            else 0
+        )
         for st in stages
     )
-    kv_tokens = int(tokens // BLOCK_SIZE * BLOCK_SIZE) if math.isfinite(tokens) else 0
+    kv_tokens = blocks * BLOCK_SIZE * dcp
     conc = min(
         int(max(0.0, st.kv_pool) // r) if r > 0 else 0 for st, r in zip(stages, req, strict=True)
     )
-    return ShapeMemory(tp, pp, dcp, tuple(stages), kv_tokens, tuple(req), conc, ctx)
+    frac = min(
+        (max(0.0, st.kv_pool) / r) if r > 0 else 0.0 for st, r in zip(stages, req, strict=True)
+    )
+    return ShapeMemory(tp, pp, dcp, tuple(stages), kv_tokens, tuple(req), conc, ctx, frac)
 
 
 def concurrent_requests(

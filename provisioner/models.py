@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from provisioner.errors import ConfigError
+from provisioner.model_config import check_bounds, family_of, opt, req, text_config
 
 # How a group is laid out over tensor-parallel ranks in vLLM.
 #   shard:     ColumnParallel/RowParallel/VocabParallel layers and fused MoE (1/TP per rank)
@@ -146,56 +147,16 @@ class ModelSpec:
 # ---- config parsing ----------------------------------------------------------------------
 
 
-def _req(cfg: Mapping[str, Any], key: str, model_id: str) -> Any:
-    if key not in cfg or cfg[key] is None:
-        raise ConfigError(f"config.json of {model_id} has no '{key}', which its family needs")
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"config.json of {model_id}: '{key}' must be a number, got {value!r}")
-    if value <= 0:
-        raise ConfigError(f"config.json of {model_id}: '{key}' must be positive, got {value!r}")
-    return int(value)
-
-
-def _opt(cfg: Mapping[str, Any], key: str, default: int) -> int:
-    value = cfg.get(key)
-    return default if value is None else int(value)
-
-
-def _text_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Multimodal configs (Llama 4, Kimi K2.5) nest the language model in text_config."""
-    text = cfg.get("text_config")
-    if isinstance(text, Mapping):
-        merged = dict(text)
-        # quantization_config / dtype may live at either level
-        for key in ("quantization_config", "torch_dtype", "dtype", "tie_word_embeddings"):
-            if key not in merged and key in cfg:
-                merged[key] = cfg[key]
-        return merged
-    return cfg
-
-
-def _family(cfg: Mapping[str, Any]) -> str:
-    mt = str(cfg.get("model_type", "")).lower()
-    archs = " ".join(cfg.get("architectures") or []).lower()
-    if "kv_lora_rank" in cfg or mt in {"deepseek_v3", "deepseek_v2", "kimi_k2", "kimi_k25"}:
-        return "deepseek_v3"
-    if mt.startswith("llama4"):
-        return "llama4"
-    if mt == "gpt_oss":
-        return "gpt_oss"
-    if mt in {"glm4_moe"}:
-        return "glm4_moe"
-    if mt == "mixtral":
-        return "mixtral"
-    if mt in {"qwen3_moe", "qwen2_moe"}:
-        return "qwen_moe"
-    if mt in {"llama", "qwen2", "qwen3", "mistral"} or "forcausallm" in archs:
-        return "dense"
-    raise ConfigError(
-        f"unsupported model_type {mt!r}: prov knows llama/qwen (dense and MoE), deepseek_v3/kimi, "
-        "mixtral, gpt_oss, llama4 and glm4_moe"
-    )
+def _moe(
+    n_exp: int, topk: int, inter: int, shared: int, layers: tuple[int, ...], model_id: str
+) -> MoeDims:
+    if topk > n_exp:
+        raise ConfigError(
+            f"config.json of {model_id}: {topk} experts per token but only {n_exp} experts"
+        )
+    if inter < 1:
+        raise ConfigError(f"config.json of {model_id}: the expert width must be positive")
+    return MoeDims(n_exp, topk, inter, shared, layers)
 
 
 class _Builder:
@@ -256,7 +217,7 @@ def _vision_params(config: Mapping[str, Any], family: str) -> int:
     patch = int(vc.get("patch_size") or 14)
     per_layer = 4 * h * h + 2 * h * inter + 4 * h + inter + 4 * h  # attn, mlp, biases, norms
     tower = layers * per_layer + 3 * patch * patch * h
-    text_h = int(_text_config(config).get("hidden_size") or 0)
+    text_h = int(text_config(config).get("hidden_size") or 0)
     proj_in = int(vc.get("projector_input_dim") or vc.get("mm_hidden_size") or h)
     if family == "llama4":  # vision adapter MLP + projector
         proj_out = int(vc.get("projector_output_dim") or proj_in)
@@ -293,18 +254,26 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
     """Turn a config.json into a ModelSpec. Raises ConfigError on a malformed or partial config."""
     if not isinstance(config, Mapping):
         raise ConfigError(f"config.json of {model_id} is not a JSON object")
-    cfg = _text_config(config)
-    family = _family(cfg)
-    h = _req(cfg, "hidden_size", model_id)
-    n_layers = _req(cfg, "num_hidden_layers", model_id)
-    vocab = _req(cfg, "vocab_size", model_id)
-    nh = _req(cfg, "num_attention_heads", model_id)
-    nkv = _opt(cfg, "num_key_value_heads", nh)
-    hd = _opt(cfg, "head_dim", h // nh)
-    max_pos = _req(cfg, "max_position_embeddings", model_id)
+    cfg = text_config(config)
+    family = family_of(cfg)
+    check_bounds(cfg, model_id)
+    h = req(cfg, "hidden_size", model_id)
+    n_layers = req(cfg, "num_hidden_layers", model_id)
+    vocab = req(cfg, "vocab_size", model_id)
+    nh = req(cfg, "num_attention_heads", model_id)
+    nkv = opt(cfg, "num_key_value_heads", nh, model_id)
+    hd = opt(cfg, "head_dim", h // nh, model_id)
+    if nkv < 1 or nh % nkv:
+        raise ConfigError(
+            f"config.json of {model_id}: num_key_value_heads = {nkv} must be >= 1 and divide "
+            f"num_attention_heads = {nh}"
+        )
+    if hd < 1:
+        raise ConfigError(f"config.json of {model_id}: head_dim must be positive, got {hd}")
+    max_pos = req(cfg, "max_position_embeddings", model_id)
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     tied = bool(cfg.get("tie_word_embeddings", False))
-    inter = _opt(cfg, "intermediate_size", 0)
+    inter = opt(cfg, "intermediate_size", 0, model_id)
     b = _Builder()
     b.add("embed", None, vocab * h, "model.embed_tokens")
     mla: MlaDims | None = None
@@ -314,21 +283,20 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
     norm_per_layer = 2 * h
 
     if family == "deepseek_v3":
-        kv_lora = _req(cfg, "kv_lora_rank", model_id)
-        rope = _req(cfg, "qk_rope_head_dim", model_id)
-        nope = _req(cfg, "qk_nope_head_dim", model_id)
-        vdim = _req(cfg, "v_head_dim", model_id)
-        q_lora = cfg.get("q_lora_rank")
-        q_lora = int(q_lora) if q_lora else None
+        kv_lora = req(cfg, "kv_lora_rank", model_id)
+        rope = req(cfg, "qk_rope_head_dim", model_id)
+        nope = req(cfg, "qk_nope_head_dim", model_id)
+        vdim = req(cfg, "v_head_dim", model_id)
+        q_lora = opt(cfg, "q_lora_rank", 0, model_id) or None
         mla = MlaDims(kv_lora, rope, nope, vdim, q_lora)
-        n_exp = _req(cfg, "n_routed_experts", model_id)
-        topk = _req(cfg, "num_experts_per_tok", model_id)
-        moe_inter = _req(cfg, "moe_intermediate_size", model_id)
-        n_shared = _opt(cfg, "n_shared_experts", 0)
-        first_dense = _opt(cfg, "first_k_dense_replace", 0)
-        freq = _opt(cfg, "moe_layer_freq", 1)
+        n_exp = req(cfg, "n_routed_experts", model_id)
+        topk = req(cfg, "num_experts_per_tok", model_id)
+        moe_inter = req(cfg, "moe_intermediate_size", model_id)
+        n_shared = opt(cfg, "n_shared_experts", 0, model_id)
+        first_dense = opt(cfg, "first_k_dense_replace", 0, model_id)
+        freq = max(1, opt(cfg, "moe_layer_freq", 1, model_id))
         moe_layers = tuple(i for i in range(n_layers) if i >= first_dense and i % freq == 0)
-        moe = MoeDims(n_exp, topk, moe_inter, n_shared, moe_layers)
+        moe = _moe(n_exp, topk, moe_inter, n_shared, moe_layers, model_id)
         hd = nope + rope
         for i in range(n_layers):
             pre = f"model.layers.{i}"
@@ -352,43 +320,44 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
                 inter,
                 (n_exp, moe_inter, n_shared * moe_inter, router) if i in moe_layers else None,
             )
-        if _opt(cfg, "num_nextn_predict_layers", 0):
+        if opt(cfg, "num_nextn_predict_layers", 0, model_id):
             notes.append(
                 "MTP (next-token prediction) layer not counted: vLLM loads it only for "
                 "speculative decoding"
             )
     elif family in {"qwen_moe", "mixtral", "glm4_moe"}:
-        n_exp = _req(
+        n_exp = req(
             cfg,
             "n_routed_experts"
             if family == "glm4_moe"
             else ("num_local_experts" if family == "mixtral" else "num_experts"),
             model_id,
         )
-        topk = _req(cfg, "num_experts_per_tok", model_id)
+        topk = req(cfg, "num_experts_per_tok", model_id)
         if family == "mixtral":
             moe_inter = inter
             moe_layers = tuple(range(n_layers))
             n_shared = 0
         elif family == "glm4_moe":
-            moe_inter = _req(cfg, "moe_intermediate_size", model_id)
-            first_dense = _opt(cfg, "first_k_dense_replace", 0)
+            moe_inter = req(cfg, "moe_intermediate_size", model_id)
+            first_dense = opt(cfg, "first_k_dense_replace", 0, model_id)
             moe_layers = tuple(range(first_dense, n_layers))
-            n_shared = _opt(cfg, "n_shared_experts", 0)
+            n_shared = opt(cfg, "n_shared_experts", 0, model_id)
         else:
-            moe_inter = _req(cfg, "moe_intermediate_size", model_id)
-            step = _opt(cfg, "decoder_sparse_step", 1)
-            mlp_only = set(cfg.get("mlp_only_layers") or [])
+            moe_inter = req(cfg, "moe_intermediate_size", model_id)
+            step = max(1, opt(cfg, "decoder_sparse_step", 1, model_id))
+            raw_only = cfg.get("mlp_only_layers") or []
+            mlp_only = set(raw_only) if isinstance(raw_only, list) else set()
             moe_layers = tuple(
                 i for i in range(n_layers) if i not in mlp_only and (i + 1) % step == 0
             )
             n_shared = 0
             if cfg.get("shared_expert_intermediate_size"):  # qwen2_moe
                 n_shared = 1
-        moe = MoeDims(n_exp, topk, moe_inter, n_shared, moe_layers)
+        moe = _moe(n_exp, topk, moe_inter, n_shared, moe_layers, model_id)
         bias = bool(cfg.get("attention_bias", family == "glm4_moe"))
         qk_norm = family == "qwen_moe" or bool(cfg.get("use_qk_norm", False))
-        shared_inter = _opt(cfg, "shared_expert_intermediate_size", moe_inter)
+        shared_inter = opt(cfg, "shared_expert_intermediate_size", moe_inter, model_id)
         for i in range(n_layers):
             pre = f"model.layers.{i}"
             _gqa_attention(b, i, h, nh, nkv, hd, bias, qk_norm)
@@ -402,15 +371,16 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
                 inter,
                 (n_exp, moe_inter, n_shared * shared_inter, router) if i in moe_layers else None,
             )
-        if family == "glm4_moe" and _opt(cfg, "num_nextn_predict_layers", 0):
+        if family == "glm4_moe" and opt(cfg, "num_nextn_predict_layers", 0, model_id):
             notes.append("MTP layer not counted: vLLM loads it only for speculative decoding")
     elif family == "gpt_oss":
-        n_exp = _req(cfg, "num_local_experts", model_id)
-        topk = _req(cfg, "num_experts_per_tok", model_id)
+        n_exp = req(cfg, "num_local_experts", model_id)
+        topk = req(cfg, "num_experts_per_tok", model_id)
         moe_inter = inter
-        moe = MoeDims(n_exp, topk, moe_inter, 0, tuple(range(n_layers)))
-        layer_types = cfg.get("layer_types") or []
-        window = _opt(cfg, "sliding_window", 0)
+        moe = _moe(n_exp, topk, moe_inter, 0, tuple(range(n_layers)), model_id)
+        layer_types = cfg.get("layer_types")
+        layer_types = layer_types if isinstance(layer_types, list) else []
+        window = opt(cfg, "sliding_window", 0, model_id)
         for i in range(n_layers):
             pre = f"model.layers.{i}"
             if i < len(layer_types) and layer_types[i] == "sliding_attention" and window:
@@ -427,18 +397,19 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
             )
             b.add("router", i, 0, f"{pre}.mlp.router", "replicate", n_exp * h + n_exp)
     elif family == "llama4":
-        n_exp = _req(cfg, "num_local_experts", model_id)
-        topk = _req(cfg, "num_experts_per_tok", model_id)
-        step = _opt(cfg, "interleave_moe_layer_step", 1)
+        n_exp = req(cfg, "num_local_experts", model_id)
+        topk = req(cfg, "num_experts_per_tok", model_id)
+        step = max(1, opt(cfg, "interleave_moe_layer_step", 1, model_id))
         moe_layers = tuple(range(step - 1, n_layers, step))
-        moe = MoeDims(n_exp, topk, inter, 1, moe_layers)
-        dense_inter = _opt(cfg, "intermediate_size_mlp", inter)
-        chunk = _opt(cfg, "attention_chunk_size", 0)
-        no_rope = cfg.get("no_rope_layers")
+        moe = _moe(n_exp, topk, inter, 1, moe_layers, model_id)
+        dense_inter = opt(cfg, "intermediate_size_mlp", inter, model_id)
+        chunk = opt(cfg, "attention_chunk_size", 0, model_id)
+        raw_flags = cfg.get("no_rope_layers")
+        no_rope: list[Any] = raw_flags if isinstance(raw_flags, list) else []
         for i in range(n_layers):
             pre = f"model.language_model.layers.{i}"
             # chunked local attention on RoPE layers; every 4th layer (NoPE) is global
-            is_global = bool(no_rope[i] == 0) if no_rope else (i + 1) % 4 == 0
+            is_global = bool(no_rope[i] == 0) if i < len(no_rope) else (i + 1) % 4 == 0
             if chunk and not is_global:
                 windows[i] = chunk
             _gqa_attention(b, i, h, nh, nkv, hd, bool(cfg.get("attention_bias")), False)
@@ -452,10 +423,10 @@ def parse_config(config: Mapping[str, Any], model_id: str, source: str = "") -> 
         inter = dense_inter
     else:  # dense llama / qwen / mistral
         if not inter:
-            inter = _req(cfg, "intermediate_size", model_id)
+            inter = req(cfg, "intermediate_size", model_id)
         bias = bool(cfg.get("attention_bias", str(cfg.get("model_type")) == "qwen2"))
         qk_norm = str(cfg.get("model_type")) == "qwen3"
-        window = _opt(cfg, "sliding_window", 0) if cfg.get("use_sliding_window") else 0
+        window = opt(cfg, "sliding_window", 0, model_id) if cfg.get("use_sliding_window") else 0
         for i in range(n_layers):
             if window:
                 windows[i] = window

@@ -1,55 +1,69 @@
 """Throughput model: decode step, prefill, TPOT, TTFT and tokens/s of a vLLM shape. Pure.
 
-Decode step of one pipeline stage for a micro-batch of b requests at context c:
-    memory  = (experts touched + dense/attention weights + b x c x KV bytes) / (HBM x mem_eff)
+Decode step of one pipeline stage for a micro-batch of b requests at context c (factors: perf_data):
+    memory  = (dense/attention weights + b x c x KV bytes) / (HBM x hbm_eff)
+              + experts touched / (HBM x hbm_eff x moe_eff)
               experts touched per MoE layer = E x (1 - (1 - k/E)^b)
-    compute = (2 x active params x b + attention FLOPs) / (TFLOPs x compute_eff)
+    compute = (2 x dense active params x b + attention FLOPs) / (TFLOPs x gemm_eff)
+              + 2 x expert params touched x (tokens per expert + pad) / (TFLOPs x gemm_eff)
+              (a grouped GEMM pads each expert's few tokens to a tile: the "pad" term)
     comm    = 2 all-reduces per layer over the TP link (latency + ring volume / bandwidth)
-    stage   = max(memory, compute) + comm + layers x a per-layer latency floor
-Pipeline: min(B, PP) micro-batches circulate, so TPOT = PP x stage(ceil(B / min(B, PP)))
-          + (PP - 1) hand-offs + a fixed per-step overhead.
-Prefill is compute-bound: 2 x active params x isl + the causal attention term.
-Steady state with B requests in flight, each isl in and osl out: every cycle of B requests costs
-osl decode steps plus B prefills (pipelined over the stages), so
-    output tokens/s = B x osl / (osl x TPOT + B x prefill_pipelined).
-The efficiency factors and overheads live in data/perf_calibration.json, fitted to published
-measurements (benchmarks/accuracy.py prints the fit).
+    stage   = max(memory, compute) + comm + layers x floor(architecture class)
+              + b x k x MoE layers x routing cost
+Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / min(B, PP)))
+          + (PP - 1) hand-offs + a per-step overhead + B x a per-sequence overhead.
+B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
+Prefill is compute-bound: 2 x active params x isl + the causal attention term (prefill_eff).
+Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step), so
+prefill FLOPs fill the compute slack of memory-bound decode steps instead of adding serially:
+    steps per cycle = max(osl, B x (isl + osl) / max_num_batched_tokens)
+    cycle = steps x fixed + max(steps x memory, osl x compute) + B x prefill - hidden + comm
+    hidden = min(B x prefill, compute slack of the others' steps: x (B - 1) / B)
+    output tokens/s = B x osl / cycle;  TPOT = (cycle - own prefill) / steps
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
+from functools import lru_cache
 from typing import Any
 
 from provisioner.hardware import GpuSpec
 from provisioner.memory import pp_partition
 from provisioner.models import ModelSpec
+from provisioner.perf_data import (
+    Band,
+    Calibration,
+    Link,
+    arch_class,
+    band_for,
+    calibration_data,
+    calibration_for,
+    compute_dtype,
+    compute_tflops,
+    fabric_link,
+    intra_link,
+)
 from provisioner.quant import QuantScheme
 
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """One communication path: per-direction bandwidth (GB/s) and per-message latency (us)."""
-
-    gbps: float
-    latency_us: float
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    mem_eff: float  # fraction of HBM bandwidth a decode step reaches
-    compute_eff: float  # fraction of dense tensor TFLOPs reached (decode)
-    prefill_eff: float  # fraction of dense tensor TFLOPs reached in prefill
-    step_overhead_ms: float  # scheduler, sampler, launch per decode step
-    layer_overhead_us: float  # latency floor of one layer's kernels (routing, norms, small GEMMs)
-    multinode_pp_ms: float  # per decode step and node boundary crossed by PP (Ray/NCCL hops)
-    pp_stage_ms: float  # per decode step and PP boundary inside a node (assumption, see data)
-    band: float  # +- relative error of the estimate (the calibration's median abs error)
-    calibrated: bool  # False: factors borrowed from another family (wider band)
+__all__ = [
+    "Band",
+    "Calibration",
+    "Link",
+    "PerfEstimate",
+    "StepBreakdown",
+    "Workload",
+    "arch_class",
+    "calibration_data",
+    "calibration_for",
+    "compute_dtype",
+    "compute_tflops",
+    "decode_stage",
+    "estimate",
+    "fabric_link",
+    "intra_link",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,94 +80,37 @@ class StepBreakdown:
     comm_s: float
     bytes_read: float
     flops: float
+    floor_s: float = 0.0  # layers x per-layer latency floor
+    moe_route_s: float = 0.0  # b x k x MoE layers x routing cost
+    expert_fraction: float = 1.0  # share of routed experts a step touches
+    tokens_per_expert: float = 0.0
 
 
 @dataclass(frozen=True)
 class PerfEstimate:
-    tpot_s: float  # time per output token a user sees (decode step + interleaved prefills)
-    step_s: float  # one decode step of the whole pipeline
+    tpot_s: float  # time per output token a user sees (decode step + others' prefill chunks)
+    step_s: float  # one pure decode step of the whole pipeline
     ttft_s: float  # prefill of one request on an idle deployment
     output_tps: float  # output tokens/s of the deployment
     total_tps: float  # input + output tokens/s
-    band: float  # relative +- of the estimate
+    band: float  # relative +- of the estimate (see interval)
     stage: StepBreakdown  # the slowest stage's decode step
     handoff_s: float
-    overhead_s: float
-    batch: int
+    overhead_s: float  # per step: fixed + per-sequence
+    batch: int  # requests batched (after the max_num_seqs cap)
     offload_s: float = 0.0  # per decode step, all stages
+    prefill_s: float = 0.0  # prefill compute of one request (all stages)
+    prefill_hidden: float = 0.0  # share of the cycle's prefill hidden in decode's compute slack
+    steps_per_cycle: float = 0.0
+    band_info: Band | None = None
+    compute_dtype: str = "bf16"
+    arch: str = "dense"
+    calibration: Calibration | None = None
+    requested_concurrency: int = 0
 
     def interval(self, value: float) -> tuple[float, float]:
-        return value * (1 - self.band), value * (1 + self.band)
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-
-@cache
-def calibration_data() -> dict[str, Any]:
-    text = resources.files("provisioner").joinpath("data/perf_calibration.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
-
-
-def calibration_for(
-    gpu: GpuSpec, engine: str = "vllm", data: dict[str, Any] | None = None
-) -> Calibration:
-    data = data or calibration_data()
-    families = data["families"]
-    fam = data["arch_family"].get(gpu.arch, "hopper")
-    row = families.get(fam) or families["hopper"]
-    if "inherit" in row:  # uncalibrated family: another family's fitted factors, scaled
-        row = {
-            **families[row["inherit"]],
-            "band": row["band"],
-            "calibrated": False,
-            "_scale": row.get("scale", 1.0),
-        }
-    scale = data["engines"].get(engine, 1.0) * row.get("_scale", 1.0)
-    return Calibration(
-        mem_eff=min(1.0, row["mem_eff"] * scale),
-        compute_eff=min(1.0, row["compute_eff"] * scale),
-        prefill_eff=min(1.0, row["prefill_eff"] * scale),
-        step_overhead_ms=row["step_overhead_ms"] / scale,
-        layer_overhead_us=row["layer_overhead_us"] / scale,
-        multinode_pp_ms=row["multinode_pp_ms"] / scale,
-        pp_stage_ms=row["pp_stage_ms"] / scale,
-        band=row["band"],
-        calibrated=bool(row.get("calibrated", False)),
-    )
-
-
-def intra_link(
-    gpu: GpuSpec, interconnect: str, data: dict[str, Any] | None = None, tp: int = 2
-) -> Link:
-    """The TP link inside a node (table in perf_calibration.json, bandwidth from gpus.csv)."""
-    links = (data or calibration_data())["links"]
-    if interconnect == "nvlink-bridge" and tp > 2:  # bridges join pairs: beyond TP2 it is PCIe
-        row = links["pcie"]
-        return Link(row["default_gbps_bidir"] / 2 * row["efficiency"], row["latency_us"])
-    row = links.get(interconnect) or links["pcie"]
-    bidir = gpu.intra_node_gbps or row["default_gbps_bidir"]
-    return Link(bidir / 2 * row["efficiency"], row["latency_us"])
-
-
-def fabric_link(fabric: str, data: dict[str, Any] | None = None) -> Link:
-    """The network between nodes, per node (documented table in perf_calibration.json)."""
-    fabrics = (data or calibration_data())["fabrics"]
-    row = fabrics.get(fabric) or fabrics["ethernet"]
-    return Link(row["gbps"], row["latency_us"])
-
-
-def compute_tflops(gpu: GpuSpec, scheme: QuantScheme) -> float:
-    """Dense TFLOPs for the scheme's matmul dtype; weight-only formats compute in bf16."""
-    bf16 = gpu.bf16_tflops or (gpu.fp8_tflops or 100.0) / 2
-    if scheme.compute == "fp8" and gpu.fp8_tflops:
-        return gpu.fp8_tflops
-    if scheme.compute == "int8" and gpu.int8_tops:
-        return gpu.int8_tops
-    if scheme.compute == "fp4":
-        return gpu.fp4_tflops or gpu.fp8_tflops or bf16
-    return bf16
+        """value / (1 + band) .. value x (1 + band): symmetric in ratio, as errors are."""
+        return value / (1 + self.band), value * (1 + self.band)
 
 
 # ---- the model -------------------------------------------------------------------------------
@@ -166,13 +123,14 @@ class _StageWeights:
     other_bytes: float  # everything else read every step (per rank)
     active_params: float  # params touched per token, per rank
     moe_layers: int
+    expert_params: float = 0.0  # routed expert params per rank, all MoE layers of the stage
 
 
 def _stage_weights(spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int) -> list[_StageWeights]:
     k_over_e = spec.moe.experts_per_tok / spec.moe.n_routed_experts if spec.moe else 1.0
     out = []
     for k, (lo, hi) in enumerate(pp_partition(spec.num_layers, pp)):
-        expert = other = active = 0.0
+        expert = other = active = expert_params = 0.0
         moe_layers = 0
         for g in spec.groups:
             if g.layer is None:
@@ -185,12 +143,13 @@ def _stage_weights(spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int) -> li
             div = 1 if g.tp == "replicate" else tp
             if g.kind == "experts":
                 expert += scheme.group_bytes(g) / div
+                expert_params += g.total_params / div
                 active += g.total_params * k_over_e / div
                 moe_layers += 1
             else:
                 other += scheme.group_bytes(g) / div
                 active += g.total_params / div
-        out.append(_StageWeights((lo, hi), expert, other, active, moe_layers))
+        out.append(_StageWeights((lo, hi), expert, other, active, moe_layers, expert_params))
     return out
 
 
@@ -201,8 +160,21 @@ def _attn_dim(spec: ModelSpec) -> int:
     return spec.head_dim
 
 
+_WINDOWED: dict[int, tuple[object, bool]] = {}  # id(layer_windows) -> (it, any window?)
+
+
+def _has_windows(spec: ModelSpec) -> bool:
+    key = id(spec.layer_windows)
+    hit = _WINDOWED.get(key)
+    if hit is None or hit[0] is not spec.layer_windows:
+        hit = _WINDOWED[key] = (spec.layer_windows, any(spec.layer_windows))
+    return hit[1]
+
+
 def _kv_tokens(spec: ModelSpec, lo: int, hi: int, ctx: float) -> float:
     """Cached tokens read per request per step over layers [lo, hi), windows capped."""
+    if not _has_windows(spec):
+        return (hi - lo) * ctx
     return sum(min(ctx, w) if w else ctx for w in spec.layer_windows[lo:hi])
 
 
@@ -221,24 +193,37 @@ def decode_stage(
     ring_hops: int = 1,
 ) -> StepBreakdown:
     lo, hi = sw.layers
-    frac = 1.0
-    if spec.moe is not None:
+    bw = gpu.hbm_tbps * 1e12 * cal.hbm_eff
+    tf = compute_tflops(gpu, scheme) * 1e12 * cal.gemm_eff
+    frac, per_expert, k = 1.0, 0.0, 1
+    if spec.moe is not None and sw.moe_layers:
         e, k = spec.moe.n_routed_experts, spec.moe.experts_per_tok
         frac = 1 - (1 - k / e) ** b  # share of experts touched by b tokens
+        per_expert = b * k / (e * frac)  # tokens each touched expert sees
     kv_per_layer = spec.kv_elems_per_token_per_layer(tp) * kv_bytes
-    kv_read = b * _kv_tokens(spec, lo, hi, ctx) * kv_per_layer / dcp
-    bytes_read = sw.expert_bytes * frac + sw.other_bytes + kv_read
-    memory_s = bytes_read / (gpu.hbm_tbps * 1e12 * cal.mem_eff)
+    kv_tokens = _kv_tokens(spec, lo, hi, ctx)
+    kv_read = b * kv_tokens * kv_per_layer / dcp
+    expert_read = sw.expert_bytes * frac
+    bytes_read = expert_read + sw.other_bytes + kv_read
+    memory_s = (sw.other_bytes + kv_read) / bw + expert_read / (bw * cal.moe_eff)
     heads = max(1, spec.num_heads // tp)
-    attn_flops = b * _kv_tokens(spec, lo, hi, ctx) * 4 * heads * _attn_dim(spec) / dcp
-    flops = 2 * sw.active_params * b + attn_flops
-    compute_s = flops / (compute_tflops(gpu, scheme) * 1e12 * cal.compute_eff)
+    attn_flops = b * kv_tokens * 4 * heads * _attn_dim(spec) / dcp
+    dense_active = sw.active_params - (
+        sw.expert_params * spec.moe.experts_per_tok / spec.moe.n_routed_experts if spec.moe else 0
+    )
+    expert_flops = 2 * sw.expert_params * frac * (per_expert + cal.moe_tok_half) if frac else 0
+    flops = 2 * dense_active * b + attn_flops + (expert_flops if spec.moe else 0.0)
+    compute_s = flops / tf
     comm_s = 0.0
     if tp > 1:
         msg = b * spec.hidden_size * 2  # bf16 activations
         per = ring_hops * tp_link.latency_us * 1e-6 + 2 * (tp - 1) / tp * msg / (tp_link.gbps * 1e9)
         comm_s = 2 * (hi - lo) * per
-    return StepBreakdown(memory_s, compute_s, comm_s, bytes_read, flops)
+    floor_s = cal.layer_us * 1e-6 * (hi - lo)
+    route_s = cal.moe_tok_ns * 1e-9 * b * k * sw.moe_layers if spec.moe else 0.0
+    return StepBreakdown(
+        memory_s, compute_s, comm_s, bytes_read, flops, floor_s, route_s, frac, per_expert
+    )
 
 
 def estimate(
@@ -257,6 +242,9 @@ def estimate(
     engine: str = "vllm",
     offload_gib_per_gpu: float = 0.0,
     pcie_gbps: float = 25.0,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int = 8192,
+    chunked_prefill: bool = True,
     data: dict[str, Any] | None = None,
     stage_cache: dict[tuple[int, int], Any] | None = None,
 ) -> PerfEstimate:
@@ -264,7 +252,10 @@ def estimate(
 
     `data` replaces the packaged calibration (benchmarks/accuracy.py fits with it).
     """
-    cal = calibration_for(gpu, engine, data)
+    packaged = data is None
+    data = data or calibration_data()
+    arch = arch_class(spec)
+    cal = _packaged_cal(gpu, engine, arch) if packaged else calibration_for(gpu, engine, data, arch)
     # TP beyond one node (used only to reproduce published multi-node TP runs) crosses the fabric
     # (NCCL then runs a ring: 2 (TP - 1) latency hops instead of a one-shot custom all-reduce)
     tp_link = (
@@ -280,7 +271,8 @@ def estimate(
         stages = stage_cache.get((tp, pp)) or stage_cache.setdefault(
             (tp, pp), _stage_weights(spec, scheme, tp, pp)
         )
-    b_total = max(1, workload.concurrency)
+    asked = max(1, workload.concurrency)
+    b_total = min(asked, max_num_seqs) if max_num_seqs else asked
     micro = min(b_total, pp)
     b = math.ceil(b_total / micro)
     ctx = workload.isl + workload.osl / 2  # average cached context during decode
@@ -289,13 +281,8 @@ def estimate(
         for sw in stages
     ]
     offload_s = offload_gib_per_gpu * 2**30 / (pcie_gbps * 1e9)  # weights streamed each step
-    stage_times = [
-        max(s.memory_s, s.compute_s)
-        + s.comm_s
-        + offload_s
-        + cal.layer_overhead_us * 1e-6 * (sw.layers[1] - sw.layers[0])
-        for s, sw in zip(steps, stages, strict=True)
-    ]
+    fixed = [s.comm_s + offload_s + s.floor_s + s.moe_route_s for s in steps]
+    stage_times = [max(s.memory_s, s.compute_s) + f for s, f in zip(steps, fixed, strict=True)]
     slow = max(range(pp), key=lambda i: stage_times[i])
     handoff = 0.0
     if pp > 1:
@@ -306,11 +293,17 @@ def estimate(
         node_boundaries = math.ceil(tp * pp / gpus_per_node) - 1 if crosses else 0
         handoff += node_boundaries * cal.multinode_pp_ms / 1000
         handoff += (pp - 1 - node_boundaries) * cal.pp_stage_ms / 1000
-    overhead = cal.step_overhead_ms / 1000
+    overhead = cal.step_overhead_ms / 1000 + b_total * cal.seq_overhead_us * 1e-6
     if micro >= pp:  # stages overlap: a token per micro-batch every PP slowest-stage times
-        step_s = pp * stage_times[slow] + handoff + overhead
+        mem = pp * steps[slow].memory_s
+        cmp = pp * steps[slow].compute_s
+        fix = pp * fixed[slow]
     else:  # fewer micro-batches than stages: one request walks through every stage in turn
-        step_s = sum(stage_times) + handoff + overhead
+        mem = sum(s.memory_s for s in steps)
+        cmp = sum(s.compute_s for s in steps)
+        fix = sum(fixed)
+    fix += handoff + overhead
+    step_s = max(mem, cmp) + fix
 
     # prefill: compute-bound on the tp GPUs of each stage, stages in sequence for one request
     tf = compute_tflops(gpu, scheme) * 1e12 * cal.prefill_eff
@@ -318,9 +311,14 @@ def estimate(
     active = sum(sw.active_params for sw in stages)  # per rank, summed over stages
     layers = spec.num_layers
     heads = max(1, spec.num_heads // tp)
-    # causal attention: isl^2 / 2 pairs x 2 FLOPs x (qk + v widths) per head and layer
-    attn = isl * isl * layers * heads * _attn_dim_prefill(spec)
-    prefill_flops = 2 * active * isl + attn
+    # causal attention: 2 FLOPs x (qk + v widths) per (query, key) pair per head and layer;
+    # isl^2 / 2 pairs on a full layer, about isl x window on a sliding-window layer
+    if _has_windows(spec):
+        pairs = sum(_causal_pairs(isl, w) for w in spec.layer_windows)
+    else:
+        pairs = layers * isl * isl / 2
+    attn = 2 * pairs * heads * _attn_dim_prefill(spec)
+    prefill_s = (2 * active * isl + attn) / tf
     comm_prefill = 0.0
     if tp > 1:
         msg = isl * spec.hidden_size * 2
@@ -329,25 +327,67 @@ def estimate(
             * layers
             * (hops * tp_link.latency_us * 1e-6 + 2 * (tp - 1) / tp * msg / (tp_link.gbps * 1e9))
         )
-    ttft = prefill_flops / tf + comm_prefill + handoff + overhead + offload_s * pp
-    prefill_pipelined = ttft / pp  # stages work on different requests' chunks at once
+    # the prefill rides in one engine step: that step also reads the weights and pays the floors
+    ttft = prefill_s + comm_prefill + step_s
 
-    cycle = workload.osl * step_s + b_total * prefill_pipelined
-    output_tps = b_total * workload.osl / cycle
-    total_tps = output_tps * (workload.isl + workload.osl) / workload.osl
+    # steady state: B requests cycle through prefill + osl decode steps; prefill chunks ride in
+    # the decode steps (chunked prefill), filling the compute slack of memory-bound steps
+    osl = workload.osl
+    budget = max(max_num_batched_tokens, b_total + 1)
+    n_steps = max(float(osl), b_total * (isl + osl) / budget)
+    pp_div = pp if micro >= pp else 1  # stages work on different requests' chunks at once
+    prefill_work = b_total * prefill_s / pp_div
+    serial = b_total * comm_prefill / pp_div
+    # a request's own prefill cannot overlap its own decode: only the others' steps hide it
+    slack = max(0.0, n_steps * mem - osl * cmp) * (b_total - 1) / b_total
+    hidden_s = min(prefill_work, slack) if chunked_prefill else 0.0
+    cycle = n_steps * fix + max(n_steps * mem, osl * cmp) + prefill_work - hidden_s + serial
+    hidden = hidden_s / prefill_work if prefill_work > 0 else 1.0
+    own = (prefill_work - hidden_s + serial) / b_total
+    tpot = max(step_s, (cycle - own) / n_steps)
+    output_tps = b_total * osl / cycle
+    total_tps = output_tps * (isl + osl) / osl
+    band = (
+        _packaged_band(gpu, b_total, engine) if packaged else band_for(gpu, b_total, data, engine)
+    )
     return PerfEstimate(
-        tpot_s=cycle / workload.osl,
+        tpot_s=tpot,
         step_s=step_s,
         ttft_s=ttft,
         output_tps=output_tps,
         total_tps=total_tps,
-        band=cal.band,
+        band=band.rel,
         stage=steps[slow],
         handoff_s=handoff,
         overhead_s=overhead,
         batch=b_total,
         offload_s=offload_s * pp,
+        prefill_s=prefill_s,
+        prefill_hidden=hidden,
+        steps_per_cycle=n_steps,
+        band_info=band,
+        compute_dtype=compute_dtype(gpu, scheme),
+        arch=arch,
+        calibration=cal,
+        requested_concurrency=asked,
     )
+
+
+@lru_cache(maxsize=256)
+def _packaged_cal(gpu: GpuSpec, engine: str, arch: str) -> Calibration:
+    return calibration_for(gpu, engine, None, arch)
+
+
+@lru_cache(maxsize=1024)
+def _packaged_band(gpu: GpuSpec, batch: int, engine: str) -> Band:
+    return band_for(gpu, batch, None, engine)
+
+
+def _causal_pairs(isl: int, window: int | None) -> float:
+    """(query, key) pairs a causal prefill of isl tokens computes on one layer."""
+    if not window or window >= isl:
+        return isl * isl / 2
+    return isl * window - window * window / 2
 
 
 def _attn_dim_prefill(spec: ModelSpec) -> int:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pricing.expected_cost import restart_risk
 from pricing.offers import price_doubt
-from pricing.spot_risk import spot_risk
+from pricing.price_dates import price_age_days
+from pricing.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
-from provisioner.hardware import GpuSpec, gpu_specs, match_gpu
+from provisioner.hardware import GpuSpec, cuda_memory_gib, gpu_specs, match_gpu
 from provisioner.memory import (
     GIB,
     MemorySettings,
@@ -32,13 +33,12 @@ from provisioner.models import ModelSpec
 from provisioner.perf import PerfEstimate, Workload, estimate
 from provisioner.quant import QuantScheme, kv_bytes
 from provisioner.request import QuoteRequest, workload_tokens
+from provisioner.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
 
 if TYPE_CHECKING:
     from pricing.offers import Offer
 
 SCHEMA_VERSION = 1  # of the `prov quote --json` document; bump on an incompatible change
-# Large-GPU rule of vLLM's batch defaults (docs/vllm-rules.md s6): >= 70 GiB and not A100.
-_BIG_GPU_GIB = 70
 FAST_FABRICS = frozenset({"efa", "infiniband", "gpudirect-tcpx", "nvlink"})
 
 
@@ -100,6 +100,8 @@ class Plan:
             "ttft_s": round(e.ttft_s, 3),
             "concurrency": e.batch,
             "perf_band": e.band,
+            "perf_band_thin_data": bool(e.band_info and e.band_info.thin),
+            "perf_band_basis": e.band_info.basis if e.band_info else "",
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -141,7 +143,15 @@ class Plan:
             "interconnect": o.interconnect,
             "fabric": o.fabric,
             "prices_as_of": o.prices_as_of,
+            "price_age_days": price_age_days(o.prices_as_of),
             "spot_interruption": self.spot_interruption,
+            "spot_risk": (
+                spot_risk_info(o.cloud, o.region, o.instance_type)
+                if self.market == "spot"
+                else None
+            ),
+            "multi_node": o.multi_node,
+            "aliases": list(o.aliases),
             "price_flags": list(o.flags),
             "warnings": self.warnings,
             "vllm_args": self.vllm_args,
@@ -172,9 +182,12 @@ def _divisors_desc(n: int) -> list[int]:
 
 
 def shape_rule_violation(
-    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int
+    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int, ep: bool = False
 ) -> str | None:
-    """vLLM's start-up checks on a parallel layout, as one reason or None."""
+    """vLLM's start-up checks on a parallel layout, as one reason or None.
+
+    With expert parallelism (ep) whole experts sit on each rank, so the per-rank expert-width
+    rules (fp8 block, Marlin MoE) do not apply."""
     if spec.num_heads % tp:
         return f"TP{tp} does not divide the {spec.num_heads} attention heads"
     if spec.mla is None:
@@ -190,7 +203,7 @@ def shape_rule_violation(
             return f"DCP{dcp} does not divide TP{tp}"
         if spec.mla is None and dcp > max(1, tp // spec.num_kv_heads):
             return f"DCP{dcp} exceeds TP/KV-heads ({tp}/{spec.num_kv_heads}) for GQA"
-    if spec.moe is not None and scheme.engine == "vllm" and scheme.bits < 16:
+    if spec.moe is not None and not ep and scheme.engine == "vllm" and scheme.bits < 16:
         inter = spec.moe.moe_intermediate_size
         if inter % tp:
             return f"TP{tp} does not divide the expert width {inter}"
@@ -229,12 +242,16 @@ def kernel_verdict(scheme: QuantScheme, gpu: GpuSpec) -> tuple[str | None, str |
 
 
 def _settings(req: QuoteRequest, spec: ModelSpec, hw: HardwareClass, kvb: int) -> MemorySettings:
-    big = hw.gpu_memory_gib >= _BIG_GPU_GIB and not hw.gpu.startswith("A100")
+    """The same vLLM rules `prov fit` applies (provisioner/vllm_rules.py, VLLM_VERSION)."""
+    rules = rules_for(VLLM_VERSION)
+    gpu = gpu_specs().get(hw.gpu)
     return MemorySettings(
         gpu_memory_utilization=req.gpu_memory_utilization,
         max_num_batched_tokens=req.max_num_batched_tokens,
-        max_num_seqs=1024 if big else 256,
+        max_num_seqs=batch_defaults(rules, hw.gpu, hw.gpu_memory_gib)[1],
         kv_bytes=kvb,
+        sm=gpu.sm if gpu is not None else None,
+        rules=rules,
     )
 
 
@@ -359,9 +376,10 @@ def host_link_gbps(gpu: GpuSpec) -> float:
 
 def throughput_batch(req: QuoteRequest, v: ShapeVerdict) -> int:
     """Requests in flight for the estimate: --concurrency, or what the KV cache and
-    vLLM's max_num_seqs allow (saturation)."""
+    vLLM's max_num_seqs allow (saturation). The estimate caps either at max_num_seqs; more
+    requests than the KV cache holds queue (or are preempted), so they add no throughput."""
     if req.concurrency is not None:
-        return req.concurrency
+        return max(1, min(req.concurrency, v.workload_concurrency or req.concurrency))
     return max(1, min(v.workload_concurrency, v.max_num_seqs))
 
 
@@ -388,6 +406,8 @@ def _estimate(
         interconnect=v.hw.interconnect,
         fabric=fabric,
         workload=Workload(isl, osl, throughput_batch(req, v)),
+        max_num_seqs=v.max_num_seqs,
+        max_num_batched_tokens=req.max_num_batched_tokens,
         kv_bytes=kvb,
         dcp=req.dcp,
         stage_cache=stage_cache,
@@ -486,7 +506,8 @@ def plan_quote(
             continue
         if wanted_gpus and o.gpu not in wanted_gpus:
             continue
-        classes[HardwareClass(o.gpu, o.gpus_per_node, o.gpu_memory_gib, o.interconnect)].append(o)
+        device = cuda_memory_gib(o.gpu, o.gpu_memory_gib)  # as CUDA reports it, on any cloud
+        classes[HardwareClass(o.gpu, o.gpus_per_node, device, o.interconnect)].append(o)
 
     node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
     if scheme.engine == "llama.cpp":
@@ -509,6 +530,7 @@ def plan_quote(
     perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
     stage_cache: dict[tuple[int, int], Any] = {}
     offer_misses: dict[tuple[int, str], str] = {}
+    lone: set[tuple[int, str, str]] = set()  # (nodes, cloud, type) single machines refused
 
     price_memo: dict[int, list[tuple[str, float]]] = {}
 
@@ -584,6 +606,19 @@ def plan_quote(
             verdicts.extend(fits)
             class_offers.extend([hw_offers] * len(fits))
             for oi, o in enumerate(hw_offers):
+                if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
+                    if collect_rejected and (nodes, o.cloud, o.instance_type) not in lone:
+                        lone.add((nodes, o.cloud, o.instance_type))
+                        rejected.append(
+                            _rejection(
+                                fits[0],
+                                o.cloud,
+                                o.instance_type,
+                                f"{o.instance_type} is a single machine on {o.cloud}: the "
+                                "catalog declares no cluster fabric to join several",
+                            )
+                        )
+                    continue
                 if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
                     offer_misses[(first_vi, o.fabric)] = (
                         f"--cpu-offload-gb {req.cpu_offload_gb:g} x {o.gpus_per_node} GPUs needs "
@@ -654,8 +689,8 @@ def plan_quote(
             best = min(in_market)
             rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
             best_by_market[m] = make_plan(rank, best)
-    # the oldest known date among the offers this quote considered (after filters)
-    dates = sorted({o.prices_as_of for os_ in classes.values() for o in os_ if o.prices_as_of})
+    # the oldest known date among the plans shown (not every offer considered)
+    dates = sorted({p.offer.prices_as_of for p in plans if p.offer.prices_as_of})
     notes: list[str] = list(spec.notes)
     if scheme.engine == "llama.cpp":
         notes.append(

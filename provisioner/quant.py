@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from provisioner.errors import UsageError
+from provisioner.errors import ConfigError, UsageError
 from provisioner.models import QUANTIZABLE_KINDS, ModelSpec, WeightGroup
+from provisioner.vllm_rules import VllmRules
 
 Engine = Literal["vllm", "llama.cpp"]
 
@@ -101,7 +102,12 @@ class QuantScheme:
 
 def _skip_matcher(patterns: list[str]) -> Callable[[str], bool]:
     """HF/compressed-tensors ignore lists: 're:' regexes, globs, or module-name suffixes."""
-    regexes = [re.compile(p[3:]) for p in patterns if p.startswith("re:")]
+    try:
+        regexes = [re.compile(p[3:]) for p in patterns if p.startswith("re:")]
+    except re.error as e:
+        raise ConfigError(
+            f"quantization_config: bad 're:' pattern in the ignore list ({e})"
+        ) from None
     plain = [p for p in patterns if not p.startswith("re:")]
 
     def skip(module: str) -> bool:
@@ -129,22 +135,43 @@ def native_scheme(spec: ModelSpec) -> QuantScheme | None:
     if not qc:
         return None
     method = str(qc.get("quant_method", "")).lower()
-    ignore = list(qc.get("ignore") or qc.get("modules_to_not_convert") or [])
+    ignore = qc.get("ignore") or qc.get("modules_to_not_convert") or []
+    if not isinstance(ignore, list):
+        raise ConfigError(f"quantization_config: the ignore list must be a list, got {ignore!r}")
     skip = _skip_matcher([str(p) for p in ignore])
     scheme = _native_scheme(method, qc, skip)
     return replace(scheme, exact=True) if scheme is not None else None
+
+
+def _qint(qc: Mapping[str, Any], key: str, default: int, lo: int = 0) -> int:
+    """An integer field of a quantization_config, or ConfigError (exit 2)."""
+    value = qc.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"quantization_config: '{key}' must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+def _qmap(qc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = qc.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"quantization_config: '{key}' must be an object, got {value!r}")
+    return value
 
 
 def _native_scheme(
     method: str, qc: Mapping[str, Any], skip: Callable[[str], bool]
 ) -> QuantScheme | None:
     if method == "compressed-tensors":
-        groups: Mapping[str, Any] = qc.get("config_groups") or {}
-        first: Mapping[str, Any] = next(iter(groups.values()), {}) if groups else {}
-        weights: Mapping[str, Any] = first.get("weights") or {}
-        num_bits = int(weights.get("num_bits") or 0)
+        groups = _qmap(qc, "config_groups")
+        first: Any = next(iter(groups.values()), {}) if groups else {}
+        if not isinstance(first, Mapping):
+            raise ConfigError("quantization_config: config_groups entries must be objects")
+        weights = _qmap(first, "weights")
+        num_bits = _qint(weights, "num_bits", 0)
         wtype = str(weights.get("type", "int"))
-        gsize = int(weights.get("group_size") or 0)
+        gsize = _qint(weights, "group_size", 0) if weights.get("group_size") != -1 else 0
         sym = bool(weights.get("symmetric", True))
         fmt = str(qc.get("format", ""))
         if "nvfp4" in fmt:
@@ -176,6 +203,15 @@ def _native_scheme(
         return None
     if method == "fp8":
         block = qc.get("weight_block_size")
+        if block is not None and not (
+            isinstance(block, list)
+            and len(block) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)
+        ):
+            raise ConfigError(
+                f"quantization_config: weight_block_size must be two positive integers, "
+                f"got {block!r}"
+            )
         bits = 8 + (32 / (block[0] * block[1]) if block else 0.0)
         layout = "block " + "x".join(map(str, block)) if block else "per-tensor"
         label = f"fp8 e4m3 {layout} (checkpoint's)"
@@ -190,8 +226,10 @@ def _native_scheme(
             skip=skip,
         )
     if method in {"awq", "gptq"}:
-        bits_w = int(qc.get("bits") or qc.get("w_bit") or 4)
-        gsize = int(qc.get("group_size") or qc.get("q_group_size") or 128)
+        bits_w = _qint(qc, "bits", 0, 1) or _qint(qc, "w_bit", 4, 1)
+        gsize = _qint(qc, "group_size", 0, -1) or _qint(qc, "q_group_size", 128, 1)
+        if gsize < 1:  # -1: one group per output channel
+            gsize = 1 << 30
         bits = bits_w + (16 + bits_w) / gsize
         return QuantScheme(
             "int4" if bits_w == 4 else "int8",
@@ -306,3 +344,32 @@ def kv_bytes(kv_dtype: str, spec: ModelSpec) -> int:
             return 1
         return 2
     return 2
+
+
+def _round_up(x: int, n: int) -> int:
+    return -(-x // n) * n
+
+
+def expert_padding(
+    spec: ModelSpec, scheme: QuantScheme, tp: int, sm: int | None, rules: VllmRules
+) -> float:
+    """Factor on the routed experts' bytes from the padding of vLLM's mxfp4 MoE kernel path.
+
+    vLLM allocates the gpt-oss experts at padded sizes that depend on the backend it picks by
+    GPU (vllm/model_executor/layers/quantization/mxfp4.py, create_weights): Marlin (below SM90,
+    and on SM90 before triton_kernels was bundled in v0.11) pads the per-rank intermediate to
+    a multiple of 128 and hidden to 256; SM100 FlashInfer pads both to 256; SM90 triton pads
+    the intermediate to 64 and hidden to 256. gpt-oss's 2880 x 2880 experts grow 9% under
+    Marlin (logged 65.97 GiB, v0.10.1 H100), 6.7% under triton (64.38 GiB, v0.14.1 H100).
+    """
+    if scheme.name != "mxfp4" or spec.moe is None or sm is None:
+        return 1.0
+    h, inter = spec.hidden_size, spec.moe.moe_intermediate_size
+    part = max(1, inter // tp)
+    if sm >= 100:
+        hp, ip = _round_up(h, 256), _round_up(part, 256)
+    elif sm >= 90 and rules.triton_mxfp4_on_hopper:
+        hp, ip = _round_up(h, 256), _round_up(part, 64)
+    else:
+        hp, ip = _round_up(h, 256), _round_up(part, 128)
+    return (hp * ip) / (h * part)

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pricing.price_dates import price_age_days
 from provisioner.planner import QuoteResult
 
 
@@ -39,6 +40,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
         ("$/Mtok", "right"),
         ("TPOT ms", "right"),
         ("reqs", "right"),
+        ("age", "right"),  # days since the price's date (? = undated)
         ("warn", "left"),
     ]:
         table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
@@ -59,12 +61,15 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
             f"{v.nodes}x {o.instance_type}",
             f"{v.nodes * o.gpus_per_node}x{o.gpu}",
             f"{v.tp}x{v.pp}" + (f" dcp{mem.dcp}" if mem.dcp > 1 else ""),
-            p.market + (f" {p.spot_interruption}" if p.spot_interruption else ""),
+            p.market
+            + (f" {p.spot_interruption}" if p.spot_interruption else "")
+            + (" ?" if p.market == "spot" and not p.spot_interruption else ""),
             f"{p.usd_per_hour:,.2f}",
             tps,
             mtok,
             tpot,
             str(v.workload_concurrency),
+            "?" if (age := price_age_days(o.prices_as_of)) is None else str(age),
             marks,
         )
     if result.plans:
@@ -79,7 +84,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
     shown = len(result.plans)
     con.print(
         f"{shown} of {result.feasible_count} feasible plans shown (--top 0 for all); "
-        f"oldest price date {result.prices_as_of or 'unknown'}"
+        f"oldest price shown {result.prices_as_of or 'undated'}; age = days since a price's date"
     )
     for reason, n in result.skipped_prices.items():
         con.print(f"[dim]skipped {n} prices: {reason}[/dim]")
@@ -125,43 +130,6 @@ def print_comparison(c: dict[str, Any]) -> None:
             f"break-even {m['breakeven_requests_per_day']:,} requests/day "
             f"(capacity {m['capacity_requests_per_day']:,}/day): {verdict}"
         )
-
-
-def print_prices(rows: list[dict[str, Any]], *, total: int, advisor_date: str) -> None:
-    con = _console()
-    table = Table(header_style="bold", box=None, pad_edge=False)
-    for col in (
-        "cloud:zone",
-        "instance",
-        "GPUs",
-        "on-demand $/h",
-        "spot $/h",
-        "$/GPU-h",
-        "spot risk",
-        "as of",
-    ):
-        table.add_column(col, justify="right" if "$" in col else "left", overflow="fold")
-    for r in rows:
-        od, sp = r["ondemand_usd_per_hour"], r["spot_usd_per_hour"]
-        table.add_row(
-            f"{r['cloud']}:{r['zone'] or r['region']}",
-            r["instance_type"],
-            f"{r['gpus_per_node']}x{r['gpu']} {r['gpu_memory_gib']:g}G",
-            "-" if od is None else f"{od:,.2f}",
-            "-" if sp is None else f"{sp:,.2f}",
-            f"{r['usd_per_gpu_hour']:,.3f}",
-            r["spot_interruption"] or "",
-            r["prices_as_of"] or "unknown",
-            "!" if r["doubt"] else "",
-        )
-    con.print(table)
-    if any(r["doubt"] for r in rows):
-        con.print("[yellow]![/yellow] a price prov does not rank (see --json 'doubt')")
-    con.print(
-        f"{len(rows)} of {total} offers shown (--top 0 for all). Spot risk = AWS Spot Instance "
-        f"Advisor, % of instances interrupted per month, as of {advisor_date}; other clouds "
-        "publish none."
-    )
 
 
 def print_models(rows: list[dict[str, Any]]) -> None:

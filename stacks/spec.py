@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pricing.offers import Offer
 from provisioner.contract import Plan, PlanDocument
 from provisioner.errors import UsageError
+from provisioner.vllm_rules import VLLM_VERSION
 from stacks.instances import NodeShape, alternatives, efa_capable, other_zone
 
 #: The one vLLM image tag prov deploys. v0.18.0 is the first release with --shutdown-timeout
 #: (vllm-project/vllm#34730), which the drain below depends on; multi-node without Ray
 #: (--nnodes/--node-rank/--master-addr/--headless, vllm-project/vllm#23691) and every flag the
 #: planner emits are older. Override per deploy with --image.
-VLLM_IMAGE = "vllm/vllm-openai:v0.18.0"
+VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"  # the one version constant
 
 TARGETS = ("aws-eks", "kubeconfig")
 DAEMON_MODES = ("queue", "imds", "none")

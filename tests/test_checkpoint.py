@@ -103,3 +103,60 @@ def test_garbage_header_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", 10) + b"not json!!")
     with pytest.raises(ConfigError, match="safetensors header"):
         resolve_model(str(tmp_path))
+
+
+def _patch_header(path: Path, fn) -> None:  # type: ignore[no-untyped-def]
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    fn(header)
+    new = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "lie, message",
+    [
+        (lambda h: h["lm_head.weight"].update(data_offsets=[0, 10**12]), "impossible offsets"),
+        (lambda h: h["lm_head.weight"].update(data_offsets=[-4, 8]), "impossible offsets"),
+        (lambda h: h["model.norm.weight"].update(shape=[65]), "offsets span"),
+        (
+            lambda h: h["model.norm.weight"].update(
+                data_offsets=[
+                    h["lm_head.weight"]["data_offsets"][0],
+                    h["lm_head.weight"]["data_offsets"][0] + 128,
+                ]
+            ),
+            "overlap",
+        ),
+        (lambda h: h["lm_head.weight"].update(data_offsets="0-8"), "data_offsets"),
+    ],
+)
+def test_lying_headers_exit_2(tmp_path: Path, lie, message: str) -> None:  # type: ignore[no-untyped-def]
+    snapshot(tmp_path, sharded=False)
+    _patch_header(tmp_path / "model.safetensors", lie)
+    with pytest.raises(ConfigError, match=message):
+        resolve_model(str(tmp_path))
+
+
+def test_partial_snapshot_without_index_exits_2(tmp_path: Path) -> None:
+    snapshot(tmp_path, sharded=True)
+    (tmp_path / "model.safetensors.index.json").unlink()
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()  # half the weights never arrived
+    with pytest.raises(ConfigError, match="partial download"):
+        resolve_model(str(tmp_path))
+
+
+def test_a_snapshot_somewhat_off_the_config_warns_loudly(tmp_path: Path) -> None:
+    # the F32 lm_head adds 12,800 B to ~172 kB the config describes: +7%, a warning not an error
+    snapshot(tmp_path, sharded=False)
+    spec = resolve_model(str(tmp_path))
+    assert any(n.startswith("WARNING:") and "+7." in n for n in spec.notes), spec.notes
+
+
+@pytest.mark.parametrize("weight_map", [["a"], {"x": "../outside.safetensors"}, {"x": 3}])
+def test_index_that_points_outside_or_is_malformed_exits_2(tmp_path: Path, weight_map) -> None:  # type: ignore[no-untyped-def]
+    snapshot(tmp_path, sharded=True)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ConfigError, match="weight_map"):
+        resolve_model(str(tmp_path))

@@ -136,3 +136,31 @@ def test_config_path_and_folder(tmp_path) -> None:
 def test_partial_or_malformed_config_is_a_config_error(bad: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(bad, "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"num_experts_per_tok": 300}, "experts per token"),
+        ({"moe_intermediate_size": 0}, "positive"),
+        ({"num_hidden_layers": 10**9}, "beyond what any model has"),
+        ({"decoder_sparse_step": "two"}, "integer"),
+        ({"num_experts": 1.5}, "must be a number|integer"),
+    ],
+)
+def test_impossible_moe_values_are_config_errors(patch: dict, message: str) -> None:
+    base = {
+        "model_type": "qwen3_moe",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 100,
+        "max_position_embeddings": 128,
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+    }
+    parse_config(base, "tiny")  # the base itself is fine
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**base, **patch}, "tiny")

@@ -93,3 +93,43 @@ def test_kv_dtype(kimi_thinking: ModelSpec) -> None:
     assert kv_bytes("fp8", kimi_thinking) == 1
     with pytest.raises(UsageError):
         kv_bytes("int4", kimi_thinking)
+
+
+def test_gpt_oss_mxfp4_padding_follows_the_kernel_path() -> None:
+    from provisioner.quant import expert_padding
+    from provisioner.vllm_rules import rules_for
+
+    spec = resolve_model("openai/gpt-oss-120b")  # hidden 2880, expert width 2880
+    q = resolve_quant("auto", spec)
+    old, new = rules_for("0.10.1"), rules_for("0.14.1")
+    # Marlin (Ampere/Ada, and Hopper before triton): width -> 2944 (x128), hidden -> 3072 (x256)
+    assert expert_padding(spec, q, 1, 80, new) == pytest.approx(3072 * 2944 / 2880**2)
+    assert expert_padding(spec, q, 1, 90, old) == pytest.approx(3072 * 2944 / 2880**2)
+    # Hopper triton: hidden -> 3072 only; Blackwell FlashInfer: both -> 3072
+    assert expert_padding(spec, q, 1, 90, new) == pytest.approx(3072 / 2880)
+    assert expert_padding(spec, q, 1, 100, new) == pytest.approx(3072**2 / 2880**2)
+    assert expert_padding(spec, resolve_quant("bf16", spec), 1, 90, new) == 1.0
+
+
+@pytest.mark.parametrize(
+    "qc, message",
+    [
+        ({"quant_method": "fp8", "weight_block_size": [0, 0]}, "weight_block_size"),
+        ({"quant_method": "awq", "bits": "x"}, "'bits'"),
+        ({"quant_method": "compressed-tensors", "config_groups": "x"}, "config_groups"),
+        ({"quant_method": "fp8", "ignore": 5}, "ignore list"),
+        ({"quant_method": "awq", "modules_to_not_convert": ["re:(("]}, "pattern"),
+    ],
+)
+def test_malformed_quantization_config_is_a_config_error(qc: dict, message: str) -> None:
+    import json
+    from pathlib import Path
+
+    from provisioner.errors import ConfigError
+    from provisioner.models import parse_config
+
+    path = Path(__file__).parents[1] / "provisioner/data/models/meta-llama__Llama-3.1-8B.json"
+    cfg = {**json.loads(path.read_text()), "quantization_config": qc}
+    spec = parse_config(cfg, "broken")
+    with pytest.raises(ConfigError, match=message):
+        resolve_quant("auto", spec)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pricing import build_snapshot as bs
-from pricing.offers import COLUMNS, load_offers
+from pricing.offers import FILE_COLUMNS, load_offers
 from provisioner.errors import DataError
 
 GPUS_CSV = """\
@@ -22,6 +22,8 @@ H100-PCIe,NVIDIA,80,81920
 H100-NVL,NVIDIA,94,
 H200-SXM,NVIDIA,141,144384
 B200,NVIDIA,180,
+B300,NVIDIA,288,275040
+MI300X,AMD,192,
 GB200,NVIDIA,186,189471
 A100-40GB-SXM,NVIDIA,40,40960
 A100-80GB-SXM,NVIDIA,80,81920
@@ -34,35 +36,13 @@ _GI = (
     "{'SizeInMiB': %d}}], 'TotalGpuMemoryInMiB': %d}\""
 )
 
+AWS_SAMPLE = (Path(__file__).parent / "fixtures" / "aws_2026_sample.csv").read_text("utf-8")
+
 CATALOGS = {
-    "aws.csv": "\n".join(
-        [
-            "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,GpuInfo,Price,SpotPrice,"
-            "Region,AvailabilityZone",
-            "g6e.48xlarge,L40S,8.0,192.0,1536.0,"
-            + _GI % ("L40S", 8, 45776, 366208)
-            + ",30.13118,7.546400,us-east-1,use1-az1",
-            "g6e.xlarge,L40S,1.0,4.0,32.0,"
-            + _GI % ("L40S", 1, 45776, 45776)
-            + ",1.861,0.794500,us-east-1,use1-az1",
-            "p4de.24xlarge,A100-80GB,8.0,96.0,1152.0,"
-            + _GI % ("A100", 8, 81920, 655360)
-            + ",40.96575,7.807400,us-east-1,use1-az4",
-            "p4de.24xlarge,A100-80GB,8.0,96.0,1152.0,"
-            + _GI % ("A100-80GB", 8, 81920, 655360)
-            + ",40.96575,,us-east-1,use1-az4",
-            "p5.48xlarge,H100,8.0,192.0,2048.0,"
-            + _GI % ("H100", 8, 81920, 655360)
-            + ",98.32,30.326000,us-east-1,use1-az1",
-            "p5e.48xlarge,H200,8.0,192.0,2048.0,"
-            + _GI % ("H200", 8, 144384, 1155072)
-            + ",,,ap-southeast-2,apse2-az3",
-            "p5e.48xlarge,H200,8.0,192.0,2048.0,"
-            + _GI % ("H200", 8, 144384, 1155072)
-            + ",,16.389500,us-east-2,use2-az1",
-        ]
-    )
-    + "\n",
+    # verbatim rows of ../shared/data/prices/aws_2026.csv (16 columns), plus the old aws.csv
+    # quirk of a p4de twin row without a SpotPrice (the merge rule still exists for it)
+    "aws_2026.csv": AWS_SAMPLE
+    + AWS_SAMPLE.splitlines(keepends=True)[5].replace(",22.256100,", ",,"),
     "gcp.csv": """\
 InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,SpotPrice
 a3-highgpu-8g,208.0,1872.0,,,,us-central1,us-central1-a,9.46006,3.86318
@@ -83,6 +63,8 @@ Standard_ND96isr_H200_v5,H200,8,96,1850,H200,84.8,84.8,eastus2,V2
 Standard_NV36ads_A10_v5,A10,1,36,440,A10,3.2,0.59136,eastus,V1,V2
 Standard_NV6ads_A10_v5,A10,0.167,6,55,A10,0.454,0.083899,eastus,V1,V2
 Standard_ND128isr_NDR_GB200_v6,,,128,864,,108.16,108.16,eastus,V2
+Standard_ND96is_MI300X_v5,,,96,1850,,48,8.8704,eastus2,V2
+Standard_ND96isr_MI300X_v5,MI300X,8,96,1850,MI300X,48,8.8704,eastus2,V2
 """,
     "lambda.csv": "\n".join(
         [
@@ -95,6 +77,9 @@ Standard_ND128isr_NDR_GB200_v6,,,128,864,,108.16,108.16,eastus,V2
             + _GI % ("H100", "1.0", 81920, 81920)
             + ",",
             "gpu_8x_h100_sxm5,H100,8.0,208.0,1800.0,31.92,us-east-1,"
+            + _GI % ("H100", "8.0", 81920, 81920)
+            + ",",
+            "gpu_8x_h100_sxm5,H100,8.0,208.0,1800.0,31.92,europe-central-1,"
             + _GI % ("H100", "8.0", 81920, 81920)
             + ",",
             "gpu_1x_gh200,GH200,1.0,64.0,432.0,2.29,us-east-1,"
@@ -176,23 +161,38 @@ def test_aws_p5_row_as_in_catalog(built: bs.BuildResult) -> None:
         "H100-SXM",
         8,
     )
-    assert (p5.ondemand, p5.spot, p5.gpu_memory_gib) == (98.32, 30.326, 80.0)
+    # aws_2026.csv: after AWS's June 2025 P5 price cut (prices/SOURCE.md: $98.32 -> $55.04)
+    assert (p5.ondemand, p5.spot, p5.gpu_memory_gib) == (55.04, 21.0363, 80.0)
     assert (p5.vcpus, p5.memory_gib) == (192.0, 2048.0)
-    assert "date_unknown" in p5.flags
+    assert "date_from_commit" in p5.flags and "date_unknown" not in p5.flags
+    assert p5.to_offer().prices_as_of == "2026-04-02"
+    small = _one(built, cloud="aws", instance_type="p5.4xlarge")
+    assert (small.gpu, small.gpus_per_node, small.ondemand) == ("H100-SXM", 1, 6.88)
+
+
+def test_aws_p6_b300_present_with_cloud_memory(built: bs.BuildResult) -> None:
+    b300 = _one(built, cloud="aws", instance_type="p6-b300.48xlarge")
+    # GpuInfo SizeInMiB 275040 / 1024 = 268.59 GiB
+    assert (b300.gpu, b300.gpus_per_node, b300.gpu_memory_gib, b300.ondemand) == (
+        "B300",
+        8,
+        268.6,
+        142.416,
+    )
+    assert bs.fabric_for("aws", "p6-b300.48xlarge") == "efa"
 
 
 def test_aws_p4de_duplicates_merged_keeping_spot(built: bs.BuildResult) -> None:
     p4de = _one(built, cloud="aws", instance_type="p4de.24xlarge")
-    assert (p4de.gpu, p4de.ondemand, p4de.spot) == ("A100-80GB-SXM", 40.96575, 7.8074)
+    assert (p4de.gpu, p4de.ondemand, p4de.spot) == ("A100-80GB-SXM", 27.44705, 22.2561)
     assert "duplicate_row" in p4de.flags
     assert built.reports["aws"].merged_duplicates == 1
 
 
-def test_aws_p5e_spot_only_kept_and_priceless_dropped(built: bs.BuildResult) -> None:
-    p5e = _one(built, cloud="aws", instance_type="p5e.48xlarge")
-    assert (p5e.zone, p5e.ondemand, p5e.spot) == ("use2-az1", None, 16.3895)
-    assert "no_ondemand" in p5e.flags
-    assert built.reports["aws"].dropped[("no_price", "p5e.48xlarge")] == 1
+def test_aws_p5e_capacity_block_only_never_spot_or_on_demand(built: bs.BuildResult) -> None:
+    # both sample p5e rows carry a SpotPrice and no Price: still not rentable as spot
+    assert _rows(built, cloud="aws", instance_type="p5e.48xlarge") == []
+    assert built.reports["aws"].dropped[("capacity_block_only", "p5e.48xlarge")] == 2
 
 
 def test_aws_efa_only_on_large_sizes(built: bs.BuildResult) -> None:
@@ -202,8 +202,8 @@ def test_aws_efa_only_on_large_sizes(built: bs.BuildResult) -> None:
     assert bs.fabric_for("aws", "g6e.xlarge") == "ethernet"
     assert bs.fabric_for("aws", "p4d.24xlarge") == "efa"
     text = bs.to_csv(built.nodes)
-    assert ",g6e.xlarge,L40S,1,44.7,4,32,pcie,ethernet,1.861,0.7945,," in text
-    assert ",g6e.48xlarge,L40S,8,44.7,192,1536,pcie,efa,30.13118,7.5464,," in text
+    assert ",g6e.xlarge,L40S,1,44.7,4,32,pcie,ethernet,1.861,1.6002,2026-04-02," in text
+    assert ",g6e.48xlarge,L40S,8,44.7,192,1536,pcie,efa,30.13118,14.8664,2026-04-02," in text
 
 
 def test_gcp_host_and_gpu_rows_joined(built: bs.BuildResult) -> None:
@@ -306,10 +306,11 @@ def test_output_sorted_dated_and_loadable(built: bs.BuildResult, tmp_path: Path)
     path = tmp_path / "offers.csv"
     path.write_text(bs.to_csv(built.nodes), encoding="utf-8")
     offers = load_offers(path)
-    assert len(offers) == len(built.nodes) == 21  # 5 aws, 3 gcp, 4 azure, 2+3+1+2+1
+    # 6 aws, 3 gcp, 5 azure (2 MI300X names -> 1), lambda 2, runpod 3, nebius 1, vast 2, fs 1
+    assert len(offers) == len(built.nodes) == 23
     by_cloud = {o.cloud: o.prices_as_of for o in offers}
     assert by_cloud == {
-        "aws": None,
+        "aws": "2026-04-02",
         "azure": "2026-05-20",
         "fluidstack": None,
         "gcp": "2026-05-20",
@@ -326,10 +327,10 @@ def test_builder_is_deterministic_and_atomic(shared: Path, tmp_path: Path) -> No
         assert bs.main(["--shared", str(shared), "--out", str(out)]) == 0
     first, second = ((o / "offers.csv").read_bytes() for o in outs)
     assert first == second
-    assert first.decode().splitlines()[0] == ",".join(COLUMNS)
+    assert first.decode().splitlines()[0] == ",".join(FILE_COLUMNS)
     assert sorted(os.listdir(outs[0])) == ["offers.csv"]  # no temp files left behind
     assert bs.main(["--shared", str(shared), "--out", str(outs[0]), "--check"]) == 0
-    (outs[0] / "offers.csv").write_text(first.decode().replace("98.32", "98.33"))
+    (outs[0] / "offers.csv").write_text(first.decode().replace("55.04", "55.05"))
     assert bs.main(["--shared", str(shared), "--out", str(outs[0]), "--check"]) == 1
 
 
@@ -343,16 +344,16 @@ def test_summary_written_into_source_md(
     text = (out / "SOURCE.md").read_text()
     printed = capsys.readouterr().out
     assert "stale" not in text and text.endswith(f"{bs.SUMMARY_END}\ntail\n")
-    assert "aws: no_price x1 (p5e.48xlarge x1)" in text
-    assert "aws: no_price x1 (p5e.48xlarge x1)" in printed
+    assert "aws: capacity_block_only x2 (p5e.48xlarge x2)" in text
+    assert "aws: capacity_block_only x2 (p5e.48xlarge x2)" in printed
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         (
-            {"aws.csv": CATALOGS["aws.csv"].replace(",98.32,", ",n/a,")},
-            "aws.csv: line 6: Price is not a number: 'n/a'",
+            {"aws_2026.csv": CATALOGS["aws_2026.csv"].replace(",55.04,", ",n/a,")},
+            "aws_2026.csv: line 4: Price is not a number: 'n/a'",
         ),
         (
             {"lambda.csv": CATALOGS["lambda.csv"].replace(",3.29,", ",-3.29,")},
@@ -386,6 +387,45 @@ def test_malformed_catalog_raises_data_error(
 )
 def test_packaged_snapshot_is_what_the_builder_produces() -> None:
     packaged = (Path(bs.__file__).parent / "data" / "offers.csv").read_text(encoding="utf-8")
-    assert bs.to_csv(bs.build(bs.DEFAULT_SHARED).nodes) == packaged, (
+    assert bs.to_csv(bs.build(bs.DEFAULT_SHARED, bs.DEFAULT_EXTRA_GPUS).nodes) == packaged, (
         "pricing/data/offers.csv is stale: run python -m pricing.build_snapshot"
     )
+
+
+def test_azure_sku_aliases_collapse_into_the_rdma_name(built: bs.BuildResult) -> None:
+    # ND96is_MI300X_v5 and ND96isr_MI300X_v5: one VM size listed twice at $48.00 in eastus2
+    mi = _one(built, cloud="azure", gpu="MI300X")
+    assert mi.instance_type == "Standard_ND96isr_MI300X_v5"
+    assert mi.aliases == ["Standard_ND96is_MI300X_v5"] and "sku_alias" in mi.flags
+    assert (mi.ondemand, mi.spot) == (48.0, 8.8704)
+    assert mi.to_offer().fabric == "infiniband"
+    assert (
+        built.reports["azure"].dropped[
+            ("sku_alias_collapsed", "Standard_ND96is_MI300X_v5 -> Standard_ND96isr_MI300X_v5")
+        ]
+        == 1
+    )
+
+
+def test_azure_aliases_with_different_prices_stay_apart(tmp_path: Path) -> None:
+    dearer = "Standard_ND96is_MI300X_v5,,,96,1850,,49,8.8704,eastus2,V2\n"
+    text = CATALOGS["azure.csv"].replace(
+        "Standard_ND96is_MI300X_v5,,,96,1850,,48,8.8704,eastus2,V2\n", dearer
+    )
+    result = bs.build(make_shared(tmp_path / "shared", **{"azure.csv": text}))
+    assert len(_rows(result, cloud="azure", gpu="MI300X")) == 2
+
+
+def test_lambda_every_region_copy_becomes_one_unverified_offer(built: bs.BuildResult) -> None:
+    h100 = _one(built, cloud="lambda", instance_type="gpu_8x_h100_sxm5")
+    assert (h100.region, h100.ondemand) == ("any", 31.92)
+    assert "region_unverified" in h100.flags
+    assert built.reports["lambda"].dropped[("region_copies_collapsed", "gpu_8x_h100_sxm5")] == 1
+
+
+def test_marketplace_rows_are_single_machines(built: bs.BuildResult) -> None:
+    assert {n.multi_node for n in _rows(built, cloud="vast")} == {False}
+    assert {n.multi_node for n in _rows(built, cloud="runpod")} == {False}
+    assert {n.multi_node for n in _rows(built, cloud="aws")} == {True}
+    line = bs.to_csv([_one(built, cloud="vast", instance_type="1x-H100_NVL-32-65536")])
+    assert line.splitlines()[1].endswith(",marketplace,false,")

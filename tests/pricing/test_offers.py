@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from pricing.offers import COLUMNS, SNAPSHOT_DATE, Offer, load_offers, offers_frame, parse_offers
+from pricing.offers import (
+    FILE_COLUMNS,
+    REQUIRED_COLUMNS,
+    SNAPSHOT_DATE,
+    Offer,
+    load_offers,
+    offers_frame,
+    parse_offers,
+)
 from provisioner.errors import DataError, UsageError
 
 GPUS_CSV_NAMES = {
@@ -32,12 +40,13 @@ GPUS_CSV_NAMES = {
     "L4",
     "A10G",
     "A10",
+    "B300",
     "MI300X",
     "RTX4090",
     "RTX5090",
 }
 
-HEADER = ",".join(COLUMNS)
+HEADER = ",".join(REQUIRED_COLUMNS)  # an offers file written before multi_node/aliases
 GOOD_ROW = "aws,us-east-1,use1-az1,p5.48xlarge,H100-SXM,8,80,192,2048,nvlink,efa,98.32,30.326,,"
 
 
@@ -75,35 +84,38 @@ def test_gcp_a4_host_row_zero(offers: list[Offer]) -> None:
 
 def test_aws_p5_us_east_1(offers: list[Offer]) -> None:
     rows = pick(offers, cloud="aws", region="us-east-1", instance_type="p5.48xlarge")
-    assert len(rows) == 6  # use1-az1..az6
+    assert len(rows) == 7  # use1-az1..az6 and the Atlanta Local Zone use1-atl2-az1
     for o in rows:
-        assert o.ondemand_usd_per_hour == 98.32
+        assert o.ondemand_usd_per_hour == 55.04  # aws_2026.csv, after the June 2025 cut
         assert (o.gpu, o.gpus_per_node, o.gpu_memory_gib) == ("H100-SXM", 8, 80.0)
         assert (o.fabric, o.interconnect, o.vcpus, o.memory_gib) == ("efa", "nvlink", 192, 2048)
-        assert o.prices_as_of is None and "date_unknown" in o.flags
-    assert pick(rows, zone="use1-az3")[0].spot_usd_per_hour == 20.9934
+        assert o.prices_as_of == "2026-04-02" and "date_from_commit" in o.flags
+    assert pick(rows, zone="use1-az6")[0].spot_usd_per_hour == 20.0775  # SOURCE.md min spot
 
 
-def test_aws_p5e_has_no_ondemand(offers: list[Offer]) -> None:
-    rows = pick(offers, cloud="aws", instance_type="p5e.48xlarge")
-    assert len(rows) == 4  # 7 upstream rows, 3 without any price
-    for o in rows:
-        assert o.ondemand_usd_per_hour is None and o.spot_usd_per_hour is not None
-        assert "no_ondemand" in o.flags
-        assert o.price("on-demand") is None
+def test_aws_new_types_present(offers: list[Offer]) -> None:
+    (small,) = pick(offers, zone="use1-az1", instance_type="p5.4xlarge")
+    assert (small.gpus_per_node, small.ondemand_usd_per_hour) == (1, 6.88)
+    assert len(pick(offers, instance_type="p6-b200.48xlarge")) == 9
+    b300 = pick(offers, instance_type="p6-b300.48xlarge")
+    assert len(b300) == 6 and {o.gpu for o in b300} == {"B300"}
+    assert {o.ondemand_usd_per_hour for o in b300 if o.region == "us-east-1"} == {142.416}
+
+
+def test_aws_p5e_capacity_blocks_are_not_offered(offers: list[Offer]) -> None:
+    assert pick(offers, cloud="aws", instance_type="p5e.48xlarge") == []
 
 
 def test_aws_p4de_one_row_per_az(offers: list[Offer]) -> None:
     rows = pick(offers, cloud="aws", instance_type="p4de.24xlarge")
     zones = [(o.region, o.zone) for o in rows]
-    assert len(zones) == len(set(zones)) == 10  # 15 upstream rows, 5 AZs duplicated
+    assert len(zones) == len(set(zones)) == 11  # aws_2026.csv: 11 rows, one per AZ
     (az4,) = pick(rows, zone="use1-az4")
     assert (az4.gpu, az4.ondemand_usd_per_hour, az4.spot_usd_per_hour) == (
         "A100-80GB-SXM",
-        40.96575,
-        7.8074,
+        27.44705,
+        22.2561,
     )
-    assert "duplicate_row" in az4.flags
 
 
 def test_aws_g6e_fabric_by_size(offers: list[Offer]) -> None:
@@ -116,16 +128,32 @@ def test_aws_g6e_fabric_by_size(offers: list[Offer]) -> None:
 
 def test_lambda_has_no_spot(offers: list[Offer]) -> None:
     rows = pick(offers, cloud="lambda")
-    assert len(rows) == 13 * 17  # 13 mapped instance types x 17 regions
+    # 13 mapped instance types; the catalog's 17 same-price region copies collapse to "any"
+    assert len(rows) == 13
+    assert {o.region for o in rows} == {"any"}
+    assert all("region_unverified" in o.flags for o in rows)
     assert all(o.spot_usd_per_hour is None and o.price("spot") is None for o in rows)
-    (h100,) = pick(rows, instance_type="gpu_8x_h100_sxm5", region="us-east-1")
+    (h100,) = pick(rows, instance_type="gpu_8x_h100_sxm5")
     assert (h100.gpu, h100.ondemand_usd_per_hour, h100.prices_as_of) == (
         "H100-SXM",
         31.92,
         "2026-05-07",
     )
-    (pcie,) = pick(rows, instance_type="gpu_1x_h100_pcie", region="us-east-1")
+    (pcie,) = pick(rows, instance_type="gpu_1x_h100_pcie")
     assert (pcie.gpu, pcie.interconnect) == ("H100-PCIe", "pcie")
+
+
+def test_azure_mi300x_listed_once_per_region_with_its_alias(offers: list[Offer]) -> None:
+    rows = pick(offers, cloud="azure", gpu="MI300X")
+    regions = [o.region for o in rows]
+    assert len(regions) == len(set(regions)) == 17
+    assert {o.instance_type for o in rows} == {"Standard_ND96isr_MI300X_v5"}
+    assert {o.aliases for o in rows} == {("Standard_ND96is_MI300X_v5",)}
+
+
+def test_marketplace_offers_are_single_machines(offers: list[Offer]) -> None:
+    assert {o.multi_node for o in offers if o.cloud in ("vast", "runpod")} == {False}
+    assert {o.multi_node for o in offers if o.cloud not in ("vast", "runpod")} == {True}
 
 
 def test_azure_known_rows(offers: list[Offer]) -> None:
@@ -182,7 +210,7 @@ def test_vast_zero_spot_means_none(offers: list[Offer]) -> None:
 
 
 def test_snapshot_invariants(offers: list[Offer]) -> None:
-    assert len(offers) == 3269
+    assert len(offers) == 3391
     keys = [(o.cloud, o.region, o.zone, o.instance_type, o.gpu) for o in offers]
     assert len(set(keys)) == len(keys) and keys == sorted(keys)
     assert {o.gpu for o in offers} <= GPUS_CSV_NAMES
@@ -206,14 +234,14 @@ def test_default_load_is_cached_but_callers_get_their_own_list() -> None:
     first = load_offers()
     first.clear()
     second = load_offers()
-    assert len(second) == 3269
+    assert len(second) == 3391
     assert second[0] is load_offers()[0]
 
 
 def test_loads_explicit_path_with_any_column_order(tmp_path: Path) -> None:
-    cols = list(COLUMNS)
+    cols = list(FILE_COLUMNS)
     values = GOOD_ROW.split(",")
-    values[-2:] = ["2026-05-20", "a;b"]
+    values[-2:] = ["2026-05-20", "a;b", "false", "x.1;x.2"]
     order = list(reversed(range(len(cols))))
     path = tmp_path / "offers.csv"
     path.write_text(
@@ -222,6 +250,18 @@ def test_loads_explicit_path_with_any_column_order(tmp_path: Path) -> None:
     (o,) = load_offers(path)
     assert (o.cloud, o.gpus_per_node, o.ondemand_usd_per_hour) == ("aws", 8, 98.32)
     assert (o.prices_as_of, o.flags) == ("2026-05-20", ("a", "b"))
+    assert (o.multi_node, o.aliases) == (False, ("x.1", "x.2"))
+
+
+def test_legacy_file_without_new_columns_gets_the_cloud_default(tmp_path: Path) -> None:
+    vast = GOOD_ROW.replace("aws,", "vast,", 1)
+    offers = parse_offers(f"{HEADER}\n{GOOD_ROW}\n{vast}\n")
+    assert [(o.cloud, o.multi_node, o.aliases) for o in offers] == [
+        ("aws", True, ()),
+        ("vast", False, ()),
+    ]
+    with pytest.raises(DataError, match="line 2: multi_node must be true or false"):
+        parse_offers(f"{HEADER},multi_node\n{GOOD_ROW},maybe\n")
 
 
 @pytest.mark.parametrize(
@@ -299,13 +339,13 @@ def test_import_does_not_pull_pandas() -> None:
 def test_offers_frame(offers: list[Offer]) -> None:
     pytest.importorskip("pandas")
     frame = offers_frame()
-    assert list(frame.columns) == list(COLUMNS)
+    assert list(frame.columns) == list(FILE_COLUMNS)
     assert len(frame) == len(offers)
     lam = frame[frame["cloud"] == "lambda"]
     assert lam["spot_usd_per_hour"].isna().all()
     assert frame["ondemand_usd_per_hour"].dtype == "float64"
     p5 = frame[(frame["instance_type"] == "p5.48xlarge") & (frame["zone"] == "use1-az1")]
-    assert p5.iloc[0]["ondemand_usd_per_hour"] == 98.32
-    assert p5.iloc[0]["flags"] == "date_unknown"
+    assert p5.iloc[0]["ondemand_usd_per_hour"] == 55.04
+    assert p5.iloc[0]["flags"] == "date_from_commit"
     small = offers_frame(offers[:2])
-    assert len(small) == 2 and list(small.columns) == list(COLUMNS)
+    assert len(small) == 2 and list(small.columns) == list(FILE_COLUMNS)

@@ -376,10 +376,12 @@ def test_full_refresh_of_two_regions(cache: Path, spot: SpotSeed) -> None:
     pricing.assert_done()  # both get_products pages of us-east-1 were asked for, with the filters
     assert [r.region for r in report.succeeded] == ["us-east-1", "us-west-2"] and not report.failed
     # us-east-1: p5.48xlarge and p5.4xlarge in its 6 offered AZs, p5en in use1-az2/az6 = 14;
-    # us-west-2: p5.48xlarge in 4 AZs, p5e in usw2-az3, p5en in 3 AZs = 8 (p5.4xlarge has no
-    # price there: dropped in its 4 AZs).
-    assert [len(r.offers) for r in report.results] == [14, 8]
-    assert report.results[1].dropped == Counter({"no_price:p5.4xlarge": 4})
+    # us-west-2: p5.48xlarge in 4 AZs, p5en in 3 AZs = 7 (p5.4xlarge has no price there:
+    # dropped in its 4 AZs; p5e is sold as capacity blocks only: never spot or on-demand).
+    assert [len(r.offers) for r in report.results] == [14, 7]
+    assert report.results[1].dropped == Counter(
+        {"no_price:p5.4xlarge": 4, "capacity_block_only:p5e.48xlarge": 1}
+    )
     # 6 + 5 spot records in pages of 2: 3 + 3 calls
     assert spot.calls == Counter({"us-east-1": 3, "us-west-2": 3})
     assert report.warnings == [
@@ -390,7 +392,7 @@ def test_full_refresh_of_two_regions(cache: Path, spot: SpotSeed) -> None:
     live = read_live_cache("aws", cache)
     assert live is not None and report.offers_path == live.offers_path
     got = by_key(live.offers)
-    assert len(got) == 22 == report.total_offers
+    assert len(got) == 21 == report.total_offers
     o = got[("us-east-1", "use1-az2", "p5.48xlarge")]
     # the latest of the two use1-az2 records (11:00 21.30, not 07:00 23.90); on-demand, not the
     # reserved 33.024 of the same document
@@ -407,11 +409,7 @@ def test_full_refresh_of_two_regions(cache: Path, spot: SpotSeed) -> None:
     assert got[("us-east-1", "use1-az6", "p5en.48xlarge")].gpu == "H200-SXM"
     small = got[("us-east-1", "use1-az5", "p5.4xlarge")]
     assert (small.gpus_per_node, small.ondemand_usd_per_hour, small.fabric) == (1, 6.88, "efa")
-    p5e = got[("us-west-2", "usw2-az3", "p5e.48xlarge")]
-    assert (p5e.ondemand_usd_per_hour, p5e.spot_usd_per_hour, p5e.gpu_memory_gib) == (
-        None, 15.77, 141.0,
-    )  # fmt: skip
-    assert p5e.flags == ("live", "no_ondemand")
+    assert ("us-west-2", "usw2-az3", "p5e.48xlarge") not in got  # its 15.77 spot is no market
 
     meta = json.loads(cache_meta_path("aws", cache).read_text())
     assert meta["regions"]["us-west-2"]["fetched_at"] == "2026-11-20T12:00:00Z"
@@ -419,6 +417,7 @@ def test_full_refresh_of_two_regions(cache: Path, spot: SpotSeed) -> None:
         ["p5", "p5e", "p5en"], "2026-11-20T12:00:00Z"
     )
     assert meta["regions"]["us-east-1"]["offers"] == 14
+    assert meta["regions"]["us-west-2"]["offers"] == 7
     # nothing else in the cache dir: no temp files, one dated CSV
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         ["offers-aws.json", live.offers_path.name]
@@ -431,7 +430,7 @@ def test_throttled_spot_history_is_retried_by_botocore(cache: Path, spot: SpotSe
     report = refresh(pricing_pages())
     assert not report.failed
     assert spot.calls["us-west-2"] == 1 + 3
-    assert len(report.results[1].offers) == 8
+    assert len(report.results[1].offers) == 7
 
 
 def test_a_family_without_gpus_is_warned_about(cache: Path, spot: SpotSeed) -> None:
@@ -456,11 +455,11 @@ def test_a_failing_region_keeps_its_previous_data(cache: Path, spot: SpotSeed) -
     assert second.failed[0].error == (
         "DescribeSpotPriceHistory: UnauthorizedOperation: You are not authorized."
     )
-    assert second.kept == {"us-west-2": 8}
+    assert second.kept == {"us-west-2": 7}
     live = read_live_cache("aws", cache)
     assert live is not None
     after = by_key(live.offers)
-    assert len(after) == 22
+    assert len(after) == 21
     assert after[("us-east-1", "use1-az1", "p5.48xlarge")].ondemand_usd_per_hour == 52.0
     assert after[("us-east-1", "use1-az1", "p5.48xlarge")].prices_as_of == "2026-11-22"
     west = {k: v for k, v in after.items() if k[0] == "us-west-2"}
@@ -563,7 +562,7 @@ def test_unknown_profile_exits_1(cache: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
-        (["--cloud", "gcp"], "only aws has a live price source"),
+        (["--cloud", "gcp"], "no live price source; allowed: aws, azure, runpod, vast, oci, all"),
         (["--regions", "us east 1"], "is not an AWS region name"),
         (["--regions", "all,us-east-1"], "use 'all' alone"),
         (["--families", "P5!"], "is not an instance family"),
@@ -614,63 +613,67 @@ def test_quote_and_prices_show_use_the_cache(cache: Path, spot: SpotSeed) -> Non
         for o in current_offers()
         if o.cloud == "aws" and o.gpu == "H200-SXM" and o.region in ("us-east-1", "us-west-2")
     ]
-    assert embedded_h200 and all(o.prices_as_of is None for o in embedded_h200)
+    assert embedded_h200 and all(o.prices_as_of == "2026-04-02" for o in embedded_h200)
     refresh(pricing_pages(), now=today)
 
     shown = run("prices", "show", "--gpu", "H200", "--cloud", "aws", "--region",
                 "us-east-1,us-west-2", "--json", "--top", "0")  # fmt: skip
     assert shown.exit_code == 0 and shown.stderr == ""
     rows = json.loads(shown.stdout)
-    # live rows only: us-east-1 p5en x2, us-west-2 p5e x1 + p5en x3; the snapshot's are gone
+    # live rows only: us-east-1 p5en x2, us-west-2 p5en x3; the snapshot's are gone
     assert sorted((r["zone"], r["instance_type"]) for r in rows) == [
         ("use1-az2", "p5en.48xlarge"), ("use1-az6", "p5en.48xlarge"),
-        ("usw2-az2", "p5en.48xlarge"), ("usw2-az3", "p5e.48xlarge"),
-        ("usw2-az3", "p5en.48xlarge"), ("usw2-az4", "p5en.48xlarge"),
+        ("usw2-az2", "p5en.48xlarge"), ("usw2-az3", "p5en.48xlarge"),
+        ("usw2-az4", "p5en.48xlarge"),
     ]  # fmt: skip
     assert {r["prices_as_of"] for r in rows} == {today.date().isoformat()}
     assert all("live" in r["flags"] for r in rows)
-    # other regions keep the embedded (undated) rows
+    # other regions keep the embedded rows (aws_2026.csv, dated by its commit)
     everywhere = json.loads(run("prices", "show", "--gpu", "H200", "--cloud", "aws", "--json",
                                 "--top", "0").stdout)  # fmt: skip
-    assert {r["prices_as_of"] for r in everywhere} == {today.date().isoformat(), None}
+    assert {r["prices_as_of"] for r in everywhere} == {today.date().isoformat(), "2026-04-02"}
 
     result = run(*KIMI_H200)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     doc = json.loads(result.stdout)
     best = doc["plans"][0]
-    # cheapest H200 node in the two regions: p5e usw2-az3 spot 15.77 (1 node of 8 x H200)
+    # cheapest rentable H200 node in the two regions: p5en usw2-az2 spot 18.90 (the p5e spot
+    # record at 15.77 is a capacity-block type: never ranked)
     assert (best["instance_type"], best["zone"], best["market"], best["nodes"]) == (
-        "p5e.48xlarge", "usw2-az3", "spot", 1,
+        "p5en.48xlarge", "usw2-az2", "spot", 1,
     )  # fmt: skip
-    assert best["usd_per_hour"] == 15.77
+    assert best["usd_per_hour"] == 18.9
+    assert best["price_age_days"] == 0
     assert best["prices_as_of"] == today.date().isoformat()
     assert doc["prices_as_of"] == today.date().isoformat()
     assert (
-        f"live aws prices fetched {today.date().isoformat()} (prov prices refresh)"
-        in (doc["notes"])
-    )
-    assert not any("embedded price snapshot" in n for n in doc["notes"])
+        "embedded price snapshot (taken into prov 2026-11-22) + live prices of aws; oldest "
+        f"price shown {today.date().isoformat()} (0 days old)"
+    ) in doc["notes"]
 
 
 def test_stale_live_prices_warn(cache: Path, spot: SpotSeed) -> None:
     fetched = datetime.now(UTC) - timedelta(days=10)
     refresh(pricing_pages(), now=fetched)
-    result = run(*KIMI_H200)
+    result = run(*KIMI_H200, "--max-price-age", "7")
     assert result.exit_code == 0
     warning = (
-        f"older than --max-price-age 7 days (oldest fetched {fetched.date().isoformat()}, "
-        "10 days ago); run `prov prices refresh --cloud aws`"
+        "older than --max-price-age 7 days (aws 10 d); refresh: prov prices refresh --cloud aws"
     )
     assert result.stderr.startswith("prov: warning: ") and warning in result.stderr
     notes = json.loads(result.stdout)["notes"]
     assert any(warning in n for n in notes)
     assert run(*KIMI_H200, "--max-price-age", "30").stderr == ""
-    table = run(*KIMI_H200[:-1])  # table output: the warning goes to stderr only
+    table = run(
+        *KIMI_H200[:-1], "--max-price-age", "7"
+    )  # table output: the warning goes to stderr only
     assert warning in table.stderr and warning not in table.stdout
-    shown = run("prices", "show", "--gpu", "H200", "--region", "us-west-2", "--cloud", "aws")
+    shown = run("prices", "show", "--gpu", "H200", "--region", "us-west-2", "--cloud", "aws",
+                "--max-price-age", "7")  # fmt: skip
     assert shown.exit_code == 0 and warning in shown.stderr
-    assert f"note: live aws prices fetched {fetched.date().isoformat()}" in shown.stdout
+    assert f"oldest price shown {fetched.date().isoformat()} (10 days old)" in shown.stdout
+    assert run(*KIMI_H200).stderr == ""  # the default --max-price-age is 90 days
     bad = run(*KIMI_H200, "--max-price-age", "-1")
     assert bad.exit_code == 2 and "--max-price-age -1" in bad.stderr
 
@@ -678,15 +681,19 @@ def test_stale_live_prices_warn(cache: Path, spot: SpotSeed) -> None:
 def test_the_embedded_snapshot_always_states_its_dates(cache: Path) -> None:
     args = ["-m", "meta-llama/Llama-3.1-8B", "--ctx", "8k", "--gpu", "L4,H100-PCIe", "--top", "0"]
     result = run("quote", *args, "--json")
-    assert result.exit_code == 0 and result.stderr == ""
-    notes = json.loads(result.stdout)["notes"]
-    [note] = [n for n in notes if n.startswith("embedded price snapshot")]
-    # L4: aws (no date), gcp; H100 PCIe: lambda, runpod (no date), fluidstack (no date)
-    assert note == (
-        "embedded price snapshot (taken into prov 2026-11-22); upstream catalog dates: "
-        "gcp 2026-05-20, lambda 2026-05-07; no upstream date in the catalog of aws, "
-        "fluidstack, runpod (prices_as_of null)"
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    [note] = [n for n in doc["notes"] if n.startswith("embedded price snapshot")]
+    # L4: aws (2026-04-02), gcp (2026-05-20); H100 PCIe: lambda, runpod and fluidstack (undated)
+    oldest = min(p["prices_as_of"] for p in doc["plans"] if p["prices_as_of"])
+    assert oldest == doc["prices_as_of"] == "2026-04-02"
+    assert note.startswith(
+        "embedded price snapshot (taken into prov 2026-11-22); oldest price shown 2026-04-02 ("
     )
+    # one warning line: undated catalogs and prices older than the default 90 days
+    [warning] = result.stderr.splitlines()
+    assert "undated (fluidstack, runpod: age unknown)" in warning
+    assert "older than --max-price-age 90 days (aws " in warning
     shown = run("prices", "show", "--gpu", "H100", "--spot", "--top", "5")
     assert shown.exit_code == 0
     assert "note: embedded price snapshot (taken into prov 2026-11-22)" in shown.stdout
@@ -711,7 +718,7 @@ def test_done_when_refresh_then_show_and_quote_use_the_cache(
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no progress bar when stderr is not a terminal, no warnings
     assert "us-east-1          14 offers" in done.stdout
-    assert "us-west-2           8 offers" in done.stdout
+    assert "us-west-2           7 offers" in done.stdout
     today = datetime.now(UTC).date().isoformat()
 
     show = subprocess.run(
@@ -721,7 +728,7 @@ def test_done_when_refresh_then_show_and_quote_use_the_cache(
     )  # fmt: skip
     rows = json.loads(show.stdout)
     live = [r for r in rows if r["prices_as_of"] == today]
-    assert len(live) == 6 and {r["region"] for r in live} == {"us-east-1", "us-west-2"}
+    assert len(live) == 5 and {r["region"] for r in live} == {"us-east-1", "us-west-2"}
 
     # prov quote reads the cache without importing boto3
     code = textwrap.dedent(
@@ -742,7 +749,7 @@ def test_done_when_refresh_then_show_and_quote_use_the_cache(
     assert quote.stderr.strip() == "[]", quote.stderr
     doc = json.loads(quote.stdout)
     assert doc["plans"][0]["prices_as_of"] == today
-    assert doc["plans"][0]["instance_type"] == "p5e.48xlarge"
+    assert doc["plans"][0]["instance_type"] == "p5en.48xlarge"
 
 
 # ---- pieces ---------------------------------------------------------------------------------

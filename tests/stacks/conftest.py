@@ -13,6 +13,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PlanFile]:
     return {
         "one": quote(tmp, "one", ONE_NODE),
         "two": quote(tmp, "two", TWO_NODE),
-        "one_aws": quote(tmp, "one_aws", [*ONE_NODE, "--cloud", "aws"]),
-        "two_aws": quote(tmp, "two_aws", [*TWO_NODE, "--cloud", "aws"]),
+        # pinned to one region so that a new price snapshot does not move the stack's zone
+        "one_aws": quote(tmp, "one_aws", [*ONE_NODE, "--cloud", "aws", "--region", "us-east-2"]),
+        "two_aws": quote(tmp, "two_aws", [*TWO_NODE, "--cloud", "aws", "--region", "us-east-2"]),
     }

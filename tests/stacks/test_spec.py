@@ -58,8 +58,8 @@ def test_rank_message_names_the_ranks_the_file_has(plans: dict[str, PlanFile]) -
 
 def test_multi_node_pool_stays_in_the_plans_zone(plans: dict[str, PlanFile]) -> None:
     spec = build_spec(plans["two_aws"].doc, DeployOptions())
-    assert spec.multi_node and spec.zones == ("use2-az2",)
-    assert spec.vpc_zones == ("use2-az2", "use2-az1")  # EKS wants two zones
+    assert spec.multi_node and spec.zones == ("use2-az3",)
+    assert spec.vpc_zones == ("use2-az3", "use2-az1")  # EKS wants two zones
     one = build_spec(plans["one_aws"].doc, DeployOptions())
     assert not one.multi_node and len(one.zones) == 3
 

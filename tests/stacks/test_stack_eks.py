@@ -28,9 +28,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:aws.ec2/encryptioncontrol:Deprec
 @pytest.fixture(scope="module")
 def one(plans: dict[str, PlanFile]) -> StackRun:
     plan = plans["one_aws"].doc.plans[0]
-    # offers.csv: the cheapest 8 x H200 spot node on AWS is p5e.48xlarge in use2-az3 ($14.47/h)
+    # aws_2026.csv: the cheapest rentable 8 x H200 spot node in us-east-2 is p5en.48xlarge in
+    # use2-az3 ($26.2893/h; az1 26.3634, az2 26.9512); p5e is sold as capacity blocks only
     assert (plan.instance_type, plan.region, plan.zone, plan.market, plan.nodes) == (
-        "p5e.48xlarge",
+        "p5en.48xlarge",
         "us-east-2",
         "use2-az3",
         "spot",
@@ -42,11 +43,11 @@ def one(plans: dict[str, PlanFile]) -> StackRun:
 @pytest.fixture(scope="module")
 def two(plans: dict[str, PlanFile]) -> StackRun:
     plan = plans["two_aws"].doc.plans[0]
-    # offers.csv: 2 x p5.48xlarge spot in use2-az2 ($15.65/h each); az1's price is flagged
+    # aws_2026.csv: 2 x p5.48xlarge spot in use2-az3 ($19.7597/h each; az1 19.8665, az2 20.205)
     assert (plan.instance_type, plan.region, plan.zone, plan.market, plan.nodes) == (
         "p5.48xlarge",
         "us-east-2",
-        "use2-az2",
+        "use2-az3",
         "spot",
         2,
     )
@@ -108,8 +109,8 @@ def test_spot_pool_lists_the_alternative_types_and_zones(one: StackRun) -> None:
     pool = gpu_pool(one)
     dist = pool["mixedInstancesPolicy"]["instancesDistribution"]
     assert dist["onDemandPercentageAboveBaseCapacity"] == 0  # all spot
-    # us-east-2 sells 8 x H200 as p5e.48xlarge (az1, az3) and p5en.48xlarge (az1, az2, az3).
-    assert pool_types(one) == ["p5e.48xlarge", "p5en.48xlarge"]
+    # us-east-2 rents 8 x H200 as p5en.48xlarge (az1, az2, az3); p5e is capacity blocks only.
+    assert pool_types(one) == ["p5en.48xlarge"]
     assert pool_zones(one) == ["use2-az3", "use2-az1", "use2-az2"]
     assert one.one(LAUNCH_TEMPLATE).inputs["imageId"] == (
         "resolve:ssm:/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/x86_64/nvidia/"
@@ -145,11 +146,11 @@ def test_one_replacement_actor_the_asg_never_replaces(one: StackRun) -> None:
 
 def test_two_node_pool_is_one_zone_in_a_placement_group_with_efa(two: StackRun) -> None:
     assert pool_types(two) == ["p5.48xlarge"]  # the only 8 x H100 type there
-    assert pool_zones(two) == ["use2-az2"]  # a cluster placement group is one zone
+    assert pool_zones(two) == ["use2-az3"]  # a cluster placement group is one zone
     # EKS still gets a second zone for its control plane.
     assert sorted(s.inputs["availabilityZoneId"] for s in two.of(SUBNET)) == [
         "use2-az1",
-        "use2-az2",
+        "use2-az3",
     ]
     assert gpu_pool(two)["desiredCapacity"] == 2
     pg = two.one("aws:ec2/placementGroup:PlacementGroup").inputs
@@ -199,7 +200,7 @@ def test_launch_template_sizes_the_disk_for_the_weights(one: StackRun) -> None:
     instance_tags = template["tagSpecifications"][0]["tags"]
     assert instance_tags["prov.dev/managed"] == "true"
     assert instance_tags["prov.dev/replica-size"] == "1"
-    assert instance_tags["prov.dev/instance-types"] == "p5e.48xlarge p5en.48xlarge"
+    assert instance_tags["prov.dev/instance-types"] == "p5en.48xlarge"
 
 
 def test_taints_tolerations_and_node_selector_match(one: StackRun, two: StackRun) -> None:
