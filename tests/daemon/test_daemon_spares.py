@@ -17,7 +17,7 @@ from test_daemon_scenarios import handled, one_replica, state_of
 from provisioner import fleet
 from provisioner.daemon.scheduler import daemon_jobs
 
-LOAD_S = 1.0  # the stand-in model load: a cold replacement cannot serve sooner than this
+LOAD_S = 2.0  # the stand-in model load: a cold replacement cannot serve sooner than this
 
 
 def tag_map(inst: dict) -> dict[str, str]:

@@ -108,8 +108,9 @@ def run_chain(
 
     _reset(moto_url, "reset-auth", b"inf")
     _reset(moto_url, "reset")
+    region = run.one("pulumi:providers:aws", "aws").inputs["region"]
     root = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-2"
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
     )
     km = KmockThread()
     try:

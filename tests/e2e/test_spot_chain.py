@@ -35,7 +35,8 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> StackRun:
     tmp: Path = tmp_path_factory.mktemp("e2e")
-    plan = quote(tmp, "one_aws", [*ONE_NODE, "--cloud", "aws"])
+    # us-east-2: the region Pulumi's mocks write into every ARN (stack_harness.RecordingMocks)
+    plan = quote(tmp, "one_aws", [*ONE_NODE, "--cloud", "aws", "--region", "us-east-2"])
     return run_stack(plan, DeployOptions())
 
 
