@@ -306,7 +306,7 @@ def build_daemon(
     import boto3
     from botocore.config import Config
 
-    from provisioner.daemon.capacity import Ec2Capacity
+    from provisioner.daemon.ec2 import Ec2Capacity
     from provisioner.daemon.kube import KubeClient, make_api_client
 
     session = session or boto3.session.Session(region_name=cfg.region)

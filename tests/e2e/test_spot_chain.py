@@ -48,13 +48,14 @@ def chain(stack: StackRun, moto_url: str) -> Report:
 def test_spot_interruption_keeps_every_request_and_restores_the_replica(chain: Report) -> None:
     r = chain
     on_old = [x for x in r.results if x.pod == r.old_pod]
-    gap = [x for x in r.results if x.outcome == "no-endpoint"]
+    gap = [x.at for x in r.results if x.outcome == "no-endpoint"]
+    window = (max(gap) - min(gap)) if gap else 0.0
     print(
         f"\ne2e (time x{SCALE}): {len(r.results)} requests, {len(on_old)} on the interrupted "
         f"replica; replacement Ready {(r.replacement_ready_at or 0) - r.notice_at:.2f}s after "
         f"the notice (reclaimed at {r.reclaimed_at - r.notice_at:.2f}s); message deleted at "
-        f"{(r.message_gone_at or 0) - r.notice_at:.2f}s; {len(gap)} requests found no endpoint "
-        "(one replica: none between its drain and the replacement's load)"
+        f"{(r.message_gone_at or 0) - r.notice_at:.2f}s; no endpoint for {window:.2f}s "
+        "(one replica: none between its drain and the replacement's Ready)"
     )
     assert r.failures() == []
     assert all(x.outcome == "ok" for x in on_old) and len(on_old) >= 3
