@@ -19,6 +19,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -33,7 +34,7 @@ from provisioner.errors import ProvError
 from provisioner.hardware import GpuSpec, gpu_specs
 from provisioner.memory import MemorySettings, concurrent_requests, shape_memory
 from provisioner.models import ModelSpec
-from provisioner.perf_data import LATENCY_MAX_BATCH, gpu_family
+from provisioner.perf_data import LATENCY_MAX_BATCH, arch_class, gpu_family
 from provisioner.quant import kv_bytes, resolve_quant
 
 HERE = Path(__file__).parent
@@ -52,6 +53,8 @@ SOFT_GRID: dict[str, list[float]] = {
     "step_overhead_ms": [0.25 * i for i in range(17)],
     "seq_overhead_us": [0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0],
     "multinode_pp_ms": [2.5 * i for i in range(13)],
+    "lowbit_mem_eff": [0.5 + 0.05 * i for i in range(11)],
+    "attn_prefill_eff": [0.2 + 0.1 * i for i in range(9)],
 }
 LAYER_GRID = [10.0 * i for i in range(1, 31)]
 PREFILL_GRID = [0.2 + 0.05 * i for i in range(17)]
@@ -66,12 +69,15 @@ START = {
     "step_overhead_ms": 1.0,
     "seq_overhead_us": 20.0,
     "multinode_pp_ms": 20.0,
+    "lowbit_mem_eff": 1.0,
+    "attn_prefill_eff": 0.6,
     "layer_us": {"mla_moe": 100.0, "moe": 70.0, "dense": 40.0},
 }
 SCALE_GRID = [0.5 + 0.05 * i for i in range(21)]
 ENGINE_GRID = [0.6 + 0.05 * i for i in range(21)]
 BAND_FLOOR, BAND_STEP, THIN_ROWS, THIN_BAND, BAND_Q = 0.15, 0.05, 5, 0.5, 0.9
 DEFAULT_BAND, OTHER_ENGINE_BAND = 0.6, 0.6
+OLD_ENGINES = {"vllm": (0, 8), "sglang": (0, 5)}  # versions below: the 2024-early 2025 engines
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -244,9 +250,21 @@ def table(
                 "band_pct": round(est.band * 100),
                 "thin": bool(est.band_info and est.band_info.thin),
                 "in_band": lo <= value <= hi,
+                "era": _engine_era(ref),
             }
         )
     return rows, skipped
+
+
+def _engine_era(ref: dict[str, Any]) -> str:
+    """'2024-25 engine' for vLLM < 0.8 (the V0 engine) and SGLang < 0.5, from the row's
+    engine_version; 'current engine' otherwise (also when the version is not stated). A
+    diagnostic grouping only: no row is dropped or refitted by it."""
+    m = re.match(r"v?(\d+)\.(\d+)", str(ref.get("engine_version") or ""))
+    if m is None or ref["engine"] not in OLD_ENGINES:
+        return "current engine"
+    old = (int(m[1]), int(m[2])) < OLD_ENGINES[ref["engine"]]
+    return "2024-25 engine" if old else "current engine"
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -272,6 +290,10 @@ def groups(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out[r["moe"]].append(r)
         out[f"metric {r['metric']}"].append(r)
         out[f"regime {r['regime']}"].append(r)
+        if r["engine"] in {"vllm", "sglang"}:
+            out[f"vLLM + SGLang, {r['era']}"].append(r)
+    for r in rows:  # last: where the error concentrates, source by source
+        out[f"source {r['source']}"].append(r)
     return {k: summary(v) for k, v in out.items()}
 
 
@@ -301,9 +323,22 @@ def _knobs(data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str
         ]
     fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs}
     knobs += [(("families", f, "scale"), SCALE_GRID) for f in sorted(fams) if f != "hopper"]
+    # a family's MoE multiplier only where it has its own MoE runs (Hopper is the reference)
+    moe_fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs if _is_moe(r)}
+    knobs += [(("families", f, "moe_scale"), SCALE_GRID) for f in sorted(moe_fams - {"hopper"})]
     engines = {r["engine"] for r in refs} - {"vllm"}
-    knobs += [(("engines", e), ENGINE_GRID) for e in sorted(engines)]
+    knobs += [(("engines", e, "_all"), ENGINE_GRID) for e in sorted(engines)]
+    for e in sorted(engines):  # per architecture class only where the engine has 2+ classes
+        archs = {
+            arch_class(_spec(r["model"], r.get("arch_config"))) for r in refs if r["engine"] == e
+        }
+        if len(archs) > 1:
+            knobs += [(("engines", e, a), ENGINE_GRID) for a in sorted(archs)]
     return knobs
+
+
+def _is_moe(ref: dict[str, Any]) -> bool:
+    return _spec(ref["model"], ref.get("arch_config")).moe is not None
 
 
 def _set(data: dict[str, Any], path: tuple[str, ...], value: float) -> None:
@@ -318,7 +353,8 @@ def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) 
     data["software"].update(copy.deepcopy(START))
     for row in data["families"].values():
         row["scale"] = 1.0
-    data["engines"] = {e: 1.0 for e in data["engines"]}
+        row["moe_scale"] = 1.0
+    data["engines"] = {e: 1.0 if e == "vllm" else {"_all": 1.0} for e in data["engines"]}
     refs = [r for r in refs if not not_modelled(r)]
     best = _loss(refs, overrides, data)
     for _ in range(passes):

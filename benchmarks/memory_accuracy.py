@@ -37,7 +37,8 @@ def load() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
 
 
 def _version(case: dict[str, Any], a: dict[str, Any] | None = None) -> str | None:
-    v = case.get("vllm_version") or (a or {}).get("version")
+    # An annotated (inferred) version wins: a source build logs setuptools-scm's '0.1.devN'.
+    v = (a or {}).get("version") or case.get("vllm_version")
     if not v:
         return None
     try:
@@ -52,7 +53,7 @@ def request_for(case: dict[str, Any], a: dict[str, Any]) -> FitRequest:
     model = a["model"]
     spec = resolve_model(str(LOGS / model) if model.startswith("configs/") else model)
     f = case["flags"]
-    scheme = resolve_quant("auto", spec)
+    scheme = resolve_quant(a.get("quant", "auto"), spec)  # e.g. an fp8 re-quantized checkpoint
     version = _version(case, a)
     kv = 1 if str(f.get("kv_cache_dtype") or "auto").startswith("fp8") else 2
     return FitRequest(
@@ -88,7 +89,7 @@ def row(case: dict[str, Any], a: dict[str, Any], res: FitResult) -> dict[str, An
     out: dict[str, Any] = {
         "id": case["id"],
         "set": a.get("set", "check"),
-        "version": case.get("vllm_version"),
+        "version": None if a.get("version") else case.get("vllm_version"),
         "version_inferred": a.get("version"),
         "model": case["model"].split("/")[-1],
         "gpu": a.get("gpu") or case["gpu"],
@@ -149,8 +150,27 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 out.append(r[key])
         return out
 
+    def groups(key: str) -> dict[str, dict[str, Any]]:
+        """Check-set KV error by version ('~' = inferred) or by GPU."""
+        out: dict[str, list[float]] = {}
+        for r in rows:
+            if r["set"] != "check" or r["kv_err_pct"] is None:
+                continue
+            if key == "gpu":
+                label = r["gpu"]
+            else:
+                label = r["version"] or (
+                    f"~{r['version_inferred']}" if r["version_inferred"] else "?"
+                )
+            out.setdefault(label, []).append(r["kv_err_pct"])
+        return {k: _stats(v) for k, v in sorted(out.items())}
+
     failures = [r for r in rows if r["logged_failure"] and not r["weights_only"]]
     return {
+        "kv_check_with_inferred_versions": _stats(pick("kv_err_pct", "check", inferred=True)),
+        "weights_check": _stats(pick("weights_err_pct", "check", v10=False)),
+        "kv_check_by_version": groups("version"),
+        "kv_check_by_gpu": groups("gpu"),
         "kv_all": _stats(pick("kv_err_pct")),
         "kv_check": _stats(pick("kv_err_pct", "check")),
         "kv_fit": _stats(pick("kv_err_pct", "fit")),
@@ -196,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         ("kv_check", "KV, check set"),
         ("kv_fit", "KV, fit set"),
         ("kv_with_inferred_versions", "KV, + inferred versions"),
+        ("kv_check_with_inferred_versions", "KV, check + inferred"),
         ("weights_all", "weights, all"),
+        ("weights_check", "weights, check set"),
     ):
         st = s[key]
         if st["n"]:
@@ -204,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{label:24} n={st['n']:2}  median |err| {st['median_abs_pct']:.1f}%  "
                 f"worst {st['worst_abs_pct']:.1f}%"
             )
+    for key, label in (("kv_check_by_version", "vLLM"), ("kv_check_by_gpu", "GPU")):
+        print(
+            f"KV, check set by {label}: "
+            + "; ".join(
+                f"{k} n={v['n']} med {v['median_abs_pct']:.1f}% worst {v['worst_abs_pct']:.1f}%"
+                for k, v in s[key].items()
+            )
+        )
     print(
         f"logged start-up failures predicted 'does not fit': {s['failures_predicted']}/"
         f"{s['failures_logged']}"

@@ -148,8 +148,21 @@ def quote(
     risk_adjusted: bool = typer.Option(
         False,
         "--risk-adjusted",
-        help="Rank spot plans by expected cost: price x (1 + interruptions/h x restart hours); "
-        "see docs/prices.md.",
+        help="Rank spot plans by expected cost: price / availability, where reclaims x time to "
+        "serve set the availability; see docs/recovery.md.",
+    ),
+    weights: str = typer.Option(
+        "s3",
+        "--weights",
+        help="Where a replacement replica loads the weights from: s3 (in-region bucket, "
+        "streamed), hub (Hugging Face download) or pvc (a pre-filled volume). Sets each plan's "
+        "time_to_serve_s; see docs/recovery.md.",
+    ),
+    min_availability: float | None = typer.Option(
+        None,
+        "--min-availability",
+        help="Drop spot plans whose reclaims (interruption rate x time to serve) leave them "
+        "serving less than this share of the month, e.g. 0.99.",
     ),
     max_price_age: int = typer.Option(
         90, "--max-price-age", help="Warn when a price shown is older than N days."
@@ -169,6 +182,13 @@ def quote(
         "--explore-splits",
         help="Also rank smaller TP with PP inside a node by $/Mtok (default: TP = the node's "
         "GPUs, PP across nodes, smaller TP only when that does not fit).",
+    ),
+    layout: str = typer.Option(
+        "auto",
+        "--layout",
+        help="tp: TP x PP only; dp-ep: data-parallel attention with expert parallelism "
+        "(MoE; --data-parallel-size N --enable-expert-parallel); auto: rank both "
+        "(docs/ep-dp-layouts.md).",
     ),
     compare_api: bool = typer.Option(
         False, "--compare-api", help="Compare with the hosted API price and show the break-even."
@@ -207,6 +227,8 @@ def quote(
         top=top,
         max_interruption=max_interruption,
         risk_adjusted=risk_adjusted,
+        weights=weights.strip().lower(),
+        min_availability=min_availability,
         isl=isl,
         osl=osl,
         objective=objective,
@@ -215,6 +237,7 @@ def quote(
         min_output_tps=min_output_tps,
         cpu_offload_gb=cpu_offload_gb,
         explore_splits=explore_splits,
+        layout=layout,
     )
     spec = resolve_model(req.model)
     scheme = resolve_quant(req.quant, spec)

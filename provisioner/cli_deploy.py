@@ -122,7 +122,8 @@ def register(app: typer.Typer) -> None:
         p = spec.plan
         summary = (
             f"rank {p.rank}: {p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), "
-            f"TP{p.tp} x PP{p.pp}, {p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
+            f"TP{p.tp} x PP{p.pp}{f' ({p.layout})' if p.dp > 1 or p.ep else ''}, "
+            f"{p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
         )
         if render is not None:
             from stacks.manifests import build_manifests

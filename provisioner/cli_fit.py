@@ -91,12 +91,13 @@ def _table(res: Any, explain: bool) -> list[str]:
     from provisioner.explain import kv_lines, weight_lines
 
     r, m, s = res.request, res.memory, res.settings
-    where = f"{r.tp * r.pp} x {r.gpu or 'GPU'}" + (f" ({res.device_gib:.2f} GiB per CUDA)")
+    where = f"{r.tp * r.dp * r.pp} x {r.gpu or 'GPU'}" + (f" ({res.device_gib:.2f} GiB per CUDA)")
     lines = [
         f"{r.spec.id} on {where}, vLLM {r.rules.label}",
         f"  TP{r.tp} x PP{r.pp}"
         + (f" x DCP{r.dcp}" if r.dcp > 1 else "")
-        + (" + EP" if r.expert_parallel else "")
+        + (f" x DP{r.dp}" if r.dp > 1 else "")
+        + (f" + EP{r.tp * r.dp}" if r.expert_parallel else "")
         + f", {r.scheme.label}",
         f"  KV {'fp8' if s.kv_bytes == 1 else 'bf16'}, max_model_len {r.ctx:,}, "
         f"max_num_seqs {s.max_num_seqs}, max_num_batched_tokens {s.max_num_batched_tokens}",
@@ -110,7 +111,12 @@ def _table(res: Any, explain: bool) -> list[str]:
             ("activation peak", w.activations, "profile run: forward or sampler"),
             ("non-torch", w.non_torch, "workspaces, all-reduce buffers"),
             ("CUDA graphs", w.cuda_graphs, graphs_note),
-            ("KV cache", max(0.0, w.kv_pool), f"= {m.kv_cache_tokens:,} tokens"),
+            (
+                "KV cache",
+                max(0.0, w.kv_pool),
+                f"= {m.kv_cache_tokens:,} tokens"
+                + (f" over {r.dp} DP ranks (each logs 1/{r.dp})" if r.dp > 1 else ""),
+            ),
             ("outside budget", w.outside, "CUDA context, NCCL (+ graphs)"),
         ]
         lines += [f"  {k:16}{_gib(v)}  {note}" for k, v, note in rows]
@@ -180,6 +186,14 @@ def register(app: typer.Typer) -> None:
             help="Whole experts per rank: lifts the per-rank expert-width rules (fp8 block, "
             "Marlin MoE); same bytes per GPU with DP 1.",
         ),
+        data_parallel_size: int = typer.Option(
+            1,
+            "--data-parallel-size",
+            "-dp",
+            help="vLLM --data-parallel-size: DP engines of TP x PP GPUs each, every one with "
+            "its own KV cache; MoE experts split over TP x DP (whole with "
+            "--enable-expert-parallel). Memory is per GPU, KV tokens summed over DP.",
+        ),
         ctx: str | None = typer.Option(
             None,
             "--ctx",
@@ -232,7 +246,12 @@ def register(app: typer.Typer) -> None:
         from provisioner.request import parse_tokens
         from provisioner.vllm_rules import rules_for
 
-        for name, value, hi in (("--tp", tp, 1024), ("--pp", pp, 1024), ("--dcp", dcp, 1024)):
+        for name, value, hi in (
+            ("--tp", tp, 1024),
+            ("--pp", pp, 1024),
+            ("--dcp", dcp, 1024),
+            ("--data-parallel-size", data_parallel_size, 1024),
+        ):
             if not 1 <= value <= hi:
                 _usage(f"{name} {value}: must be between 1 and {hi}")
         if gpu is None and gpu_memory_gib is None:
@@ -265,6 +284,7 @@ def register(app: typer.Typer) -> None:
                 pp=pp,
                 dcp=dcp,
                 expert_parallel=enable_expert_parallel,
+                dp=data_parallel_size,
                 kv_bytes=kv_bytes(kv_dtype, spec),
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_num_seqs=max_num_seqs,

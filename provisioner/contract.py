@@ -32,8 +32,10 @@ __all__ = [
     "ModelInfo",
     "Plan",
     "PlanDocument",
+    "ReclaimInfo",
     "Rejection",
     "RequestInfo",
+    "TimeToServeInfo",
     "load_plan_document",
 ]
 
@@ -85,6 +87,9 @@ class RequestInfo(BaseModel):
     gpus: list[str] = Field(default_factory=list)
     max_interruption: Annotated[int, Field(ge=0, le=100)] | None = None
     risk_adjusted: bool = False  # spot plans ranked by expected cost (docs/prices.md)
+    weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (docs/recovery.md)
+    min_availability: float | None = Field(default=None, gt=0, lt=1)
+    layout: Literal["tp", "dp-ep", "auto"] = "auto"  # which layouts were considered
     top: NonNegInt | None = None
 
 
@@ -158,6 +163,9 @@ class Plan(BaseModel):
     usd_per_mtok: NonNegFloat | None
     vllm_args: list[str]
     # planner extensions
+    dp: PosInt = 1  # data-parallel ranks (vLLM --data-parallel-size); GPUs = TP x DP x PP
+    ep: bool = False  # --enable-expert-parallel (MoE): whole experts over TP x DP GPUs
+    layout: str | None = None  # e.g. "TP8", "DP8+EP8", "TP4xDP2+EP8" (provisioner/layouts.py)
     dcp: PosInt = 1
     usd_per_gpu_hour: NonNegFloat | None = None
     # --risk-adjusted only: usd_per_hour x (1 + interruptions/h x restart h), docs/prices.md
@@ -183,20 +191,73 @@ class Plan(BaseModel):
     perf_band_basis: str | None = None  # where the band comes from, in one line
     price_flags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    # issue 16: a replacement replica's time to serve, and (spot) what reclaims cost
+    time_to_serve_s: NonNegInt | None = None
+    time_to_serve: TimeToServeInfo | None = None
+    reclaim: ReclaimInfo | None = None
 
     @model_validator(mode="after")
     def _gpus_add_up(self) -> Plan:
         gpus = self.nodes * self.gpus_per_node
-        if self.tp * self.pp != gpus:
+        if self.tp * self.dp * self.pp != gpus:
+            dp = f" x DP{self.dp}" if self.dp > 1 else ""
             raise ValueError(
-                f"TP{self.tp} x PP{self.pp} = {self.tp * self.pp} GPUs, but the shape has "
-                f"{self.nodes} x {self.gpus_per_node} = {gpus}"
+                f"TP{self.tp}{dp} x PP{self.pp} = {self.tp * self.dp * self.pp} GPUs, but the "
+                f"shape has {self.nodes} x {self.gpus_per_node} = {gpus}"
             )
         return self
 
     @property
     def total_gpus(self) -> int:
         return self.nodes * self.gpus_per_node
+
+
+class TimeToServeTerm(BaseModel):
+    """One term of a replacement replica's time to serve, with its rates' sources."""
+
+    model_config = _CONFIG
+
+    term: str = Field(min_length=1)
+    seconds: NonNegFloat
+    detail: str
+    sources: list[str]
+
+
+class TimeToServeInfo(BaseModel):
+    """provisioner.time_to_serve: the sum behind ``time_to_serve_s``."""
+
+    model_config = _CONFIG
+
+    weights: Literal["s3", "hub", "pvc"]
+    total_s: NonNegInt
+    container_s: NonNegInt  # from the vLLM container's start (the startup probe's window)
+    startup_probe_budget_s: PosInt
+    terms: list[TimeToServeTerm]
+
+
+class Alternative(BaseModel):
+    model_config = _CONFIG
+
+    usd_per_hour: NonNegFloat
+    availability: Annotated[float, Field(ge=0, le=1)]
+
+
+class ReclaimInfo(BaseModel):
+    """pricing.expected_cost: what spot reclaims cost a plan. Nulls = no published rate."""
+
+    model_config = _CONFIG
+
+    interruption_pct_per_month: NonNegFloat | None
+    basis: str = Field(min_length=1)
+    rate_as_of: IsoDate | None = None
+    rate_age_days: int | None = None
+    notice_s: NonNegFloat
+    downtime_per_reclaim_s: NonNegInt
+    interruptions_per_month: NonNegFloat | None = None
+    capacity_lost_h_per_month: NonNegFloat | None = None
+    availability: Annotated[float, Field(ge=0, le=1)] | None = None
+    expected_usd_per_hour: NonNegFloat | None = None
+    alternatives: dict[str, Alternative | None] | None = None
 
 
 class Rejection(BaseModel):
@@ -213,6 +274,8 @@ class Rejection(BaseModel):
     nodes: PosInt | None = None
     tp: PosInt | None = None
     pp: PosInt | None = None
+    dp: PosInt | None = None  # DP / EP layouts only
+    ep: bool | None = None
 
 
 class PlanDocument(BaseModel):

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from provisioner.memory import GIB, MemorySettings, request_kv_bytes, weights_total_bytes
 from provisioner.models import ModelSpec
-from provisioner.planner import Plan, QuoteResult
+from provisioner.planner import Plan, QuoteResult, weight_split
 from provisioner.quant import QuantScheme
 
 _KIND_LABEL = {
@@ -91,7 +91,8 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
         f"${plan.usd_per_hour:,.2f}/h",
         f"  TP{v.tp} x PP{v.pp}"
         + (f" x DCP{m.dcp}" if m.dcp > 1 else "")
-        + f": {v.tp * v.pp} GPUs; layers per stage "
+        + (f" ({v.layout.label}, per DP rank below)" if v.dp > 1 or v.ep else "")
+        + f": {v.tp * v.dp * v.pp} GPUs; layers per stage "
         + ", ".join(f"{s.layers[0]}-{s.layers[1] - 1}" for s in m.stages),
     ]
     for s in m.stages:
@@ -119,38 +120,64 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
-def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
-    """`--risk-adjusted`: the expected-cost formula, with this plan's numbers."""
-    from pricing.expected_cost import (
-        HOURS_PER_MONTH,
-        LOAD_BYTES_PER_S_PER_NODE,
-        RESTART_OVERHEAD_S,
-        restart_risk,
-    )
+def tts_lines(plan: Plan, result: QuoteResult) -> list[str]:
+    """A replacement replica's time to serve, term by term, and the other weight paths."""
+    from provisioner.time_to_serve import WEIGHTS_PATHS, Replica, time_to_serve
 
-    price = plan.usd_per_hour
-    weights = weights_total_bytes(result.model, result.scheme)
-    r = restart_risk(plan.offer, plan.market, plan.verdict.nodes, weights)
-    gbps = LOAD_BYTES_PER_S_PER_NODE / 1e9
+    tts = plan.tts
+    if tts is None:
+        return []
+    lines = [f"  Time to serve a replacement replica (--weights {tts.path}):"]
+    for t in tts.terms:
+        lines.append(f"    {t.name:<16}{t.seconds:5.0f} s  {t.detail}")
+    lines.append(
+        f"    = {tts.total_s:,.0f} s ({tts.total_s / 60:.1f} min); startup probe: "
+        f"max(600, 2 x {tts.container_s:.0f} s) = {tts.startup_probe_budget_s} s"
+    )
+    o, v = plan.offer, plan.verdict
+    replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, weight_split(v),
+                      weights_total_bytes(result.model, result.scheme),
+                      result.model.moe is not None)  # fmt: skip
+    others = [
+        f"{p} {time_to_serve(replica, p).total_s / 60:.1f} min"
+        for p in WEIGHTS_PATHS
+        if p != tts.path
+    ]
+    lines.append(f"    other paths: {', '.join(others)} (sources: docs/recovery.md)")
+    return lines
+
+
+def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
+    """What reclaims cost this plan: time to serve x interruption rate (pricing/expected_cost)."""
+    r = plan.reclaim
     lines = [
-        "Risk-adjusted (--risk-adjusted): expected $/h = price x (1 + interruptions/h x restart h)",
-        f"  interruptions/h = nodes x -ln(1 - p) / {HOURS_PER_MONTH:g} h, p = share of the pool's "
-        "instances interrupted per 30-day month (Spot Advisor bucket upper bound)",
-        f"  restart h = (weight bytes / nodes) / {gbps:g} GB/s per node + {RESTART_OVERHEAD_S:g} s "
-        "boot + vLLM start (assumed constants: pricing/expected_cost.py, docs/prices.md)",
+        "  Reclaims: lost/month = nodes x -ln(1 - p) x (time to serve - notice)",
+        "    availability = 1 - lost / 720 h; expected $/h = price / availability",
     ]
-    if plan.market != "spot":
-        return [*lines, f"  plan #{plan.rank} is on-demand: never interrupted, expected = price"]
-    return [
-        *lines,
-        f"  plan #{plan.rank}: p = {r.pct_per_month:g}% ({r.basis}) -> "
-        f"{r.rate_per_node_hour:.4g}/h per node x {r.nodes} node(s) = "
-        f"{r.interruptions_per_hour:.4g} interruptions/h",
-        f"  restart = {r.bytes_per_node / 1e9:,.1f} GB / {gbps:g} GB/s = {r.load_seconds:,.0f} s "
-        f"+ {RESTART_OVERHEAD_S:g} s = {r.restart_hours:.4f} h",
-        f"  expected = ${price:,.4f} x (1 + {r.interruptions_per_hour:.4g} x "
-        f"{r.restart_hours:.4f}) = ${r.expected_usd_per_hour(price):,.4f}/h",
+    if r is None:
+        return [*lines, f"    plan #{plan.rank} is {plan.market}: not reclaimed"]
+    lines.append(f"    p: {r.basis}")
+    if not r.known:
+        return lines
+    price = plan.usd_per_hour
+    lines += [
+        f"    {r.nodes} node(s) x {r.rate_per_node_hour * 720:.4f}/month = "
+        f"{r.interruptions_per_month:.4f} reclaims/month, each",
+        f"      {r.downtime_s:,.0f} s down ({r.tts.total_s:,.0f} s to serve - {r.notice_s:g} s "
+        f"notice): {r.lost_hours_per_month * 60:.2f} min/month lost",
+        f"    availability {r.availability:.6f}; expected ${price:,.4f} / {r.availability:.6f} = "
+        f"${r.expected_usd_per_hour(price):,.4f}/h",
     ]
+    alt = r.alternatives(price, plan.ondemand_usd_per_hour())
+    pair = alt["n_plus_1"]
+    od = alt["on_demand_floor"]
+    lines += [
+        f"    alternatives: N+1 or a warm spare ${pair['usd_per_hour']:,.2f}/h "
+        f"(availability {pair['availability']:.8f}),",
+        "      on-demand floor "
+        + (f"${od['usd_per_hour']:,.2f}/h (availability 1.0)" if od else "not offered"),
+    ]
+    return lines
 
 
 def perf_lines(plan: Plan) -> list[str]:
@@ -162,7 +189,9 @@ def perf_lines(plan: Plan) -> list[str]:
     lo, hi = e.interval(e.output_tps)
     mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
     lines = [
-        f"  Throughput, {e.batch} requests in flight, TP{v.tp} x PP{v.pp} "
+        f"  Throughput, {e.batch} requests in flight, {v.layout.label}"
+        + (f" (one rank of {v.dp})" if v.dp > 1 else "")
+        + " "
         "(slowest stage, per step):",
     ]
     if e.requested_concurrency > e.batch:
@@ -179,7 +208,12 @@ def perf_lines(plan: Plan) -> list[str]:
     lines += [
         f"    compute {st.compute_s * 1e3:8.2f} ms  {st.flops / 1e12:.2f} TFLOP/GPU in "
         f"{e.compute_dtype}",
-        f"    comm    {st.comm_s * 1e3:8.2f} ms  TP all-reduces, 2 per layer",
+        f"    comm    {st.comm_s * 1e3:8.2f} ms  "
+        + (
+            "TP all-reduces, 2 per layer"
+            if v.dp == 1
+            else "all-to-all per MoE layer (+ TP all-reduces), DP barrier"
+        ),
         f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"
         + (f", {cal.layer_us:.0f} us/layer" if cal else ""),
     ]
@@ -197,6 +231,12 @@ def perf_lines(plan: Plan) -> list[str]:
             f"    factors  {cal.family}: HBM {cal.hbm_eff:.0%} of peak, GEMM {cal.gemm_eff:.0%}, "
             f"prefill {cal.prefill_eff:.0%}" + ("" if cal.calibrated else " (not calibrated)")
         )
+        lines.append(
+            f"             prefill attention {cal.attn_prefill_eff:.0%} of bf16 peak, <16-bit "
+            f"weights {cal.lowbit_mem_eff:.0%} of HBM rate"
+        )
+        if e.arch != "dense" and cal.moe_scale != 1.0:
+            lines.append(f"             {cal.family} fused-MoE kernels x{cal.moe_scale:.2f}")
     lines += [
         f"  Prefill {e.prefill_s * 1e3:,.0f} ms/request; chunked prefill hides "
         f"{e.prefill_hidden:.0%} in memory-bound steps",
@@ -224,9 +264,12 @@ def explain(result: QuoteResult) -> list[str]:
         *kv_lines(spec, result.kv_dtype_bytes, result.request.ctx),
     ]
     if result.best is not None:
+        from provisioner.layout_explain import layout_lines
+
         lines += plan_lines(result.best, result)
         lines += perf_lines(result.best)
-        if result.request.risk_adjusted:
-            lines += risk_lines(result.best, result)
+        lines += layout_lines(result)
+        lines += tts_lines(result.best, result)
+        lines += risk_lines(result.best, result)
     lines += [f"Note: {n}" for n in result.notes]
     return lines

@@ -32,6 +32,7 @@ class FitRequest:
     pp: int = 1
     dcp: int = 1
     expert_parallel: bool = False
+    dp: int = 1  # --data-parallel-size: engines of TP x PP GPUs (provisioner/layouts.py)
     kv_bytes: int = 2
     gpu_memory_utilization: float | None = None  # None: the version's default
     max_num_seqs: int | None = None  # None: vLLM's default for the GPU
@@ -67,7 +68,9 @@ class FitResult:
             "tp": r.tp,
             "pp": r.pp,
             "dcp": r.dcp,
+            "dp": r.dp,
             "enable_expert_parallel": r.expert_parallel,
+            "gpus": r.tp * r.dp * r.pp,
             "max_model_len": r.ctx,
             "gpu_memory_utilization": self.settings.gpu_memory_utilization,
             "max_num_seqs": self.settings.max_num_seqs,
@@ -104,7 +107,12 @@ def _layout_violation(r: FitRequest) -> str | None:
 
     if r.pp > r.spec.num_layers:
         return f"PP{r.pp} exceeds the {r.spec.num_layers} layers"
-    return shape_rule_violation(r.spec, r.scheme, r.tp, r.pp, r.dcp, ep=r.expert_parallel)
+    bad = shape_rule_violation(r.spec, r.scheme, r.tp, r.pp, r.dcp, ep=r.expert_parallel)
+    if bad or (r.dp == 1 and not r.expert_parallel):
+        return bad
+    from provisioner.layouts import Layout, layout_violation
+
+    return layout_violation(r.spec, r.scheme, Layout(r.tp, r.dp, r.pp, r.expert_parallel), r.dcp)
 
 
 def evaluate(r: FitRequest) -> FitResult:
@@ -153,9 +161,16 @@ def evaluate(r: FitRequest) -> FitResult:
     if nvlink is None:
         link = gpu.interconnect.lower() if gpu is not None else ""
         nvlink = link.startswith("nvlink") or link.startswith("infinity fabric")
-    mem = shape_memory(
-        r.spec, r.scheme, r.tp, r.pp, device, r.ctx, settings, dcp=r.dcp, nvlink=nvlink
-    )
+    if r.dp > 1 or r.expert_parallel:  # per-GPU memory of one DP rank, totals over DP
+        from provisioner.layout_memory import layout_memory
+        from provisioner.layouts import Layout
+
+        lay = Layout(r.tp, r.dp, r.pp, r.expert_parallel)
+        mem = layout_memory(r.spec, r.scheme, lay, device, r.ctx, settings, nvlink=nvlink)
+    else:
+        mem = shape_memory(
+            r.spec, r.scheme, r.tp, r.pp, device, r.ctx, settings, dcp=r.dcp, nvlink=nvlink
+        )
     fits, reason = _verdict(mem, settings, r.ctx)
     return FitResult(r, device, settings, mem, fits, reason, tuple(notes))
 

@@ -1,8 +1,9 @@
 """Throughput model: decode step, prefill, TPOT, TTFT and tokens/s of a vLLM shape. Pure.
 
 Decode step of one pipeline stage for a micro-batch of b requests at context c (factors: perf_data):
-    memory  = (dense/attention weights + b x c x KV bytes) / (HBM x hbm_eff)
-              + experts touched / (HBM x hbm_eff x moe_eff)
+    memory  = dense/attention weights / (HBM x hbm_eff x lowbit) + b x c x KV / (HBM x hbm_eff)
+              + experts touched / (HBM x hbm_eff x lowbit x moe_eff)
+              (lowbit < 1 for sub-16-bit weights: dequantising GEMMs stream below bf16's fraction)
               experts touched per MoE layer = E x (1 - (1 - k/E)^b)
     compute = (2 x dense active params x b + attention FLOPs) / (TFLOPs x gemm_eff)
               + 2 x expert params touched x (tokens per expert + pad) / (TFLOPs x gemm_eff)
@@ -13,7 +14,8 @@ Decode step of one pipeline stage for a micro-batch of b requests at context c (
 Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / min(B, PP)))
           + (PP - 1) hand-offs + a per-step overhead + B x a per-sequence overhead.
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
-Prefill is compute-bound: 2 x active params x isl + the causal attention term (prefill_eff).
+Prefill is compute-bound: 2 x active params x isl / (TFLOPs x prefill_eff) + the causal attention
+FLOPs / (bf16 TFLOPs x attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
 Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step), so
 prefill FLOPs fill the compute slack of memory-bound decode steps instead of adding serially:
     steps per cycle = max(osl, B x (isl + osl) / max_num_batched_tokens)
@@ -25,6 +27,7 @@ prefill FLOPs fill the compute slack of memory-bound decode steps instead of add
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -205,7 +208,9 @@ def decode_stage(
     kv_read = b * kv_tokens * kv_per_layer / dcp
     expert_read = sw.expert_bytes * frac
     bytes_read = expert_read + sw.other_bytes + kv_read
-    memory_s = (sw.other_bytes + kv_read) / bw + expert_read / (bw * cal.moe_eff)
+    # quantized weights stream through dequantising GEMM kernels at a lower HBM fraction
+    wbw = bw * cal.lowbit_mem_eff if scheme.bits < 16 else bw
+    memory_s = sw.other_bytes / wbw + kv_read / bw + expert_read / (wbw * cal.moe_eff)
     heads = max(1, spec.num_heads // tp)
     attn_flops = b * kv_tokens * 4 * heads * _attn_dim(spec) / dcp
     dense_active = sw.active_params - (
@@ -247,10 +252,14 @@ def estimate(
     chunked_prefill: bool = True,
     data: dict[str, Any] | None = None,
     stage_cache: dict[tuple[int, int], Any] | None = None,
+    stages: list[_StageWeights] | None = None,
+    moe_step: Callable[[StepBreakdown, _StageWeights, int], StepBreakdown] | None = None,
 ) -> PerfEstimate:
     """TPOT, TTFT and tokens/s of TP x PP on `gpu` for `workload` (see the module docstring).
 
     `data` replaces the packaged calibration (benchmarks/accuracy.py fits with it).
+    `stages` and `moe_step` are the hook of the DP / EP layouts (provisioner/perf_ep.py): the
+    stage weights of one DP rank's GPU, and the EP terms added to each stage's decode step.
     """
     packaged = data is None
     data = data or calibration_data()
@@ -265,7 +274,9 @@ def estimate(
     )
     hops = 1 if tp <= gpus_per_node else 2 * (tp - 1)
     net = fabric_link(fabric, data)
-    if stage_cache is None:
+    if stages is not None:
+        pass
+    elif stage_cache is None:
         stages = _stage_weights(spec, scheme, tp, pp)
     else:  # the planner reuses one model/scheme across hundreds of shapes
         stages = stage_cache.get((tp, pp)) or stage_cache.setdefault(
@@ -280,6 +291,8 @@ def estimate(
         decode_stage(spec, scheme, gpu, cal, sw, tp, b, ctx, kv_bytes, tp_link, dcp, hops)
         for sw in stages
     ]
+    if moe_step is not None:
+        steps = [moe_step(s, sw, b) for s, sw in zip(steps, stages, strict=True)]
     offload_s = offload_gib_per_gpu * 2**30 / (pcie_gbps * 1e9)  # weights streamed each step
     fixed = [s.comm_s + offload_s + s.floor_s + s.moe_route_s for s in steps]
     stage_times = [max(s.memory_s, s.compute_s) + f for s, f in zip(steps, fixed, strict=True)]
@@ -318,7 +331,11 @@ def estimate(
     else:
         pairs = layers * isl * isl / 2
     attn = 2 * pairs * heads * _attn_dim_prefill(spec)
-    prefill_s = (2 * active * isl + attn) / tf
+    if cal.attn_prefill_eff > 0:  # attention runs in its own kernel, in bf16, at its own share
+        attn_tf = (gpu.bf16_tflops or compute_tflops(gpu, scheme)) * 1e12 * cal.attn_prefill_eff
+        prefill_s = 2 * active * isl / tf + attn / attn_tf
+    else:
+        prefill_s = (2 * active * isl + attn) / tf
     comm_prefill = 0.0
     if tp > 1:
         msg = isl * spec.hidden_size * 2

@@ -7,7 +7,8 @@ Three layers of factors, all in data/perf_calibration.json:
             --fit): what fraction of that vLLM reaches in decode/prefill, the per-layer latency
             floor by architecture class, MoE grouped-GEMM terms, per-step and per-sequence costs;
   family    a serving multiplier per GPU family, fitted only where the calibration set has that
-            family's own runs (1.0 and a "thin data" band otherwise);
+            family's own runs (1.0 and a "thin data" band otherwise), and a MoE multiplier on top
+            where it has that family's own MoE runs (fused-MoE kernels are tuned per family);
 and the band each family and regime prints, from calibration errors (never from held-out rows).
 """
 
@@ -60,6 +61,9 @@ class Calibration:
     seq_overhead_us: float  # per sequence per step (input prep, sampling, detokenising)
     multinode_pp_ms: float  # per decode step and node boundary crossed by PP
     pp_stage_ms: float  # per decode step and PP boundary inside a node (assumption)
+    attn_prefill_eff: float = 0.0  # prefill attention (FlashAttention, bf16): share of bf16 peak
+    lowbit_mem_eff: float = 1.0  # HBM fraction of sub-16-bit weight reads vs bf16 (dequant GEMMs)
+    moe_scale: float = 1.0  # the family's MoE-kernel multiplier (fitted where it has MoE runs)
 
 
 @cache
@@ -91,7 +95,10 @@ def calibration_for(
     hw = data["hardware"].get(fam) or data["hardware"]["hopper"]
     sw = data["software"]
     famrow = data["families"].get(fam, {})
-    scale = float(famrow.get("scale", 1.0)) * float(data["engines"].get(engine, 1.0))
+    scale = float(famrow.get("scale", 1.0)) * _engine_factor(data["engines"].get(engine, 1.0), arch)
+    # fused-MoE kernels are tuned per GPU family: a family's own MoE runs may move its MoE factor
+    moe_scale = float(famrow.get("moe_scale", 1.0)) if arch != "dense" else 1.0
+    scale *= moe_scale
     return Calibration(
         family=fam,
         calibrated=bool(famrow.get("calibrated", False)),
@@ -106,7 +113,18 @@ def calibration_for(
         seq_overhead_us=sw["seq_overhead_us"] / scale,
         multinode_pp_ms=sw["multinode_pp_ms"] / scale,
         pp_stage_ms=sw["pp_stage_ms"] / scale,
+        attn_prefill_eff=min(1.0, hw["gemm"] * float(sw.get("attn_prefill_eff", 0.0)) * scale),
+        lowbit_mem_eff=float(sw.get("lowbit_mem_eff", 1.0)),
+        moe_scale=moe_scale,
     )
+
+
+def _engine_factor(value: float | dict[str, float], arch: str) -> float:
+    """An engine's factor: one number, or {"_all": x, arch class: y} where the calibration set has
+    that engine's runs of more than one architecture class (kernels differ: MLA, MoE, dense)."""
+    if isinstance(value, dict):
+        return float(value.get(arch, value["_all"]))
+    return float(value)
 
 
 def _by_arch(value: float | dict[str, float], arch: str) -> float:

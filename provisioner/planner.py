@@ -15,12 +15,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pricing.expected_cost import restart_risk
+from pricing.expected_cost import Reclaim, reclaim
 from pricing.offers import price_doubt
 from pricing.price_dates import price_age_days
 from pricing.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
 from provisioner.hardware import GpuSpec, cuda_memory_gib, gpu_specs, match_gpu
+from provisioner.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
+from provisioner.layouts import (
+    Layout,
+    dp_ep_layouts,
+    ep_kernel_verdict,
+    expert_width_violation,
+    layout_violation,
+)
 from provisioner.memory import (
     GIB,
     MemorySettings,
@@ -37,6 +45,7 @@ from provisioner.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
 
 if TYPE_CHECKING:
     from pricing.offers import Offer
+    from provisioner.time_to_serve import TimeToServe
 
 SCHEMA_VERSION = 1  # of the `prov quote --json` document; bump on an incompatible change
 FAST_FABRICS = frozenset({"efa", "infiniband", "gpudirect-tcpx", "nvlink"})
@@ -62,7 +71,13 @@ class ShapeVerdict:
     reason: str | None  # None = feasible
     warnings: tuple[str, ...] = ()
     workload_concurrency: int = 0  # requests of isl+osl tokens the KV cache holds at once
-    max_num_seqs: int = 256  # vLLM's default batch cap on this GPU
+    max_num_seqs: int = 256  # vLLM's default batch cap on this GPU (per DP rank)
+    dp: int = 1  # data-parallel ranks (provisioner/layouts.py)
+    ep: bool = False  # --enable-expert-parallel
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.tp, self.dp, self.pp, self.ep)
 
 
 @dataclass
@@ -76,6 +91,9 @@ class Plan:
     warnings: list[str]
     perf: PerfEstimate | None = None
     expected_usd_per_hour: float | None = None  # --risk-adjusted: price + expected restarts
+
+    tts: TimeToServe | None = None  # a replacement replica's time to serve (--weights path)
+    reclaim: Reclaim | None = None  # spot plans: capacity lost to reclaims
 
     @property
     def spot_interruption(self) -> str | None:
@@ -104,6 +122,21 @@ class Plan:
             "perf_band_basis": e.band_info.basis if e.band_info else "",
         }
 
+    def _recovery_json(self) -> dict[str, Any]:
+        """time_to_serve_s, its breakdown and (spot plans) what reclaims cost."""
+        if self.tts is None:  # llama.cpp plans: not modelled
+            return {"time_to_serve_s": None}
+        r = self.reclaim
+        return {
+            "time_to_serve_s": round(self.tts.total_s),
+            "time_to_serve": self.tts.to_json(),
+            "reclaim": r.to_json(self.usd_per_hour, self.ondemand_usd_per_hour()) if r else None,
+        }
+
+    def ondemand_usd_per_hour(self) -> float | None:
+        price = self.offer.ondemand_usd_per_hour
+        return None if price is None else price * self.verdict.nodes
+
     def to_json(self) -> dict[str, Any]:
         v, o, m = self.verdict, self.offer, self.verdict.memory
         assert m is not None
@@ -118,7 +151,10 @@ class Plan:
             "gpus_per_node": o.gpus_per_node,
             "nodes": v.nodes,
             "tp": v.tp,
+            "dp": v.dp,
+            "ep": v.ep,
             "pp": v.pp,
+            "layout": v.layout.label,
             "dcp": m.dcp,
             "market": self.market,
             "usd_per_hour": round(self.usd_per_hour, 4),
@@ -155,6 +191,7 @@ class Plan:
             "price_flags": list(o.flags),
             "warnings": self.warnings,
             "vllm_args": self.vllm_args,
+            **self._recovery_json(),
         }
 
 
@@ -171,6 +208,8 @@ class QuoteResult:
     prices_as_of: str | None
     notes: list[str] = field(default_factory=list)
     best_by_market: dict[str, Plan] = field(default_factory=dict)
+    # the cheapest plan of each layout on the best plan's hardware and node count (--explain)
+    layout_alternatives: list[Plan] = field(default_factory=list)
 
     @property
     def best(self) -> Plan | None:
@@ -269,29 +308,54 @@ def evaluate_shape(
     pp: int,
     kvb: int,
     placer: WeightPlacer | None = None,
+    layout: Layout | None = None,
 ) -> ShapeVerdict:
-    """Feasibility of one shape on one hardware class, with the reason when it fails."""
-    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp)
+    """Feasibility of one shape on one hardware class, with the reason when it fails.
+
+    `layout` (DP and/or EP, provisioner/layouts.py) replaces the plain TP x PP shape."""
+    lay = layout or Layout(tp, 1, pp)
+    dp, ep = lay.dp, lay.ep
+    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep) or (
+        layout_violation(spec, scheme, lay, req.dcp) if dp > 1 or ep else None
+    )
     if rule:
-        return ShapeVerdict(hw, nodes, tp, pp, None, rule)
+        return ShapeVerdict(hw, nodes, tp, pp, None, rule, dp=dp, ep=ep)
     nvlink = hw.interconnect in {"nvlink", "xgmi", "nvlink-bridge"}
     settings = _settings(req, spec, hw, kvb)
-    mem = shape_memory(
-        spec,
-        scheme,
-        tp,
-        pp,
-        hw.gpu_memory_gib,
-        req.ctx,
-        settings,
-        dcp=req.dcp,
-        nvlink=nvlink,
-        placer=placer,
-        offload_gib=req.cpu_offload_gb,
-    )
+    if dp > 1 or ep:
+        mem = layout_memory(
+            spec,
+            scheme,
+            lay,
+            hw.gpu_memory_gib,
+            req.ctx,
+            settings,
+            nvlink=nvlink,
+            placer=placer if isinstance(placer, LayoutPlacer) else None,
+            offload_gib=req.cpu_offload_gb,
+        )
+    else:
+        mem = shape_memory(
+            spec,
+            scheme,
+            tp,
+            pp,
+            hw.gpu_memory_gib,
+            req.ctx,
+            settings,
+            dcp=req.dcp,
+            nvlink=nvlink,
+            placer=placer,
+            offload_gib=req.cpu_offload_gb,
+        )
+
+    def held_of(tokens: int) -> int:
+        if dp > 1:
+            return layout_concurrent(spec, mem, dp, tokens, settings)
+        return concurrent_requests(spec, mem, tokens, settings)
 
     def reject(reason: str) -> ShapeVerdict:
-        return ShapeVerdict(hw, nodes, tp, pp, mem, reason)
+        return ShapeVerdict(hw, nodes, tp, pp, mem, reason, dp=dp, ep=ep)
 
     w = max(mem.stages, key=lambda s: s.weights)
     if not mem.weights_fit:
@@ -315,22 +379,14 @@ def evaluate_shape(
         )
     isl, osl, explicit = workload_tokens(req)
     per_request = isl + osl if explicit else req.ctx  # what each concurrent request holds
-    held = (
-        concurrent_requests(spec, mem, per_request, settings)
-        if per_request != req.ctx
-        else mem.max_concurrent
-    )
+    held = held_of(per_request) if per_request != req.ctx else mem.max_concurrent
     if req.concurrency is not None and held < req.concurrency:
         return reject(
             f"only {held} concurrent {per_request}-token requests fit in "
             f"the KV cache; --concurrency asks for {req.concurrency}",
         )
     # requests of the workload's size the cache holds: sizes the batch at saturation
-    workload_held = (
-        held
-        if per_request == isl + osl
-        else concurrent_requests(spec, mem, max(1, isl + osl), settings)
-    )
+    workload_held = held if per_request == isl + osl else held_of(max(1, isl + osl))
     warnings: list[str] = []
     headroom = w.device - w.budget
     if w.outside > headroom:
@@ -342,19 +398,21 @@ def evaluate_shape(
     if tp > 1 and hw.interconnect == "pcie":
         warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
     return ShapeVerdict(
-        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs
+        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep
     )
 
 
 def _rejection(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
     return {
-        "shape": f"{v.nodes}x {cloud}:{itype} ({v.hw.gpus_per_node}x{v.hw.gpu}) TP{v.tp}xPP{v.pp}",
+        "shape": f"{v.nodes}x {cloud}:{itype} ({v.hw.gpus_per_node}x{v.hw.gpu}) "
+        f"TP{v.tp}xPP{v.pp}" + (f" ({v.layout.label})" if v.dp > 1 or v.ep else ""),
         "cloud": cloud,
         "instance_type": itype,
         "gpu": v.hw.gpu,
         "nodes": v.nodes,
         "tp": v.tp,
         "pp": v.pp,
+        **({"dp": v.dp, "ep": v.ep} if v.dp > 1 or v.ep else {}),
         "reason": reason,
     }
 
@@ -380,7 +438,7 @@ def throughput_batch(req: QuoteRequest, v: ShapeVerdict) -> int:
     requests than the KV cache holds queue (or are preempted), so they add no throughput."""
     if req.concurrency is not None:
         return max(1, min(req.concurrency, v.workload_concurrency or req.concurrency))
-    return max(1, min(v.workload_concurrency, v.max_num_seqs))
+    return max(1, min(v.workload_concurrency, v.max_num_seqs * v.dp))  # max_num_seqs per rank
 
 
 def _estimate(
@@ -396,6 +454,23 @@ def _estimate(
 ) -> PerfEstimate | None:
     if scheme.engine != "vllm":
         return None
+    if v.dp > 1 or v.ep:
+        from provisioner.perf_ep import estimate_layout
+
+        return estimate_layout(
+            spec,
+            scheme,
+            gpu_specs()[v.hw.gpu],
+            v.layout,
+            gpus_per_node=v.hw.gpus_per_node,
+            interconnect=v.hw.interconnect,
+            fabric=fabric,
+            workload=Workload(isl, osl, throughput_batch(req, v)),
+            kv_bytes=kvb,
+            max_num_seqs=v.max_num_seqs,
+            max_num_batched_tokens=req.max_num_batched_tokens,
+            layout_cache=stage_cache,
+        )[0]
     return estimate(
         spec,
         scheme,
@@ -429,13 +504,38 @@ def slo_violation(req: QuoteRequest, est: PerfEstimate | None) -> str | None:
     return None
 
 
+def weight_split(v: ShapeVerdict) -> int:
+    """Nodes that share the weights: PP stages on separate nodes load their layers; data-parallel
+    nodes (DP/EP layouts) each read the whole checkpoint (the streamer reads every tensor)."""
+    return max(1, min(v.nodes, v.pp))
+
+
+def availability_miss(req: QuoteRequest, loss: Reclaim) -> str | None:
+    """Why a plan cannot be shown to meet --min-availability, or None."""
+    target = req.min_availability
+    if target is None or loss.market != "spot":
+        return None
+    if not loss.known:
+        return f"spot pool without a published interruption rate: {target:g} availability unproven"
+    if loss.availability < target:
+        return f"spot availability below --min-availability {target:g} (reclaims x time to serve)"
+    return None
+
+
 def usd_per_mtok(usd_per_hour: float, tokens_per_s: float) -> float:
     """Dollars per million tokens at a sustained rate."""
     return usd_per_hour / (tokens_per_s * 3600) * 1e6 if tokens_per_s > 0 else math.inf
 
 
 def vllm_args(
-    spec: ModelSpec, scheme: QuantScheme, req: QuoteRequest, tp: int, pp: int, kvb: int
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    req: QuoteRequest,
+    tp: int,
+    pp: int,
+    kvb: int,
+    dp: int = 1,
+    ep: bool = False,
 ) -> list[str]:
     if scheme.engine != "vllm":
         return []
@@ -446,6 +546,8 @@ def vllm_args(
         str(tp),
         "--pipeline-parallel-size",
         str(pp),
+        *(["--data-parallel-size", str(dp)] if dp > 1 else []),
+        *(["--enable-expert-parallel"] if ep else []),
         "--max-model-len",
         str(req.ctx),
         "--gpu-memory-utilization",
@@ -491,6 +593,11 @@ def plan_quote(
             f"{spec.max_position_embeddings} (max_position_embeddings); vLLM rejects it"
         )
     _check_filters(req, offers)
+    if req.layout == "dp-ep" and (spec.moe is None or scheme.engine != "vllm" or req.dcp > 1):
+        why = "--dcp > 1" if req.dcp > 1 else f"{spec.id} is not a MoE model served by vLLM"
+        raise UsageError(
+            f"--layout dp-ep needs a MoE model on vLLM without --dcp ({why}); use --layout tp"
+        )
     kvb = kv_bytes(req.kv_dtype, spec)
     specs = gpu_specs()
     wanted_gpus = {n for g in req.gpus for n in match_gpu(g)}
@@ -520,11 +627,24 @@ def plan_quote(
     skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct offer prices
     memo: dict[tuple[Any, ...], ShapeVerdict] = {}
     placer = WeightPlacer(spec, scheme)
-    weight_bytes = 0.0  # --risk-adjusted: a restart reloads them (pricing/expected_cost.py)
-    if req.risk_adjusted:
-        from provisioner.memory import weights_total_bytes
+    from provisioner.memory import weights_total_bytes
+    from provisioner.time_to_serve import Replica, time_to_serve
 
-        weight_bytes = weights_total_bytes(spec, scheme)
+    weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
+    tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
+
+    def tts_of(o: Offer, nodes: int) -> TimeToServe | None:
+        """A replacement replica's time to serve on this instance type when the weights are
+        split over ``nodes`` (cached); None for llama.cpp plans (the terms are vLLM's)."""
+        if scheme.engine != "vllm":
+            return None
+        key = (o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes)
+        if key not in tts_memo:
+            replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes,
+                              weight_bytes, spec.moe is not None)  # fmt: skip
+            tts_memo[key] = time_to_serve(replica, req.weights)
+        return tts_memo[key]
+
     by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
     isl, osl, _explicit = workload_tokens(req)
     perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
@@ -563,6 +683,91 @@ def plan_quote(
             perf_memo[k] = _estimate(spec, scheme, req, v, fabric, kvb, isl, osl, stage_cache)
         return perf_memo[k]
 
+    def verdict_of(hw: HardwareClass, nodes: int, lay: Layout) -> ShapeVerdict:
+        key = (hw, nodes, lay)
+        v = memo.get(key)
+        if v is None:
+            plain = lay.dp == 1 and not lay.ep
+            pl = placer if plain else placers.get(lay)
+            if pl is None:
+                pl = placers[lay] = LayoutPlacer(spec, scheme, lay, base=placer)
+            ep_bad, ep_warn = ep_kernel_verdict(scheme, specs[hw.gpu]) if lay.ep else (None, None)
+            if ep_bad:
+                v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, ep_bad, dp=lay.dp, ep=lay.ep)
+            else:
+                v = evaluate_shape(
+                    spec, scheme, req, hw, nodes, lay.tp, lay.pp, kvb, placer=pl, layout=lay
+                )
+            if v.reason is None and ep_warn:
+                v = replace(v, warnings=(*v.warnings, ep_warn))
+            memo[key] = v
+        return v
+
+    def add_candidates(hw_offers: list[Offer], nodes: int, fits: list[ShapeVerdict]) -> None:
+        """One candidate per offer and market: the fastest of `fits` meeting the SLOs."""
+        first_vi = len(verdicts)
+        fastest: dict[str, tuple[int, PerfEstimate | None]] = {}
+        verdicts.extend(fits)
+        class_offers.extend([hw_offers] * len(fits))
+        for oi, o in enumerate(hw_offers):
+            if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
+                if collect_rejected and (nodes, o.cloud, o.instance_type) not in lone:
+                    lone.add((nodes, o.cloud, o.instance_type))
+                    rejected.append(
+                        _rejection(
+                            fits[0],
+                            o.cloud,
+                            o.instance_type,
+                            f"{o.instance_type} is a single machine on {o.cloud}: the "
+                            "catalog declares no cluster fabric to join several",
+                        )
+                    )
+                continue
+            if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
+                offer_misses[(first_vi, o.fabric)] = (
+                    f"--cpu-offload-gb {req.cpu_offload_gb:g} x {o.gpus_per_node} GPUs needs "
+                    f"{host_ram_needed(req, o.gpus_per_node):g} GiB of host RAM; "
+                    f"{o.instance_type} has {o.memory_gib:g}"
+                )
+                continue
+            # among this node count's feasible splits, the fastest one meeting the SLOs (it
+            # depends on the offer only through its fabric)
+            hit = fastest.get(o.fabric)
+            if hit is None:
+                best_vi, est = -1, None
+                for k, v in enumerate(fits):
+                    e = perf_of(v, o.fabric)
+                    miss = slo_violation(req, e)
+                    if miss:
+                        offer_misses.setdefault((first_vi + k, o.fabric), miss)
+                    elif best_vi < 0 or (e and est and e.output_tps > est.output_tps):
+                        best_vi, est = first_vi + k, e
+                if best_vi >= 0:
+                    offer_misses.pop((best_vi, o.fabric), None)
+                hit = fastest[o.fabric] = (best_vi, est)
+            best_vi, est = hit
+            if best_vi < 0:
+                continue
+            mem = verdicts[best_vi].memory
+            conc = mem.max_concurrent if mem else 0
+            for market, price in usable_prices(o):
+                usd = price * nodes
+                rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
+                tts = tts_of(o, weight_split(verdicts[best_vi]))
+                if tts and (req.risk_adjusted or req.min_availability is not None):
+                    loss = reclaim(o, market, nodes, tts)
+                    miss = availability_miss(req, loss)
+                    if miss:
+                        skipped[miss].add((id(o), market))
+                        continue
+                    if req.risk_adjusted:  # rank per hour of serving: / availability
+                        rank_key = loss.expected_usd_per_hour(rank_key)
+                candidates.append((rank_key, usd, nodes, -conc, market, best_vi, oi))
+
+    moe_vllm = spec.moe is not None and scheme.engine == "vllm"
+    placers: dict[Layout, LayoutPlacer] = {}
+    dp_found: set[HardwareClass] = set()
+
     for hw, hw_offers in classes.items():
         gpu = specs[hw.gpu]
         kernel_reject, kernel_warn = kernel_verdict(scheme, gpu)
@@ -575,15 +780,19 @@ def plan_quote(
             )
             fits: list[ShapeVerdict] = []
             fails: list[ShapeVerdict] = []
-            for tp, pp in splits:
+            tp_ep = req.layout == "dp-ep" and moe_vllm  # dp-ep: TP x PP shapes only with EP
+            for tp, pp in splits if req.layout != "dp-ep" or tp_ep else ():
                 if kernel_reject:
                     v = ShapeVerdict(hw, nodes, tp, pp, None, kernel_reject)
                 else:
-                    key = (hw, nodes, tp, pp)
-                    v = memo.get(key) or evaluate_shape(
-                        spec, scheme, req, hw, nodes, tp, pp, kvb, placer=placer
-                    )
-                    memo[key] = v
+                    v = verdict_of(hw, nodes, Layout(tp, 1, pp, tp_ep and tp > 1))
+                    if (
+                        v.reason
+                        and req.layout == "auto"
+                        and moe_vllm
+                        and expert_width_violation(spec, scheme, Layout(tp, 1, pp))
+                    ):  # the fp8-block / Marlin width rule: vLLM runs it with EP
+                        v = verdict_of(hw, nodes, Layout(tp, 1, pp, True))
                 if v.reason is None:
                     fits.append(
                         replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v
@@ -595,58 +804,44 @@ def plan_quote(
                         break
                 else:
                     fails.append(v)
+            # each group gives one candidate per offer and market, its fastest member: the
+            # layouts of one offer share its price, so the fastest has the lowest $/Mtok
+            groups = [fits] if fits else []
+            dp_fits: list[ShapeVerdict] = []
+            # bounded: DP/EP only on the fewest nodes where one fits (more nodes scale price
+            # and tokens/s alike, plus all-to-all over the fabric), unless --nodes is given
+            if (
+                req.layout != "tp"
+                and moe_vllm
+                and req.dcp == 1
+                and not kernel_reject
+                and hw not in dp_found
+                # DP replicates what TP x PP splits: when no TP x PP split holds the weights
+                # on these GPUs, no DP layout does either
+                and not (
+                    fails
+                    and not fits
+                    and all(f.memory is not None and not f.memory.weights_fit for f in fails)
+                )
+            ):
+                for lay in dp_ep_layouts(spec, hw.gpus_per_node, nodes):
+                    v = verdict_of(hw, nodes, lay)
+                    if v.reason is None:
+                        dp_fits.append(
+                            replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v
+                        )
+                    else:
+                        fails.append(v)
+            if dp_fits:
+                groups.append(dp_fits)
+                dp_found.add(hw)
             if collect_rejected:
                 instances = sorted({(o.cloud, o.instance_type) for o in hw_offers})
                 for v in fails:
                     for cloud, itype in instances:
                         rejected.append(_rejection(v, cloud, itype, v.reason or ""))
-            if not fits:
-                continue
-            first_vi = len(verdicts)
-            verdicts.extend(fits)
-            class_offers.extend([hw_offers] * len(fits))
-            for oi, o in enumerate(hw_offers):
-                if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
-                    if collect_rejected and (nodes, o.cloud, o.instance_type) not in lone:
-                        lone.add((nodes, o.cloud, o.instance_type))
-                        rejected.append(
-                            _rejection(
-                                fits[0],
-                                o.cloud,
-                                o.instance_type,
-                                f"{o.instance_type} is a single machine on {o.cloud}: the "
-                                "catalog declares no cluster fabric to join several",
-                            )
-                        )
-                    continue
-                if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
-                    offer_misses[(first_vi, o.fabric)] = (
-                        f"--cpu-offload-gb {req.cpu_offload_gb:g} x {o.gpus_per_node} GPUs needs "
-                        f"{host_ram_needed(req, o.gpus_per_node):g} GiB of host RAM; "
-                        f"{o.instance_type} has {o.memory_gib:g}"
-                    )
-                    continue
-                # among this node count's feasible splits, the fastest one meeting the SLOs
-                best_vi, est = -1, None
-                for k, v in enumerate(fits):
-                    e = perf_of(v, o.fabric)
-                    miss = slo_violation(req, e)
-                    if miss:
-                        offer_misses.setdefault((first_vi + k, o.fabric), miss)
-                    elif best_vi < 0 or (e and est and e.output_tps > est.output_tps):
-                        best_vi, est = first_vi + k, e
-                if best_vi < 0:
-                    continue
-                offer_misses.pop((best_vi, o.fabric), None)
-                mem = verdicts[best_vi].memory
-                conc = mem.max_concurrent if mem else 0
-                for market, price in usable_prices(o):
-                    usd = price * nodes
-                    rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
-                    if req.risk_adjusted:  # rank by expected cost: x (1 + interruptions x restart)
-                        restarts = restart_risk(o, market, nodes, weight_bytes)
-                        rank_key *= restarts.expected_usd_per_hour(1.0)
-                    candidates.append((rank_key, usd, nodes, -conc, market, best_vi, oi))
+            for group in groups:
+                add_candidates(hw_offers, nodes, group)
 
     if collect_rejected:
         for (vi, fabric), reason in offer_misses.items():
@@ -665,20 +860,22 @@ def plan_quote(
         warnings = list(v.warnings) + list(scheme.notes)
         if v.nodes > 1 and o.fabric not in FAST_FABRICS:
             warnings.append(f"{o.instance_type} has no EFA/InfiniBand: PP hand-offs over ethernet")
+        tts = tts_of(o, weight_split(v))
+        loss = reclaim(o, market, v.nodes, tts) if tts else None
         return Plan(
             rank,
             o,
             v,
             market,
             price,
-            vllm_args(spec, scheme, req, v.tp, v.pp, kvb),
+            vllm_args(spec, scheme, req, v.tp, v.pp, kvb, v.dp, v.ep),
             list(dict.fromkeys(warnings)),
             perf_of(v, o.fabric),
             expected_usd_per_hour=(
-                restart_risk(o, market, v.nodes, weight_bytes).expected_usd_per_hour(price)
-                if req.risk_adjusted
-                else None
+                loss.expected_usd_per_hour(price) if loss and req.risk_adjusted else None
             ),
+            tts=tts,
+            reclaim=loss if market == "spot" else None,
         )
 
     plans = [make_plan(rank, cand) for rank, cand in enumerate(top, start=1)]
@@ -689,6 +886,18 @@ def plan_quote(
             best = min(in_market)
             rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
             best_by_market[m] = make_plan(rank, best)
+    alternatives: list[Plan] = []
+    if top:  # every feasible layout on the best plan's offer and market, for --explain
+        c0 = top[0]
+        v0 = verdicts[c0[5]]
+        ranked = {(c[5], c[6], c[4]): i for i, c in enumerate(top, start=1)}
+        seen: set[str] = set()
+        for vi, v in enumerate(verdicts):
+            label = v.layout.label
+            if v.hw == v0.hw and v.nodes == v0.nodes and label not in seen:
+                seen.add(label)
+                cand = (c0[0], c0[1], c0[2], c0[3], c0[4], vi, c0[6])
+                alternatives.append(make_plan(ranked.get((vi, c0[6], c0[4]), 0), cand))
     # the oldest known date among the plans shown (not every offer considered)
     dates = sorted({p.offer.prices_as_of for p in plans if p.offer.prices_as_of})
     notes: list[str] = list(spec.notes)
@@ -709,6 +918,7 @@ def plan_quote(
         prices_as_of=dates[0] if dates else None,
         best_by_market=best_by_market,
         notes=notes,
+        layout_alternatives=alternatives,
     )
 
 

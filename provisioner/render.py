@@ -33,7 +33,7 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
         ("cloud:zone", "left"),
         ("nodes x instance", "left"),
         ("GPUs", "left"),
-        ("TPxPP", "left"),
+        ("layout", "left"),
         ("market", "left"),
         ("$/h", "right"),
         ("out tok/s", "right"),
@@ -60,7 +60,8 @@ def print_quote(result: QuoteResult, *, explain: bool, show_rejected: bool) -> N
             f"{o.cloud}:{o.zone or o.region}",
             f"{v.nodes}x {o.instance_type}",
             f"{v.nodes * o.gpus_per_node}x{o.gpu}",
-            f"{v.tp}x{v.pp}" + (f" dcp{mem.dcp}" if mem.dcp > 1 else ""),
+            (f"{v.tp}x{v.pp}" if v.dp == 1 and not v.ep else v.layout.label)
+            + (f" dcp{mem.dcp}" if mem.dcp > 1 else ""),
             p.market
             + (f" {p.spot_interruption}" if p.spot_interruption else "")
             + (" ?" if p.market == "spot" and not p.spot_interruption else ""),

@@ -11,6 +11,7 @@ from provisioner.errors import UsageError
 
 Market = Literal["any", "spot", "on-demand"]
 Objective = Literal["usd-per-mtok", "usd-per-hour"]
+LayoutChoice = Literal["tp", "dp-ep", "auto"]  # provisioner/layouts.py
 
 _TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
@@ -66,6 +67,9 @@ class QuoteRequest(BaseModel):
     top: int = Field(default=10, ge=0)
     max_interruption: int | None = Field(default=None, ge=0, le=100)
     risk_adjusted: bool = False  # rank spot plans by expected cost with restarts
+    weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (time to serve)
+    min_availability: float | None = Field(default=None, gt=0, lt=1)  # drop spot plans below
+    layout: LayoutChoice = "auto"  # tp: TP x PP only; dp-ep: DP/EP layouts (MoE); auto: both
 
 
 _FLAG = {
@@ -79,6 +83,7 @@ _FLAG = {
     "max_ttft_s": "--max-ttft-s",
     "min_output_tps": "--min-output-tps",
     "cpu_offload_gb": "--cpu-offload-gb",
+    "min_availability": "--min-availability",
 }
 
 
@@ -102,6 +107,14 @@ def make_request(**fields: object) -> QuoteRequest:
     except ValidationError as e:
         err = e.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "request"
+        if name == "weights":
+            raise UsageError(
+                f"unknown --weights {fields.get(name)!r}; allowed: s3, hub, pvc"
+            ) from None
+        if name == "layout":
+            raise UsageError(
+                f"unknown --layout {fields.get(name)!r}; allowed: tp, dp-ep, auto"
+            ) from None
         if name == "objective":
             raise UsageError(
                 f"unknown --objective {fields.get(name)!r}; allowed: usd-per-mtok, usd-per-hour"

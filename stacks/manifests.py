@@ -18,6 +18,7 @@ from typing import Any
 
 from provisioner import fleet
 from stacks.spec import MASTER_PORT, PORT, PRE_STOP_SECONDS, PROBE_PERIOD_SECONDS, DeploySpec
+from stacks.vllm_argv import dp_node_args, serve_command
 
 LWS_API = "leaderworkerset.x-k8s.io/v1"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
@@ -101,6 +102,8 @@ def container_args(spec: DeploySpec, role: str) -> list[str]:
     args = spec.serve_args
     if role == "server":
         return args
+    if spec.plan.dp > 1:  # DP across nodes: vLLM's DP flags, not --nnodes (stacks/vllm_argv.py)
+        return [*args, *dp_node_args(spec.plan, role)]
     rank = "0" if role == "leader" else "$(LWS_WORKER_INDEX)"
     multi = [
         "--nnodes",
@@ -176,7 +179,7 @@ def pod_spec(spec: DeploySpec, role: str) -> Manifest:
     container: Manifest = {
         "name": "vllm",
         "image": spec.image,
-        "command": ["vllm", "serve"],
+        "command": serve_command(spec.plan, role),
         "args": container_args(spec, role),
         "env": _env(spec),
         "resources": _resources(spec),

@@ -196,9 +196,17 @@ def _check_args(plan: Plan) -> None:
             f"rank {plan.rank} has no vLLM arguments (its engine is not vLLM); prov deploy runs "
             "vLLM only: pick a vLLM plan with --rank"
         )
-    for flag, want in (("--tensor-parallel-size", plan.tp), ("--pipeline-parallel-size", plan.pp)):
+    shape = [("--tensor-parallel-size", plan.tp), ("--pipeline-parallel-size", plan.pp)]
+    if plan.dp > 1 or "--data-parallel-size" in plan.vllm_args:
+        shape.append(("--data-parallel-size", plan.dp))
+    if plan.ep != ("--enable-expert-parallel" in plan.vllm_args):
+        raise UsageError(
+            f"rank {plan.rank}: the plan says ep={str(plan.ep).lower()} but its vllm_args "
+            f"{'lack' if plan.ep else 'carry'} --enable-expert-parallel; quote again"
+        )
+    for flag, want in shape:
         got = _arg(plan.vllm_args, flag)
-        if got is not None and got != str(want):
+        if (got is not None or flag == "--data-parallel-size") and got != str(want):
             raise UsageError(
                 f"rank {plan.rank}: vllm_args say {flag} {got} but the plan's shape says {want}; "
                 "the file was edited by hand: quote again"

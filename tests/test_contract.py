@@ -181,7 +181,8 @@ def test_filters_are_respected(doc: tuple[dict[str, Any], PlanDocument]) -> None
 def test_shapes_add_up_and_tp_stays_in_a_node(doc: tuple[dict[str, Any], PlanDocument]) -> None:
     _, d = doc
     for p in d.plans:
-        assert p.tp * p.pp == p.nodes * p.gpus_per_node
+        assert p.tp * p.dp * p.pp == p.nodes * p.gpus_per_node
+        assert p.ep or p.dp == 1  # the planner's DP layouts are all DP x EP
         assert p.gpus_per_node % p.tp == 0, "TP must stay inside a node"
         assert p.dcp == d.request.dcp
         if p.dcp > 1:

@@ -56,7 +56,9 @@ def test_experts_touched_and_bytes_read_single_token(kimi_thinking: ModelSpec) -
     step = decode_stage(kimi_thinking, q, H200, cal, sw, 8, 1, 0.0, 2, link)
     # one token touches 8 of 384 experts per layer
     assert step.bytes_read == pytest.approx(sw.expert_bytes * 8 / 384 + sw.other_bytes)
-    bw = 4.8e12 * cal.hbm_eff  # routed experts stream at the grouped GEMM's share of that
+    # int4 weights stream through dequantising kernels at lowbit_mem_eff of the HBM rate, and
+    # routed experts at the grouped GEMM's share of that
+    bw = 4.8e12 * cal.hbm_eff * cal.lowbit_mem_eff
     expected = sw.other_bytes / bw + sw.expert_bytes * 8 / 384 / (bw * cal.moe_eff)
     assert step.memory_s == pytest.approx(expected)
     assert step.tokens_per_expert == pytest.approx(1.0)
@@ -84,6 +86,51 @@ def test_batch_touches_more_experts_and_reads_kv(kimi_thinking: ModelSpec) -> No
     # TP8 all-reduce: 2 per layer, latency + ring volume 2 (n-1)/n x B x hidden x 2 bytes
     per = link.latency_us * 1e-6 + 2 * 7 / 8 * (32 * 7168 * 2) / (link.gbps * 1e9)
     assert step.comm_s == pytest.approx(2 * 61 * per)
+
+
+def test_low_bit_weights_stream_slower_than_bf16_and_kv_does_not() -> None:
+    """lowbit_mem_eff slows only sub-16-bit weight reads: bf16 weights and the KV cache keep the
+    full HBM fraction (hand arithmetic on Llama-3.1-8B, one token, TP1)."""
+    spec = resolve_model("meta-llama/Llama-3.1-8B")
+    data = json.loads(json.dumps(calibration_data()))
+    data["software"]["lowbit_mem_eff"] = 0.5
+    cal = calibration_for(H200, data=data)
+    link = intra_link(H200, "nvlink")
+    bw = 4.8e12 * cal.hbm_eff
+    kv = 1000 * 32 * 2 * 8 * 128 * 2  # context x layers x (K, V) x kv heads x head_dim x bf16
+    for name, slow in (("bf16", 1.0), ("fp8", 0.5)):
+        q = resolve_quant(name, spec)
+        (sw,) = _stage_weights(spec, q, 1, 1)
+        step = decode_stage(spec, q, H200, cal, sw, 1, 1, 1000.0, 2, link)
+        assert step.memory_s == pytest.approx(sw.other_bytes / (bw * slow) + kv / bw)
+
+
+def test_prefill_attention_runs_in_bf16_at_its_own_share() -> None:
+    """Prefill = linear FLOPs at the format's peak x prefill_eff + causal attention FLOPs at the
+    bf16 peak x attn_prefill_eff (hand arithmetic: Llama-3.1-8B FP8, 8,000-token prompt, H100)."""
+    spec = resolve_model("meta-llama/Llama-3.1-8B")
+    q = resolve_quant("fp8", spec)
+    h100 = gpu_specs()["H100-SXM"]
+    data = json.loads(json.dumps(calibration_data()))
+    data["software"]["attn_prefill_eff"] = 0.5
+    cal = calibration_for(h100, data=data)
+    assert cal.attn_prefill_eff == pytest.approx(data["hardware"]["hopper"]["gemm"] * 0.5)
+    e = estimate(
+        spec,
+        q,
+        h100,
+        tp=1,
+        pp=1,
+        gpus_per_node=8,
+        interconnect="nvlink",
+        fabric="efa",
+        workload=Workload(8000, 100, 1),
+        data=data,
+    )
+    (sw,) = _stage_weights(spec, q, 1, 1)
+    linear = 2 * sw.active_params * 8000 / (1979e12 * cal.prefill_eff)  # FP8 tensor cores
+    attn = 2 * (32 * 8000 * 8000 / 2) * 32 * 256  # pairs x heads x (qk + pv widths) x 2
+    assert e.prefill_s == pytest.approx(linear + attn / (989e12 * cal.attn_prefill_eff))
 
 
 def test_pipeline_overlaps_stages_only_with_enough_micro_batches(kimi_thinking: ModelSpec) -> None:
@@ -301,9 +348,11 @@ def test_layer_floor_and_family_factors_come_from_the_data() -> None:
     assert arch_class(resolve_model("openai/gpt-oss-120b")) == "moe"
     assert arch_class(resolve_model("meta-llama/Llama-3.1-70B")) == "dense"
     a100 = gpu_specs()["A100-80GB-SXM"]
+    amp = data["families"]["ampere"]
     for arch in ("mla_moe", "moe", "dense"):
+        moe = amp.get("moe_scale", 1.0) if arch != "dense" else 1.0  # MoE kernels: own factor
         assert calibration_for(a100, arch=arch).layer_us == pytest.approx(
-            data["software"]["layer_us"][arch] / data["families"]["ampere"]["scale"]
+            data["software"]["layer_us"][arch] / (amp["scale"] * moe)
         )
     # each family's ceiling is its own measured fraction (microbenchmarks), not Hopper's
     hw, sw = data["hardware"], data["software"]
@@ -377,7 +426,9 @@ def test_explain_prints_every_term_and_they_add_up() -> None:
         "nebius,eu-north1,,h200x8,H200-SXM,8,141,128,1600,nvlink,infiniband,,14.00,2026-05-01,",
     ]
     spec = resolve_model("openai/gpt-oss-120b")
-    req = make_request(model=spec.id, ctx=32768, isl=2000, osl=500, concurrency=5000, top=1)
+    req = make_request(  # TP x PP terms (DP/EP layouts: tests/test_layouts.py)
+        model=spec.id, ctx=32768, isl=2000, osl=500, concurrency=5000, top=1, layout="tp"
+    )
     res = plan_quote(req, spec, resolve_quant("auto", spec), list(parse_offers("\n".join(rows))))
     plan = res.best
     assert plan is not None and plan.perf is not None

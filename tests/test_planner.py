@@ -144,7 +144,10 @@ def test_ctx_above_model_max_is_usage_error() -> None:
 
 
 def test_concurrency_requirement(kimi_thinking: ModelSpec) -> None:
-    res1 = quote(kimi_thinking, offers(H200), top=0, market="spot", objective="usd-per-hour")
+    # TP x PP only: DP/EP layouts hold still more (tests/test_layouts.py)
+    res1 = quote(
+        kimi_thinking, offers(H200), top=0, market="spot", objective="usd-per-hour", layout="tp"
+    )
     assert res1.best is not None
     most = res1.best.verdict.memory.max_concurrent  # type: ignore[union-attr]
     res2 = quote(
@@ -154,6 +157,7 @@ def test_concurrency_requirement(kimi_thinking: ModelSpec) -> None:
         market="spot",
         concurrency=most + 1,
         objective="usd-per-hour",
+        layout="tp",
     )
     # TP8 on one node duplicates the MLA cache on 8 ranks and cannot hold that many requests;
     # TP4 x PP2 on the same node keeps each rank's share of layers, halving KV per request.
@@ -186,6 +190,8 @@ def test_offers_state_memory_their_way_but_the_plan_uses_cudas(kimi_thinking: Mo
             "H200-SXM",
             tp=best.verdict.tp,
             pp=best.verdict.pp,
+            dp=best.verdict.dp,  # the best may be a DP/EP layout: fit takes the same flags
+            expert_parallel=best.verdict.ep,
             max_num_batched_tokens=res.request.max_num_batched_tokens,
         )
     )

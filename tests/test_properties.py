@@ -290,7 +290,7 @@ def test_every_plan_costs_nodes_times_its_offer(req: QuoteRequest) -> None:
         key = doc["usd_per_hour"] if req.objective == "usd-per-hour" else doc["usd_per_mtok"]
         assert key >= previous
         previous = key
-        assert doc["tp"] * doc["pp"] == doc["nodes"] * doc["gpus_per_node"]
+        assert doc["tp"] * doc["dp"] * doc["pp"] == doc["nodes"] * doc["gpus_per_node"]
         assert doc["nodes"] <= req.max_nodes
         assert doc["max_concurrent_full_ctx"] >= req.concurrency
         if req.market != "any":

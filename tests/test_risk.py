@@ -1,11 +1,14 @@
-"""`--risk-adjusted`: spot plans ranked by expected cost with restarts (pricing/expected_cost.py).
+"""`--risk-adjusted` and `--min-availability`: what reclaims cost (pricing/expected_cost.py).
 
-    expected $/h = price x (1 + nodes x rate x restart h)
-    rate = -ln(1 - p) / 720,  p = the advisor bucket's upper bound (>20%: assumed 50%;
-    no bucket: assumed 20%);  restart h = (weight bytes / nodes / 2 GB/s + 300 s) / 3600
+    availability = 1 - nodes x rate x (time to serve - notice),   rate = -ln(1 - p) / 720 h
+    expected $/h = price / availability
+    p = the advisor bucket's upper bound (>20%: assumed 50%; no bucket: unknown, ranked at 20%)
 
-Every expected number is written out from that formula by hand, with the weight bytes of the
-checkpoint: Llama-3.1-8B bf16 = 8,030,261,248 params x 2 B = 16,060,522,496 B.
+Time to serve is written out by hand from the rate table (provisioner/data/time_to_serve.json,
+tests/test_time_to_serve.py). Llama-3.1-8B bf16 = 8,030,261,248 params x 2 B = 16,060,522,496 B
+on a g6e.xlarge (2.5 Gbit/s x 0.61 = 0.190625 GB/s from S3): 180 s node + 0 image + 84.252 s
+weights + 46.9 s engine start + 16.1 s compile (cache) + 17 s graphs = 344.252 s; the AWS
+notice is 120 s, so a reclaim costs 224.252 s of serving.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from pricing.expected_cost import monthly_rate_to_hourly, restart_risk
+from pricing.expected_cost import monthly_rate_to_hourly, reclaim
 from pricing.offers import COLUMNS, Offer
 from provisioner.catalog import resolve_model
 from provisioner.cli import app
@@ -25,9 +28,11 @@ from provisioner.contract import PlanDocument
 from provisioner.planner import plan_quote
 from provisioner.quant import resolve_quant
 from provisioner.request import QuoteRequest
+from provisioner.time_to_serve import Replica, time_to_serve
 
 LLAMA8B_BYTES = 8_030_261_248 * 2
-RESTART_H_8B = (LLAMA8B_BYTES / 2e9 + 300) / 3600  # one node: 308.03 s = 0.085564 h
+TTS_8B = 180 + 0 + LLAMA8B_BYTES / 0.190625e9 + 46.9 + 16.1 + 17  # 344.252 s
+DOWN_H_8B = (TTS_8B - 120) / 3600  # 0.0622922 h
 RATE_5 = -math.log(1 - 0.05) / 720  # <5% bucket: 7.124e-5 per node-hour
 RATE_50 = -math.log(1 - 0.50) / 720  # >20% bucket, assumed 50%: 9.627e-4
 
@@ -44,8 +49,9 @@ def g6e(region: str, zone: str, spot: float) -> Offer:
 # ap-northeast-1 ('<5%').
 RISKY = g6e("us-west-2", "usw2-az1", 0.80000)
 SAFE = g6e("ap-northeast-1", "apne1-az1", 0.80004)
-RISKY_EXPECTED = 0.80000 * (1 + RATE_50 * RESTART_H_8B)  # 0.8000659
-SAFE_EXPECTED = 0.80004 * (1 + RATE_5 * RESTART_H_8B)  # 0.8000449
+RISKY_EXPECTED = 0.80000 / (1 - RATE_50 * DOWN_H_8B)  # 0.8000480
+SAFE_EXPECTED = 0.80004 / (1 - RATE_5 * DOWN_H_8B)  # 0.8000436
+TTS_8B_REPLICA = Replica("aws", "g6e.xlarge", 1, 4, 1, LLAMA8B_BYTES, moe=False)
 
 
 def quote(offers: list[Offer], **fields: object) -> list[tuple[str, float, float | None]]:
@@ -58,17 +64,28 @@ def quote(offers: list[Offer], **fields: object) -> list[tuple[str, float, float
     return [(p.offer.region, p.usd_per_hour, p.expected_usd_per_hour) for p in result.plans]
 
 
-def test_the_rates_and_restart_time_by_hand() -> None:
+def test_the_rates_and_reclaim_cost_by_hand() -> None:
     assert monthly_rate_to_hourly(5) == pytest.approx(7.12407e-5, rel=1e-5)
     assert monthly_rate_to_hourly(50) == pytest.approx(9.62704e-4, rel=1e-5)
-    r = restart_risk(SAFE, "spot", 1, LLAMA8B_BYTES)
-    assert r.pct_per_month == 5 and "<5%" in r.basis
-    assert r.load_seconds == pytest.approx(8.030261248)
-    assert r.restart_hours == pytest.approx(0.0855639615, rel=1e-9)
-    assert r.expected_usd_per_hour(0.80004) == pytest.approx(0.8000448767, rel=1e-9)
-    risky = restart_risk(RISKY, "spot", 1, LLAMA8B_BYTES)
+    tts = time_to_serve(TTS_8B_REPLICA, "s3")
+    assert tts.total_s == pytest.approx(TTS_8B, rel=1e-12) == pytest.approx(344.252, abs=1e-3)
+    r = reclaim(SAFE, "spot", 1, tts)
+    assert r.pct_per_month == 5 and "<5%" in r.basis and r.notice_s == 120
+    assert r.downtime_s == pytest.approx(224.252, abs=1e-3)
+    # 0.051293 reclaims/month x 224.252 s = 11.50 s = 0.0031952 h lost per month
+    assert r.interruptions_per_month == pytest.approx(-math.log(0.95), rel=1e-12)
+    assert r.lost_hours_per_month == pytest.approx(0.0031952, rel=1e-4)
+    assert r.availability == pytest.approx(1 - 0.0031952 / 720, rel=1e-9)
+    assert r.expected_usd_per_hour(0.80004) == pytest.approx(SAFE_EXPECTED, rel=1e-12)
+    risky = reclaim(RISKY, "spot", 1, tts)
     assert risky.pct_per_month == 50 and "no upper bound" in risky.basis
-    assert risky.expected_usd_per_hour(0.8) == pytest.approx(0.8000658982, rel=1e-9)
+    assert risky.expected_usd_per_hour(0.8) == pytest.approx(RISKY_EXPECTED, rel=1e-12)
+    # the alternatives for one replica: N+1 / warm spare at 2x spot, on-demand floor at 2.0 $/h
+    alt = risky.alternatives(0.8, 2.0)
+    f = risky.lost_fraction
+    assert alt["n_plus_1"] == {"usd_per_hour": 1.6, "availability": round(1 - f * f, 6)}
+    assert alt["warm_spare"] == alt["n_plus_1"]
+    assert alt["on_demand_floor"] == {"usd_per_hour": 2.0, "availability": 1.0}
 
 
 @pytest.mark.parametrize("objective", ["usd-per-hour", "usd-per-mtok"])
@@ -87,7 +104,7 @@ def test_risk_adjusted_ranking_puts_the_safer_pool_first(objective: str) -> None
 
 
 def test_a_wider_price_gap_is_not_overturned() -> None:
-    # 0.1% cheaper: more than the 0.0082% the >20% pool adds
+    # 0.1% cheaper: more than the 0.006% the >20% pool loses to reclaims
     cheaper = g6e("us-west-2", "usw2-az1", 0.79920)
     adjusted = quote([cheaper, SAFE], risk_adjusted=True, objective="usd-per-hour")
     assert [r for r, _, _ in adjusted] == ["us-west-2", "ap-northeast-1"]
@@ -95,33 +112,58 @@ def test_a_wider_price_gap_is_not_overturned() -> None:
 
 def test_multi_node_plans_add_up_interruptions_over_nodes() -> None:
     # Kimi-K2-Thinking int4 on 2 x p4de.24xlarge spot in us-west-2 (advisor '15-20%': p = 20%):
-    # 594,205,305,856 weight bytes / 2 nodes = 297.1 GB per node -> 148.55 s + 300 s
+    # 297.1 GB per node / 6.09 GB/s = 48.785 s; + 180 + 60.3 + 23.4 + 44 = 356.485 s; -120 s
     p4de = Offer(
         "aws", "us-west-2", "usw2-az1", "p4de.24xlarge", "A100-80GB-SXM", 8, 80.0, 96, 1152,
         "nvlink", "efa", 40.96575, 7.107, None, (),
     )  # fmt: skip
-    r = restart_risk(p4de, "spot", 2, 594_205_305_856)
+    tts = time_to_serve(Replica("aws", "p4de.24xlarge", 8, 96, 2, 594_205_305_856, True))
+    r = reclaim(p4de, "spot", 2, tts)
+    down_h = (594_205_305_856 / 2 / 6.09e9 + 180 + 60.3 + 23.4 + 44 - 120) / 3600
     rate = -math.log(1 - 0.20) / 720
-    restart_h = (594_205_305_856 / 2 / 2e9 + 300) / 3600
-    assert r.interruptions_per_hour == pytest.approx(2 * rate, rel=1e-12)
-    assert r.restart_hours == pytest.approx(restart_h, rel=1e-12) == pytest.approx(0.1245976)
+    assert r.interruptions_per_month == pytest.approx(2 * rate * 720, rel=1e-12)
+    assert r.downtime_s / 3600 == pytest.approx(down_h, rel=1e-12) == pytest.approx(0.0656904)
     assert r.expected_usd_per_hour(14.214) == pytest.approx(
-        14.214 * (1 + 2 * rate * restart_h), rel=1e-12
+        14.214 / (1 - 2 * rate * down_h), rel=1e-12
     )
-    assert r.expected_usd_per_hour(14.214) == pytest.approx(14.2151, abs=5e-5)
+    assert r.expected_usd_per_hour(14.214) == pytest.approx(14.2146, abs=5e-5)
 
 
-def test_on_demand_and_unbucketed_pools() -> None:
-    assert restart_risk(SAFE, "on-demand", 3, 1e12).expected_usd_per_hour(7.5) == 7.5
+def test_on_demand_and_unknown_pools() -> None:
+    tts = time_to_serve(TTS_8B_REPLICA)
+    on_demand = reclaim(SAFE, "on-demand", 3, tts)
+    assert on_demand.expected_usd_per_hour(7.5) == 7.5 and on_demand.availability == 1.0
     gcp = Offer(
         "gcp", "us-central1", "us-central1-a", "g2-standard-4", "L4", 1, 22.4, 4, 16, "pcie",
         "ethernet", 0.7, 0.28, "2026-05-20", (),
     )  # fmt: skip
-    r = restart_risk(gcp, "spot", 1, LLAMA8B_BYTES)
-    assert r.pct_per_month == 20 and "no Spot Advisor bucket" in r.basis
+    r = reclaim(gcp, "spot", 1, tts)
+    assert r.pct_per_month is None and not r.known
+    assert r.basis.startswith("unknown: gcp publishes no interruption rate")
+    assert r.notice_s == 30  # GCP's documented preemption notice
+    # ranked at the stated 20% assumption, but the JSON says unknown, never zero
+    down_h = (tts.total_s - 30) / 3600
     assert r.expected_usd_per_hour(0.28) == pytest.approx(
-        0.28 * (1 + -math.log(0.8) / 720 * RESTART_H_8B), rel=1e-12
+        0.28 / (1 - -math.log(0.8) / 720 * down_h), rel=1e-12
     )
+    doc = r.to_json(0.28, 0.7)
+    assert doc["interruption_pct_per_month"] is None and doc["availability"] is None
+    assert doc["capacity_lost_h_per_month"] is None and doc["alternatives"] is None
+
+
+def test_min_availability_drops_unknown_pools_and_keeps_on_demand() -> None:
+    gcp = Offer(
+        "gcp", "us-central1", "us-central1-a", "g2-standard-4", "L4", 1, 22.4, 4, 16, "pcie",
+        "ethernet", 0.7, 0.28, "2026-05-20", (),
+    )  # fmt: skip
+    spec = resolve_model("meta-llama/Llama-3.1-8B")
+    req = QuoteRequest(model=spec.id, quant="bf16", ctx=8192, market="any", max_nodes=1,
+                       top=0, min_availability=0.99, objective="usd-per-hour")  # fmt: skip
+    result = plan_quote(req, spec, resolve_quant("bf16", spec), [gcp, SAFE])
+    kept = [(p.offer.cloud, p.market) for p in result.plans]
+    assert ("gcp", "spot") not in kept and ("gcp", "on-demand") in kept
+    assert ("aws", "spot") in kept  # <5%: availability 0.999996 >= 0.99
+    assert any("availability unproven" in reason for reason in result.skipped_prices)
 
 
 # ---- the CLI ----------------------------------------------------------------------------------
@@ -146,12 +188,17 @@ def p4de(region: str, zone: str, spot: float) -> Offer:
     )  # fmt: skip
 
 
-# Kimi-K2-Thinking int4 (594,205,305,856 weight bytes) on 2 nodes: 297.1 GB per node ->
-# 148.55 s + 300 s = 0.1245976 h per restart. Node prices 7.1000 (us-west-2, p = 20%) and
-# 7.1002 (us-east-1, p = 5%): plans of 14.2000 and 14.2004 $/h.
-KIMI_RESTART_H = (594_205_305_856 / 2 / 2e9 + 300) / 3600
-KIMI_RISKY = 14.2 * (1 + 2 * (-math.log(0.80) / 720) * KIMI_RESTART_H)  # 14.2010967
-KIMI_SAFE = 14.2004 * (1 + 2 * RATE_5 * KIMI_RESTART_H)  # 14.2006521
+# Kimi-K2-Thinking int4 (594,205,305,856 weight bytes) on 2 x p4de (s3): 356.485 s to serve,
+# 236.485 s down per reclaim. Node prices 7.1000 (us-west-2, p = 20%) and 7.1002 (us-east-1,
+# p = 5%): plans of 14.2000 and 14.2004 $/h.
+KIMI_DOWN_H = (594_205_305_856 / 2 / 6.09e9 + 180 + 60.3 + 23.4 + 44 - 120) / 3600
+KIMI_RISKY = 14.2 / (1 - 2 * (-math.log(0.80) / 720) * KIMI_DOWN_H)  # 14.2005782
+KIMI_SAFE = 14.2004 / (1 - 2 * RATE_5 * KIMI_DOWN_H)  # 14.2005329
+# --weights hub: 180 + 12 / 0.0333 + 297.1 / 0.692 + 297.1 / 14.4 + 60.3 + 113.2 + 44 = 1,207.8 s
+KIMI_HUB_DOWN_H = (
+    180 + 12 / 0.0333 + 594_205_305_856 / 2 / 0.692e9 + 594_205_305_856 / 2 / 14.4e9
+    + 60.3 + 113.2 + 44 - 120
+) / 3600  # fmt: skip
 
 
 @pytest.fixture
@@ -171,7 +218,7 @@ def two_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 KIMI = [
     "quote", "-m", "kimi-k2-thinking", "-q", "int4", "--ctx", "128k", "--market", "spot",
-    "--nodes", "2", "--objective", "usd-per-hour",
+    "--nodes", "2", "--objective", "usd-per-hour", "--layout", "tp",  # one plan per pool
 ]  # fmt: skip
 
 
@@ -196,8 +243,8 @@ def test_cli_risk_adjusted_json(two_pools: Path) -> None:
         ("us-west-2", 14.2),
     ]
     assert [p.expected_usd_per_hour for p in parsed.plans] == [
-        round(KIMI_SAFE, 4),  # 14.2007
-        round(KIMI_RISKY, 4),  # 14.2011
+        round(KIMI_SAFE, 4),  # 14.2005
+        round(KIMI_RISKY, 4),  # 14.2006
     ]
     assert raw["request"]["risk_adjusted"] is True
 
@@ -206,14 +253,42 @@ def test_cli_explain_shows_the_formula(two_pools: Path) -> None:
     result = run(*KIMI, "--prices", str(two_pools), "--risk-adjusted", "--explain")
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())  # rich wraps long lines at the terminal width
-    assert "expected $/h = price x (1 + interruptions/h x restart h)" in out
-    assert "interruptions/h = nodes x -ln(1 - p) / 720 h" in out
+    assert "lost/month = nodes x -ln(1 - p) x (time to serve - notice)" in out
+    assert "availability = 1 - lost / 720 h; expected $/h = price / availability" in out
+    assert "p: Spot Advisor <5%: upper bound 5%/month" in out
+    # -ln(0.95) = 0.0513 per node; x 2 = 0.1026; x 236.485 s = 24.26 s = 0.40 min per month
     assert (
-        "p = 5% (Spot Advisor <5%: upper bound 5%/month) -> 7.124e-05/h per node x 2 node(s) "
-        "= 0.0001425 interruptions/h" in out
+        "2 node(s) x 0.0513/month = 0.1026 reclaims/month, each 236 s down (356 s to serve - "
+        "120 s notice): 0.40 min/month lost" in out
     )
-    assert "restart = 297.1 GB / 2 GB/s = 149 s + 300 s = 0.1246 h" in out
-    assert "expected = $14.2004 x (1 + 0.0001425 x 0.1246) = $14.2007/h" in out
+    assert "availability 0.999991; expected $14.2004 / 0.999991 = $14.2005/h" in out
+    # one replica's alternatives: 2 x 14.2004 spot, or on-demand 2 x 40.96575
+    assert "N+1 or a warm spare $28.40/h" in out
+    assert "on-demand floor $81.93/h (availability 1.0)" in out
+
+
+@pytest.mark.parametrize(
+    ("weights", "regions"),
+    [("s3", ["us-east-1", "us-west-2"]), ("hub", ["us-east-1"])],
+)
+def test_cli_min_availability_follows_time_to_serve(
+    two_pools: Path, weights: str, regions: list[str]
+) -> None:
+    # hub: us-west-2 1 - 2 x 3.0992e-4 x 0.302175 h = 0.999813 < 0.9999 (dropped);
+    #      us-east-1 1 - 2 x 7.1241e-5 x 0.302175 h = 0.999957;  s3: 0.999959 and 0.999991
+    result = run(*KIMI, "--prices", str(two_pools), "--json", "--weights", weights,
+                 "--min-availability", "0.9999")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert sorted(p["region"] for p in doc["plans"]) == regions
+    east = next(p for p in doc["plans"] if p["region"] == "us-east-1")
+    down_h = KIMI_DOWN_H if weights == "s3" else KIMI_HUB_DOWN_H
+    assert east["reclaim"]["availability"] == round(1 - 2 * RATE_5 * down_h, 6)
+    assert east["reclaim"]["interruption_pct_per_month"] == 5
+    assert east["reclaim"]["rate_as_of"] == "2025-06-28"
+    assert east["reclaim"]["downtime_per_reclaim_s"] == round(down_h * 3600)
+    assert doc["request"]["min_availability"] == 0.9999
+    assert doc["request"]["weights"] == weights
 
 
 def test_cli_real_snapshot_kimi_risk_adjusted_is_a_valid_document(

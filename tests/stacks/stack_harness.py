@@ -23,8 +23,9 @@ from provisioner.contract import PlanDocument, load_plan_document
 from stacks.spec import DeployOptions, plan_config
 
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
-ONE_NODE = [*KIMI, "--gpu", "H200"]  # one node of 8 x H200
-TWO_NODE = [*KIMI, "--gpu", "H100-SXM", "--nodes", "2", "--market", "spot"]  # 2 x 8 H100
+# TP x PP plans (DP/EP plans: test_vllm_argv.py)
+ONE_NODE = [*KIMI, "--gpu", "H200", "--layout", "tp"]  # one node of 8 x H200
+TWO_NODE = [*KIMI, "--gpu", "H100-SXM", "--nodes", "2", "--market", "spot", "--layout", "tp"]
 ACCOUNT = "123456789012"
 API_KEY = "test-api-key"
 HF_TOKEN = "hf_test_token"
