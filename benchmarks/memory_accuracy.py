@@ -25,7 +25,7 @@ from provisioner.errors import ProvError
 from provisioner.fit import FitRequest, FitResult, evaluate
 from provisioner.memory import GIB
 from provisioner.quant import resolve_quant
-from provisioner.vllm_rules import parse_version, rules_for
+from provisioner.vllm_rules import parse_version, rules_for, with_paths
 
 LOGS = Path(__file__).with_name("memory_logs")
 
@@ -59,7 +59,15 @@ def request_for(case: dict[str, Any], a: dict[str, Any]) -> FitRequest:
     return FitRequest(
         spec=spec,
         scheme=scheme,
-        rules=rules_for(version) if version else rules_for(),
+        # Kernel paths are inputs read off the case: the sampler when the log names it ("Using
+        # FlashInfer for top-p & top-k sampling") or the flags set it, the install when the
+        # source states it (llm-d: the vllm/vllm-openai image), else pip (prov.json _about).
+        rules=with_paths(
+            rules_for(version) if version else rules_for(),
+            a.get("install", "pip"),
+            a.get("sampler", "auto"),
+            a.get("mxfp4_backend", "auto"),
+        ),
         ctx=int(f["max_model_len"] or spec.max_position_embeddings),  # vLLM default: derived
         gpu=a.get("gpu"),
         device_gib=a.get("device_gib"),

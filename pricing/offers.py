@@ -17,6 +17,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -369,6 +370,12 @@ def _date(text: str, source: str, line: int) -> str | None:
         return None
     if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.replace("-", "").isdigit():
         raise DataError(f"{source}: line {line}: prices_as_of is not YYYY-MM-DD: {text!r}")
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise DataError(
+            f"{source}: line {line}: prices_as_of is not a calendar date: {text!r}"
+        ) from None
     return text
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -44,13 +45,48 @@ def _load_embedded(model_id: str) -> dict[str, Any]:
     return data
 
 
+#: No config.json comes near this (Llama 4's, vision tower included, is ~10 KB).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def load_json_text(raw: bytes, where: str) -> Any:
+    """Strict JSON from bytes: UTF-8 (a BOM is fine), no NaN/Infinity, bounded nesting.
+
+    Every failure is a ConfigError naming `where`, never a traceback.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte {e.start}); JSON files must be UTF-8"
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except ValueError as e:  # NaN / Infinity
+        m = re.search(r'"([^"\\]{1,80})"\s*:\s*\[?\s*(-?Infinity|NaN)\b', text)
+        key = f" at '{m.group(1)}'" if m else ""
+        raise ConfigError(f"{where}: not valid JSON ({e}{key}; use a finite number)") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid JSON (nested too deeply)") from None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {path.stat().st_size / 2**20:.0f} MiB is not a config.json "
+                f"(at most {MAX_CONFIG_BYTES // 2**20} MiB)"
+            )
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    data = load_json_text(raw, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config.json must be a JSON object")
     return data
@@ -78,15 +114,27 @@ def resolve_model(arg: str) -> ModelSpec:
 
 
 def _from_path(path: Path) -> ModelSpec:
+    # After the parser's own checks, a net for what they let through (types of nested
+    # objects, truncated safetensors headers): provisioner/config_check.py, snapshot_check.py
+    from provisioner.config_check import check_config
+
     if path.is_dir():
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise ConfigError(f"{path}: folder has no config.json")
-        spec = parse_config(_read_json(cfg_path), path.name, source=str(cfg_path))
+        data = _read_json(cfg_path)
+        spec = parse_config(data, path.name, source=str(cfg_path))
+        check_config(data, str(cfg_path))
         from provisioner.checkpoint import apply_checkpoint_bytes  # local: only for folders
+        from provisioner.snapshot_check import check_snapshot
 
-        return apply_checkpoint_bytes(spec, path)
+        spec = apply_checkpoint_bytes(spec, path)
+        check_snapshot(path)
+        return spec
     if not path.is_file():
         raise UnknownModelError(f"{path}: no such file or folder")
     name = path.parent.name if path.name == "config.json" else path.stem
-    return parse_config(_read_json(path), name or "local-model", source=str(path))
+    data = _read_json(path)
+    spec = parse_config(data, name or "local-model", source=str(path))
+    check_config(data, str(path))
+    return spec

@@ -7,6 +7,7 @@ prometheus_client are imported only when the command runs, so `prov quote` never
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -165,6 +166,12 @@ def register(app: typer.Typer) -> None:
         ).validate()
         if kubeconfig is not None and not kubeconfig.is_file():
             raise UsageError(f"--kubeconfig {kubeconfig}: no such file")
+        for flag, url in (
+            ("--queue-url", queue_url if mode == "queue" else None),
+            ("--kube-api", kube_api),
+        ):
+            if url is not None and not _http_url(url):
+                raise UsageError(f"{flag} {url!r}: must be an http(s) URL with a host")
 
         from provisioner.daemon.logs import setup_logging
         from provisioner.daemon.service import build_daemon
@@ -179,5 +186,46 @@ def register(app: typer.Typer) -> None:
             )
         except Exception as e:  # no kubeconfig, no credentials...: say it in one line
             raise OperationalError(f"cannot set up the daemon: {type(e).__name__}: {e}") from e
+        if dry_run and once:
+            preflight(d, cfg)  # a dry run that can reach nothing must not pass for a success
         handled = d.run()
         typer.echo(f"prov daemon: handled {handled} event(s)")
+
+
+def _http_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
+
+
+def preflight(d: Any, cfg: Any) -> None:
+    """Reach what the daemon reads: its queue (or the instance metadata) and the Kubernetes
+    API; OperationalError (exit 1) naming the first that does not answer, and why."""
+    from provisioner.errors import OperationalError
+
+    if cfg.mode == "imds":
+        from provisioner.daemon.metrics import Metrics
+        from provisioner.daemon.monitors.imds import ImdsError, ImdsMonitor
+
+        try:
+            ImdsMonitor(cfg, lambda ev, ack: None, Metrics()).token()
+        except ImdsError as e:
+            raise OperationalError(f"--metadata-url {cfg.metadata_url}: {e}") from None
+    else:
+        try:
+            d.monitor.sqs.get_queue_attributes(QueueUrl=cfg.queue_url, AttributeNames=["QueueArn"])
+        except Exception as e:  # botocore's errors: no credentials, unreachable, no such queue
+            raise OperationalError(
+                f"--queue-url {cfg.queue_url}: cannot read the queue ({type(e).__name__}: {e})"
+            ) from None
+    try:
+        d.kube.core.list_node(limit=1, _request_timeout=cfg.http_timeout_seconds)
+    except Exception as e:  # urllib3/kubernetes errors: refused, TLS, 401/403
+        cause = " ".join(str(e).split())[:300]
+        raise OperationalError(
+            f"the Kubernetes API does not answer ({type(e).__name__}: {cause})"
+        ) from None

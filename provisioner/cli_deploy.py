@@ -41,6 +41,33 @@ def _print_outputs(outputs: dict[str, Any]) -> None:
         typer.echo(f"  {key}: {shown}")
 
 
+def best_deployable(doc: Any, target: str) -> tuple[int, str]:
+    """The best-ranked plan `prov deploy --target TARGET` can run, and a line saying so."""
+    from provisioner.deployable import DeployFacts, not_deployable_reason
+    from provisioner.errors import UsageError
+    from stacks.spec import deployable_hint
+
+    if not doc.plans:
+        raise UsageError("the plan file has no plans (nothing fit); quote again with other limits")
+    passed: list[str] = []
+    for p in sorted(doc.plans, key=lambda p: p.rank):
+        reason = not_deployable_reason(
+            DeployFacts(p.cloud, p.gpu, p.zone, bool(p.vllm_args)), target
+        )
+        if reason is None:
+            skipped = f" (rank {', '.join(passed)} cannot be deployed)" if passed else ""
+            return p.rank, f"using rank {p.rank}, the best plan prov deploy can run{skipped}"
+        passed.append(str(p.rank))
+    first = doc.plans[0]
+    why = not_deployable_reason(
+        DeployFacts(first.cloud, first.gpu, first.zone, bool(first.vllm_args)), target
+    )
+    raise UsageError(
+        f"no plan in the file can be deployed (rank {first.rank}: {why}); "
+        f"{deployable_hint(doc, target)}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add deploy, destroy and status to `app`, behind the CLI boundary."""
     from provisioner.cli import boundary
@@ -49,7 +76,11 @@ def register(app: typer.Typer) -> None:
     @boundary
     def deploy(
         plan: Path = typer.Option(..., "--plan", help="A plan file from 'prov quote --json'."),
-        rank: int = typer.Option(1, "--rank", help="Which plan of the file to deploy."),
+        rank: int | None = typer.Option(
+            None,
+            "--rank",
+            help="Which plan of the file to deploy (default: the best one prov deploy can run).",
+        ),
         target: str = typer.Option(
             "auto",
             "--target",
@@ -90,6 +121,9 @@ def register(app: typer.Typer) -> None:
         render: Path | None = typer.Option(
             None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
         ),
+        force: bool = typer.Option(
+            False, "--force", help="With --render: overwrite a file prov did not write."
+        ),
         preview: bool = typer.Option(
             False, "--preview", help="Show what would change, change nothing."
         ),
@@ -101,9 +135,14 @@ def register(app: typer.Typer) -> None:
 
         if render is not None and (preview or yes):
             _usage("--render writes files only; it does not combine with --preview or --yes")
-        if rank < 1:
+        if force and render is None:
+            _usage("--force applies to --render only")
+        if rank is not None and rank < 1:
             _usage(f"--rank {rank}: ranks start at 1")
-        doc = load_plan_document(plan)
+        doc = load_plan_document(plan).with_headline_plans()  # the headline's picks deploy too
+        if rank is None:
+            rank, note = best_deployable(doc, target)
+            typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
         options = DeployOptions(
             rank=rank,
             target=target,
@@ -119,6 +158,11 @@ def register(app: typer.Typer) -> None:
         spec = build_spec(doc, options)
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")
+        from provisioner.plan_check import check_plan
+
+        unchecked = check_plan(doc, spec.plan)
+        if unchecked:
+            sys.stderr.write(f"prov: warning: {unchecked}\n")
         p = spec.plan
         summary = (
             f"rank {p.rank}: {p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), "
@@ -129,7 +173,7 @@ def register(app: typer.Typer) -> None:
             from stacks.manifests import build_manifests
             from stacks.render import write_render
 
-            path = write_render(render, spec)
+            path = write_render(render, spec, force=force)
             kinds = ", ".join(m["kind"] for m in build_manifests(spec))
             typer.echo(f"Wrote {path} ({kinds}) for {summary}")
             return

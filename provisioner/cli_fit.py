@@ -16,8 +16,10 @@ _VERSION_HELP = (
     f"vLLM release whose memory rules apply (default: {VLLM_VERSION}, the one `prov deploy` "
     "runs). Rules by "
     "version: v0.10 sampler warm-up and NCCL inside the budget; v0.11 NCCL moves to the "
-    "headroom; v0.12 gpt-oss on Hopper via triton; v0.21 CUDA graphs estimated inside the "
-    "budget; v0.26 16384 batched tokens from 160 GiB; v0.30 utilization default 0.92 "
+    "headroom; v0.11.2 FlashInfer sampler opt-in; v0.12 gpt-oss on Hopper via triton for "
+    "every install; v0.17 Triton top-k/top-p; v0.21 FlashInfer sampler default again and CUDA "
+    "graphs estimated inside the budget; v0.26 16384 batched tokens from 160 GiB; v0.30 "
+    "utilization default 0.92 "
     "(docs/vllm-rules.md)."
 )
 
@@ -138,9 +140,13 @@ def _table(res: Any, explain: bool) -> list[str]:
             if c.since <= r.rules.version:
                 lines.append(f"  v{'.'.join(map(str, c.since))}: {c.what}")
                 lines.append(f"      source: {c.source}")
+        from provisioner.memory import sampler_bytes_per_logit
+
+        n_rows = min(s.max_num_seqs, s.max_num_batched_tokens)
+        per_logit = sampler_bytes_per_logit(r.rules, n_rows)
         lines.append(
-            f"  sampler warm-up {min(s.max_num_seqs, s.max_num_batched_tokens)} rows x "
-            f"{r.spec.vocab_size:,} vocab x {r.rules.sampler_bytes_per_logit:g} B"
+            f"  sampler warm-up ({r.rules.sampler} path, {r.rules.install} install) {n_rows} "
+            f"rows x {r.spec.vocab_size:,} vocab x {per_logit:g} B"
         )
     lines += [f"  note: {n}" for n in res.notes]
     return lines
@@ -225,6 +231,29 @@ def register(app: typer.Typer) -> None:
             False, "--enforce-eager", help="No CUDA graphs (their memory is then 0)."
         ),
         vllm_version: str | None = typer.Option(None, "--vllm-version", help=_VERSION_HELP),
+        install: str = typer.Option(
+            "image",
+            "--install",
+            help="image: the official vllm/vllm-openai image `prov deploy` runs (ships "
+            "FlashInfer); pip: `pip install vllm` (no FlashInfer in the wheel before v0.12). "
+            "Decides the auto sampler path.",
+        ),
+        sampler: str = typer.Option(
+            "auto",
+            "--sampler",
+            help="Top-k/top-p path of the profile run's sampler warm-up: auto (the version's "
+            "default for --install: FlashInfer v0.10-0.11.1 in the image and from v0.21, "
+            "PyTorch otherwise), flashinfer (14 B per logit) or pytorch (sort: 38 B per "
+            "logit; Triton masking from v0.17: 14 B); forcing a path is setting "
+            "VLLM_USE_FLASHINFER_SAMPLER to 1 or 0.",
+        ),
+        mxfp4_backend: str = typer.Option(
+            "auto",
+            "--mxfp4-backend",
+            help="gpt-oss MoE kernel on Hopper: auto (triton from v0.12, whose wheel bundles "
+            "triton_kernels; marlin before), triton (an install that added triton_kernels) "
+            "or marlin (VLLM_MXFP4_USE_MARLIN=1). Sets the experts' padding.",
+        ),
         price: bool = typer.Option(
             False,
             "--price",
@@ -244,7 +273,7 @@ def register(app: typer.Typer) -> None:
         from provisioner.fit import FitRequest, evaluate
         from provisioner.quant import kv_bytes, resolve_quant
         from provisioner.request import parse_tokens
-        from provisioner.vllm_rules import rules_for
+        from provisioner.vllm_rules import rules_for, with_paths
 
         for name, value, hi in (
             ("--tp", tp, 1024),
@@ -276,7 +305,9 @@ def register(app: typer.Typer) -> None:
             FitRequest(
                 spec=spec,
                 scheme=scheme,
-                rules=rules_for(vllm_version or VLLM_VERSION),
+                rules=with_paths(
+                    rules_for(vllm_version or VLLM_VERSION), install, sampler, mxfp4_backend
+                ),
                 ctx=length,
                 gpu=canonical,
                 device_gib=gpu_memory_gib,

@@ -191,6 +191,11 @@ class Plan(BaseModel):
     perf_band_basis: str | None = None  # where the band comes from, in one line
     price_flags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    # distinct choices (provisioner/choices.py): can `prov deploy` run it, and if not, why
+    deployable: bool | None = None
+    not_deployable_reason: str | None = None
+    other_places: list[str] = Field(default_factory=list)  # regions/zones of the same choice
+    instance_aliases: list[str] = Field(default_factory=list)  # SKU names of the same machine
     # issue 16: a replacement replica's time to serve, and (spot) what reclaims cost
     time_to_serve_s: NonNegInt | None = None
     time_to_serve: TimeToServeInfo | None = None
@@ -295,6 +300,16 @@ class PlanDocument(BaseModel):
     notes: list[str] = Field(default_factory=list)
     workload: dict[str, int | bool] | None = None  # isl, osl, explicit
     compare_api: dict[str, Any] | None = None
+    choices: NonNegInt | None = None  # distinct choices before --top
+    # ranks of the cheapest, the cheapest `prov deploy` can run, the cheapest on-demand
+    headline: dict[str, PosInt | None] | None = None
+    headline_plans: list[Plan] = Field(default_factory=list)  # those ranked beyond --top
+
+    def with_headline_plans(self) -> PlanDocument:
+        """The document whose plans include the headline's picks beyond --top (deploy)."""
+        if not self.headline_plans:
+            return self
+        return self.model_copy(update={"plans": [*self.plans, *self.headline_plans]})
 
     @property
     def best(self) -> Plan | None:

@@ -68,8 +68,14 @@ def gpu_names() -> tuple[str, ...]:
 
 
 def match_gpu(name: str) -> list[str]:
-    """Canonical names matching a user's --gpu (case-insensitive; 'H100' matches all H100s)."""
+    """Canonical names matching a user's --gpu (case-insensitive; 'H100' matches all H100s,
+    a vendor name such as 'nvidia' or 'amd' matches all of its GPUs)."""
     key = name.strip().lower()
+    if not key:
+        return []
+    by_vendor = [n for n, s in gpu_specs().items() if s.vendor.lower() == key]
+    if by_vendor:
+        return by_vendor
     names = gpu_names()
     exact = [n for n in names if n.lower() == key]
     if exact:

@@ -205,12 +205,40 @@ def forward_peak(spec: ModelSpec, tp: int, s: MemorySettings) -> float:
     return residual + max(attn, mlp, moe)
 
 
+# The sampler warm-up's live tensors per logit (row x vocab), read in vLLM's source and
+# PyTorch's sort (docs/vllm-rules.md s10 has the line-by-line derivation):
+LOGITS_BYTES = 2 + 4  # compute_logits' bf16 logits (held by _dummy_sampler_run) + fp32 copy
+FLASHINFER_BYTES = LOGITS_BYTES + 4 + 4  # top_k_mask_logits output + softmax probs
+SORT_BYTES = LOGITS_BYTES + 4 + 8 + 8 + 4 + 8  # sorted fp32, int64 idx, iota, cub alt pair
+SORT_FEW_ROWS_BYTES = LOGITS_BYTES + 4 + 8 + 8 + 8 + 4 + 4 + 8  # 2-127 rows: full-sort path
+TRITON_TOPK_BYTES = LOGITS_BYTES + 4 + 4  # in-place masking, then probs and the q noise
+TRITON_SAMPLER_PROGRAMS = 132  # [min(SMs, rows) x vocab] fp32 buffer; H100 SXM has 132 SMs
+
+
+def sampler_bytes_per_logit(rules: VllmRules, rows: int) -> float:
+    """Peak bytes per row x vocab logit of the profile run's sampler warm-up (top-k and
+    top-p both set, as _dummy_sampler_run sets them), by the path the rules resolve to."""
+    if rules.sampler == "flashinfer":
+        return FLASHINFER_BYTES
+    if rules.triton_topk_topp and rows >= 8:
+        return TRITON_TOPK_BYTES
+    # torch.sort along the vocab: segmented radix sort from 128 rows (and one row), the
+    # two-pass full sort with int2 (index, segment) pairs for 2-127 rows.
+    return SORT_BYTES if rows == 1 or rows >= 128 else SORT_FEW_ROWS_BYTES
+
+
 def sampler_peak(spec: ModelSpec, s: MemorySettings) -> float:
     """The profile run's sampler warm-up on the last stage: min(max_num_seqs, tokens) rows of
-    vocab-size logits, gathered in full on every TP rank, as fp32 plus the sort/softmax copies
-    of top-k/top-p (gpu_model_runner._dummy_sampler_run)."""
+    vocab-size logits, gathered in full on every TP rank (gpu_model_runner._dummy_sampler_run),
+    times the live bytes per logit of the sampler path."""
+    rules = s.vllm
     rows = min(s.max_num_seqs, s.max_num_batched_tokens)
-    return rows * spec.vocab_size * s.vllm.sampler_bytes_per_logit
+    peak = rows * spec.vocab_size * sampler_bytes_per_logit(rules, rows)
+    if rules.sampler == "pytorch" and rules.triton_topk_topp and rows >= 8:
+        programs = min(rows, TRITON_SAMPLER_PROGRAMS)  # the kernel's persistent buffer rows
+        buffer_rows = min(1 << (programs - 1).bit_length(), TRITON_SAMPLER_PROGRAMS)
+        peak += buffer_rows * spec.vocab_size * 4
+    return peak
 
 
 def activation_peak(spec: ModelSpec, tp: int, s: MemorySettings, last_stage: bool) -> float:

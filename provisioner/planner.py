@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,7 @@ class Plan:
     warnings: list[str]
     perf: PerfEstimate | None = None
     expected_usd_per_hour: float | None = None  # --risk-adjusted: price + expected restarts
+    also: list[Offer] = field(default_factory=list)  # `distinct`: the group's other offers
 
     tts: TimeToServe | None = None  # a replacement replica's time to serve (--weights path)
     reclaim: Reclaim | None = None  # spot plans: capacity lost to reclaims
@@ -575,7 +576,8 @@ def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
             raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(clouds)}")
     for g in req.gpus:
         if not match_gpu(g):
-            raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join(gpu_specs())}")
+            vendors = sorted({s.vendor.lower() for s in gpu_specs().values()})
+            raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join([*vendors, *gpu_specs()])}")
 
 
 def plan_quote(
@@ -585,8 +587,13 @@ def plan_quote(
     offers: Sequence[Offer],
     *,
     collect_rejected: bool = True,
+    distinct: Callable[[Offer, ShapeVerdict], Hashable] | None = None,
 ) -> QuoteResult:
-    """Rank every feasible shape in `offers` by the request's objective ($/Mtok or $/h)."""
+    """Rank every feasible shape in `offers` by the request's objective ($/Mtok or $/h).
+
+    With `distinct` (provisioner/choices.py), only the best plan of each (distinct(offer,
+    shape), market) is made and ranked; the group's other offers ride along in `Plan.also`.
+    """
     if req.ctx > spec.max_position_embeddings:
         raise UsageError(
             f"--ctx {req.ctx} exceeds {spec.id}'s maximum context "
@@ -851,7 +858,26 @@ def plan_quote(
             ):
                 rejected.append(_rejection(v, cloud, itype, reason))
     feasible = len(candidates)
-    top = heapq.nsmallest(req.top, candidates) if req.top else sorted(candidates)
+    also: dict[int, list[Offer]] = {}
+    if distinct is not None:  # one candidate per key, in rank order; --top is the caller's
+        firsts: dict[Hashable, int] = {}
+        keys: dict[tuple[int, int], Hashable] = {}  # per offer x verdict; the market is added
+        top: list[tuple[float, float, int, int, str, int, int]] = []
+        for cand in sorted(candidates):
+            vi, oi = cand[5], cand[6]
+            o = class_offers[vi][oi]
+            base = keys.get((vi, oi))
+            if base is None:
+                base = keys[(vi, oi)] = distinct(o, verdicts[vi])
+            group_key = (base, cand[4])
+            if group_key in firsts:
+                also[firsts[group_key]].append(o)
+            else:
+                firsts[group_key] = len(top)
+                also[len(top)] = []
+                top.append(cand)
+    else:
+        top = heapq.nsmallest(req.top, candidates) if req.top else sorted(candidates)
 
     def make_plan(rank: int, cand: tuple[float, float, int, int, str, int, int]) -> Plan:
         _key, price, _n, _c, market, vi, oi = cand
@@ -879,6 +905,8 @@ def plan_quote(
         )
 
     plans = [make_plan(rank, cand) for rank, cand in enumerate(top, start=1)]
+    for i, others in also.items():
+        plans[i].also = others
     best_by_market: dict[str, Plan] = {}
     for m in markets:
         in_market = [c for c in candidates if c[4] == m]

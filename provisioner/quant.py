@@ -357,9 +357,10 @@ def expert_padding(
 
     vLLM allocates the gpt-oss experts at padded sizes that depend on the backend it picks by
     GPU (vllm/model_executor/layers/quantization/mxfp4.py, create_weights): Marlin (below SM90,
-    and on SM90 before triton_kernels was bundled in v0.11) pads the per-rank intermediate to
-    a multiple of 128 and hidden to 256; SM100 FlashInfer pads both to 256; SM90 triton pads
-    the intermediate to 64 and hidden to 256. gpt-oss's 2880 x 2880 experts grow 9% under
+    and on SM90 without triton_kernels: before v0.12 the wheel does not bundle it, see
+    vllm_rules.with_paths) pads the per-rank intermediate to a multiple of 128 and hidden to
+    256; SM100 FlashInfer pads both to 256; SM90 triton pads the intermediate to 64 and hidden
+    to 256. gpt-oss's 2880 x 2880 experts grow 9% under
     Marlin (logged 65.97 GiB, v0.10.1 H100), 6.7% under triton (64.38 GiB, v0.14.1 H100).
     """
     if scheme.name != "mxfp4" or spec.moe is None or sm is None:

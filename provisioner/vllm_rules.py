@@ -36,10 +36,20 @@ class VllmRules:
     max_num_batched_tokens_huge: int = 16384
     nccl_in_budget: bool = True  # baseline snapshot taken before NCCL init (so NCCL counts)
     cudagraph_in_budget: bool = False  # CUDA-graph memory estimated and subtracted
-    triton_mxfp4_on_hopper: bool = False  # gpt-oss MoE on SM90 via triton_kernels
-    # Bytes per (row x vocab) logit of the profile run's sampler warm-up: fp32 logits plus the
-    # sort / softmax / mask copies of top-k/top-p. Fitted per version range (see CHANGES).
-    sampler_bytes_per_logit: float = 38.0
+    # gpt-oss MoE on SM90 via triton_kernels (else Marlin). From v0.12 the wheel bundles
+    # triton_kernels; before, only an install that added it gets Triton (see with_paths).
+    triton_mxfp4_on_hopper: bool = False
+    triton_kernels_bundled: bool = False
+    # The profile run's top-k/top-p sampler (provisioner/memory.py sampler_bytes_per_logit):
+    # "flashinfer" (no full-vocab sort) or "pytorch". flashinfer_sampler_default: vLLM takes
+    # FlashInfer's sampler unless VLLM_USE_FLASHINFER_SAMPLER=0, when flashinfer imports;
+    # flashinfer_in_wheel: flashinfer-python is a dependency of the wheel (else only the image
+    # has it). Both decide the "auto" path per install.
+    sampler: str = "pytorch"
+    flashinfer_sampler_default: bool = True
+    flashinfer_in_wheel: bool = False
+    triton_topk_topp: bool = False  # PyTorch path masks top-k/top-p in Triton, >= 8 rows
+    install: str = "image"  # "image" (vllm/vllm-openai, what prov deploy runs) or "pip"
 
     @property
     def label(self) -> str:
@@ -72,11 +82,28 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         (0, 10, 0),
-        "the profile run samples max_num_seqs rows of vocab-size fp32 logits (sampler warm-up) "
-        "and counts the NCCL start-up buffers as non-torch memory inside the budget",
-        (("nccl_in_budget", True), ("sampler_bytes_per_logit", 38.0)),
+        "the profile run samples min(max_num_seqs, batched tokens) rows of vocab-size logits "
+        "(sampler warm-up) and counts the NCCL start-up buffers as non-torch memory inside the "
+        "budget",
+        (("nccl_in_budget", True),),
         "vllm/v1/worker/gpu_model_runner.py profile_run/_dummy_sampler_run; "
         "vllm/v1/worker/gpu_worker.py init_device (snapshot before init_distributed) @v0.10.0",
+    ),
+    Change(
+        (0, 10, 0),
+        "sampler: FlashInfer's top-k/top-p (no full-vocab sort, 14 B per logit) whenever "
+        "flashinfer imports and VLLM_USE_FLASHINFER_SAMPLER is unset; flashinfer is only a "
+        "wheel extra, the official image installs it: image -> FlashInfer, pip -> PyTorch "
+        "sort (38 B per logit)",
+        (
+            ("sampler", "flashinfer"),
+            ("flashinfer_sampler_default", True),
+            ("flashinfer_in_wheel", False),
+        ),
+        "vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__ ('envs."
+        "VLLM_USE_FLASHINFER_SAMPLER is not False') @v0.11.0; wheel METADATA: flashinfer-python "
+        "only under extra 'flashinfer'; docker/Dockerfile vllm-base installs FlashInfer "
+        "(flashinfer-ai/flashinfer issue #1180: the official image logs 'Using FlashInfer')",
     ),
     Change(
         (0, 11, 0),
@@ -86,21 +113,52 @@ CHANGES: tuple[Change, ...] = (
         "vllm/v1/worker/gpu_worker.py init_device @v0.11.0 (PR #25359)",
     ),
     Change(
+        (0, 11, 2),
+        "FlashInfer sampler opt-in only (VLLM_USE_FLASHINFER_SAMPLER=1): every install samples "
+        "on the PyTorch path (full-vocab sort, 38 B per logit)",
+        (("sampler", "pytorch"), ("flashinfer_sampler_default", False)),
+        "vllm/v1/sample/ops/topk_topp_sampler.py __init__ ('Users must opt in explicitly') "
+        "@v0.11.2, v0.12.0, v0.16.0, v0.17.0, v0.18.0, v0.20.0 (v0.11.1 not read)",
+    ),
+    Change(
         (0, 12, 0),
         "gpt-oss mxfp4 MoE on Hopper through triton_kernels (hidden padded to 256 only) instead "
-        "of Marlin; sampler warm-up ~23 B per logit (38 before)",
-        (("triton_mxfp4_on_hopper", True), ("sampler_bytes_per_logit", 23.0)),
-        "vllm/model_executor/layers/quantization/mxfp4.py get_mxfp4_backend ('Using Triton "
-        "backend' in v0.14.1 logs; v0.11.0 logs show Marlin sizes; first release not confirmed)",
+        "of Marlin for every install: the wheel bundles triton_kernels; flashinfer-python "
+        "becomes a wheel dependency",
+        (
+            ("triton_mxfp4_on_hopper", True),
+            ("triton_kernels_bundled", True),
+            ("flashinfer_in_wheel", True),
+        ),
+        "vllm/model_executor/layers/quantization/mxfp4.py get_mxfp4_backend (TRITON on SM90 "
+        "when has_triton_kernels() and torch >= 2.8); vllm/third_party/triton_kernels in the "
+        "v0.12.0 wheel (absent in v0.11.0, where a pip install gets Marlin); wheel METADATA "
+        "'Requires-Dist: flashinfer-python==0.5.3'",
+    ),
+    Change(
+        (0, 17, 0),
+        "PyTorch sampler path masks top-k/top-p with a Triton kernel (no sort) for >= 8 rows: "
+        "14 B per logit plus a [SMs x vocab] fp32 buffer",
+        (("triton_topk_topp", True),),
+        "vllm/v1/sample/ops/topk_topp_sampler.py apply_top_k_top_p + ops/topk_topp_triton.py "
+        "@v0.17.0 (PR #33538; absent in v0.16.0)",
     ),
     Change(
         (0, 21, 0),
         "CUDA-graph memory profiled and subtracted from the KV budget by default "
         "(VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1)",
-        (("cudagraph_in_budget", True), ("sampler_bytes_per_logit", 12.0)),
+        (("cudagraph_in_budget", True),),
         "vllm/v1/worker/gpu_worker.py determine_available_memory @v0.21.0 (PR #30515; log: "
         "'CUDA graph memory profiling is enabled (default since v0.21.0)'; PR #45197 to turn "
         "it off again was closed unmerged)",
+    ),
+    Change(
+        (0, 21, 0),
+        "FlashInfer sampler on by default again (VLLM_USE_FLASHINFER_SAMPLER defaults to True) "
+        "on GPUs FlashInfer supports: every install samples on the FlashInfer path",
+        (("sampler", "flashinfer"), ("flashinfer_sampler_default", True)),
+        "vllm/envs.py and vllm/v1/sample/ops/topk_topp_sampler.py @v0.21.0 (PR #40376; "
+        "v0.20.0 still opt-in)",
     ),
     Change(
         (0, 26, 0),
@@ -145,7 +203,37 @@ def rules_for(version: str | Version = VLLM_VERSION) -> VllmRules:
         if change.since <= v:
             vals = {k: val for k, val in change.values if k in names}
             rules = replace(rules, **vals)  # type: ignore[arg-type]
-    return rules
+    return with_paths(rules)  # the official image's paths (what prov deploy runs)
+
+
+INSTALLS = ("image", "pip")
+SAMPLERS = ("auto", "flashinfer", "pytorch")
+MXFP4_BACKENDS = ("auto", "triton", "marlin")
+
+
+def with_paths(
+    rules: VllmRules, install: str = "image", sampler: str = "auto", mxfp4: str = "auto"
+) -> VllmRules:
+    """The rules with the kernel paths that depend on the install, not only on the version.
+
+    install: "image" is the official vllm/vllm-openai image `prov deploy` runs (it ships
+    FlashInfer at every version); "pip" is `pip install vllm`, whose wheel lacks FlashInfer
+    before v0.12. sampler / mxfp4: "auto" follows the version's default for that install;
+    "flashinfer"/"pytorch" and "triton"/"marlin" force a path (VLLM_USE_FLASHINFER_SAMPLER,
+    VLLM_MXFP4_USE_MARLIN, or an install that added triton_kernels before v0.12).
+    """
+    if install not in INSTALLS:
+        raise UsageError(f"unknown install {install!r}; allowed: {', '.join(INSTALLS)}")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler path {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if mxfp4 not in MXFP4_BACKENDS:
+        raise UsageError(f"unknown mxfp4 backend {mxfp4!r}; allowed: {', '.join(MXFP4_BACKENDS)}")
+    if sampler == "auto":
+        has_flashinfer = install == "image" or rules.flashinfer_in_wheel
+        default_on = rules.flashinfer_sampler_default and has_flashinfer
+        sampler = "flashinfer" if default_on else "pytorch"
+    triton = rules.triton_kernels_bundled if mxfp4 == "auto" else mxfp4 == "triton"
+    return replace(rules, install=install, sampler=sampler, triton_mxfp4_on_hopper=triton)
 
 
 def batch_defaults(rules: VllmRules, gpu_name: str, device_gib: float) -> tuple[int, int]:

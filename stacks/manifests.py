@@ -125,8 +125,8 @@ def pre_stop_seconds(spec: DeploySpec, role: str) -> int:
 
 def _resources(spec: DeploySpec) -> Manifest:
     gpus = str(spec.plan.gpus_per_node)
-    requests: dict[str, str] = {"nvidia.com/gpu": gpus}
-    limits: dict[str, str] = {"nvidia.com/gpu": gpus}
+    requests: dict[str, str] = {spec.gpu_resource: gpus}  # amd.com/gpu: AMD's device plugin
+    limits: dict[str, str] = {spec.gpu_resource: gpus}
     if spec.node is not None:
         memory = f"{int(spec.node.memory_gib * NODE_SHARE)}Gi"
         requests |= {"cpu": str(int(spec.node.vcpus * NODE_SHARE)), "memory": memory}
@@ -198,7 +198,8 @@ def pod_spec(spec: DeploySpec, role: str) -> Manifest:
         "terminationGracePeriodSeconds": spec.grace_seconds,
         "automountServiceAccountToken": False,
         "tolerations": [
-            {"key": fleet.GPU_TAINT_KEY, "operator": "Exists", "effect": fleet.GPU_TAINT_EFFECT}
+            {"key": key, "operator": "Exists", "effect": fleet.GPU_TAINT_EFFECT}
+            for key in dict.fromkeys((fleet.GPU_TAINT_KEY, spec.gpu_resource))
         ],
         "containers": [container],
         "volumes": [

@@ -7,6 +7,7 @@ header says how to create them.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from types import ModuleType
 
@@ -37,6 +38,10 @@ def header(spec: DeploySpec) -> str:
     ]
     if spec.multi_node:
         lines.append("Needs the LeaderWorkerSet controller (leaderworkerset.x-k8s.io/v1).")
+    if spec.gpu_resource == "amd.com/gpu":
+        lines.append(
+            "AMD GPUs: needs the amd.com/gpu device plugin (github.com/ROCm/k8s-device-plugin)."
+        )
     if spec.target == "aws-eks":
         lines.append("Pods select nodes labelled prov/pool=" + spec.name + " (the stack's pool).")
     return "".join(f"# {line}\n" for line in lines)
@@ -51,14 +56,41 @@ def render_yaml(spec: DeploySpec) -> str:
     return header(spec) + "---\n" + "---\n".join(docs)
 
 
-def write_render(directory: Path, spec: DeploySpec) -> Path:
-    """Write DIR/<name>.yaml atomically and return its path."""
-    text = render_yaml(spec)
+_SEAL = "# prov-render sha256="
+
+
+def seal(text: str) -> str:
+    """The text with a last comment line holding its digest: how prov knows its own files."""
+    return f"{text}{_SEAL}{hashlib.sha256(text.encode()).hexdigest()}\n"
+
+
+def written_by_prov(path: Path) -> bool:
+    """True when `path` is a render of prov's that nobody has edited since."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    body, _, last = text.rstrip("\n").rpartition("\n")
+    return last.startswith(_SEAL) and seal(body + "\n") == text
+
+
+def write_render(directory: Path, spec: DeploySpec, *, force: bool = False) -> Path:
+    """Write DIR/<name>.yaml atomically and return its path.
+
+    An existing file is replaced only when prov wrote it and nobody edited it since, or with
+    `force`: a hand-edited manifest is never lost silently.
+    """
+    text = seal(render_yaml(spec))
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--render {directory}: exists and is not a directory")
+    path = directory / f"{spec.name}.yaml"
+    if (path.exists() or path.is_symlink()) and not force and not written_by_prov(path):
+        raise UsageError(
+            f"--render {directory}: {path.name} exists and was not written by prov (or was "
+            "edited since); move it away, choose another directory or --name, or pass --force"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{spec.name}.yaml"
         write_atomic(path, text, mode=0o644)
     except OSError as e:
         raise OperationalError(f"--render {directory}: cannot write ({e.strerror or e})") from None

@@ -24,6 +24,9 @@ from stacks.instances import NodeShape, alternatives, efa_capable, other_zone
 #: (--nnodes/--node-rank/--master-addr/--headless, vllm-project/vllm#23691) and every flag the
 #: planner emits are older. Override per deploy with --image.
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"  # the one version constant
+#: The same release of vLLM's ROCm image, for AMD GPUs (vllm-project publishes
+#: vllm/vllm-openai-rocm:vX.Y.Z per release; see vllm-project/recipes, e.g. GLM/GLM.md).
+VLLM_ROCM_IMAGE = f"vllm/vllm-openai-rocm:v{VLLM_VERSION}"
 
 TARGETS = ("aws-eks", "kubeconfig")
 DAEMON_MODES = ("queue", "imds", "none")
@@ -128,6 +131,7 @@ class DeploySpec:
     instance_types: tuple[str, ...]  # the plan's first (AWS pool)
     zones: tuple[str, ...]  # where the GPU pool may launch (AWS), the plan's first
     vpc_zones: tuple[str, ...]  # the pool's zones plus more when EKS needs two it supports
+    gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu on AMD (provisioner/deployable.py)
 
     @property
     def multi_node(self) -> bool:
@@ -228,15 +232,37 @@ def _resolve_target(target: str, plan: Plan) -> str:
     return target
 
 
-def _check_gpu(plan: Plan) -> None:
-    from provisioner.hardware import gpu_specs
+def _check_deployable(doc: PlanDocument, plan: Plan, target: str) -> None:
+    """The rule quote marks plans with (provisioner/deployable.py), as a refusal that says
+    what to do instead."""
+    from provisioner.deployable import DeployFacts, not_deployable_reason
 
-    spec = gpu_specs().get(plan.gpu)
-    if spec is not None and not spec.is_nvidia:
-        raise UsageError(
-            f"rank {plan.rank} runs on {plan.gpu} ({spec.vendor}); prov deploy runs the CUDA "
-            "image vllm/vllm-openai on NVIDIA GPUs only"
-        )
+    facts = DeployFacts(plan.cloud, plan.gpu, plan.zone, bool(plan.vllm_args))
+    reason = not_deployable_reason(facts, target)
+    if reason is not None:
+        raise UsageError(f"rank {plan.rank}: {reason}; {deployable_hint(doc, target)}")
+
+
+def deployable_hint(doc: PlanDocument, target: str = "auto") -> str:
+    """What gives a plan prov deploy can run: another rank of the file, or a new quote."""
+    from provisioner.deployable import DeployFacts, not_deployable_reason
+
+    ok = [
+        p.rank
+        for p in doc.plans
+        if not_deployable_reason(DeployFacts(p.cloud, p.gpu, p.zone, bool(p.vllm_args)), target)
+        is None
+    ]
+    if ok:
+        return f"deployable ranks in this file: {', '.join(map(str, ok[:5]))} (--rank N)"
+    r = doc.request
+    gguf = r.quant.lower().startswith(("q", "iq"))  # llama.cpp plans: quote a vLLM format
+    quant = "auto" if gguf else r.quant
+    gpu = " --gpu nvidia" if not gguf else ""
+    return (
+        f"for a plan prov deploy can run: prov quote --model {r.model} --quant {quant} "
+        f"--ctx {r.ctx}{gpu} --json > plan.json"
+    )
 
 
 def build_spec(
@@ -244,9 +270,9 @@ def build_spec(
 ) -> DeploySpec:
     """Check the plan and the options and derive everything the stacks need (UsageError)."""
     plan = select_plan(doc, options.rank)
-    _check_args(plan)
-    _check_gpu(plan)
     target = _resolve_target(options.target, plan)
+    _check_deployable(doc, plan, target)
+    _check_args(plan)
     name = options.name or release_name(doc.model.id)
     if len(name) > MAX_NAME or not _DNS_LABEL.match(name):
         raise UsageError(
@@ -261,6 +287,12 @@ def build_spec(
         raise UsageError(f"--daemon {options.daemon!r}: allowed: {', '.join(DAEMON_MODES)}")
     if not options.image.strip():
         raise UsageError("--image is empty")
+    from provisioner.deployable import GPU_RESOURCE, gpu_vendor
+
+    vendor = gpu_vendor(plan.gpu) or "NVIDIA"
+    image = options.image.strip()
+    if vendor == "AMD" and image == VLLM_IMAGE:
+        image = VLLM_ROCM_IMAGE  # the default image, in its ROCm build
     if offers is None:
         from pricing.offers import load_offers
 
@@ -295,13 +327,14 @@ def build_spec(
         plan=plan,
         model_id=doc.model.id,
         weight_bytes=weight_bytes,
-        image=options.image.strip(),
+        image=image,
         public=options.public,
         drain_seconds=options.drain_seconds,
         node=alt.node,
         instance_types=instance_types,
         zones=alt.zones,
         vpc_zones=vpc_zones,
+        gpu_resource=GPU_RESOURCE.get(vendor, "nvidia.com/gpu"),
     )
 
 

@@ -107,7 +107,7 @@ def test_kimi_table_output() -> None:
     result = run(*KIMI, "--top", "3")
     assert result.exit_code == 0, result.output
     assert "Kimi-K2-Thinking" in result.stdout
-    assert "feasible plans" in result.stdout
+    assert "distinct choices" in result.stdout
     assert [w for w in result.stderr.splitlines() if "prices shown" not in w] == []
 
 

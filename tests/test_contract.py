@@ -123,7 +123,14 @@ def test_ranks_are_1_to_n_and_the_objective_never_decreases(
     doc: tuple[dict[str, Any], PlanDocument],
 ) -> None:
     _, d = doc
-    assert [p.rank for p in d.plans] == list(range(1, len(d.plans) + 1))
+    top = d.request.top
+    assert d.choices is not None and d.headline is not None
+    shown = [p for p in d.plans if not top or p.rank <= top]
+    assert [p.rank for p in shown] == list(range(1, len(shown) + 1))
+    assert len(shown) == len(d.plans)
+    # beyond --top, the headline's picks (cheapest deployable / on-demand) ride separately
+    assert {p.rank for p in d.headline_plans} <= set(d.headline.values())
+    assert all(p.rank > len(shown) for p in d.headline_plans)
     if d.request.objective == "usd-per-hour" or d.model.engine == "llama.cpp":
         keys = [p.usd_per_hour for p in d.plans]
     else:
@@ -136,9 +143,8 @@ def test_ranks_are_1_to_n_and_the_objective_never_decreases(
             )
     assert keys == sorted(keys)
     assert d.best is d.plans[0]
-    top = d.request.top
-    assert d.feasible_plans is not None and d.feasible_plans >= len(d.plans)
-    assert len(d.plans) == (d.feasible_plans if not top else min(top, d.feasible_plans))
+    assert d.feasible_plans is not None and d.feasible_plans >= d.choices >= len(shown)
+    assert len(shown) == (d.choices if not top else min(top, d.choices))
 
 
 def test_every_price_is_nodes_times_the_offer_price(

@@ -123,19 +123,44 @@ def test_plan_without_plans(plan_files: dict[str, Path], tmp_path: Path) -> None
 def test_aws_target_needs_an_aws_plan(plan_files: dict[str, Path]) -> None:
     doc = json.loads(plan_files["one"].read_text())
     assert doc["plans"][0]["cloud"] != "aws"  # rank 1 of an unfiltered H200 quote
-    line = one_line_error(
-        run("deploy", "--plan", str(plan_files["one"]), "--target", "aws-eks", "--preview"), 2
-    )
+    args = ["deploy", "--plan", str(plan_files["one"]), "--target", "aws-eks", "--preview"]
+    line = one_line_error(run(*args, "--rank", "1"), 2)
     assert "needs an AWS plan" in line
+    # without --rank, the best plan that target can run is taken, and the output says which
+    aws = next(p["rank"] for p in doc["plans"] if p["cloud"] == "aws")
+    result = run(*args)
+    assert f"Using rank {aws}, the best plan prov deploy can run" in result.stdout
 
 
 def test_plans_prov_cannot_deploy(plan_files: dict[str, Path], tmp_path: Path) -> None:
     out = str(tmp_path / "o")
     gguf = one_line_error(run("deploy", "--plan", str(plan_files["gguf"]), "--render", out), 2)
-    assert "not vLLM" in gguf
-    amd = one_line_error(run("deploy", "--plan", str(plan_files["mi300x"]), "--render", out), 2)
-    assert "NVIDIA" in amd
+    assert "vLLM only" in gguf
+    # the refusal names the command that gives a plan prov deploy can run
+    assert "prov quote --model meta-llama/Llama-3.1-70B --quant auto" in gguf
     assert not (tmp_path / "o").exists()
+    ranked = one_line_error(
+        run("deploy", "--plan", str(plan_files["gguf"]), "--rank", "1", "--render", out), 2
+    )
+    assert "rank 1: runs on llama.cpp" in ranked
+
+
+def test_amd_plans_render_with_rocm(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    """MI300X: vLLM's ROCm image and AMD's device plugin resource (issue 17)."""
+    doc = json.loads(plan_files["mi300x"].read_text())
+    assert doc["plans"][0]["deployable"] is True
+    result = run("deploy", "--plan", str(plan_files["mi300x"]), "--render", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    text = next(tmp_path.glob("*.yaml")).read_text()
+    assert "image: vllm/vllm-openai-rocm:v0.18.0" in text
+    assert "amd.com/gpu: '8'" in text
+    assert "nvidia.com/gpu: " not in text  # no NVIDIA resource requested
+    # AWS rents no AMD GPUs: the EKS target refuses it and says what to do
+    line = one_line_error(
+        run("deploy", "--plan", str(plan_files["mi300x"]), "--target", "aws-eks", "--rank", "1"),
+        2,
+    )
+    assert "needs an AWS plan" in line
 
 
 @pytest.mark.parametrize(

@@ -142,8 +142,12 @@ def test_kimi_8x_h200_by_hand() -> None:
     assert st.budget == pytest.approx(0.9 * 139.81 * GIB)
     assert st.kv_pool == pytest.approx(st.budget - st.weights - st.activations - st.non_torch)
     assert m.kv_cache_tokens == int(st.kv_pool // (70_272 * BLOCK_SIZE)) * BLOCK_SIZE
-    # sampler warm-up: 1024 seqs (>= 70 GiB GPU) x 163,840 vocab x 23 B (v0.12+)
-    assert st.activations == pytest.approx(1024 * 163_840 * 23 + 8192 * 7168 * 2)
+    # sampler warm-up, v0.18 image (PyTorch path, Triton top-k/top-p from v0.17): 1024 seqs
+    # (>= 70 GiB GPU) x 163,840 vocab x 14 B (bf16 + fp32 logits, probs, q) plus the Triton
+    # kernel's [132 x vocab] fp32 buffer, on top of the 8192 x 7168 bf16 hidden states
+    assert st.activations == pytest.approx(
+        1024 * 163_840 * 14 + 132 * 163_840 * 4 + 8192 * 7168 * 2
+    )
 
 
 def test_cuda_graphs_count_inside_the_budget_from_v0_21() -> None:
@@ -157,7 +161,9 @@ def test_cuda_graphs_count_inside_the_budget_from_v0_21() -> None:
 
     graphs = evaluate(FitRequest(spec, q, rules_for("0.21.0"), 8192, "L40S")).memory
     assert graphs is not None
-    sampler_change = 256 * 128_256 * (23 - 12)  # the v0.21 row also changes the sampler
+    # v0.21 also turns FlashInfer's sampler back on: both paths hold 14 B per logit, but the
+    # v0.20 PyTorch path adds the Triton kernel's [132 x vocab] fp32 buffer
+    sampler_change = 132 * 128_256 * 4
     assert kv("0.20.0") - kv("0.21.0") == pytest.approx(
         graphs.stages[0].cuda_graphs - sampler_change
     )

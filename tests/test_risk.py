@@ -216,9 +216,10 @@ def two_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+# one plan per pool: TP layouts only, every place of the choice (--all-zones)
 KIMI = [
     "quote", "-m", "kimi-k2-thinking", "-q", "int4", "--ctx", "128k", "--market", "spot",
-    "--nodes", "2", "--objective", "usd-per-hour", "--layout", "tp",  # one plan per pool
+    "--nodes", "2", "--objective", "usd-per-hour", "--layout", "tp", "--all-zones",
 ]  # fmt: skip
 
 

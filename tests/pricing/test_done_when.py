@@ -22,7 +22,9 @@ def run(*args: str) -> Any:
 
 @pytest.fixture(scope="module")
 def every_plan() -> list[dict[str, Any]]:
-    doc = json.loads(run(*KIMI, "--top", "0", "--objective", "usd-per-hour", "--json").stdout)
+    # --all-zones: every place of every choice (issue 17 folds places into one row otherwise)
+    args = [*KIMI, "--top", "0", "--objective", "usd-per-hour", "--all-zones", "--json"]
+    doc = json.loads(run(*args).stdout)
     assert len(doc["plans"]) > 1000
     return list(doc["plans"])
 

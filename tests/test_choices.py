@@ -1,0 +1,227 @@
+"""Distinct choices, the headline and the 80-column table (issue 17), through the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from provisioner.cli import app
+from provisioner.contract import PlanDocument
+
+KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--quant", "int4", "--ctx", "128k"]
+HEADER = (
+    "cloud,region,zone,instance_type,gpu,gpus_per_node,gpu_memory_gib,vcpus,memory_gib,"
+    "interconnect,fabric,ondemand_usd_per_hour,spot_usd_per_hour,prices_as_of,flags"
+)
+
+
+def run(*args: str, columns: int = 80) -> Result:
+    try:
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        runner = CliRunner()
+    return runner.invoke(app, list(args), env={"COLUMNS": str(columns)})
+
+
+def doc_of(*args: str) -> PlanDocument:
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return PlanDocument.model_validate(json.loads(result.stdout))
+
+
+def key(p: Any) -> tuple[Any, ...]:
+    return (p.cloud, p.gpu, p.gpus_per_node, p.nodes, p.tp, p.pp, p.dcp, p.market)
+
+
+def table_rows(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("# "))
+    rows = []
+    for ln in lines[start + 1 :]:
+        if not ln.strip():
+            break
+        rows.append(ln)
+    return rows
+
+
+def test_readme_question_fits_80_columns_one_line_per_choice() -> None:
+    result = run(*KIMI)
+    assert result.exit_code == 0, result.stderr
+    assert all(len(ln) <= 80 for ln in result.stdout.splitlines()), result.stdout
+    rows = table_rows(result.stdout)
+    assert [int(r.split()[0]) for r in rows] == list(range(1, 11))  # ten rows, one line each
+    head = result.stdout.splitlines()
+    assert any(ln.startswith("Cheapest:") for ln in head)
+    assert any(ln.startswith("Deployable:") for ln in head)
+    assert any(ln.startswith("On-demand:") for ln in head)
+    # the concurrency column counts --ctx-sized requests and says so in its header
+    assert "@128k" in next(ln for ln in head if ln.lstrip().startswith("# "))
+
+
+def test_ten_distinct_choices() -> None:
+    for market in ("any", "on-demand", "spot"):
+        d = doc_of(*KIMI, "--market", market)
+        keys = [key(p) for p in d.plans]
+        assert len(keys) == 10 and len(set(keys)) == 10, (market, keys)
+
+
+def test_the_concurrency_column_is_max_concurrent_full_ctx() -> None:
+    d = doc_of(*KIMI)
+    rows = table_rows(run(*KIMI).stdout)
+    for p, row in zip(d.plans, rows, strict=False):
+        assert row.split()[-1] == str(p.max_concurrent_full_ctx)
+
+
+def test_all_zones_expands_and_agrees_with_the_counts() -> None:
+    grouped = doc_of(*KIMI, "--top", "0")
+    every = doc_of(*KIMI, "--top", "0", "--all-zones")
+    assert len(every.plans) > len(grouped.plans)
+    first = grouped.plans[0]
+    places = {(p.zone or p.region) for p in every.plans if key(p) == key(first)}
+    assert places == {first.zone or first.region, *first.other_places}
+    assert (every.plans[0].usd_per_hour, key(every.plans[0])) == (
+        first.usd_per_hour,
+        key(first),
+    )
+
+
+def test_headline_on_demand_is_the_best_on_demand_quote() -> None:
+    d = doc_of(*KIMI)
+    od = doc_of(*KIMI, "--market", "on-demand").plans[0]
+    assert d.headline is not None
+    pick = next(
+        p for p in [*d.plans, *d.headline_plans] if p.rank == d.headline["cheapest_on_demand"]
+    )
+    assert key(pick)[:-1] == key(od)[:-1] and pick.usd_per_hour == od.usd_per_hour
+
+
+def test_vendor_filter_amd() -> None:
+    d = doc_of(*KIMI, "--gpu", "amd")
+    assert {p.gpu for p in d.plans} == {"MI300X"}
+    assert all(p.deployable for p in d.plans)  # kubeconfig target, vLLM's ROCm image
+
+
+def _csv(tmp_path: Path, *rows: str) -> Path:
+    path = tmp_path / "offers.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    return path
+
+
+P5 = "aws,us-east-1,use1-az{z},{it},H100-SXM,8,80,192,2048,nvlink,efa,{od},,2026-05-01,"
+
+
+def test_sku_aliases_of_one_machine_are_one_choice(tmp_path: Path) -> None:
+    """Two names of one 8xH100 machine, two zones: one choice per node count, at the cheaper
+    name; the other name and zone listed with it (hand-made file, prices chosen so)."""
+    prices = _csv(
+        tmp_path,
+        P5.format(z=1, it="p5.48xlarge", od="98.32"),
+        P5.format(z=2, it="p5.48xlarge-alias", od="90.00"),
+    )
+    d = doc_of(
+        "quote",
+        "--model",
+        "meta-llama/Llama-3.1-70B",
+        "--ctx",
+        "8k",
+        "--prices",
+        str(prices),
+        "--top",
+        "0",
+    )
+    one_node = [p for p in d.plans if p.nodes == 1]
+    assert len(one_node) == 1
+    p = one_node[0]
+    assert (p.instance_type, p.zone, p.usd_per_hour) == ("p5.48xlarge-alias", "use1-az2", 90.0)
+    assert p.instance_aliases == ["p5.48xlarge"] and p.other_places == ["use1-az1"]
+    assert p.deployable is True  # an AWS region with two zones: EKS can run it
+
+
+def test_deployable_marks_follow_the_deploy_rule(tmp_path: Path) -> None:
+    """One AWS zone in a region (EKS needs two) is not deployable; the headline skips it."""
+    prices = _csv(
+        tmp_path,
+        P5.format(z=1, it="p5.48xlarge", od="50.00"),
+        "runpod,US-TX-1,,8x_H100_SXM,H100-SXM,8,80,192,2048,nvlink,,80.00,,2026-05-01,",
+    )
+    result = run(
+        "quote",
+        "--model",
+        "meta-llama/Llama-3.1-70B",
+        "--ctx",
+        "8k",
+        "--prices",
+        str(prices),
+        "--nodes",
+        "1",
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.match(r"Cheapest: +#1 8xH100 on-demand, aws use1-az1: \$50\.00/h", lines[2])
+    assert re.match(r"Deployable: +#2 8xH100 on-demand, runpod US-TX-1: \$80\.00/h", lines[3])
+    d = doc_of(
+        "quote",
+        "--model",
+        "meta-llama/Llama-3.1-70B",
+        "--ctx",
+        "8k",
+        "--prices",
+        str(prices),
+        "--nodes",
+        "1",
+    )
+    assert [p.deployable for p in d.plans] == [False, True]
+    assert "two availability zones" in (d.plans[0].not_deployable_reason or "")
+
+
+def test_llama_cpp_plans_are_not_deployable() -> None:
+    result = run("quote", "--model", "meta-llama/Llama-3.1-70B", "--quant", "q4_k_m", "--ctx", "8k")
+    assert result.exit_code == 0, result.stderr
+    assert any(ln.startswith("Deployable: none") for ln in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+def test_every_line_fits(columns: int) -> None:
+    result = run(*KIMI, "--market", "on-demand", columns=columns)
+    assert max(len(ln) for ln in result.stdout.splitlines()) <= columns
+
+
+def test_wide_shows_full_names() -> None:
+    result = run(*KIMI, "--wide", "--top", "1")
+    assert "Standard_ND96is" in result.stdout or "Standard_ND96isr" in result.stdout
+    assert "TPOT ms" in result.stdout
+
+
+def test_models_list_whole_ids_and_aliases() -> None:
+    result = run("models", "list")
+    assert result.exit_code == 0
+    assert "meta-llama/Llama-4-Maverick-17B-128E-Instruct" in result.stdout  # never cut
+    assert "llama-4-maverick-17b-128e-instruct" in result.stdout
+    assert max(len(ln) for ln in result.stdout.splitlines()) <= 80
+    rows = json.loads(run("models", "list", "--json").stdout)
+    kimi = next(r for r in rows if r["id"] == "moonshotai/Kimi-K2-Thinking")
+    assert kimi["aliases"] == ["kimi-k2-thinking"]
+
+
+def test_readme_question_renders(tmp_path: Path) -> None:
+    """Done-when of issue 17: `prov quote ... --json > plan.json && prov deploy --plan plan.json
+    --render out/` works for the README's question (its best plan is an MI300X one)."""
+    result = run(*KIMI, "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = tmp_path / "plan.json"
+    plan.write_text(result.stdout)
+    out = tmp_path / "out"
+    rendered = run("deploy", "--plan", str(plan), "--render", str(out))
+    assert rendered.exit_code == 0, rendered.stderr
+    assert "Using rank 1, the best plan prov deploy can run" in rendered.stdout
+    (manifest,) = out.glob("*.yaml")
+    text = manifest.read_text()
+    best = json.loads(result.stdout)["plans"][0]
+    assert f"--tensor-parallel-size\n        - '{best['tp']}'" in text
+    if best["gpu"] == "MI300X":
+        assert "vllm/vllm-openai-rocm:" in text and "amd.com/gpu" in text
