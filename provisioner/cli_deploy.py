@@ -108,6 +108,16 @@ def register(app: typer.Typer) -> None:
         kube_context: str | None = typer.Option(
             None, "--kube-context", help="kubeconfig context (kubeconfig target)."
         ),
+        daemon: str = typer.Option(
+            "queue",
+            "--daemon",
+            help="aws-eks: the spot interruption daemon the stack deploys: queue (a "
+            "leader-elected Deployment fed by EventBridge), imds (a DaemonSet on the GPU "
+            "nodes) or none. See docs/daemon.md.",
+        ),
+        daemon_image: str | None = typer.Option(
+            None, "--daemon-image", help="The daemon's image (build docker/daemon.Dockerfile)."
+        ),
         render: Path | None = typer.Option(
             None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
         ),
@@ -121,7 +131,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deploy a plan as vLLM with its TP x PP, on EKS or any Kubernetes cluster."""
         from provisioner.contract import load_plan_document
-        from stacks.spec import VLLM_IMAGE, DeployOptions, build_spec
+        from stacks.spec import DAEMON_IMAGE, VLLM_IMAGE, DeployOptions, build_spec
 
         if render is not None and (preview or yes):
             _usage("--render writes files only; it does not combine with --preview or --yes")
@@ -142,6 +152,8 @@ def register(app: typer.Typer) -> None:
             drain_seconds=drain_seconds,
             image=image if image is not None else VLLM_IMAGE,
             kube_context=kube_context,
+            daemon=daemon,
+            daemon_image=daemon_image or DAEMON_IMAGE,
         )
         spec = build_spec(doc, options)
         if kube_context and spec.target != "kubeconfig":

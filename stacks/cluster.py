@@ -16,10 +16,12 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from stacks import labels as L
+from provisioner import fleet
 from stacks.interruption_queue import InterruptionQueue
 
 EKS_VERSION = "1.34"
+#: Kubernetes Service CIDR, set explicitly: self-managed nodes' nodeadm config must name it.
+SERVICE_CIDR = "172.20.0.0/16"
 SYSTEM_INSTANCE_TYPE = "m7i.large"
 VPC_CIDR = "10.42.0.0/16"
 NVIDIA_DEVICE_PLUGIN = (
@@ -81,6 +83,7 @@ class Cluster(pulumi.ComponentResource):
         *,
         region: str,
         zones: Sequence[str],
+        control_plane_zones: Sequence[str],
         tags: dict[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -119,6 +122,8 @@ class Cluster(pulumi.ComponentResource):
             )
             self.subnet_ids[zone] = subnet.id
         all_subnets = list(self.subnet_ids.values())
+        # EKS refuses control-plane subnets in a few zones (stacks/spec.py): only the others
+        control_plane_subnets = [self.subnet_ids[z] for z in control_plane_zones]
 
         cluster_role, cluster_policies = self._role(
             f"{name}-cluster", "eks.amazonaws.com", _CLUSTER_POLICIES, tags
@@ -126,14 +131,24 @@ class Cluster(pulumi.ComponentResource):
         self.node_role, node_policies = self._role(
             f"{name}-node", "ec2.amazonaws.com", _NODE_POLICIES, tags
         )
+        # The GPU nodes are self-managed (stacks/gpu_node_pool.py): their own role, instance
+        # profile and access entry (the system pool's role has EKS's managed entry already).
+        self.gpu_node_role, gpu_policies = self._role(
+            f"{name}-gpu-node", "ec2.amazonaws.com", _NODE_POLICIES, tags
+        )
+        self.gpu_instance_profile = aws.iam.InstanceProfile(
+            f"{name}-gpu-node", role=self.gpu_node_role.name, tags=tags, opts=child
+        )
         #: Node groups wait for these: a node whose role lacks them never joins the cluster.
         self.node_role_ready: list[pulumi.Resource] = list(node_policies)
+        self.gpu_node_ready: list[pulumi.Resource] = list(gpu_policies)
         self.eks = aws.eks.Cluster(
             name,
             role_arn=cluster_role.arn,
             version=EKS_VERSION,
+            kubernetes_network_config={"service_ipv4_cidr": SERVICE_CIDR},
             vpc_config={
-                "subnet_ids": all_subnets,
+                "subnet_ids": control_plane_subnets,
                 "endpoint_public_access": True,
                 "endpoint_private_access": True,
             },
@@ -145,17 +160,26 @@ class Cluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=cluster_policies),
         )
         self.security_group_id = self.eks.vpc_config.cluster_security_group_id
+        self.gpu_access = aws.eks.AccessEntry(
+            f"{name}-gpu-node",
+            cluster_name=self.eks.name,
+            principal_arn=self.gpu_node_role.arn,
+            type="EC2_LINUX",
+            opts=child,
+        )
+        self.gpu_node_ready.append(self.gpu_access)
+        # Auto-named (no node_group_name): a change that replaces the group can create the
+        # new one before deleting the old.
         self.system_pool = aws.eks.NodeGroup(
             f"{name}-system",
             cluster_name=self.eks.name,
-            node_group_name=f"{name}-system",
             node_role_arn=self.node_role.arn,
             subnet_ids=all_subnets,
             instance_types=[SYSTEM_INSTANCE_TYPE],
             capacity_type="ON_DEMAND",
             ami_type="AL2023_x86_64_STANDARD",
             scaling_config={"desired_size": 2, "min_size": 1, "max_size": 3},
-            labels={L.MANAGED: "true"},
+            labels={fleet.MANAGED: "true"},
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_role_ready),
         )
@@ -183,7 +207,11 @@ class Cluster(pulumi.ComponentResource):
             namespace="kube-system",
             values={
                 "tolerations": [
-                    {"key": L.GPU_TAINT_KEY, "operator": "Exists", "effect": L.GPU_TAINT_EFFECT}
+                    {
+                        "key": fleet.GPU_TAINT_KEY,
+                        "operator": "Exists",
+                        "effect": fleet.GPU_TAINT_EFFECT,
+                    }
                 ]
             },
             opts=on_cluster,
@@ -200,7 +228,7 @@ class Cluster(pulumi.ComponentResource):
         self.queue = InterruptionQueue(
             f"{name}-interruptions",
             cluster_name=self.eks.name,
-            cluster_arn=self.eks.arn,
+            node_role_arn=self.gpu_node_role.arn,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[pod_identity]),
         )

@@ -79,3 +79,26 @@ def other_zone(plan: Plan, offers: Sequence[Offer], taken: Sequence[str]) -> str
     """Another zone of the plan's region (EKS wants subnets in two zones), or None."""
     zones = sorted({o.zone for o in offers if o.cloud == plan.cloud and o.region == plan.region})
     return next((z for z in zones if z and z not in taken), None)
+
+
+#: GPU instance types with an Elastic Fabric Adapter (EC2 DescribeInstanceTypes,
+#: NetworkInfo.EfaSupported, as recorded in moto 5's instance_types.json; AWS's "Supported
+#: instance types" list for EFA says the same). Small sizes of the g families have none: a launch
+#: template with an EFA interface fails on them, so a pool that uses EFA keeps to these.
+EFA_TYPES = frozenset(
+    {
+        "g4dn.8xlarge", "g4dn.12xlarge", "g4dn.16xlarge", "g4dn.metal",
+        "g5.8xlarge", "g5.12xlarge", "g5.16xlarge", "g5.24xlarge", "g5.48xlarge",
+        "g6.8xlarge", "g6.12xlarge", "g6.16xlarge", "g6.24xlarge", "g6.48xlarge",
+        "g6e.8xlarge", "g6e.12xlarge", "g6e.16xlarge", "g6e.24xlarge", "g6e.48xlarge",
+        "g7.8xlarge", "g7.12xlarge", "g7.24xlarge", "g7.48xlarge",
+        "g7e.8xlarge", "g7e.12xlarge", "g7e.24xlarge", "g7e.48xlarge",
+        "gr6.8xlarge", "p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge",
+        "p5.4xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge",
+        "p6-b200.48xlarge", "p6-b300.48xlarge",
+    }
+)  # fmt: skip
+
+
+def efa_capable(instance_type: str) -> bool:
+    return instance_type in EFA_TYPES

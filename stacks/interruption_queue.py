@@ -3,8 +3,9 @@
 EventBridge rules for spot interruption warnings, rebalance recommendations, instance state
 changes and scheduled maintenance (AWS Health) send to one SQS queue; only those rules may
 write to it. The daemon's IAM role (bound to its service account by EKS Pod Identity) may
-read and delete from that queue, describe instances and ASGs, and resize this cluster's node
-groups: nothing else.
+do exactly what provisioner/fleet.py declares the daemon calls (fleet.iam_policy): consume the
+queue, describe and launch instances from the pool's launch template, detach a reclaimed group
+from its Auto Scaling group, terminate what is left of it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks import labels as L
+from provisioner import fleet
 
 #: name -> EventBridge pattern. What `prov daemon --mode queue` consumes.
 EVENT_PATTERNS: dict[str, dict[str, Any]] = {
@@ -39,42 +40,19 @@ EVENT_PATTERNS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Actions with no resource-level permissions in IAM: they can only be granted on "*".
-DESCRIBE_ACTIONS = ["ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups"]
-QUEUE_ACTIONS = [
-    "sqs:ReceiveMessage",
-    "sqs:DeleteMessage",
-    "sqs:ChangeMessageVisibility",
-    "sqs:GetQueueAttributes",
-]
-NODEGROUP_ACTIONS = ["eks:DescribeNodegroup", "eks:UpdateNodegroupConfig"]
+#: How long a notice may wait in the queue. A message stays in it, hidden, for as long as its
+#: flow runs (the daemon deletes it only once the replacement is Ready, up to its
+#: --replacement-timeout of 15 min after the notice), and an AWS Health scheduled change can be
+#: announced days ahead: keep the SQS maximum, 14 days.
+RETENTION_SECONDS = 14 * 24 * 3600
+#: The daemon extends a message's visibility while its flow runs (ChangeMessageVisibility);
+#: this is only how long a message stays hidden after a daemon died holding it.
+VISIBILITY_SECONDS = 120
 
 
-def nodegroups_arn(cluster_arn: str) -> str:
-    """Every node group of one cluster: arn:...:cluster/NAME -> arn:...:nodegroup/NAME/*/*."""
-    return cluster_arn.replace(":cluster/", ":nodegroup/", 1) + "/*/*"
-
-
-def daemon_policy(queue_arn: str, cluster_arn: str) -> dict[str, Any]:
-    """The daemon's permissions as an IAM policy document."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ConsumeQueue",
-                "Effect": "Allow",
-                "Action": QUEUE_ACTIONS,
-                "Resource": queue_arn,
-            },
-            {"Sid": "Describe", "Effect": "Allow", "Action": DESCRIBE_ACTIONS, "Resource": "*"},
-            {
-                "Sid": "ScalePools",
-                "Effect": "Allow",
-                "Action": NODEGROUP_ACTIONS,
-                "Resource": nodegroups_arn(cluster_arn),
-            },
-        ],
-    }
+def daemon_policy(queue_arn: str, node_role_arn: str) -> dict[str, Any]:
+    """The daemon's permissions, generated from provisioner/fleet.py's AWS_CALLS."""
+    return fleet.iam_policy(queue_arn, node_role_arn)
 
 
 def queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
@@ -112,16 +90,16 @@ class InterruptionQueue(pulumi.ComponentResource):
         name: str,
         *,
         cluster_name: pulumi.Input[str],
-        cluster_arn: pulumi.Input[str],
+        node_role_arn: pulumi.Input[str],
         tags: dict[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("prov:aws:InterruptionQueue", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        # Spot warnings are useless after two minutes; keep five for retries.
         self.queue = aws.sqs.Queue(
             f"{name}-events",
-            message_retention_seconds=300,
+            message_retention_seconds=RETENTION_SECONDS,
+            visibility_timeout_seconds=VISIBILITY_SECONDS,
             sqs_managed_sse_enabled=True,
             tags=tags,
             opts=child,
@@ -152,7 +130,7 @@ class InterruptionQueue(pulumi.ComponentResource):
         self.daemon_policy = aws.iam.RolePolicy(
             f"{name}-daemon",
             role=self.daemon_role.id,
-            policy=pulumi.Output.all(self.queue.arn, cluster_arn).apply(
+            policy=pulumi.Output.all(self.queue.arn, node_role_arn).apply(
                 lambda a: json.dumps(daemon_policy(a[0], a[1]))
             ),
             opts=child,
@@ -160,8 +138,8 @@ class InterruptionQueue(pulumi.ComponentResource):
         aws.eks.PodIdentityAssociation(
             f"{name}-daemon",
             cluster_name=cluster_name,
-            namespace=L.DAEMON_NAMESPACE,
-            service_account=L.DAEMON_SERVICE_ACCOUNT,
+            namespace=fleet.DAEMON_NAMESPACE,
+            service_account=fleet.DAEMON_SERVICE_ACCOUNT,
             role_arn=self.daemon_role.arn,
             opts=child,
         )

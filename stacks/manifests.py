@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stacks import labels as L
+from provisioner import fleet
 from stacks.spec import MASTER_PORT, PORT, PRE_STOP_SECONDS, PROBE_PERIOD_SECONDS, DeploySpec
 from stacks.vllm_argv import dp_node_args, serve_command
 
@@ -64,9 +64,10 @@ def common_labels(spec: DeploySpec) -> dict[str, str]:
     return {
         **selector_labels(spec),
         "app.kubernetes.io/managed-by": "prov",
-        L.MANAGED: "true",
-        L.GPU: p.gpu,
-        L.SHAPE: shape,
+        fleet.MANAGED: fleet.MANAGED_VALUE,
+        fleet.WORKLOAD_LABEL: fleet.WORKLOAD_VALUE,  # the daemon waits for these to be Ready
+        fleet.GPU: p.gpu,
+        fleet.SHAPE: shape,
     }
 
 
@@ -197,8 +198,8 @@ def pod_spec(spec: DeploySpec, role: str) -> Manifest:
         "terminationGracePeriodSeconds": spec.grace_seconds,
         "automountServiceAccountToken": False,
         "tolerations": [
-            {"key": key, "operator": "Exists", "effect": L.GPU_TAINT_EFFECT}
-            for key in dict.fromkeys((L.GPU_TAINT_KEY, spec.gpu_resource))
+            {"key": key, "operator": "Exists", "effect": fleet.GPU_TAINT_EFFECT}
+            for key in dict.fromkeys((fleet.GPU_TAINT_KEY, spec.gpu_resource))
         ],
         "containers": [container],
         "volumes": [
@@ -210,15 +211,15 @@ def pod_spec(spec: DeploySpec, role: str) -> Manifest:
         ],
     }
     if spec.target == "aws-eks":
-        pod["nodeSelector"] = {L.POOL: spec.name}
+        pod["nodeSelector"] = {fleet.POOL: spec.name}
     return pod
 
 
 def _template(spec: DeploySpec, role: str) -> Manifest:
     return {
         "metadata": {
-            "labels": {**common_labels(spec), L.ROLE: role},
-            "annotations": {"prov/plan": plan_annotation(spec)},
+            "labels": {**common_labels(spec), fleet.ROLE: role},
+            "annotations": {fleet.PLAN_ANNOTATION: plan_annotation(spec)},
         },
         "spec": pod_spec(spec, role),
     }
@@ -234,10 +235,11 @@ def deployment(spec: DeploySpec) -> Manifest:
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": selector_labels(spec)},
-            # Surge: the old pod serves until its replacement is Ready (if a node is free).
+            # The pool has exactly one node per replica: a surge pod would wait for a node that
+            # never comes and the rollout would never finish. Replace in place instead.
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
             },
             "progressDeadlineSeconds": deadline,
             "template": _template(spec, "server"),
@@ -255,7 +257,8 @@ def leader_worker_set(spec: DeploySpec) -> Manifest:
             "startupPolicy": "LeaderCreated",
             "rolloutStrategy": {
                 "type": "RollingUpdate",
-                "rollingUpdateConfiguration": {"maxUnavailable": 0, "maxSurge": 1},
+                # a fixed-size pool has no node for a surge group (see deployment())
+                "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0},
             },
             "leaderWorkerTemplate": {
                 "size": spec.plan.nodes,
@@ -281,7 +284,7 @@ def service(spec: DeploySpec) -> Manifest:
         "metadata": _metadata(spec, service_name(spec)),
         "spec": {
             "type": "LoadBalancer" if spec.public else "ClusterIP",
-            "selector": {**selector_labels(spec), L.ROLE: role},
+            "selector": {**selector_labels(spec), fleet.ROLE: role},
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -295,17 +298,19 @@ def service(spec: DeploySpec) -> Manifest:
 
 
 def pod_disruption_budget(spec: DeploySpec) -> Manifest:
-    """Voluntary evictions wait until another full replica is healthy.
+    """At most one replica group's pods disrupted at a time.
 
-    minAvailable is one replica's pods, so a drain (the daemon's, or kubectl's) is refused with
-    429 until a replacement replica is Ready; pods that never became Ready may always go.
+    maxUnavailable is one replica's pods: a drain of one replica (the daemon's, kubectl's) is
+    allowed, a second one waits. A minAvailable of one replica would refuse every eviction of a
+    one-replica deployment until its node died, cutting its in-flight requests; the daemon
+    requests the replacement first instead, and drains with the pods' own grace period.
     """
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(spec, spec.name),
         "spec": {
-            "minAvailable": spec.plan.nodes,
+            "maxUnavailable": spec.plan.nodes,
             "selector": {"matchLabels": selector_labels(spec)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
@@ -323,6 +328,15 @@ def secret(spec: DeploySpec, string_data: dict[str, Any]) -> Manifest:
     }
 
 
+def namespace(spec: DeploySpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": spec.namespace, "labels": {fleet.MANAGED: fleet.MANAGED_VALUE}},
+    }
+
+
 def build_manifests(spec: DeploySpec) -> list[Manifest]:
-    """The workload, its Service and its PodDisruptionBudget, in apply order."""
+    """The workload, its Service and its PodDisruptionBudget, in apply order (the Namespace,
+    when it is not `default`, comes first: see ``namespace``)."""
     return [workload(spec), service(spec), pod_disruption_budget(spec)]

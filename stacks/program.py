@@ -45,7 +45,7 @@ def stack_outputs() -> dict[str, Any]:
     if spec.target == "aws-eks":
         import pulumi_aws as aws
 
-        from stacks.cluster import Cluster
+        from stacks.cluster import EKS_VERSION, SERVICE_CIDR, Cluster
         from stacks.gpu_node_pool import GpuNodePool, pool_tags
 
         tags = pool_tags(spec, stack)
@@ -55,6 +55,7 @@ def stack_outputs() -> dict[str, Any]:
             spec.name,
             region=spec.plan.region,
             zones=spec.vpc_zones,
+            control_plane_zones=spec.control_plane_zones,
             tags=tags,
             opts=pulumi.ResourceOptions(provider=aws_provider),
         )
@@ -62,19 +63,25 @@ def stack_outputs() -> dict[str, Any]:
             spec.name,
             spec,
             cluster_name=cluster.eks.name,
-            node_role_arn=cluster.node_role.arn,
-            subnet_ids=[cluster.subnet_ids[z] for z in spec.zones],
+            cluster_endpoint=cluster.eks.endpoint,
+            cluster_ca=cluster.eks.certificate_authority.data,
+            service_cidr=SERVICE_CIDR,
+            eks_version=EKS_VERSION,
+            instance_profile_arn=cluster.gpu_instance_profile.arn,
+            subnet_ids=cluster.subnet_ids,
             security_group_id=cluster.security_group_id,
             stack=stack,
-            opts=pulumi.ResourceOptions(provider=aws_provider, depends_on=cluster.node_role_ready),
+            opts=pulumi.ResourceOptions(provider=aws_provider, depends_on=cluster.gpu_node_ready),
         )
+        daemon = _deploy_daemon(spec, options, cluster)
         service_opts = pulumi.ResourceOptions(
             provider=cluster.provider,
-            depends_on=[pool, cluster.device_plugin, cluster.lws],
+            depends_on=[pool, cluster.device_plugin, cluster.lws, *daemon],
         )
         outputs["clusterName"] = cluster.eks.name
         outputs["region"] = spec.plan.region
-        outputs["nodeGroup"] = pool.node_group.node_group_name
+        outputs["launchTemplate"] = pool.launch_template.id
+        outputs["replicaGroups"] = [g.name for g in pool.groups]
         outputs["instanceTypes"] = list(spec.instance_types)
         outputs["interruptionQueueUrl"] = cluster.queue.queue.url
         outputs["daemonRoleArn"] = cluster.queue.daemon_role.arn
@@ -94,3 +101,32 @@ def stack_outputs() -> dict[str, Any]:
     )
     outputs["apiKey"] = api_key
     return outputs
+
+
+def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> list[Any]:
+    """The interruption daemon on the system pool: its namespace, RBAC and Deployment (or the
+    IMDS DaemonSet), generated from provisioner/fleet.py like its IAM policy."""
+    if options.daemon == "none":
+        return []
+    from stacks.daemon import build_daemon_manifests
+    from stacks.vllm_service import apply_manifest
+
+    opts = pulumi.ResourceOptions(
+        provider=cluster.provider, depends_on=[cluster.system_pool, cluster.queue]
+    )
+
+    def objects(url: str) -> list[dict[str, Any]]:
+        return build_daemon_manifests(url, spec.plan.region, options.daemon_image, options.daemon)
+
+    # the manifests need the queue URL, an Output: build them with a placeholder, then pass
+    # the real URL into the one field that holds it (the container args)
+    made = []
+    for obj in objects("QUEUE_URL"):
+        if obj["kind"] == "Deployment":
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            args = container["args"]
+            container["args"] = cluster.queue.queue.url.apply(
+                lambda url, a=args: [url if x == "QUEUE_URL" else x for x in a]
+            )
+        made.append(apply_manifest(obj, opts))
+    return made

@@ -17,7 +17,7 @@ from pricing.offers import Offer
 from provisioner.contract import Plan, PlanDocument
 from provisioner.errors import UsageError
 from provisioner.vllm_rules import VLLM_VERSION
-from stacks.instances import NodeShape, alternatives, other_zone
+from stacks.instances import NodeShape, alternatives, efa_capable, other_zone
 
 #: The one vLLM image tag prov deploys. v0.18.0 is the first release with --shutdown-timeout
 #: (vllm-project/vllm#34730), which the drain below depends on; multi-node without Ray
@@ -29,6 +29,9 @@ VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"  # the one version constant
 VLLM_ROCM_IMAGE = f"vllm/vllm-openai-rocm:v{VLLM_VERSION}"
 
 TARGETS = ("aws-eks", "kubeconfig")
+DAEMON_MODES = ("queue", "imds", "none")
+#: The daemon's image, built from docker/daemon.Dockerfile (push it and pass --daemon-image).
+DAEMON_IMAGE = "ghcr.io/prov-dev/prov-daemon:0.1.0"
 PORT = 8000
 MASTER_PORT = 29500  # torch.distributed rendezvous on the leader (multi-node)
 
@@ -47,6 +50,11 @@ PROBE_PERIOD_SECONDS = 10
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40  # LeaderWorkerSet pod names append -<group>-<worker>; stay well under 63
 
+#: Availability zones where EKS refuses control-plane subnets (UnsupportedAvailabilityZone-
+#: Exception; EKS user guide, "Create an Amazon EKS cluster": use1-az3, usw1-az2, cac1-az3).
+#: GPU nodes may still run there; only the cluster's own subnets avoid them.
+EKS_UNSUPPORTED_ZONES = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
+
 
 @dataclass(frozen=True)
 class DeployOptions:
@@ -60,6 +68,8 @@ class DeployOptions:
     drain_seconds: int = DEFAULT_DRAIN_SECONDS
     image: str = VLLM_IMAGE
     kube_context: str | None = None
+    daemon: str = "queue"  # aws-eks: the interruption daemon's mode: queue | imds | none
+    daemon_image: str = DAEMON_IMAGE
 
     def to_config(self) -> dict[str, str]:
         """Stack config values (namespace `prov`), as strings."""
@@ -70,6 +80,8 @@ class DeployOptions:
             "prov:public": "true" if self.public else "false",
             "prov:drainSeconds": str(self.drain_seconds),
             "prov:image": self.image,
+            "prov:daemon": self.daemon,
+            "prov:daemonImage": self.daemon_image,
         }
         if self.name:
             out["prov:name"] = self.name
@@ -97,6 +109,8 @@ class DeployOptions:
             drain_seconds=num("drainSeconds", DEFAULT_DRAIN_SECONDS),
             image=get("image") or VLLM_IMAGE,
             kube_context=get("kubeContext") or None,
+            daemon=get("daemon") or "queue",
+            daemon_image=get("daemonImage") or DAEMON_IMAGE,
         )
 
 
@@ -116,12 +130,22 @@ class DeploySpec:
     node: NodeShape | None  # CPU/RAM of the node, None when the snapshot does not know it
     instance_types: tuple[str, ...]  # the plan's first (AWS pool)
     zones: tuple[str, ...]  # where the GPU pool may launch (AWS), the plan's first
-    vpc_zones: tuple[str, ...]  # the pool's zones plus one more when EKS needs a second
+    vpc_zones: tuple[str, ...]  # the pool's zones plus more when EKS needs two it supports
     gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu on AMD (provisioner/deployable.py)
 
     @property
     def multi_node(self) -> bool:
         return self.plan.nodes > 1
+
+    @property
+    def uses_efa(self) -> bool:
+        """Multi-node on an EFA fabric: every type of the pool has an EFA (build_spec)."""
+        return self.multi_node and self.plan.fabric == "efa"
+
+    @property
+    def control_plane_zones(self) -> tuple[str, ...]:
+        """The VPC's zones EKS accepts for its control-plane subnets (at least two)."""
+        return tuple(z for z in self.vpc_zones if z not in EKS_UNSUPPORTED_ZONES)
 
     @property
     def startup_budget_seconds(self) -> int:
@@ -259,6 +283,8 @@ def build_spec(
         raise UsageError(f"--namespace {options.namespace!r} is not a Kubernetes namespace name")
     if not 0 <= options.drain_seconds <= MAX_DRAIN_SECONDS:
         raise UsageError(f"--drain-seconds {options.drain_seconds}: must be 0..{MAX_DRAIN_SECONDS}")
+    if options.daemon not in DAEMON_MODES:
+        raise UsageError(f"--daemon {options.daemon!r}: allowed: {', '.join(DAEMON_MODES)}")
     if not options.image.strip():
         raise UsageError("--image is empty")
     from provisioner.deployable import GPU_RESOURCE, gpu_vendor
@@ -273,12 +299,21 @@ def build_spec(
         offers = load_offers()
     # A cluster placement group lives in one zone, so a multi-node pool stays in the plan's.
     alt = alternatives(plan, offers, single_zone=plan.nodes > 1)
+    instance_types = alt.instance_types
+    if plan.nodes > 1 and plan.fabric == "efa":
+        # the launch template carries an EFA interface: a type without one would not launch
+        instance_types = tuple(t for t in instance_types if efa_capable(t))
+        if not instance_types:
+            raise UsageError(
+                f"rank {plan.rank} spans nodes over EFA but {plan.instance_type} has no EFA "
+                "interface; pick another rank"
+            )
     vpc_zones = alt.zones
-    if target == "aws-eks" and len(vpc_zones) < 2:
-        extra = other_zone(plan, offers, vpc_zones)
+    while target == "aws-eks" and sum(z not in EKS_UNSUPPORTED_ZONES for z in vpc_zones) < 2:
+        extra = other_zone(plan, offers, (*vpc_zones, *EKS_UNSUPPORTED_ZONES))
         if extra is None:
             raise UsageError(
-                f"EKS needs subnets in two availability zones and prov knows only "
+                f"EKS needs subnets in two availability zones it supports and prov knows only "
                 f"{', '.join(vpc_zones)} in {plan.region}"
             )
         vpc_zones = (*vpc_zones, extra)
@@ -296,7 +331,7 @@ def build_spec(
         public=options.public,
         drain_seconds=options.drain_seconds,
         node=alt.node,
-        instance_types=alt.instance_types,
+        instance_types=instance_types,
         zones=alt.zones,
         vpc_zones=vpc_zones,
         gpu_resource=GPU_RESOURCE.get(vendor, "nvidia.com/gpu"),

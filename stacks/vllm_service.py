@@ -20,10 +20,37 @@ from stacks.spec import PORT, DeploySpec
 _AWAIT_MARGIN_SECONDS = 600
 
 
-def _resource(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+def apply_manifest(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """One manifest dict -> the pulumi_kubernetes resource of its kind."""
     kind, name = obj["kind"], obj["metadata"]["name"]
     fields: dict[str, Any] = {"metadata": obj["metadata"], "spec": obj.get("spec")}
+    rbac = k8s.rbac.v1
+    if kind == "Namespace":
+        # Server-side apply (pulumi-kubernetes 4's default) makes creating an existing namespace
+        # an upsert; retained on destroy, so a namespace that held other things survives.
+        return k8s.core.v1.Namespace(
+            name,
+            metadata=obj["metadata"],
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True)),
+        )
+    if kind == "ServiceAccount":
+        return k8s.core.v1.ServiceAccount(name, metadata=obj["metadata"], opts=opts)
+    if kind in ("ClusterRole", "Role"):
+        cls = rbac.ClusterRole if kind == "ClusterRole" else rbac.Role
+        return cls(
+            f"{name}-{kind.lower()}", metadata=obj["metadata"], rules=obj["rules"], opts=opts
+        )
+    if kind in ("ClusterRoleBinding", "RoleBinding"):
+        cls = rbac.ClusterRoleBinding if kind == "ClusterRoleBinding" else rbac.RoleBinding
+        return cls(
+            f"{name}-{kind.lower()}",
+            metadata=obj["metadata"],
+            role_ref=obj["roleRef"],
+            subjects=obj["subjects"],
+            opts=opts,
+        )
+    if kind == "DaemonSet":
+        return k8s.apps.v1.DaemonSet(name, **fields, opts=opts)
     if kind == "Deployment":
         return k8s.apps.v1.Deployment(name, **fields, opts=opts)
     if kind == "Service":
@@ -57,14 +84,19 @@ class VllmService(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("prov:k8s:VllmService", name, None, opts)
+        first: list[pulumi.Resource] = []
+        if spec.namespace != "default":
+            first.append(apply_manifest(M.namespace(spec), pulumi.ResourceOptions(parent=self)))
         data: dict[str, Any] = {"VLLM_API_KEY": pulumi.Output.secret(api_key)}
         if hf_token is not None:
             data["HF_TOKEN"] = pulumi.Output.secret(hf_token)
-        self.secret = _resource(M.secret(spec, data), pulumi.ResourceOptions(parent=self))
+        self.secret = apply_manifest(
+            M.secret(spec, data), pulumi.ResourceOptions(parent=self, depends_on=first)
+        )
         wait = f"{spec.startup_budget_seconds + _AWAIT_MARGIN_SECONDS}s"
         timeouts = pulumi.CustomTimeouts(create=wait, update=wait)
         self.resources = [
-            _resource(
+            apply_manifest(
                 obj,
                 pulumi.ResourceOptions(
                     parent=self, depends_on=[self.secret], custom_timeouts=timeouts

@@ -301,3 +301,15 @@ def test_a_failed_pulumi_command_is_summed_up_by_its_error_line() -> None:
     )
     assert _last_error_line(text) == "error: update failed"
     assert _last_error_line("\n code: 1\n stdout: \n stderr: boom") == "boom"
+
+
+def test_daemon_mode_is_checked(plan_files: dict[str, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from provisioner.cli import app
+
+    result = CliRunner().invoke(
+        app, ["deploy", "--plan", str(next(iter(plan_files.values()))), "--daemon", "both"]
+    )
+    assert result.exit_code == 2
+    assert "--daemon 'both': allowed: queue, imds, none" in result.output

@@ -1,11 +1,11 @@
-"""Replacement capacity: the EC2 adapter and the fallback across zones, types and markets.
+"""Replacement capacity: the policy (fallback across zones, types and markets) and the Protocol.
 
-``Capacity`` is the small Protocol the handler uses; ``Ec2Capacity`` implements it with boto3
-(imported lazily, botocore's standard retry mode handles throttling). ``launch_replacement``
-holds the policy: same instance type in the other zones, then the configured alternatives, all
-on spot, then the same list on-demand; a (type, zone, market) that was reclaimed or said
-"no capacity" is blocked for ``block_seconds``. A replica of N nodes is launched as one request
-of N instances in one zone (all or nothing), so a TP x PP group never straddles zones.
+``Capacity`` is the small Protocol the handler uses; ``ec2.Ec2Capacity`` implements it with
+boto3. ``launch_replacement`` holds the policy: same instance type in the other zones, then
+the configured alternatives, all on spot, then the same list on-demand; a (type, zone, market)
+that was reclaimed or said "no capacity" is blocked for ``block_seconds``. A replica of N nodes
+is launched as one request of N instances in one zone (all or nothing), so a TP x PP group
+never straddles zones.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.config import Alternative, DaemonConfig
 from provisioner.errors import OperationalError
 
@@ -83,36 +83,36 @@ class InstanceInfo:
 
     @property
     def managed(self) -> bool:
-        return self.tags.get(tags.MANAGED, "").lower() == tags.MANAGED_VALUE
+        return self.tags.get(fleet.MANAGED, "").lower() == fleet.MANAGED_VALUE
 
     @property
     def pool(self) -> str:
-        return self.tags.get(tags.POOL, "default")
+        return self.tags.get(fleet.POOL, "default")
 
     @property
     def replica(self) -> str:
-        return self.tags.get(tags.REPLICA) or self.id
+        return self.tags.get(fleet.REPLICA) or self.id
 
     @property
     def spare(self) -> bool:
         """A warm spare waiting out of traffic (not a promoted one)."""
-        return self.tags.get(tags.SPARE) == tags.SPARE_VALUE
+        return self.tags.get(fleet.SPARE) == fleet.SPARE_VALUE
 
     @property
     def replica_size(self) -> int:
         try:
-            return max(1, int(self.tags.get(tags.REPLICA_SIZE, "1")))
+            return max(1, int(self.tags.get(fleet.REPLICA_SIZE, "1")))
         except ValueError:
             return 1
 
     @property
     def asg(self) -> str | None:
-        return self.tags.get(tags.AWS_ASG_NAME)
+        return self.tags.get(fleet.AWS_ASG_NAME)
 
     @property
     def launch_template(self) -> tuple[str, str] | None:
-        lt = self.tags.get(tags.AWS_LAUNCH_TEMPLATE_ID)
-        return (lt, self.tags.get(tags.AWS_LAUNCH_TEMPLATE_VERSION, "$Default")) if lt else None
+        lt = self.tags.get(fleet.AWS_LAUNCH_TEMPLATE_ID)
+        return (lt, self.tags.get(fleet.AWS_LAUNCH_TEMPLATE_VERSION, "$Default")) if lt else None
 
     @classmethod
     def from_api(cls, i: dict[str, Any]) -> InstanceInfo:
@@ -235,6 +235,8 @@ class Capacity(Protocol):
 
     def terminate(self, instances: Sequence[InstanceInfo]) -> None: ...
 
+    def detach(self, instances: Sequence[InstanceInfo]) -> None: ...
+
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None: ...
 
 
@@ -272,253 +274,3 @@ def launch_replacement(
             continue
         return Launched(insts, a, tried)
     raise NoCapacity(tried)
-
-
-# ---------------------------------------------------------------------------------------------
-# The boto3 adapter
-# ---------------------------------------------------------------------------------------------
-
-
-def _client_error_code(e: Exception) -> str | None:
-    resp = getattr(e, "response", None)
-    if isinstance(resp, dict):
-        return str(resp.get("Error", {}).get("Code", "")) or None
-    return None
-
-
-class Ec2Capacity:
-    """Capacity over boto3 EC2 (+ autoscaling for ASG members). Caches describes briefly."""
-
-    def __init__(
-        self,
-        cfg: DaemonConfig,
-        ec2: Any = None,
-        launch_ec2: Any = None,
-        autoscaling: Any = None,
-        cache_seconds: float = 2.0,
-        session: Any = None,
-        endpoints: dict[str, str] | None = None,
-    ) -> None:
-        import boto3
-        from botocore.config import Config
-
-        session = session or boto3.session.Session(region_name=cfg.region)
-        base = {"connect_timeout": cfg.http_timeout_seconds, "read_timeout": 30}
-        std = Config(retries={"mode": "standard", "total_max_attempts": 5}, **base)
-        quick = Config(
-            retries={"mode": "standard", "total_max_attempts": cfg.launch_max_attempts}, **base
-        )
-        ep = endpoints or {}
-        self.ec2 = ec2 or session.client("ec2", endpoint_url=ep.get("ec2"), config=std)
-        # Capacity errors are 5xx that botocore would retry with backoff while the notice runs
-        # out: the launch client gives up fast and the fallback tries the next pool instead.
-        self.launch_ec2 = launch_ec2 or session.client(
-            "ec2", endpoint_url=ep.get("ec2"), config=quick
-        )
-        self.autoscaling = autoscaling or session.client(
-            "autoscaling", endpoint_url=ep.get("autoscaling"), config=std
-        )
-        self._cache: dict[str, tuple[float, InstanceInfo]] = {}
-        self._cache_seconds = cache_seconds
-        self._lock = threading.Lock()
-
-    def _query(self, **kw: Any) -> list[InstanceInfo]:
-        out: list[InstanceInfo] = []
-        paginator = self.ec2.get_paginator("describe_instances")
-        for page in paginator.paginate(**kw):
-            for res in page.get("Reservations", []):
-                out += [InstanceInfo.from_api(i) for i in res.get("Instances", [])]
-        now = time.monotonic()
-        with self._lock:
-            for i in out:
-                self._cache[i.id] = (now, i)
-        return out
-
-    def prefetch(self, ids: Sequence[str]) -> None:
-        ids = [i for i in dict.fromkeys(ids)]
-        if ids:
-            self._describe_uncached(ids)
-
-    def _describe_uncached(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
-        try:
-            found = self._query(InstanceIds=list(ids))
-        except Exception as e:
-            if _client_error_code(e) != "InvalidInstanceID.NotFound":
-                raise
-            if len(ids) == 1:
-                return {}
-            # one unknown id fails the whole call: ask one by one
-            found = [i for one in ids for i in self._describe_uncached([one]).values()]
-        return {i.id: i for i in found}
-
-    def describe(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
-        now = time.monotonic()
-        out: dict[str, InstanceInfo] = {}
-        missing = []
-        with self._lock:
-            for i in ids:
-                hit = self._cache.get(i)
-                if hit and now - hit[0] < self._cache_seconds:
-                    out[i] = hit[1]
-                else:
-                    missing.append(i)
-        if missing:
-            out.update(self._describe_uncached(missing))
-        return out
-
-    def _by_tags(self, pool: str, **tag_values: str) -> list[InstanceInfo]:
-        filters = [
-            {"Name": f"tag:{tags.POOL}", "Values": [pool]},
-            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
-        ] + [{"Name": f"tag:{k}", "Values": [v]} for k, v in tag_values.items()]
-        found = self._query(Filters=filters)
-        return [i for i in found if i.pool == pool]
-
-    def replica_members(self, pool: str, replica: str) -> list[InstanceInfo]:
-        return self._by_tags(pool, **{tags.REPLICA: replica})
-
-    def find_replacement(self, pool: str, replaces: str) -> list[InstanceInfo]:
-        return self._by_tags(pool, **{tags.REPLACES: replaces})
-
-    def on_demand_replicas(self, pool: str, exclude_replica: str) -> int:
-        live = self._by_tags(pool, **{tags.MANAGED: tags.MANAGED_VALUE})
-        return len(
-            {
-                i.replica
-                for i in live
-                if i.market == "on-demand"
-                and not i.spare  # a spare serves nobody until it is promoted
-                and i.replica != exclude_replica
-                and i.state in ("pending", "running")
-            }
-        )
-
-    def managed_instances(self) -> list[InstanceInfo]:
-        """Every live instance tagged prov.dev/managed=true, all pools (one paginated call)."""
-        return self._query(
-            Filters=[
-                {"Name": f"tag:{tags.MANAGED}", "Values": [tags.MANAGED_VALUE]},
-                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
-            ]
-        )
-
-    def promote(self, instances: Sequence[InstanceInfo], replaces: str) -> None:
-        """Turn a spare group into the replacement of ``replaces``: one CreateTags call."""
-        ids = [i.id for i in instances]
-        self.ec2.create_tags(
-            Resources=ids,
-            Tags=[
-                {"Key": tags.REPLACES, "Value": replaces},
-                {"Key": tags.SPARE, "Value": tags.SPARE_PROMOTED},
-            ],
-        )
-        with self._lock:
-            for i in ids:
-                self._cache.pop(i, None)
-
-    def subnets_by_zone(self, template: InstanceInfo) -> dict[str, str]:
-        """Subnets tagged prov.dev/managed=true in the instance's VPC, one per zone."""
-        if not template.vpc_id:
-            return {}
-        resp = self.ec2.describe_subnets(
-            Filters=[
-                {"Name": "vpc-id", "Values": [template.vpc_id]},
-                {"Name": f"tag:{tags.MANAGED}", "Values": [tags.MANAGED_VALUE]},
-            ]
-        )
-        out: dict[str, str] = {}
-        for s in sorted(resp.get("Subnets", []), key=lambda s: s["SubnetId"]):
-            out.setdefault(s["AvailabilityZone"], s["SubnetId"])
-        if template.subnet_id and template.zone:
-            out[template.zone] = template.subnet_id
-        return out
-
-    def launch(
-        self,
-        template: InstanceInfo,
-        count: int,
-        new_replica: str,
-        replaces: str,
-        attempt: Attempt,
-        subnet_id: str | None,
-        spare: bool = False,
-    ) -> list[InstanceInfo]:
-        """Launch ``count`` instances like ``template``: the replacement of ``replaces``, or
-        (``spare``) a warm spare of the template's pool."""
-        own = (tags.REPLACES, tags.SPARE)  # what the new group is, not what the template was
-        keep = {k: v for k, v in template.tags.items() if not k.startswith("aws:") and k not in own}
-        keep.update(
-            {
-                tags.MANAGED: tags.MANAGED_VALUE,
-                tags.POOL: template.pool,
-                tags.REPLICA: new_replica,
-                tags.REPLICA_SIZE: str(count),
-                tags.MARKET: attempt.market,
-            }
-        )
-        if spare:
-            keep[tags.SPARE] = tags.SPARE_VALUE
-        else:
-            keep[tags.REPLACES] = replaces
-        kw: dict[str, Any] = {
-            "MinCount": count,
-            "MaxCount": count,
-            "InstanceType": attempt.instance_type,
-            "ClientToken": f"{new_replica}-{attempt.label}"[:64],
-            "TagSpecifications": [
-                {
-                    "ResourceType": "instance",
-                    "Tags": [{"Key": k, "Value": v} for k, v in keep.items()],
-                }
-            ],
-        }
-        if subnet_id:
-            kw["SubnetId"] = subnet_id
-        else:
-            kw["Placement"] = {"AvailabilityZone": attempt.zone}
-        lt = template.launch_template
-        if lt:
-            kw["LaunchTemplate"] = {"LaunchTemplateId": lt[0], "Version": lt[1]}
-        else:
-            kw["ImageId"] = template.image_id
-            if template.security_group_ids:
-                kw["SecurityGroupIds"] = list(template.security_group_ids)
-            if template.key_name:
-                kw["KeyName"] = template.key_name
-            if template.iam_profile_arn:
-                kw["IamInstanceProfile"] = {"Arn": template.iam_profile_arn}
-        if attempt.market == "spot":
-            kw["InstanceMarketOptions"] = {
-                "MarketType": "spot",
-                "SpotOptions": {
-                    "SpotInstanceType": "one-time",
-                    "InstanceInterruptionBehavior": "terminate",
-                },
-            }
-        try:
-            resp = self.launch_ec2.run_instances(**kw)
-        except Exception as e:
-            code = _client_error_code(e)
-            if code in CAPACITY_CODES:
-                raise CapacityUnavailable(code or "", str(e)) from e
-            raise CapacityError(f"RunInstances failed for {attempt.label}: {e}") from e
-        return [InstanceInfo.from_api(i) for i in resp.get("Instances", [])]
-
-    def terminate(self, instances: Sequence[InstanceInfo]) -> None:
-        plain = [i.id for i in instances if not i.asg]
-        for i in instances:
-            if i.asg:  # keep the ASG from launching yet another one
-                self.autoscaling.terminate_instance_in_auto_scaling_group(
-                    InstanceId=i.id, ShouldDecrementDesiredCapacity=True
-                )
-        if plain:
-            self.ec2.terminate_instances(InstanceIds=plain)
-
-    def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None:
-        self.autoscaling.complete_lifecycle_action(
-            LifecycleHookName=hook,
-            AutoScalingGroupName=group,
-            LifecycleActionToken=token,
-            LifecycleActionResult="CONTINUE",
-            InstanceId=instance_id,
-        )

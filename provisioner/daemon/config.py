@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.errors import UsageError
 
 MAX_SPARES = 10  # per pool: a typo must not launch a rack of GPU nodes
@@ -64,7 +64,7 @@ class DaemonConfig:
     drain_margin_seconds: float = 5.0
     replacement_timeout_seconds: float = 900.0
     retire_old_group: bool = True  # terminate the drained group's surviving instances
-    workload_selector: str = f"{tags.WORKLOAD_LABEL}={tags.WORKLOAD_VALUE}"
+    workload_selector: str = f"{fleet.WORKLOAD_LABEL}={fleet.WORKLOAD_VALUE}"
 
     # Cadence.
     poll_interval_seconds: float = 2.0  # imds poll; queue mode re-polls this soon after a poll

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.config import DaemonConfig
 
 log = logging.getLogger("prov.daemon.kube")
@@ -63,7 +63,7 @@ class NodeInfo:
 
     @property
     def tainted(self) -> bool:
-        return any(t.get("key") == tags.TAINT_KEY for t in self.taints)
+        return any(t.get("key") == fleet.TAINT_KEY for t in self.taints)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NodeInfo:
@@ -90,6 +90,7 @@ class PodInfo:
     deleting: bool
     owner_kinds: tuple[str, ...] = ()
     mirror: bool = False
+    grace_seconds: int | None = None  # spec.terminationGracePeriodSeconds (None: default)
 
     @property
     def evictable(self) -> bool:
@@ -109,6 +110,7 @@ class PodInfo:
             deleting=bool(meta.get("deletionTimestamp")),
             owner_kinds=tuple(o.get("kind", "") for o in meta.get("ownerReferences") or []),
             mirror="kubernetes.io/config.mirror" in (meta.get("annotations") or {}),
+            grace_seconds=spec.get("terminationGracePeriodSeconds"),
         )
 
 
@@ -244,11 +246,11 @@ class KubeClient:
         node = known or self.get_node(name)
         if node is None:
             raise LookupError(f"node {name} not found")
-        taints = [t for t in node.taints if t.get("key") != tags.TAINT_KEY]
-        taints.append({"key": tags.TAINT_KEY, "value": taint_value, "effect": "NoSchedule"})
+        taints = [t for t in node.taints if t.get("key") != fleet.TAINT_KEY]
+        taints.append({"key": fleet.TAINT_KEY, "value": taint_value, "effect": "NoSchedule"})
         meta: dict[str, Any] = {"annotations": annotations}
         if exclude_lb:
-            meta["labels"] = {tags.EXCLUDE_LB_LABEL: "true"}
+            meta["labels"] = {fleet.EXCLUDE_LB_LABEL: "true"}
         return self._patch_node(
             name, {"metadata": meta, "spec": {"unschedulable": True, "taints": taints}}
         )
@@ -257,10 +259,10 @@ class KubeClient:
         node = self.get_node(name)
         if node is None:
             raise LookupError(f"node {name} not found")
-        taints = [t for t in node.taints if t.get("key") != tags.TAINT_KEY]
+        taints = [t for t in node.taints if t.get("key") != fleet.TAINT_KEY]
         meta: dict[str, Any] = {"annotations": annotations}
-        if tags.EXCLUDE_LB_LABEL in node.labels:
-            meta["labels"] = {tags.EXCLUDE_LB_LABEL: None}
+        if fleet.EXCLUDE_LB_LABEL in node.labels:
+            meta["labels"] = {fleet.EXCLUDE_LB_LABEL: None}
         return self._patch_node(
             name, {"metadata": meta, "spec": {"unschedulable": None, "taints": taints or None}}
         )

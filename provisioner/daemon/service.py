@@ -20,7 +20,8 @@ from typing import Any
 from provisioner.daemon.capacity import Blocklist, Capacity
 from provisioner.daemon.config import DaemonConfig
 from provisioner.daemon.events import EventKind, InterruptionEvent
-from provisioner.daemon.handler import Aborted, Handler, Outcome
+from provisioner.daemon.handling.handler import Handler
+from provisioner.daemon.handling.state import Aborted, Outcome
 from provisioner.daemon.kube import Kube
 from provisioner.daemon.leader import LeaseElector
 from provisioner.daemon.metrics import Metrics, MetricsServer
@@ -145,7 +146,8 @@ class Daemon:
             acks = self.store.finish(entry, out.status, out.not_before, out.stage)
             for a in acks:
                 self._ack(a)
-            self.outcomes.append((entry.event, out))
+            if out.status != "deferred":
+                self.outcomes.append((entry.event, out))
             if self.cfg.max_events and self.store.handled >= self.cfg.max_events:
                 self.finished.set()
         finally:
@@ -227,7 +229,9 @@ class Daemon:
             self.spares.reconcile()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Graceful: stop polling, let in-flight events finish (bounded), release the lease."""
+        """Graceful: stop polling, let the steps running now finish (bounded), hand the flows
+        still open over (their messages visible again at once: the next leader resumes them
+        from the node annotations), release the lease."""
         self.stopping.set()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)
@@ -240,6 +244,12 @@ class Daemon:
             self.halt.set()
             waiter.join(5)
         self.monitor.flush()  # delete what was acknowledged
+        if not self.halt.is_set() and not self.cfg.dry_run:
+            for a in self.store.open_acks():
+                try:
+                    a.release()
+                except Exception as e:  # it becomes visible by itself after its timeout
+                    log.debug("release failed", extra={"error": str(e)})
         if self.elector is not None:
             self.elector.release()
         if self.server is not None:
@@ -296,7 +306,7 @@ def build_daemon(
     import boto3
     from botocore.config import Config
 
-    from provisioner.daemon.capacity import Ec2Capacity
+    from provisioner.daemon.ec2 import Ec2Capacity
     from provisioner.daemon.kube import KubeClient, make_api_client
 
     session = session or boto3.session.Session(region_name=cfg.region)

@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.capacity import (
     LIVE_STATES,
     Blocklist,
@@ -58,8 +58,8 @@ from provisioner.daemon.metrics import Metrics
 
 log = logging.getLogger("prov.daemon.spares")
 
-OUT_OF_TRAFFIC: dict[str, str | None] = {tags.SPARE_LABEL: "true", tags.EXCLUDE_LB_LABEL: "true"}
-IN_TRAFFIC: dict[str, str | None] = {tags.SPARE_LABEL: None, tags.EXCLUDE_LB_LABEL: None}
+OUT_OF_TRAFFIC: dict[str, str | None] = {fleet.SPARE_LABEL: "true", fleet.EXCLUDE_LB_LABEL: "true"}
+IN_TRAFFIC: dict[str, str | None] = {fleet.SPARE_LABEL: None, fleet.EXCLUDE_LB_LABEL: None}
 
 
 @dataclass

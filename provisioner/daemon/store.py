@@ -107,7 +107,8 @@ class EventStore:
             return AddResult.NEW
 
     def due(self, limit: int) -> list[Entry]:
-        """Pending entries whose time has come, earliest deadline first; marked active."""
+        """Pending entries whose time has come, new notices first, then by deadline; marked
+        active."""
         if limit <= 0:
             return []
         now = self._now()
@@ -118,7 +119,9 @@ class EventStore:
                     for e in self._by_key.values()
                     if e.state == "pending" and e.not_before <= now
                 }.values(),
-                key=lambda e: e.deadline,
+                # a notice's first step (replacement requested, replica cordoned) before the
+                # re-checks of flows already under way, then the earliest deadline
+                key=lambda e: (e.stage != "start", e.deadline),
             )[:limit]
             for e in ready:
                 e.state = "active"

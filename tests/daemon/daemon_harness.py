@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.config import DaemonConfig
 
 REGION = "us-east-1"
@@ -344,7 +344,7 @@ class KmockThread:
             meta = raw.get("metadata") or {}
             if meta.get("deletionTimestamp"):
                 continue
-            if (meta.get("labels") or {}).get(tags.WORKLOAD_LABEL) != tags.WORKLOAD_VALUE:
+            if (meta.get("labels") or {}).get(fleet.WORKLOAD_LABEL) != fleet.WORKLOAD_VALUE:
                 continue
             conds = (raw.get("status") or {}).get("conditions") or []
             if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
@@ -424,8 +424,10 @@ class NodeAgent:
         period: float = 0.05,
         on_pod: Callable[[PodSpec], str | None] | None = None,
         terminate: Callable[[PodSpec, int], None] | None = None,
+        pod_grace: int = 1,
     ) -> None:
         self.ec2 = ec2
+        self.pod_grace = pod_grace  # the vLLM pods' terminationGracePeriodSeconds
         self.core = core
         self.km = km
         self.boot_delay = boot_delay
@@ -455,7 +457,7 @@ class NodeAgent:
     def _instances(self) -> list[dict[str, Any]]:
         out = []
         pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": f"tag:{tags.MANAGED}", "Values": ["true"]}]
+            Filters=[{"Name": f"tag:{fleet.MANAGED}", "Values": ["true"]}]
         )
         for page in pages:
             for res in page["Reservations"]:
@@ -488,7 +490,7 @@ class NodeAgent:
         by_replica: dict[str, list[dict[str, Any]]] = {}
         for i in insts:
             t = {x["Key"]: x["Value"] for x in i.get("Tags", [])}
-            by_replica.setdefault(t.get(tags.REPLICA, i["InstanceId"]), []).append(i)
+            by_replica.setdefault(t.get(fleet.REPLICA, i["InstanceId"]), []).append(i)
         for replica, members in by_replica.items():
             members.sort(key=lambda i: i["InstanceId"])
             for idx, i in enumerate(members):
@@ -534,8 +536,8 @@ class NodeAgent:
                 "labels": {
                     "topology.kubernetes.io/zone": zone,
                     "node.kubernetes.io/instance-type": i["InstanceType"],
-                    tags.POOL: t.get(tags.POOL, ""),
-                    tags.REPLICA: replica,
+                    fleet.POOL: t.get(fleet.POOL, ""),
+                    fleet.REPLICA: replica,
                 },
             },
             "spec": {"providerID": f"aws:///{zone}/{i['InstanceId']}"},
@@ -554,8 +556,8 @@ class NodeAgent:
                 "name": spec.name,
                 "namespace": NAMESPACE,
                 "labels": {
-                    tags.WORKLOAD_LABEL: tags.WORKLOAD_VALUE,
-                    tags.REPLICA: replica,
+                    fleet.WORKLOAD_LABEL: fleet.WORKLOAD_VALUE,
+                    fleet.REPLICA: replica,
                     "role": role,
                 },
                 "annotations": {"test/url": spec.url or ""},
@@ -563,7 +565,11 @@ class NodeAgent:
                     {"kind": "LeaderWorkerSet", "name": "vllm", "apiVersion": "x/v1", "uid": "1"}
                 ],
             },
-            "spec": {"nodeName": name, "containers": [{"name": "vllm", "image": "vllm"}]},
+            "spec": {
+                "nodeName": name,
+                "terminationGracePeriodSeconds": self.pod_grace,
+                "containers": [{"name": "vllm", "image": "vllm"}],
+            },
             "status": {"conditions": ready_condition(False)},
         }
         self.core.create_namespaced_pod(NAMESPACE, pod, _preload_content=False)
@@ -648,7 +654,7 @@ class Aws:
             sid = self.ec2.create_subnet(
                 VpcId=self.vpc, CidrBlock=f"10.0.{k + 1}.0/24", AvailabilityZone=zone
             )["Subnet"]["SubnetId"]
-            self.ec2.create_tags(Resources=[sid], Tags=[{"Key": tags.MANAGED, "Value": "true"}])
+            self.ec2.create_tags(Resources=[sid], Tags=[{"Key": fleet.MANAGED, "Value": "true"}])
             self.subnets[zone] = sid
         self.template = self.ec2.create_launch_template(
             LaunchTemplateName="prov-gpu",
@@ -677,14 +683,14 @@ class Aws:
         market: str = "spot",
         managed: bool = True,
     ) -> list[dict[str, Any]]:
-        tag_list = [{"Key": tags.POOL, "Value": pool}]
+        tag_list = [{"Key": fleet.POOL, "Value": pool}]
         if replica is not None:  # without it, every instance is its own one-node replica
             tag_list += [
-                {"Key": tags.REPLICA, "Value": replica},
-                {"Key": tags.REPLICA_SIZE, "Value": str(size)},
+                {"Key": fleet.REPLICA, "Value": replica},
+                {"Key": fleet.REPLICA_SIZE, "Value": str(size)},
             ]
         if managed:
-            tag_list.append({"Key": tags.MANAGED, "Value": "true"})
+            tag_list.append({"Key": fleet.MANAGED, "Value": "true"})
         kw: dict[str, Any] = {
             "LaunchTemplate": {"LaunchTemplateId": self.template, "Version": "$Latest"},
             "InstanceType": instance_type,
@@ -711,7 +717,7 @@ class Aws:
         ]
 
     def replacements_of(self, replica: str) -> list[dict[str, Any]]:
-        return self.instances(**{tags.REPLACES: replica})
+        return self.instances(**{fleet.REPLACES: replica})
 
     def put(
         self,
@@ -843,7 +849,7 @@ class LoadClient:
         excluded = {
             n["metadata"]["name"]
             for n in nodes
-            if (n["metadata"].get("labels") or {}).get(tags.EXCLUDE_LB_LABEL) == "true"
+            if (n["metadata"].get("labels") or {}).get(fleet.EXCLUDE_LB_LABEL) == "true"
         }
         pods = json.loads(self.core.list_namespaced_pod(NAMESPACE, _preload_content=False).data)[
             "items"

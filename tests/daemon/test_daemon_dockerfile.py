@@ -17,8 +17,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from provisioner.cli import app
-from provisioner.daemon import manifests
 from provisioner.daemon.metrics import Metrics, MetricsServer
+from stacks import daemon as manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "daemon.Dockerfile"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from daemon_harness import node_json, wait_until
 from test_daemon_scenarios import handled, one_replica, state_of
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.config import Alternative
 
 
@@ -133,7 +133,7 @@ def test_no_spot_capacity_falls_back_to_on_demand(aws, agent, k8s, ec2_proxy, ma
     ]
     [new] = aws.replacements_of("r1")
     assert "InstanceLifecycle" not in new  # on-demand
-    assert {t["Key"]: t["Value"] for t in new["Tags"]}[tags.MARKET] == "on-demand"
+    assert {t["Key"]: t["Value"] for t in new["Tags"]}[fleet.MARKET] == "on-demand"
     assert d.m.replacements.labels("on-demand")._value.get() == 1
     assert ("p5en.48xlarge", "us-east-1b", "spot") in d.blocks.active()  # remembered
 
@@ -172,10 +172,10 @@ def test_kubernetes_500s_then_recovery(aws, agent, core, k8s, make_daemon):
     wait_until(lambda: aws.messages_left() == 0, what="message deleted")
 
 
-def test_sigterm_finishes_in_flight_and_takes_nothing_new(aws, agent, k8s, make_daemon):
+def test_sigterm_hands_the_flow_over_and_takes_nothing_new(aws, agent, k8s, make_daemon):
     (a,) = one_replica(aws, agent, "r1")
     (b,) = one_replica(aws, agent, "r2")
-    k8s.evict_policy = lambda ns, pod: False  # hold the first drain
+    k8s.evict_policy = lambda ns, pod: False  # hold the first drain (a PDB)
     d = make_daemon(hold_for_replacement=False)
     aws.spot_warning(a["InstanceId"], seconds_left=20)
     wait_until(lambda: any(e[1] == "429" for e in k8s.eviction_log), what="draining")
@@ -183,12 +183,20 @@ def test_sigterm_finishes_in_flight_and_takes_nothing_new(aws, agent, k8s, make_
     stopper.start()  # SIGTERM
     wait_until(lambda: d.stopping.is_set(), what="stopping")
     aws.spot_warning(b["InstanceId"], seconds_left=20)  # arrives after SIGTERM
-    k8s.evict_policy = lambda ns, pod: True
     stopper.join(15)
     assert not stopper.is_alive()
-    assert [o.action for _, o in d.outcomes] == ["replaced-and-drained"]
+    assert list(d.outcomes) == []  # the open flow was handed over, not finished or dropped
     assert aws.replacements_of("r2") == []
-    assert aws.messages_left() == 1  # the second notice waits for the next daemon
+    assert aws.messages_left() == 2  # the first visible again at once, the second untouched
+    k8s.evict_policy = lambda ns, pod: True
+    d2 = make_daemon(hold_for_replacement=False)  # the next leader resumes from the nodes
+    outcomes = {ev.instance_id: o.action for ev, o in handled(d2, 2)}
+    assert outcomes == {
+        a["InstanceId"]: "replaced-and-drained",
+        b["InstanceId"]: "replaced-and-drained",
+    }
+    assert len(aws.replacements_of("r1")) == 1  # resumed: found, not launched again
+    wait_until(lambda: aws.messages_left() == 0, what="messages deleted")
 
 
 def test_leader_election_one_consumer_and_takeover(aws, agent, make_daemon):

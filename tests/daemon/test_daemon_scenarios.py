@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from daemon_harness import NAMESPACE, node_json, scrape, wait_until
+from daemon_harness import NAMESPACE, NodeAgent, node_json, scrape, wait_until
 
-from provisioner.daemon import tags
+from provisioner import fleet
 
 SPOT = "EC2 Spot Instance Interruption Warning"
 
@@ -25,7 +26,7 @@ def taint_keys(node: dict) -> set[str]:
 
 
 def state_of(node: dict) -> dict:
-    return json.loads((node["metadata"].get("annotations") or {}).get(tags.STATE_ANNOTATION, "{}"))
+    return json.loads((node["metadata"].get("annotations") or {}).get(fleet.STATE_ANNOTATION, "{}"))
 
 
 def evictions(k8s, pod_prefix: str = "vllm-") -> list[tuple[str, str, int]]:
@@ -62,8 +63,8 @@ def test_spot_notice_via_sqs_replaces_first_then_drains(aws, agent, core, k8s, m
     # pool (p5.48xlarge, us-east-1a, spot) is blocked, so it went to the next zone.
     [new] = aws.replacements_of("r1")
     t = {x["Key"]: x["Value"] for x in new["Tags"]}
-    assert t[tags.MANAGED] == "true" and t[tags.POOL] == "pool-a"
-    assert t[tags.REPLICA_SIZE] == "1" and t[tags.MARKET] == "spot"
+    assert t[fleet.MANAGED] == "true" and t[fleet.POOL] == "pool-a"
+    assert t[fleet.REPLICA_SIZE] == "1" and t[fleet.MARKET] == "spot"
     assert new["InstanceLifecycle"] == "spot" and new["InstanceType"] == "p5.48xlarge"
     assert new["Placement"]["AvailabilityZone"] == "us-east-1b"
 
@@ -71,10 +72,10 @@ def test_spot_notice_via_sqs_replaces_first_then_drains(aws, agent, core, k8s, m
     # pod was evicted; the state annotation recorded the replacement; the instance is retired.
     old = agent.gone[name]
     assert old["spec"]["unschedulable"] is True
-    assert tags.TAINT_KEY in taint_keys(old)
-    assert old["metadata"]["labels"][tags.EXCLUDE_LB_LABEL] == "true"
-    assert state_of(old)["replacement"] == t[tags.REPLICA]
-    assert evictions(k8s) == [("vllm-r1-0", "201", 1)]  # grace = --shutdown-timeout (1 s)
+    assert fleet.TAINT_KEY in taint_keys(old)
+    assert old["metadata"]["labels"][fleet.EXCLUDE_LB_LABEL] == "true"
+    assert state_of(old)["replacement"] == t[fleet.REPLICA]
+    assert evictions(k8s) == [("vllm-r1-0", "201", 1)]  # grace = the pod's own (1 s)
     assert not [e for e in k8s.eviction_log if e[0].startswith("node-exporter")]  # DaemonSet stays
     seq = k8s.all_requests()
     first_patch = next(i for i, r in enumerate(seq) if r.method == "PATCH" and r.name == name)
@@ -149,8 +150,8 @@ def test_rebalance_cordons_only_by_default(aws, agent, core, k8s, make_daemon):
     assert (ev.kind, out.action) == ("rebalance-recommendation", "cordoned")
     node = node_json(core, inst["PrivateDnsName"])
     assert node["spec"]["unschedulable"] is True
-    assert tags.TAINT_KEY in taint_keys(node)
-    assert tags.EXCLUDE_LB_LABEL not in node["metadata"]["labels"]  # still serving
+    assert fleet.TAINT_KEY in taint_keys(node)
+    assert fleet.EXCLUDE_LB_LABEL not in node["metadata"]["labels"]  # still serving
     assert k8s.eviction_log == [] and aws.replacements_of("r1") == []
     wait_until(lambda: aws.messages_left() == 0, what="message deleted")
     assert d.finished.is_set()  # --max-events 1: the daemon's run() returns now
@@ -182,18 +183,23 @@ def test_prewarm_on_rebalance_then_spot_reuses_the_replacement(aws, agent, core,
     assert evictions(k8s) == [("vllm-r1-0", "201", 1)]
 
 
-def test_node_not_found_is_acknowledged_and_skipped(aws, agent, make_daemon):
-    # Managed instance, but no node ever joined (the agent ignores unmanaged... so use a node
-    # agent that has not registered it yet: stop it first).
-    agent.stop()
-    (inst,) = aws.launch_replica("r9")
+def test_late_notice_without_a_node_still_gets_its_replacement(aws, core, k8s, make_daemon):
+    """The node is gone (or never joined) when the notice is handled: nothing to drain, but
+    the replica must be restored, and the message is deleted only once that is Ready."""
+    (inst,) = aws.launch_replica("r9")  # no node agent yet: no node for it
     d = make_daemon()
     aws.spot_warning(inst["InstanceId"], seconds_left=10)
-    [(_, out)] = handled(d)
-    assert out.action == "node-not-found"
-    assert aws.replacements_of("r9") == []
-    wait_until(lambda: aws.messages_left() == 0, what="message deleted")
-    assert d.m.skipped.labels("node-not-found")._value.get() == 1
+    wait_until(lambda: aws.replacements_of("r9"), what="replacement launched")
+    time.sleep(0.5)
+    assert d.outcomes == deque() and aws.messages_left() == 1  # not Ready yet: kept
+    aws.ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])  # reclaimed meanwhile
+    agent = NodeAgent(aws.ec2, core, k8s).start()  # the replacement's node joins and loads
+    try:
+        [(_, out)] = handled(d)
+        assert out.action == "replaced"
+        wait_until(lambda: aws.messages_left() == 0, what="message deleted")
+    finally:
+        agent.stop()
 
 
 def test_unmanaged_and_unknown_instances_are_ignored(aws, agent, core, k8s, make_daemon):
@@ -242,7 +248,10 @@ def test_scheduled_maintenance_cordons_then_drains_at_start_minus_lead(
     assert (ev.kind, out.action) == ("scheduled-change", "replaced-and-drained")
     first_evict = k8s.requests("post", "pods", "vllm-r1-0")[0]
     assert first_evict is not None
-    assert time.monotonic() - t0 >= 1.0  # start (3.5 s, truncated to the second) - lead 1.5 s
+    # evicted no earlier than the start AWS announced (to the second) minus the 1.5 s lead
+    announced = start.replace(microsecond=0)
+    assert datetime.now(UTC) >= announced - timedelta(seconds=1.5)
+    assert time.monotonic() > t0
     assert len(aws.replacements_of("r1")) == 1
     wait_until(lambda: aws.messages_left() == 0, what="message deleted")
 
@@ -281,8 +290,8 @@ def test_scheduled_maintenance_cancellation_uncordons(
     wait_until(lambda: any(o.action == "uncordoned" for _, o in d.outcomes), what="uncordoned")
     node = node_json(core, inst["PrivateDnsName"])
     assert not node["spec"].get("unschedulable")
-    assert tags.TAINT_KEY not in taint_keys(node)
-    assert tags.STATE_ANNOTATION not in (node["metadata"].get("annotations") or {})
+    assert fleet.TAINT_KEY not in taint_keys(node)
+    assert fleet.STATE_ANNOTATION not in (node["metadata"].get("annotations") or {})
     assert k8s.eviction_log == [] and aws.replacements_of("r1") == []
     assert d.store.counts()["pending"] == 0  # the deferred drain was cancelled
 
@@ -338,10 +347,9 @@ def test_cordon_only_replaces_and_cordons_but_never_evicts(aws, agent, core, k8s
     assert out.action == "cordoned+replacement"
     assert len(aws.replacements_of("r1")) == 1
     node = node_json(core, inst["PrivateDnsName"])
-    assert (
-        node["spec"]["unschedulable"] is True
-        and node["metadata"]["labels"][tags.EXCLUDE_LB_LABEL] == "true"
-    )
+    assert node["spec"]["unschedulable"] is True
+    # not drained, so still serving: it stays in the load balancers (they go at drain start)
+    assert fleet.EXCLUDE_LB_LABEL not in node["metadata"]["labels"]
     assert k8s.eviction_log == []
 
 

@@ -14,10 +14,10 @@ import time
 from daemon_harness import LoadClient, NodeAgent, VllmStandIn, node_json, wait_until
 from test_daemon_scenarios import handled, one_replica, state_of
 
-from provisioner.daemon import tags
+from provisioner import fleet
 from provisioner.daemon.scheduler import daemon_jobs
 
-LOAD_S = 1.0  # the stand-in model load: a cold replacement cannot serve sooner than this
+LOAD_S = 2.0  # the stand-in model load: a cold replacement cannot serve sooner than this
 
 
 def tag_map(inst: dict) -> dict[str, str]:
@@ -25,13 +25,13 @@ def tag_map(inst: dict) -> dict[str, str]:
 
 
 def spares(aws) -> list[dict]:
-    return aws.live(**{tags.SPARE: tags.SPARE_VALUE})
+    return aws.live(**{fleet.SPARE: fleet.SPARE_VALUE})
 
 
 def out_of_traffic(core, inst: dict) -> bool:
     node = node_json(core, inst["PrivateDnsName"]) or {}
     labels = (node.get("metadata") or {}).get("labels") or {}
-    return labels.get(tags.SPARE_LABEL) == "true" and labels.get(tags.EXCLUDE_LB_LABEL) == "true"
+    return labels.get(fleet.SPARE_LABEL) == "true" and labels.get(fleet.EXCLUDE_LB_LABEL) == "true"
 
 
 def launches(aws, ec2_proxy) -> list[tuple[str, str, str, str | None]]:
@@ -76,9 +76,9 @@ def test_interruption_promotes_a_warm_spare_without_waiting_for_a_launch(
             "p5.48xlarge",
             "us-east-1a",
         )
-        assert spare.get("InstanceLifecycle") == "spot" and t[tags.POOL] == "pool-a"
-        assert t[tags.REPLICA_SIZE] == "1" and tags.REPLACES not in t
-        spare_pod = f"vllm-{t[tags.REPLICA]}-0"
+        assert spare.get("InstanceLifecycle") == "spot" and t[fleet.POOL] == "pool-a"
+        assert t[fleet.REPLICA_SIZE] == "1" and fleet.REPLACES not in t
+        spare_pod = f"vllm-{t[fleet.REPLICA]}-0"
         wait_until(lambda: spare_pod in agent.ready_at, timeout=10, what="spare loaded")
         wait_until(lambda: out_of_traffic(core, spare), what="spare labelled out of traffic")
         assert not node_json(core, spare["PrivateDnsName"])["spec"].get("unschedulable")
@@ -112,8 +112,8 @@ def test_interruption_promotes_a_warm_spare_without_waiting_for_a_launch(
     # The spare *is* the replacement: re-tagged, no instance launched for r1.
     [promoted] = aws.replacements_of("r1")
     assert promoted["InstanceId"] == spare["InstanceId"]
-    assert tag_map(promoted)[tags.SPARE] == tags.SPARE_PROMOTED
-    assert state_of(agent.gone[old["PrivateDnsName"]])["replacement"] == t[tags.REPLICA]
+    assert tag_map(promoted)[fleet.SPARE] == fleet.SPARE_PROMOTED
+    assert state_of(agent.gone[old["PrivateDnsName"]])["replacement"] == t[fleet.REPLICA]
     assert not out_of_traffic(core, spare)
 
     # Replenished in the background: a new spare, away from the reclaimed spot pool
@@ -175,7 +175,7 @@ def test_spares_fall_back_to_on_demand_and_count_for_no_floor(
         ("p5.48xlarge", "us-east-1a", "on-demand", None),
     ]
     assert "InstanceLifecycle" not in spare
-    assert tag_map(spare)[tags.MARKET] == "on-demand"
+    assert tag_map(spare)[fleet.MARKET] == "on-demand"
     # A spare serves nobody: it is not one of the pool's on-demand replicas for the floor...
     assert d.capacity.on_demand_replicas("pool-a", exclude_replica="r1") == 0
     wait_until(lambda: out_of_traffic(core, spare), what="spare labelled out of traffic")
@@ -205,7 +205,7 @@ def test_notice_for_a_spare_retires_it_and_a_new_one_is_launched(
     state = aws.ec2.describe_instances(InstanceIds=[spare["InstanceId"]])["Reservations"][0]
     assert state["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
     assert k8s.eviction_log == []  # nothing served there: nothing drained
-    assert aws.replacements_of(tag_map(spare)[tags.REPLICA]) == []  # not replaced as serving
+    assert aws.replacements_of(tag_map(spare)[fleet.REPLICA]) == []  # not replaced as serving
     [fresh] = wait_until(lambda: spares(aws), what="a new spare")
     assert fresh["Placement"]["AvailabilityZone"] == "us-east-1b"  # 1a/spot just reclaimed
 
@@ -214,7 +214,7 @@ def test_dry_run_names_the_spare_it_would_promote(aws, agent, make_daemon):
     (inst,) = one_replica(aws, agent, "r1")
     spare = aws.launch_replica("s-manual", zone="us-east-1b")[0]  # a spare from an earlier run
     aws.ec2.create_tags(
-        Resources=[spare["InstanceId"]], Tags=[{"Key": tags.SPARE, "Value": tags.SPARE_VALUE}]
+        Resources=[spare["InstanceId"]], Tags=[{"Key": fleet.SPARE, "Value": fleet.SPARE_VALUE}]
     )
     agent.settle()
     d = make_daemon(dry_run=True, spare_replicas=1)
@@ -237,7 +237,7 @@ def test_zero_spares_is_the_old_daemon(aws, make_daemon):
 
 def test_spares_beyond_n_are_retired_the_loading_one_first(aws, agent, core, make_daemon):
     one_replica(aws, agent, "r1")
-    tag = [{"Key": tags.SPARE, "Value": tags.SPARE_VALUE}]
+    tag = [{"Key": fleet.SPARE, "Value": fleet.SPARE_VALUE}]
     (ready,) = aws.launch_replica("s-a")
     agent.settle()  # s-a: loaded
     agent.load_delay = 60  # s-b: still loading when the daemon looks

@@ -390,10 +390,11 @@ def test_imds_unreachable_or_malformed_is_a_logged_skip(imds_server, caplog):
     assert [c for _, _, c in imds.hits].count(401) == 0  # every GET carried the IMDSv2 token
 
 
-def test_manifests_parse_and_rbac_is_least_privilege():
+def test_manifests_parse_and_rbac_is_generated_from_the_declared_calls():
     from kubernetes import client
 
-    from provisioner.daemon import manifests
+    from provisioner import fleet
+    from stacks import daemon as manifests
 
     def load(d, kind):  # the kubernetes client's own models must accept them
         model = getattr(client, kind)
@@ -410,7 +411,11 @@ def test_manifests_parse_and_rbac_is_least_privilege():
     assert c.args[:5] == ["daemon", "--mode", "queue", "--queue-url", "https://sqs.example/q"]
     assert "--leader-elect" in c.args and c.security_context.read_only_root_filesystem
     ds = load(manifests.daemonset(), "V1DaemonSet")
-    assert ds.spec.template.spec.node_selector == {"prov.dev/managed": "true"}
+    # the labels the stack's GPU nodes carry (stacks/gpu_node_pool.node_labels)
+    assert ds.spec.template.spec.node_selector == {
+        "prov.dev/managed": "true",
+        "nvidia.com/gpu.present": "true",
+    }
     assert (
         ds.spec.template.spec.containers[0].env[0].value_from.field_ref.field_path
         == "spec.nodeName"
@@ -428,9 +433,10 @@ def test_manifests_parse_and_rbac_is_least_privilege():
         ("pods/eviction", "create"),
         ("events", "create"),
     }
+    assert all(fleet.allowed(v, "", r) for r, v in grants)
     assert not any("*" in str(r) for r in role["rules"])
     [lease_role] = [o for o in objs if o["kind"] == "Role"]
-    assert lease_role["metadata"]["namespace"] == "kube-system"
+    assert lease_role["metadata"]["namespace"] == "prov-system"
     assert [o["kind"] for o in manifests.rbac(leader_elect=False)] == [
         "ServiceAccount",
         "ClusterRole",

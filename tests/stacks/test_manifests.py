@@ -114,7 +114,8 @@ def test_service_is_private_and_the_pdb_covers_the_pods(
     assert svc.spec.type == "ClusterIP"
     assert [(p.port, p.target_port) for p in svc.spec.ports] == [(8000, "http")]
     assert svc.spec.selector.items() <= pod_labels.items()
-    assert pdb.spec.min_available == 1  # one node = one pod per replica
+    # one replica's pods may go (one node = one pod): a one-replica drain is never refused
+    assert pdb.spec.max_unavailable == 1 and pdb.spec.min_available is None
     assert pdb.spec.selector.match_labels.items() <= pod_labels.items()
 
 
@@ -169,7 +170,7 @@ def test_two_nodes_are_a_leader_worker_set(plans: dict[str, PlanFile], tmp_path:
     assert svc.spec.selector.items() <= leader.metadata.labels.items()
     assert not svc.spec.selector.items() <= worker.metadata.labels.items()
     pdb = k8s_model(docs["PodDisruptionBudget"], "V1PodDisruptionBudget")
-    assert pdb.spec.min_available == 2
+    assert pdb.spec.max_unavailable == 2  # one whole group of two pods
     for pod in (leader, worker):
         assert pdb.spec.selector.match_labels.items() <= pod.metadata.labels.items()
 
@@ -180,7 +181,7 @@ def test_aws_target_pins_pods_to_the_stacks_gpu_pool(
     docs = render(tmp_path, plans["two_aws"])
     template = docs["LeaderWorkerSet"]["spec"]["leaderWorkerTemplate"]
     for role in ("leaderTemplate", "workerTemplate"):
-        assert template[role]["spec"]["nodeSelector"] == {"prov/pool": "kimi-k2-thinking"}
+        assert template[role]["spec"]["nodeSelector"] == {"prov.dev/pool": "kimi-k2-thinking"}
 
 
 def test_render_replaces_its_file_whole(plans: dict[str, PlanFile], tmp_path: Path) -> None:

@@ -89,8 +89,8 @@ def test_no_public_endpoint_and_a_pdb(one: StackRun, two: StackRun) -> None:
         assert svc.inputs["spec"]["type"] == "ClusterIP"
         pdb = run.one(PDB).inputs["spec"]
         assert pdb["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "kimi-k2-thinking"
-    assert numbers_as_ints(one.one(PDB).inputs["spec"]["minAvailable"]) == 1
-    assert numbers_as_ints(two.one(PDB).inputs["spec"]["minAvailable"]) == 2
+    assert numbers_as_ints(one.one(PDB).inputs["spec"]["maxUnavailable"]) == 1
+    assert numbers_as_ints(two.one(PDB).inputs["spec"]["maxUnavailable"]) == 2
 
 
 def test_two_nodes_make_one_leader_worker_set_group(
