@@ -760,8 +760,13 @@ def plan_quote(
             for market, price in usable_prices(o):
                 usd = price * nodes
                 rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
-                tts = tts_of(o, weight_split(verdicts[best_vi]))
-                if tts and (req.risk_adjusted or req.min_availability is not None):
+                # the time to serve only matters to the rank with these flags
+                tts = (
+                    tts_of(o, weight_split(verdicts[best_vi]))
+                    if req.risk_adjusted or req.min_availability is not None
+                    else None
+                )
+                if tts:
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)
                     if miss:
