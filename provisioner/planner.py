@@ -690,24 +690,34 @@ def plan_quote(
             perf_memo[k] = _estimate(spec, scheme, req, v, fabric, kvb, isl, osl, stage_cache)
         return perf_memo[k]
 
+    # a verdict depends on the class only through the GPU, its memory and the interconnect:
+    # classes that differ in GPUs per node (or node count) share it for the same layout
+    same_gpu: dict[tuple[str, float, str, Layout], ShapeVerdict] = {}
+
     def verdict_of(hw: HardwareClass, nodes: int, lay: Layout) -> ShapeVerdict:
         key = (hw, nodes, lay)
         v = memo.get(key)
-        if v is None:
-            plain = lay.dp == 1 and not lay.ep
-            pl = placer if plain else placers.get(lay)
-            if pl is None:
-                pl = placers[lay] = LayoutPlacer(spec, scheme, lay, base=placer)
-            ep_bad, ep_warn = ep_kernel_verdict(scheme, specs[hw.gpu]) if lay.ep else (None, None)
-            if ep_bad:
-                v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, ep_bad, dp=lay.dp, ep=lay.ep)
-            else:
-                v = evaluate_shape(
-                    spec, scheme, req, hw, nodes, lay.tp, lay.pp, kvb, placer=pl, layout=lay
-                )
-            if v.reason is None and ep_warn:
-                v = replace(v, warnings=(*v.warnings, ep_warn))
-            memo[key] = v
+        if v is not None:
+            return v
+        shared = (hw.gpu, hw.gpu_memory_gib, hw.interconnect, lay)
+        v = same_gpu.get(shared)
+        if v is not None:
+            v = memo[key] = replace(v, hw=hw, nodes=nodes)
+            return v
+        plain = lay.dp == 1 and not lay.ep
+        pl = placer if plain else placers.get(lay)
+        if pl is None:
+            pl = placers[lay] = LayoutPlacer(spec, scheme, lay, base=placer)
+        ep_bad, ep_warn = ep_kernel_verdict(scheme, specs[hw.gpu]) if lay.ep else (None, None)
+        if ep_bad:
+            v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, ep_bad, dp=lay.dp, ep=lay.ep)
+        else:
+            v = evaluate_shape(
+                spec, scheme, req, hw, nodes, lay.tp, lay.pp, kvb, placer=pl, layout=lay
+            )
+        if v.reason is None and ep_warn:
+            v = replace(v, warnings=(*v.warnings, ep_warn))
+        memo[key] = same_gpu[shared] = v
         return v
 
     def add_candidates(hw_offers: list[Offer], nodes: int, fits: list[ShapeVerdict]) -> None:
