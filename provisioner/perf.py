@@ -131,29 +131,35 @@ class _StageWeights:
 
 def _stage_weights(spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int) -> list[_StageWeights]:
     k_over_e = spec.moe.experts_per_tok / spec.moe.n_routed_experts if spec.moe else 1.0
-    out = []
-    for k, (lo, hi) in enumerate(pp_partition(spec.num_layers, pp)):
-        expert = other = active = expert_params = 0.0
-        moe_layers = 0
-        for g in spec.groups:
-            if g.layer is None:
-                if g.kind == "lm_head" and k == pp - 1:
-                    other += scheme.group_bytes(g) / tp
-                    active += g.total_params / tp
-                continue
-            if not lo <= g.layer < hi:
-                continue
-            div = 1 if g.tp == "replicate" else tp
-            if g.kind == "experts":
-                expert += scheme.group_bytes(g) / div
-                expert_params += g.total_params / div
-                active += g.total_params * k_over_e / div
-                moe_layers += 1
-            else:
-                other += scheme.group_bytes(g) / div
-                active += g.total_params / div
-        out.append(_StageWeights((lo, hi), expert, other, active, moe_layers, expert_params))
-    return out
+    bounds = pp_partition(spec.num_layers, pp)
+    stage_of = {layer: k for k, (lo, hi) in enumerate(bounds) for layer in range(lo, hi)}
+    # one pass over the groups; each stage sums its groups in the groups' order
+    # [expert bytes, other bytes, active params, expert params, MoE layers] per stage
+    acc = [[0.0, 0.0, 0.0, 0.0, 0] for _ in bounds]
+    for g in spec.groups:
+        if g.layer is None:
+            if g.kind == "lm_head":
+                a = acc[pp - 1]
+                a[1] += scheme.group_bytes(g) / tp
+                a[2] += g.total_params / tp
+            continue
+        k = stage_of.get(g.layer)
+        if k is None:
+            continue
+        a = acc[k]
+        div = 1 if g.tp == "replicate" else tp
+        if g.kind == "experts":
+            a[0] += scheme.group_bytes(g) / div
+            a[3] += g.total_params / div
+            a[2] += g.total_params * k_over_e / div
+            a[4] += 1
+        else:
+            a[1] += scheme.group_bytes(g) / div
+            a[2] += g.total_params / div
+    return [
+        _StageWeights(b, a[0], a[1], a[2], int(a[4]), a[3])
+        for b, a in zip(bounds, acc, strict=True)
+    ]
 
 
 def _attn_dim(spec: ModelSpec) -> int:
