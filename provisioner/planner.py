@@ -613,6 +613,7 @@ def plan_quote(
     markets = ("spot", "on-demand") if req.market == "any" else (req.market,)
 
     classes: dict[HardwareClass, list[Offer]] = defaultdict(list)
+    device_gib: dict[tuple[str, float], float] = {}
     for o in offers:
         if clouds and o.cloud not in clouds:
             continue
@@ -620,7 +621,10 @@ def plan_quote(
             continue
         if wanted_gpus and o.gpu not in wanted_gpus:
             continue
-        device = cuda_memory_gib(o.gpu, o.gpu_memory_gib)  # as CUDA reports it, on any cloud
+        stated = (o.gpu, o.gpu_memory_gib)
+        device = device_gib.get(stated)
+        if device is None:  # as CUDA reports it, on any cloud
+            device = device_gib[stated] = cuda_memory_gib(o.gpu, o.gpu_memory_gib)
         classes[HardwareClass(o.gpu, o.gpus_per_node, device, o.interconnect)].append(o)
 
     node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
