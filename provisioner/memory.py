@@ -332,11 +332,14 @@ def shape_memory(
     bounds = pp_partition(spec.num_layers, pp)
     stages: list[StageMemory] = []
     req: list[float] = []
+    # the same for every stage but the last (pure in these arguments: computed once each)
+    act_mid = activation_peak(spec, tp, settings, False) if pp > 1 else 0.0
+    act_last = activation_peak(spec, tp, settings, True)
     for k, (lo, hi) in enumerate(bounds):
         is_first, is_last = k == 0, k == pp - 1
         w = sum(per_layer[lo:hi]) + (first if is_first else 0.0) + (last if is_last else 0.0)
         w = max(0.0, w - offload_gib * GIB)  # --cpu-offload-gb: that much stays in host RAM
-        act = activation_peak(spec, tp, settings, is_last)
+        act = act_last if is_last else act_mid
         pool = budget - w - act - non_torch - (graphs if in_budget else 0.0)
         stages.append(
             StageMemory(
