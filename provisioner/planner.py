@@ -614,6 +614,7 @@ def plan_quote(
 
     classes: dict[HardwareClass, list[Offer]] = defaultdict(list)
     device_gib: dict[tuple[str, float], float] = {}
+    buckets: dict[tuple[str, int, float, str], list[Offer]] = {}
     for o in offers:
         if clouds and o.cloud not in clouds:
             continue
@@ -625,7 +626,12 @@ def plan_quote(
         device = device_gib.get(stated)
         if device is None:  # as CUDA reports it, on any cloud
             device = device_gib[stated] = cuda_memory_gib(o.gpu, o.gpu_memory_gib)
-        classes[HardwareClass(o.gpu, o.gpus_per_node, device, o.interconnect)].append(o)
+        # a plain tuple finds the class's list (hashing the frozen dataclass costs more)
+        hw_key = (o.gpu, o.gpus_per_node, device, o.interconnect)
+        bucket = buckets.get(hw_key)
+        if bucket is None:
+            bucket = buckets[hw_key] = classes[HardwareClass(*hw_key)]
+        bucket.append(o)
 
     node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
     if scheme.engine == "llama.cpp":
