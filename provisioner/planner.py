@@ -663,6 +663,7 @@ def plan_quote(
         return tts_memo[key]
 
     by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
+    timed = req.risk_adjusted or req.min_availability is not None  # rank by time to serve
     isl, osl, _explicit = workload_tokens(req)
     perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
     stage_cache: dict[tuple[int, int], Any] = {}
@@ -733,7 +734,7 @@ def plan_quote(
     def add_candidates(hw_offers: list[Offer], nodes: int, fits: list[ShapeVerdict]) -> None:
         """One candidate per offer and market: the fastest of `fits` meeting the SLOs."""
         first_vi = len(verdicts)
-        fastest: dict[str, tuple[int, PerfEstimate | None]] = {}
+        fastest: dict[str, tuple[int, PerfEstimate | None, int]] = {}  # and -concurrency
         verdicts.extend(fits)
         class_offers.extend([hw_offers] * len(fits))
         for oi, o in enumerate(hw_offers):
@@ -769,23 +770,23 @@ def plan_quote(
                         offer_misses.setdefault((first_vi + k, o.fabric), miss)
                     elif best_vi < 0 or (e and est and e.output_tps > est.output_tps):
                         best_vi, est = first_vi + k, e
+                neg_conc = 0
                 if best_vi >= 0:
                     offer_misses.pop((best_vi, o.fabric), None)
-                hit = fastest[o.fabric] = (best_vi, est)
-            best_vi, est = hit
+                    mem = verdicts[best_vi].memory
+                    neg_conc = -mem.max_concurrent if mem else 0
+                hit = fastest[o.fabric] = (best_vi, est, neg_conc)
+            best_vi, est, neg_conc = hit
             if best_vi < 0:
                 continue
-            mem = verdicts[best_vi].memory
-            conc = mem.max_concurrent if mem else 0
-            for market, price in usable_prices(o):
+            prices = price_memo.get(id(o))
+            if prices is None:
+                prices = usable_prices(o)
+            for market, price in prices:
                 usd = price * nodes
                 rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
                 # the time to serve only matters to the rank with these flags
-                tts = (
-                    tts_of(o, weight_split(verdicts[best_vi]))
-                    if req.risk_adjusted or req.min_availability is not None
-                    else None
-                )
+                tts = tts_of(o, weight_split(verdicts[best_vi])) if timed else None
                 if tts:
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)
@@ -794,7 +795,7 @@ def plan_quote(
                         continue
                     if req.risk_adjusted:  # rank per hour of serving: / availability
                         rank_key = loss.expected_usd_per_hour(rank_key)
-                candidates.append((rank_key, usd, nodes, -conc, market, best_vi, oi))
+                candidates.append((rank_key, usd, nodes, neg_conc, market, best_vi, oi))
 
     moe_vllm = spec.moe is not None and scheme.engine == "vllm"
     placers: dict[Layout, LayoutPlacer] = {}
