@@ -118,6 +118,19 @@ def register(app: typer.Typer) -> None:
         daemon_image: str | None = typer.Option(
             None, "--daemon-image", help="The daemon's image (build docker/daemon.Dockerfile)."
         ),
+        weights: str | None = typer.Option(
+            None,
+            "--weights",
+            help="Where vLLM loads the weights from: s3 (streamed from --weights-bucket with "
+            "--load-format runai_streamer) or hub (downloaded from the Hugging Face Hub). "
+            "Default: the plan's (quote --weights). See docs/recovery.md.",
+        ),
+        weights_bucket: str | None = typer.Option(
+            None,
+            "--weights-bucket",
+            help="s3://BUCKET[/PREFIX] in the plan's region holding the checkpoint (--weights "
+            "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only.",
+        ),
         render: Path | None = typer.Option(
             None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
         ),
@@ -154,6 +167,8 @@ def register(app: typer.Typer) -> None:
             kube_context=kube_context,
             daemon=daemon,
             daemon_image=daemon_image or DAEMON_IMAGE,
+            weights=weights,
+            weights_bucket=weights_bucket,
         )
         spec = build_spec(doc, options)
         if kube_context and spec.target != "kubeconfig":

@@ -18,7 +18,9 @@ from typer.testing import CliRunner, Result
 
 from provisioner.cli import app
 
+# --weights hub: today's download path; the s3 path is tested in tests/stacks/test_weights.py
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
+KIMI += ["--weights", "hub"]
 QUOTES = {
     "one": [*KIMI, "--gpu", "H200"],
     "two": [*KIMI, "--gpu", "H100-SXM", "--nodes", "2", "--market", "spot"],
