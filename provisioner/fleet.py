@@ -120,6 +120,33 @@ AWS_CALLS: tuple[AwsCall, ...] = (
 )
 
 
+#: What the vLLM pods call with ``--weights s3``: the Run:ai streamer (vLLM
+#: ``--load-format runai_streamer``) lists the checkpoint's files, then reads them in ranged
+#: GETs; vLLM fetches config and tokenizer files the same way. The GPU nodes' role gets exactly
+#: this on the one bucket and prefix (``weights_read_policy``). ``on``: "bucket" or "objects".
+WEIGHTS_READ_CALLS: tuple[AwsCall, ...] = (
+    AwsCall("s3:ListBucket", "bucket", "list the checkpoint's files (ListObjectsV2)", ("weights",)),
+    AwsCall("s3:GetObject", "objects", "ranged reads of the files, HeadObject", ("weights",)),
+)
+
+
+def weights_read_policy(bucket: str, prefix: str) -> dict[str, Any]:
+    """Read-only access to ``s3://bucket/prefix/`` and nothing else, from WEIGHTS_READ_CALLS."""
+    prefix = prefix.strip("/")
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+    statements: list[dict[str, Any]] = []
+    for c in WEIGHTS_READ_CALLS:
+        st: dict[str, Any] = {"Effect": "Allow", "Action": [c.action]}
+        if c.on == "bucket":
+            st |= {"Sid": "ListWeights", "Resource": f"arn:aws:s3:::{bucket}"}
+            if prefix:
+                st["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+        else:
+            st |= {"Sid": "ReadWeights", "Resource": objects}
+        statements.append(st)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
 @dataclass(frozen=True)
 class KubeCall:
     """Verbs the daemon uses on one Kubernetes resource; ``namespaced``: only in its own

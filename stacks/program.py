@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from provisioner import fleet
 from provisioner.contract import PlanDocument
 from stacks.spec import DeployOptions, DeploySpec, build_spec
 
@@ -74,9 +75,10 @@ def stack_outputs() -> dict[str, Any]:
             opts=pulumi.ResourceOptions(provider=aws_provider, depends_on=cluster.gpu_node_ready),
         )
         daemon = _deploy_daemon(spec, options, cluster)
+        weights = _weights_access(spec, cluster.gpu_node_role, aws_provider)
         service_opts = pulumi.ResourceOptions(
             provider=cluster.provider,
-            depends_on=[pool, cluster.device_plugin, cluster.lws, *daemon],
+            depends_on=[pool, cluster.device_plugin, cluster.lws, *daemon, *weights],
         )
         outputs["clusterName"] = cluster.eks.name
         outputs["region"] = spec.plan.region
@@ -130,3 +132,22 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
             )
         made.append(apply_manifest(obj, opts))
     return made
+
+
+def _weights_access(spec: DeploySpec, gpu_node_role: Any, provider: Any) -> list[Any]:
+    """--weights s3: the GPU nodes' role may read the weights bucket's prefix, nothing more
+    (policy generated from provisioner/fleet.py). The pods reach the node's credentials
+    through IMDSv2 (hop limit 2, stacks/gpu_node_pool.py); only vLLM pods run there (taint)."""
+    if spec.weights_bucket is None:
+        return []
+    import pulumi_aws as aws
+
+    policy = fleet.weights_read_policy(spec.weights_bucket, spec.weights_prefix)
+    return [
+        aws.iam.RolePolicy(
+            f"{spec.name}-weights-read",
+            role=gpu_node_role.id,
+            policy=json.dumps(policy),
+            opts=pulumi.ResourceOptions(provider=provider),
+        )
+    ]
