@@ -20,7 +20,7 @@ from provisioner import fleet
 from stacks.spec import DeployOptions
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
-from daemon_harness import moto_server  # noqa: E402
+from daemon_harness import moto_server
 
 BUCKET, PREFIX = "prov-weights-use2", "kimi/int4"
 
