@@ -118,7 +118,13 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
     )
 
     def objects(url: str) -> list[dict[str, Any]]:
-        return build_daemon_manifests(url, spec.plan.region, options.daemon_image, options.daemon)
+        return build_daemon_manifests(
+            url,
+            spec.plan.region,
+            options.daemon_image,
+            options.daemon,
+            prewarm=spec.prewarm_on_rebalance,
+        )
 
     # the manifests need the queue URL, an Output: build them with a placeholder, then pass
     # the real URL into the one field that holds it (the container args)

@@ -150,6 +150,9 @@ class DeploySpec:
     weights_prefix: str = ""  # s3: the key prefix of the checkpoint (no slashes at the ends)
     #: time_to_serve(...).startup_probe_budget_s of the plan on this weight path
     startup_budget_seconds: int = 600
+    #: time_to_serve(...).prewarm(spot notice): a replacement cannot be ready within the
+    #: notice, so the daemon starts it on the rebalance recommendation (docs/recovery.md)
+    prewarm_on_rebalance: bool = False
 
     @property
     def weights_uri(self) -> str | None:
@@ -350,7 +353,7 @@ def build_spec(
     if weight_bytes is None:
         weight_bytes = doc.model.params_total * 2  # bf16: the safe upper bound for loading
     weights, bucket, prefix = _weights_path(doc, options)
-    budget = probe_budget(doc, plan, weights, alt.node.vcpus if alt.node else None)
+    budget, prewarm = probe_budget(doc, plan, weights, alt.node.vcpus if alt.node else None)
     return DeploySpec(
         name=name,
         namespace=options.namespace,
@@ -370,6 +373,7 @@ def build_spec(
         weights_bucket=bucket,
         weights_prefix=prefix,
         startup_budget_seconds=budget,
+        prewarm_on_rebalance=prewarm and plan.market == "spot",
     )
 
 
@@ -406,13 +410,11 @@ def _weights_path(doc: PlanDocument, options: DeployOptions) -> tuple[str, str |
     return path, bucket, prefix
 
 
-def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) -> int:
-    """The startup probe's budget on ``path``: the plan's own ``time_to_serve`` when the quote
-    modelled this path, else the same function run for it (provisioner/time_to_serve.py)."""
-    carried = plan.time_to_serve
-    if carried is not None and carried.weights == path:
-        return carried.startup_probe_budget_s
-    from provisioner.time_to_serve import Replica, time_to_serve
+def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) -> tuple[int, bool]:
+    """(startup probe budget, prewarm on rebalance) on ``path``, both from
+    provisioner/time_to_serve.py: the budget is the plan's own ``time_to_serve`` when the quote
+    modelled this path, else the same function's for it; prewarm is ``prewarm(spot notice)``."""
+    from provisioner.time_to_serve import Replica, spot_notice_s, time_to_serve
 
     m = doc.model
     weight_bytes = m.weight_bytes if m.weight_bytes is not None else m.params_total * 2
@@ -425,7 +427,12 @@ def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) 
         weight_bytes=weight_bytes,
         moe=m.params_active < m.params_total,
     )
-    return time_to_serve(replica, path).startup_probe_budget_s  # type: ignore[arg-type]
+    tts = time_to_serve(replica, path)  # type: ignore[arg-type]
+    carried = plan.time_to_serve
+    budget = tts.startup_probe_budget_s
+    if carried is not None and carried.weights == path:
+        budget = carried.startup_probe_budget_s
+    return budget, tts.prewarm(spot_notice_s(plan.cloud))
 
 
 def plan_config(doc: PlanDocument, rank: int) -> str:

@@ -126,3 +126,15 @@ def test_weights_round_trip_through_stack_config() -> None:
     options = DeployOptions(weights="s3", weights_bucket=BUCKET)
     config = options.to_config()
     assert DeployOptions.from_config(lambda k: config.get(f"prov:{k}")) == options
+
+
+def test_prewarm_follows_time_to_serve_on_spot_only(p5en: dict[str, PlanFile]) -> None:
+    doc = p5en["s3"].doc
+    by_market = {p.market: p.rank for p in reversed(doc.plans)}
+    assert set(by_market) == {"spot", "on-demand"}
+    opts = {"weights_bucket": BUCKET}
+    # 405 s (docs/recovery.md, s3) > AWS's 120 s notice; on-demand nodes are not reclaimed
+    spot = build_spec(doc, DeployOptions(rank=by_market["spot"], **opts))  # type: ignore[arg-type]
+    od = build_spec(doc, DeployOptions(rank=by_market["on-demand"], **opts))  # type: ignore[arg-type]
+    assert spot.prewarm_on_rebalance is True
+    assert od.prewarm_on_rebalance is False

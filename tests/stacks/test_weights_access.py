@@ -130,3 +130,16 @@ def test_the_policy_allows_the_streamers_reads_and_nothing_else(
             assert refused(node.list_objects_v2, Bucket="someone-elses")
             # listing another prefix of the bucket: refused by the s3:prefix condition on AWS;
             # moto does not evaluate condition keys, so that part is checked in the document
+
+
+def test_the_daemon_prewarms_when_a_replacement_cannot_beat_the_notice(
+    runs: dict[str, StackRun],
+) -> None:
+    # one p5en/p5e-class node of Kimi int4: docs/recovery.md's s3 column sums to 405 s and the
+    # hub column to 1,658 s, both above AWS's 120 s notice -> start it on the rebalance signal
+    market = runs["s3"].outputs["plan"][0]
+    assert " spot " in market, market  # the prewarm applies to spot pools only
+    for path in ("s3", "hub"):
+        dep = runs[path].one("kubernetes:apps/v1:Deployment", "prov-daemon").inputs
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--prewarm-on-rebalance" in args, (path, args)
