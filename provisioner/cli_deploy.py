@@ -131,6 +131,12 @@ def register(app: typer.Typer) -> None:
             help="s3://BUCKET[/PREFIX] in the plan's region holding the checkpoint (--weights "
             "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only.",
         ),
+        fill_weights: bool = typer.Option(
+            False,
+            "--fill-weights",
+            help="--weights s3: first run a one-shot Job that fills the bucket from the Hugging "
+            "Face Hub (HF token from the deployment's Secret; resumable; progress in its logs).",
+        ),
         render: Path | None = typer.Option(
             None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
         ),
@@ -169,6 +175,7 @@ def register(app: typer.Typer) -> None:
             daemon_image=daemon_image or DAEMON_IMAGE,
             weights=weights,
             weights_bucket=weights_bucket,
+            fill_weights=fill_weights,
         )
         spec = build_spec(doc, options)
         if kube_context and spec.target != "kubeconfig":

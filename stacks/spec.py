@@ -77,6 +77,7 @@ class DeployOptions:
     daemon_image: str = DAEMON_IMAGE
     weights: str | None = None  # s3 | hub; None: the plan's request.weights
     weights_bucket: str | None = None  # s3://BUCKET[/PREFIX] holding the checkpoint
+    fill_weights: bool = False  # s3: a one-shot Job fills the bucket from the Hub first
 
     def to_config(self) -> dict[str, str]:
         """Stack config values (namespace `prov`), as strings."""
@@ -98,6 +99,8 @@ class DeployOptions:
             out["prov:weights"] = self.weights
         if self.weights_bucket:
             out["prov:weightsBucket"] = self.weights_bucket
+        if self.fill_weights:
+            out["prov:fillWeights"] = "true"
         return out
 
     @classmethod
@@ -124,6 +127,7 @@ class DeployOptions:
             daemon_image=get("daemonImage") or DAEMON_IMAGE,
             weights=get("weights") or None,
             weights_bucket=get("weightsBucket") or None,
+            fill_weights=(get("fillWeights") or "false").lower() == "true",
         )
 
 
@@ -153,6 +157,7 @@ class DeploySpec:
     #: time_to_serve(...).prewarm(spot notice): a replacement cannot be ready within the
     #: notice, so the daemon starts it on the rebalance recommendation (docs/recovery.md)
     prewarm_on_rebalance: bool = False
+    fill_weights: bool = False  # render/apply the fill Job (stacks/weights_fill.py)
 
     @property
     def weights_uri(self) -> str | None:
@@ -353,6 +358,8 @@ def build_spec(
     if weight_bytes is None:
         weight_bytes = doc.model.params_total * 2  # bf16: the safe upper bound for loading
     weights, bucket, prefix = _weights_path(doc, options)
+    if options.fill_weights and weights != "s3":
+        raise UsageError("--fill-weights fills the --weights s3 bucket; it needs --weights s3")
     budget, prewarm = probe_budget(doc, plan, weights, alt.node.vcpus if alt.node else None)
     return DeploySpec(
         name=name,
@@ -374,6 +381,7 @@ def build_spec(
         weights_prefix=prefix,
         startup_budget_seconds=budget,
         prewarm_on_rebalance=prewarm and plan.market == "spot",
+        fill_weights=options.fill_weights,
     )
 
 

@@ -138,3 +138,38 @@ def test_prewarm_follows_time_to_serve_on_spot_only(p5en: dict[str, PlanFile]) -
     od = build_spec(doc, DeployOptions(rank=by_market["on-demand"], **opts))  # type: ignore[arg-type]
     assert spot.prewarm_on_rebalance is True
     assert od.prewarm_on_rebalance is False
+
+
+def test_fill_job_downloads_then_syncs_the_same_directory(
+    p5en: dict[str, PlanFile], tmp_path: Path
+) -> None:
+    path = write_render(
+        tmp_path / "out",
+        build_spec(p5en["s3"].doc, DeployOptions(weights_bucket=BUCKET, fill_weights=True)),
+    )
+    text = path.read_text()
+    kinds = [d["kind"] for d in yaml.safe_load_all(text) if d]
+    assert kinds.index("Job") < kinds.index("Deployment")  # applied first
+    assert "kubectl -n default wait --for=condition=complete" in text
+    docs = {d["kind"]: d for d in yaml.safe_load_all(text) if d}
+    pod = docs["Job"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "prov-weights-fill"
+    (download,) = pod["initContainers"]
+    (upload,) = pod["containers"]
+    model = "moonshotai/Kimi-K2-Thinking"
+    assert download["command"][:3] == ["hf", "download", model]
+    local = value(download["command"], "--local-dir")
+    assert upload["command"][:5] == ["aws", "s3", "sync", local, BUCKET]
+    token = next(e for e in download["env"] if e["name"] == "HF_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"]["name"] == "kimi-k2-thinking-secrets"
+    # both steps see the same directory: the node's cache, mounted at the same path
+    (volume,) = pod["volumes"]
+    assert download["volumeMounts"] == upload["volumeMounts"]
+    assert local.startswith(download["volumeMounts"][0]["mountPath"] + "/")
+    assert volume["hostPath"]["path"] == "/var/lib/prov/hf-cache"
+    assert {t["key"] for t in pod["tolerations"]} >= {"nvidia.com/gpu"}  # runs on the GPU pool
+
+
+def test_fill_weights_needs_s3(p5en: dict[str, PlanFile]) -> None:
+    with pytest.raises(UsageError, match="needs --weights s3"):
+        build_spec(p5en["hub"].doc, DeployOptions(fill_weights=True))

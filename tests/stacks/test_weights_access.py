@@ -34,6 +34,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StackRun]:
     return {
         "s3": run_stack(plan, DeployOptions(weights_bucket=f"s3://{BUCKET}/{PREFIX}")),
         "hub": run_stack(plan, DeployOptions(weights="hub")),
+        "fill": run_stack(
+            plan, DeployOptions(weights_bucket=f"s3://{BUCKET}/{PREFIX}", fill_weights=True)
+        ),
     }
 
 
@@ -131,6 +134,33 @@ def test_the_policy_allows_the_streamers_reads_and_nothing_else(
             # listing another prefix of the bucket: refused by the s3:prefix condition on AWS;
             # moto does not evaluate condition keys, so that part is checked in the document
 
+        # the fill Job's role (--fill-weights): writes the prefix, multipart included, no more
+        fill_policy = json.loads(runs["fill"].one("aws:iam/rolePolicy:RolePolicy",
+                                 "kimi-k2-thinking-weights-fill").inputs["policy"])  # fmt: skip
+        iam.create_user(UserName="fill")
+        iam.put_user_policy(
+            UserName="fill", PolicyName="fill", PolicyDocument=json.dumps(fill_policy)
+        )
+        fkey = iam.create_access_key(UserName="fill")["AccessKey"]
+        filler = boto3.session.Session(
+            fkey["AccessKeyId"], fkey["SecretAccessKey"], region_name="us-east-2"
+        ).client("s3", endpoint_url=url)
+        with enforced(url):
+            filler.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/")
+            part = f"{PREFIX}/model-00002.safetensors"
+            up = filler.create_multipart_upload(Bucket=BUCKET, Key=part)["UploadId"]
+            etag = filler.upload_part(
+                Bucket=BUCKET, Key=part, UploadId=up, PartNumber=1, Body=b"y" * 16
+            )["ETag"]
+            filler.complete_multipart_upload(
+                Bucket=BUCKET, Key=part, UploadId=up,
+                MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]},
+            )  # fmt: skip
+            assert refused(filler.put_object, Bucket=BUCKET, Key="other/x", Body=b"w")
+            assert refused(filler.put_object, Bucket="someone-elses", Key=f"{PREFIX}/x", Body=b"w")
+            assert refused(filler.get_object, Bucket=BUCKET, Key=part)
+        assert admin.head_object(Bucket=BUCKET, Key=part)["ContentLength"] == 16
+
 
 def test_the_daemon_prewarms_when_a_replacement_cannot_beat_the_notice(
     runs: dict[str, StackRun],
@@ -143,3 +173,22 @@ def test_the_daemon_prewarms_when_a_replacement_cannot_beat_the_notice(
         dep = runs[path].one("kubernetes:apps/v1:Deployment", "prov-daemon").inputs
         args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--prewarm-on-rebalance" in args, (path, args)
+
+
+def test_the_fill_job_writes_through_its_own_service_account(runs: dict[str, StackRun]) -> None:
+    run = runs["fill"]
+    assoc = run.one("aws:eks/podIdentityAssociation:PodIdentityAssociation",
+                    "kimi-k2-thinking-weights-fill").inputs  # fmt: skip
+    assert (assoc["namespace"], assoc["serviceAccount"]) == ("default", "prov-weights-fill")
+    assert assoc["roleArn"].endswith("role/kimi-k2-thinking-weights-fill")
+    policy = json.loads(run.one("aws:iam/rolePolicy:RolePolicy",
+                                "kimi-k2-thinking-weights-fill").inputs["policy"])  # fmt: skip
+    assert policy == fleet.weights_fill_policy(BUCKET, PREFIX)
+    # the vLLM pods' node role stays read-only
+    read, _ = weights_policy(run)
+    assert not {a for st in read["Statement"] for a in st["Action"]} - {
+        "s3:GetObject",
+        "s3:ListBucket",
+    }
+    jobs = run.of("kubernetes:batch/v1:Job")
+    assert [j.inputs["metadata"]["name"] for j in jobs] == ["kimi-k2-thinking-weights-fill"]
