@@ -196,7 +196,10 @@ def register(app: typer.Typer) -> None:
             from stacks.render import write_render
 
             path = write_render(render, spec, force=force)
-            kinds = ", ".join(m["kind"] for m in build_manifests(spec))
+            from stacks.weights_fill import build_fill_manifests
+
+            made = [*build_fill_manifests(spec), *build_manifests(spec)]
+            kinds = ", ".join(m["kind"] for m in made)
             typer.echo(f"Wrote {path} ({kinds}) for {summary}")
             return
         stack_name = stack or spec.name

@@ -45,8 +45,9 @@ def header(spec: DeploySpec) -> str:
         )
     if spec.fill_weights:
         lines += [
-            "--fill-weights: the Job fills the bucket from the Hub first; its ServiceAccount needs",
-            "write access to the prefix (the stack binds it with EKS Pod Identity). Wait for it:",
+            "--fill-weights: the Job fills the bucket from the Hub; its ServiceAccount needs write",
+            "access to the prefix (the stack binds it with EKS Pod Identity). vLLM restarts until",
+            "the bucket is full: apply the first two documents, wait, then the rest:",
             f"  kubectl -n {spec.namespace} wait --for=condition=complete --timeout=6h "
             f"job/{job_name(spec)}",
         ]
