@@ -155,10 +155,9 @@ def _env(spec: DeploySpec) -> list[Manifest]:
         # the Run:ai streamer's S3 client (boto3 session: node role / IRSA credentials) reads
         # the bucket in the plan's region; concurrency = its object-store default, explicit
         # (docs/time-to-serve-sources.md 2.2)
-        env += [
-            {"name": "AWS_DEFAULT_REGION", "value": spec.plan.region},
-            {"name": "RUNAI_STREAMER_CONCURRENCY", "value": str(STREAMER_CONCURRENCY)},
-        ]
+        env.append({"name": "RUNAI_STREAMER_CONCURRENCY", "value": str(STREAMER_CONCURRENCY)})
+        if spec.plan.cloud == "aws":  # elsewhere the bucket's region is the user's to set
+            env.append({"name": "AWS_DEFAULT_REGION", "value": spec.plan.region})
     if spec.multi_node:  # the address vLLM advertises to the other nodes
         pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
         env.append({"name": "VLLM_HOST_IP", "valueFrom": pod_ip})

@@ -70,7 +70,9 @@ def fill_job(spec: DeploySpec) -> Manifest:
         "image": AWS_CLI_IMAGE,
         # the download's bookkeeping (.cache/) stays on the node
         "command": ["aws", "s3", "sync", local_dir(spec), uri, "--exclude", ".cache/*"],
-        "env": [{"name": "AWS_DEFAULT_REGION", "value": spec.plan.region}],
+        "env": [{"name": "AWS_DEFAULT_REGION", "value": spec.plan.region}]
+        if spec.plan.cloud == "aws"
+        else [],
         "volumeMounts": mount,
     }
     pod: Manifest = {
