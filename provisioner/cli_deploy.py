@@ -162,6 +162,11 @@ def register(app: typer.Typer) -> None:
         if rank is None:
             rank, note = best_deployable(doc, target)
             typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
+        # quote's default path needs a bucket the user names; without one, deploy the path that
+        # needs nothing (its probe is sized by the same time-to-serve function) and say so
+        hub_fallback = weights is None and weights_bucket is None and doc.request.weights == "s3"
+        if hub_fallback:
+            weights = "hub"
         options = DeployOptions(
             rank=rank,
             target=target,
@@ -178,6 +183,12 @@ def register(app: typer.Typer) -> None:
             fill_weights=fill_weights,
         )
         spec = build_spec(doc, options)
+        if hub_fallback:
+            sys.stderr.write(
+                "prov: warning: the plan was quoted for --weights s3 but no --weights-bucket was "
+                "given: deploying --weights hub (slower to replace; see docs/recovery.md); pass "
+                "--weights-bucket s3://BUCKET[/PREFIX] to stream from a bucket\n"
+            )
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")
         from provisioner.plan_check import check_plan

@@ -325,9 +325,26 @@ def test_s3_plan_without_a_bucket_is_refused_naming_the_fixes(
 ) -> None:
     s3 = edited(tmp_path, plan_files["one"], lambda d: d["request"].update(weights="s3"))
     out = tmp_path / "out"
-    line = one_line_error(run("deploy", "--plan", str(s3), "--rank", "1", "--render", str(out)), 2)
+    args = ("deploy", "--plan", str(s3), "--rank", "1", "--render", str(out), "--weights", "s3")
+    line = one_line_error(run(*args), 2)
     assert "--weights-bucket s3://BUCKET[/PREFIX]" in line and "--weights hub" in line
     assert not out.exists()
+
+
+def test_s3_plan_without_any_weights_flag_deploys_the_hub_path_and_says_so(
+    plan_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """No --weights and no bucket: the path that needs nothing, with a warning naming the fix."""
+    s3 = edited(tmp_path, plan_files["one"], lambda d: d["request"].update(weights="s3"))
+    out = tmp_path / "out"
+    result = run("deploy", "--plan", str(s3), "--rank", "1", "--render", str(out))
+    assert result.exit_code == 0, result.output
+    assert "--weights-bucket s3://BUCKET[/PREFIX]" in result.stderr
+    assert "deploying --weights hub" in result.stderr
+    (path,) = out.iterdir()
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--load-format" not in args and not any(a.startswith("s3://") for a in args)
 
 
 def test_render_with_weights_s3_streams_from_the_bucket(
