@@ -118,6 +118,25 @@ def register(app: typer.Typer) -> None:
         daemon_image: str | None = typer.Option(
             None, "--daemon-image", help="The daemon's image (build docker/daemon.Dockerfile)."
         ),
+        weights: str | None = typer.Option(
+            None,
+            "--weights",
+            help="Where vLLM loads the weights from: s3 (streamed from --weights-bucket with "
+            "--load-format runai_streamer) or hub (downloaded from the Hugging Face Hub). "
+            "Default: the plan's (quote --weights). See docs/recovery.md.",
+        ),
+        weights_bucket: str | None = typer.Option(
+            None,
+            "--weights-bucket",
+            help="s3://BUCKET[/PREFIX] in the plan's region holding the checkpoint (--weights "
+            "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only.",
+        ),
+        fill_weights: bool = typer.Option(
+            False,
+            "--fill-weights",
+            help="--weights s3: first run a one-shot Job that fills the bucket from the Hugging "
+            "Face Hub (HF token from the deployment's Secret; resumable; progress in its logs).",
+        ),
         render: Path | None = typer.Option(
             None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
         ),
@@ -143,6 +162,11 @@ def register(app: typer.Typer) -> None:
         if rank is None:
             rank, note = best_deployable(doc, target)
             typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
+        # quote's default path needs a bucket the user names; without one, deploy the path that
+        # needs nothing (its probe is sized by the same time-to-serve function) and say so
+        hub_fallback = weights is None and weights_bucket is None and doc.request.weights == "s3"
+        if hub_fallback:
+            weights = "hub"
         options = DeployOptions(
             rank=rank,
             target=target,
@@ -154,8 +178,17 @@ def register(app: typer.Typer) -> None:
             kube_context=kube_context,
             daemon=daemon,
             daemon_image=daemon_image or DAEMON_IMAGE,
+            weights=weights,
+            weights_bucket=weights_bucket,
+            fill_weights=fill_weights,
         )
         spec = build_spec(doc, options)
+        if hub_fallback:
+            sys.stderr.write(
+                "prov: warning: the plan was quoted for --weights s3 but no --weights-bucket was "
+                "given: deploying --weights hub (slower to replace; see docs/recovery.md); pass "
+                "--weights-bucket s3://BUCKET[/PREFIX] to stream from a bucket\n"
+            )
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")
         from provisioner.plan_check import check_plan
@@ -174,7 +207,10 @@ def register(app: typer.Typer) -> None:
             from stacks.render import write_render
 
             path = write_render(render, spec, force=force)
-            kinds = ", ".join(m["kind"] for m in build_manifests(spec))
+            from stacks.weights_fill import build_fill_manifests
+
+            made = [*build_fill_manifests(spec), *build_manifests(spec)]
+            kinds = ", ".join(m["kind"] for m in made)
             typer.echo(f"Wrote {path} ({kinds}) for {summary}")
             return
         stack_name = stack or spec.name

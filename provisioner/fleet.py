@@ -120,6 +120,63 @@ AWS_CALLS: tuple[AwsCall, ...] = (
 )
 
 
+#: What the vLLM pods call with ``--weights s3``: the Run:ai streamer (vLLM
+#: ``--load-format runai_streamer``) lists the checkpoint's files, then reads them in ranged
+#: GETs; vLLM fetches config and tokenizer files the same way. The GPU nodes' role gets exactly
+#: this on the one bucket and prefix (``weights_read_policy``). ``on``: "bucket" or "objects".
+WEIGHTS_READ_CALLS: tuple[AwsCall, ...] = (
+    AwsCall("s3:ListBucket", "bucket", "list the checkpoint's files (ListObjectsV2)", ("weights",)),
+    AwsCall("s3:GetObject", "objects", "ranged reads of the files, HeadObject", ("weights",)),
+)
+
+
+#: What the one-shot fill Job (``--fill-weights``) calls: ``aws s3 sync`` lists what the prefix
+#: holds, then uploads (multipart for large files: Create/UploadPart/Complete are s3:PutObject).
+WEIGHTS_FILL_CALLS: tuple[AwsCall, ...] = (
+    AwsCall("s3:ListBucket", "bucket", "what the prefix already holds (resume)", ("fill",)),
+    AwsCall("s3:PutObject", "objects", "upload the checkpoint's files", ("fill",)),
+    AwsCall("s3:AbortMultipartUpload", "objects", "drop an interrupted upload", ("fill",)),
+)
+#: The fill Job's ServiceAccount (EKS Pod Identity gives it the fill role; the vLLM pods keep
+#: the read-only node role).
+WEIGHTS_FILL_SERVICE_ACCOUNT = "prov-weights-fill"
+
+
+def weights_read_policy(bucket: str, prefix: str) -> dict[str, Any]:
+    """Read-only access to ``s3://bucket/prefix/`` and nothing else, from WEIGHTS_READ_CALLS."""
+    return _bucket_policy(bucket, prefix, WEIGHTS_READ_CALLS, "Read")
+
+
+def weights_fill_policy(bucket: str, prefix: str) -> dict[str, Any]:
+    """Write access to ``s3://bucket/prefix/`` for the fill Job, from WEIGHTS_FILL_CALLS."""
+    return _bucket_policy(bucket, prefix, WEIGHTS_FILL_CALLS, "Fill")
+
+
+def _bucket_policy(
+    bucket: str, prefix: str, calls: tuple[AwsCall, ...], verb: str
+) -> dict[str, Any]:
+    prefix = prefix.strip("/")
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+    listing = [c.action for c in calls if c.on == "bucket"]
+    on_objects = sorted(c.action for c in calls if c.on == "objects")
+    statements: list[dict[str, Any]] = []
+    if listing:
+        st: dict[str, Any] = {
+            "Sid": "ListWeights",
+            "Effect": "Allow",
+            "Action": listing,
+            "Resource": f"arn:aws:s3:::{bucket}",
+        }
+        if prefix:
+            st["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+        statements.append(st)
+    if on_objects:
+        statements.append(
+            {"Sid": f"{verb}Weights", "Effect": "Allow", "Action": on_objects, "Resource": objects}
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
 @dataclass(frozen=True)
 class KubeCall:
     """Verbs the daemon uses on one Kubernetes resource; ``namespaced``: only in its own

@@ -180,10 +180,20 @@ def daemonset(image: str = IMAGE, extra_args: list[str] | None = None) -> Manife
 
 
 def build_daemon_manifests(
-    queue_url: str, region: str | None, image: str = IMAGE, mode: str = "queue"
+    queue_url: str,
+    region: str | None,
+    image: str = IMAGE,
+    mode: str = "queue",
+    prewarm: bool = False,
 ) -> list[Manifest]:
     """Everything the daemon needs, in apply order. One mode, never both: two daemons acting
-    on the same notice would race for the same replica."""
+    on the same notice would race for the same replica. ``prewarm``: start the replacement on
+    a rebalance recommendation (DeploySpec.prewarm_on_rebalance: it cannot beat the notice)."""
+    extra = ["--prewarm-on-rebalance"] if prewarm else []
     if mode == "imds":
-        return [namespace(), *rbac(leader_elect=False), daemonset(image=image)]
-    return [namespace(), *rbac(leader_elect=True), deployment(queue_url, region, image=image)]
+        return [namespace(), *rbac(leader_elect=False), daemonset(image=image, extra_args=extra)]
+    return [
+        namespace(),
+        *rbac(leader_elect=True),
+        deployment(queue_url, region, image=image, extra_args=extra),
+    ]

@@ -29,6 +29,9 @@ SHM_SIZE = "16Gi"  # NCCL and vLLM's worker processes exchange tensors through /
 SECRET_KEYS = ("HF_TOKEN", "VLLM_API_KEY")
 # Requests leave 10% of the node's CPU and RAM to the kubelet, the OS and DaemonSets.
 NODE_SHARE = 0.9
+#: RUNAI_STREAMER_CONCURRENCY for object storage: the streamer's own default (8; run-ai/
+#: runai-model-streamer docs/src/env-vars.md), rendered so a review sees and can tune it.
+STREAMER_CONCURRENCY = 8
 
 # /v1/models needs the API key when one is set; an httpGet probe cannot read it from a Secret.
 _MODELS_PROBE = (
@@ -145,6 +148,16 @@ def _env(spec: DeploySpec) -> list[Manifest]:
         }
         for key in SECRET_KEYS
     ]
+    # vLLM's API server gives up on the engine after this (default 600 s, vllm/envs.py):
+    # the same budget as the startup probe, from the plan's time to serve.
+    env.append({"name": "VLLM_ENGINE_READY_TIMEOUT_S", "value": str(spec.startup_budget_seconds)})
+    if spec.weights_uri is not None:
+        # the Run:ai streamer's S3 client (boto3 session: node role / IRSA credentials) reads
+        # the bucket in the plan's region; concurrency = its object-store default, explicit
+        # (docs/time-to-serve-sources.md 2.2)
+        env.append({"name": "RUNAI_STREAMER_CONCURRENCY", "value": str(STREAMER_CONCURRENCY)})
+        if spec.plan.cloud == "aws":  # elsewhere the bucket's region is the user's to set
+            env.append({"name": "AWS_DEFAULT_REGION", "value": spec.plan.region})
     if spec.multi_node:  # the address vLLM advertises to the other nodes
         pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
         env.append({"name": "VLLM_HOST_IP", "valueFrom": pod_ip})

@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from provisioner import fleet
 from provisioner.contract import PlanDocument
 from stacks.spec import DeployOptions, DeploySpec, build_spec
 
@@ -74,9 +75,10 @@ def stack_outputs() -> dict[str, Any]:
             opts=pulumi.ResourceOptions(provider=aws_provider, depends_on=cluster.gpu_node_ready),
         )
         daemon = _deploy_daemon(spec, options, cluster)
+        weights = _weights_access(spec, cluster, aws_provider)
         service_opts = pulumi.ResourceOptions(
             provider=cluster.provider,
-            depends_on=[pool, cluster.device_plugin, cluster.lws, *daemon],
+            depends_on=[pool, cluster.device_plugin, cluster.lws, *daemon, *weights],
         )
         outputs["clusterName"] = cluster.eks.name
         outputs["region"] = spec.plan.region
@@ -116,7 +118,13 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
     )
 
     def objects(url: str) -> list[dict[str, Any]]:
-        return build_daemon_manifests(url, spec.plan.region, options.daemon_image, options.daemon)
+        return build_daemon_manifests(
+            url,
+            spec.plan.region,
+            options.daemon_image,
+            options.daemon,
+            prewarm=spec.prewarm_on_rebalance,
+        )
 
     # the manifests need the queue URL, an Output: build them with a placeholder, then pass
     # the real URL into the one field that holds it (the container args)
@@ -129,4 +137,50 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
                 lambda url, a=args: [url if x == "QUEUE_URL" else x for x in a]
             )
         made.append(apply_manifest(obj, opts))
+    return made
+
+
+def _weights_access(spec: DeploySpec, cluster: Any, provider: Any) -> list[Any]:
+    """--weights s3: the GPU nodes' role may read the weights bucket's prefix, nothing more;
+    with --fill-weights the fill Job's ServiceAccount gets a write role on the prefix through
+    EKS Pod Identity. Both policies are generated from provisioner/fleet.py. The vLLM pods reach
+    the node's credentials through IMDSv2 (hop limit 2, stacks/gpu_node_pool.py)."""
+    if spec.weights_bucket is None:
+        return []
+    import pulumi_aws as aws
+
+    from stacks.interruption_queue import POD_IDENTITY_TRUST
+
+    opts = pulumi.ResourceOptions(provider=provider)
+    bucket, prefix = spec.weights_bucket, spec.weights_prefix
+    made: list[Any] = [
+        aws.iam.RolePolicy(
+            f"{spec.name}-weights-read",
+            role=cluster.gpu_node_role.id,
+            policy=json.dumps(fleet.weights_read_policy(bucket, prefix)),
+            opts=opts,
+        )
+    ]
+    if spec.fill_weights:
+        role = aws.iam.Role(
+            f"{spec.name}-weights-fill",
+            assume_role_policy=json.dumps(POD_IDENTITY_TRUST),
+            opts=opts,
+        )
+        made += [
+            aws.iam.RolePolicy(
+                f"{spec.name}-weights-fill",
+                role=role.id,
+                policy=json.dumps(fleet.weights_fill_policy(bucket, prefix)),
+                opts=opts,
+            ),
+            aws.eks.PodIdentityAssociation(
+                f"{spec.name}-weights-fill",
+                cluster_name=cluster.eks.name,
+                namespace=spec.namespace,
+                service_account=fleet.WEIGHTS_FILL_SERVICE_ACCOUNT,
+                role_arn=role.arn,
+                opts=opts,
+            ),
+        ]
     return made

@@ -15,6 +15,7 @@ from provisioner.errors import OperationalError, UsageError
 from provisioner.fileio import write_atomic
 from stacks.manifests import SECRET_KEYS, build_manifests, secret_name
 from stacks.spec import DeploySpec
+from stacks.weights_fill import build_fill_manifests, job_name
 
 
 def _yaml() -> ModuleType:
@@ -42,6 +43,14 @@ def header(spec: DeploySpec) -> str:
         lines.append(
             "AMD GPUs: needs the amd.com/gpu device plugin (github.com/ROCm/k8s-device-plugin)."
         )
+    if spec.fill_weights:
+        lines += [
+            "--fill-weights: the Job fills the bucket from the Hub; its ServiceAccount needs write",
+            "access to the prefix (the stack binds it with EKS Pod Identity). vLLM restarts until",
+            "the bucket is full: apply the first two documents, wait, then the rest:",
+            f"  kubectl -n {spec.namespace} wait --for=condition=complete --timeout=6h "
+            f"job/{job_name(spec)}",
+        ]
     if spec.target == "aws-eks":
         lines.append("Pods select nodes labelled prov/pool=" + spec.name + " (the stack's pool).")
     return "".join(f"# {line}\n" for line in lines)
@@ -51,7 +60,7 @@ def render_yaml(spec: DeploySpec) -> str:
     yaml = _yaml()
     docs = [
         yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100)
-        for obj in build_manifests(spec)
+        for obj in [*build_fill_manifests(spec), *build_manifests(spec)]
     ]
     return header(spec) + "---\n" + "---\n".join(docs)
 

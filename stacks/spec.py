@@ -42,10 +42,15 @@ EXIT_MARGIN_SECONDS = 15  # engine and worker teardown after the drain
 DEFAULT_DRAIN_SECONDS = 90
 MAX_DRAIN_SECONDS = 3600
 
-# Startup: the first start downloads the weights, later starts read the node's cache.
-STARTUP_FIXED_SECONDS = 600  # engine init, torch.compile, CUDA-graph capture
-LOAD_BYTES_PER_SECOND = 250e6  # a conservative download + load rate from the Hub
+# Startup: the probe budget is the plan's time to serve (provisioner/time_to_serve.py), the
+# same number the quote prices; see docs/recovery.md.
 PROBE_PERIOD_SECONDS = 10
+#: Weight paths the deploy renders: s3 (vLLM streams from an in-region bucket) and hub
+#: (download from the Hugging Face Hub into the node's cache). pvc is modelled, not rendered.
+DEPLOY_WEIGHTS = ("s3", "hub")
+#: vLLM's loader for s3:// model paths (Run:ai Model Streamer; vLLM v0.18.0 config/load.py).
+S3_LOAD_FORMAT = "runai_streamer"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket naming rules
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40  # LeaderWorkerSet pod names append -<group>-<worker>; stay well under 63
@@ -70,6 +75,9 @@ class DeployOptions:
     kube_context: str | None = None
     daemon: str = "queue"  # aws-eks: the interruption daemon's mode: queue | imds | none
     daemon_image: str = DAEMON_IMAGE
+    weights: str | None = None  # s3 | hub; None: the plan's request.weights
+    weights_bucket: str | None = None  # s3://BUCKET[/PREFIX] holding the checkpoint
+    fill_weights: bool = False  # s3: a one-shot Job fills the bucket from the Hub first
 
     def to_config(self) -> dict[str, str]:
         """Stack config values (namespace `prov`), as strings."""
@@ -87,6 +95,12 @@ class DeployOptions:
             out["prov:name"] = self.name
         if self.kube_context:
             out["prov:kubeContext"] = self.kube_context
+        if self.weights:
+            out["prov:weights"] = self.weights
+        if self.weights_bucket:
+            out["prov:weightsBucket"] = self.weights_bucket
+        if self.fill_weights:
+            out["prov:fillWeights"] = "true"
         return out
 
     @classmethod
@@ -111,6 +125,9 @@ class DeployOptions:
             kube_context=get("kubeContext") or None,
             daemon=get("daemon") or "queue",
             daemon_image=get("daemonImage") or DAEMON_IMAGE,
+            weights=get("weights") or None,
+            weights_bucket=get("weightsBucket") or None,
+            fill_weights=(get("fillWeights") or "false").lower() == "true",
         )
 
 
@@ -132,6 +149,22 @@ class DeploySpec:
     zones: tuple[str, ...]  # where the GPU pool may launch (AWS), the plan's first
     vpc_zones: tuple[str, ...]  # the pool's zones plus more when EKS needs two it supports
     gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu on AMD (provisioner/deployable.py)
+    weights: str = "hub"  # the weight path rendered: s3 or hub
+    weights_bucket: str | None = None  # s3: the bucket name
+    weights_prefix: str = ""  # s3: the key prefix of the checkpoint (no slashes at the ends)
+    #: time_to_serve(...).startup_probe_budget_s of the plan on this weight path
+    startup_budget_seconds: int = 600
+    #: time_to_serve(...).prewarm(spot notice): a replacement cannot be ready within the
+    #: notice, so the daemon starts it on the rebalance recommendation (docs/recovery.md)
+    prewarm_on_rebalance: bool = False
+    fill_weights: bool = False  # render/apply the fill Job (stacks/weights_fill.py)
+
+    @property
+    def weights_uri(self) -> str | None:
+        """The s3:// model path vLLM streams from, or None (hub)."""
+        if self.weights != "s3" or self.weights_bucket is None:
+            return None
+        return f"s3://{self.weights_bucket}/{self.weights_prefix}".rstrip("/")
 
     @property
     def multi_node(self) -> bool:
@@ -148,11 +181,6 @@ class DeploySpec:
         return tuple(z for z in self.vpc_zones if z not in EKS_UNSUPPORTED_ZONES)
 
     @property
-    def startup_budget_seconds(self) -> int:
-        """How long the first start may take: fixed init plus the weights at 250 MB/s."""
-        return STARTUP_FIXED_SECONDS + math.ceil(self.weight_bytes / LOAD_BYTES_PER_SECOND)
-
-    @property
     def startup_failure_threshold(self) -> int:
         return math.ceil(self.startup_budget_seconds / PROBE_PERIOD_SECONDS)
 
@@ -165,6 +193,15 @@ class DeploySpec:
     def serve_args(self) -> list[str]:
         """`vllm serve` flags every pod of the replica shares: the plan's, then prov's."""
         args = list(self.plan.vllm_args)
+        uri = self.weights_uri
+        if uri is not None:  # stream from the bucket; clients still ask for the model id
+            if "--model" in args[:-1]:
+                args[args.index("--model") + 1] = uri
+            else:
+                args = ["--model", uri, *args]
+            args += ["--load-format", S3_LOAD_FORMAT]
+            if "--served-model-name" not in args:
+                args += ["--served-model-name", self.model_id]
         if "--kv-cache-dtype" not in args:
             args += ["--kv-cache-dtype", "auto"]  # explicit, so a review shows it
         return [*args, "--shutdown-timeout", str(self.drain_seconds)]
@@ -320,6 +357,10 @@ def build_spec(
     weight_bytes = doc.model.weight_bytes
     if weight_bytes is None:
         weight_bytes = doc.model.params_total * 2  # bf16: the safe upper bound for loading
+    weights, bucket, prefix = _weights_path(doc, options)
+    if options.fill_weights and weights != "s3":
+        raise UsageError("--fill-weights fills the --weights s3 bucket; it needs --weights s3")
+    budget, prewarm = probe_budget(doc, plan, weights, alt.node.vcpus if alt.node else None)
     return DeploySpec(
         name=name,
         namespace=options.namespace,
@@ -335,7 +376,71 @@ def build_spec(
         zones=alt.zones,
         vpc_zones=vpc_zones,
         gpu_resource=GPU_RESOURCE.get(vendor, "nvidia.com/gpu"),
+        weights=weights,
+        weights_bucket=bucket,
+        weights_prefix=prefix,
+        startup_budget_seconds=budget,
+        prewarm_on_rebalance=prewarm and plan.market == "spot",
+        fill_weights=options.fill_weights,
     )
+
+
+def _weights_path(doc: PlanDocument, options: DeployOptions) -> tuple[str, str | None, str]:
+    """(path, bucket, prefix) the deploy renders: --weights, else the plan's; UsageError when
+    the path cannot be rendered, naming the fix."""
+    path = (options.weights or doc.request.weights).strip().lower()
+    if path not in DEPLOY_WEIGHTS:
+        raise UsageError(
+            f"--weights {path}: prov deploy renders {' or '.join(DEPLOY_WEIGHTS)} (pvc is "
+            "modelled by quote only); pass --weights s3 --weights-bucket s3://BUCKET or "
+            "--weights hub"
+        )
+    given = (options.weights_bucket or "").strip()
+    if path == "hub":
+        if given:
+            raise UsageError("--weights-bucket applies to --weights s3 only")
+        return path, None, ""
+    if not given:
+        raise UsageError(
+            "the plan loads weights from s3 (quote's default): pass --weights-bucket "
+            "s3://BUCKET[/PREFIX] (an in-region bucket holding the checkpoint), or --weights hub "
+            "to download from the Hugging Face Hub"
+        )
+    if not given.startswith("s3://"):
+        raise UsageError(f"--weights-bucket {given!r}: write it as s3://BUCKET[/PREFIX]")
+    bucket, _, prefix = given[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise UsageError(
+            f"--weights-bucket {given!r}: {bucket!r} is not an S3 bucket name (3-63 of a-z, "
+            "0-9, '.', '-')"
+        )
+    prefix = prefix.strip("/") or doc.model.id  # default: the checkpoint under its model id
+    return path, bucket, prefix
+
+
+def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) -> tuple[int, bool]:
+    """(startup probe budget, prewarm on rebalance) on ``path``, both from
+    provisioner/time_to_serve.py: the budget is the plan's own ``time_to_serve`` when the quote
+    modelled this path, else the same function's for it; prewarm is ``prewarm(spot notice)``."""
+    from provisioner.time_to_serve import Replica, spot_notice_s, time_to_serve
+
+    m = doc.model
+    weight_bytes = m.weight_bytes if m.weight_bytes is not None else m.params_total * 2
+    replica = Replica(
+        cloud=plan.cloud,
+        instance_type=plan.instance_type,
+        gpus_per_node=plan.gpus_per_node,
+        vcpus=vcpus if vcpus is not None else 0.0,  # unknown: the Hub path's slower share
+        nodes=max(1, min(plan.nodes, plan.pp)),  # PP nodes split the weights (weight_split)
+        weight_bytes=weight_bytes,
+        moe=m.params_active < m.params_total,
+    )
+    tts = time_to_serve(replica, path)  # type: ignore[arg-type]
+    carried = plan.time_to_serve
+    budget = tts.startup_probe_budget_s
+    if carried is not None and carried.weights == path:
+        budget = carried.startup_probe_budget_s
+    return budget, tts.prewarm(spot_notice_s(plan.cloud))
 
 
 def plan_config(doc: PlanDocument, rank: int) -> str:

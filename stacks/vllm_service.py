@@ -18,6 +18,8 @@ from stacks.spec import PORT, DeploySpec
 # Pulumi waits for the workload (and the Service's endpoints) to be ready; a big model takes
 # the whole startup budget to load, so its wait must too.
 _AWAIT_MARGIN_SECONDS = 600
+#: --fill-weights: 594 GB from the Hub at the measured 0.69 GB/s is ~15 min; allow slow links
+FILL_TIMEOUT = "6h"
 
 
 def apply_manifest(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
@@ -55,6 +57,8 @@ def apply_manifest(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.Cust
         return k8s.apps.v1.Deployment(name, **fields, opts=opts)
     if kind == "Service":
         return k8s.core.v1.Service(name, **fields, opts=opts)
+    if kind == "Job":  # pulumi-kubernetes awaits a Job's completion before dependants
+        return k8s.batch.v1.Job(name, **fields, opts=opts)
     if kind == "PodDisruptionBudget":
         return k8s.policy.v1.PodDisruptionBudget(name, **fields, opts=opts)
     if kind == "Secret":
@@ -93,13 +97,26 @@ class VllmService(pulumi.ComponentResource):
         self.secret = apply_manifest(
             M.secret(spec, data), pulumi.ResourceOptions(parent=self, depends_on=first)
         )
+        # --fill-weights: the Job fills the bucket first (Pulumi awaits a Job's completion)
+        from stacks.weights_fill import build_fill_manifests
+
+        fill_timeouts = pulumi.CustomTimeouts(create=FILL_TIMEOUT, update=FILL_TIMEOUT)
+        self.fill = [
+            apply_manifest(
+                obj,
+                pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.secret], custom_timeouts=fill_timeouts
+                ),
+            )
+            for obj in build_fill_manifests(spec)
+        ]
         wait = f"{spec.startup_budget_seconds + _AWAIT_MARGIN_SECONDS}s"
         timeouts = pulumi.CustomTimeouts(create=wait, update=wait)
         self.resources = [
             apply_manifest(
                 obj,
                 pulumi.ResourceOptions(
-                    parent=self, depends_on=[self.secret], custom_timeouts=timeouts
+                    parent=self, depends_on=[self.secret, *self.fill], custom_timeouts=timeouts
                 ),
             )
             for obj in M.build_manifests(spec)

@@ -216,8 +216,11 @@ def test_readme_question_renders(tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(result.stdout)
     out = tmp_path / "out"
+    # the plan's weight path is s3 (quote's default); with no bucket named, deploy renders the
+    # Hub path and says how to stream from a bucket
     rendered = run("deploy", "--plan", str(plan), "--render", str(out))
     assert rendered.exit_code == 0, rendered.stderr
+    assert "--weights-bucket" in rendered.stderr
     assert "Using rank 1, the best plan prov deploy can run" in rendered.stdout
     (manifest,) = out.glob("*.yaml")
     text = manifest.read_text()

@@ -18,7 +18,9 @@ from typer.testing import CliRunner, Result
 
 from provisioner.cli import app
 
+# --weights hub: today's download path; the s3 path is tested in tests/stacks/test_weights.py
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
+KIMI += ["--weights", "hub"]
 QUOTES = {
     "one": [*KIMI, "--gpu", "H200"],
     "two": [*KIMI, "--gpu", "H100-SXM", "--nodes", "2", "--market", "spot"],
@@ -313,3 +315,49 @@ def test_daemon_mode_is_checked(plan_files: dict[str, Path]) -> None:
     )
     assert result.exit_code == 2
     assert "--daemon 'both': allowed: queue, imds, none" in result.output
+
+
+# ---- --weights: the plan's path, or the one given; s3 needs its bucket ---------------------
+
+
+def test_s3_plan_without_a_bucket_is_refused_naming_the_fixes(
+    plan_files: dict[str, Path], tmp_path: Path
+) -> None:
+    s3 = edited(tmp_path, plan_files["one"], lambda d: d["request"].update(weights="s3"))
+    out = tmp_path / "out"
+    args = ("deploy", "--plan", str(s3), "--rank", "1", "--render", str(out), "--weights", "s3")
+    line = one_line_error(run(*args), 2)
+    assert "--weights-bucket s3://BUCKET[/PREFIX]" in line and "--weights hub" in line
+    assert not out.exists()
+
+
+def test_s3_plan_without_any_weights_flag_deploys_the_hub_path_and_says_so(
+    plan_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """No --weights and no bucket: the path that needs nothing, with a warning naming the fix."""
+    s3 = edited(tmp_path, plan_files["one"], lambda d: d["request"].update(weights="s3"))
+    out = tmp_path / "out"
+    result = run("deploy", "--plan", str(s3), "--rank", "1", "--render", str(out))
+    assert result.exit_code == 0, result.output
+    assert "--weights-bucket s3://BUCKET[/PREFIX]" in result.stderr
+    assert "deploying --weights hub" in result.stderr
+    (path,) = out.iterdir()
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--load-format" not in args and not any(a.startswith("s3://") for a in args)
+
+
+def test_render_with_weights_s3_streams_from_the_bucket(
+    plan_files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = run(
+        "deploy", "--plan", str(plan_files["one"]), "--render", str(out),
+        "--weights", "s3", "--weights-bucket", "s3://my-weights/kimi",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (path,) = out.iterdir()
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "s3://my-weights/kimi"
+    assert args[args.index("--load-format") + 1] == "runai_streamer"

@@ -36,7 +36,7 @@ def test_deployable_iff_deploy_accepts(args: list[str]) -> None:
     marks = []
     for p in doc.plans:
         try:
-            build_spec(doc, DeployOptions(rank=p.rank))
+            build_spec(doc, DeployOptions(rank=p.rank, weights="hub"))  # the bucket is an option
             accepted = True
         except UsageError as e:
             accepted = False

@@ -75,7 +75,6 @@ def test_plain_ethernet_multi_node_is_allowed_with_a_warning(kimi_thinking: Mode
     assert "PCIe" in text and "ethernet" in text
 
 
-
 def test_single_machine_offers_never_span_nodes(kimi_thinking: ModelSpec) -> None:
     # Kimi int4 needs several nodes of 8x L40S (test above); a pod cannot be joined to another
     res = quote(kimi_thinking, offers(L40S_POD), top=0, objective="usd-per-hour")
@@ -86,6 +85,7 @@ def test_single_machine_offers_never_span_nodes(kimi_thinking: ModelSpec) -> Non
     text = "\n".join([HEADER + ",multi_node", L40S_POD + ",true"])
     res = quote(kimi_thinking, list(parse_offers(text, "t")), top=1, objective="usd-per-hour")
     assert res.best is not None and res.best.verdict.nodes >= 2
+
 
 def test_vllm_args_carry_the_shape(kimi_thinking: ModelSpec) -> None:
     res = quote(kimi_thinking, offers(H100), top=1, kv_dtype="fp8", dcp=8)

@@ -23,6 +23,8 @@ QUOTE = [
     "nvidia",
     "--cloud",
     "aws",
+    "--weights",  # today's download path: the render needs no bucket (s3: tests/stacks)
+    "hub",
     "--json",
 ]
 

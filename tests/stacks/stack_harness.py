@@ -22,7 +22,9 @@ from provisioner.cli import app
 from provisioner.contract import PlanDocument, load_plan_document
 from stacks.spec import DeployOptions, plan_config
 
+# --weights hub: today's download path; the s3 path is tested in tests/stacks/test_weights.py
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
+KIMI += ["--weights", "hub"]
 # TP x PP plans (DP/EP plans: test_vllm_argv.py)
 ONE_NODE = [*KIMI, "--gpu", "H200", "--layout", "tp"]  # one node of 8 x H200
 TWO_NODE = [*KIMI, "--gpu", "H100-SXM", "--nodes", "2", "--market", "spot", "--layout", "tp"]
