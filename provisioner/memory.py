@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from provisioner.models import ModelSpec, WeightGroup
 from provisioner.quant import QuantScheme, expert_padding
@@ -266,6 +267,22 @@ def request_kv_bytes(
 ) -> float:
     """KV bytes one request of `tokens` needs on one GPU of a stage (vLLM's max_memory_usage)."""
     per_layer = spec.kv_elems_per_token_per_layer(tp) * s.kv_bytes
+    key = (spec.layer_windows, lo, hi, per_layer, dcp, tokens, s.max_num_batched_tokens)
+    found = _REQUEST_KV.get(key)
+    if found is None:
+        if len(_REQUEST_KV) > 4096:
+            _REQUEST_KV.clear()
+        found = _REQUEST_KV[key] = _request_kv(spec, lo, hi, per_layer, dcp, tokens, s)
+    return found
+
+
+# request_kv_bytes by its inputs: the planner asks for the same stages many times a quote
+_REQUEST_KV: dict[tuple[Any, ...], float] = {}
+
+
+def _request_kv(
+    spec: ModelSpec, lo: int, hi: int, per_layer: float, dcp: int, tokens: int, s: MemorySettings
+) -> float:
     full = math.ceil(math.ceil(tokens / dcp) / BLOCK_SIZE)
     total = 0.0
     for i in range(lo, hi):
@@ -315,11 +332,14 @@ def shape_memory(
     bounds = pp_partition(spec.num_layers, pp)
     stages: list[StageMemory] = []
     req: list[float] = []
+    # the same for every stage but the last (pure in these arguments: computed once each)
+    act_mid = activation_peak(spec, tp, settings, False) if pp > 1 else 0.0
+    act_last = activation_peak(spec, tp, settings, True)
     for k, (lo, hi) in enumerate(bounds):
         is_first, is_last = k == 0, k == pp - 1
         w = sum(per_layer[lo:hi]) + (first if is_first else 0.0) + (last if is_last else 0.0)
         w = max(0.0, w - offload_gib * GIB)  # --cpu-offload-gb: that much stays in host RAM
-        act = activation_peak(spec, tp, settings, is_last)
+        act = act_last if is_last else act_mid
         pool = budget - w - act - non_torch - (graphs if in_budget else 0.0)
         stages.append(
             StageMemory(

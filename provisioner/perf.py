@@ -34,7 +34,7 @@ from typing import Any
 
 from provisioner.hardware import GpuSpec
 from provisioner.memory import pp_partition
-from provisioner.models import ModelSpec
+from provisioner.models import ModelSpec, WeightGroup
 from provisioner.perf_data import (
     Band,
     Calibration,
@@ -129,31 +129,60 @@ class _StageWeights:
     expert_params: float = 0.0  # routed expert params per rank, all MoE layers of the stage
 
 
-def _stage_weights(spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int) -> list[_StageWeights]:
+# the key under which a planner's stage cache keeps [(group, bytes in the scheme)] (pure in the
+# model and scheme it is made for: the planner's cache serves one of each)
+GROUP_BYTES_KEY = ("ep", "bytes")
+
+
+def sized_groups(
+    spec: ModelSpec, scheme: QuantScheme, cache: dict[Any, Any] | None
+) -> list[tuple[WeightGroup, float]]:
+    """Every weight group with its bytes in `scheme`, kept in `cache` when given."""
+    sized = cache.get(GROUP_BYTES_KEY) if cache is not None else None
+    if sized is None:
+        sized = [(g, scheme.group_bytes(g)) for g in spec.groups]
+        if cache is not None:
+            cache[GROUP_BYTES_KEY] = sized
+    return sized
+
+
+def _stage_weights(
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    tp: int,
+    pp: int,
+    sized: list[tuple[WeightGroup, float]] | None = None,
+) -> list[_StageWeights]:
     k_over_e = spec.moe.experts_per_tok / spec.moe.n_routed_experts if spec.moe else 1.0
-    out = []
-    for k, (lo, hi) in enumerate(pp_partition(spec.num_layers, pp)):
-        expert = other = active = expert_params = 0.0
-        moe_layers = 0
-        for g in spec.groups:
-            if g.layer is None:
-                if g.kind == "lm_head" and k == pp - 1:
-                    other += scheme.group_bytes(g) / tp
-                    active += g.total_params / tp
-                continue
-            if not lo <= g.layer < hi:
-                continue
-            div = 1 if g.tp == "replicate" else tp
-            if g.kind == "experts":
-                expert += scheme.group_bytes(g) / div
-                expert_params += g.total_params / div
-                active += g.total_params * k_over_e / div
-                moe_layers += 1
-            else:
-                other += scheme.group_bytes(g) / div
-                active += g.total_params / div
-        out.append(_StageWeights((lo, hi), expert, other, active, moe_layers, expert_params))
-    return out
+    bounds = pp_partition(spec.num_layers, pp)
+    stage_of = {layer: k for k, (lo, hi) in enumerate(bounds) for layer in range(lo, hi)}
+    # one pass over the groups; each stage sums its groups in the groups' order
+    # [expert bytes, other bytes, active params, expert params, MoE layers] per stage
+    acc = [[0.0, 0.0, 0.0, 0.0, 0] for _ in bounds]
+    for g, nbytes in sized if sized is not None else sized_groups(spec, scheme, None):
+        if g.layer is None:
+            if g.kind == "lm_head":
+                a = acc[pp - 1]
+                a[1] += nbytes / tp
+                a[2] += g.total_params / tp
+            continue
+        k = stage_of.get(g.layer)
+        if k is None:
+            continue
+        a = acc[k]
+        div = 1 if g.tp == "replicate" else tp
+        if g.kind == "experts":
+            a[0] += nbytes / div
+            a[3] += g.total_params / div
+            a[2] += g.total_params * k_over_e / div
+            a[4] += 1
+        else:
+            a[1] += nbytes / div
+            a[2] += g.total_params / div
+    return [
+        _StageWeights(b, a[0], a[1], a[2], int(a[4]), a[3])
+        for b, a in zip(bounds, acc, strict=True)
+    ]
 
 
 def _attn_dim(spec: ModelSpec) -> int:
@@ -279,9 +308,10 @@ def estimate(
     elif stage_cache is None:
         stages = _stage_weights(spec, scheme, tp, pp)
     else:  # the planner reuses one model/scheme across hundreds of shapes
-        stages = stage_cache.get((tp, pp)) or stage_cache.setdefault(
-            (tp, pp), _stage_weights(spec, scheme, tp, pp)
-        )
+        stages = stage_cache.get((tp, pp))
+        if stages is None:
+            sized = sized_groups(spec, scheme, stage_cache)
+            stages = stage_cache[(tp, pp)] = _stage_weights(spec, scheme, tp, pp, sized)
     asked = max(1, workload.concurrency)
     b_total = min(asked, max_num_seqs) if max_num_seqs else asked
     micro = min(b_total, pp)

@@ -49,6 +49,7 @@ from provisioner.perf import (
     estimate,
     fabric_link,
     intra_link,
+    sized_groups,
 )
 from provisioner.perf_data import arch_class
 from provisioner.quant import QuantScheme
@@ -161,11 +162,7 @@ def estimate_layout(
     else:  # the planner reuses one model/scheme across hundreds of hardware classes
         hit = layout_cache.get(("ep", lay))
         if hit is None:
-            sized = layout_cache.get(("ep", "bytes"))
-            if sized is None:
-                sized = layout_cache[("ep", "bytes")] = [
-                    (g, scheme.group_bytes(g)) for g in spec.groups
-                ]
+            sized = sized_groups(spec, scheme, layout_cache)
             hit = layout_cache[("ep", lay)] = _dense_stages(spec, scheme, lay, sized)
         stages, experts = hit
     bw = gpu.hbm_tbps * 1e12 * cal.hbm_eff

@@ -613,6 +613,8 @@ def plan_quote(
     markets = ("spot", "on-demand") if req.market == "any" else (req.market,)
 
     classes: dict[HardwareClass, list[Offer]] = defaultdict(list)
+    device_gib: dict[tuple[str, float], float] = {}
+    buckets: dict[tuple[str, int, float, str], list[Offer]] = {}
     for o in offers:
         if clouds and o.cloud not in clouds:
             continue
@@ -620,8 +622,16 @@ def plan_quote(
             continue
         if wanted_gpus and o.gpu not in wanted_gpus:
             continue
-        device = cuda_memory_gib(o.gpu, o.gpu_memory_gib)  # as CUDA reports it, on any cloud
-        classes[HardwareClass(o.gpu, o.gpus_per_node, device, o.interconnect)].append(o)
+        stated = (o.gpu, o.gpu_memory_gib)
+        device = device_gib.get(stated)
+        if device is None:  # as CUDA reports it, on any cloud
+            device = device_gib[stated] = cuda_memory_gib(o.gpu, o.gpu_memory_gib)
+        # a plain tuple finds the class's list (hashing the frozen dataclass costs more)
+        hw_key = (o.gpu, o.gpus_per_node, device, o.interconnect)
+        bucket = buckets.get(hw_key)
+        if bucket is None:
+            bucket = buckets[hw_key] = classes[HardwareClass(*hw_key)]
+        bucket.append(o)
 
     node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
     if scheme.engine == "llama.cpp":
@@ -653,6 +663,7 @@ def plan_quote(
         return tts_memo[key]
 
     by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
+    timed = req.risk_adjusted or req.min_availability is not None  # rank by time to serve
     isl, osl, _explicit = workload_tokens(req)
     perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
     stage_cache: dict[tuple[int, int], Any] = {}
@@ -690,30 +701,40 @@ def plan_quote(
             perf_memo[k] = _estimate(spec, scheme, req, v, fabric, kvb, isl, osl, stage_cache)
         return perf_memo[k]
 
+    # a verdict depends on the class only through the GPU, its memory and the interconnect:
+    # classes that differ in GPUs per node (or node count) share it for the same layout
+    same_gpu: dict[tuple[str, float, str, Layout], ShapeVerdict] = {}
+
     def verdict_of(hw: HardwareClass, nodes: int, lay: Layout) -> ShapeVerdict:
         key = (hw, nodes, lay)
         v = memo.get(key)
-        if v is None:
-            plain = lay.dp == 1 and not lay.ep
-            pl = placer if plain else placers.get(lay)
-            if pl is None:
-                pl = placers[lay] = LayoutPlacer(spec, scheme, lay, base=placer)
-            ep_bad, ep_warn = ep_kernel_verdict(scheme, specs[hw.gpu]) if lay.ep else (None, None)
-            if ep_bad:
-                v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, ep_bad, dp=lay.dp, ep=lay.ep)
-            else:
-                v = evaluate_shape(
-                    spec, scheme, req, hw, nodes, lay.tp, lay.pp, kvb, placer=pl, layout=lay
-                )
-            if v.reason is None and ep_warn:
-                v = replace(v, warnings=(*v.warnings, ep_warn))
-            memo[key] = v
+        if v is not None:
+            return v
+        shared = (hw.gpu, hw.gpu_memory_gib, hw.interconnect, lay)
+        v = same_gpu.get(shared)
+        if v is not None:
+            v = memo[key] = replace(v, hw=hw, nodes=nodes)
+            return v
+        plain = lay.dp == 1 and not lay.ep
+        pl = placer if plain else placers.get(lay)
+        if pl is None:
+            pl = placers[lay] = LayoutPlacer(spec, scheme, lay, base=placer)
+        ep_bad, ep_warn = ep_kernel_verdict(scheme, specs[hw.gpu]) if lay.ep else (None, None)
+        if ep_bad:
+            v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, ep_bad, dp=lay.dp, ep=lay.ep)
+        else:
+            v = evaluate_shape(
+                spec, scheme, req, hw, nodes, lay.tp, lay.pp, kvb, placer=pl, layout=lay
+            )
+        if v.reason is None and ep_warn:
+            v = replace(v, warnings=(*v.warnings, ep_warn))
+        memo[key] = same_gpu[shared] = v
         return v
 
     def add_candidates(hw_offers: list[Offer], nodes: int, fits: list[ShapeVerdict]) -> None:
         """One candidate per offer and market: the fastest of `fits` meeting the SLOs."""
         first_vi = len(verdicts)
-        fastest: dict[str, tuple[int, PerfEstimate | None]] = {}
+        fastest: dict[str, tuple[int, PerfEstimate | None, int]] = {}  # and -concurrency
         verdicts.extend(fits)
         class_offers.extend([hw_offers] * len(fits))
         for oi, o in enumerate(hw_offers):
@@ -749,19 +770,24 @@ def plan_quote(
                         offer_misses.setdefault((first_vi + k, o.fabric), miss)
                     elif best_vi < 0 or (e and est and e.output_tps > est.output_tps):
                         best_vi, est = first_vi + k, e
+                neg_conc = 0
                 if best_vi >= 0:
                     offer_misses.pop((best_vi, o.fabric), None)
-                hit = fastest[o.fabric] = (best_vi, est)
-            best_vi, est = hit
+                    mem = verdicts[best_vi].memory
+                    neg_conc = -mem.max_concurrent if mem else 0
+                hit = fastest[o.fabric] = (best_vi, est, neg_conc)
+            best_vi, est, neg_conc = hit
             if best_vi < 0:
                 continue
-            mem = verdicts[best_vi].memory
-            conc = mem.max_concurrent if mem else 0
-            for market, price in usable_prices(o):
+            prices = price_memo.get(id(o))
+            if prices is None:
+                prices = usable_prices(o)
+            for market, price in prices:
                 usd = price * nodes
                 rank_key = usd if by_hour or est is None else usd_per_mtok(usd, est.output_tps)
-                tts = tts_of(o, weight_split(verdicts[best_vi]))
-                if tts and (req.risk_adjusted or req.min_availability is not None):
+                # the time to serve only matters to the rank with these flags
+                tts = tts_of(o, weight_split(verdicts[best_vi])) if timed else None
+                if tts:
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)
                     if miss:
@@ -769,7 +795,7 @@ def plan_quote(
                         continue
                     if req.risk_adjusted:  # rank per hour of serving: / availability
                         rank_key = loss.expected_usd_per_hour(rank_key)
-                candidates.append((rank_key, usd, nodes, -conc, market, best_vi, oi))
+                candidates.append((rank_key, usd, nodes, neg_conc, market, best_vi, oi))
 
     moe_vllm = spec.moe is not None and scheme.engine == "vllm"
     placers: dict[Layout, LayoutPlacer] = {}

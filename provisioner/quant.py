@@ -109,8 +109,15 @@ def _skip_matcher(patterns: list[str]) -> Callable[[str], bool]:
             f"quantization_config: bad 're:' pattern in the ignore list ({e})"
         ) from None
     plain = [p for p in patterns if not p.startswith("re:")]
+    seen: dict[str, bool] = {}  # module -> answer: the planner asks about each many times
 
     def skip(module: str) -> bool:
+        found = seen.get(module)
+        if found is None:
+            found = seen[module] = _matches(module)
+        return found
+
+    def _matches(module: str) -> bool:
         if any(r.match(module) for r in regexes):
             return True
         for p in plain:
