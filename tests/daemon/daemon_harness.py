@@ -65,6 +65,18 @@ def _serve(server: ThreadingHTTPServer, name: str) -> threading.Thread:
     return t
 
 
+
+def managed_instances(ec2: Any) -> list[dict[str, Any]]:
+    """Every instance carrying the fleet's managed tag, over all pages of describe_instances."""
+    out: list[dict[str, Any]] = []
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": f"tag:{fleet.MANAGED}", "Values": ["true"]}]
+    )
+    for page in pages:
+        for res in page["Reservations"]:
+            out += res["Instances"]
+    return out
+
 class _Quiet(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -455,14 +467,7 @@ class NodeAgent:
         self.thread.join(10)
 
     def _instances(self) -> list[dict[str, Any]]:
-        out = []
-        pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": f"tag:{fleet.MANAGED}", "Values": ["true"]}]
-        )
-        for page in pages:
-            for res in page["Reservations"]:
-                out += res["Instances"]
-        return out
+        return managed_instances(self.ec2)
 
     def _loop(self) -> None:
         while not self.stop_flag.wait(self.period):

@@ -37,9 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon_harness import KmockThread, VllmStandIn
-
-from provisioner import fleet
+from daemon_harness import KmockThread, VllmStandIn, managed_instances
 
 
 class Vllm(VllmStandIn):
@@ -159,14 +157,7 @@ class Cluster:
         ]
 
     def instances(self) -> list[dict[str, Any]]:
-        out = []
-        pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": f"tag:{fleet.MANAGED}", "Values": ["true"]}]
-        )
-        for page in pages:
-            for r in page["Reservations"]:
-                out += r["Instances"]
-        return out
+        return managed_instances(self.ec2)
 
     # -- the PodDisruptionBudget ----------------------------------------------------------
 
