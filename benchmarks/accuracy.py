@@ -28,14 +28,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from provisioner import perf
-from provisioner.catalog import resolve_model
+from provisioner.core import perf
+from provisioner.core.catalog import resolve_model
+from provisioner.core.hardware import GpuSpec, gpu_specs
+from provisioner.core.memory import MemorySettings, concurrent_requests, shape_memory
+from provisioner.core.models import ModelSpec
+from provisioner.core.perf_data import LATENCY_MAX_BATCH, arch_class, gpu_family
+from provisioner.core.quant import kv_bytes, resolve_quant
 from provisioner.errors import ProvError
-from provisioner.hardware import GpuSpec, gpu_specs
-from provisioner.memory import MemorySettings, concurrent_requests, shape_memory
-from provisioner.models import ModelSpec
-from provisioner.perf_data import LATENCY_MAX_BATCH, arch_class, gpu_family
-from provisioner.quant import kv_bytes, resolve_quant
 
 HERE = Path(__file__).parent
 REFS = HERE / "throughput_refs.json"

@@ -85,10 +85,10 @@ def time_call(fn: Callable[[], object], runs: int) -> list[float]:
 
 def bench_plans(runs: int) -> list[dict[str, Any]]:
     from pricing.offers import load_offers
-    from provisioner.catalog import resolve_model
-    from provisioner.planner import plan_quote
-    from provisioner.quant import resolve_quant
-    from provisioner.request import make_request, parse_tokens
+    from provisioner.core.catalog import resolve_model
+    from provisioner.core.planner import plan_quote
+    from provisioner.core.quant import resolve_quant
+    from provisioner.core.request import make_request, parse_tokens
 
     offers = load_offers()
     rows = []

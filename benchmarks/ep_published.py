@@ -16,15 +16,15 @@ import json
 import sys
 from typing import Any
 
-from provisioner.catalog import resolve_model
-from provisioner.hardware import cuda_memory_gib, gpu_specs
-from provisioner.layout_memory import layout_memory
-from provisioner.layouts import Layout
-from provisioner.memory import MemorySettings
-from provisioner.perf import Workload
-from provisioner.perf_ep import estimate_layout
-from provisioner.quant import resolve_quant
-from provisioner.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
+from provisioner.core.catalog import resolve_model
+from provisioner.core.hardware import cuda_memory_gib, gpu_specs
+from provisioner.core.layout_memory import layout_memory
+from provisioner.core.layouts import Layout
+from provisioner.core.memory import MemorySettings
+from provisioner.core.perf import Workload
+from provisioner.core.perf_ep import estimate_layout
+from provisioner.core.quant import resolve_quant
+from provisioner.core.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
 
 GiB = 1024**3
 

@@ -6,7 +6,7 @@
 Cases (each with its source): benchmarks/memory_logs/cases.json and SOURCES.md. How prov runs
 each case (model config, GPU, fit/check split, why a case is skipped): memory_logs/prov.json.
 KV error is on "GPU KV cache size" tokens when logged, else on "Available KV cache memory".
-The calibration constants (provisioner/memory.py Calibration) were derived on the `fit` cases
+The calibration constants (provisioner/core/memory.py Calibration) were derived on the `fit` cases
 only; the summary reports the `check` cases apart. Targets (issue 12), vLLM >= 0.10: KV median
 |error| <= 3% and worst <= 10%, weights median <= 1%, every logged start-up failure "does not fit".
 """
@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from provisioner.catalog import resolve_model
+from provisioner.core.catalog import resolve_model
+from provisioner.core.fit import FitRequest, FitResult, evaluate
+from provisioner.core.memory import GIB
+from provisioner.core.quant import resolve_quant
+from provisioner.core.vllm_rules import parse_version, rules_for, with_paths
 from provisioner.errors import ProvError
-from provisioner.fit import FitRequest, FitResult, evaluate
-from provisioner.memory import GIB
-from provisioner.quant import resolve_quant
-from provisioner.vllm_rules import parse_version, rules_for, with_paths
 
 LOGS = Path(__file__).with_name("memory_logs")
 

@@ -11,7 +11,8 @@ path). Per region, concurrently:
   no pre-installed software, capacitystatus Used, the region, the instance types), or a saved
   ``aws pricing get-products`` output (:class:`PriceListFile`).
 
-Rows are normalised like the embedded snapshot (``pricing.build_snapshot``: the same GPU names,
+Rows are normalised like the embedded snapshot (``pricing.tools.build_snapshot``: the same GPU
+names,
 memory rule, interconnect/fabric tables and price flags), dated with the fetch date and flagged
 ``live``, then merged with the previous cache: a region that fails keeps its previous rows. The
 cache is a dated CSV plus a JSON meta file that names it; the meta file is replaced last (the
@@ -35,7 +36,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pricing.build_snapshot import (
+from pricing.offers import (
+    CACHE_FORMAT,
+    LIVE_FLAG,
+    LiveCache,
+    cache_dir,
+    cache_meta_path,
+    instance_family,
+    read_live_cache,
+)
+from pricing.tools.build_snapshot import (
     AWS_FAMILY_GPU,
     INTERCONNECT,
     GpuSpec,
@@ -46,17 +56,7 @@ from pricing.build_snapshot import (
     price_flags,
     read_gpus,
 )
-from pricing.offers import (
-    CACHE_FORMAT,
-    CAPACITY_BLOCK_ONLY,
-    LIVE_FLAG,
-    LiveCache,
-    Offer,
-    cache_dir,
-    cache_meta_path,
-    instance_family,
-    read_live_cache,
-)
+from provisioner.core.offer import CAPACITY_BLOCK_ONLY, Offer
 from provisioner.errors import DataError, OperationalError, UsageError
 from provisioner.fileio import write_atomic
 

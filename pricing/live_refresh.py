@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pricing.build_snapshot import DEFAULT_EXTRA_GPUS, DEFAULT_SHARED, GpuSpec, offers_csv
 from pricing.live_sources import (
     SourceResult,
     fetch_azure,
@@ -30,13 +29,14 @@ from pricing.live_sources import (
 from pricing.offers import (
     CACHE_FORMAT,
     LIVE_FLAG,
-    Offer,
     _packaged_offers,
     cache_dir,
     cache_meta_path,
     check_offers,
 )
 from pricing.rentable import collapse_aliases, mark_single_machine
+from pricing.tools.build_snapshot import DEFAULT_EXTRA_GPUS, DEFAULT_SHARED, GpuSpec, offers_csv
+from provisioner.core.offer import Offer
 from provisioner.errors import DataError, ProvError
 from provisioner.fileio import write_atomic
 
@@ -59,7 +59,7 @@ class CloudRefresh:
 
 
 def _gpus() -> dict[str, GpuSpec]:
-    from pricing.build_snapshot import read_gpus
+    from pricing.tools.build_snapshot import read_gpus
 
     shared = DEFAULT_SHARED / "gpus.csv"
     gpus = read_gpus(DEFAULT_EXTRA_GPUS)  # the runtime table always ships with prov
@@ -95,7 +95,7 @@ def _fetch(cloud: str, regions: list[str] | None, fetch: Callable[..., Any] | No
 
 def to_offers(cloud: str, result: SourceResult, as_of: str) -> list[Offer]:
     """Live nodes -> Offers with the snapshot's rules; host size from the snapshot's same type."""
-    from pricing.build_snapshot import fabric_for
+    from pricing.tools.build_snapshot import fabric_for
 
     host = {(o.cloud, o.instance_type): (o.vcpus, o.memory_gib) for o in _packaged_offers()}
     nodes = result.nodes

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pricing.build_snapshot import AZURE_SIZE_GPU, GpuSpec, Node, _Ctx, price_flags
 from pricing.http_json import FetchError, endpoint, fetch_json
 from pricing.rentable import ANY_REGION
+from pricing.tools.build_snapshot import AZURE_SIZE_GPU, GpuSpec, Node, _Ctx, price_flags
 
 Fetch = Callable[..., Any]
 

@@ -9,20 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 
 from pricing.offers import LIVE_FLAG, REFRESHABLE, SNAPSHOT_DATE
-
-
-def _today() -> date:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).date()
-
-
-def price_age_days(as_of: str | None, today: date | None = None) -> int | None:
-    """Whole days since ``as_of`` (YYYY-MM-DD, UTC), or None for an undated price."""
-    if not as_of:
-        return None
-    return max(0, ((today or _today()) - date.fromisoformat(as_of)).days)
-
+from provisioner.core.offer import utc_today
 
 #: Default of --max-price-age: a shown price older than this many days gives a warning.
 DEFAULT_MAX_PRICE_AGE_DAYS = 90
@@ -41,7 +28,7 @@ def price_date_notes(
     price shown and its age; a warning names every cloud whose shown prices are undated or
     older than ``max_age_days``. ``source`` names a --prices file instead of the snapshot.
     """
-    today = today or _today()
+    today = today or utc_today()
     notes: list[str] = []
     warnings: list[str] = []
     dated: dict[str, list[date]] = {}

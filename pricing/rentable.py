@@ -19,10 +19,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from pricing.offers import CAPACITY_BLOCK_ONLY, default_multi_node
+from pricing.offers import default_multi_node
+from provisioner.core.offer import CAPACITY_BLOCK_ONLY
 
 if TYPE_CHECKING:
-    from pricing.build_snapshot import Node
+    from pricing.tools.build_snapshot import Node
 
 #: The builder's drop counter: drop(reason, name, n).
 Drop = Callable[[str, str, int], None]

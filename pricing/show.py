@@ -6,11 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from pricing.offers import Offer, price_doubt
-from pricing.price_dates import price_age_days
-from pricing.spot_risk import spot_risk, spot_risk_info
+from provisioner.core.hardware import gpu_specs, match_gpu
+from provisioner.core.offer import Offer, price_age_days, price_doubt
+from provisioner.core.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
-from provisioner.hardware import gpu_specs, match_gpu
 
 #: --sort keys: on-demand $/GPU-h, spot $/GPU-h, node $/h (on-demand, else spot), and the
 #: legacy "gpu-hour" (on-demand $/GPU-h, else spot). Rows without the sorted price go last.

@@ -1,7 +1,7 @@
 """The one error tree of prov.
 
 Every failure a user can cause or meet is a ``ProvError``. The CLI boundary
-(``provisioner.cli``) turns them into a one-line message and an exit code:
+(``provisioner.cli.main``) turns them into a one-line message and an exit code:
 ``UsageError`` (bad input) exits 2, ``OperationalError`` exits 1. Anything
 else is a bug and shows a traceback only with ``--debug``.
 """

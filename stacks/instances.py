@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pricing.offers import Offer, price_doubt
-from provisioner.contract import Plan
+from provisioner.contract.document import Plan
+from provisioner.core.offer import Offer, price_doubt
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The Pulumi program: read the plan from stack config, build the components, export outputs.
 
-Config (namespace `prov`, written by provisioner/deploy.py): `plan` (the plan document reduced
+Config (namespace `prov`, written by stacks/automation.py): `plan` (the plan document reduced
 to one plan, JSON), the DeployOptions keys (`rank`, `target`, ...) and two secrets, `apiKey`
 and the optional `hfToken`. Used as the Automation API's inline program and by __main__.py.
 """
@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from provisioner import fleet
-from provisioner.contract import PlanDocument
+from provisioner.contract.document import PlanDocument
 from stacks.spec import DeployOptions, DeploySpec, build_spec
 
 

@@ -13,10 +13,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pricing.offers import Offer
-from provisioner.contract import Plan, PlanDocument
+from provisioner.contract.document import Plan, PlanDocument
+from provisioner.core.offer import Offer
+from provisioner.core.vllm_rules import VLLM_VERSION
 from provisioner.errors import UsageError
-from provisioner.vllm_rules import VLLM_VERSION
 from stacks.instances import NodeShape, alternatives, efa_capable, other_zone
 
 #: The one vLLM image tag prov deploys. v0.18.0 is the first release with --shutdown-timeout
@@ -42,7 +42,7 @@ EXIT_MARGIN_SECONDS = 15  # engine and worker teardown after the drain
 DEFAULT_DRAIN_SECONDS = 90
 MAX_DRAIN_SECONDS = 3600
 
-# Startup: the probe budget is the plan's time to serve (provisioner/time_to_serve.py), the
+# Startup: the probe budget is the plan's time to serve (provisioner/core/time_to_serve.py), the
 # same number the quote prices; see docs/recovery.md.
 PROBE_PERIOD_SECONDS = 10
 #: Weight paths the deploy renders: s3 (vLLM streams from an in-region bucket) and hub
@@ -148,7 +148,7 @@ class DeploySpec:
     instance_types: tuple[str, ...]  # the plan's first (AWS pool)
     zones: tuple[str, ...]  # where the GPU pool may launch (AWS), the plan's first
     vpc_zones: tuple[str, ...]  # the pool's zones plus more when EKS needs two it supports
-    gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu on AMD (provisioner/deployable.py)
+    gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu on AMD (provisioner/core/deployable.py)
     weights: str = "hub"  # the weight path rendered: s3 or hub
     weights_bucket: str | None = None  # s3: the bucket name
     weights_prefix: str = ""  # s3: the key prefix of the checkpoint (no slashes at the ends)
@@ -270,9 +270,9 @@ def _resolve_target(target: str, plan: Plan) -> str:
 
 
 def _check_deployable(doc: PlanDocument, plan: Plan, target: str) -> None:
-    """The rule quote marks plans with (provisioner/deployable.py), as a refusal that says
+    """The rule quote marks plans with (provisioner/core/deployable.py), as a refusal that says
     what to do instead."""
-    from provisioner.deployable import DeployFacts, not_deployable_reason
+    from provisioner.core.deployable import DeployFacts, not_deployable_reason
 
     facts = DeployFacts(plan.cloud, plan.gpu, plan.zone, bool(plan.vllm_args))
     reason = not_deployable_reason(facts, target)
@@ -282,7 +282,7 @@ def _check_deployable(doc: PlanDocument, plan: Plan, target: str) -> None:
 
 def deployable_hint(doc: PlanDocument, target: str = "auto") -> str:
     """What gives a plan prov deploy can run: another rank of the file, or a new quote."""
-    from provisioner.deployable import DeployFacts, not_deployable_reason
+    from provisioner.core.deployable import DeployFacts, not_deployable_reason
 
     ok = [
         p.rank
@@ -324,7 +324,7 @@ def build_spec(
         raise UsageError(f"--daemon {options.daemon!r}: allowed: {', '.join(DAEMON_MODES)}")
     if not options.image.strip():
         raise UsageError("--image is empty")
-    from provisioner.deployable import GPU_RESOURCE, gpu_vendor
+    from provisioner.core.deployable import GPU_RESOURCE, gpu_vendor
 
     vendor = gpu_vendor(plan.gpu) or "NVIDIA"
     image = options.image.strip()
@@ -420,9 +420,9 @@ def _weights_path(doc: PlanDocument, options: DeployOptions) -> tuple[str, str |
 
 def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) -> tuple[int, bool]:
     """(startup probe budget, prewarm on rebalance) on ``path``, both from
-    provisioner/time_to_serve.py: the budget is the plan's own ``time_to_serve`` when the quote
+    provisioner/core/time_to_serve.py: the budget is the plan's own ``time_to_serve`` when the quote
     modelled this path, else the same function's for it; prewarm is ``prewarm(spot notice)``."""
-    from provisioner.time_to_serve import Replica, spot_notice_s, time_to_serve
+    from provisioner.core.time_to_serve import Replica, spot_notice_s, time_to_serve
 
     m = doc.model
     weight_bytes = m.weight_bytes if m.weight_bytes is not None else m.params_total * 2

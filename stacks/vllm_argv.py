@@ -1,4 +1,4 @@
-"""The `vllm serve` command of a pod for DP / EP plans (provisioner/layouts.py). Pure.
+"""The `vllm serve` command of a pod for DP / EP plans (provisioner/core/layouts.py). Pure.
 
 One node: the plan's own flags (--data-parallel-size N --enable-expert-parallel) are all
 vLLM needs. Across nodes vLLM v0.18.0 runs data parallelism without Ray when every node starts
@@ -16,7 +16,7 @@ tests/stacks/test_vllm_argv.py checks every rendered flag against vLLM v0.18.0's
 
 from __future__ import annotations
 
-from provisioner.contract import Plan
+from provisioner.contract.document import Plan
 
 #: vLLM's default --data-parallel-rpc-port (config/parallel.py: data_parallel_rpc_port 29550),
 #: rendered explicitly so every node agrees

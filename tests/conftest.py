@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from provisioner.catalog import resolve_model
-from provisioner.models import ModelSpec
+from provisioner.core.catalog import resolve_model
+from provisioner.core.models import ModelSpec
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.catalog import resolve_model
+from provisioner.core.catalog import resolve_model
+from provisioner.core.memory import weights_total_bytes
+from provisioner.core.quant import resolve_quant
 from provisioner.errors import ConfigError
-from provisioner.memory import weights_total_bytes
-from provisioner.quant import resolve_quant
 
 CONFIG = {
     "model_type": "llama",

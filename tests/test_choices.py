@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from provisioner.cli import app
-from provisioner.contract import PlanDocument
+from provisioner.cli.main import app
+from provisioner.contract.document import PlanDocument
 
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--quant", "int4", "--ctx", "128k"]
 HEADER = (

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from provisioner.catalog import catalog_ids
-from provisioner.cli import app
-from provisioner.contract import Plan, PlanDocument
+from provisioner.cli.main import app
+from provisioner.contract.document import Plan, PlanDocument
+from provisioner.core.catalog import catalog_ids
 
 DATA = Path(__file__).resolve().parents[1] / "provisioner" / "data" / "models"
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--quant", "int4", "--ctx", "128k"]

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pricing.offers import Offer, load_offers
-from provisioner.cli import app
-from provisioner.contract import Plan, PlanDocument, load_plan_document
+from pricing.offers import load_offers
+from provisioner.cli.main import app
+from provisioner.contract.document import Plan, PlanDocument, load_plan_document
+from provisioner.core.offer import Offer
+from provisioner.core.planner import price_doubt
 from provisioner.errors import UsageError
-from provisioner.planner import price_doubt
 
 
 def _runner() -> CliRunner:
@@ -101,7 +102,7 @@ def test_document_has_plans_and_every_key_is_declared(
         "rejected": {k: v for r in d.rejected for k, v in (r.model_extra or {}).items()},
     }
     undeclared = {where: sorted(keys) for where, keys in undeclared.items() if keys}
-    assert not undeclared, f"keys missing from provisioner/contract.py: {undeclared}"
+    assert not undeclared, f"keys missing from provisioner/contract/document.py: {undeclared}"
     # DESIGN.md's keys are present verbatim in the raw JSON, not filled by defaults.
     assert {"request", "model", "plans", "rejected", "prices_as_of"} <= raw.keys()
     assert {"id", "params_total", "params_active", "attention"} <= raw["model"].keys()
@@ -409,12 +410,12 @@ def test_quote_does_not_import_the_contract() -> None:
     code = textwrap.dedent(
         """
         import sys
-        from provisioner.cli import app
+        from provisioner.cli.main import app
         try:
             app(["quote", "-m", "meta-llama/Llama-3.1-8B", "--ctx", "8k", "--json"])
         except SystemExit:
             pass
-        print("contract-imported" if "provisioner.contract" in sys.modules else "clean",
+        print("contract-imported" if "provisioner.contract.document" in sys.modules else "clean",
               file=sys.stderr)
         """
     )

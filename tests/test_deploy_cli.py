@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from provisioner.cli import app
+from provisioner.cli.main import app
 
 # --weights hub: today's download path; the s3 path is tested in tests/stacks/test_weights.py
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
@@ -232,11 +232,11 @@ def test_without_pulumi_cli_explains_itself(
 def test_quote_does_not_import_deploy_dependencies() -> None:
     code = (
         "import sys\n"
-        "from provisioner.cli import main\n"
+        "from provisioner.cli.main import main\n"
         "sys.argv = ['prov', 'quote', '--model', 'kimi-k2-thinking', '--ctx', '128k', '--json']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = ('pulumi', 'pulumi_aws', 'pulumi_kubernetes', 'kubernetes', 'boto3', 'yaml',"
-        " 'stacks', 'provisioner.deploy', 'provisioner.contract')\n"
+        " 'stacks', 'stacks.automation', 'provisioner.contract.document')\n"
         "print(sorted(m for m in sys.modules if m in heavy or m.startswith('stacks.')),"
         " file=sys.stderr)\n"
     )
@@ -255,7 +255,7 @@ def test_quote_does_not_import_deploy_dependencies() -> None:
 def test_generated_passphrase_is_private_and_stable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioner.deploy import _passphrase_env
+    from stacks.automation import _passphrase_env
 
     for key in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
         monkeypatch.delenv(key, raising=False)
@@ -273,7 +273,7 @@ def test_generated_passphrase_is_private_and_stable(
 def test_finds_the_cli_where_the_installer_puts_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioner.deploy import find_pulumi
+    from stacks.automation import find_pulumi
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -288,14 +288,14 @@ def test_finds_the_cli_where_the_installer_puts_it(
 def test_state_lives_under_the_user_state_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioner.deploy import state_dir
+    from stacks.automation import state_dir
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert state_dir() == tmp_path / "prov" / "pulumi"
 
 
 def test_a_failed_pulumi_command_is_summed_up_by_its_error_line() -> None:
-    from provisioner.deploy import _last_error_line
+    from stacks.automation import _last_error_line
 
     text = (
         "\n code: 255\n stdout: Updating (dev)\n  + kubernetes:apps/v1:Deployment creating\n"
@@ -308,7 +308,7 @@ def test_a_failed_pulumi_command_is_summed_up_by_its_error_line() -> None:
 def test_daemon_mode_is_checked(plan_files: dict[str, Path]) -> None:
     from typer.testing import CliRunner
 
-    from provisioner.cli import app
+    from provisioner.cli.main import app
 
     result = CliRunner().invoke(
         app, ["deploy", "--plan", str(next(iter(plan_files.values()))), "--daemon", "both"]

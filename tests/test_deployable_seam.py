@@ -8,8 +8,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.contract import PlanDocument
+from provisioner.cli.main import app
+from provisioner.contract.document import PlanDocument
 from provisioner.errors import UsageError
 from stacks.spec import DeployOptions, build_spec
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.catalog import resolve_model
-from provisioner.cli import app
-from provisioner.fit import FitRequest, evaluate
-from provisioner.memory import BLOCK_SIZE, GIB
-from provisioner.quant import resolve_quant
-from provisioner.vllm_rules import rules_for
+from provisioner.cli.main import app
+from provisioner.core.catalog import resolve_model
+from provisioner.core.fit import FitRequest, evaluate
+from provisioner.core.memory import BLOCK_SIZE, GIB
+from provisioner.core.quant import resolve_quant
+from provisioner.core.vllm_rules import rules_for
 
 runner = CliRunner()
 KEYS = {
@@ -227,7 +227,8 @@ def test_explain_cites_the_rules() -> None:
 
 
 def test_price_shows_the_cheapest_nodes_for_the_shape() -> None:
-    from pricing.offers import current_offers, price_doubt
+    from pricing.offers import current_offers
+    from provisioner.core.offer import price_doubt
 
     code, out = fit("-m", "llama-3.1-8b", "--gpu", "L4", "--ctx", "8k", "--price", "--json")
     assert code == 0
@@ -243,7 +244,7 @@ def test_price_shows_the_cheapest_nodes_for_the_shape() -> None:
 
 
 def test_fit_defaults_to_the_vllm_version_deploy_runs() -> None:
-    from provisioner.vllm_rules import VLLM_VERSION
+    from provisioner.core.vllm_rules import VLLM_VERSION
     from stacks.spec import VLLM_IMAGE
 
     code, out = fit("-m", "llama-3.1-8b", "--gpu", "L4", "--ctx", "8k", "--json")

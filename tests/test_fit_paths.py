@@ -19,12 +19,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.catalog import resolve_model
-from provisioner.cli import app
+from provisioner.cli.main import app
+from provisioner.core.catalog import resolve_model
+from provisioner.core.memory import MemorySettings, sampler_bytes_per_logit, sampler_peak
+from provisioner.core.quant import expert_padding, resolve_quant
+from provisioner.core.vllm_rules import VLLM_VERSION, rules_for, with_paths
 from provisioner.errors import UsageError
-from provisioner.memory import MemorySettings, sampler_bytes_per_logit, sampler_peak
-from provisioner.quant import expert_padding, resolve_quant
-from provisioner.vllm_rules import VLLM_VERSION, rules_for, with_paths
 
 runner = CliRunner()
 
@@ -107,8 +107,8 @@ def _fit_json(*args: str) -> dict[str, object]:
 
 
 def test_cli_paths_and_the_quote_default_agree() -> None:
-    from provisioner.planner import HardwareClass, _settings  # what `prov quote` plans with
-    from provisioner.request import QuoteRequest
+    from provisioner.core.planner import HardwareClass, _settings  # what `prov quote` plans with
+    from provisioner.core.request import QuoteRequest
 
     doc = _fit_json()
     assert (doc["install"], doc["sampler_path"]) == ("image", rules_for(VLLM_VERSION).sampler)

@@ -1,4 +1,4 @@
-"""vLLM's scheduler defaults as `prov fit` resolves them (provisioner/vllm_rules.py).
+"""vLLM's scheduler defaults as `prov fit` resolves them (provisioner/core/vllm_rules.py).
 
 Hand derivations from vllm/engine/arg_utils.py (EngineArgs.get_batch_defaults and
 _set_default_max_num_seqs_and_batched_tokens_args @v0.11.2 / v0.14.1; _set_default_args
@@ -15,8 +15,8 @@ import json
 
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.vllm_rules import rules_for, scheduler_defaults
+from provisioner.cli.main import app
+from provisioner.core.vllm_rules import rules_for, scheduler_defaults
 
 runner = CliRunner()
 H100 = 79.19  # CUDA's total for an H100 80GB (provisioner/data/gpus.csv)

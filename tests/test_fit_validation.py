@@ -69,8 +69,8 @@ def test_known_misses_are_still_misses() -> None:
 
 
 def test_unsupported_architectures_are_refused_not_guessed() -> None:
+    from provisioner.core.models import parse_config
     from provisioner.errors import ConfigError
-    from provisioner.models import parse_config
 
     cfg = {
         "model_type": "qwen3_next",

@@ -14,20 +14,21 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from pricing.offers import COLUMNS, Offer, parse_offers
-from provisioner.catalog import resolve_model
-from provisioner.cli import app
+from pricing.offers import COLUMNS, parse_offers
+from provisioner.cli.main import app
+from provisioner.core.catalog import resolve_model
+from provisioner.core.hardware import cuda_memory_gib
+from provisioner.core.layout_memory import layout_memory
+from provisioner.core.layouts import Layout, dp_ep_layouts, expert_width_violation
+from provisioner.core.memory import GIB, MemorySettings
+from provisioner.core.models import ModelSpec
+from provisioner.core.offer import Offer
+from provisioner.core.perf_ep import imbalance
+from provisioner.core.planner import plan_quote
+from provisioner.core.quant import resolve_quant
+from provisioner.core.request import make_request
+from provisioner.core.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
 from provisioner.errors import UsageError
-from provisioner.hardware import cuda_memory_gib
-from provisioner.layout_memory import layout_memory
-from provisioner.layouts import Layout, dp_ep_layouts, expert_width_violation
-from provisioner.memory import GIB, MemorySettings
-from provisioner.models import ModelSpec
-from provisioner.perf_ep import imbalance
-from provisioner.planner import plan_quote
-from provisioner.quant import resolve_quant
-from provisioner.request import make_request
-from provisioner.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
 
 CTX = 131072
 MLA_BYTES = 61 * (512 + 64) * 2  # Kimi K2 latent per token, bf16: 70,272 B

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.catalog import resolve_model
-from provisioner.memory import GIB, MemorySettings, pp_partition, shape_memory
-from provisioner.models import ModelSpec
-from provisioner.quant import resolve_quant
+from provisioner.core.catalog import resolve_model
+from provisioner.core.memory import GIB, MemorySettings, pp_partition, shape_memory
+from provisioner.core.models import ModelSpec
+from provisioner.core.quant import resolve_quant
 
 S = MemorySettings()
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from provisioner.catalog import catalog_ids, resolve_model
+from provisioner.core.catalog import catalog_ids, resolve_model
+from provisioner.core.models import ModelSpec, parse_config
 from provisioner.errors import ConfigError, UnknownModelError
-from provisioner.models import ModelSpec, parse_config
 
 # Published totals from shared/data/models/PARAMS.md (model cards via the vLLM recipes metadata).
 # Kimi: the Hugging Face page's 1.03T (the "1T" headline is rounded).

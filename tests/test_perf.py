@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pricing.offers import COLUMNS, parse_offers
-from provisioner.breakeven import api_price_for, break_even
-from provisioner.catalog import resolve_model
-from provisioner.cli import app
-from provisioner.hardware import gpu_specs
-from provisioner.models import ModelSpec
-from provisioner.perf import (
+from provisioner.cli.main import app
+from provisioner.core.breakeven import api_price_for, break_even
+from provisioner.core.catalog import resolve_model
+from provisioner.core.hardware import gpu_specs
+from provisioner.core.models import ModelSpec
+from provisioner.core.perf import (
     Workload,
     _stage_weights,
     arch_class,
@@ -30,10 +30,10 @@ from provisioner.perf import (
     estimate,
     intra_link,
 )
-from provisioner.perf_data import band_for
-from provisioner.planner import plan_quote
-from provisioner.quant import resolve_quant
-from provisioner.request import make_request
+from provisioner.core.perf_data import band_for
+from provisioner.core.planner import plan_quote
+from provisioner.core.quant import resolve_quant
+from provisioner.core.request import make_request
 
 H200 = gpu_specs()["H200-SXM"]
 
@@ -419,7 +419,7 @@ def test_band_says_thin_data_where_there_are_no_runs() -> None:
 
 
 def test_explain_prints_every_term_and_they_add_up() -> None:
-    from provisioner.explain import perf_lines
+    from provisioner.core.explain import perf_lines
 
     rows = [
         ",".join(COLUMNS),

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pricing.offers import COLUMNS, Offer, parse_offers
-from provisioner.catalog import resolve_model
+from pricing.offers import COLUMNS, parse_offers
+from provisioner.core.catalog import resolve_model
+from provisioner.core.hardware import gpu_specs
+from provisioner.core.models import ModelSpec
+from provisioner.core.offer import Offer
+from provisioner.core.planner import kernel_verdict, plan_quote, shape_rule_violation
+from provisioner.core.quant import resolve_quant
+from provisioner.core.request import make_request
 from provisioner.errors import UsageError
-from provisioner.hardware import gpu_specs
-from provisioner.models import ModelSpec
-from provisioner.planner import kernel_verdict, plan_quote, shape_rule_violation
-from provisioner.quant import resolve_quant
-from provisioner.request import make_request
 
 HEADER = ",".join(COLUMNS)
 
@@ -170,9 +171,9 @@ def test_concurrency_requirement(kimi_thinking: ModelSpec) -> None:
 
 def test_offers_state_memory_their_way_but_the_plan_uses_cudas(kimi_thinking: ModelSpec) -> None:
     # An H200 offer states 141 (GB); vLLM budgets a fraction of the 139.81 GiB CUDA reports.
-    from provisioner.fit import FitRequest, evaluate
-    from provisioner.quant import resolve_quant
-    from provisioner.vllm_rules import rules_for
+    from provisioner.core.fit import FitRequest, evaluate
+    from provisioner.core.quant import resolve_quant
+    from provisioner.core.vllm_rules import rules_for
 
     res = quote(kimi_thinking, offers(H200), top=1, objective="usd-per-hour")
     best = res.best

@@ -14,14 +14,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pricing.offers import Offer, load_offers
-from provisioner.catalog import catalog_ids, resolve_model
-from provisioner.hardware import match_gpu
-from provisioner.memory import MemorySettings, WeightPlacer, shape_memory
-from provisioner.models import ModelSpec
-from provisioner.planner import HardwareClass, ShapeVerdict, evaluate_shape, plan_quote
-from provisioner.quant import QuantScheme, kv_bytes, resolve_quant
-from provisioner.request import QuoteRequest, make_request
+from pricing.offers import load_offers
+from provisioner.core.catalog import catalog_ids, resolve_model
+from provisioner.core.hardware import match_gpu
+from provisioner.core.memory import MemorySettings, WeightPlacer, shape_memory
+from provisioner.core.models import ModelSpec
+from provisioner.core.offer import Offer
+from provisioner.core.planner import HardwareClass, ShapeVerdict, evaluate_shape, plan_quote
+from provisioner.core.quant import QuantScheme, kv_bytes, resolve_quant
+from provisioner.core.request import QuoteRequest, make_request
 
 MODELS = catalog_ids()
 QUANTS = ("auto", "bf16", "fp8", "int4")

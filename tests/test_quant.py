@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.catalog import resolve_model
+from provisioner.core.catalog import resolve_model
+from provisioner.core.memory import weights_total_bytes
+from provisioner.core.models import ModelSpec
+from provisioner.core.quant import GGUF_BITS, kv_bytes, resolve_quant
 from provisioner.errors import UsageError
-from provisioner.memory import weights_total_bytes
-from provisioner.models import ModelSpec
-from provisioner.quant import GGUF_BITS, kv_bytes, resolve_quant
 
 
 def test_kimi_thinking_native_int4_g32(kimi_thinking: ModelSpec) -> None:
@@ -96,8 +96,8 @@ def test_kv_dtype(kimi_thinking: ModelSpec) -> None:
 
 
 def test_gpt_oss_mxfp4_padding_follows_the_kernel_path() -> None:
-    from provisioner.quant import expert_padding
-    from provisioner.vllm_rules import rules_for
+    from provisioner.core.quant import expert_padding
+    from provisioner.core.vllm_rules import rules_for
 
     spec = resolve_model("openai/gpt-oss-120b")  # hidden 2880, expert width 2880
     q = resolve_quant("auto", spec)
@@ -125,8 +125,8 @@ def test_malformed_quantization_config_is_a_config_error(qc: dict, message: str)
     import json
     from pathlib import Path
 
+    from provisioner.core.models import parse_config
     from provisioner.errors import ConfigError
-    from provisioner.models import parse_config
 
     path = Path(__file__).parents[1] / "provisioner/data/models/meta-llama__Llama-3.1-8B.json"
     cfg = {**json.loads(path.read_text()), "quantization_config": qc}

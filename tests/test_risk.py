@@ -1,4 +1,4 @@
-"""`--risk-adjusted` and `--min-availability`: what reclaims cost (pricing/expected_cost.py).
+"""`--risk-adjusted` and `--min-availability`: what reclaims cost (core/expected_cost.py).
 
     availability = 1 - nodes x rate x (time to serve - notice),   rate = -ln(1 - p) / 720 h
     expected $/h = price / availability
@@ -20,15 +20,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from pricing.expected_cost import monthly_rate_to_hourly, reclaim
-from pricing.offers import COLUMNS, Offer
-from provisioner.catalog import resolve_model
-from provisioner.cli import app
-from provisioner.contract import PlanDocument
-from provisioner.planner import plan_quote
-from provisioner.quant import resolve_quant
-from provisioner.request import QuoteRequest
-from provisioner.time_to_serve import Replica, time_to_serve
+from pricing.offers import COLUMNS
+from provisioner.cli.main import app
+from provisioner.contract.document import PlanDocument
+from provisioner.core.catalog import resolve_model
+from provisioner.core.expected_cost import monthly_rate_to_hourly, reclaim
+from provisioner.core.offer import Offer
+from provisioner.core.planner import plan_quote
+from provisioner.core.quant import resolve_quant
+from provisioner.core.request import QuoteRequest
+from provisioner.core.time_to_serve import Replica, time_to_serve
 
 LLAMA8B_BYTES = 8_030_261_248 * 2
 TTS_8B = 180 + 0 + LLAMA8B_BYTES / 0.190625e9 + 46.9 + 16.1 + 17  # 344.252 s

@@ -1,4 +1,4 @@
-"""Time to serve a replacement replica (provisioner/time_to_serve.py).
+"""Time to serve a replacement replica (provisioner/core/time_to_serve.py).
 
 Expected values are written out by hand from the published figures in
 docs/time-to-serve-sources.md; the checking figures at the end were not used to set any rate.
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.contract import PlanDocument
-from provisioner.time_to_serve import (
+from provisioner.cli.main import app
+from provisioner.contract.document import PlanDocument
+from provisioner.core.time_to_serve import (
     Replica,
     network_gbps,
     rate,

@@ -7,7 +7,8 @@ An example is an HTML comment naming the command, followed by a fenced block wit
     ...the output, as prov prints it at 80 columns...
     ```
 
-The command runs as `python -m provisioner.cli ARGS` (no shell: plain prov commands only) in the
+The command runs as `python -m provisioner.cli.main ARGS` (no shell: plain prov commands only)
+in the
 file's folder with COLUMNS=80, and its stdout must equal the block, line for line (trailing
 spaces and blank lines aside). A line that is exactly `...` stands for any number of lines.
 
@@ -82,7 +83,7 @@ def run_example(command: str, cwd: Path, timeout: float = 120) -> list[str]:
         raise ExampleError(f"{command!r}: only 'prov ...' commands can be checked")
     env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
     p = subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", *argv[1:]],
+        [sys.executable, "-m", "provisioner.cli.main", *argv[1:]],
         cwd=cwd,
         env=env,
         capture_output=True,

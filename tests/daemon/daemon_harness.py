@@ -65,7 +65,6 @@ def _serve(server: ThreadingHTTPServer, name: str) -> threading.Thread:
     return t
 
 
-
 def managed_instances(ec2: Any) -> list[dict[str, Any]]:
     """Every instance carrying the fleet's managed tag, over all pages of describe_instances."""
     out: list[dict[str, Any]] = []
@@ -76,6 +75,7 @@ def managed_instances(ec2: Any) -> list[dict[str, Any]]:
         for res in page["Reservations"]:
             out += res["Instances"]
     return out
+
 
 class _Quiet(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

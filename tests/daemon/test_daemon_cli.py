@@ -12,7 +12,7 @@ import pytest
 from daemon_harness import REGION, node_json
 from typer.testing import CliRunner
 
-from provisioner.cli import app
+from provisioner.cli.main import app
 
 
 def test_dry_run_once_against_local_sqs_logs_its_decisions(aws, agent, core, k8s, moto_url):
@@ -31,7 +31,7 @@ def test_dry_run_once_against_local_sqs_logs_its_decisions(aws, agent, core, k8s
     cmd = [
         sys.executable,
         "-m",
-        "provisioner.cli",
+        "provisioner.cli.main",
         "daemon",
         "--mode",
         "queue",
@@ -104,7 +104,7 @@ def test_bad_input_exits_2_with_one_line(args, message, monkeypatch):
 
 def test_cli_module_imports_no_sdk():
     code = (
-        "import sys, provisioner.cli as c; c.app\n"
+        "import sys, provisioner.cli.main as c; c.app\n"
         "print(sorted(m for m in ('boto3', 'botocore', 'kubernetes', 'apscheduler',"
         " 'prometheus_client', 'provisioner.daemon.service') if m in sys.modules))"
     )

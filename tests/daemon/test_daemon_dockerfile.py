@@ -16,7 +16,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from provisioner.cli import app
+from provisioner.cli.main import app
 from provisioner.daemon.metrics import Metrics, MetricsServer
 from stacks import daemon as manifests
 
@@ -85,7 +85,7 @@ def test_entrypoint_runs_prov_daemon():
     [entry] = only(ins, "ENTRYPOINT")
     assert json.loads(entry) == ["prov", "daemon"]  # exec form: SIGTERM reaches the daemon
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert meta["scripts"]["prov"] == "provisioner.cli:main"
+    assert meta["scripts"]["prov"] == "provisioner.cli.main:main"
     [cmd] = only(ins, "CMD")
     assert json.loads(cmd) == ["--mode", "queue"]
 

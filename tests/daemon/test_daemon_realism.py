@@ -35,7 +35,7 @@ def test_sigkilled_daemon_process_is_resumed_after_the_real_visibility_timeout(
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         args = [
-            sys.executable, "-m", "provisioner.cli", "daemon", "--mode", "queue",
+            sys.executable, "-m", "provisioner.cli.main", "daemon", "--mode", "queue",
             "--queue-url", aws.queue_url, "--region", "us-east-1", "--kube-api", k8s.url,
             "--poll-interval", "0.05", "--sqs-wait", "0", "--step-interval", "0.05",
             "--metrics-port", "-1", "--log-level", "warning",

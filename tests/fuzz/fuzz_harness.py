@@ -17,7 +17,7 @@ from typing import Any
 
 from typer.testing import CliRunner, Result
 
-from provisioner.cli import app
+from provisioner.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "provisioner" / "data" / "models"

@@ -194,7 +194,7 @@ def test_every_catalog_config_passes_the_boundary_check() -> None:
     """The bounds refuse typos, not models: every config prov ships is within them."""
     from fuzz_harness import MODELS
 
-    from provisioner.config_check import check_config
+    from provisioner.core.config_check import check_config
 
     for path in sorted(MODELS.glob("*.json")):
         check_config(json.loads(path.read_text()), path.name)

@@ -119,7 +119,7 @@ def test_vendor_filters() -> None:
 def _cli(*args: str, stdout: int | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "COLUMNS": "80"}
     return subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", *args],
+        [sys.executable, "-m", "provisioner.cli.main", *args],
         cwd=ROOT,
         env=env,
         stdout=stdout or subprocess.PIPE,
@@ -131,7 +131,7 @@ def _cli(*args: str, stdout: int | None = None) -> subprocess.CompletedProcess[b
 def test_quote_into_head_exits_quietly() -> None:
     """`prov quote ... | head -1`: the reader leaves early; no traceback, no error, exit 0."""
     p = subprocess.Popen(
-        [sys.executable, "-m", "provisioner.cli", *KIMI, "--top", "0"],
+        [sys.executable, "-m", "provisioner.cli.main", *KIMI, "--top", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""pricing.build_snapshot: normalisation rules on a hand-picked, hermetic copy of raw rows.
+"""pricing.tools.build_snapshot: normalisation rules on a hand-picked, hermetic copy of raw rows.
 
 Every catalog line below is copied verbatim from ../shared/data/prices/*.csv (data, with
 its provenance in that directory's SOURCE.md); expected values are worked out by hand.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pricing import build_snapshot as bs
 from pricing.offers import FILE_COLUMNS, load_offers
+from pricing.tools import build_snapshot as bs
 from provisioner.errors import DataError
 
 GPUS_CSV = """\
@@ -386,9 +386,9 @@ def test_malformed_catalog_raises_data_error(
     reason="../shared/data (the raw catalogs) is not next to this checkout",
 )
 def test_packaged_snapshot_is_what_the_builder_produces() -> None:
-    packaged = (Path(bs.__file__).parent / "data" / "offers.csv").read_text(encoding="utf-8")
+    packaged = (Path(bs.__file__).parents[1] / "data" / "offers.csv").read_text(encoding="utf-8")
     assert bs.to_csv(bs.build(bs.DEFAULT_SHARED, bs.DEFAULT_EXTRA_GPUS).nodes) == packaged, (
-        "pricing/data/offers.csv is stale: run python -m pricing.build_snapshot"
+        "pricing/data/offers.csv is stale: run python -m pricing.tools.build_snapshot"
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pricing.rentable import alias_family
-from provisioner.cli import app
+from provisioner.cli.main import app
 
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--quant", "int4", "--ctx", "128k"]
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from pricing.http_json import FetchError, fetch_json
 from pricing.live_refresh import refresh_cloud
 from pricing.offers import current_offers, read_live_cache
-from provisioner.cli import app
+from provisioner.cli.main import app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "live"
 TODAY = datetime.now(UTC).date().isoformat()

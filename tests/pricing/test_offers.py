@@ -17,11 +17,11 @@ from pricing.offers import (
     FILE_COLUMNS,
     REQUIRED_COLUMNS,
     SNAPSHOT_DATE,
-    Offer,
     load_offers,
     offers_frame,
     parse_offers,
 )
+from provisioner.core.offer import Offer
 from provisioner.errors import DataError, UsageError
 
 GPUS_CSV_NAMES = {

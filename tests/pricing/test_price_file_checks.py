@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pricing.offers import COLUMNS, MAX_USD_PER_GPU_HOUR, check_offers, load_offers
-from provisioner.cli import app
+from provisioner.cli.main import app
 
 HEADER = ",".join(COLUMNS)
 ROW = "aws,us-east-1,use1-az1,p5.48xlarge,H100-SXM,8,80,192,2048,nvlink,efa,55.04,21.0363,,"

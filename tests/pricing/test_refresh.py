@@ -41,8 +41,9 @@ from pricing.aws_refresh import (
     parse_regions,
     refresh_aws,
 )
-from pricing.offers import Offer, cache_meta_path, current_offers, read_live_cache
-from provisioner.cli import app
+from pricing.offers import cache_meta_path, current_offers, read_live_cache
+from provisioner.cli.main import app
+from provisioner.core.offer import Offer
 from provisioner.errors import OperationalError, UsageError
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -711,7 +712,7 @@ def test_done_when_refresh_then_show_and_quote_use_the_cache(
     prices.write_text(json.dumps(pages))
     env = {**os.environ}  # the cache fixture's AWS_ENDPOINT_URL, fake keys, PROV_CACHE_DIR
     refresh_cmd = [
-        sys.executable, "-m", "provisioner.cli", "prices", "refresh", "--cloud", "aws",
+        sys.executable, "-m", "provisioner.cli.main", "prices", "refresh", "--cloud", "aws",
         "--regions", "us-east-1,us-west-2", "--families", FAMILIES, "--pricing-file", str(prices),
     ]  # fmt: skip
     done = subprocess.run(refresh_cmd, capture_output=True, text=True, env=env, timeout=60)
@@ -722,7 +723,7 @@ def test_done_when_refresh_then_show_and_quote_use_the_cache(
     today = datetime.now(UTC).date().isoformat()
 
     show = subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", "prices", "show", "--gpu", "H200",
+        [sys.executable, "-m", "provisioner.cli.main", "prices", "show", "--gpu", "H200",
          "--cloud", "aws", "--json", "--top", "0"],
         capture_output=True, text=True, env=env, timeout=60, check=True,
     )  # fmt: skip
@@ -734,7 +735,7 @@ def test_done_when_refresh_then_show_and_quote_use_the_cache(
     code = textwrap.dedent(
         f"""
         import sys
-        from provisioner.cli import app
+        from provisioner.cli.main import app
         try:
             app({KIMI_H200!r})
         except SystemExit:

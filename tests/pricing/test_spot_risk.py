@@ -9,13 +9,13 @@ from typer.testing import CliRunner
 
 from pricing.offers import COLUMNS, parse_offers
 from pricing.show import price_rows
-from pricing.spot_risk import spot_risk
-from provisioner.catalog import resolve_model
-from provisioner.cli import app
+from provisioner.cli.main import app
+from provisioner.core.catalog import resolve_model
+from provisioner.core.planner import plan_quote
+from provisioner.core.quant import resolve_quant
+from provisioner.core.request import make_request
+from provisioner.core.spot_risk import spot_risk
 from provisioner.errors import UsageError
-from provisioner.planner import plan_quote
-from provisioner.quant import resolve_quant
-from provisioner.request import make_request
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.contract import PlanDocument, load_plan_document
+from provisioner.cli.main import app
+from provisioner.contract.document import PlanDocument, load_plan_document
 from stacks.spec import DeployOptions, plan_config
 
 # --weights hub: today's download path; the s3 path is tested in tests/stacks/test_weights.py

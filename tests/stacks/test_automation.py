@@ -19,7 +19,7 @@ import pytest
 from stack_harness import PlanFile
 from typer.testing import CliRunner, Result
 
-from provisioner.cli import app
+from provisioner.cli.main import app
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pulumi") is None,

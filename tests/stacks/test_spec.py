@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from stack_harness import PlanFile
 
-from provisioner.contract import PlanDocument
+from provisioner.contract.document import PlanDocument
 from provisioner.errors import UsageError
 from stacks.spec import DeployOptions, build_spec, plan_config, release_name, select_plan
 

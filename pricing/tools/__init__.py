@@ -1,0 +1,1 @@
+"""Maintainer tools: building the embedded price snapshot from the dated catalogs."""

@@ -1,0 +1,286 @@
+"""`prov deploy`, `prov destroy`, `prov status`: registered on the main app by provisioner.cli.main.
+
+Module level imports typer and the standard library only, so `prov quote` does not pay for
+pydantic models, pricing data, Pulumi or PyYAML; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+_STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def _usage(msg: str) -> None:
+    from provisioner.errors import UsageError
+
+    raise UsageError(msg)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _confirm(question: str) -> bool:
+    try:
+        return typer.confirm(question, default=False)
+    except (typer.Abort, EOFError):
+        return False
+
+
+def _print_outputs(outputs: dict[str, Any]) -> None:
+    for key in sorted(outputs, key=lambda k: (k != "endpoint", k)):
+        value = outputs[key]
+        shown = value if isinstance(value, str) else json.dumps(value)
+        typer.echo(f"  {key}: {shown}")
+
+
+def best_deployable(doc: Any, target: str) -> tuple[int, str]:
+    """The best-ranked plan `prov deploy --target TARGET` can run, and a line saying so."""
+    from provisioner.core.deployable import DeployFacts, not_deployable_reason
+    from provisioner.errors import UsageError
+    from stacks.spec import deployable_hint
+
+    if not doc.plans:
+        raise UsageError("the plan file has no plans (nothing fit); quote again with other limits")
+    passed: list[str] = []
+    for p in sorted(doc.plans, key=lambda p: p.rank):
+        reason = not_deployable_reason(
+            DeployFacts(p.cloud, p.gpu, p.zone, bool(p.vllm_args)), target
+        )
+        if reason is None:
+            skipped = f" (rank {', '.join(passed)} cannot be deployed)" if passed else ""
+            return p.rank, f"using rank {p.rank}, the best plan prov deploy can run{skipped}"
+        passed.append(str(p.rank))
+    first = doc.plans[0]
+    why = not_deployable_reason(
+        DeployFacts(first.cloud, first.gpu, first.zone, bool(first.vllm_args)), target
+    )
+    raise UsageError(
+        f"no plan in the file can be deployed (rank {first.rank}: {why}); "
+        f"{deployable_hint(doc, target)}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add deploy, destroy and status to `app`, behind the CLI boundary."""
+    from provisioner.cli.boundary import boundary
+
+    @app.command()
+    @boundary
+    def deploy(
+        plan: Path = typer.Option(..., "--plan", help="A plan file from 'prov quote --json'."),
+        rank: int | None = typer.Option(
+            None,
+            "--rank",
+            help="Which plan of the file to deploy (default: the best one prov deploy can run).",
+        ),
+        target: str = typer.Option(
+            "auto",
+            "--target",
+            help="aws-eks (VPC, EKS, GPU pool, queue) or kubeconfig (your current cluster); "
+            "auto: aws-eks for an AWS plan.",
+        ),
+        stack: str | None = typer.Option(
+            None, "--stack", help="Pulumi stack name (default: the release name)."
+        ),
+        name: str | None = typer.Option(
+            None, "--name", help="Release name (default: from the model id)."
+        ),
+        namespace: str = typer.Option("default", "--namespace", help="Kubernetes namespace."),
+        public: bool = typer.Option(
+            False, "--public", help="Expose the API through a public load balancer."
+        ),
+        drain_seconds: int = typer.Option(
+            90,
+            "--drain-seconds",
+            help="vLLM --shutdown-timeout: how long in-flight requests may run on shutdown.",
+        ),
+        image: str | None = typer.Option(
+            None, "--image", help="vLLM image (default: the pinned vllm/vllm-openai tag)."
+        ),
+        kube_context: str | None = typer.Option(
+            None, "--kube-context", help="kubeconfig context (kubeconfig target)."
+        ),
+        daemon: str = typer.Option(
+            "queue",
+            "--daemon",
+            help="aws-eks: the spot interruption daemon the stack deploys: queue (a "
+            "leader-elected Deployment fed by EventBridge), imds (a DaemonSet on the GPU "
+            "nodes) or none. See docs/daemon.md.",
+        ),
+        daemon_image: str | None = typer.Option(
+            None, "--daemon-image", help="The daemon's image (build docker/daemon.Dockerfile)."
+        ),
+        weights: str | None = typer.Option(
+            None,
+            "--weights",
+            help="Where vLLM loads the weights from: s3 (streamed from --weights-bucket with "
+            "--load-format runai_streamer) or hub (downloaded from the Hugging Face Hub). "
+            "Default: the plan's (quote --weights). See docs/recovery.md.",
+        ),
+        weights_bucket: str | None = typer.Option(
+            None,
+            "--weights-bucket",
+            help="s3://BUCKET[/PREFIX] in the plan's region holding the checkpoint (--weights "
+            "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only.",
+        ),
+        fill_weights: bool = typer.Option(
+            False,
+            "--fill-weights",
+            help="--weights s3: first run a one-shot Job that fills the bucket from the Hugging "
+            "Face Hub (HF token from the deployment's Secret; resumable; progress in its logs).",
+        ),
+        render: Path | None = typer.Option(
+            None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="With --render: overwrite a file prov did not write."
+        ),
+        preview: bool = typer.Option(
+            False, "--preview", help="Show what would change, change nothing."
+        ),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Deploy without asking."),
+    ) -> None:
+        """Deploy a plan as vLLM with its TP x PP, on EKS or any Kubernetes cluster."""
+        from provisioner.contract.document import load_plan_document
+        from stacks.spec import DAEMON_IMAGE, VLLM_IMAGE, DeployOptions, build_spec
+
+        if render is not None and (preview or yes):
+            _usage("--render writes files only; it does not combine with --preview or --yes")
+        if force and render is None:
+            _usage("--force applies to --render only")
+        if rank is not None and rank < 1:
+            _usage(f"--rank {rank}: ranks start at 1")
+        doc = load_plan_document(plan).with_headline_plans()  # the headline's picks deploy too
+        if rank is None:
+            rank, note = best_deployable(doc, target)
+            typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
+        # quote's default path needs a bucket the user names; without one, deploy the path that
+        # needs nothing (its probe is sized by the same time-to-serve function) and say so
+        hub_fallback = weights is None and weights_bucket is None and doc.request.weights == "s3"
+        if hub_fallback:
+            weights = "hub"
+        options = DeployOptions(
+            rank=rank,
+            target=target,
+            name=name,
+            namespace=namespace,
+            public=public,
+            drain_seconds=drain_seconds,
+            image=image if image is not None else VLLM_IMAGE,
+            kube_context=kube_context,
+            daemon=daemon,
+            daemon_image=daemon_image or DAEMON_IMAGE,
+            weights=weights,
+            weights_bucket=weights_bucket,
+            fill_weights=fill_weights,
+        )
+        spec = build_spec(doc, options)
+        if hub_fallback:
+            sys.stderr.write(
+                "prov: warning: the plan was quoted for --weights s3 but no --weights-bucket was "
+                "given: deploying --weights hub (slower to replace; see docs/recovery.md); pass "
+                "--weights-bucket s3://BUCKET[/PREFIX] to stream from a bucket\n"
+            )
+        if kube_context and spec.target != "kubeconfig":
+            _usage("--kube-context applies to --target kubeconfig only")
+        from provisioner.contract.check import check_plan
+
+        unchecked = check_plan(doc, spec.plan)
+        if unchecked:
+            sys.stderr.write(f"prov: warning: {unchecked}\n")
+        p = spec.plan
+        summary = (
+            f"rank {p.rank}: {p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), "
+            f"TP{p.tp} x PP{p.pp}{f' ({p.layout})' if p.dp > 1 or p.ep else ''}, "
+            f"{p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
+        )
+        if render is not None:
+            from stacks.manifests import build_manifests
+            from stacks.render import write_render
+
+            path = write_render(render, spec, force=force)
+            from stacks.weights_fill import build_fill_manifests
+
+            made = [*build_fill_manifests(spec), *build_manifests(spec)]
+            kinds = ", ".join(m["kind"] for m in made)
+            typer.echo(f"Wrote {path} ({kinds}) for {summary}")
+            return
+        stack_name = stack or spec.name
+        if not _STACK_NAME.match(stack_name):
+            _usage(f"--stack {stack_name!r}: use letters, digits, '-', '_' or '.'")
+        if not (preview or yes or _interactive()):
+            _usage("deploying needs a confirmation: pass --yes (or --preview to only look)")
+        from stacks import automation as runner
+
+        typer.echo(f"Plan {summary}; target {spec.target}, stack {stack_name}")
+        outputs = runner.deploy(
+            doc,
+            options,
+            spec,
+            stack_name,
+            preview_only=preview,
+            yes=yes,
+            confirm=lambda: _confirm(f"Deploy stack {stack_name}?"),
+            echo=typer.echo,
+        )
+        if outputs is None:
+            typer.echo("Nothing deployed." if not preview else "Preview only: nothing deployed.")
+            return
+        typer.echo(f"Stack {stack_name} is up:")
+        _print_outputs(outputs)
+
+    @app.command()
+    @boundary
+    def destroy(
+        stack: str = typer.Option(..., "--stack", help="The stack to delete (see prov status)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without asking."),
+    ) -> None:
+        """Delete every resource of a stack deployed by prov deploy, then the stack."""
+        if not _STACK_NAME.match(stack):
+            _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
+        if not (yes or _interactive()):
+            _usage("destroying needs a confirmation: pass --yes")
+        from stacks import automation as runner
+
+        if not yes and not _confirm(f"Destroy every resource of stack {stack}?"):
+            typer.echo("Nothing destroyed.")
+            return
+        runner.destroy(stack, echo=typer.echo)
+        typer.echo(f"Stack {stack} destroyed and removed.")
+
+    @app.command()
+    @boundary
+    def status(
+        stack: str | None = typer.Option(None, "--stack", help="Show this stack's outputs."),
+        show_secrets: bool = typer.Option(
+            False, "--show-secrets", help="Print secret outputs (the API key) in clear."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """The stacks prov deployed (local backend), or one stack's outputs."""
+        if stack is not None and not _STACK_NAME.match(stack):
+            _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
+        from stacks import automation as runner
+
+        result = runner.status(stack, show_secrets=show_secrets)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+        elif isinstance(result, dict):
+            _print_outputs(result)
+        elif not result:
+            typer.echo("No stacks yet: prov deploy --plan plan.json")
+        else:
+            for row in result:
+                typer.echo(
+                    f"{row['stack']}  last update {row['last_update'] or 'never'}  "
+                    f"{row['resources'] if row['resources'] is not None else '?'} resources"
+                    + ("  (update in progress)" if row["update_in_progress"] else "")
+                )

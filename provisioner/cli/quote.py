@@ -1,0 +1,271 @@
+"""`prov quote`: rank the shapes, fold them into distinct choices, print or write JSON.
+
+Registered on the main app by provisioner.cli.main (the one boundary that maps errors to exits).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from provisioner.cli.boundary import boundary, raise_usage, split_values
+
+    @app.command()
+    @boundary
+    def quote(
+        model: str = typer.Option(
+            ...,
+            "--model",
+            "-m",
+            help="Catalog id or alias (kimi-k2-thinking), config.json or folder.",
+        ),
+        quant: str = typer.Option(
+            "auto",
+            "--quant",
+            "-q",
+            help="auto (the checkpoint's own), bf16, fp16, fp8, int8, int4, nvfp4, mxfp4, "
+            "or GGUF q2_k..q8_0/iq2_xxs (memory-only).",
+        ),
+        ctx: str = typer.Option(
+            "32k",
+            "--ctx",
+            help="Longest request (max-model-len) to serve: 8192, 32k, 128k (k=1024).",
+        ),
+        kv_dtype: str = typer.Option("auto", "--kv-dtype", help="KV cache dtype: auto, bf16, fp8."),
+        gpu_memory_utilization: float = typer.Option(
+            0.9, "--gpu-memory-utilization", help="vLLM's fraction of GPU memory, in (0, 1]."
+        ),
+        max_num_batched_tokens: int = typer.Option(
+            8192,
+            "--max-num-batched-tokens",
+            help="vLLM's prefill chunk; sizes the activation peak.",
+        ),
+        concurrency: int | None = typer.Option(
+            None,
+            "--concurrency",
+            help="Requests in flight that must fit in the KV cache (each --ctx tokens, or "
+            "--isl + --osl when given); throughput is estimated at it. Default: one request must "
+            "fit and tokens/s is estimated at saturation.",
+        ),
+        isl: int | None = typer.Option(
+            None, "--isl", help="Input tokens per request (default 8000)."
+        ),
+        osl: int | None = typer.Option(
+            None, "--osl", help="Output tokens per request (default 1000)."
+        ),
+        objective: str = typer.Option(
+            "usd-per-mtok",
+            "--objective",
+            help="Rank by usd-per-mtok (output tokens) or usd-per-hour.",
+        ),
+        max_tpot_ms: float | None = typer.Option(
+            None, "--max-tpot-ms", help="Drop shapes slower than this per output token."
+        ),
+        max_ttft_s: float | None = typer.Option(
+            None, "--max-ttft-s", help="Drop shapes whose time to first token exceeds this."
+        ),
+        min_output_tps: float | None = typer.Option(
+            None, "--min-output-tps", help="Drop shapes below this many output tokens/s."
+        ),
+        dcp: int = typer.Option(
+            1, "--dcp", help="Decode context parallel size (shards the MLA KV)."
+        ),
+        max_nodes: int = typer.Option(
+            4, "--max-nodes", help="Largest number of nodes to consider."
+        ),
+        nodes: int | None = typer.Option(None, "--nodes", help="Exactly this many nodes."),
+        market: str = typer.Option("any", "--market", help="spot, on-demand or any."),
+        cloud: list[str] | None = typer.Option(
+            None, "--cloud", help="Only these clouds (repeatable)."
+        ),
+        region: list[str] | None = typer.Option(None, "--region", help="Only these regions/zones."),
+        gpu: list[str] | None = typer.Option(
+            None, "--gpu", help="Only these GPUs (H200, H100, L40S) or vendors (nvidia, amd)."
+        ),
+        max_interruption: int | None = typer.Option(
+            None,
+            "--max-interruption",
+            help="Drop spot pools whose AWS advisor bucket can exceed N% interrupted per month.",
+        ),
+        risk_adjusted: bool = typer.Option(
+            False,
+            "--risk-adjusted",
+            help="Rank spot plans by expected cost: price / availability, where reclaims x time "
+            "to serve set the availability; see docs/recovery.md.",
+        ),
+        weights: str = typer.Option(
+            "s3",
+            "--weights",
+            help="Where a replacement replica loads the weights from: s3 (in-region bucket, "
+            "streamed), hub (Hugging Face download) or pvc (a pre-filled volume). Sets each "
+            "plan's time_to_serve_s; see docs/recovery.md.",
+        ),
+        min_availability: float | None = typer.Option(
+            None,
+            "--min-availability",
+            help="Drop spot plans whose reclaims (interruption rate x time to serve) leave them "
+            "serving less than this share of the month, e.g. 0.99.",
+        ),
+        max_price_age: int = typer.Option(
+            90, "--max-price-age", help="Warn when a price shown is older than N days."
+        ),
+        top: int = typer.Option(
+            10, "--top", help="Show the N cheapest distinct choices (0 = all)."
+        ),
+        all_zones: bool = typer.Option(
+            False, "--all-zones", help="One row per region/zone instead of each choice's cheapest."
+        ),
+        wide: bool = typer.Option(
+            False, "--wide", help="Full instance names, TPOT, deployability, dates; no width limit."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the JSON plan contract."),
+        explain: bool = typer.Option(False, "--explain", help="Show the memory arithmetic."),
+        show_rejected: bool = typer.Option(
+            False, "--show-rejected", help="Refused shapes, grouped by reason with counts."
+        ),
+        cpu_offload_gb: float = typer.Option(
+            0.0,
+            "--cpu-offload-gb",
+            help="vLLM --cpu-offload-gb: GiB of weights per GPU kept in host RAM and streamed over "
+            "PCIe every step (what-if).",
+        ),
+        explore_splits: bool = typer.Option(
+            False,
+            "--explore-splits",
+            help="Also rank smaller TP with PP inside a node by $/Mtok (default: TP = the node's "
+            "GPUs, PP across nodes, smaller TP only when that does not fit).",
+        ),
+        layout: str = typer.Option(
+            "auto",
+            "--layout",
+            help="tp: TP x PP only; dp-ep: data-parallel attention with expert parallelism "
+            "(MoE; --data-parallel-size N --enable-expert-parallel); auto: rank both "
+            "(docs/ep-dp-layouts.md).",
+        ),
+        compare_api: bool = typer.Option(
+            False,
+            "--compare-api",
+            help="Compare with the hosted API price and show the break-even.",
+        ),
+        prices: Path | None = typer.Option(
+            None, "--prices", help="An offers.csv to use instead of the embedded snapshot."
+        ),
+    ) -> None:
+        """Rank the GPU shapes that can serve MODEL at QUANT with CTX tokens, by $/Mtok or $/h.
+
+        One line per distinct choice (cloud, hardware, nodes, TP x PP, market) at its
+        cheapest place, under a headline naming the cheapest, the cheapest `prov deploy` can
+        run and the cheapest on-demand choice.
+        """
+        from pricing.offers import current_offers, load_offers
+        from pricing.price_dates import price_date_notes
+        from provisioner.cli.quote_empty import check_offers, empty_error, filtered
+        from provisioner.core.catalog import resolve_model
+        from provisioner.core.choices import choice_json, distinct_by, group, headline_json
+        from provisioner.core.planner import plan_quote, result_to_json
+        from provisioner.core.quant import resolve_quant
+        from provisioner.core.request import make_request, parse_tokens
+
+        if market not in ("any", "spot", "on-demand"):
+            raise_usage(f"unknown --market {market!r}; allowed: any, spot, on-demand")
+        if max_price_age < 0:
+            raise_usage(f"--max-price-age {max_price_age}: must be a number of days >= 0")
+        req = make_request(
+            model=model,
+            quant=quant,
+            ctx=parse_tokens(ctx),
+            kv_dtype=kv_dtype.lower(),
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_batched_tokens=max_num_batched_tokens,
+            concurrency=concurrency,
+            dcp=dcp,
+            max_nodes=max_nodes,
+            nodes=nodes,
+            market=market,
+            clouds=split_values(cloud),
+            regions=split_values(region),
+            gpus=split_values(gpu),
+            top=top,
+            max_interruption=max_interruption,
+            risk_adjusted=risk_adjusted,
+            weights=weights.strip().lower(),
+            min_availability=min_availability,
+            isl=isl,
+            osl=osl,
+            objective=objective,
+            max_tpot_ms=max_tpot_ms,
+            max_ttft_s=max_ttft_s,
+            min_output_tps=min_output_tps,
+            cpu_offload_gb=cpu_offload_gb,
+            explore_splits=explore_splits,
+            layout=layout,
+        )
+        spec = resolve_model(req.model)
+        scheme = resolve_quant(req.quant, spec)
+        offers = load_offers(prices) if prices else current_offers()
+        check_offers(
+            offers, f"--prices {prices}" if prices else "the price snapshot", strict=bool(prices)
+        )
+        # every ranked plan (top 0), so the grouping sees all places of a choice
+        every = req.model_copy(update={"top": 0})
+        result = plan_quote(
+            every,
+            spec,
+            scheme,
+            offers,
+            collect_rejected=as_json or show_rejected,
+            distinct=distinct_by(all_zones),
+        )
+        if not result.plans:
+            filtered(req, offers)  # a filter that matched nothing is named first
+            if not result.rejected:
+                result = plan_quote(every, spec, scheme, offers, collect_rejected=True)  # all
+        result.request = req
+        choices = group(result, offers, top=top, all_zones=all_zones)
+        result.plans = [c.plan for c in choices.rows]
+        date_notes, stale = price_date_notes(
+            [(p.offer.cloud, p.offer.prices_as_of, p.offer.flags) for p in result.plans],
+            max_age_days=max_price_age,
+            source=str(prices) if prices else None,
+        )
+        result.notes.extend(date_notes + (stale if as_json else []))
+        for warning in stale:
+            sys.stderr.write(f"prov: warning: {warning}\n")
+        comparison = None
+        if compare_api and result.plans:
+            from provisioner.core.breakeven import api_comparison
+
+            comparison = api_comparison(result)
+        if as_json:
+            doc = result_to_json(result)
+            doc["plans"] = [choice_json(c) for c in choices.rows]
+            doc["choices"] = choices.total
+            doc["headline"] = headline_json(choices)
+            doc["headline_plans"] = [choice_json(c) for c in choices.extra]
+            if comparison is not None:
+                doc["compare_api"] = comparison
+            typer.echo(json.dumps(doc, indent=2))
+        elif result.plans or show_rejected:
+            from provisioner.cli.quote_view import print_quote
+            from provisioner.cli.textable import terminal_width
+
+            print_quote(
+                result,
+                choices,
+                echo=typer.echo,
+                width=terminal_width(),
+                wide=wide,
+                explain=explain,
+                show_rejected=show_rejected,
+            )
+            if comparison is not None:
+                from provisioner.cli.render import print_comparison
+
+                print_comparison(comparison)
+        if not result.plans:
+            raise empty_error(req, offers, result)

@@ -1,0 +1,85 @@
+"""Re-check a plan from a file with the planner's own rules before deploying or rendering it.
+
+A plan file is user input: it may be hand-edited (TP24 on a 64-head model), or written by an
+older prov. `prov deploy` runs the same checks `prov quote` ran to rank it: vLLM's layout
+rules, TP inside a node, kernels for the quant format on that GPU, and the memory arithmetic.
+"""
+
+from __future__ import annotations
+
+from provisioner.contract.document import Plan, PlanDocument
+from provisioner.errors import ProvError, UsageError
+
+
+def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
+    """Raise UsageError when the planner would refuse `plan`; return a note when it cannot
+    re-check it (a model that is not in the catalog nor on this machine), else None."""
+    from provisioner.core.catalog import resolve_model
+    from provisioner.core.hardware import gpu_specs
+    from provisioner.core.planner import HardwareClass, evaluate_shape, kernel_verdict
+    from provisioner.core.quant import kv_bytes, resolve_quant
+    from provisioner.core.request import make_request
+
+    where = f"rank {plan.rank} ({plan.gpu}, TP{plan.tp} x PP{plan.pp})"
+    if plan.gpus_per_node % plan.tp:
+        raise UsageError(
+            f"{where}: TP{plan.tp} does not divide the node's {plan.gpus_per_node} GPUs; "
+            "vLLM keeps TP inside a node: quote again"
+        )
+    gpu = gpu_specs().get(plan.gpu)
+    if gpu is None:
+        raise UsageError(f"{where}: unknown GPU {plan.gpu!r}; allowed: {', '.join(gpu_specs())}")
+    try:
+        spec = resolve_model(doc.model.id)
+        scheme = resolve_quant(doc.request.quant, spec)
+    except ProvError as e:
+        return f"the plan's shape was not re-checked ({e})"
+    try:
+        fields = doc.request.model_dump(exclude_none=True)
+        known = {k: v for k, v in fields.items() if k in _REQUEST_KEYS}
+        req = make_request(**known)
+    except ProvError as e:
+        raise UsageError(f"the plan file's request is not valid: {e}") from None
+    reject, _warn = kernel_verdict(scheme, gpu)
+    if reject:
+        raise UsageError(f"{where}: {reject}; quote again")
+    device = plan.memory_gib_per_gpu.device or gpu.memory_gb * 1e9 / 2**30
+    hw = HardwareClass(plan.gpu, plan.gpus_per_node, device, plan.interconnect or gpu.interconnect)
+    layout = None
+    if plan.dp > 1 or plan.ep:  # DP/EP plans (provisioner/core/layouts.py)
+        from provisioner.core.layouts import Layout
+
+        layout = Layout(plan.tp, plan.dp, plan.pp, plan.ep)
+    verdict = evaluate_shape(
+        spec,
+        scheme,
+        req,
+        hw,
+        plan.nodes,
+        plan.tp,
+        plan.pp,
+        kv_bytes(req.kv_dtype, spec),
+        layout=layout,
+    )
+    if verdict.reason:
+        raise UsageError(f"{where}: {verdict.reason}; prov quote would not rank it: quote again")
+    return None
+
+
+_REQUEST_KEYS = frozenset(
+    {
+        "model",
+        "quant",
+        "ctx",
+        "kv_dtype",
+        "gpu_memory_utilization",
+        "max_num_batched_tokens",
+        "concurrency",
+        "isl",
+        "osl",
+        "objective",
+        "cpu_offload_gb",
+        "dcp",
+        "layout",
+    }
+)

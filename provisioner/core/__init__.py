@@ -1,0 +1,4 @@
+"""The pure core: models, quantization, memory, vLLM rules, throughput, the planner.
+
+No SDK, no I/O beyond packaged data.
+"""

@@ -1,0 +1,227 @@
+"""`prov fit`: will one explicit vLLM shape start, and how much KV cache will it have?
+
+Pure: a FitRequest (model spec, scheme, GPU, flags) -> vLLM's defaults for that GPU and version
+-> memory.shape_memory -> a FitResult with the breakdown vLLM logs at start-up and a verdict.
+The planner (`prov quote`) calls the same memory code with the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from provisioner.core.hardware import cuda_memory_gib, gpu_specs
+from provisioner.core.memory import GIB, MemorySettings, ShapeMemory, shape_memory
+from provisioner.core.models import ModelSpec
+from provisioner.core.quant import QuantScheme
+from provisioner.core.vllm_rules import VllmRules, scheduler_defaults
+from provisioner.errors import UsageError
+
+USAGE_CONTEXTS = ("serve", "llm")  # `vllm serve` or the offline LLM class (bigger batches)
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    spec: ModelSpec
+    scheme: QuantScheme
+    rules: VllmRules
+    ctx: int  # max_model_len
+    gpu: str | None = None  # canonical name from the GPU table, or None with device_gib
+    device_gib: float | None = None  # overrides the table (memory as CUDA reports it)
+    tp: int = 1
+    pp: int = 1
+    dcp: int = 1
+    expert_parallel: bool = False
+    dp: int = 1  # --data-parallel-size: engines of TP x PP GPUs (provisioner/core/layouts.py)
+    kv_bytes: int = 2
+    gpu_memory_utilization: float | None = None  # None: the version's default
+    max_num_seqs: int | None = None  # None: vLLM's default for the GPU
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False
+    nvlink: bool | None = None  # None: from the GPU table
+    usage: str = "serve"
+
+
+@dataclass(frozen=True)
+class FitResult:
+    request: FitRequest
+    device_gib: float
+    settings: MemorySettings
+    memory: ShapeMemory | None
+    fits: bool
+    reason: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        r, m = self.request, self.memory
+        w = m.worst if m is not None else None
+
+        def gib(x: float | None) -> float | None:
+            return None if x is None else round(x / GIB, 3)
+
+        return {
+            "model": r.spec.id,
+            "quant": r.scheme.name,
+            "gpu": r.gpu,
+            "device_gib": round(self.device_gib, 2),
+            "vllm_version": r.rules.label,
+            "install": r.rules.install,
+            "sampler_path": r.rules.sampler,
+            "mxfp4_hopper_backend": "triton" if r.rules.triton_mxfp4_on_hopper else "marlin",
+            "tp": r.tp,
+            "pp": r.pp,
+            "dcp": r.dcp,
+            "dp": r.dp,
+            "enable_expert_parallel": r.expert_parallel,
+            "gpus": r.tp * r.dp * r.pp,
+            "max_model_len": r.ctx,
+            "gpu_memory_utilization": self.settings.gpu_memory_utilization,
+            "max_num_seqs": self.settings.max_num_seqs,
+            "max_num_batched_tokens": self.settings.max_num_batched_tokens,
+            "kv_cache_dtype_bytes": self.settings.kv_bytes,
+            "budget_gib": gib(w.budget if w else None),
+            "weights_gib_per_gpu": gib(max(s.weights for s in m.stages) if m else None),
+            "activation_peak_gib": gib(w.activations if w else None),
+            "non_torch_gib": gib(w.non_torch if w else None),
+            "cuda_graph_gib": gib(w.cuda_graphs if w else None),
+            "cuda_graph_in_budget": r.rules.cudagraph_in_budget,
+            "outside_budget_gib": gib(w.outside if w else None),
+            "kv_cache_gib": gib(max(0.0, w.kv_pool) if w else None),
+            "kv_cache_tokens": m.kv_cache_tokens if m else 0,
+            "max_concurrency": round(m.max_concurrency, 2) if m else 0.0,
+            "stages": [
+                {
+                    "stage": s.stage,
+                    "layers": list(s.layers),
+                    "weights_gib": gib(s.weights),
+                    "kv_cache_gib": gib(max(0.0, s.kv_pool)),
+                }
+                for s in (m.stages if m else ())
+            ],
+            "fits": self.fits,
+            "reason": self.reason,
+            "notes": list(self.notes),
+        }
+
+
+def _layout_violation(r: FitRequest) -> str | None:
+    """vLLM's start-up checks on the parallel layout (the planner's, with EP)."""
+    from provisioner.core.planner import shape_rule_violation  # the one copy of these rules
+
+    if r.pp > r.spec.num_layers:
+        return f"PP{r.pp} exceeds the {r.spec.num_layers} layers"
+    bad = shape_rule_violation(r.spec, r.scheme, r.tp, r.pp, r.dcp, ep=r.expert_parallel)
+    if bad or (r.dp == 1 and not r.expert_parallel):
+        return bad
+    from provisioner.core.layouts import Layout, layout_violation
+
+    return layout_violation(r.spec, r.scheme, Layout(r.tp, r.dp, r.pp, r.expert_parallel), r.dcp)
+
+
+def evaluate(r: FitRequest) -> FitResult:
+    """The memory breakdown and verdict of one shape."""
+    gpu = gpu_specs().get(r.gpu) if r.gpu else None
+    if r.device_gib is not None:
+        device = r.device_gib
+    elif r.gpu is not None:
+        device = cuda_memory_gib(r.gpu)
+    else:
+        raise UsageError("give --gpu NAME or --gpu-memory-gib X")
+    if r.usage not in USAGE_CONTEXTS:
+        raise UsageError(f"unknown usage context {r.usage!r}; allowed: serve, llm")
+    tokens, seqs = scheduler_defaults(
+        r.rules, r.gpu or "", device, r.ctx, r.max_num_seqs, r.max_num_batched_tokens, r.usage
+    )
+    settings = MemorySettings(
+        gpu_memory_utilization=r.gpu_memory_utilization or r.rules.gpu_memory_utilization,
+        max_num_batched_tokens=tokens,
+        max_num_seqs=seqs,
+        kv_bytes=r.kv_bytes,
+        enforce_eager=r.enforce_eager,
+        sm=gpu.sm if gpu is not None else None,
+        rules=r.rules,
+    )
+    if settings.max_num_batched_tokens < settings.max_num_seqs:
+        raise UsageError(
+            f"max_num_batched_tokens ({settings.max_num_batched_tokens}) is smaller than "
+            f"max_num_seqs ({settings.max_num_seqs}); vLLM refuses that (SchedulerConfig)"
+        )
+    notes: list[str] = list(r.spec.notes) + list(r.scheme.notes)
+    if r.device_gib is None and gpu is not None and not gpu.cuda_total_gib:
+        notes.append(
+            f"{gpu.name}: no logged CUDA total in the GPU table; {device:.2f} GiB is an estimate "
+            "(pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"
+        )
+    if r.ctx > r.spec.max_position_embeddings:
+        raise UsageError(
+            f"--ctx {r.ctx} exceeds the model's max_position_embeddings "
+            f"({r.spec.max_position_embeddings}); vLLM refuses it"
+        )
+    bad = _layout_violation(r)
+    if bad:
+        return FitResult(r, device, settings, None, False, f"vLLM rejects the layout: {bad}")
+    nvlink = r.nvlink
+    if nvlink is None:
+        link = gpu.interconnect.lower() if gpu is not None else ""
+        nvlink = link.startswith("nvlink") or link.startswith("infinity fabric")
+    if r.dp > 1 or r.expert_parallel:  # per-GPU memory of one DP rank, totals over DP
+        from provisioner.core.layout_memory import layout_memory
+        from provisioner.core.layouts import Layout
+
+        lay = Layout(r.tp, r.dp, r.pp, r.expert_parallel)
+        mem = layout_memory(r.spec, r.scheme, lay, device, r.ctx, settings, nvlink=nvlink)
+    else:
+        mem = shape_memory(
+            r.spec, r.scheme, r.tp, r.pp, device, r.ctx, settings, dcp=r.dcp, nvlink=nvlink
+        )
+    fits, reason = _verdict(mem, settings, r.ctx)
+    return FitResult(r, device, settings, mem, fits, reason, tuple(notes))
+
+
+def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int) -> tuple[bool, str]:
+    worst_pool = min(mem.stages, key=lambda st: st.kv_pool)
+    if worst_pool.kv_pool <= 0:
+        st = worst_pool
+        need = st.weights + st.activations + st.overhead
+        return False, (
+            f"stage {st.stage}: weights {st.weights / GIB:.2f} + activations "
+            f"{st.activations / GIB:.2f} + overhead {st.overhead / GIB:.2f} = {need / GIB:.2f} "
+            f"GiB per GPU exceed the budget {s.gpu_memory_utilization:g} x "
+            f"{st.device / GIB:.2f} = {st.budget / GIB:.2f} GiB (vLLM: 'No available memory "
+            "for the cache blocks')"
+        )
+    if mem.max_concurrent < 1:
+        k = max(
+            range(len(mem.stages)),
+            key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
+        )
+        st = mem.stages[k]
+        return False, (
+            f"one {ctx:,}-token request needs {mem.request_bytes_per_stage[k] / GIB:.2f} GiB "
+            f"of KV cache per GPU but {st.kv_pool / GIB:.2f} GiB is available (vLLM refuses to "
+            "start; lower --ctx or add GPUs)"
+        )
+    w = mem.worst
+    headroom = w.device - w.budget
+    graphs_outside = 0.0 if w.graphs_in_budget else w.cuda_graphs
+    startup = w.outside - graphs_outside
+    if startup > headroom:
+        # vLLM checks free memory >= utilization x total once the CUDA context (and, from
+        # v0.11, NCCL) exist: what they hold must fit the headroom or it refuses to start.
+        return False, (
+            f"the CUDA context and NCCL buffers (~{startup / GIB:.2f} GiB) do not fit the "
+            f"{headroom / GIB:.2f} GiB left by --gpu-memory-utilization "
+            f"{s.gpu_memory_utilization:g} (vLLM: 'Free memory on device ... is less than "
+            "desired GPU memory utilization'); lower it"
+        )
+    if w.outside > headroom:
+        return True, (
+            f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
+            f"requests; but CUDA graphs (~{graphs_outside / GIB:.2f} GiB, captured after the KV "
+            f"cache) may not fit the {headroom / GIB:.2f} GiB headroom: --enforce-eager or a "
+            "lower --gpu-memory-utilization if capture runs out of memory"
+        )
+    return True, (
+        f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
+        "requests at once"
+    )

@@ -1,0 +1,89 @@
+"""One rentable GPU node and its price, as the planner sees it: the offer row and its rules.
+
+The row type of the offers table (pricing/offers.py reads and writes the table; the planner,
+the choices and the stacks read rows). Pure: the price rules here need nothing but the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from provisioner.errors import UsageError
+
+MARKETS: tuple[str, ...] = ("spot", "on-demand")
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One purchasable node. Prices are USD per hour for the whole node."""
+
+    cloud: str
+    region: str
+    zone: str
+    instance_type: str
+    gpu: str
+    gpus_per_node: int
+    gpu_memory_gib: float
+    vcpus: float
+    memory_gib: float
+    interconnect: str
+    fabric: str
+    ondemand_usd_per_hour: float | None
+    spot_usd_per_hour: float | None
+    prices_as_of: str | None
+    flags: tuple[str, ...]
+    #: True when several of these nodes can be rented as one cluster (a shared network);
+    #: False for single-machine marketplace rows (``SINGLE_MACHINE_CLOUDS``).
+    multi_node: bool = True
+    #: Other names of the same hardware at the same price (SKU aliases collapsed into this row).
+    aliases: tuple[str, ...] = ()
+
+    def price(self, market: str) -> float | None:
+        """Node price in USD/h for ``market`` ("spot" or "on-demand"); None if not offered."""
+        if market == "spot":
+            return self.spot_usd_per_hour
+        if market == "on-demand":
+            return self.ondemand_usd_per_hour
+        raise UsageError(f"unknown market {market!r}; allowed: spot, on-demand")
+
+
+# Price flags (set by pricing.tools.build_snapshot) under which a price is not ranked.
+_DOUBTFUL = {
+    "columns_swapped?": ("both", "spot/on-demand columns look swapped upstream"),
+    "spot_eq_ondemand": ("spot", "spot equal to on-demand (spot not really offered)"),
+    "spot_gt_ondemand": ("spot", "spot above on-demand"),
+    "spot_over_85pct_off": ("spot", "spot more than 85% below on-demand"),
+}
+
+
+#: cloud -> instance families sold only as capacity blocks (reserved 1-182 day blocks): no
+#: spot or on-demand market exists. AWS p5e: "P5e instances are available through Amazon EC2
+#: Capacity Blocks for ML" (AWS P5 instance page); both AWS catalogs agree (no on-demand Price
+#: in any p5e row). The builder and the AWS refresh drop such rows (pricing/rentable.py);
+#: ``price_doubt`` refuses them from any other source (a --prices file, an older cache).
+CAPACITY_BLOCK_ONLY: dict[str, tuple[str, ...]] = {"aws": ("p5e",)}
+
+
+def price_doubt(offer: Offer, market: str) -> str | None:
+    """Why this offer's price in `market` is not to be ranked, or None if it is usable."""
+    if offer.instance_type.split(".", 1)[0] in CAPACITY_BLOCK_ONLY.get(offer.cloud, ()):
+        return f"{market} price not used: sold as capacity blocks only (no {market} market)"
+    for flag in offer.flags:
+        rule = _DOUBTFUL.get(flag)
+        if rule and rule[0] in ("both", "spot" if market == "spot" else ""):
+            return f"{market} price not used: {rule[1]}"
+    return None
+
+
+def utc_today() -> date:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).date()
+
+
+def price_age_days(as_of: str | None, today: date | None = None) -> int | None:
+    """Whole days since ``as_of`` (YYYY-MM-DD, UTC), or None for an undated price."""
+    if not as_of:
+        return None
+    return max(0, ((today or utc_today()) - date.fromisoformat(as_of)).days)
