@@ -35,6 +35,8 @@ def apply_manifest(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.Cust
             metadata=obj["metadata"],
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True)),
         )
+    if kind == "PersistentVolumeClaim":
+        return k8s.core.v1.PersistentVolumeClaim(name, **fields, opts=opts)
     if kind == "ServiceAccount":
         return k8s.core.v1.ServiceAccount(name, metadata=obj["metadata"], opts=opts)
     if kind in ("ClusterRole", "Role"):
@@ -97,19 +99,24 @@ class VllmService(pulumi.ComponentResource):
         self.secret = apply_manifest(
             M.secret(spec, data), pulumi.ResourceOptions(parent=self, depends_on=first)
         )
-        # --fill-weights: the Job fills the bucket first (Pulumi awaits a Job's completion)
-        from stacks.weights_fill import build_fill_manifests
+        # the claim, the pre-pull DaemonSet, then --fill-weights' Job, which fills the bucket
+        # or the claim first (Pulumi awaits a Job's completion, and each waits for the ones
+        # before it)
+        from stacks.prepull import before_workload
 
         fill_timeouts = pulumi.CustomTimeouts(create=FILL_TIMEOUT, update=FILL_TIMEOUT)
-        self.fill = [
-            apply_manifest(
-                obj,
-                pulumi.ResourceOptions(
-                    parent=self, depends_on=[self.secret], custom_timeouts=fill_timeouts
-                ),
+        self.fill: list[pulumi.Resource] = []
+        for obj in before_workload(spec):
+            self.fill.append(
+                apply_manifest(
+                    obj,
+                    pulumi.ResourceOptions(
+                        parent=self,
+                        depends_on=[self.secret, *self.fill],
+                        custom_timeouts=fill_timeouts,
+                    ),
+                )
             )
-            for obj in build_fill_manifests(spec)
-        ]
         wait = f"{spec.startup_budget_seconds + _AWAIT_MARGIN_SECONDS}s"
         timeouts = pulumi.CustomTimeouts(create=wait, update=wait)
         self.resources = [
