@@ -243,10 +243,9 @@ def register(app: typer.Typer) -> None:
             )
         if hub_fallback:
             creates = "; deploying it to aws-eks creates one" if eks else ""
-            verb = "rendering" if render is not None else "deploying"
             sys.stderr.write(
                 "prov: warning: the plan was quoted for --weights s3 but no --weights-bucket was "
-                f"given{creates}: {verb} --weights hub (slower to replace; see docs/recovery.md); "
+                f"given{creates}: deploying --weights hub (slower to replace; see docs/recovery.md); "
                 "pass --weights-bucket s3://BUCKET[/PREFIX] to stream from a bucket\n"
             )
         if kube_context and spec.target != "kubeconfig":
