@@ -245,8 +245,9 @@ def register(app: typer.Typer) -> None:
             creates = "; deploying it to aws-eks creates one" if eks else ""
             sys.stderr.write(
                 "prov: warning: the plan was quoted for --weights s3 but no --weights-bucket was "
-                f"given{creates}: deploying --weights hub (slower to replace; see docs/recovery.md); "
-                "pass --weights-bucket s3://BUCKET[/PREFIX] to stream from a bucket\n"
+                f"given{creates}: deploying --weights hub (slower to replace; see "
+                "docs/recovery.md); pass --weights-bucket s3://BUCKET[/PREFIX] to stream from a "
+                "bucket\n"
             )
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")

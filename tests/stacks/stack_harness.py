@@ -95,7 +95,7 @@ class RecordingMonitor(MockMonitor):
         self.retained: set[str] = set()
         self.depends: dict[str, list[str]] = {}  # name -> names of its explicit dependencies
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
         if request.retainOnDelete:
             self.retained.add(request.name)
         self.depends[request.name] = [u.rsplit("::", 1)[-1] for u in request.dependencies]
