@@ -287,3 +287,16 @@ def test_pvc_in_the_stack_creates_the_claim_before_the_fill(kimi: PlanFile) -> N
     assert "kimi-k2-thinking-weights" in run.depends["kimi-k2-thinking-weights-fill"]
     assert "kimi-k2-thinking-weights-fill" in run.depends["kimi-k2-thinking"]
     assert "kimi-k2-thinking-prepull" in run.depends["kimi-k2-thinking"]
+
+
+def test_storage_options_round_trip_through_stack_config_and_go_stale() -> None:
+    from stacks.automation import _OPTIONAL_KEYS
+
+    options = DeployOptions(
+        weights="pvc", weights_storage_class="efs-sc", weights_pvc_gbps=1.572864,
+        keep_weights_bucket=False, prepull=False, compile_cache=True, fill_weights=True,
+    )  # fmt: skip
+    config = options.to_config()
+    assert DeployOptions.from_config(lambda k: config.get(f"prov:{k}")) == options
+    # every key a deploy may leave out is removed from the stack's config when it does
+    assert set(config) - set(DeployOptions().to_config()) <= set(_OPTIONAL_KEYS)
