@@ -169,7 +169,8 @@ def _weights_bucket(
         name,
         keep=spec.storage.keep_bucket,
         exists=exists,
-        tags=tags,
+        # only what cannot change for this name: an adopted bucket's inputs must match it
+        tags={k: tags[k] for k in (fleet.MANAGED, fleet.STACK)},
         opts=pulumi.ResourceOptions(provider=provider),
     )
     return spec.with_bucket(name), [made]

@@ -75,7 +75,7 @@ def test_the_stack_creates_a_private_encrypted_bucket_named_for_the_stack(
     bucket = run.one("aws:s3/bucket:Bucket").inputs
     assert bucket["bucket"] == CREATED
     assert bucket["forceDestroy"] is False
-    assert bucket["tags"][fleet.STACK] == "test"
+    assert bucket["tags"] == {fleet.MANAGED: "true", fleet.STACK: "test"}  # stable: adoptable
     block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
     flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     assert [block[f] for f in flags] == [True] * 4
