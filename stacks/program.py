@@ -43,6 +43,7 @@ def stack_outputs() -> dict[str, Any]:
 
     outputs: dict[str, Any] = {}
     service_opts: pulumi.ResourceOptions | None = None
+    after: list[Any] = []
     if spec.target == "aws-eks":
         import pulumi_aws as aws
 
@@ -77,10 +78,8 @@ def stack_outputs() -> dict[str, Any]:
         daemon = _deploy_daemon(spec, options, cluster)
         spec, weights = _weights_bucket(spec, stack, tags, aws_provider)
         weights += _weights_access(spec, cluster, aws_provider, weights)
-        service_opts = pulumi.ResourceOptions(
-            provider=cluster.provider,
-            depends_on=[pool, cluster.device_plugin, cluster.lws, *daemon, *weights],
-        )
+        after = [pool, cluster.device_plugin, cluster.lws, *daemon, *weights]
+        service_opts = pulumi.ResourceOptions(provider=cluster.provider, depends_on=after)
         outputs["clusterName"] = cluster.eks.name
         outputs["region"] = spec.plan.region
         outputs["launchTemplate"] = pool.launch_template.id
@@ -95,7 +94,9 @@ def stack_outputs() -> dict[str, Any]:
 
     if spec.weights_uri is not None:
         outputs["weightsBucket"] = spec.weights_uri
-    service = VllmService(spec.name, spec, api_key=api_key, hf_token=hf_token, opts=service_opts)
+    service = VllmService(
+        spec.name, spec, api_key=api_key, hf_token=hf_token, opts=service_opts, after=after
+    )
     outputs["endpoint"] = service.endpoint
     outputs["namespace"] = spec.namespace
     outputs["service"] = f"{spec.namespace}/{service_name(spec)}"

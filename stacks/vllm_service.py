@@ -88,7 +88,10 @@ class VllmService(pulumi.ComponentResource):
         api_key: pulumi.Input[str],
         hf_token: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        after: list[Any] | None = None,
     ) -> None:
+        """``after``: resources every child waits for (the node pool, the weights bucket and
+        its IAM): a component's own depends_on does not reach the children it registers."""
         super().__init__("prov:k8s:VllmService", name, None, opts)
         first: list[pulumi.Resource] = []
         if spec.namespace != "default":
@@ -96,8 +99,10 @@ class VllmService(pulumi.ComponentResource):
         data: dict[str, Any] = {"VLLM_API_KEY": pulumi.Output.secret(api_key)}
         if hf_token is not None:
             data["HF_TOKEN"] = pulumi.Output.secret(hf_token)
+        # everything below depends on the Secret, so waits for ``after`` too
         self.secret = apply_manifest(
-            M.secret(spec, data), pulumi.ResourceOptions(parent=self, depends_on=first)
+            M.secret(spec, data),
+            pulumi.ResourceOptions(parent=self, depends_on=[*first, *(after or [])]),
         )
         # the claim, the pre-pull DaemonSet, then --fill-weights' Job, which fills the bucket
         # or the claim first (Pulumi awaits a Job's completion, and each waits for the ones

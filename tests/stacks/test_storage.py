@@ -300,3 +300,23 @@ def test_storage_options_round_trip_through_stack_config_and_go_stale() -> None:
     assert DeployOptions.from_config(lambda k: config.get(f"prov:{k}")) == options
     # every key a deploy may leave out is removed from the stack's config when it does
     assert set(config) - set(DeployOptions().to_config()) <= set(_OPTIONAL_KEYS)
+
+
+def test_fill_writes_the_created_bucket(kimi: PlanFile) -> None:
+    import json
+
+    run = run_stack(kimi, DeployOptions(fill_weights=True))
+    fill = run.one("aws:iam/rolePolicy:RolePolicy", "kimi-k2-thinking-weights-fill")
+    assert json.loads(fill.inputs["policy"]) == fleet.weights_fill_policy(CREATED, MODEL)
+    job = run.one("kubernetes:batch/v1:Job", "kimi-k2-thinking-weights-fill").inputs
+    (upload,) = job["spec"]["template"]["spec"]["containers"]
+    assert upload["command"][:5] == [
+        "aws", "s3", "sync", f"/fill/fill/{MODEL}", f"s3://{CREATED}/{MODEL}",
+    ]  # fmt: skip
+    # the bucket and the policies exist before anything in the cluster uses them: the
+    # Secret waits for them, and the Job, the DaemonSet and vLLM wait for the Secret
+    assert run.depends is not None
+    before_secret = run.depends["kimi-k2-thinking-secrets"]
+    assert {"kimi-k2-thinking-weights", "kimi-k2-thinking-weights-read"} <= set(before_secret)
+    assert "kimi-k2-thinking-weights-fill" in before_secret  # the fill role's association
+    assert "kimi-k2-thinking-secrets" in run.depends["kimi-k2-thinking-weights-fill"]
