@@ -25,11 +25,18 @@ without --weights-bucket).
 from __future__ import annotations
 
 import json
+import warnings
 
 import pulumi
 import pulumi_aws as aws
 
 from provisioner import fleet
+
+with warnings.catch_warnings():
+    # pulumi-aws 7 warns on importing its s3 module about its own deprecated *V2 classes, which
+    # prov does not use (it uses aws.s3.Bucket and the unversioned settings resources)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import pulumi_aws.s3
 
 ABORT_MULTIPART_DAYS = 7
 CACHE_EXPIRE_DAYS = 30
