@@ -19,11 +19,25 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from pricing.offers import default_multi_node
 from provisioner.core.offer import CAPACITY_BLOCK_ONLY
 
 if TYPE_CHECKING:
-    from pricing.tools.build_snapshot import Node
+    from pricing.nodes import Node
+
+#: Clouds whose catalog rows are single machines with no private network to the next one
+#: (marketplace hosts, pods): never combined into multi-node plans unless a row says
+#: ``multi_node`` (docs/prices.md, "Rentable shapes only").
+SINGLE_MACHINE_CLOUDS: dict[str, str] = {
+    "vast": "a Vast.ai listing is one host of one seller; hosts share no cluster fabric",
+    "runpod": "a RunPod pod is one machine; pods share no cluster fabric (Instant Clusters "
+    "are a separate product the catalog does not list)",
+}
+
+
+def default_multi_node(cloud: str) -> bool:
+    """Whether nodes of this cloud can be joined into one multi-node deployment by default."""
+    return cloud not in SINGLE_MACHINE_CLOUDS
+
 
 #: The builder's drop counter: drop(reason, name, n).
 Drop = Callable[[str, str, int], None]
