@@ -433,3 +433,44 @@ def test_marketplace_rows_are_single_machines(built: bs.BuildResult) -> None:
     assert {n.multi_node for n in _rows(built, cloud="aws")} == {True}
     line = bs.to_csv([_one(built, cloud="vast", instance_type="1x-H100_NVL-32-65536")])
     assert line.splitlines()[1].endswith(",marketplace,false,")
+
+
+@pytest.mark.parametrize(
+    ("gpus_csv", "message"),
+    [
+        (GPUS_CSV.replace("H200-SXM,NVIDIA,Hopper,141,", "H200-SXM,NVIDIA,Hopper,lots,"),
+         "gpus.csv: line 5: a value of 'H200-SXM' is missing or not a number"),
+        (GPUS_CSV.replace(",hbm_bandwidth_TBps,", ",hbm,"),
+         "gpus.csv: line 1: missing column 'hbm_bandwidth_TBps'"),
+        (GPUS_CSV + "X100,NVIDIA,Next,96,,9,1,,,,NVLink,900,110\n",
+         "gpus.csv: line 14: GPU 'X100' has no entry in pricing.interconnect.INTERCONNECT; "
+         "add one"),
+    ],
+)  # fmt: skip
+def test_the_shared_gpu_table_is_read_with_the_runtime_parser(
+    tmp_path: Path, gpus_csv: str, message: str
+) -> None:
+    shared = make_shared(tmp_path / "shared")
+    (shared / "gpus.csv").write_text(gpus_csv, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        bs.build(shared)
+    assert str(err.value) == message
+    assert bs.main(["--shared", str(shared), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_every_gpu_prov_knows_has_an_interconnect() -> None:
+    from pricing.interconnect import INTERCONNECT
+    from provisioner.core.hardware import gpu_specs
+
+    assert sorted(set(gpu_specs()) - set(INTERCONNECT)) == []
+
+
+def test_one_gpu_spec_class_in_the_project() -> None:
+    root = Path(__file__).parents[2]
+    found = [
+        str(p.relative_to(root))
+        for pkg in ("provisioner", "pricing", "stacks", "benchmarks", "tools")
+        for p in (root / pkg).rglob("*.py")
+        if "class GpuSpec" in p.read_text(encoding="utf-8")
+    ]
+    assert found == ["provisioner/core/hardware.py"]
