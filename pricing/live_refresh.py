@@ -32,7 +32,7 @@ from pricing.offers_csv import offers_csv
 from pricing.rentable import collapse_aliases, mark_single_machine
 from provisioner.core.hardware import gpu_specs
 from provisioner.core.offer import Offer
-from provisioner.errors import DataError, ProvError
+from provisioner.errors import DataError, ProvError, UsageError
 from provisioner.fileio import write_atomic
 
 #: The clouds this module refreshes (aws has its own module: pricing.aws_refresh).
@@ -74,7 +74,7 @@ def _fetch(cloud: str, regions: list[str] | None, fetch: Callable[..., Any] | No
         return fetch_vast(gpus, **kw)
     if cloud == "oci":
         return fetch_oci(gpus, **kw)
-    raise ValueError(cloud)
+    raise UsageError(f"no live price source for {cloud!r}; allowed: {', '.join(CLOUDS)}")
 
 
 def to_offers(cloud: str, result: SourceResult, as_of: str) -> list[Offer]:
