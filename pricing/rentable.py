@@ -1,7 +1,9 @@
-"""Rentable shapes only: the snapshot builder's rules for rows that cannot be rented as listed.
+"""Rentable shapes only: the rules for rows that cannot be rented as listed.
 
-Pure (no I/O). Each rule drops or rewrites catalog nodes and counts what it did, so the
-build summary in pricing/data/SOURCE.md shows every row a rule touched. docs/prices.md
+Pure (no I/O). The snapshot builder (pricing.tools) applies them all; the live refreshes
+(pricing.live_refresh) the ones that concern their sources, and the offers.csv parser takes a
+row's default ``multi_node`` from here. Each rule drops or rewrites nodes and counts what it did,
+so the build summary in pricing/data/SOURCE.md shows every row a rule touched. docs/prices.md
 ("Rentable shapes only") states the rules for users.
 
 * Capacity-block-only instance types are never offered as spot or on-demand.
@@ -42,7 +44,7 @@ def default_multi_node(cloud: str) -> bool:
 #: The builder's drop counter: drop(reason, name, n).
 Drop = Callable[[str, str, int], None]
 
-#: Capacity-block-only families (pricing.offers.CAPACITY_BLOCK_ONLY, with its source) are
+#: Capacity-block-only families (provisioner.core.offer.CAPACITY_BLOCK_ONLY, with its source) are
 #: dropped: no spot or on-demand market exists, and a `capacity-block` market would need the
 #: block price, which no catalog here carries.
 #: Checked and NOT capacity-block-only in the data: p5en, p6-b200 and p6-b300 all carry an
