@@ -71,7 +71,8 @@ def parse_gpu_table(text: str, source: str) -> dict[str, GpuSpec]:
     if missing:
         raise DataError(f"{source}: line 1: missing column {missing[0]!r}")
     specs: dict[str, GpuSpec] = {}
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num
         try:
             sm = _num(row["sm_version"])
             specs[row["gpu"]] = GpuSpec(
