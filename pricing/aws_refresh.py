@@ -151,8 +151,8 @@ class OnDemandSource(Protocol):
     def __call__(self, region: str, instance_types: Sequence[str]) -> OnDemandPrices: ...
 
 
-class MalformedPriceDocument(ValueError):
-    pass
+class MalformedPriceDocument(DataError):
+    """One Price List document that does not parse; the refresh skips it with a warning."""
 
 
 def parse_price_document(doc: str | dict[str, Any]) -> tuple[dict[str, str], float]:
