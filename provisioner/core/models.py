@@ -21,7 +21,6 @@ from provisioner.core.weights import Kind, MlaDims, MoeDims, TpLayout, WeightGro
 from provisioner.errors import ConfigError
 
 __all__ = [
-    "DTYPE_BYTES",
     "QUANTIZABLE_KINDS",
     "Kind",
     "MlaDims",
@@ -35,8 +34,6 @@ __all__ = [
 QUANTIZABLE_KINDS: frozenset[str] = frozenset(
     {"attn", "attn_latent", "dense_mlp", "experts", "shared_experts"}
 )
-
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "bf16": 2, "fp16": 2}
 
 
 @dataclass(frozen=True)
@@ -82,10 +79,6 @@ class ModelSpec:
         routed = self.params_routed_experts
         frac = self.moe.experts_per_tok / self.moe.n_routed_experts
         return self.params_total - routed + round(routed * frac)
-
-    @property
-    def dtype_bytes(self) -> int:
-        return DTYPE_BYTES.get(self.dtype, 2)
 
     # ---- KV cache layout ----------------------------------------------------------------
     def kv_elems_per_token_per_layer(self, tp: int) -> int:
