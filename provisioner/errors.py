@@ -13,10 +13,11 @@ The whole tree (tests/test_error_tree.py checks this drawing against the code):
     |   |-- ConfigError          errors                  config.json / safetensors header
     |   `-- DataError            errors                  a price or data file
     |       |-- PayloadError     daemon.events           an SQS/IMDS notice (logged skip)
-    |       `-- MalformedPriceDocument  pricing.aws_refresh  one Price List document
+    |       `-- MalformedPriceDocument  pricing.aws_price_list  one Price List document
     `-- OperationalError         errors                  outside failure; exit 1
         |-- NoFeasibleShapeError errors                  no shape runs the request
         |-- FetchError           pricing.http_json       a price endpoint failed
+        |-- CredentialsProblem   pricing.aws_region      the AWS credential chain failed
         |-- ImdsError            daemon.monitors.imds    metadata service unreachable
         |-- CapacityError        daemon.capacity         EC2 failed; another pool won't help
         |-- CapacityUnavailable  daemon.capacity         one pool out of capacity: try next
@@ -31,8 +32,6 @@ Not in the tree, on purpose: internal control flow that never reaches the CLI.
                            flow without acknowledging anything; caught by the worker
                            (service._work). Deliberately not a ProvError, so that no
                            ``except ProvError`` on the way can swallow it.
-    _CredentialsProblem    pricing.aws_refresh    carries a credential-chain failure out of
-                           a worker thread; refresh_aws turns it into OperationalError.
 
 Standard exceptions prov raises on purpose are few and listed with their reasons in
 tests/test_error_tree.py: ``typer.Exit`` at the CLI boundary, ``ValueError`` where a

@@ -3,7 +3,8 @@
 Read with ast over provisioner/, pricing/ and stacks/ (nothing is imported). A class that
 subclasses an exception must reach ProvError, or be one of the control-flow classes errors.py
 lists. A ``raise`` must name a class of the tree, a function returning one, an exception
-caught in the same function, or a standard exception on the short list below, with its reason.
+caught in the same function, or a standard exception on the short list below, with its reason
+(a variable raised is followed to the call that made it).
 """
 
 from __future__ import annotations
@@ -164,15 +165,39 @@ def _caught_here(raise_node: ast.Raise, name: str, parents: dict[ast.AST, ast.AS
     return False
 
 
+def _assigned_call(raise_node: ast.Raise, parents: dict[ast.AST, ast.AST]) -> ast.Call | None:
+    """``error = make_error(...); raise error``: the call that made the raised variable."""
+    if not isinstance(raise_node.exc, ast.Name):
+        return None
+    var = raise_node.exc.id
+    func = parents.get(raise_node)
+    while func is not None and not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+        func = parents.get(func)
+    for node in ast.walk(func) if func is not None else ():
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and any(isinstance(t, ast.Name) and t.id == var for t in node.targets)
+        ):
+            return node.value
+    return None
+
+
 def violations(files: dict[str, ast.Module]) -> list[str]:
     classes = exception_classes(files)
     control = documented_control_flow()
-    factories = {
-        node.name: _last(node.returns)
-        for tree in files.values()
-        for node in ast.walk(tree)
-        if isinstance(node, ast.FunctionDef) and node.returns is not None
-    }
+    # function or method name -> the classes its return annotations name (None left out)
+    factories: dict[str, set[str]] = {}
+    for tree in files.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.returns is not None:
+                names = {n.id for n in ast.walk(node.returns) if isinstance(n, ast.Name)}
+                factories.setdefault(node.name, set()).update(names - {"None"})
+
+    def made_by_factory(name: str) -> bool:
+        made = factories.get(name)
+        return bool(made) and all(in_tree(n, classes) for n in made or ())
+
     bad = []
     for name, info in sorted(classes.items()):
         if not in_tree(name, classes) and name not in control:
@@ -182,16 +207,16 @@ def violations(files: dict[str, ast.Module]) -> list[str]:
         for node in ast.walk(tree):
             if not isinstance(node, ast.Raise) or node.exc is None:
                 continue  # a bare raise re-raises what was caught
-            name = _last(node.exc)
+            if not parents:
+                parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+            name = _last(_assigned_call(node, parents) or node.exc)
             ok = (
                 in_tree(name, classes)
                 or name in control
-                or in_tree(factories.get(name, ""), classes)
+                or made_by_factory(name)
                 or any(path.startswith(where) and name == n for where, n in ALLOWED)
             )
             if not ok:
-                if not parents:
-                    parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
                 ok = _caught_here(node, name, parents)
             if not ok:
                 bad.append(f"{path}:{node.lineno}: raise {ast.unparse(node.exc)[:60]}")
@@ -234,16 +259,21 @@ def test_the_checker_catches_strays() -> None:
     """The checks above can fail: a stray class and stray raises in a made-up module."""
     files = _files()
     files["provisioner/core/stray.py"] = ast.parse(
-        "class Oops(Exception):\n    pass\n"
-        "class Fine(ConfigError):\n    pass\n"
-        "def f(x):\n"
-        "    if x:\n        raise RuntimeError('no')\n"
+        "class Oops(Exception):\n    pass\n"  # 1
+        "class Fine(ConfigError):\n    pass\n"  # 3
+        "def f(x):\n"  # 5
+        "    if x:\n        raise RuntimeError('no')\n"  # 7
         "    try:\n        raise KeyError(x)\n    except LookupError:\n        pass\n"
-        "    raise Fine('a tree class')\n"
-        "def g():\n    raise ValueError('not caught here')\n"
+        "    raise Fine('a tree class')\n"  # 12
+        "def g():\n    raise ValueError('not caught here')\n"  # 14
+        "def make_fine() -> Fine | None:\n    return Fine('x')\n"  # 15
+        "def make_oops() -> Oops:\n    return Oops('x')\n"  # 17
+        "def h():\n    err = make_fine()\n    raise err\n"  # 21
+        "def k():\n    err = make_oops()\n    raise err\n"  # 24
     )
     assert violations(files) == [
         "provisioner.core.stray: class Oops('Exception',) is outside the error tree",
         "provisioner/core/stray.py:7: raise RuntimeError('no')",
         "provisioner/core/stray.py:14: raise ValueError('not caught here')",
+        "provisioner/core/stray.py:24: raise err",
     ]
