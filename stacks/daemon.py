@@ -21,13 +21,6 @@ GRACE_SECONDS = 30
 Manifest = dict[str, Any]
 
 
-RBAC_API = "rbac.authorization.k8s.io"
-
-
-def _meta(labels: dict[str, str]) -> Manifest:
-    return {"name": fleet.DAEMON_NAME, "namespace": fleet.DAEMON_NAMESPACE, "labels": labels}
-
-
 def _labels(mode: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": fleet.DAEMON_NAME, "app.kubernetes.io/component": mode}
 

@@ -48,7 +48,9 @@ class CapacityError(OperationalError):
     """The EC2 API failed in a way that trying another pool will not fix."""
 
 
-class CapacityUnavailable(Exception):
+class CapacityUnavailable(OperationalError):
+    """One pool refused for capacity (the EC2 error code); the policy tries the next pool."""
+
     def __init__(self, code: str, message: str = "") -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
