@@ -30,9 +30,9 @@ from provisioner.daemon.spares import prewarm_on_rebalance, serves_at, spare_sav
 from provisioner.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "stacks"))
-from stack_harness import ONE_NODE, quote, run_stack  # noqa: E402
+from stack_harness import ONE_NODE, quote, run_stack
 
-from stacks.spec import DeployOptions, build_spec  # noqa: E402
+from stacks.spec import DeployOptions, build_spec
 
 BUCKET = "s3://prov-weights-use2/kimi/int4"
 NOTICE_S = 120  # AWS's spot notice (docs/recovery.md)
@@ -175,6 +175,4 @@ def test_the_spare_that_serves_first_is_promoted(aws: Any, make_daemon: Any) -> 
     assert got is not None and got.replica == "s-b"
     eta = spares.serves_at(got)
     launched = got.lead.launch_time
-    assert launched is not None and eta == max(
-        spares.now(), launched + timedelta(seconds=405)
-    )
+    assert launched is not None and eta == max(spares.now(), launched + timedelta(seconds=405))
