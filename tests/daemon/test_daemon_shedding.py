@@ -66,8 +66,8 @@ def test_no_spare_shifts_traffic_and_sheds_cleanly(
         while not stop.is_set():
             r = send(router.url, TOKENS, DELAY)
             results.append(r)
-            if r.outcome == "refused":
-                time.sleep(0.05)  # a client honouring a (scaled) Retry-After
+            # a client honouring a (scaled) Retry-After; a little think time otherwise
+            time.sleep(0.05 if r.outcome == "refused" else 0.02)
 
     clients = [threading.Thread(target=client, daemon=True) for _ in range(3)]
     try:
@@ -134,9 +134,11 @@ def test_no_spare_shifts_traffic_and_sheds_cleanly(
     assert count["cut"] == 0 and count["aborted"] == 0  # no stream cut, none aborted
     assert sum(r.outcome == "refused" for r in before) == 0  # 3 clients, 4 slots
     assert refused and all(r.retry_after == "1" for r in refused)  # explicit, with Retry-After
-    assert max(r.seconds for r in refused) < 0.25  # fast: not queued behind running streams
+    # fast: not queued behind a running stream (0.4 s)
+    assert statistics.median(r.seconds for r in refused) < 0.05
+    assert max(r.seconds for r in refused) < 0.35
     assert servers["r1"].rejected == 0  # nothing was sent to r1 once it was shutting down
     # r1 left the load balancers at the notice, well before its drain had to start
     assert left is not None and left - t_notice < SECONDS_LEFT - GRACE - MARGIN - 1.0
-    assert not [t for t in servers["r1"].started if t > left + 0.1]
+    assert not [t for t in servers["r1"].started if t > left + 0.3]
     assert all(r.outcome == "ok" for r in after)  # the replacement serves; nothing refused

@@ -176,3 +176,22 @@ def test_the_spare_that_serves_first_is_promoted(aws: Any, make_daemon: Any) -> 
     eta = spares.serves_at(got)
     launched = got.lead.launch_time
     assert launched is not None and eta == max(spares.now(), launched + timedelta(seconds=405))
+
+
+@pytest.mark.parametrize(("tts", "sheds"), [(405.0, True), (10.0, False)])
+def test_dry_run_says_when_the_replica_leaves_the_load_balancers_early(
+    aws: Any, agent: Any, k8s: Any, make_daemon: Any, tts: float, sheds: bool
+) -> None:
+    """30 s left, the pod's grace 1 s, margin 0.5 s: the drain must start in 28.5 s. A
+    replacement serving in 405 s cannot make it (out of the load balancers now); in 10 s it can
+    (the flow holds in the load balancers until it is Ready)."""
+    inst = one_replica(aws, agent)
+    d = make_daemon(dry_run=True, time_to_serve_seconds=tts)
+    aws.spot_warning(inst["InstanceId"], seconds_left=30)
+    _, out = handled(d)
+    early = [x for x in out.detail["decisions"] if x.startswith("take ")]
+    assert bool(early) is sheds, out.detail["decisions"]
+    if sheds:
+        assert early[0].startswith(f"take {inst['PrivateDnsName']} out of load balancers now")
+        assert "serves in 405 s" in early[0]
+    assert k8s.eviction_log == [] and aws.replacements_of("r1") == []  # a dry run
