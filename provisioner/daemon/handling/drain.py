@@ -119,7 +119,8 @@ def replace_first(
         grace = max((h.grace_of(p) for p in pods), default=0)
         start_by = deadline - timedelta(seconds=grace + h.cfg.drain_margin_seconds)
         ready, eta = h.replacement_status(t, replacement)
-        if not t.state.short and _short(h, replacement, ready, eta, start_by):
+        spot = ev.kind is EventKind.SPOT_INTERRUPTION  # two minutes: no time to lose
+        if spot and not t.state.short and _short(h, replacement, ready, eta, start_by):
             _shed_early(h, ev, t, until, eta)
         if replacement and h.cfg.hold_for_replacement and h.now() < start_by and not ready:
             return Outcome("deferred", "holding", not_before=min(h.later(), start_by), stage="hold")
@@ -182,7 +183,9 @@ def _short(
 ) -> bool:
     """Will the pool be a replica short? No replacement at all, or one that (by the plan's
     time to serve) cannot serve before the drain must start. Unknown time to serve: not
-    known short, so the flow holds in the load balancers as before."""
+    known short, so the flow holds in the load balancers as before. Asked on a spot notice
+    only: a maintenance drain or a rebalance window has minutes, and holding in the load
+    balancers until the drain is worth that capacity."""
     if ready:
         return False
     if replacement is None:
@@ -290,7 +293,8 @@ def plan_log(
             + (" ..." if len(attempts) > 6 else "")
         )
     tts = h.cfg.time_to_serve_seconds
-    if drain and not h.cfg.cordon_only and spare is None and tts is not None and deadline:
+    spot = ev.kind is EventKind.SPOT_INTERRUPTION
+    if drain and not h.cfg.cordon_only and spare is None and tts is not None and deadline and spot:
         pods = h.pods_to_drain(t)
         grace = max((h.grace_of(p) for p in pods), default=0)
         hold = (deadline - h.now()).total_seconds() - grace - h.cfg.drain_margin_seconds
