@@ -83,6 +83,9 @@ class DeploySpec:
     #: time_to_serve(...).prewarm(spot notice): a replacement cannot be ready within the
     #: notice, so the daemon starts it on the rebalance recommendation (docs/recovery.md)
     prewarm_on_rebalance: bool = False
+    #: the same time_to_serve(...).total_s, passed to the daemon (--time-to-serve): its own
+    #: prewarm, spare and early-shedding decisions follow from it (docs/recovery.md)
+    time_to_serve_seconds: int | None = None
     fill_weights: bool = False  # render/apply the fill Job (stacks/weights_fill.py)
 
     @property
@@ -330,7 +333,7 @@ def build_spec(
             "--fill-weights fills the bucket (--weights s3) or the claim (--weights pvc); "
             "--weights hub downloads at every start"
         )
-    budget, prewarm = probe_budget(doc, plan, choice, alt.node.vcpus if alt.node else None)
+    budget, prewarm, tts_s = probe_budget(doc, plan, choice, alt.node.vcpus if alt.node else None)
     return DeploySpec(
         name=name,
         namespace=options.namespace,
@@ -352,6 +355,7 @@ def build_spec(
         storage=choice,
         startup_budget_seconds=budget,
         prewarm_on_rebalance=prewarm and plan.market == "spot",
+        time_to_serve_seconds=tts_s,
         fill_weights=options.fill_weights,
     )
 

@@ -154,12 +154,18 @@ def choose_weights(
 
 def probe_budget(
     doc: PlanDocument, plan: Plan, choice: WeightsChoice, vcpus: float | None
-) -> tuple[int, bool]:
-    """(startup probe budget, prewarm on rebalance) for ``choice``, both from
+) -> tuple[int, bool, int]:
+    """(startup probe budget, prewarm on rebalance, time to serve s) for ``choice``, all from
     provisioner/core/time_to_serve.py: the plan's own ``time_to_serve`` when the quote modelled
     exactly this (its path's profile), else the same function run on the deploy's choice;
-    prewarm is ``prewarm(spot notice)``."""
-    from provisioner.core.time_to_serve import Replica, spot_notice_s, time_to_serve
+    prewarm is ``needs_prewarm(time to serve, spot notice)``, the daemon's rule too (it gets the
+    time to serve: --time-to-serve)."""
+    from provisioner.core.time_to_serve import (
+        Replica,
+        needs_prewarm,
+        spot_notice_s,
+        time_to_serve,
+    )
 
     m = doc.model
     weight_bytes = m.weight_bytes if m.weight_bytes is not None else m.params_total * 2
@@ -180,10 +186,12 @@ def probe_budget(
         pvc_gb_per_s=choice.pvc_gb_per_s,
     )
     fast = choice.path != "hub"
-    # the quote modelled the path's profile: pre-pull and cache on s3/pvc, neither on hub
+    # the quote modelled the path's profile: pre-pull and cache on s3/pvc, neither on hub, and
+    # the table's pvc rate
     profile = choice.prepull == fast and choice.compile_cache == fast
+    profile = profile and choice.pvc_gb_per_s is None
     carried = plan.time_to_serve
-    budget = tts.startup_probe_budget_s
+    budget, total = tts.startup_probe_budget_s, tts.total_s
     if carried is not None and carried.weights == choice.path and profile:
-        budget = carried.startup_probe_budget_s if choice.pvc_gb_per_s is None else budget
-    return budget, tts.prewarm(spot_notice_s(plan.cloud))
+        budget, total = carried.startup_probe_budget_s, carried.total_s
+    return budget, needs_prewarm(total, spot_notice_s(plan.cloud)), round(total)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from provisioner import fleet
@@ -82,6 +83,7 @@ class InstanceInfo:
     security_group_ids: tuple[str, ...] = ()
     key_name: str | None = None
     iam_profile_arn: str | None = None
+    launch_time: datetime | None = None  # EC2's LaunchTime (timezone-aware)
 
     @property
     def managed(self) -> bool:
@@ -133,6 +135,7 @@ class InstanceInfo:
             security_group_ids=tuple(g["GroupId"] for g in i.get("SecurityGroups", [])),
             key_name=i.get("KeyName"),
             iam_profile_arn=profile.get("Arn"),
+            launch_time=launched if isinstance(launched := i.get("LaunchTime"), datetime) else None,
         )
 
 
