@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from provisioner.core.deployable import DeployFacts, not_deployable_reason
-from provisioner.core.planner import Plan, QuoteResult, ShapeVerdict
+from provisioner.core.planner import QuoteResult, RankedPlan
+from provisioner.core.planner.shapes import ShapeVerdict
 
 if TYPE_CHECKING:
     from provisioner.core.offer import Offer
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 class Choice:
     """One distinct choice: its best plan, and where else the same choice is offered."""
 
-    plan: Plan
+    plan: RankedPlan
     other_places: list[str] = field(default_factory=list)  # region or zone names, by rank
     aliases: list[str] = field(default_factory=list)  # other SKU names of the same hardware
     not_deployable: str | None = None
@@ -51,11 +52,11 @@ class Choices:
     extra: list[Choice] = field(default_factory=list)  # headline picks beyond --top
 
 
-def place_of(p: Plan) -> str:
+def place_of(p: RankedPlan) -> str:
     return p.offer.zone or p.offer.region
 
 
-def choice_key(p: Plan, all_zones: bool) -> tuple[Any, ...]:
+def choice_key(p: RankedPlan, all_zones: bool) -> tuple[Any, ...]:
     return offer_key(p.offer, p.verdict, p.market, all_zones)
 
 
@@ -92,7 +93,7 @@ def zones_by_region(offers: Sequence[Offer]) -> dict[tuple[str, str], int]:
     return {k: len(v) for k, v in seen.items()}
 
 
-def deploy_reason(p: Plan, region_zones: dict[tuple[str, str], int]) -> str | None:
+def deploy_reason(p: RankedPlan, region_zones: dict[tuple[str, str], int]) -> str | None:
     o = p.offer
     facts = DeployFacts(
         cloud=o.cloud,
