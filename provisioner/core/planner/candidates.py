@@ -9,6 +9,7 @@ meeting the SLOs, priced on that offer. Refusals are collected as rejection rows
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -31,15 +32,15 @@ from provisioner.core.planner.estimates import (
     estimate_speed,
     host_ram_needed,
     slo_violation,
-    usd_per_mtok,
     weight_split,
 )
-from provisioner.core.planner.shape_rules import kernel_verdict
+from provisioner.core.planner.shape_rules import kernel_verdict, shape_rule_violation
 from provisioner.core.planner.shapes import (
     HardwareClass,
     ShapeVerdict,
     evaluate_shape,
     rejection_row,
+    weights_cannot_fit,
 )
 from provisioner.core.quant import QuantScheme, kv_bytes
 from provisioner.core.request import QuoteRequest, workload_tokens
@@ -89,6 +90,8 @@ class Enumeration:
         self.timed = req.risk_adjusted or req.min_availability is not None  # rank by serve time
         self.moe_vllm = spec.moe is not None and scheme.engine == "vllm"
         self.weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
+        # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
+        self.quick = not collect_rejected
 
         self.candidates: list[Candidate] = []
         self.verdicts: list[ShapeVerdict] = []
@@ -151,8 +154,9 @@ class Enumeration:
         return found
 
     def perf_of(self, v: ShapeVerdict, fabric: str) -> PerfEstimate | None:
-        """Throughput of a feasible shape on one fabric (cached; None for llama.cpp)."""
-        k = (id(v), fabric)
+        """Throughput of a feasible shape on one fabric (cached; None for llama.cpp). A shape
+        on one node never crosses the fabric: one estimate serves every fabric."""
+        k = (id(v), fabric if v.nodes > 1 else "")
         memo = self.perf_memo
         if k not in memo:
             memo[k] = estimate_speed(
@@ -169,7 +173,7 @@ class Enumeration:
         shared = (hw.gpu, hw.gpu_memory_gib, hw.interconnect, lay)
         v = self.same_gpu.get(shared)
         if v is not None:
-            v = self.memo[key] = replace(v, hw=hw, nodes=nodes)
+            v = self.memo[key] = v.on(hw, nodes)
             return v
         spec, scheme = self.spec, self.scheme
         plain = lay.dp == 1 and not lay.ep
@@ -179,6 +183,13 @@ class Enumeration:
         ep_bad, ep_warn = ep_kernel_verdict(scheme, self.specs[hw.gpu]) if lay.ep else (None, None)
         if ep_bad:
             v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, ep_bad, dp=lay.dp, ep=lay.ep)
+        elif (
+            self.quick
+            and plain
+            and not shape_rule_violation(spec, scheme, lay.tp, lay.pp, self.req.dcp)
+            and weights_cannot_fit(self.req, hw, lay.tp * lay.pp, self.weight_bytes)
+        ):  # the table path needs no reason: skip the memory model
+            v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, "weights exceed", too_heavy=True)
         else:
             v = evaluate_shape(
                 spec, scheme, self.req, hw, nodes, lay.tp, lay.pp, self.kvb, placer=pl, layout=lay
@@ -252,11 +263,7 @@ class Enumeration:
             and hw not in self.dp_found
             # DP replicates what TP x PP splits: when no TP x PP split holds the weights
             # on these GPUs, no DP layout does either
-            and not (
-                fails
-                and not fits
-                and all(f.memory is not None and not f.memory.weights_fit for f in fails)
-            )
+            and not (fails and not fits and all(f.weights_overflow for f in fails))
         ):
             for lay in dp_ep_layouts(spec, hw.gpus_per_node, nodes):
                 v = self.verdict_of(hw, nodes, lay)
@@ -285,6 +292,8 @@ class Enumeration:
         fastest: dict[str, tuple[int, PerfEstimate | None, int]] = {}  # and -concurrency
         verdicts.extend(fits)
         self.class_offers.extend([hw_offers] * len(fits))
+        by_hour, timed, price_memo = self.by_hour, self.timed, self.price_memo
+        add, new = self.candidates.append, tuple.__new__  # Candidate(...) costs 3x per row
         for oi, o in enumerate(hw_offers):
             if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
                 if self.collect_rejected and (nodes, o.cloud, o.instance_type) not in self.lone:
@@ -314,14 +323,22 @@ class Enumeration:
             best_vi, est, neg_conc = hit
             if best_vi < 0:
                 continue
-            prices = self.price_memo.get(id(o))
+            prices = price_memo.get(id(o))
             if prices is None:
                 prices = self.usable_prices(o)
+            per_mtok = not by_hour and est is not None
+            tps = est.output_tps if est is not None else 0.0
             for market, price in prices:
                 usd = price * nodes
-                rank_key = usd if self.by_hour or est is None else usd_per_mtok(usd, est.output_tps)
+                # $/Mtok as estimates.usd_per_mtok, inline: this loop runs per offer and market
+                if not per_mtok:
+                    rank_key = usd
+                elif tps > 0:
+                    rank_key = usd / (tps * 3600) * 1e6
+                else:
+                    rank_key = math.inf
                 # the time to serve only matters to the rank with these flags
-                tts = self.tts_of(o, weight_split(verdicts[best_vi])) if self.timed else None
+                tts = self.tts_of(o, weight_split(verdicts[best_vi])) if timed else None
                 if tts:
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)
@@ -330,9 +347,7 @@ class Enumeration:
                         continue
                     if req.risk_adjusted:  # rank per hour of serving: / availability
                         rank_key = loss.expected_usd_per_hour(rank_key)
-                self.candidates.append(
-                    Candidate(rank_key, usd, nodes, neg_conc, market, best_vi, oi)
-                )
+                add(new(Candidate, (rank_key, usd, nodes, neg_conc, market, best_vi, oi)))
 
     def _fastest(
         self, fits: list[ShapeVerdict], first_vi: int, fabric: str

@@ -89,9 +89,8 @@ def best_by_market(found: Enumeration, top: list[Candidate]) -> dict[str, Ranked
     candidates = found.candidates
     out: dict[str, RankedPlan] = {}
     for m in found.markets:
-        in_market = [c for c in candidates if c.market == m]
-        if in_market:
-            best = min(in_market)
+        best = min((c for c in candidates if c.market == m), default=None)
+        if best is not None:
             rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
             out[m] = make_plan(found, rank, best)
     return out

@@ -53,10 +53,24 @@ class ShapeVerdict:
     max_num_seqs: int = 256  # vLLM's default batch cap on this GPU (per DP rank)
     dp: int = 1  # data-parallel ranks (provisioner/core/layouts.py)
     ep: bool = False  # --enable-expert-parallel
+    too_heavy: bool = False  # refused by weights_cannot_fit, without the memory model
 
     @property
     def layout(self) -> Layout:
         return Layout(self.tp, self.dp, self.pp, self.ep)
+
+    def on(self, hw: HardwareClass, nodes: int) -> ShapeVerdict:
+        """The same verdict for another class with this GPU, memory and link (as
+        dataclasses.replace, at a third of its cost: the planner makes hundreds)."""
+        return ShapeVerdict(
+            hw, nodes, self.tp, self.pp, self.memory, self.reason, self.warnings,
+            self.workload_concurrency, self.max_num_seqs, self.dp, self.ep, self.too_heavy,
+        )  # fmt: skip
+
+    @property
+    def weights_overflow(self) -> bool:
+        """Refused because the weights alone do not fit (not a rule, not the KV cache)."""
+        return self.too_heavy or (self.memory is not None and not self.memory.weights_fit)
 
 
 def memory_settings(
@@ -73,6 +87,19 @@ def memory_settings(
         sm=gpu.sm if gpu is not None else None,
         rules=rules,
     )
+
+
+def weights_cannot_fit(
+    req: QuoteRequest, hw: HardwareClass, gpus: int, weight_bytes: float
+) -> bool:
+    """True when `weight_bytes` cannot fit on `gpus` GPUs of this class whatever the split.
+
+    Sound, and much cheaper than the memory model: every split puts at least the average share
+    of the checkpoint on its heaviest GPU (sharded groups divide, replicated ones repeat, padding
+    only adds), less --cpu-offload-gb; a GPU whose weights exceed vLLM's budget has no KV pool
+    (memory.shape_memory). The margin keeps float rounding on the safe side."""
+    budget = req.gpu_memory_utilization * hw.gpu_memory_gib * GIB
+    return weight_bytes / gpus - req.cpu_offload_gb * GIB > budget * (1 + 1e-9)
 
 
 def _fmt_gib(x: float) -> str:
