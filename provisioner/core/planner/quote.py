@@ -92,9 +92,9 @@ def plan_quote(
 ) -> QuoteResult:
     """Rank every feasible shape in `offers` by the request's objective ($/Mtok or $/h).
 
-    With `distinct` (provisioner/core/choices.py), only the best plan of each (distinct(offer,
-    shape), market) is made and ranked; the group's other offers ride along in
-    `RankedPlan.also`.
+    With `distinct` (provisioner/core/choices.py), only the best candidate of each
+    (distinct(offer, shape), market) is ranked, as `QuoteResult.ranked` entries whose plans are
+    built on demand; the group's other offers ride along in `Ranked.also`.
     """
     _check_request(req, spec, scheme)
     _check_filters(req, offers)
@@ -109,11 +109,14 @@ def plan_quote(
     found.run(classes, node_counts)
 
     top, also = ranking.order(found, distinct, req.top)
-    plans = [ranking.make_plan(found, rank, cand) for rank, cand in enumerate(top, start=1)]
-    for i, others in also.items():
-        plans[i].also = others
-    # the oldest known date among the plans shown (not every offer considered)
-    dates = sorted({p.offer.prices_as_of for p in plans if p.offer.prices_as_of})
+    if distinct is None:
+        plans = [ranking.make_plan(found, rank, cand) for rank, cand in enumerate(top, start=1)]
+        ranked = []
+    else:  # the caller shows a few of these: their plans are built when it picks them
+        plans, ranked = [], ranking.entries(found, top, also)
+    offers_ranked = [p.offer for p in plans] + [r.offer for r in ranked]
+    # the oldest known date among the plans ranked (not every offer considered)
+    dates = sorted({o.prices_as_of for o in offers_ranked if o.prices_as_of})
     notes: list[str] = list(spec.notes)
     if scheme.engine == "llama.cpp":
         notes.append(
@@ -133,4 +136,5 @@ def plan_quote(
         best_by_market=ranking.best_by_market(found, top),
         notes=notes,
         layout_alternatives=ranking.layout_alternatives(found, top),
+        ranked=ranked,
     )

@@ -1,10 +1,11 @@
 """A ranked plan: one offer, market and feasible shape with its price, speed, recovery and the
 vLLM arguments that run it; and its entry in the JSON contract (provisioner/contract/document.py
-reads it back as a `Plan`).
+reads it back as a `Plan`). A Ranked entry is the same choice before its plan is built.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,24 @@ class RankedPlan:
             "vllm_args": self.vllm_args,
             **self._recovery_json(),
         }
+
+
+@dataclass
+class Ranked:
+    """A ranked distinct choice before its plan is built (plan_quote(distinct=...)): folding
+    choices needs only its offer, shape, market and the offers folded into it; `plan(rank)`
+    builds the RankedPlan for the few choices shown."""
+
+    offer: Offer
+    verdict: ShapeVerdict
+    market: str
+    also: list[Offer]
+    build: Callable[[int], RankedPlan]
+
+    def plan(self, rank: int) -> RankedPlan:
+        p = self.build(rank)
+        p.also = self.also
+        return p
 
 
 def vllm_args(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Hashable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from provisioner.core.expected_cost import reclaim
 from provisioner.core.planner.candidates import Candidate, Enumeration
 from provisioner.core.planner.estimates import weight_split
-from provisioner.core.planner.ranked_plan import FAST_FABRICS, RankedPlan, vllm_args
+from provisioner.core.planner.ranked_plan import FAST_FABRICS, Ranked, RankedPlan, vllm_args
 from provisioner.core.planner.shapes import ShapeVerdict
 
 if TYPE_CHECKING:
@@ -82,6 +83,25 @@ def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
         tts=tts,
         reclaim=loss if market == "spot" else None,
     )
+
+
+def _plan_at(found: Enumeration, cand: Candidate, rank: int) -> RankedPlan:
+    return make_plan(found, rank, cand)
+
+
+def entries(found: Enumeration, top: list[Candidate], also: dict[int, list[Offer]]) -> list[Ranked]:
+    """`top` as Ranked entries whose plans are built on demand."""
+    verdicts, class_offers = found.verdicts, found.class_offers
+    return [
+        Ranked(
+            class_offers[c.verdict][c.offer],
+            verdicts[c.verdict],
+            c.market,
+            also.get(i, []),
+            partial(_plan_at, found, c),
+        )
+        for i, c in enumerate(top)
+    ]
 
 
 def best_by_market(found: Enumeration, top: list[Candidate]) -> dict[str, RankedPlan]:

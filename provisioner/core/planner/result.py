@@ -9,7 +9,7 @@ from typing import Any
 
 from provisioner.core.memory import weights_total_bytes
 from provisioner.core.models import ModelSpec
-from provisioner.core.planner.ranked_plan import RankedPlan
+from provisioner.core.planner.ranked_plan import Ranked, RankedPlan
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest, workload_tokens
 
@@ -31,6 +31,9 @@ class QuoteResult:
     best_by_market: dict[str, RankedPlan] = field(default_factory=dict)
     # the cheapest plan of each layout on the best plan's hardware and node count (--explain)
     layout_alternatives: list[RankedPlan] = field(default_factory=list)
+    # plan_quote(distinct=...): every distinct choice, best first, its plan built on demand
+    # (`plans` is then empty until the caller picks what to show: choices.group)
+    ranked: list[Ranked] = field(default_factory=list)
 
     @property
     def best(self) -> RankedPlan | None:
