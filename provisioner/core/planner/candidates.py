@@ -112,6 +112,7 @@ class Enumeration:
         self.stage_cache: dict[tuple[int, int], Any] = {}
         self.price_memo: dict[int, list[tuple[str, float]]] = {}
         self.tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
+        self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
 
     # -- memoised pieces ------------------------------------------------------------------
 
@@ -285,18 +286,22 @@ class Enumeration:
             self._add_candidates(hw_offers, nodes, group)
 
     def _add_candidates(self, hw_offers: list[Offer], nodes: int, fits: list[ShapeVerdict]) -> None:
-        """One candidate per offer and market: the fastest of `fits` meeting the SLOs."""
-        req = self.req
-        verdicts, offer_misses = self.verdicts, self.offer_misses
-        first_vi = len(verdicts)
-        fastest: dict[str, tuple[int, PerfEstimate | None, int]] = {}  # and -concurrency
-        verdicts.extend(fits)
+        """One candidate per offer and market: the fastest of `fits` meeting the SLOs (it
+        depends on the offer only through its fabric)."""
+        first_vi = len(self.verdicts)
+        self.verdicts.extend(fits)
         self.class_offers.extend([hw_offers] * len(fits))
-        by_hour, timed, price_memo = self.by_hour, self.timed, self.price_memo
-        add, new = self.candidates.append, tuple.__new__  # Candidate(...) costs 3x per row
+        if not self.collect_rejected:  # the table path: no refusal to note, order is free
+            for fabric, rows in self._eligible(hw_offers, nodes > 1).items():
+                best = self._fastest(fits, first_vi, fabric)
+                if best[0] >= 0:
+                    self._price_rows(rows, nodes, best)
+            return
+        req = self.req
+        fastest: dict[str, tuple[int, PerfEstimate | None, int]] = {}  # and -concurrency
         for oi, o in enumerate(hw_offers):
             if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
-                if self.collect_rejected and (nodes, o.cloud, o.instance_type) not in self.lone:
+                if (nodes, o.cloud, o.instance_type) not in self.lone:
                     self.lone.add((nodes, o.cloud, o.instance_type))
                     self.rejected.append(
                         rejection_row(
@@ -309,25 +314,53 @@ class Enumeration:
                     )
                 continue
             if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
-                offer_misses[(first_vi, o.fabric)] = (
+                self.offer_misses[(first_vi, o.fabric)] = (
                     f"--cpu-offload-gb {req.cpu_offload_gb:g} x {o.gpus_per_node} GPUs needs "
                     f"{host_ram_needed(req, o.gpus_per_node):g} GiB of host RAM; "
                     f"{o.instance_type} has {o.memory_gib:g}"
                 )
                 continue
-            # among this node count's feasible splits, the fastest one meeting the SLOs (it
-            # depends on the offer only through its fabric)
             hit = fastest.get(o.fabric)
             if hit is None:
                 hit = fastest[o.fabric] = self._fastest(fits, first_vi, o.fabric)
-            best_vi, est, neg_conc = hit
-            if best_vi < 0:
-                continue
+            if hit[0] >= 0:
+                self._price_rows([(oi, o)], nodes, hit)
+
+    def _eligible(
+        self, hw_offers: list[Offer], several: bool
+    ) -> dict[str, list[tuple[int, Offer]]]:
+        """The class's offers that can run a replica (of several nodes: only clusters; with
+        --cpu-offload-gb: enough host RAM), with their index, by fabric (cached per class)."""
+        key = (id(hw_offers), several)
+        found = self.eligible_memo.get(key)
+        if found is None:
+            req = self.req
+            found = self.eligible_memo[key] = {}
+            for oi, o in enumerate(hw_offers):
+                if several and not o.multi_node:
+                    continue
+                if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
+                    continue
+                found.setdefault(o.fabric, []).append((oi, o))
+        return found
+
+    def _price_rows(
+        self,
+        rows: list[tuple[int, Offer]],
+        nodes: int,
+        hit: tuple[int, PerfEstimate | None, int],
+    ) -> None:
+        """The candidates of `rows` (offers with their index) on `nodes` nodes of the shape
+        `hit` (verdict index, estimate, -concurrency): one per usable market price."""
+        req, timed, price_memo = self.req, self.timed, self.price_memo
+        best_vi, est, neg_conc = hit
+        per_mtok = not self.by_hour and est is not None
+        tps = est.output_tps if est is not None else 0.0
+        add, new = self.candidates.append, tuple.__new__  # Candidate(...) costs 3x per row
+        for oi, o in rows:
             prices = price_memo.get(id(o))
             if prices is None:
                 prices = self.usable_prices(o)
-            per_mtok = not by_hour and est is not None
-            tps = est.output_tps if est is not None else 0.0
             for market, price in prices:
                 usd = price * nodes
                 # $/Mtok as estimates.usd_per_mtok, inline: this loop runs per offer and market
@@ -338,7 +371,7 @@ class Enumeration:
                 else:
                     rank_key = math.inf
                 # the time to serve only matters to the rank with these flags
-                tts = self.tts_of(o, weight_split(verdicts[best_vi])) if timed else None
+                tts = self.tts_of(o, weight_split(self.verdicts[best_vi])) if timed else None
                 if tts:
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Hashable
 from functools import partial
+from itertools import compress
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from provisioner.core.expected_cost import reclaim
@@ -109,9 +111,12 @@ def best_by_market(found: Enumeration, top: list[Candidate]) -> dict[str, Ranked
     candidates = found.candidates
     out: dict[str, RankedPlan] = {}
     for m in found.markets:
-        best = min((c for c in candidates if c.market == m), default=None)
+        # C-level passes (the candidates run to tens of thousands): the best of the market,
+        # then how many rank before it
+        in_market = compress(candidates, map(m.__eq__, map(attrgetter("market"), candidates)))
+        best = min(in_market, default=None)
         if best is not None:
-            rank = top.index(best) + 1 if best in top else 1 + sum(c < best for c in candidates)
+            rank = top.index(best) + 1 if best in top else 1 + sum(map(best.__gt__, candidates))
             out[m] = make_plan(found, rank, best)
     return out
 
