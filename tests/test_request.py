@@ -8,6 +8,8 @@ the change); every bad input must get the same first error, and good ones the sa
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from typing import Any, Literal
 
 import pytest
@@ -175,3 +177,20 @@ def test_a_request_is_frozen_and_a_copy_is_checked_again() -> None:
         req.model_copy(update={"top": -1})
     with pytest.raises(UsageError, match=r"^--ctx 0: input should be greater than 0$"):
         QuoteRequest(model="m", ctx=0)
+
+
+def test_prov_quote_imports_no_pydantic() -> None:
+    """The reason QuoteRequest is no pydantic model: a cold `prov quote` must not import it
+    (nor pandas); benchmarks/bench_quote.py times the difference."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from provisioner.cli.main import app\n"
+        "r = CliRunner().invoke(app, ['quote', '--model', 'meta-llama/Llama-3.1-8B', "
+        "'--ctx', '8k', '--top', '1', '--json'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'pandas'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
