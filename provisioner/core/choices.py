@@ -2,10 +2,11 @@
 
 The planner ranks every (offer, market) on which a shape is feasible, so one machine shows up
 once per region, zone and SKU alias. A person chooses a cloud, a hardware (GPU x count per node),
-a node count, a TP x PP layout and a market; where inside the cloud is a detail. Here the ranked
-plans become one choice per (cloud, GPU, GPUs per node, GPU memory, nodes, TP, PP, DCP, market),
-kept at its best-ranked (cheapest) place, with the other places and SKU names it is also
-offered under. Instance types with the same GPUs are one hardware here, whether or not the
+a node count, a TP x DP x PP layout and a market; where inside the cloud is a detail. The key
+here (``distinct_by``) makes the planner rank one entry per (cloud, GPU, GPUs per node, GPU
+memory, nodes, TP, PP, DP, EP, DCP, market), kept at its best-ranked (cheapest) place, with the
+other places and SKU names it is also offered under; ``group`` builds the plans of the choices
+shown only. Instance types with the same GPUs are one hardware here, whether or not the
 price data has already collapsed their names (``Standard_ND96is_MI300X_v5`` and
 ``Standard_ND96isr_MI300X_v5`` rank as one choice). ``all_zones`` keeps one row per place.
 
