@@ -64,6 +64,12 @@ class Candidate(NamedTuple):
     offer: int  # index into Enumeration.class_offers[verdict]
 
 
+# A Candidate's fields as a plain tuple: the enumeration keeps tens of thousands (Llama-3.1-8B:
+# 16,760), and making each a Candidate costs twice the tuple; the ranking makes Candidates of
+# the few it keeps (Candidate._make).
+Row = tuple[float, float, int, int, str, int, int]
+
+
 def _divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
@@ -93,7 +99,7 @@ class Enumeration:
         # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
         self.quick = not collect_rejected
 
-        self.candidates: list[Candidate] = []
+        self.candidates: list[Row] = []  # every candidate, as Candidate's fields
         self.verdicts: list[ShapeVerdict] = []
         self.class_offers: list[list[Offer]] = []  # per verdict index: its class's offers
         self.rejected: list[dict[str, Any]] = []
@@ -356,7 +362,7 @@ class Enumeration:
         best_vi, est, neg_conc = hit
         per_mtok = not self.by_hour and est is not None
         tps = est.output_tps if est is not None else 0.0
-        add, new = self.candidates.append, tuple.__new__  # Candidate(...) costs 3x per row
+        add = self.candidates.append
         for oi, o in rows:
             prices = price_memo.get(id(o))
             if prices is None:
@@ -380,7 +386,7 @@ class Enumeration:
                         continue
                     if req.risk_adjusted:  # rank per hour of serving: / availability
                         rank_key = loss.expected_usd_per_hour(rank_key)
-                add(new(Candidate, (rank_key, usd, nodes, neg_conc, market, best_vi, oi)))
+                add((rank_key, usd, nodes, neg_conc, market, best_vi, oi))
 
     def _fastest(
         self, fits: list[ShapeVerdict], first_vi: int, fabric: str

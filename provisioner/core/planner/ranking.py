@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Callable, Hashable
 from functools import partial
 from itertools import compress
-from operator import attrgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from provisioner.core.expected_cost import reclaim
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from provisioner.core.offer import Offer
 
 Distinct = Callable[["Offer", ShapeVerdict], Hashable]
+MARKET = Candidate._fields.index("market")  # a row's market (rows are Candidate's fields)
 
 
 def order(
@@ -34,15 +35,17 @@ def order(
 
     With `distinct`, one candidate per (distinct(offer, shape), market) in rank order (--top
     is the caller's); without, the `top` best (all when 0)."""
-    candidates = found.candidates
+    rows = found.candidates
     also: dict[int, list[Offer]] = {}
     if distinct is None:
-        return (heapq.nsmallest(top, candidates) if top else sorted(candidates)), also
+        best = heapq.nsmallest(top, rows) if top else sorted(rows)
+        return [Candidate._make(r) for r in best], also
     verdicts, class_offers = found.verdicts, found.class_offers
     firsts: dict[Hashable, int] = {}
     keys: dict[tuple[int, int], Hashable] = {}  # per offer x verdict; the market is added
     shown: list[Candidate] = []
-    for cand in sorted(candidates):
+    for row in sorted(rows):
+        cand = Candidate._make(row)
         vi, oi = cand.verdict, cand.offer
         o = class_offers[vi][oi]
         base = keys.get((vi, oi))
@@ -108,15 +111,16 @@ def entries(found: Enumeration, top: list[Candidate], also: dict[int, list[Offer
 
 def best_by_market(found: Enumeration, top: list[Candidate]) -> dict[str, RankedPlan]:
     """The best plan of each market, with its rank among all candidates."""
-    candidates = found.candidates
+    rows = found.candidates
     out: dict[str, RankedPlan] = {}
     for m in found.markets:
         # C-level passes (the candidates run to tens of thousands): the best of the market,
         # then how many rank before it
-        in_market = compress(candidates, map(m.__eq__, map(attrgetter("market"), candidates)))
-        best = min(in_market, default=None)
-        if best is not None:
-            rank = top.index(best) + 1 if best in top else 1 + sum(map(best.__gt__, candidates))
+        in_market = compress(rows, map(m.__eq__, map(itemgetter(MARKET), rows)))
+        row = min(in_market, default=None)
+        if row is not None:
+            best = Candidate._make(row)
+            rank = top.index(best) + 1 if best in top else 1 + sum(map(row.__gt__, rows))
             out[m] = make_plan(found, rank, best)
     return out
 
