@@ -142,3 +142,34 @@ def test_candidates_rank_by_objective_then_price_nodes_and_concurrency() -> None
     assert a < Candidate(1.0, 10.0, 1, -4, "spot", 0, 0)  # then more requests held
     assert Candidate(1.0, 10.0, 1, -5, "on-demand", 9, 9) < a  # then the market's name
     assert a._replace(offer=7).verdict == 3 and a._replace(offer=7).offer == 7
+
+
+def test_the_choices_build_plans_only_for_what_is_shown() -> None:
+    """plan_quote(distinct=...) ranks every distinct choice but builds no plan; group builds
+    the rows shown and the headline's picks below them, each at its rank."""
+    from provisioner.core.choices import distinct_by, group
+
+    spec = resolve_model("moonshotai/Kimi-K2-Thinking")
+    scheme = resolve_quant("int4", spec)
+    req = make_request(model=spec.id, quant="int4", ctx=131072, top=0)
+    result = plan_quote(
+        req, spec, scheme, offers(), collect_rejected=False, distinct=distinct_by(False)
+    )
+    assert result.plans == [] and len(result.ranked) > 100
+    built: list[int] = []
+    for entry in result.ranked:
+        make = entry.build
+
+        def counted(rank: int, make: Any = make) -> Any:
+            built.append(rank)
+            return make(rank)
+
+        entry.build = counted
+    choices = group(result, offers(), top=3)
+    picks = [c.plan.rank for c in [*choices.rows, *choices.extra]]
+    assert [c.plan.rank for c in choices.rows] == [1, 2, 3]
+    assert sorted(built) == sorted(picks) and len(built) <= 5
+    assert choices.total == len(result.ranked)
+    od = choices.cheapest_on_demand
+    assert od is not None and od.plan.market == "on-demand"
+    assert all(e.market == "spot" for e in result.ranked[: od.plan.rank - 1])
