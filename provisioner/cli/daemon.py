@@ -71,6 +71,13 @@ def register(app: typer.Typer) -> None:
             "--prewarm-on-rebalance",
             help="On a rebalance recommendation, start the replacement (and cordon) right away.",
         ),
+        time_to_serve: float | None = typer.Option(
+            None,
+            "--time-to-serve",
+            help="The plan's time to serve a replacement, seconds (time_to_serve_s; the deploy "
+            "stack passes it). Above the notice, a rebalance starts the replacement and a "
+            "replica that cannot be replaced in time leaves the load balancers at the notice.",
+        ),
         cordon_only: bool = typer.Option(
             False, "--cordon-only", help="Replace and cordon, never evict."
         ),
@@ -148,6 +155,7 @@ def register(app: typer.Typer) -> None:
             block_seconds=block_minutes * 60,
             rebalance_drain=rebalance_drain,
             prewarm_on_rebalance=prewarm_on_rebalance,
+            time_to_serve_seconds=time_to_serve,
             cordon_only=cordon_only,
             hold_for_replacement=not drain_at_once,
             shutdown_timeout_seconds=shutdown_timeout,

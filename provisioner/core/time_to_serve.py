@@ -130,12 +130,12 @@ class TimeToServe:
 
     def downtime_per_reclaim_s(self, notice_s: float) -> float:
         """Capacity lost per reclaim when the replacement is requested at the notice."""
-        return max(0.0, self.total_s - notice_s)
+        return downtime_per_reclaim_s(self.total_s, notice_s)
 
     def prewarm(self, notice_s: float) -> bool:
         """True when a replacement cannot be ready within the notice: start it on the
         rebalance recommendation (the daemon's --prewarm-on-rebalance) or keep a warm spare."""
-        return self.total_s > notice_s
+        return needs_prewarm(self.total_s, notice_s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -225,6 +225,20 @@ def time_to_serve(replica: Replica, path: WeightsPath = DEFAULT_WEIGHTS) -> Time
              (f"graphs_{kind}_s",), True),
     )  # fmt: skip
     return TimeToServe(path, terms)
+
+
+def downtime_per_reclaim_s(total_s: float, notice_s: float) -> float:
+    """Seconds of one replica's capacity lost per reclaim when its replacement, which takes
+    ``total_s`` to serve, is requested at the notice: what a warm spare saves per reclaim.
+    The quote's availability, the stack and the daemon (which gets only the plan's number,
+    ``time_to_serve_s``) all call this one rule."""
+    return max(0.0, total_s - notice_s)
+
+
+def needs_prewarm(total_s: float, notice_s: float) -> bool:
+    """A replacement taking ``total_s`` cannot serve within the notice: start it on the
+    rebalance recommendation (the deploy stack's and the daemon's one rule)."""
+    return total_s > notice_s
 
 
 def spot_notice_s(cloud: str) -> float:

@@ -53,6 +53,11 @@ class DaemonConfig:
 
     # What to do per event kind.
     spot_notice_seconds: float = 120.0
+    #: The plan's time to serve a replacement replica, launch to Ready (the plan's
+    #: time_to_serve_s from provisioner/core/time_to_serve.py; the deploy stack passes it).
+    #: Above the notice, a rebalance starts the replacement; it dates replacements and spares
+    #: and decides whether the pool will be short. None: unknown (only the flags decide).
+    time_to_serve_seconds: float | None = None
     rebalance_drain: bool = False  # rebalance: replace-first drain instead of cordon only
     prewarm_on_rebalance: bool = False  # rebalance: request the replacement right away
     rebalance_window_seconds: float = 600.0
@@ -139,6 +144,11 @@ class DaemonConfig:
             if getattr(self, name) <= 0:
                 flag = "--" + name.removesuffix("_seconds").replace("_", "-")
                 raise UsageError(f"{flag} {getattr(self, name)}: must be positive")
+        if self.time_to_serve_seconds is not None and not 0 < self.time_to_serve_seconds < 1e9:
+            raise UsageError(
+                f"--time-to-serve {self.time_to_serve_seconds}: must be positive (seconds from "
+                "launch to serving; the plan's time_to_serve_s)"
+            )
         if "=" not in self.workload_selector and self.workload_selector:
             raise UsageError(
                 f"--workload-selector {self.workload_selector!r}: expected KEY=VALUE or ''"
