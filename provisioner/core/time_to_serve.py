@@ -228,11 +228,16 @@ def time_to_serve(replica: Replica, path: WeightsPath = DEFAULT_WEIGHTS) -> Time
 
 
 def downtime_per_reclaim_s(total_s: float, notice_s: float) -> float:
-    """Seconds of one replica's capacity lost per reclaim when its replacement, which takes
-    ``total_s`` to serve, is requested at the notice: what a warm spare saves per reclaim.
-    The quote's availability, the stack and the daemon (which gets only the plan's number,
-    ``time_to_serve_s``) all call this one rule."""
-    return max(0.0, total_s - notice_s)
+    """Seconds of one replica's new-request capacity lost per reclaim when its replacement,
+    which takes ``total_s`` to serve, is requested at the notice: what a warm spare saves.
+
+    When the replacement cannot serve within the notice, the daemon takes the replica out of
+    the load balancers at the notice (so no stream starts that the reclaim would cut;
+    docs/recovery.md), and capacity is lost from the notice until the replacement serves: the
+    whole ``total_s``. When it can, the replacement is Ready before the old replica drains and
+    nothing is lost. The quote's availability, the stack and the daemon (which gets only the
+    plan's number, ``time_to_serve_s``) all call this one rule."""
+    return total_s if needs_prewarm(total_s, notice_s) else 0.0
 
 
 def needs_prewarm(total_s: float, notice_s: float) -> bool:

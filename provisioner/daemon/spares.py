@@ -187,7 +187,7 @@ class Spares:
             if saves > 0:
                 log.info(
                     f"a warm spare saves {saves:.0f} s of one replica per reclaim (time to serve "
-                    f"{tts:.0f} s - notice {notice:.0f} s)"
+                    f"{tts:.0f} s > notice {notice:.0f} s)"
                 )
             else:
                 log.warning(

@@ -99,7 +99,7 @@ def test_the_daemon_decides_from_the_plans_time_to_serve(
     # the daemon's own rule, without the stack's flag: 405 s (or 1,658 s) > 120 s -> prewarm
     assert prewarm_on_rebalance(dataclasses.replace(cfg, prewarm_on_rebalance=False))
     # what a warm spare saves per reclaim: time to serve - notice (405 - 120 = 285 s)
-    assert spare_saves_s(cfg) == plan_s - NOTICE_S
+    assert spare_saves_s(cfg) == plan_s  # it exceeds the notice: all of it
     # a replacement launched now serves at launch + time to serve
     t0 = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
     assert serves_at(cfg, [], False, t0) == t0 + timedelta(seconds=plan_s)
