@@ -124,7 +124,6 @@ def upward(graph: dict[str, set[str]]) -> list[str]:
 # import fails, and so does a fixed one still listed here.
 KNOWN_CYCLES = [
     ["pricing.rentable", "pricing.tools.build_snapshot"],
-    ["provisioner.daemon.scheduler", "provisioner.daemon.service"],
 ]
 KNOWN_UPWARD = [
     "pricing.aws_refresh (pricing) imports pricing.tools.build_snapshot (pricing.tools)",
