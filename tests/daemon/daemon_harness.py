@@ -742,8 +742,12 @@ class Aws:
         assert resp["FailedEntryCount"] == 0, resp
 
     def spot_warning(self, instance_id: str, seconds_left: float) -> None:
-        """A spot interruption warning whose 2-minute deadline is `seconds_left` from now."""
+        """A spot interruption warning whose 2-minute deadline is `seconds_left` (up to 1 s
+        more) from now: EventBridge times have whole seconds, so the time is rounded up; cut,
+        a "3 s" notice could leave 2.0 s, too little on a loaded machine."""
         when = datetime.now(UTC) - timedelta(seconds=120 - seconds_left)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + timedelta(seconds=1)
         self.put(
             "EC2 Spot Instance Interruption Warning",
             {"instance-id": instance_id, "instance-action": "terminate"},
