@@ -1,7 +1,7 @@
 """The EC2 adapter behind ``capacity.Capacity``: boto3 (imported lazily; botocore's standard
 retry mode handles throttling), describes cached briefly, launches from the pool's launch
 template, detaches from Auto Scaling groups before retiring. Its fake, for fast tests of the
-policy: ``fakes.ec2.FakeCapacity`` (tests/daemon/test_daemon_contracts.py holds them equal)."""
+policy: ``fakes.ec2.FakeCapacity`` (tests/daemon/test_daemon_contract_ec2.py holds them equal)."""
 
 from __future__ import annotations
 

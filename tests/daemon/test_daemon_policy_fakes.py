@@ -13,6 +13,8 @@ time left, the message deleted only once the replacement serves.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -256,3 +258,15 @@ def test_imds_mode_reads_the_nodes_metadata(world):
         assert "spot/instance-action" in md.gets
     finally:
         d.stop(timeout=5)
+
+
+def test_the_fakes_import_neither_boto3_nor_the_kubernetes_client():
+    code = (
+        "import sys\n"
+        "import provisioner.daemon.fakes.ec2, provisioner.daemon.fakes.kube\n"
+        "import provisioner.daemon.fakes.sqs, provisioner.daemon.fakes.imds\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 'kubernetes') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -16,11 +16,13 @@ import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from provisioner import fleet
 from provisioner.daemon.capacity import (
     LIVE_STATES,
     Attempt,
+    Capacity,
     CapacityError,
     CapacityUnavailable,
     InstanceInfo,
@@ -212,3 +214,7 @@ class FakeCapacity:
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None:
         self.calls.append("complete_lifecycle")
         self.completed.append((group, hook, token, instance_id))
+
+
+if TYPE_CHECKING:  # mypy holds the fake to the Protocol the policy uses
+    _is_capacity: Capacity = FakeCapacity()

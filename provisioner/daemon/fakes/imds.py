@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from provisioner.daemon.monitors.imds import ImdsError
+from provisioner.daemon.monitors.imds import ImdsError, Metadata
 
 
 class FakeMetadata:
@@ -39,3 +39,7 @@ class FakeMetadata:
         self.token()
         self.gets.append(path)
         return self.paths.get(path)
+
+
+if TYPE_CHECKING:  # mypy holds the fake to the Protocol the monitor uses
+    _is_metadata: Metadata = FakeMetadata("i-0")

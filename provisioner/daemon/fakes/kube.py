@@ -17,11 +17,11 @@ import itertools
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner import fleet
 from provisioner.daemon.capacity import InstanceInfo
-from provisioner.daemon.kube import EvictResult, NodeInfo, PodInfo
+from provisioner.daemon.kube import EvictResult, Kube, NodeInfo, PodInfo
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -238,3 +238,7 @@ class FakeKube:
             patched["metadata"]["resourceVersion"] = str(next(self._rv))
             self.leases[namespace, name] = patched
         return True
+
+
+if TYPE_CHECKING:  # mypy holds the fake to the Protocol the policy uses
+    _is_kube: Kube = FakeKube()

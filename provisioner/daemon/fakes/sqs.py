@@ -17,7 +17,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from provisioner.daemon.monitors.sqs import SqsQueue
 
 
 class FakeSqsError(Exception):
@@ -155,3 +157,7 @@ class FakeSqs:
         """Messages in the queue, visible or not (ApproximateNumberOfMessages + NotVisible)."""
         with self._cond:
             return len(self.messages)
+
+
+if TYPE_CHECKING:  # mypy holds the fake to the Protocol the monitor uses
+    _is_queue: SqsQueue = FakeSqs()

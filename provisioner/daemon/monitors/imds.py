@@ -5,7 +5,7 @@ Paths: ``spot/instance-action``, ``events/recommendations/rebalance`` and
 The base URL is configurable (tests run a small HTTP server on 127.0.0.1).
 
 ``Metadata`` is what the monitor asks of the service; ``ImdsClient`` answers it over HTTP with an
-IMDSv2 token, ``fakes.imds.FakeMetadata`` from a dict (tests/daemon/test_daemon_contracts.py
+IMDSv2 token, ``fakes.imds.FakeMetadata`` from a dict (tests/daemon/test_daemon_contract_queues.py
 holds them equal).
 """
 

@@ -2,7 +2,7 @@
 
 ``SqsQueue`` names the three SQS calls the monitor makes (boto3's names and keywords): a boto3
 SQS client is one; ``fakes.sqs.FakeSqs`` is the in-memory one (visibility timeouts, receipt
-handles, receive counts), held equal to moto's by tests/daemon/test_daemon_contracts.py.
+handles, receive counts), held equal to moto's by tests/daemon/test_daemon_contract_queues.py.
 """
 
 from __future__ import annotations
