@@ -452,6 +452,7 @@ class NodeAgent:
         self.pods: dict[str, PodSpec] = {}
         self.pending_ready: dict[str, float] = {}
         self.ready_at: dict[str, float] = {}
+        self.ready_span: dict[str, tuple[float, float]] = {}
         self.gone: dict[str, dict[str, Any]] = {}
         self.stop_flag = threading.Event()
         self.errors: list[str] = []
@@ -514,8 +515,12 @@ class NodeAgent:
         for pod, since in list(self.pending_ready.items()):
             if now - since >= self.load_delay:
                 del self.pending_ready[pod]
+                before = time.monotonic()
                 self._patch_pod(pod, {"status": {"conditions": ready_condition(True)}})
                 self.ready_at[pod] = time.monotonic()
+                # kmock applied the patch somewhere in this span (the daemon may see it Ready
+                # before the response comes back here)
+                self.ready_span[pod] = (before, self.ready_at[pod])
         while True:
             try:
                 ns, pod, grace = self.km.evictions.get_nowait()
