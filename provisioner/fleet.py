@@ -198,13 +198,6 @@ KUBE_CALLS: tuple[KubeCall, ...] = (
 )
 
 
-def iam_actions(features: tuple[str, ...] | None = None) -> list[str]:
-    """The daemon's IAM actions (of some features only, when given), sorted."""
-    return sorted(
-        c.action for c in AWS_CALLS if features is None or set(c.features) & set(features)
-    )
-
-
 def iam_policy(
     queue_arn: str, node_role_arn: str, leave_out: frozenset[str] = frozenset()
 ) -> dict[str, Any]:

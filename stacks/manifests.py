@@ -21,7 +21,6 @@ from stacks.spec import MASTER_PORT, PORT, PRE_STOP_SECONDS, PROBE_PERIOD_SECOND
 from stacks.vllm_argv import dp_node_args, serve_command
 
 LWS_API = "leaderworkerset.x-k8s.io/v1"
-LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 CACHE_MOUNT = "/root/.cache/huggingface"  # HF_HOME inside the image
 #: Weights cache on the node: survives pod restarts, so a recreated group skips the download.
 HOST_CACHE_PATH = "/var/lib/prov/hf-cache"

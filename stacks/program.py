@@ -124,6 +124,7 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
             options.daemon_image,
             options.daemon,
             prewarm=spec.prewarm_on_rebalance,
+            time_to_serve_s=spec.time_to_serve_seconds,
         )
 
     # the manifests need the queue URL, an Output: build them with a placeholder, then pass

@@ -157,6 +157,9 @@ class DeploySpec:
     #: time_to_serve(...).prewarm(spot notice): a replacement cannot be ready within the
     #: notice, so the daemon starts it on the rebalance recommendation (docs/recovery.md)
     prewarm_on_rebalance: bool = False
+    #: the same time_to_serve(...).total_s, passed to the daemon (--time-to-serve): its own
+    #: prewarm, spare and early-shedding decisions follow from it (docs/recovery.md)
+    time_to_serve_seconds: int | None = None
     fill_weights: bool = False  # render/apply the fill Job (stacks/weights_fill.py)
 
     @property
@@ -360,7 +363,7 @@ def build_spec(
     weights, bucket, prefix = _weights_path(doc, options)
     if options.fill_weights and weights != "s3":
         raise UsageError("--fill-weights fills the --weights s3 bucket; it needs --weights s3")
-    budget, prewarm = probe_budget(doc, plan, weights, alt.node.vcpus if alt.node else None)
+    budget, prewarm, tts_s = probe_budget(doc, plan, weights, alt.node.vcpus if alt.node else None)
     return DeploySpec(
         name=name,
         namespace=options.namespace,
@@ -381,6 +384,7 @@ def build_spec(
         weights_prefix=prefix,
         startup_budget_seconds=budget,
         prewarm_on_rebalance=prewarm and plan.market == "spot",
+        time_to_serve_seconds=tts_s,
         fill_weights=options.fill_weights,
     )
 
@@ -418,11 +422,19 @@ def _weights_path(doc: PlanDocument, options: DeployOptions) -> tuple[str, str |
     return path, bucket, prefix
 
 
-def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) -> tuple[int, bool]:
-    """(startup probe budget, prewarm on rebalance) on ``path``, both from
+def probe_budget(
+    doc: PlanDocument, plan: Plan, path: str, vcpus: float | None
+) -> tuple[int, bool, int]:
+    """(startup probe budget, prewarm on rebalance, time to serve s) on ``path``, all from
     provisioner/core/time_to_serve.py: the budget is the plan's own ``time_to_serve`` when the quote
-    modelled this path, else the same function's for it; prewarm is ``prewarm(spot notice)``."""
-    from provisioner.core.time_to_serve import Replica, spot_notice_s, time_to_serve
+    modelled this path, else the same function's for it; prewarm is ``needs_prewarm(time to serve,
+    spot notice)``, the daemon's rule too (it gets the time to serve: --time-to-serve)."""
+    from provisioner.core.time_to_serve import (
+        Replica,
+        needs_prewarm,
+        spot_notice_s,
+        time_to_serve,
+    )
 
     m = doc.model
     weight_bytes = m.weight_bytes if m.weight_bytes is not None else m.params_total * 2
@@ -437,10 +449,10 @@ def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) 
     )
     tts = time_to_serve(replica, path)  # type: ignore[arg-type]
     carried = plan.time_to_serve
-    budget = tts.startup_probe_budget_s
+    budget, total = tts.startup_probe_budget_s, tts.total_s
     if carried is not None and carried.weights == path:
-        budget = carried.startup_probe_budget_s
-    return budget, tts.prewarm(spot_notice_s(plan.cloud))
+        budget, total = carried.startup_probe_budget_s, carried.total_s
+    return budget, needs_prewarm(total, spot_notice_s(plan.cloud)), round(total)
 
 
 def plan_config(doc: PlanDocument, rank: int) -> str:

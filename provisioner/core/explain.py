@@ -151,7 +151,7 @@ def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
     """What reclaims cost this plan: time to serve x interruption rate (pricing/expected_cost)."""
     r = plan.reclaim
     lines = [
-        "  Reclaims: lost/month = nodes x -ln(1 - p) x (time to serve - notice)",
+        "  Reclaims: lost/month = nodes x -ln(1 - p) x time to serve (0 if within the notice)",
         "    availability = 1 - lost / 720 h; expected $/h = price / availability",
     ]
     if r is None:
@@ -163,8 +163,9 @@ def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
     lines += [
         f"    {r.nodes} node(s) x {r.rate_per_node_hour * 720:.4f}/month = "
         f"{r.interruptions_per_month:.4f} reclaims/month, each",
-        f"      {r.downtime_s:,.0f} s down ({r.tts.total_s:,.0f} s to serve - {r.notice_s:g} s "
-        f"notice): {r.lost_hours_per_month * 60:.2f} min/month lost",
+        f"      {r.downtime_s:,.0f} s down (the {r.tts.total_s:,.0f} s to serve "
+        + ("exceed" if r.downtime_s else "fit in")
+        + f" the {r.notice_s:g} s notice): {r.lost_hours_per_month * 60:.2f} min/month lost",
         f"    availability {r.availability:.6f}; expected ${price:,.4f} / {r.availability:.6f} = "
         f"${r.expected_usd_per_hour(price):,.4f}/h",
     ]

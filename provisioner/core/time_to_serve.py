@@ -130,12 +130,12 @@ class TimeToServe:
 
     def downtime_per_reclaim_s(self, notice_s: float) -> float:
         """Capacity lost per reclaim when the replacement is requested at the notice."""
-        return max(0.0, self.total_s - notice_s)
+        return downtime_per_reclaim_s(self.total_s, notice_s)
 
     def prewarm(self, notice_s: float) -> bool:
         """True when a replacement cannot be ready within the notice: start it on the
         rebalance recommendation (the daemon's --prewarm-on-rebalance) or keep a warm spare."""
-        return self.total_s > notice_s
+        return needs_prewarm(self.total_s, notice_s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -225,6 +225,25 @@ def time_to_serve(replica: Replica, path: WeightsPath = DEFAULT_WEIGHTS) -> Time
              (f"graphs_{kind}_s",), True),
     )  # fmt: skip
     return TimeToServe(path, terms)
+
+
+def downtime_per_reclaim_s(total_s: float, notice_s: float) -> float:
+    """Seconds of one replica's new-request capacity lost per reclaim when its replacement,
+    which takes ``total_s`` to serve, is requested at the notice: what a warm spare saves.
+
+    When the replacement cannot serve within the notice, the daemon takes the replica out of
+    the load balancers at the notice (so no stream starts that the reclaim would cut;
+    docs/recovery.md), and capacity is lost from the notice until the replacement serves: the
+    whole ``total_s``. When it can, the replacement is Ready before the old replica drains and
+    nothing is lost. The quote's availability, the stack and the daemon (which gets only the
+    plan's number, ``time_to_serve_s``) all call this one rule."""
+    return total_s if needs_prewarm(total_s, notice_s) else 0.0
+
+
+def needs_prewarm(total_s: float, notice_s: float) -> bool:
+    """A replacement taking ``total_s`` cannot serve within the notice: start it on the
+    rebalance recommendation (the deploy stack's and the daemon's one rule)."""
+    return total_s > notice_s
 
 
 def spot_notice_s(cloud: str) -> float:

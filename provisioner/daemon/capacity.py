@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from provisioner import fleet
@@ -48,7 +49,9 @@ class CapacityError(OperationalError):
     """The EC2 API failed in a way that trying another pool will not fix."""
 
 
-class CapacityUnavailable(Exception):
+class CapacityUnavailable(OperationalError):
+    """One pool refused for capacity (the EC2 error code); the policy tries the next pool."""
+
     def __init__(self, code: str, message: str = "") -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
@@ -80,6 +83,7 @@ class InstanceInfo:
     security_group_ids: tuple[str, ...] = ()
     key_name: str | None = None
     iam_profile_arn: str | None = None
+    launch_time: datetime | None = None  # EC2's LaunchTime (timezone-aware)
 
     @property
     def managed(self) -> bool:
@@ -131,6 +135,7 @@ class InstanceInfo:
             security_group_ids=tuple(g["GroupId"] for g in i.get("SecurityGroups", [])),
             key_name=i.get("KeyName"),
             iam_profile_arn=profile.get("Arn"),
+            launch_time=launched if isinstance(launched := i.get("LaunchTime"), datetime) else None,
         )
 
 

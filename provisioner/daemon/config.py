@@ -175,6 +175,16 @@ class DaemonConfig:
     prewarm_on_rebalance: bool = flag(  # rebalance: request the replacement right away
         False, "On a rebalance recommendation, start the replacement (and cordon) right away."
     )
+    time_to_serve_seconds: float | None = flag(
+        #: The plan's time to serve a replacement replica, launch to Ready (the plan's
+        #: time_to_serve_s from provisioner/core/time_to_serve.py; the deploy stack passes it).
+        #: Above the notice, a rebalance starts the replacement; it dates replacements and
+        #: spares and decides whether the pool will be short. None: unknown (flags decide).
+        None,
+        "The plan's time to serve a replacement, seconds (time_to_serve_s; the deploy "
+        "stack passes it). Above the notice, a rebalance starts the replacement and a "
+        "replica that cannot be replaced in time leaves the load balancers at the notice.",
+    )
     rebalance_window_seconds: float = 600.0
     cordon_only: bool = flag(False, "Replace and cordon, never evict.")
     hold_for_replacement: bool = flag(  # keep serving until the replacement is Ready...
@@ -286,6 +296,11 @@ class DaemonConfig:
             if getattr(self, name) <= 0:
                 flag = "--" + name.removesuffix("_seconds").replace("_", "-")
                 raise UsageError(f"{flag} {getattr(self, name)}: must be positive")
+        if self.time_to_serve_seconds is not None and not 0 < self.time_to_serve_seconds < 1e9:
+            raise UsageError(
+                f"--time-to-serve {self.time_to_serve_seconds}: must be positive (seconds from "
+                "launch to serving; the plan's time_to_serve_s)"
+            )
         if "=" not in self.workload_selector and self.workload_selector:
             raise UsageError(
                 f"--workload-selector {self.workload_selector!r}: expected KEY=VALUE or ''"

@@ -51,7 +51,8 @@ def test_every_flag_sets_its_field(built):
         "--mode", "imds", "--node-name", "n1", "--region", "eu-west-1",
         "--metadata-url", "http://127.0.0.1:1", "--dry-run", "--on-demand-floor", "2",
         "--alternative", "p5.48xlarge@us-east-1b,p4d.24xlarge", "--alternative", "p5e.48xlarge",
-        "--block-minutes", "2.5", "--rebalance-drain", "--prewarm-on-rebalance", "--cordon-only",
+        "--block-minutes", "2.5", "--rebalance-drain", "--prewarm-on-rebalance",
+        "--time-to-serve", "405", "--cordon-only",
         "--drain-at-once", "--shutdown-timeout", "45", "--maintenance-lead", "300",
         "--workload-selector", "app=x", "--poll-interval", "0.5", "--sqs-wait", "5",
         "--step-interval", "0.25", "--workers", "3", "--metrics-port", "-1",
@@ -76,6 +77,7 @@ def test_every_flag_sets_its_field(built):
         block_seconds=150.0,  # 2.5 minutes
         rebalance_drain=True,
         prewarm_on_rebalance=True,
+        time_to_serve_seconds=405.0,
         cordon_only=True,
         hold_for_replacement=False,  # --drain-at-once
         shutdown_timeout_seconds=45.0,
@@ -120,6 +122,7 @@ def test_env_vars_reach_the_config(built, monkeypatch):
         (["--metrics-port", "70000"], "--metrics-port 70000: must be 0..65535"),
         (["--poll-interval", "0"], "--poll-interval 0.0: must be positive"),
         (["--workload-selector", "novalue"], "--workload-selector 'novalue': expected KEY=VALUE"),
+        (["--time-to-serve", "0"], "--time-to-serve 0.0: must be positive"),
     ],
 )
 def test_refused_values_name_their_flag(built, args, message):

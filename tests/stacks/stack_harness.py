@@ -149,12 +149,6 @@ def without_secrets(value: Any) -> Any:
 
 # ---- rendered manifests, parsed back with the official kubernetes client's models ----------
 
-MODEL_OF_KIND = {
-    "Deployment": "V1Deployment",
-    "Service": "V1Service",
-    "PodDisruptionBudget": "V1PodDisruptionBudget",
-}
-
 
 def k8s_model(obj: dict[str, Any], klass: str) -> Any:
     """Deserialize a manifest dict into a kubernetes.client model, as the client would a reply.

@@ -95,16 +95,6 @@ def pod_specs(run: StackRun) -> list[dict[str, Any]]:
     return [t["leaderTemplate"]["spec"], t["workerTemplate"]["spec"]]
 
 
-def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
-    """Kubernetes' rule, with EKS's effect spelling (NO_SCHEDULE) on the taint."""
-    effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute"}[taint["effect"]]
-    if toleration.get("effect") not in (None, effect):
-        return False
-    if toleration.get("operator") == "Exists":
-        return toleration.get("key") in (None, taint["key"])
-    return toleration.get("key") == taint["key"] and toleration.get("value") == taint["value"]
-
-
 def test_spot_pool_lists_the_alternative_types_and_zones(one: StackRun) -> None:
     pool = gpu_pool(one)
     dist = pool["mixedInstancesPolicy"]["instancesDistribution"]

@@ -30,14 +30,15 @@ from provisioner.daemon.events import (
 from provisioner.daemon.metrics import Metrics
 from provisioner.daemon.monitors import Sink
 from provisioner.daemon.store import utcnow
+from provisioner.errors import OperationalError
 
 log = logging.getLogger("prov.daemon.imds")
 
 TOKEN_TTL = 21600
 
 
-class ImdsError(Exception):
-    pass
+class ImdsError(OperationalError):
+    """The instance metadata service is unreachable or refused a request."""
 
 
 def _one(
