@@ -111,7 +111,9 @@ class Reclaim:
         a = self.availability
         return usd_per_hour / a if a > 0 else math.inf
 
-    def alternatives(self, spot_usd_per_hour: float, ondemand_usd_per_hour: float | None) -> dict:
+    def alternatives(
+        self, spot_usd_per_hour: float, ondemand_usd_per_hour: float | None
+    ) -> dict[str, Any]:
         """$/h and availability of keeping one replica's capacity another way."""
         pair = 1.0 - self.lost_fraction**2  # both replicas down at once, if independent
         return {

@@ -28,7 +28,7 @@ from provisioner.daemon.events import InterruptionEvent
 from provisioner.daemon.handling.state import Aborted, FlowState, Outcome, Target, Timings
 from provisioner.daemon.kube import EvictResult, Kube, NodeInfo
 from provisioner.daemon.metrics import Metrics
-from provisioner.daemon.spares import Spares, group_ready, serves_at
+from provisioner.daemon.spares import Group, Spares, group_ready, serves_at
 from provisioner.daemon.store import utcnow
 
 log = logging.getLogger("prov.daemon.handler")
@@ -301,7 +301,7 @@ class Steps:
         assert spares is not None
         tries = [0]
 
-        def claim() -> Any:
+        def claim() -> Group | None:
             tries[0] += 1
             return spares.claim(inst.pool, size, on_demand_only, inst.replica, recheck=tries[0] > 1)
 
