@@ -26,7 +26,8 @@ from typing import Any
 from provisioner.contract.document import PlanDocument
 from provisioner.errors import OperationalError, UsageError
 from provisioner.fileio import write_atomic
-from stacks.spec import DeployOptions, DeploySpec
+from stacks.options import DeployOptions
+from stacks.spec import DeploySpec
 
 PROJECT = "prov"
 INSTALL_HINT = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import fleet
-from stacks.spec import DAEMON_IMAGE as IMAGE
+from stacks.options import DAEMON_IMAGE as IMAGE
 
 METRICS_PORT = 9092
 RUN_AS_USER = 65532  # the Dockerfile's non-root uid

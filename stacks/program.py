@@ -15,7 +15,8 @@ import pulumi_kubernetes as k8s
 
 from provisioner import fleet
 from provisioner.contract.document import PlanDocument
-from stacks.spec import DeployOptions, DeploySpec, build_spec
+from stacks.options import DeployOptions
+from stacks.spec import DeploySpec, build_spec
 
 
 def spec_from_config(config: pulumi.Config) -> tuple[DeploySpec, DeployOptions]:

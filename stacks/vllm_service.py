@@ -7,7 +7,7 @@ creates: its values stay Pulumi secrets end to end.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -24,6 +24,11 @@ FILL_TIMEOUT = "6h"
 
 def apply_manifest(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """One manifest dict -> the pulumi_kubernetes resource of its kind."""
+    # pulumi_kubernetes is not followed by mypy (see pyproject): its classes type as Any.
+    return cast(pulumi.CustomResource, _resource_of_kind(obj, opts))
+
+
+def _resource_of_kind(obj: M.Manifest, opts: pulumi.ResourceOptions) -> Any:
     kind, name = obj["kind"], obj["metadata"]["name"]
     fields: dict[str, Any] = {"metadata": obj["metadata"], "spec": obj.get("spec")}
     rbac = k8s.rbac.v1

@@ -188,7 +188,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deploy a plan as vLLM with its TP x PP, on EKS or any Kubernetes cluster."""
         from provisioner.contract.document import load_plan_document
-        from stacks.spec import DAEMON_IMAGE, VLLM_IMAGE, DeployOptions, build_spec
+        from stacks.options import DAEMON_IMAGE, VLLM_IMAGE, DeployOptions
+        from stacks.spec import build_spec
 
         if render is not None and (preview or yes):
             _usage("--render writes files only; it does not combine with --preview or --yes")

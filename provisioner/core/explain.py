@@ -6,7 +6,8 @@ from collections import defaultdict
 
 from provisioner.core.memory import GIB, MemorySettings, request_kv_bytes, weights_total_bytes
 from provisioner.core.models import ModelSpec
-from provisioner.core.planner import Plan, QuoteResult, weight_split
+from provisioner.core.planner import QuoteResult, RankedPlan
+from provisioner.core.planner.estimates import weight_split
 from provisioner.core.quant import QuantScheme
 
 _KIND_LABEL = {
@@ -80,7 +81,7 @@ def kv_lines(spec: ModelSpec, kvb: int, ctx: int) -> list[str]:
     return lines
 
 
-def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
+def plan_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
     v, o = plan.verdict, plan.offer
     m = v.memory
     assert m is not None
@@ -120,7 +121,7 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
-def tts_lines(plan: Plan, result: QuoteResult) -> list[str]:
+def tts_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
     """A replacement replica's time to serve, term by term, and the other weight paths."""
     from provisioner.core.time_to_serve import WEIGHTS_PATHS, Replica, time_to_serve
 
@@ -147,7 +148,7 @@ def tts_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
-def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
+def risk_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
     """What reclaims cost this plan: time to serve x interruption rate (pricing/expected_cost)."""
     r = plan.reclaim
     lines = [
@@ -181,7 +182,7 @@ def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
-def perf_lines(plan: Plan) -> list[str]:
+def perf_lines(plan: RankedPlan) -> list[str]:
     """The decode step breakdown of a plan (provisioner/core/perf.py has the formulas)."""
     e = plan.perf
     if e is None:

@@ -32,7 +32,8 @@ from provisioner.errors import UsageError
 sys.path.insert(0, str(Path(__file__).parents[1] / "stacks"))
 from stack_harness import ONE_NODE, quote, run_stack
 
-from stacks.spec import DeployOptions, build_spec
+from stacks.options import DeployOptions
+from stacks.spec import build_spec
 
 BUCKET = "s3://prov-weights-use2/kimi/int4"
 NOTICE_S = 120  # AWS's spot notice (docs/recovery.md)

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from provisioner.cli.main import app
 from provisioner.contract.document import PlanDocument, load_plan_document
-from stacks.spec import DeployOptions, plan_config
+from stacks.options import DeployOptions
+from stacks.spec import plan_config
 
 # --weights hub: today's download path; the s3 path is tested in tests/stacks/test_weights.py
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]

@@ -16,8 +16,9 @@ import yaml
 from stack_harness import KIMI, PlanFile, quote
 from test_weights import KIMI_P5EN
 
+from stacks.options import DeployOptions
 from stacks.render import write_render
-from stacks.spec import DeployOptions, build_spec
+from stacks.spec import build_spec
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 K8S_VERSION = "1.34"  # stacks/cluster.py EKS_VERSION

@@ -15,7 +15,7 @@ import pytest
 from pulumi.runtime import rpc
 from stack_harness import ACCOUNT, API_KEY, PlanFile, StackRun, run_stack, without_secrets
 
-from stacks.spec import DeployOptions
+from stacks.options import DeployOptions
 
 ASG = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

@@ -19,8 +19,9 @@ from test_vllm_argv import unknown_flags, value
 from test_weights import KIMI_P5EN
 
 from provisioner import fleet
+from stacks.options import DeployOptions
 from stacks.render import write_render
-from stacks.spec import DeployOptions, build_spec
+from stacks.spec import build_spec
 
 MODEL = "moonshotai/Kimi-K2-Thinking"
 #: prov-<account>-<region>-<sha256("test")[:8]>: the mocks' stack is "test", whose SHA-256

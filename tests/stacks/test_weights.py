@@ -16,8 +16,9 @@ from stack_harness import PlanFile, quote
 from test_vllm_argv import unknown_flags, value
 
 from provisioner.errors import UsageError
+from stacks.options import DeployOptions
 from stacks.render import write_render
-from stacks.spec import DeployOptions, build_spec
+from stacks.spec import build_spec
 
 KIMI_P5EN = [
     "quote", "--model", "moonshotai/Kimi-K2-Thinking", "--quant", "int4", "--ctx", "128k",

@@ -17,7 +17,7 @@ import pytest
 from stack_harness import ONE_NODE, StackRun, quote, run_stack
 
 from provisioner import fleet
-from stacks.spec import DeployOptions
+from stacks.options import DeployOptions
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
 from daemon_harness import moto_server
