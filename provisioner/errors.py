@@ -32,6 +32,9 @@ Not in the tree, on purpose: internal control flow that never reaches the CLI.
                            flow without acknowledging anything; caught by the worker
                            (service._work). Deliberately not a ProvError, so that no
                            ``except ProvError`` on the way can swallow it.
+    FakeSqsError           daemon.fakes.sqs       an AWS error as the in-memory SQS queue
+                           answers it (botocore's ``response["Error"]["Code"]`` shape),
+                           for tests: it stands for a service's error, not prov's.
 
 Standard exceptions prov raises on purpose are few and listed with their reasons in
 tests/test_error_tree.py: ``typer.Exit`` at the CLI boundary, ``ValueError`` where a

@@ -35,6 +35,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("provisioner/daemon/kube.py", "LookupError"): (
         "a node gone mid-flow: the step's retry logs it and the handler records the error"
     ),
+    ("provisioner/daemon/fakes/kube.py", "LookupError"): (
+        "the fake raises what kube.KubeClient raises for a node gone; a missing lease (404)"
+    ),
     ("pricing/live_refresh.py", "ValueError"): "a bug: callers pass only the clouds dispatched",
     ("stacks/vllm_service.py", "ValueError"): "a bug: every manifest kind built has a resource",
     ("stacks/weights_fill.py", "ValueError"): (
