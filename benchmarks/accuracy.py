@@ -311,7 +311,9 @@ def _loss(refs: list[dict[str, Any]], overrides: dict[str, Any], data: dict[str,
     return statistics.mean(statistics.mean(v) for v in by_source.values()) + penalty / len(refs)
 
 
-def _knobs(data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str, Any]):
+def _knobs(
+    data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str, Any]
+) -> list[tuple[tuple[str, ...], list[float]]]:
     """(getter/setter path, grid) for every factor the calibration rows can inform."""
     knobs: list[tuple[tuple[str, ...], list[float]]] = [
         (("software", k), g) for k, g in SOFT_GRID.items()
@@ -349,7 +351,7 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: float) -> None:
 
 
 def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) -> dict[str, Any]:
-    data = json.loads(DATA.read_text())
+    data: dict[str, Any] = json.loads(DATA.read_text())
     data["software"].update(copy.deepcopy(START))
     for row in data["families"].values():
         row["scale"] = 1.0

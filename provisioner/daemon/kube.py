@@ -165,9 +165,9 @@ def make_api_client(
     if api_url:
         conf.host = api_url.rstrip("/")
     elif kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=conf)
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=conf)  # type: ignore[no-untyped-call]
     else:
-        config.load_incluster_config(client_configuration=conf)
+        config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
     conf.retries = Retry(
         total=cfg.api_retries,
         connect=cfg.api_retries,
