@@ -33,7 +33,13 @@ from provisioner.core.catalog import resolve_model
 from provisioner.core.hardware import GpuSpec, gpu_specs
 from provisioner.core.memory import MemorySettings, concurrent_requests, shape_memory
 from provisioner.core.models import ModelSpec
-from provisioner.core.perf_data import LATENCY_MAX_BATCH, arch_class, gpu_family
+from provisioner.core.perf_data import (
+    CURRENT_ERA,
+    LATENCY_MAX_BATCH,
+    arch_class,
+    engine_era,
+    gpu_family,
+)
 from provisioner.core.quant import kv_bytes, resolve_quant
 from provisioner.errors import ProvError
 
@@ -41,7 +47,7 @@ HERE = Path(__file__).parent
 REFS = HERE / "throughput_refs.json"
 HELDOUT = HERE / "throughput_heldout.json"
 MODELS = HERE / "models"
-DATA = Path(perf.__file__).parent / "data" / "perf_calibration.json"
+DATA = Path(perf.__file__).parents[1] / "data" / "perf_calibration.json"
 
 # what the fit may move, and over which grid (coordinate descent, a few passes)
 SOFT_GRID: dict[str, list[float]] = {
@@ -77,7 +83,14 @@ SCALE_GRID = [0.5 + 0.05 * i for i in range(21)]
 ENGINE_GRID = [0.6 + 0.05 * i for i in range(21)]
 BAND_FLOOR, BAND_STEP, THIN_ROWS, THIN_BAND, BAND_Q = 0.15, 0.05, 5, 0.5, 0.9
 DEFAULT_BAND, OTHER_ENGINE_BAND = 0.6, 0.6
-OLD_ENGINES = {"vllm": (0, 8), "sglang": (0, 5)}  # versions below: the 2024-early 2025 engines
+MIN_FAMILY_RUNS = 2  # a GPU family's own factors need at least this many calibration runs
+# an older engine's factors (perf_data "eras"): per-step and per-sequence CPU time, kernels
+ERA_GRID: dict[str, list[float]] = {
+    "step_ms": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0],
+    "seq_us": [0.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0],
+    "kernel": [0.5 + 0.05 * i for i in range(11)],  # an older engine's kernels: never faster
+}
+ERA_MOE_GRID = [0.5 + 0.05 * i for i in range(11)]
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -189,6 +202,8 @@ def predict(
         kv_bytes=kvb,
         dcp=ref.get("dcp") or 1,
         engine=ref["engine"],
+        era=_era(ref, data),
+        scheduler_steps=int(ref.get("num_scheduler_steps") or 1),
         max_num_seqs=mns,
         max_num_batched_tokens=int(ref.get("max_num_batched_tokens") or 8192),
         chunked_prefill=bool(ref.get("chunked_prefill", True)) and not _one_wave(ref, conc),
@@ -256,15 +271,16 @@ def table(
     return rows, skipped
 
 
+def _era(ref: dict[str, Any], data: dict[str, Any] | None = None) -> str:
+    """The engine era of a run, from the engine version it records (part of its setup)."""
+    return engine_era(ref["engine"], ref.get("engine_version"), data)
+
+
 def _engine_era(ref: dict[str, Any]) -> str:
-    """'2024-25 engine' for vLLM < 0.8 (the V0 engine) and SGLang < 0.5, from the row's
-    engine_version; 'current engine' otherwise (also when the version is not stated). A
-    diagnostic grouping only: no row is dropped or refitted by it."""
-    m = re.match(r"v?(\d+)\.(\d+)", str(ref.get("engine_version") or ""))
-    if m is None or ref["engine"] not in OLD_ENGINES:
-        return "current engine"
-    old = (int(m[1]), int(m[2])) < OLD_ENGINES[ref["engine"]]
-    return "2024-25 engine" if old else "current engine"
+    """'2024-25 engine' for vLLM's V0 engine (< 0.8) and SGLang < 0.5, from the row's
+    engine_version (perf_data.engine_era); 'current engine' otherwise (also when the version
+    is not stated). The model reads the same era as an input (its era factors)."""
+    return "current engine" if _era(ref) == CURRENT_ERA else "2024-25 engine"
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,7 +328,7 @@ def _loss(refs: list[dict[str, Any]], overrides: dict[str, Any], data: dict[str,
 
 
 def _knobs(data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str, Any]):
-    """(getter/setter path, grid) for every factor the calibration rows can inform."""
+    """(path, grid) for every factor of the CURRENT engine its calibration rows can inform."""
     knobs: list[tuple[tuple[str, ...], list[float]]] = [
         (("software", k), g) for k, g in SOFT_GRID.items()
     ]
@@ -321,11 +337,10 @@ def _knobs(data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str
             (("software", "layer_us", a), LAYER_GRID),
             (("software", "prefill_eff", a), PREFILL_GRID),
         ]
-    fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs}
-    knobs += [(("families", f, "scale"), SCALE_GRID) for f in sorted(fams) if f != "hopper"]
+    knobs += [(("families", f, "scale"), SCALE_GRID) for f in _families(refs, overrides)]
     # a family's MoE multiplier only where it has its own MoE runs (Hopper is the reference)
-    moe_fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs if _is_moe(r)}
-    knobs += [(("families", f, "moe_scale"), SCALE_GRID) for f in sorted(moe_fams - {"hopper"})]
+    moe_fams = _families([r for r in refs if _is_moe(r)], overrides)
+    knobs += [(("families", f, "moe_scale"), SCALE_GRID) for f in moe_fams]
     engines = {r["engine"] for r in refs} - {"vllm"}
     knobs += [(("engines", e, "_all"), ENGINE_GRID) for e in sorted(engines)]
     for e in sorted(engines):  # per architecture class only where the engine has 2+ classes
@@ -335,6 +350,36 @@ def _knobs(data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str
         if len(archs) > 1:
             knobs += [(("engines", e, a), ENGINE_GRID) for a in sorted(archs)]
     return knobs
+
+
+def _era_knobs(
+    data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str, Any], done: set[str]
+):
+    """(path, grid) for the older engines' factors, from their own runs only: each era's CPU
+    terms and kernels, its fused-MoE kernels per GPU family, and the scale of a GPU family
+    whose only runs are older-engine runs (`done`: families the current runs already fit)."""
+    knobs: list[tuple[tuple[str, ...], list[float]]] = []
+    for era in sorted({_era(r, data) for r in refs}):
+        rows = [r for r in refs if _era(r, data) == era]
+        knobs += [(("eras", era, k), g) for k, g in ERA_GRID.items()]
+        moe = _families([r for r in rows if _is_moe(r)], overrides, reference=True)
+        knobs += [(("eras", era, "moe_kernel", f), ERA_MOE_GRID) for f in moe]
+    fams = [f for f in _families(refs, overrides) if f not in done]
+    knobs += [(("families", f, "scale"), SCALE_GRID) for f in fams]
+    return knobs
+
+
+def _families(
+    refs: list[dict[str, Any]], overrides: dict[str, Any], reference: bool = False
+) -> list[str]:
+    """GPU families with at least MIN_FAMILY_RUNS runs, without the reference (Hopper) unless
+    asked: a family factor is not fitted to a single run (its family stays 'not calibrated')."""
+    n: dict[str, int] = defaultdict(int)
+    for r in refs:
+        n[gpu_family(_gpu(r["gpu"], overrides))] += 1
+    return sorted(
+        f for f, k in n.items() if k >= MIN_FAMILY_RUNS and (reference or f != "hopper")
+    )
 
 
 def _is_moe(ref: dict[str, Any]) -> bool:
@@ -349,6 +394,9 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: float) -> None:
 
 
 def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) -> dict[str, Any]:
+    """Two stages, calibration rows only. 1: the current engine's factors on current-engine
+    runs. 2: with those held, each older engine era's factors on that era's runs (and the scale
+    of a GPU family that only older-engine runs cover)."""
     data = json.loads(DATA.read_text())
     data["software"].update(copy.deepcopy(START))
     for row in data["families"].values():
@@ -356,18 +404,33 @@ def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) 
         row["moe_scale"] = 1.0
     data["engines"] = {e: 1.0 if e == "vllm" else {"_all": 1.0} for e in data["engines"]}
     refs = [r for r in refs if not not_modelled(r)]
+    current = [r for r in refs if _era(r, data) == CURRENT_ERA]
+    older = [r for r in refs if _era(r, data) != CURRENT_ERA]
+    for era, row in data["eras"].items():  # neutral start; an era with no runs stays neutral
+        row.update(step_ms=0.0, seq_us=0.0, kernel=1.0, moe_kernel={"_all": 1.0})
+        row["calibrated"] = any(_era(r, data) == era for r in older)
+    data = _descend(data, current, overrides, _knobs(data, current, overrides), passes)
+    done = {"hopper", *_families(current, overrides)}
+    if older:
+        knobs = _era_knobs(data, older, overrides, done)
+        data = _descend(data, older, overrides, knobs, passes)
+    fams = done | set(_families(older, overrides))
+    for fam, row in data["families"].items():
+        row["calibrated"] = fam in fams
+    return data
+
+
+def _descend(data, refs, overrides, knobs, passes: int) -> dict[str, Any]:
+    """Coordinate descent of _loss over `knobs` (path, grid), a few passes."""
     best = _loss(refs, overrides, data)
     for _ in range(passes):
-        for path, grid in _knobs(data, refs, overrides):
+        for path, grid in knobs:
             for value in grid:
                 trial = copy.deepcopy(data)
                 _set(trial, path, value)
                 loss = _loss(refs, overrides, trial)
                 if loss < best - 1e-9:
                     best, data = loss, trial
-    fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs}
-    for fam, row in data["families"].items():
-        row["calibrated"] = fam in fams
     return data
 
 
