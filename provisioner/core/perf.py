@@ -52,22 +52,10 @@ from provisioner.core.perf_data import (
 )
 from provisioner.core.quant import QuantScheme
 
-__all__ = [
-    "Band",
-    "Calibration",
-    "Link",
-    "PerfEstimate",
-    "StepBreakdown",
-    "Workload",
-    "arch_class",
-    "calibration_data",
-    "calibration_for",
-    "compute_dtype",
-    "compute_tflops",
-    "decode_stage",
-    "estimate",
-    "fabric_link",
-    "intra_link",
+__all__ = [  # the model and, for its callers, the factor helpers of perf_data
+    *("Band", "Calibration", "Link", "PerfEstimate", "StepBreakdown", "Workload"),
+    *("arch_class", "calibration_data", "calibration_for", "compute_dtype", "compute_tflops"),
+    *("decode_stage", "estimate", "fabric_link", "intra_link"),
 ]
 
 
