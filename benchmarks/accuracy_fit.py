@@ -140,7 +140,7 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: float) -> None:
     node[path[-1]] = round(value, 3)
 
 
-def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) -> dict[str, Any]:
+def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 5) -> dict[str, Any]:
     """Two stages, calibration rows only. 1: the current engine's factors on current-engine
     runs. 2: with those held, each older engine era's factors on that era's runs (and the scale
     of a GPU family that only older-engine runs cover)."""
@@ -182,7 +182,7 @@ def _descend(data, refs, overrides, knobs, passes: int) -> dict[str, Any]:
 
 
 def cross_check(
-    refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 2
+    refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 4
 ) -> list[dict[str, Any]]:
     """Each calibration source's runs as predicted by a fit made WITHOUT that source."""
     refs = [r for r in refs if not not_modelled(r)]
