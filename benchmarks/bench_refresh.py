@@ -27,7 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pricing.aws_refresh import OnDemandPrices, refresh_aws
+from pricing.aws_price_list import OnDemandPrices
+from pricing.aws_refresh import refresh_aws
 
 
 class InProcessOnDemand:

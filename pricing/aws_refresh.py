@@ -11,73 +11,59 @@ path). Per region, concurrently:
   no pre-installed software, capacitystatus Used, the region, the instance types), or a saved
   ``aws pricing get-products`` output (:class:`PriceListFile`).
 
-Rows are normalised like the embedded snapshot (``pricing.tools.build_snapshot``: the same GPU
-names,
-memory rule, interconnect/fabric tables and price flags), dated with the fetch date and flagged
-``live``, then merged with the previous cache: a region that fails keeps its previous rows. The
-cache is a dated CSV plus a JSON meta file that names it; the meta file is replaced last (the
-commit), so a reader sees the old cache or the new one, never a mix. See docs/prices.md.
+One region's fetch is pricing.aws_region, the on-demand prices pricing.aws_price_list. Rows are
+normalised like the embedded snapshot (the same GPU names, memory rule, interconnect/fabric
+tables and price flags: pricing.gpu_names, pricing.nodes, pricing.interconnect), dated with the
+fetch date and flagged ``live``, then merged with the previous cache here: a region that fails
+keeps its previous rows. The cache is a dated CSV plus a JSON meta file that names it; the meta
+file is replaced last (the commit), so a reader sees the old cache or the new one, never a mix.
+See docs/prices.md.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from pricing.aws_price_list import OnDemandSource, PricingApi
+from pricing.aws_region import (
+    CLOUD,
+    CredentialsProblem,
+    RegionResult,
+    credential_errors,
+    fetch_region,
+    iso,
+)
+from pricing.gpu_names import AWS_FAMILY_GPU
 from pricing.offers import (
     CACHE_FORMAT,
-    LIVE_FLAG,
     LiveCache,
     cache_dir,
     cache_meta_path,
     instance_family,
     read_live_cache,
 )
-from pricing.tools.build_snapshot import (
-    AWS_FAMILY_GPU,
-    INTERCONNECT,
-    GpuSpec,
-    Node,
-    _Ctx,
-    fabric_for,
-    offers_csv,
-    price_flags,
-    read_gpus,
-)
-from provisioner.core.offer import CAPACITY_BLOCK_ONLY, Offer
+from pricing.offers_csv import offers_csv
+from provisioner.core.hardware import gpu_specs
 from provisioner.errors import DataError, OperationalError, UsageError
 from provisioner.fileio import write_atomic
 
-CLOUD = "aws"
 #: GPU families refreshed by default: the families the snapshot maps, plus p6-b200 (its GpuInfo
 #: name, B200, is a gpus.csv name as it stands).
 DEFAULT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys((*AWS_FAMILY_GPU, "p6-b200")))
 #: The Pricing API is served from us-east-1 (also eu-central-1, ap-south-1); prices are global.
 PRICING_REGION = "us-east-1"
-#: Product attributes of a plain Linux on-demand instance hour.
-PRODUCT_FILTERS: dict[str, str] = {
-    "operatingSystem": "Linux",
-    "tenancy": "Shared",
-    "preInstalledSw": "NA",
-    "capacitystatus": "Used",
-}
-#: ProductDescription values of Linux spot prices (EC2-Classic accounts saw the VPC variant).
-SPOT_PRODUCTS = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
-#: The Pricing API's filter values are at most 1024 characters (ANY_OF: comma-separated).
-_FILTER_VALUE_MAX = 1024
-
 NO_CREDENTIALS = (
     "no AWS credentials found. Provide them the standard boto3 way: environment variables "
     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary keys); "
@@ -132,390 +118,6 @@ def _items(text: str | Sequence[str] | None) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# On-demand prices: the Pricing API, or a saved get-products output
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class OnDemandPrices:
-    usd_per_hour: dict[str, float] = field(default_factory=dict)  # instance type -> node $/h
-    conflicts: set[str] = field(default_factory=set)  # types with disagreeing documents
-    warnings: list[str] = field(default_factory=list)
-
-
-class OnDemandSource(Protocol):
-    """Where on-demand prices come from; called from the region workers (thread-safe)."""
-
-    name: str
-
-    def __call__(self, region: str, instance_types: Sequence[str]) -> OnDemandPrices: ...
-
-
-class MalformedPriceDocument(ValueError):
-    pass
-
-
-def parse_price_document(doc: str | dict[str, Any]) -> tuple[dict[str, str], float]:
-    """(product attributes, USD per hour) of one ``get_products`` PriceList entry.
-
-    Raises MalformedPriceDocument naming what is missing or wrong.
-    """
-    try:
-        data = json.loads(doc) if isinstance(doc, str) else doc
-    except json.JSONDecodeError as e:
-        raise MalformedPriceDocument(f"not JSON ({e.msg})") from None
-    try:
-        attrs = data["product"]["attributes"]
-        terms = data["terms"]["OnDemand"]
-    except (KeyError, TypeError):
-        raise MalformedPriceDocument("no product.attributes or terms.OnDemand") from None
-    if not isinstance(attrs, dict) or not attrs.get("instanceType"):
-        raise MalformedPriceDocument("no product.attributes.instanceType")
-    usd: set[float] = set()
-    try:
-        for term in terms.values():
-            for dim in term["priceDimensions"].values():
-                if dim.get("unit") in ("Hrs", "Hours"):
-                    usd.add(float(dim["pricePerUnit"]["USD"]))
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
-        raise MalformedPriceDocument(f"bad priceDimensions ({type(e).__name__}: {e})") from None
-    if len(usd) != 1:
-        what = "no hourly USD price" if not usd else f"several hourly prices {sorted(usd)}"
-        raise MalformedPriceDocument(what)
-    price = usd.pop()
-    if not 0 <= price < float("inf"):
-        raise MalformedPriceDocument(f"price {price!r} is not a finite number >= 0")
-    return {str(k): str(v) for k, v in attrs.items()}, price
-
-
-def _collect(
-    out: OnDemandPrices, docs: Iterable[Any], region: str, wanted: set[str], where: str
-) -> None:
-    for doc in docs:
-        try:
-            attrs, usd = parse_price_document(doc)
-        except MalformedPriceDocument as e:
-            sku = _sku(doc)
-            out.warnings.append(
-                f"{region}: skipped a malformed price document{sku} from {where}: {e}"
-            )
-            continue
-        if attrs.get("regionCode", region) != region or attrs["instanceType"] not in wanted:
-            continue
-        if any(attrs.get(k) != v for k, v in PRODUCT_FILTERS.items()):
-            continue
-        itype = attrs["instanceType"]
-        seen = out.usd_per_hour.get(itype)
-        if seen is not None and seen != usd:
-            out.conflicts.add(itype)
-            usd = max(seen, usd)  # never understate a price (as the snapshot build does)
-        out.usd_per_hour[itype] = usd
-
-
-def _sku(doc: Any) -> str:
-    try:
-        data = json.loads(doc) if isinstance(doc, str) else doc
-        return f" (sku {data['product']['sku']})"
-    except Exception:
-        return ""
-
-
-class PricingApi:
-    """On-demand prices from the AWS Price List Query API (``pricing:GetProducts``)."""
-
-    name = "Pricing API GetProducts"
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def filters(self, region: str, instance_types: Sequence[str]) -> list[dict[str, str]]:
-        base = [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in PRODUCT_FILTERS.items()]
-        base.append({"Type": "TERM_MATCH", "Field": "regionCode", "Value": region})
-        base.append({"Type": "ANY_OF", "Field": "instanceType", "Value": ",".join(instance_types)})
-        return base
-
-    def __call__(self, region: str, instance_types: Sequence[str]) -> OnDemandPrices:
-        out = OnDemandPrices()
-        paginator = self.client.get_paginator("get_products")
-        for chunk in chunk_values(sorted(instance_types), _FILTER_VALUE_MAX):
-            for page in paginator.paginate(
-                ServiceCode="AmazonEC2",
-                Filters=self.filters(region, chunk),
-                FormatVersion="aws_v1",
-                PaginationConfig={"PageSize": 100},
-            ):
-                _collect(out, page.get("PriceList", []), region, set(chunk), self.name)
-        return out
-
-
-def chunk_values(values: Sequence[str], limit: int) -> Iterator[list[str]]:
-    """Split values into comma-joined groups of at most `limit` characters."""
-    chunk: list[str] = []
-    size = 0
-    for v in values:
-        extra = len(v) + (1 if chunk else 0)
-        if chunk and size + extra > limit:
-            yield chunk
-            chunk, size, extra = [], 0, len(v)
-        chunk.append(v)
-        size += extra
-    if chunk:
-        yield chunk
-
-
-class PriceListFile:
-    """On-demand prices from a saved ``aws pricing get-products --service-code AmazonEC2``
-    output: a JSON object with a ``PriceList`` array (of JSON strings or objects), or an array
-    of such objects (several pages). For hosts without access to the Pricing API and for
-    endpoints that do not serve it (moto)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.name = f"{self.path.name}"
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise UsageError(f"--pricing-file {self.path}: cannot read ({e.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UsageError(f"--pricing-file {self.path}: not JSON ({e})") from None
-        pages = data if isinstance(data, list) else [data]
-        if not all(isinstance(p, dict) and isinstance(p.get("PriceList"), list) for p in pages):
-            raise UsageError(
-                f"--pricing-file {self.path}: expected the JSON of `aws pricing get-products` "
-                '(an object with a "PriceList" array, or an array of them)'
-            )
-        self.documents: list[Any] = [doc for p in pages for doc in p["PriceList"]]
-
-    def __call__(self, region: str, instance_types: Sequence[str]) -> OnDemandPrices:
-        out = OnDemandPrices()
-        _collect(out, self.documents, region, set(instance_types), self.name)
-        return out
-
-
-# --------------------------------------------------------------------------------------------
-# One region
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RegionResult:
-    region: str
-    offers: list[Offer] = field(default_factory=list)
-    fetched_at: str | None = None  # ISO 8601 UTC, set on success
-    seconds: float = 0.0
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    dropped: Counter[str] = field(default_factory=Counter)
-    families_found: set[str] = field(default_factory=set)  # families with GPU types here
-
-
-class _CredentialsProblem(Exception):
-    """The credential chain failed while a worker ran (expired SSO token, ...)."""
-
-
-def _gpu_specs() -> dict[str, GpuSpec]:
-    import provisioner
-
-    return read_gpus(Path(provisioner.__file__).parent / "data" / "gpus.csv")
-
-
-def fetch_region(
-    region: str,
-    families: Sequence[str],
-    ec2: Any,
-    ondemand: OnDemandSource,
-    now: datetime,
-    gpus: dict[str, GpuSpec],
-) -> RegionResult:
-    """Fetch and normalise one region; a failing call is the region's error, not an exception."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    result = RegionResult(region)
-    start = time.perf_counter()
-    step = "DescribeInstanceTypes"
-    try:
-        types = _instance_types(ec2, families)
-        names = sorted(types)
-        result.families_found = {instance_family(t) for t in names}
-        zones: dict[str, set[str]] = {t: set() for t in names}
-        spot: dict[tuple[str, str], float] = {}
-        od = OnDemandPrices()
-        if names:
-            step = "DescribeInstanceTypeOfferings"
-            for t, az in _offerings(ec2, names):
-                zones[t].add(az)
-            step = "DescribeSpotPriceHistory"
-            spot = _spot_prices(ec2, names, now, result.warnings)
-            step = f"on-demand prices ({ondemand.name})"
-            od = ondemand(region, names)
-            result.warnings.extend(od.warnings)
-        result.offers = _offers(region, types, zones, spot, od, now, gpus, result)
-        result.fetched_at = _iso(now)
-    except _credential_errors() as e:
-        raise _CredentialsProblem(f"{type(e).__name__}: {e}") from e
-    except ClientError as e:
-        err = e.response.get("Error", {})
-        result.error = f"{step}: {err.get('Code', '?')}: {err.get('Message', e)}"
-    except (BotoCoreError, OSError) as e:
-        result.error = f"{step}: {type(e).__name__}: {e}"
-    except (KeyError, TypeError, ValueError) as e:  # a response without the documented shape
-        result.error = f"{step}: unexpected response ({type(e).__name__}: {e})"
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _credential_errors() -> tuple[type[Exception], ...]:
-    from botocore import exceptions as bx
-
-    return (
-        bx.NoCredentialsError,
-        bx.PartialCredentialsError,
-        bx.CredentialRetrievalError,
-        bx.TokenRetrievalError,
-        bx.SSOError,
-        bx.ProfileNotFound,
-    )
-
-
-def _instance_types(ec2: Any, families: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Instance type -> its DescribeInstanceTypes record, for the GPU types of `families`."""
-    out: dict[str, dict[str, Any]] = {}
-    paginator = ec2.get_paginator("describe_instance_types")
-    for page in paginator.paginate(
-        Filters=[{"Name": "instance-type", "Values": [f"{f}.*" for f in families]}],
-        PaginationConfig={"PageSize": 100},
-    ):
-        for it in page.get("InstanceTypes", []):
-            name = it.get("InstanceType", "")
-            if instance_family(name) in families and it.get("GpuInfo", {}).get("Gpus"):
-                out[name] = it
-    return out
-
-
-def _offerings(ec2: Any, names: Sequence[str]) -> Iterator[tuple[str, str]]:
-    paginator = ec2.get_paginator("describe_instance_type_offerings")
-    for page in paginator.paginate(
-        LocationType="availability-zone-id",
-        Filters=[{"Name": "instance-type", "Values": list(names)}],
-        PaginationConfig={"PageSize": 1000},
-    ):
-        for o in page.get("InstanceTypeOfferings", []):
-            if o.get("InstanceType") in names and o.get("Location"):
-                yield o["InstanceType"], o["Location"]
-
-
-def _spot_prices(
-    ec2: Any, names: Sequence[str], now: datetime, warnings: list[str]
-) -> dict[tuple[str, str], float]:
-    """(AZ id, instance type) -> the latest Linux spot price at `now`."""
-    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
-    az_ids: dict[str, str] | None = None
-    paginator = ec2.get_paginator("describe_spot_price_history")
-    for page in paginator.paginate(
-        InstanceTypes=list(names),
-        ProductDescriptions=[SPOT_PRODUCTS[0]],
-        StartTime=now,
-        PaginationConfig={"PageSize": 1000},
-    ):
-        for rec in page.get("SpotPriceHistory", []):
-            itype = rec.get("InstanceType")
-            if itype not in names or rec.get("ProductDescription") not in SPOT_PRODUCTS:
-                continue
-            az = rec.get("AvailabilityZoneId")
-            if not az:  # older API responses carry only the account-specific AZ name
-                if az_ids is None:
-                    zones = ec2.describe_availability_zones()["AvailabilityZones"]
-                    az_ids = {z["ZoneName"]: z["ZoneId"] for z in zones}
-                az = az_ids.get(rec.get("AvailabilityZone", ""))
-            try:
-                price = float(rec["SpotPrice"])
-                stamp = rec["Timestamp"]
-                if not (az and 0 <= price < float("inf") and isinstance(stamp, datetime)):
-                    raise ValueError(rec.get("SpotPrice"))
-            except (KeyError, ValueError):
-                warnings.append(f"skipped a malformed spot price record for {itype}: {rec!r}")
-                continue
-            key = (az, itype)
-            if key not in latest or stamp > latest[key][0]:
-                latest[key] = (stamp, price)
-    return {k: v[1] for k, v in latest.items()}
-
-
-def _offers(
-    region: str,
-    types: dict[str, dict[str, Any]],
-    zones: dict[str, set[str]],
-    spot: dict[tuple[str, str], float],
-    od: OnDemandPrices,
-    now: datetime,
-    gpus: dict[str, GpuSpec],
-    result: RegionResult,
-) -> list[Offer]:
-    ctx = _Ctx(CLOUD, Path("describe_instance_types"), gpus)
-    as_of = now.date().isoformat()
-    offers: list[Offer] = []
-    for itype, info in sorted(types.items()):
-        gpu_list = info["GpuInfo"]["Gpus"]
-        family = instance_family(itype)
-        # The snapshot's rule (build_snapshot.norm_aws): the family table, else the catalog name.
-        if family in CAPACITY_BLOCK_ONLY.get(CLOUD, ()):  # never spot or on-demand
-            result.dropped[f"capacity_block_only:{itype}"] += 1
-            continue
-        spec = ctx.known_gpu(AWS_FAMILY_GPU.get(family, gpu_list[0].get("Name", "")))
-        if spec is None:
-            result.dropped[f"gpu_not_in_gpus_csv:{itype}"] += 1
-            continue
-        count = int(sum(g.get("Count", 0) for g in gpu_list))
-        mib = gpu_list[0].get("MemoryInfo", {}).get("SizeInMiB")
-        fabric = fabric_for(CLOUD, itype)
-        if fabric == "ethernet" and info.get("NetworkInfo", {}).get("EfaSupported"):
-            fabric = "efa"  # a family the FABRIC table does not list (e.g. p6-b200)
-        azs = zones[itype] | {az for az, t in spot if t == itype}
-        for az in sorted(azs):
-            flags: set[str] = {"duplicate_conflict"} if itype in od.conflicts else set()
-            node = Node(
-                cloud=CLOUD,
-                region=region,
-                zone=az,
-                instance_type=itype,
-                gpu=spec.name,
-                gpus_per_node=count,
-                gpu_memory_gib=ctx.gpu_memory(spec, float(mib) if mib else None, flags),
-                vcpus=float(info["VCpuInfo"]["DefaultVCpus"]),
-                memory_gib=float(info["MemoryInfo"]["SizeInMiB"]) / 1024,
-                ondemand=od.usd_per_hour.get(itype),
-                spot=spot.get((az, itype)),
-                flags=flags,
-            )
-            price_flags(CLOUD, node)
-            node.flags -= {"date_unknown", "date_from_commit"}  # a live row: its fetch date
-            node.flags.add(LIVE_FLAG)
-            if node.ondemand is None and node.spot is None:
-                result.dropped[f"no_price:{itype}"] += 1
-                continue
-            offers.append(
-                Offer(
-                    node.cloud,
-                    node.region,
-                    node.zone,
-                    node.instance_type,
-                    node.gpu,
-                    node.gpus_per_node,
-                    node.gpu_memory_gib,
-                    node.vcpus,
-                    node.memory_gib,
-                    INTERCONNECT[node.gpu],
-                    fabric,
-                    node.ondemand,
-                    node.spot,
-                    as_of,
-                    tuple(sorted(node.flags)),
-                )
-            )
-    return offers
-
-
-# --------------------------------------------------------------------------------------------
 # The refresh: regions concurrently, merge with the previous cache, commit atomically
 # --------------------------------------------------------------------------------------------
 
@@ -538,10 +140,6 @@ class RefreshReport:
     @property
     def succeeded(self) -> list[RegionResult]:
         return [r for r in self.results if not r.error]
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _session() -> Any:
@@ -620,7 +218,7 @@ def refresh_aws(
     session = session or _session()
     try:
         credentials = session.get_credentials()
-    except _credential_errors() as e:
+    except credential_errors() as e:
         raise OperationalError(f"{type(e).__name__}: {e}; {NO_CREDENTIALS}") from None
     if credentials is None:
         raise OperationalError(NO_CREDENTIALS)
@@ -631,7 +229,7 @@ def refresh_aws(
     try:
         ec2_home = session.client("ec2", region_name=home, config=config)
         enabled = [r["RegionName"] for r in ec2_home.describe_regions()["Regions"]]
-    except _credential_errors() as e:
+    except credential_errors() as e:
         raise OperationalError(f"{type(e).__name__}: {e}; {NO_CREDENTIALS}") from None
     except ClientError as e:
         err = e.response.get("Error", {})
@@ -652,7 +250,7 @@ def refresh_aws(
         todo = list(wanted)
     if ondemand is None:
         ondemand = PricingApi(session.client("pricing", region_name=PRICING_REGION, config=config))
-    gpus = _gpu_specs()
+    gpus = gpu_specs()
     lock = threading.Lock()
 
     def run(region: str) -> RegionResult:
@@ -671,7 +269,7 @@ def refresh_aws(
                 res = fut.result()
                 results[res.region] = res
                 advance(res.region)
-    except _CredentialsProblem as e:
+    except CredentialsProblem as e:
         raise OperationalError(f"{e}; {NO_CREDENTIALS}") from None
     ordered = [results[r] for r in todo]
     return _commit(ordered, fams, directory, now, started)
@@ -732,7 +330,7 @@ def _commit(
         "format": CACHE_FORMAT,
         "cloud": CLOUD,
         "offers_file": offers_path.name,
-        "written_at": _iso(datetime.now(UTC)),
+        "written_at": iso(datetime.now(UTC)),
         "regions": {
             reg: {
                 "fetched_at": max(fams.values()),
@@ -742,7 +340,7 @@ def _commit(
             for reg, fams in sorted(coverage.items())
         },
         "last_refresh": {
-            "at": _iso(now),
+            "at": iso(now),
             "families": list(families),
             "regions": {
                 r.region: ({"error": r.error} if r.error else {"offers": len(r.offers)})

@@ -13,19 +13,13 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pricing.live_sources import (
-    SourceResult,
-    fetch_azure,
-    fetch_oci,
-    fetch_runpod,
-    fetch_vast,
-    new_ctx,
-)
+from pricing.interconnect import fabric_for
+from pricing.live_sources import SourceResult, fetch_azure, fetch_oci, fetch_runpod, fetch_vast
 from pricing.offers import (
     CACHE_FORMAT,
     LIVE_FLAG,
@@ -34,10 +28,11 @@ from pricing.offers import (
     cache_meta_path,
     check_offers,
 )
+from pricing.offers_csv import offers_csv
 from pricing.rentable import collapse_aliases, mark_single_machine
-from pricing.tools.build_snapshot import DEFAULT_EXTRA_GPUS, DEFAULT_SHARED, GpuSpec, offers_csv
+from provisioner.core.hardware import gpu_specs
 from provisioner.core.offer import Offer
-from provisioner.errors import DataError, ProvError
+from provisioner.errors import DataError, ProvError, UsageError
 from provisioner.fileio import write_atomic
 
 #: The clouds this module refreshes (aws has its own module: pricing.aws_refresh).
@@ -58,17 +53,6 @@ class CloudRefresh:
     offers_path: Path | None = None
 
 
-def _gpus() -> dict[str, GpuSpec]:
-    from pricing.tools.build_snapshot import read_gpus
-
-    shared = DEFAULT_SHARED / "gpus.csv"
-    gpus = read_gpus(DEFAULT_EXTRA_GPUS)  # the runtime table always ships with prov
-    if shared.exists():
-        for name, spec in read_gpus(shared).items():
-            gpus.setdefault(name, spec)
-    return gpus
-
-
 def _azure_skus() -> list[str]:
     """The Azure GPU sizes prov maps: every size (and alias) in the embedded snapshot."""
     names = set()
@@ -80,23 +64,21 @@ def _azure_skus() -> list[str]:
 
 
 def _fetch(cloud: str, regions: list[str] | None, fetch: Callable[..., Any] | None) -> SourceResult:
-    ctx = new_ctx(cloud, _gpus())
+    gpus = gpu_specs()
     kw: dict[str, Any] = {"fetch": fetch} if fetch else {}
     if cloud == "azure":
-        return fetch_azure(ctx, _azure_skus(), regions, **kw)
+        return fetch_azure(gpus, _azure_skus(), regions, **kw)
     if cloud == "runpod":
-        return fetch_runpod(ctx, **kw)
+        return fetch_runpod(gpus, **kw)
     if cloud == "vast":
-        return fetch_vast(ctx, **kw)
+        return fetch_vast(gpus, **kw)
     if cloud == "oci":
-        return fetch_oci(ctx, **kw)
-    raise ValueError(cloud)
+        return fetch_oci(gpus, **kw)
+    raise UsageError(f"no live price source for {cloud!r}; allowed: {', '.join(CLOUDS)}")
 
 
 def to_offers(cloud: str, result: SourceResult, as_of: str) -> list[Offer]:
     """Live nodes -> Offers with the snapshot's rules; host size from the snapshot's same type."""
-    from pricing.tools.build_snapshot import fabric_for
-
     host = {(o.cloud, o.instance_type): (o.vcpus, o.memory_gib) for o in _packaged_offers()}
     nodes = result.nodes
     mark_single_machine(nodes)
@@ -113,7 +95,7 @@ def to_offers(cloud: str, result: SourceResult, as_of: str) -> list[Offer]:
         if not node.vcpus and (cloud, node.instance_type) in host:
             node.vcpus, node.memory_gib = host[(cloud, node.instance_type)]
         node.flags.add(LIVE_FLAG)
-        offers.append(replace(node.to_offer(), prices_as_of=as_of))
+        offers.append(node.to_offer(as_of))
     return offers
 
 

@@ -24,12 +24,13 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from pricing.gpu_names import azure_size_gpu
 from pricing.http_json import FetchError, endpoint, fetch_json
+from pricing.nodes import Node, gpu_memory_gib, price_flags
 from pricing.rentable import ANY_REGION
-from pricing.tools.build_snapshot import AZURE_SIZE_GPU, GpuSpec, Node, _Ctx, price_flags
+from provisioner.core.hardware import GpuSpec
 
 Fetch = Callable[..., Any]
 
@@ -45,7 +46,7 @@ class SourceResult:
 
 
 def _node(
-    ctx: _Ctx,
+    cloud: str,
     *,
     region: str,
     zone: str,
@@ -60,21 +61,20 @@ def _node(
 ) -> Node:
     flags: set[str] = set()
     node = Node(
-        ctx.cloud,
+        cloud,
         region,
         zone,
         itype,
         spec.name,
         count,
-        ctx.gpu_memory(spec, catalog_mib, flags),
+        gpu_memory_gib(spec, catalog_mib, flags),
         vcpus,
         memory_gib,
         ondemand,
         spot,
         flags,
     )
-    price_flags(ctx.cloud, node)
-    node.flags.discard("date_unknown")  # a live row is dated by its fetch
+    price_flags(cloud, node)  # a live row is dated by its fetch: no date flags
     return node
 
 
@@ -119,7 +119,7 @@ def azure_skip_reason(item: dict[str, Any]) -> str | None:
 
 
 def fetch_azure(
-    ctx: _Ctx, skus: list[str], regions: list[str] | None, fetch: Fetch = fetch_json
+    gpus: dict[str, GpuSpec], skus: list[str], regions: list[str] | None, fetch: Fetch = fetch_json
 ) -> SourceResult:
     base = endpoint("azure", AZURE_URL)
     query = urllib.parse.urlencode(
@@ -157,15 +157,15 @@ def fetch_azure(
         url = doc.get("NextPageLink") or None
     nodes = []
     for (region, sku), got in sorted(prices.items()):
-        match = next(((g, n) for rx, g, n in AZURE_SIZE_GPU if re.match(rx, sku)), None)
-        spec = ctx.gpus.get(match[0]) if match else None
+        match = azure_size_gpu(sku)
+        spec = gpus.get(match[0]) if match else None
         count = _azure_count(sku, match[1] if match else None)
         if spec is None or count is None:
             skipped[f"unmapped_size:{sku}"] += 1
             continue
         nodes.append(
             _node(
-                ctx,
+                "azure",
                 region=region,
                 zone="",
                 itype=sku,
@@ -228,7 +228,7 @@ RUNPOD_DISPLAY_GPU = {
 POD_SIZES = (1, 2, 4, 8)
 
 
-def fetch_runpod(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
+def fetch_runpod(gpus: dict[str, GpuSpec], fetch: Fetch = fetch_json) -> SourceResult:
     doc = fetch(endpoint("runpod", RUNPOD_URL), body={"query": RUNPOD_QUERY})
     types = doc.get("data", {}).get("gpuTypes") if isinstance(doc, dict) else None
     if not isinstance(types, list):
@@ -242,7 +242,7 @@ def fetch_runpod(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
             skipped["malformed_item"] += 1
             continue
         name = RUNPOD_DISPLAY_GPU.get(str(t.get("displayName")))
-        spec = ctx.gpus.get(name) if name else None
+        spec = gpus.get(name) if name else None
         if spec is None:
             skipped[f"gpu_not_in_gpus_csv:{t.get('displayName')}"] += 1
             continue
@@ -255,7 +255,7 @@ def fetch_runpod(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
         for n in (k for k in POD_SIZES if k <= top):
             nodes.append(
                 _node(
-                    ctx,
+                    "runpod",
                     region=ANY_REGION,
                     zone="",
                     itype=f"{n}x_{name}_SECURE",
@@ -304,7 +304,7 @@ VAST_GPU = {
 }
 
 
-def fetch_vast(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
+def fetch_vast(gpus: dict[str, GpuSpec], fetch: Fetch = fetch_json) -> SourceResult:
     doc = fetch(endpoint("vast", VAST_URL), body=VAST_QUERY)
     offers = doc.get("offers") if isinstance(doc, dict) else None
     if not isinstance(offers, list):
@@ -321,7 +321,7 @@ def fetch_vast(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
             size = "80GB" if isinstance(ram_mb, int | float) and ram_mb > 60_000 else "40GB"
             name = name.replace("?", size)
             name = "A100-80GB-PCIe" if name == "A100-40GB-PCIe" and size == "80GB" else name
-        spec = ctx.gpus.get(name) if name else None
+        spec = gpus.get(name) if name else None
         if spec is None:
             skipped[f"gpu_not_in_gpus_csv:{o.get('gpu_name')}"] += 1
             continue
@@ -338,7 +338,7 @@ def fetch_vast(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
             skipped["no_price"] += 1
             continue
         node = _node(
-            ctx,
+            "vast",
             region=region,
             zone="",
             itype=itype,
@@ -402,7 +402,7 @@ def _pages(first: Any, fetch: Fetch) -> Iterator[Any]:
         doc = fetch(nxt) if nxt and n < 50 else None
 
 
-def fetch_oci(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
+def fetch_oci(gpus: dict[str, GpuSpec], fetch: Fetch = fetch_json) -> SourceResult:
     first = fetch(endpoint("oci", OCI_URL))
     nodes, skipped, pages = [], Counter[str](), 0
     for doc in _pages(first, fetch):
@@ -417,17 +417,17 @@ def fetch_oci(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
             name = str(item.get("displayName", ""))
             shape = next((s for s in OCI_SHAPES if re.search(rf"\b{s[0]}\b", name)), None)
             per_gpu = _oci_payg(item)
-            if shape is None or per_gpu is None or shape[1] not in ctx.gpus:
+            if shape is None or per_gpu is None or shape[1] not in gpus:
                 skipped[f"unmapped:{name or item.get('partNumber')}"] += 1
                 continue
             _, gpu, itype, n = shape
             nodes.append(
                 _node(
-                    ctx,
+                    "oci",
                     region=ANY_REGION,
                     zone="",
                     itype=itype,
-                    spec=ctx.gpus[gpu],
+                    spec=gpus[gpu],
                     count=n,
                     vcpus=0.0,
                     memory_gib=0.0,
@@ -439,7 +439,3 @@ def fetch_oci(ctx: _Ctx, fetch: Fetch = fetch_json) -> SourceResult:
     if len(unique) != len(nodes):
         skipped["duplicate_part"] += len(nodes) - len(unique)
     return SourceResult(list(unique.values()), ["*"], skipped, pages)
-
-
-def new_ctx(cloud: str, gpus: dict[str, GpuSpec]) -> _Ctx:
-    return _Ctx(cloud, Path(f"{cloud} live prices"), gpus)

@@ -1,7 +1,9 @@
-"""Rentable shapes only: the snapshot builder's rules for rows that cannot be rented as listed.
+"""Rentable shapes only: the rules for rows that cannot be rented as listed.
 
-Pure (no I/O). Each rule drops or rewrites catalog nodes and counts what it did, so the
-build summary in pricing/data/SOURCE.md shows every row a rule touched. docs/prices.md
+Pure (no I/O). The snapshot builder (pricing.tools) applies them all; the live refreshes
+(pricing.live_refresh) the ones that concern their sources, and the offers.csv parser takes a
+row's default ``multi_node`` from here. Each rule drops or rewrites nodes and counts what it did,
+so the build summary in pricing/data/SOURCE.md shows every row a rule touched. docs/prices.md
 ("Rentable shapes only") states the rules for users.
 
 * Capacity-block-only instance types are never offered as spot or on-demand.
@@ -19,16 +21,30 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from pricing.offers import default_multi_node
 from provisioner.core.offer import CAPACITY_BLOCK_ONLY
 
 if TYPE_CHECKING:
-    from pricing.tools.build_snapshot import Node
+    from pricing.nodes import Node
+
+#: Clouds whose catalog rows are single machines with no private network to the next one
+#: (marketplace hosts, pods): never combined into multi-node plans unless a row says
+#: ``multi_node`` (docs/prices.md, "Rentable shapes only").
+SINGLE_MACHINE_CLOUDS: dict[str, str] = {
+    "vast": "a Vast.ai listing is one host of one seller; hosts share no cluster fabric",
+    "runpod": "a RunPod pod is one machine; pods share no cluster fabric (Instant Clusters "
+    "are a separate product the catalog does not list)",
+}
+
+
+def default_multi_node(cloud: str) -> bool:
+    """Whether nodes of this cloud can be joined into one multi-node deployment by default."""
+    return cloud not in SINGLE_MACHINE_CLOUDS
+
 
 #: The builder's drop counter: drop(reason, name, n).
 Drop = Callable[[str, str, int], None]
 
-#: Capacity-block-only families (pricing.offers.CAPACITY_BLOCK_ONLY, with its source) are
+#: Capacity-block-only families (provisioner.core.offer.CAPACITY_BLOCK_ONLY, with its source) are
 #: dropped: no spot or on-demand market exists, and a `capacity-block` market would need the
 #: block price, which no catalog here carries.
 #: Checked and NOT capacity-block-only in the data: p5en, p6-b200 and p6-b300 all carry an

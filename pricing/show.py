@@ -1,4 +1,5 @@
-"""`prov prices show`: one row per offer, filtered and sorted (pure; the CLI renders it)."""
+"""`prov prices show`: one row per offer, filtered (pricing.offer_filter, as `prov quote`) and
+sorted (pure; the CLI renders it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from provisioner.core.hardware import gpu_specs, match_gpu
+from pricing.offer_filter import OfferFilter
 from provisioner.core.offer import Offer, price_age_days, price_doubt
 from provisioner.core.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
@@ -34,31 +35,11 @@ def price_rows(
         raise UsageError(f"unknown --sort {sort!r}; allowed: {', '.join(SORTS)}")
     if spot_only:
         sort = "spot"
-    known_clouds = sorted({o.cloud for o in offers})
-    for c in clouds:
-        if c.lower() not in known_clouds:
-            raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(known_clouds)}")
-    wanted: set[str] = set()
-    for g in gpus:
-        names = match_gpu(g)
-        if not names:
-            raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join(gpu_specs())}")
-        wanted.update(names)
-    cloud_set = {c.lower() for c in clouds}
-    region_set = {r.lower() for r in regions}
+    where = OfferFilter(tuple(clouds), tuple(regions), tuple(gpus), "spot" if spot_only else "any")
+    where.check_names(offers)
     rows: list[dict[str, Any]] = []
-    for o in offers:
-        if wanted and o.gpu not in wanted:
-            continue
-        if cloud_set and o.cloud not in cloud_set:
-            continue
-        if region_set and o.region.lower() not in region_set and o.zone.lower() not in region_set:
-            continue
+    for o in where.select(offers).offers:
         od, sp = o.ondemand_usd_per_hour, o.spot_usd_per_hour
-        if spot_only and sp is None:
-            continue
-        if od is None and sp is None:
-            continue
         n = o.gpus_per_node
         risk = spot_risk(o.cloud, o.region, o.instance_type)
         keys = {

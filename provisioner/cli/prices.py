@@ -210,7 +210,8 @@ def _refresh_aws(
     regions: str, families: str | None, pricing_file: Path | None, workers: int, *, alone: bool
 ) -> list[str]:
     """The AWS refresh (boto3); returns ["aws"] if any region failed (raised when alone)."""
-    from pricing.aws_refresh import PriceListFile, refresh_aws, report_lines
+    from pricing.aws_price_list import PriceListFile
+    from pricing.aws_refresh import refresh_aws, report_lines
     from provisioner.errors import OperationalError, ProvError
 
     try:

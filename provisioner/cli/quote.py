@@ -264,7 +264,7 @@ def register(app: typer.Typer) -> None:
                 show_rejected=show_rejected,
             )
             if comparison is not None:
-                from provisioner.cli.render import print_comparison
+                from provisioner.cli.breakeven_view import print_comparison
 
                 print_comparison(comparison)
         if not result.plans:

@@ -2,7 +2,8 @@
 
 "no offer can run X, see the rejections" is no help when there are no rejections: a
 `--region mars-1` matched no offer, a price file had only its header, every price was doubtful,
-or every feasible shape missed an SLO. The filters mirror the planner's (plan_quote).
+or every feasible shape missed an SLO. The filters are pricing.offer_filter (prices show uses
+the same), whose row rules the planner (plan_quote) applies too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from provisioner.core.choices import reason_kind
-from provisioner.core.hardware import match_gpu
 from provisioner.errors import NoFeasibleShapeError, ProvError, UsageError
 
 if TYPE_CHECKING:
@@ -21,11 +21,6 @@ if TYPE_CHECKING:
     from provisioner.core.request import QuoteRequest
 
 _SLO_FLAGS = ("--max-tpot-ms", "--max-ttft-s", "--min-output-tps", "--cpu-offload-gb")
-
-
-def _some(values: Sequence[str], n: int = 8) -> str:
-    vals = sorted(set(values))
-    return ", ".join(vals[:n]) + (f" (and {len(vals) - n} more)" if len(vals) > n else "")
 
 
 #: USD per GPU-hour outside this is a data error, not a price (real ones: ~$0.1 to ~$15).
@@ -59,38 +54,16 @@ def check_offers(offers: Sequence[Offer], source: str, *, strict: bool = True) -
 
 
 def filtered(req: QuoteRequest, offers: Sequence[Offer]) -> list[Offer]:
-    """The offers the planner considers after --cloud/--region/--gpu, or a UsageError naming
-    the filter that matched nothing."""
-    out = list(offers)
-    if req.clouds:
-        clouds = {c.lower() for c in req.clouds}
-        out = [o for o in out if o.cloud in clouds]
-    if req.regions:
-        regions = {r.lower() for r in req.regions}
-        kept = [o for o in out if o.region.lower() in regions or (o.zone or "").lower() in regions]
-        if not kept:
-            where = f" of --cloud {','.join(req.clouds)}" if req.clouds else ""
-            raise UsageError(
-                f"--region {','.join(req.regions)} matches no offer{where}; regions with offers: "
-                + _some([o.region for o in out])
-            )
-        out = kept
-    if req.gpus:
-        wanted = {n for g in req.gpus for n in match_gpu(g)}
-        kept = [o for o in out if o.gpu in wanted]
-        if not kept:
-            scope = " ".join(
-                f"{flag} {','.join(v)}"
-                for flag, v in (("--cloud", req.clouds), ("--region", req.regions))
-                if v
-            )
-            raise NoFeasibleShapeError(
-                f"--gpu {','.join(req.gpus)}: no such offer"
-                + (f" with {scope}" if scope else "")
-                + f"; GPUs offered there: {_some([o.gpu for o in out])}"
-            )
-        out = kept
-    return out
+    """The offers the planner considers after --cloud/--region/--gpu/--market (the filter
+    prices show uses too), or the error naming a --region or --gpu that matched nothing."""
+    from pricing.offer_filter import OfferFilter
+
+    where = OfferFilter(tuple(req.clouds), tuple(req.regions), tuple(req.gpus), req.market)
+    selection = where.select(offers)
+    error = selection.empty_error()
+    if error is not None:
+        raise error
+    return selection.offers
 
 
 def empty_error(req: QuoteRequest, offers: Sequence[Offer], result: QuoteResult) -> ProvError:

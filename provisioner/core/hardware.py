@@ -1,4 +1,8 @@
-"""GPU specs from the embedded gpus.csv (see provisioner/data/SOURCE.md)."""
+"""GPU specs from the embedded gpus.csv (see provisioner/data/SOURCE.md).
+
+The one reader of the GPU table format: the runtime table here, and the maintainer's
+shared table that the snapshot builder (pricing.tools) reads with ``parse_gpu_table``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import csv
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+from provisioner.errors import DataError
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,31 +42,68 @@ def _num(text: str) -> float | None:
     return float(text) if text else None
 
 
+#: Columns every gpus.csv must have (the runtime table and the maintainer's shared one);
+#: memory_MiB_cloud_reported and the cuda_total_* columns are optional.
+GPU_TABLE_COLUMNS: tuple[str, ...] = (
+    "gpu",
+    "vendor",
+    "arch",
+    "memory_GB",
+    "hbm_bandwidth_TBps",
+    "bf16_dense_TFLOPS",
+    "fp8_dense_TFLOPS",
+    "int8_dense_TOPS",
+    "fp4_dense_TFLOPS",
+    "intra_node_interconnect",
+    "intra_node_GBps_per_gpu_bidir",
+    "sm_version",
+)
+
+
+def parse_gpu_table(text: str, source: str) -> dict[str, GpuSpec]:
+    """Canonical GPU name -> spec from gpus.csv text: the one parser of that format.
+
+    ``source`` names the file in errors; a missing column or a value that is not a number
+    is a DataError naming the file and line.
+    """
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in GPU_TABLE_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise DataError(f"{source}: line 1: missing column {missing[0]!r}")
+    specs: dict[str, GpuSpec] = {}
+    for row in reader:
+        line = reader.line_num
+        try:
+            sm = _num(row["sm_version"])
+            specs[row["gpu"]] = GpuSpec(
+                name=row["gpu"],
+                vendor=row["vendor"],
+                arch=row["arch"],
+                memory_gb=float(row["memory_GB"]),
+                hbm_tbps=float(row["hbm_bandwidth_TBps"]),
+                bf16_tflops=_num(row["bf16_dense_TFLOPS"]),
+                fp8_tflops=_num(row["fp8_dense_TFLOPS"]),
+                int8_tops=_num(row["int8_dense_TOPS"]),
+                fp4_tflops=_num(row["fp4_dense_TFLOPS"]),
+                interconnect=row["intra_node_interconnect"],
+                intra_node_gbps=_num(row["intra_node_GBps_per_gpu_bidir"]),
+                sm=int(sm) if sm is not None else None,
+                memory_mib_cloud=_num(row.get("memory_MiB_cloud_reported") or ""),
+                cuda_total_gib=_num(row.get("cuda_total_GiB") or ""),
+                cuda_total_source=row.get("cuda_total_source") or "",
+            )
+        except (ValueError, TypeError, AttributeError):
+            raise DataError(
+                f"{source}: line {line}: a value of {row['gpu']!r} is missing or not a number"
+            ) from None
+    return specs
+
+
 @cache
 def gpu_specs() -> dict[str, GpuSpec]:
     """Canonical GPU name -> spec. Cached: the file is read once per process."""
     text = resources.files("provisioner").joinpath("data/gpus.csv").read_text(encoding="utf-8")
-    specs: dict[str, GpuSpec] = {}
-    for row in csv.DictReader(text.splitlines()):
-        sm = _num(row["sm_version"])
-        specs[row["gpu"]] = GpuSpec(
-            name=row["gpu"],
-            vendor=row["vendor"],
-            arch=row["arch"],
-            memory_gb=float(row["memory_GB"]),
-            hbm_tbps=float(row["hbm_bandwidth_TBps"]),
-            bf16_tflops=_num(row["bf16_dense_TFLOPS"]),
-            fp8_tflops=_num(row["fp8_dense_TFLOPS"]),
-            int8_tops=_num(row["int8_dense_TOPS"]),
-            fp4_tflops=_num(row["fp4_dense_TFLOPS"]),
-            interconnect=row["intra_node_interconnect"],
-            intra_node_gbps=_num(row["intra_node_GBps_per_gpu_bidir"]),
-            sm=int(sm) if sm is not None else None,
-            memory_mib_cloud=_num(row.get("memory_MiB_cloud_reported") or ""),
-            cuda_total_gib=_num(row.get("cuda_total_GiB") or ""),
-            cuda_total_source=row.get("cuda_total_source") or "",
-        )
-    return specs
+    return parse_gpu_table(text, "provisioner/data/gpus.csv")
 
 
 def gpu_names() -> tuple[str, ...]:

@@ -11,24 +11,28 @@ from pathlib import Path
 
 import pytest
 
+from pricing.interconnect import fabric_for
+from pricing.nodes import Node
 from pricing.offers import FILE_COLUMNS, load_offers
 from pricing.tools import build_snapshot as bs
 from provisioner.errors import DataError
 
+# gpus.csv rows (the columns the one parser, provisioner.core.hardware.parse_gpu_table,
+# requires), values as in provisioner/data/gpus.csv (B300 is not in the shared table).
 GPUS_CSV = """\
-gpu,vendor,memory_GB,memory_MiB_cloud_reported
-H100-SXM,NVIDIA,80,81920
-H100-PCIe,NVIDIA,80,81920
-H100-NVL,NVIDIA,94,
-H200-SXM,NVIDIA,141,144384
-B200,NVIDIA,180,
-B300,NVIDIA,288,275040
-MI300X,AMD,192,
-GB200,NVIDIA,186,189471
-A100-40GB-SXM,NVIDIA,40,40960
-A100-80GB-SXM,NVIDIA,80,81920
-L40S,NVIDIA,48,45776
-A10,NVIDIA,24,
+gpu,vendor,arch,memory_GB,memory_MiB_cloud_reported,hbm_bandwidth_TBps,bf16_dense_TFLOPS,fp8_dense_TFLOPS,int8_dense_TOPS,fp4_dense_TFLOPS,intra_node_interconnect,intra_node_GBps_per_gpu_bidir,sm_version
+H100-SXM,NVIDIA,Hopper,80,81920,3.35,989,1979,1979,,NVLink4 + NVSwitch,900,90
+H100-PCIe,NVIDIA,Hopper,80,81920,2.0,756.5,1513,1513,,PCIe Gen5,128,90
+H100-NVL,NVIDIA,Hopper,94,,3.9,835,1671,1671,,NVLink bridge (pairs) + PCIe Gen5,600,90
+H200-SXM,NVIDIA,Hopper,141,144384,4.8,989,1979,1979,,NVLink4 + NVSwitch,900,90
+B200,NVIDIA,Blackwell,180,,8.0,2250,4500,4500,9000,NVLink5 + NVSwitch,1800,100
+B300,NVIDIA,Blackwell,288,275040,8.0,2250,4500,,13125,NVLink5 + NVSwitch,1800,103
+MI300X,AMD,CDNA3,192,,5.3,1307.4,2614.9,2614.9,,Infinity Fabric,896,
+GB200,NVIDIA,Blackwell,186,189471,8.0,2500,5000,5000,10000,NVLink5 (NVL72 domain),1800,100
+A100-40GB-SXM,NVIDIA,Ampere,40,40960,1.555,312,,624,,NVLink3 + NVSwitch,600,80
+A100-80GB-SXM,NVIDIA,Ampere,80,81920,2.039,312,,624,,NVLink3 + NVSwitch,600,80
+L40S,NVIDIA,Ada,48,45776,0.864,362.05,733,733,,PCIe Gen4 (no NVLink),64,89
+A10,NVIDIA,Ampere,24,,0.600,125,,250,,PCIe Gen4 (no NVLink),64,86
 """
 
 _GI = (
@@ -143,11 +147,11 @@ def built(shared: Path) -> bs.BuildResult:
     return bs.build(shared)
 
 
-def _rows(result: bs.BuildResult, **match: object) -> list[bs.Node]:
+def _rows(result: bs.BuildResult, **match: object) -> list[Node]:
     return [n for n in result.nodes if all(getattr(n, k) == v for k, v in match.items())]
 
 
-def _one(result: bs.BuildResult, **match: object) -> bs.Node:
+def _one(result: bs.BuildResult, **match: object) -> Node:
     rows = _rows(result, **match)
     assert len(rows) == 1, rows
     return rows[0]
@@ -165,7 +169,7 @@ def test_aws_p5_row_as_in_catalog(built: bs.BuildResult) -> None:
     assert (p5.ondemand, p5.spot, p5.gpu_memory_gib) == (55.04, 21.0363, 80.0)
     assert (p5.vcpus, p5.memory_gib) == (192.0, 2048.0)
     assert "date_from_commit" in p5.flags and "date_unknown" not in p5.flags
-    assert p5.to_offer().prices_as_of == "2026-04-02"
+    assert bs.to_csv([p5]).splitlines()[1].split(",")[13] == "2026-04-02"  # prices_as_of
     small = _one(built, cloud="aws", instance_type="p5.4xlarge")
     assert (small.gpu, small.gpus_per_node, small.ondemand) == ("H100-SXM", 1, 6.88)
 
@@ -179,7 +183,7 @@ def test_aws_p6_b300_present_with_cloud_memory(built: bs.BuildResult) -> None:
         268.6,
         142.416,
     )
-    assert bs.fabric_for("aws", "p6-b300.48xlarge") == "efa"
+    assert fabric_for("aws", "p6-b300.48xlarge") == "efa"
 
 
 def test_aws_p4de_duplicates_merged_keeping_spot(built: bs.BuildResult) -> None:
@@ -196,11 +200,11 @@ def test_aws_p5e_capacity_block_only_never_spot_or_on_demand(built: bs.BuildResu
 
 
 def test_aws_efa_only_on_large_sizes(built: bs.BuildResult) -> None:
-    assert bs.fabric_for("aws", "g6e.48xlarge") == "efa"
-    assert bs.fabric_for("aws", "g6e.8xlarge") == "efa"
-    assert bs.fabric_for("aws", "g6e.4xlarge") == "ethernet"
-    assert bs.fabric_for("aws", "g6e.xlarge") == "ethernet"
-    assert bs.fabric_for("aws", "p4d.24xlarge") == "efa"
+    assert fabric_for("aws", "g6e.48xlarge") == "efa"
+    assert fabric_for("aws", "g6e.8xlarge") == "efa"
+    assert fabric_for("aws", "g6e.4xlarge") == "ethernet"
+    assert fabric_for("aws", "g6e.xlarge") == "ethernet"
+    assert fabric_for("aws", "p4d.24xlarge") == "efa"
     text = bs.to_csv(built.nodes)
     assert ",g6e.xlarge,L40S,1,44.7,4,32,pcie,ethernet,1.861,1.6002,2026-04-02," in text
     assert ",g6e.48xlarge,L40S,8,44.7,192,1536,pcie,efa,30.13118,14.8664,2026-04-02," in text
@@ -212,8 +216,8 @@ def test_gcp_host_and_gpu_rows_joined(built: bs.BuildResult) -> None:
     assert a3.ondemand == pytest.approx(9.46006 + 33.60609)
     assert bs.to_csv([a3]).splitlines()[1].split(",")[11:13] == ["43.06615", "35.87358"]
     assert (a3.gpu, a3.gpus_per_node, a3.vcpus, a3.zone) == ("H100-SXM", 8, 208.0, "us-central1-a")
-    assert bs.fabric_for("gcp", "a3-highgpu-8g") == "gpudirect-tcpx"
-    assert bs.fabric_for("gcp", "a3-highgpu-4g") == "ethernet"
+    assert fabric_for("gcp", "a3-highgpu-8g") == "gpudirect-tcpx"
+    assert fabric_for("gcp", "a3-highgpu-4g") == "ethernet"
     a4 = _one(built, cloud="gcp", instance_type="a4-highgpu-8g")  # host row 0.0
     assert (a4.gpu, a4.ondemand, a4.spot, a4.gpu_memory_gib) == ("B200", 90.216, 34.2368, 180.0)
     mega = _one(built, cloud="gcp", instance_type="a3-megagpu-8g")
@@ -243,9 +247,9 @@ def test_azure_sizes_generation_spill_and_drops(built: bs.BuildResult) -> None:
     dropped = built.reports["azure"].dropped
     assert dropped[("fractional_gpu", "Standard_NV6ads_A10_v5 (0.167 GPU)")] == 1
     assert dropped[("gpu_not_in_gpus_csv", "T4")] == 1
-    assert bs.fabric_for("azure", "Standard_ND96isr_H200_v5") == "infiniband"
-    assert bs.fabric_for("azure", "Standard_ND96is_MI300X_v5") == "ethernet"
-    assert bs.fabric_for("azure", "Standard_NC80adis_H100_v5") == "ethernet"
+    assert fabric_for("azure", "Standard_ND96isr_H200_v5") == "infiniband"
+    assert fabric_for("azure", "Standard_ND96is_MI300X_v5") == "ethernet"
+    assert fabric_for("azure", "Standard_NC80adis_H100_v5") == "ethernet"
 
 
 def test_lambda_names_and_no_spot(built: bs.BuildResult) -> None:
@@ -279,7 +283,7 @@ def test_conflicting_duplicates_keep_the_higher_price(tmp_path: Path) -> None:
 def test_nebius_memory_from_gpus_csv_and_infiniband(built: bs.BuildResult) -> None:
     neb = _one(built, cloud="nebius")
     assert (neb.gpu, neb.gpu_memory_gib, neb.ondemand, neb.spot) == ("H100-SXM", 80.0, 23.6, 10.0)
-    assert bs.fabric_for("nebius", neb.instance_type) == "infiniband"
+    assert fabric_for("nebius", neb.instance_type) == "infiniband"
 
 
 def test_vast_zero_spot_is_no_spot_and_memory_per_gpu(built: bs.BuildResult) -> None:
@@ -398,7 +402,7 @@ def test_azure_sku_aliases_collapse_into_the_rdma_name(built: bs.BuildResult) ->
     assert mi.instance_type == "Standard_ND96isr_MI300X_v5"
     assert mi.aliases == ["Standard_ND96is_MI300X_v5"] and "sku_alias" in mi.flags
     assert (mi.ondemand, mi.spot) == (48.0, 8.8704)
-    assert mi.to_offer().fabric == "infiniband"
+    assert bs.to_csv([mi]).splitlines()[1].split(",")[10] == "infiniband"  # fabric
     assert (
         built.reports["azure"].dropped[
             ("sku_alias_collapsed", "Standard_ND96is_MI300X_v5 -> Standard_ND96isr_MI300X_v5")
@@ -429,3 +433,44 @@ def test_marketplace_rows_are_single_machines(built: bs.BuildResult) -> None:
     assert {n.multi_node for n in _rows(built, cloud="aws")} == {True}
     line = bs.to_csv([_one(built, cloud="vast", instance_type="1x-H100_NVL-32-65536")])
     assert line.splitlines()[1].endswith(",marketplace,false,")
+
+
+@pytest.mark.parametrize(
+    ("gpus_csv", "message"),
+    [
+        (GPUS_CSV.replace("H200-SXM,NVIDIA,Hopper,141,", "H200-SXM,NVIDIA,Hopper,lots,"),
+         "gpus.csv: line 5: a value of 'H200-SXM' is missing or not a number"),
+        (GPUS_CSV.replace(",hbm_bandwidth_TBps,", ",hbm,"),
+         "gpus.csv: line 1: missing column 'hbm_bandwidth_TBps'"),
+        (GPUS_CSV + "X100,NVIDIA,Next,96,,9,1,,,,NVLink,900,110\n",
+         "gpus.csv: line 14: GPU 'X100' has no entry in pricing.interconnect.INTERCONNECT; "
+         "add one"),
+    ],
+)  # fmt: skip
+def test_the_shared_gpu_table_is_read_with_the_runtime_parser(
+    tmp_path: Path, gpus_csv: str, message: str
+) -> None:
+    shared = make_shared(tmp_path / "shared")
+    (shared / "gpus.csv").write_text(gpus_csv, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        bs.build(shared)
+    assert str(err.value) == message
+    assert bs.main(["--shared", str(shared), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_every_gpu_prov_knows_has_an_interconnect() -> None:
+    from pricing.interconnect import INTERCONNECT
+    from provisioner.core.hardware import gpu_specs
+
+    assert sorted(set(gpu_specs()) - set(INTERCONNECT)) == []
+
+
+def test_one_gpu_spec_class_in_the_project() -> None:
+    root = Path(__file__).parents[2]
+    found = [
+        str(p.relative_to(root))
+        for pkg in ("provisioner", "pricing", "stacks", "benchmarks", "tools")
+        for p in (root / pkg).rglob("*.py")
+        if "class GpuSpec" in p.read_text(encoding="utf-8")
+    ]
+    assert found == ["provisioner/core/hardware.py"]

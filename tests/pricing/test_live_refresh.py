@@ -247,3 +247,9 @@ def test_unknown_cloud_is_usage_error(server: type[Recorded]) -> None:
     result = run("prices", "refresh", "--cloud", "gcp,azure")
     assert result.exit_code == 2
     assert "--cloud 'gcp': no live price source" in result.stderr
+
+
+def test_a_cloud_without_a_live_source_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    out = refresh_cloud("gcp", directory=tmp_path)
+    assert out.error == "no live price source for 'gcp'; allowed: azure, runpod, vast, oci"
+    assert list(tmp_path.iterdir()) == []

@@ -31,16 +31,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from pricing.aws_refresh import (
+from pricing.aws_price_list import (
     MalformedPriceDocument,
     OnDemandPrices,
     PricingApi,
     chunk_values,
-    parse_families,
     parse_price_document,
-    parse_regions,
-    refresh_aws,
 )
+from pricing.aws_refresh import parse_families, parse_regions, refresh_aws
 from pricing.offers import cache_meta_path, current_offers, read_live_cache
 from provisioner.cli.main import app
 from provisioner.core.offer import Offer

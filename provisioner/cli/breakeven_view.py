@@ -1,4 +1,4 @@
-"""Human output: the API comparison (quotes: provisioner/cli/quote_view.py; prices: cli_prices)."""
+"""`prov quote --compare-api` for people: self-hosting vs the hosted API, one line per market."""
 
 from __future__ import annotations
 

@@ -1,0 +1,110 @@
+"""pricing.offer_filter: the one --cloud/--region/--gpu/market filter of quote and prices show.
+
+Rows are hand-made; which rows each flag keeps is read off the rows by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pricing.offer_filter import OfferFilter
+from pricing.show import price_rows
+from provisioner.cli.main import app
+from provisioner.cli.quote_empty import filtered
+from provisioner.core.offer import Offer
+from provisioner.core.request import make_request
+from provisioner.errors import NoFeasibleShapeError, UsageError
+
+
+def _offer(cloud: str, region: str, zone: str, itype: str, gpu: str, od: float | None,
+           spot: float | None) -> Offer:  # fmt: skip
+    return Offer(cloud, region, zone, itype, gpu, 8, 80.0, 192.0, 2048.0, "nvlink", "efa", od,
+                 spot, "2026-05-20", ())  # fmt: skip
+
+
+OFFERS = [
+    _offer("aws", "us-east-1", "use1-az1", "p5.48xlarge", "H100-SXM", 55.04, 21.0),
+    _offer("aws", "us-east-1", "use1-az2", "p5en.48xlarge", "H200-SXM", 63.3, None),
+    _offer("aws", "us-west-2", "usw2-az1", "p5.48xlarge", "H100-SXM", 55.04, 25.0),
+    _offer("azure", "eastus2", "", "Standard_ND96isr_MI300X_v5", "MI300X", 48.0, 8.87),
+    _offer("lambda", "any", "", "gpu_8x_h100_sxm5", "H100-SXM", None, None),
+]
+
+
+def _keys(offers: list[Offer]) -> list[tuple[str, str, str]]:
+    return [(o.cloud, o.zone or o.region, o.instance_type) for o in offers]
+
+
+def test_each_flag_keeps_the_rows_it_names() -> None:
+    sel = OfferFilter(regions=("USE1-AZ2",)).select(OFFERS)  # a zone, any case
+    assert _keys(sel.offers) == [("aws", "use1-az2", "p5en.48xlarge")]
+    sel = OfferFilter(gpus=("h100",)).select(OFFERS)  # a prefix; lambda has no price at all
+    assert _keys(sel.offers) == [
+        ("aws", "use1-az1", "p5.48xlarge"),
+        ("aws", "usw2-az1", "p5.48xlarge"),
+    ]
+    sel = OfferFilter(gpus=("amd",), market="spot").select(OFFERS)  # a vendor
+    assert _keys(sel.offers) == [("azure", "eastus2", "Standard_ND96isr_MI300X_v5")]
+    sel = OfferFilter(clouds=("AWS",), market="spot").select(OFFERS)  # p5en has no spot
+    assert [o.zone for o in sel.offers] == ["use1-az1", "usw2-az1"]
+    assert sel.emptied_by is None and sel.empty_error() is None
+
+
+def test_the_first_filter_that_left_nothing_is_named() -> None:
+    sel = OfferFilter(clouds=("aws",), regions=("mars-1",)).select(OFFERS)
+    assert (sel.offers, sel.emptied_by, len(sel.before)) == ([], "--region", 3)
+    err = sel.empty_error()
+    assert isinstance(err, UsageError)
+    assert str(err) == (
+        "--region mars-1 matches no offer of --cloud aws; regions with offers: us-east-1, us-west-2"
+    )
+    sel = OfferFilter(regions=("us-west-2",), gpus=("H200",)).select(OFFERS)
+    err = sel.empty_error()
+    assert isinstance(err, NoFeasibleShapeError)
+    assert str(err) == (
+        "--gpu H200: no such offer with --region us-west-2; GPUs offered there: H100-SXM"
+    )
+    # an empty market is the planner's to explain (quote's empty_error), not the filter's
+    sel = OfferFilter(regions=("us-east-1",), gpus=("H200",), market="spot").select(OFFERS)
+    assert (sel.emptied_by, sel.empty_error()) == ("market", None)
+
+
+def test_unknown_names_are_refused() -> None:
+    with pytest.raises(UsageError, match=r"^unknown --cloud 'gcp'; allowed: aws, azure, lambda$"):
+        OfferFilter(clouds=("gcp",)).check_names(OFFERS)
+    with pytest.raises(UsageError, match=r"^unknown --gpu 'V100'; allowed: amd, nvidia, H100-SXM"):
+        OfferFilter(gpus=("V100",)).check_names(OFFERS)
+    with pytest.raises(UsageError, match="--market"):
+        OfferFilter(market="reserved").check_names(OFFERS)
+
+
+@pytest.mark.parametrize(
+    ("clouds", "regions", "gpus", "market"),
+    [
+        ((), (), (), "any"),
+        (("aws",), ("us-east-1",), ("H100",), "any"),
+        ((), ("eastus2", "use1-az1"), ("nvidia", "amd"), "spot"),
+        (("lambda",), (), (), "any"),
+    ],
+)
+def test_quote_and_prices_show_select_the_same_offers(
+    clouds: tuple[str, ...], regions: tuple[str, ...], gpus: tuple[str, ...], market: str
+) -> None:
+    req = make_request(model="meta-llama/Llama-3.1-8B", ctx=8192, clouds=clouds,
+                       regions=regions, gpus=gpus, market=market)  # fmt: skip
+    quote = _keys(filtered(req, OFFERS))
+    rows = price_rows(OFFERS, clouds=clouds, regions=regions, gpus=gpus,
+                      spot_only=market == "spot")  # fmt: skip
+    shown = [(r["cloud"], r["zone"] or r["region"], r["instance_type"]) for r in rows]
+    assert sorted(quote) == sorted(shown)
+
+
+def test_both_commands_name_an_empty_region_their_own_way() -> None:
+    runner = CliRunner()
+    quote = runner.invoke(
+        app, ["quote", "--model", "meta-llama/Llama-3.1-8B", "--ctx", "8k", "--region", "mars-1"]
+    )
+    assert quote.exit_code == 2 and "--region mars-1 matches no offer" in quote.output
+    shown = runner.invoke(app, ["prices", "show", "--region", "mars-1", "--json"])
+    assert shown.exit_code == 0 and shown.stdout.strip() == "[]"
