@@ -88,7 +88,7 @@ def write_checkpoint(folder: Path, total_bytes: int, files: int) -> list[Path]:
 def tensor_bytes(path: Path) -> int:
     """Bytes of tensor data in a safetensors file (its size minus the header)."""
     with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
+        n = int(struct.unpack("<Q", fh.read(8))[0])
     return path.stat().st_size - 8 - n
 
 
@@ -183,7 +183,7 @@ def local_s3(paths: Sequence[Path]) -> Iterator[Any]:
         server.stop()
 
 
-def _digest(parts: Sequence[bytes | memoryview]) -> str:
+def _digest(parts: Sequence[bytes | bytearray | memoryview]) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(p)

@@ -10,7 +10,7 @@ layer below pricing) applies the same row rules to the offers it ranks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from provisioner.core.hardware import gpu_specs, match_gpu
@@ -86,7 +86,7 @@ class OfferFilter:
         regions = {r.lower() for r in self.regions}
         gpus = {n for g in self.gpus for n in match_gpu(g)}
         market = self.market
-        steps = (
+        steps: tuple[tuple[str, bool, Callable[[Offer], bool]], ...] = (
             ("--cloud", bool(clouds), lambda o: o.cloud in clouds),
             (
                 "--region",

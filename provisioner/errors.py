@@ -4,6 +4,42 @@ Every failure a user can cause or meet is a ``ProvError``. The CLI boundary
 (``provisioner.cli.main``) turns them into a one-line message and an exit code:
 ``UsageError`` (bad input) exits 2, ``OperationalError`` exits 1. Anything
 else is a bug and shows a traceback only with ``--debug``.
+
+The whole tree (tests/test_error_tree.py checks this drawing against the code):
+
+    ProvError                    errors                  raised on purpose; exit_code 1
+    |-- UsageError               errors                  bad input; exit 2
+    |   |-- UnknownModelError    errors                  --model is no id, alias or path
+    |   |-- ConfigError          errors                  config.json / safetensors header
+    |   `-- DataError            errors                  a price or data file
+    |       |-- PayloadError     daemon.events           an SQS/IMDS notice (logged skip)
+    |       `-- MalformedPriceDocument  pricing.aws_price_list  one Price List document
+    `-- OperationalError         errors                  outside failure; exit 1
+        |-- NoFeasibleShapeError errors                  no shape runs the request
+        |-- FetchError           pricing.http_json       a price endpoint failed
+        |-- CredentialsProblem   pricing.aws_region      the AWS credential chain failed
+        |-- ImdsError            daemon.monitors.imds    metadata service unreachable
+        |-- CapacityError        daemon.capacity         EC2 failed; another pool won't help
+        |-- CapacityUnavailable  daemon.capacity         one pool out of capacity: try next
+        `-- NoCapacity           daemon.capacity         every pool refused the replacement
+
+Classes live beside the adapter they describe when only that adapter raises them; the
+ones every layer uses live here (layer 0, importing nothing).
+
+Not in the tree, on purpose: internal control flow that never reaches the CLI.
+
+    Aborted                daemon.handling.state  the daemon is being killed: unwinds a
+                           flow without acknowledging anything; caught by the worker
+                           (service._work). Deliberately not a ProvError, so that no
+                           ``except ProvError`` on the way can swallow it.
+    FakeSqsError           daemon.fakes.sqs       an AWS error as the in-memory SQS queue
+                           answers it (botocore's ``response["Error"]["Code"]`` shape),
+                           for tests: it stands for a service's error, not prov's.
+
+Standard exceptions prov raises on purpose are few and listed with their reasons in
+tests/test_error_tree.py: ``typer.Exit`` at the CLI boundary, ``ValueError`` where a
+library's callback protocol asks for it (pydantic validators, json's parse_constant) or
+where it is caught in the same function, and guards against bugs (unreachable branches).
 """
 
 from __future__ import annotations
@@ -30,7 +66,7 @@ class ConfigError(UsageError):
 
 
 class DataError(UsageError):
-    """A price file or data file that cannot be parsed."""
+    """A price file, data file or notice payload that cannot be parsed."""
 
 
 class OperationalError(ProvError):

@@ -142,6 +142,19 @@ WEIGHTS_FILL_CALLS: tuple[AwsCall, ...] = (
 WEIGHTS_FILL_SERVICE_ACCOUNT = "prov-weights-fill"
 
 
+#: What the vLLM pods' compile-cache steps call (``--compile-cache`` with ``--weights s3``): an
+#: init container restores vLLM's cache from ``cache/PREFIX`` (``aws s3 sync`` down: list, get)
+#: and a sidecar saves new entries back (list, put). Granted on that prefix only, next to the
+#: read-only weights (``compile_cache_policy``).
+COMPILE_CACHE_CALLS: tuple[AwsCall, ...] = (
+    AwsCall("s3:ListBucket", "bucket", "what the cache prefix holds (sync)", ("compile-cache",)),
+    AwsCall("s3:GetObject", "objects", "restore the cache on a new node", ("compile-cache",)),
+    AwsCall("s3:PutObject", "objects", "save entries compiled here", ("compile-cache",)),
+)
+#: The key prefix of the compile cache in the weights bucket: ``cache/<weights prefix>``.
+COMPILE_CACHE_PREFIX = "cache"
+
+
 def weights_read_policy(bucket: str, prefix: str) -> dict[str, Any]:
     """Read-only access to ``s3://bucket/prefix/`` and nothing else, from WEIGHTS_READ_CALLS."""
     return _bucket_policy(bucket, prefix, WEIGHTS_READ_CALLS, "Read")
@@ -150,6 +163,12 @@ def weights_read_policy(bucket: str, prefix: str) -> dict[str, Any]:
 def weights_fill_policy(bucket: str, prefix: str) -> dict[str, Any]:
     """Write access to ``s3://bucket/prefix/`` for the fill Job, from WEIGHTS_FILL_CALLS."""
     return _bucket_policy(bucket, prefix, WEIGHTS_FILL_CALLS, "Fill")
+
+
+def compile_cache_policy(bucket: str, prefix: str) -> dict[str, Any]:
+    """Read and write access to ``s3://bucket/prefix/`` (the compile cache), from
+    COMPILE_CACHE_CALLS."""
+    return _bucket_policy(bucket, prefix, COMPILE_CACHE_CALLS, "Cache")
 
 
 def _bucket_policy(
@@ -196,13 +215,6 @@ KUBE_CALLS: tuple[KubeCall, ...] = (
     KubeCall("", "events", ("create",), "Kubernetes Events about what it did to a node"),
     KubeCall("coordination.k8s.io", "leases", ("get", "create", "patch"), "leader election", True),
 )
-
-
-def iam_actions(features: tuple[str, ...] | None = None) -> list[str]:
-    """The daemon's IAM actions (of some features only, when given), sorted."""
-    return sorted(
-        c.action for c in AWS_CALLS if features is None or set(c.features) & set(features)
-    )
 
 
 def iam_policy(

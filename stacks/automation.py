@@ -26,7 +26,8 @@ from typing import Any
 from provisioner.contract.document import PlanDocument
 from provisioner.errors import OperationalError, UsageError
 from provisioner.fileio import write_atomic
-from stacks.spec import DeployOptions, DeploySpec
+from stacks.options import DeployOptions
+from stacks.spec import DeploySpec
 
 PROJECT = "prov"
 INSTALL_HINT = (
@@ -35,7 +36,14 @@ INSTALL_HINT = (
     "rerun; 'prov deploy --plan FILE --render DIR' writes the manifests without Pulumi"
 )
 _PASSPHRASE_ENV = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
-_OPTIONAL_KEYS = ("prov:name", "prov:kubeContext")  # removed when a new deploy omits them
+#: removed when a new deploy omits them (DeployOptions.to_config writes them only when set)
+_OPTIONAL_KEYS = tuple(
+    f"prov:{k}"
+    for k in (
+        "name", "kubeContext", "weights", "weightsBucket", "fillWeights", "keepWeightsBucket",
+        "weightsPvc", "weightsStorageClass", "weightsPvcGbps", "prepull", "compileCache",
+    )
+)  # fmt: skip
 
 Echo = Callable[[str], Any]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import fleet
-from stacks.spec import DAEMON_IMAGE as IMAGE
+from stacks.options import DAEMON_IMAGE as IMAGE
 
 METRICS_PORT = 9092
 RUN_AS_USER = 65532  # the Dockerfile's non-root uid
@@ -19,13 +19,6 @@ RUN_AS_USER = 65532  # the Dockerfile's non-root uid
 GRACE_SECONDS = 30
 
 Manifest = dict[str, Any]
-
-
-RBAC_API = "rbac.authorization.k8s.io"
-
-
-def _meta(labels: dict[str, str]) -> Manifest:
-    return {"name": fleet.DAEMON_NAME, "namespace": fleet.DAEMON_NAMESPACE, "labels": labels}
 
 
 def _labels(mode: str) -> dict[str, str]:
@@ -185,11 +178,15 @@ def build_daemon_manifests(
     image: str = IMAGE,
     mode: str = "queue",
     prewarm: bool = False,
+    time_to_serve_s: int | None = None,
 ) -> list[Manifest]:
     """Everything the daemon needs, in apply order. One mode, never both: two daemons acting
     on the same notice would race for the same replica. ``prewarm``: start the replacement on
-    a rebalance recommendation (DeploySpec.prewarm_on_rebalance: it cannot beat the notice)."""
+    a rebalance recommendation (DeploySpec.prewarm_on_rebalance: it cannot beat the notice).
+    ``time_to_serve_s``: the plan's time to serve (DeploySpec.time_to_serve_seconds)."""
     extra = ["--prewarm-on-rebalance"] if prewarm else []
+    if time_to_serve_s is not None:  # the plan's: the daemon's own decisions follow from it
+        extra += ["--time-to-serve", str(time_to_serve_s)]
     if mode == "imds":
         return [namespace(), *rbac(leader_elect=False), daemonset(image=image, extra_args=extra)]
     return [

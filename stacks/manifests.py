@@ -17,11 +17,11 @@ import json
 from typing import Any
 
 from provisioner import fleet
+from stacks import model_storage
 from stacks.spec import MASTER_PORT, PORT, PRE_STOP_SECONDS, PROBE_PERIOD_SECONDS, DeploySpec
 from stacks.vllm_argv import dp_node_args, serve_command
 
 LWS_API = "leaderworkerset.x-k8s.io/v1"
-LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 CACHE_MOUNT = "/root/.cache/huggingface"  # HF_HOME inside the image
 #: Weights cache on the node: survives pod restarts, so a recreated group skips the download.
 HOST_CACHE_PATH = "/var/lib/prov/hf-cache"
@@ -29,9 +29,6 @@ SHM_SIZE = "16Gi"  # NCCL and vLLM's worker processes exchange tensors through /
 SECRET_KEYS = ("HF_TOKEN", "VLLM_API_KEY")
 # Requests leave 10% of the node's CPU and RAM to the kubelet, the OS and DaemonSets.
 NODE_SHARE = 0.9
-#: RUNAI_STREAMER_CONCURRENCY for object storage: the streamer's own default (8; run-ai/
-#: runai-model-streamer docs/src/env-vars.md), rendered so a review sees and can tune it.
-STREAMER_CONCURRENCY = 8
 
 # /v1/models needs the API key when one is set; an httpGet probe cannot read it from a Secret.
 _MODELS_PROBE = (
@@ -151,13 +148,7 @@ def _env(spec: DeploySpec) -> list[Manifest]:
     # vLLM's API server gives up on the engine after this (default 600 s, vllm/envs.py):
     # the same budget as the startup probe, from the plan's time to serve.
     env.append({"name": "VLLM_ENGINE_READY_TIMEOUT_S", "value": str(spec.startup_budget_seconds)})
-    if spec.weights_uri is not None:
-        # the Run:ai streamer's S3 client (boto3 session: node role / IRSA credentials) reads
-        # the bucket in the plan's region; concurrency = its object-store default, explicit
-        # (docs/time-to-serve-sources.md 2.2)
-        env.append({"name": "RUNAI_STREAMER_CONCURRENCY", "value": str(STREAMER_CONCURRENCY)})
-        if spec.plan.cloud == "aws":  # elsewhere the bucket's region is the user's to set
-            env.append({"name": "AWS_DEFAULT_REGION", "value": spec.plan.region})
+    env += model_storage.weights_env(spec)  # streamer, region, compile cache
     if spec.multi_node:  # the address vLLM advertises to the other nodes
         pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
         env.append({"name": "VLLM_HOST_IP", "valueFrom": pod_ip})
@@ -199,6 +190,7 @@ def pod_spec(spec: DeploySpec, role: str) -> Manifest:
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "hf-cache", "mountPath": CACHE_MOUNT},
+            *model_storage.weights_mounts(spec),
         ],
         "lifecycle": {
             "preStop": {"exec": {"command": ["sleep", str(pre_stop_seconds(spec, role))]}}
@@ -214,15 +206,19 @@ def pod_spec(spec: DeploySpec, role: str) -> Manifest:
             {"key": key, "operator": "Exists", "effect": fleet.GPU_TAINT_EFFECT}
             for key in dict.fromkeys((fleet.GPU_TAINT_KEY, spec.gpu_resource))
         ],
-        "containers": [container],
+        "containers": [container, *model_storage.cache_sidecars(spec)],
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
             {
                 "name": "hf-cache",
                 "hostPath": {"path": HOST_CACHE_PATH, "type": "DirectoryOrCreate"},
             },
+            *model_storage.weights_volumes(spec),
         ],
     }
+    restore = model_storage.cache_init_containers(spec)
+    if restore:
+        pod["initContainers"] = restore
     if spec.target == "aws-eks":
         pod["nodeSelector"] = {fleet.POOL: spec.name}
     return pod

@@ -15,7 +15,8 @@ import pulumi_kubernetes as k8s
 
 from provisioner import fleet
 from provisioner.contract.document import PlanDocument
-from stacks.spec import DeployOptions, DeploySpec, build_spec
+from stacks.options import DeployOptions
+from stacks.spec import DeploySpec, build_spec
 
 
 def spec_from_config(config: pulumi.Config) -> tuple[DeploySpec, DeployOptions]:
@@ -43,6 +44,7 @@ def stack_outputs() -> dict[str, Any]:
 
     outputs: dict[str, Any] = {}
     service_opts: pulumi.ResourceOptions | None = None
+    after: list[Any] = []
     if spec.target == "aws-eks":
         import pulumi_aws as aws
 
@@ -75,11 +77,10 @@ def stack_outputs() -> dict[str, Any]:
             opts=pulumi.ResourceOptions(provider=aws_provider, depends_on=cluster.gpu_node_ready),
         )
         daemon = _deploy_daemon(spec, options, cluster)
-        weights = _weights_access(spec, cluster, aws_provider)
-        service_opts = pulumi.ResourceOptions(
-            provider=cluster.provider,
-            depends_on=[pool, cluster.device_plugin, cluster.lws, *daemon, *weights],
-        )
+        spec, weights = _weights_bucket(spec, stack, tags, aws_provider)
+        weights += _weights_access(spec, cluster, aws_provider, weights)
+        after = [pool, cluster.device_plugin, cluster.lws, *daemon, *weights]
+        service_opts = pulumi.ResourceOptions(provider=cluster.provider, depends_on=after)
         outputs["clusterName"] = cluster.eks.name
         outputs["region"] = spec.plan.region
         outputs["launchTemplate"] = pool.launch_template.id
@@ -92,7 +93,11 @@ def stack_outputs() -> dict[str, Any]:
         provider = k8s.Provider("kubeconfig", context=options.kube_context)
         service_opts = pulumi.ResourceOptions(provider=provider)
 
-    service = VllmService(spec.name, spec, api_key=api_key, hf_token=hf_token, opts=service_opts)
+    if spec.weights_uri is not None:
+        outputs["weightsBucket"] = spec.weights_uri
+    service = VllmService(
+        spec.name, spec, api_key=api_key, hf_token=hf_token, opts=service_opts, after=after
+    )
     outputs["endpoint"] = service.endpoint
     outputs["namespace"] = spec.namespace
     outputs["service"] = f"{spec.namespace}/{service_name(spec)}"
@@ -124,6 +129,7 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
             options.daemon_image,
             options.daemon,
             prewarm=spec.prewarm_on_rebalance,
+            time_to_serve_s=spec.time_to_serve_seconds,
         )
 
     # the manifests need the queue URL, an Output: build them with a placeholder, then pass
@@ -140,18 +146,54 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
     return made
 
 
-def _weights_access(spec: DeploySpec, cluster: Any, provider: Any) -> list[Any]:
-    """--weights s3: the GPU nodes' role may read the weights bucket's prefix, nothing more;
-    with --fill-weights the fill Job's ServiceAccount gets a write role on the prefix through
-    EKS Pod Identity. Both policies are generated from provisioner/fleet.py. The vLLM pods reach
-    the node's credentials through IMDSv2 (hop limit 2, stacks/gpu_node_pool.py)."""
+def _weights_bucket(
+    spec: DeploySpec, stack: str, tags: dict[str, str], provider: Any
+) -> tuple[DeploySpec, list[Any]]:
+    """--weights s3 without --weights-bucket: name the bucket from the account, region and
+    stack, adopt it when an earlier deploy retained it, else create it (stacks/weights_bucket.py).
+    Returns the spec with the bucket named and the resources to wait for."""
+    if not spec.storage.bucket_created:
+        return spec, []
+    import pulumi_aws as aws
+
+    from stacks.weights_bucket import WeightsBucket
+    from stacks.weights_path import created_bucket_name
+
+    invoke = pulumi.InvokeOptions(provider=provider)
+    account = aws.get_caller_identity(opts=invoke).account_id
+    name = created_bucket_name(account, spec.plan.region, stack)
+    try:
+        aws.s3.get_bucket(bucket=name, opts=invoke)
+        exists = True
+    except Exception:
+        exists = False
+    made = WeightsBucket(
+        spec.name,
+        name,
+        keep=spec.storage.keep_bucket,
+        exists=exists,
+        # only what cannot change for this name: an adopted bucket's inputs must match it
+        tags={k: tags[k] for k in (fleet.MANAGED, fleet.STACK)},
+        opts=pulumi.ResourceOptions(provider=provider),
+    )
+    return spec.with_bucket(name), [made]
+
+
+def _weights_access(
+    spec: DeploySpec, cluster: Any, provider: Any, bucket_made: list[Any]
+) -> list[Any]:
+    """--weights s3: the GPU nodes' role may read the weights bucket's prefix, nothing more, and
+    with the compile cache read and write ``cache/PREFIX``; with --fill-weights the fill Job's
+    ServiceAccount gets a write role on the prefix through EKS Pod Identity. Every policy is
+    generated from provisioner/fleet.py. The vLLM pods reach the node's credentials through
+    IMDSv2 (hop limit 2, stacks/gpu_node_pool.py)."""
     if spec.weights_bucket is None:
         return []
     import pulumi_aws as aws
 
     from stacks.interruption_queue import POD_IDENTITY_TRUST
 
-    opts = pulumi.ResourceOptions(provider=provider)
+    opts = pulumi.ResourceOptions(provider=provider, depends_on=bucket_made)
     bucket, prefix = spec.weights_bucket, spec.weights_prefix
     made: list[Any] = [
         aws.iam.RolePolicy(
@@ -161,6 +203,15 @@ def _weights_access(spec: DeploySpec, cluster: Any, provider: Any) -> list[Any]:
             opts=opts,
         )
     ]
+    if spec.cache_prefix is not None:
+        made.append(
+            aws.iam.RolePolicy(
+                f"{spec.name}-compile-cache",
+                role=cluster.gpu_node_role.id,
+                policy=json.dumps(fleet.compile_cache_policy(bucket, spec.cache_prefix)),
+                opts=opts,
+            )
+        )
     if spec.fill_weights:
         role = aws.iam.Role(
             f"{spec.name}-weights-fill",

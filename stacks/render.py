@@ -14,8 +14,9 @@ from types import ModuleType
 from provisioner.errors import OperationalError, UsageError
 from provisioner.fileio import write_atomic
 from stacks.manifests import SECRET_KEYS, build_manifests, secret_name
+from stacks.prepull import before_workload, prepull_name
 from stacks.spec import DeploySpec
-from stacks.weights_fill import build_fill_manifests, job_name
+from stacks.weights_fill import job_name
 
 
 def _yaml() -> ModuleType:
@@ -43,24 +44,48 @@ def header(spec: DeploySpec) -> str:
         lines.append(
             "AMD GPUs: needs the amd.com/gpu device plugin (github.com/ROCm/k8s-device-plugin)."
         )
+    if spec.weights == "pvc":
+        claim = spec.claim_name
+        made = "created here" if spec.storage.storage_class else "yours, ReadWriteMany"
+        lines.append(f"Weights: claim {claim} ({made}), read at {spec.model_path}.")
+    if spec.storage.prepull:
+        lines.append(
+            f"DaemonSet {prepull_name(spec)} pre-pulls {spec.image} on the GPU nodes "
+            "(--no-prepull: off)."
+        )
+    if spec.cache_prefix is not None:
+        lines.append(
+            f"vLLM's compile cache: restored from and saved to s3://{spec.weights_bucket}/"
+            f"{spec.cache_prefix} (needs read/write there; --no-compile-cache: off)."
+        )
     if spec.fill_weights:
+        where = "the claim" if spec.weights == "pvc" else "the bucket"
         lines += [
-            "--fill-weights: the Job fills the bucket from the Hub; its ServiceAccount needs write",
-            "access to the prefix (the stack binds it with EKS Pod Identity). vLLM restarts until",
-            "the bucket is full: apply the first two documents, wait, then the rest:",
+            f"--fill-weights: the Job fills {where} from the Hub. vLLM restarts until it is full:",
+            "apply everything before the vLLM workload, wait for the Job, then the rest:",
             f"  kubectl -n {spec.namespace} wait --for=condition=complete --timeout=6h "
             f"job/{job_name(spec)}",
         ]
+        if spec.weights == "s3":
+            lines.append(
+                "Its ServiceAccount needs write access to the prefix (the stack binds it with "
+                "EKS Pod Identity)."
+            )
     if spec.target == "aws-eks":
         lines.append("Pods select nodes labelled prov/pool=" + spec.name + " (the stack's pool).")
     return "".join(f"# {line}\n" for line in lines)
 
 
 def render_yaml(spec: DeploySpec) -> str:
+    if spec.weights == "s3" and spec.weights_bucket is None:
+        raise UsageError(
+            "--render cannot name the bucket the aws-eks stack creates (its name carries your "
+            "AWS account id): pass --weights-bucket s3://BUCKET[/PREFIX], or deploy"
+        )
     yaml = _yaml()
     docs = [
         yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100)
-        for obj in [*build_fill_manifests(spec), *build_manifests(spec)]
+        for obj in [*before_workload(spec), *build_manifests(spec)]
     ]
     return header(spec) + "---\n" + "---\n".join(docs)
 

@@ -10,47 +10,41 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from provisioner.contract.document import Plan, PlanDocument
 from provisioner.core.offer import Offer
 from provisioner.core.vllm_rules import VLLM_VERSION
 from provisioner.errors import UsageError
 from stacks.instances import NodeShape, alternatives, efa_capable, other_zone
+from stacks.options import DAEMON_IMAGE as DAEMON_IMAGE
+from stacks.options import DEFAULT_DRAIN_SECONDS as DEFAULT_DRAIN_SECONDS
+from stacks.options import VLLM_IMAGE, DeployOptions
+from stacks.weights_path import WeightsChoice, choose_weights, probe_budget
 
-#: The one vLLM image tag prov deploys. v0.18.0 is the first release with --shutdown-timeout
-#: (vllm-project/vllm#34730), which the drain below depends on; multi-node without Ray
-#: (--nnodes/--node-rank/--master-addr/--headless, vllm-project/vllm#23691) and every flag the
-#: planner emits are older. Override per deploy with --image.
-VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"  # the one version constant
 #: The same release of vLLM's ROCm image, for AMD GPUs (vllm-project publishes
 #: vllm/vllm-openai-rocm:vX.Y.Z per release; see vllm-project/recipes, e.g. GLM/GLM.md).
 VLLM_ROCM_IMAGE = f"vllm/vllm-openai-rocm:v{VLLM_VERSION}"
 
 TARGETS = ("aws-eks", "kubeconfig")
 DAEMON_MODES = ("queue", "imds", "none")
-#: The daemon's image, built from docker/daemon.Dockerfile (push it and pass --daemon-image).
-DAEMON_IMAGE = "ghcr.io/prov-dev/prov-daemon:0.1.0"
 PORT = 8000
 MASTER_PORT = 29500  # torch.distributed rendezvous on the leader (multi-node)
 
 # Shutdown: preStop sleep, then SIGTERM, then vLLM drains for --shutdown-timeout seconds.
 PRE_STOP_SECONDS = 15  # Service endpoints and load balancers stop sending before SIGTERM
 EXIT_MARGIN_SECONDS = 15  # engine and worker teardown after the drain
-#: 15 + 90 + 15 = 120 s: the whole shutdown fits in AWS's two-minute spot notice.
-DEFAULT_DRAIN_SECONDS = 90
 MAX_DRAIN_SECONDS = 3600
 
 # Startup: the probe budget is the plan's time to serve (provisioner/core/time_to_serve.py), the
 # same number the quote prices; see docs/recovery.md.
 PROBE_PERIOD_SECONDS = 10
-#: Weight paths the deploy renders: s3 (vLLM streams from an in-region bucket) and hub
-#: (download from the Hugging Face Hub into the node's cache). pvc is modelled, not rendered.
-DEPLOY_WEIGHTS = ("s3", "hub")
-#: vLLM's loader for s3:// model paths (Run:ai Model Streamer; vLLM v0.18.0 config/load.py).
+#: vLLM's loader for s3:// model paths and local directories (Run:ai Model Streamer; vLLM
+#: v0.18.0 config/load.py; docs/models/extensions/runai_model_streamer.md: both path kinds).
 S3_LOAD_FORMAT = "runai_streamer"
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket naming rules
+#: Where a --weights pvc claim is mounted in the vLLM pods; the checkpoint is MODELS_MOUNT/<id>.
+MODELS_MOUNT = "/models"
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40  # LeaderWorkerSet pod names append -<group>-<worker>; stay well under 63
@@ -59,76 +53,6 @@ MAX_NAME = 40  # LeaderWorkerSet pod names append -<group>-<worker>; stay well u
 #: Exception; EKS user guide, "Create an Amazon EKS cluster": use1-az3, usw1-az2, cac1-az3).
 #: GPU nodes may still run there; only the cluster's own subnets avoid them.
 EKS_UNSUPPORTED_ZONES = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
-
-
-@dataclass(frozen=True)
-class DeployOptions:
-    """The user's choices on top of the plan; round-trips through Pulumi stack config."""
-
-    rank: int = 1
-    target: str = "auto"  # auto: aws-eks for an AWS plan, kubeconfig otherwise
-    name: str | None = None  # default: from the model id
-    namespace: str = "default"
-    public: bool = False
-    drain_seconds: int = DEFAULT_DRAIN_SECONDS
-    image: str = VLLM_IMAGE
-    kube_context: str | None = None
-    daemon: str = "queue"  # aws-eks: the interruption daemon's mode: queue | imds | none
-    daemon_image: str = DAEMON_IMAGE
-    weights: str | None = None  # s3 | hub; None: the plan's request.weights
-    weights_bucket: str | None = None  # s3://BUCKET[/PREFIX] holding the checkpoint
-    fill_weights: bool = False  # s3: a one-shot Job fills the bucket from the Hub first
-
-    def to_config(self) -> dict[str, str]:
-        """Stack config values (namespace `prov`), as strings."""
-        out = {
-            "prov:rank": str(self.rank),
-            "prov:target": self.target,
-            "prov:namespace": self.namespace,
-            "prov:public": "true" if self.public else "false",
-            "prov:drainSeconds": str(self.drain_seconds),
-            "prov:image": self.image,
-            "prov:daemon": self.daemon,
-            "prov:daemonImage": self.daemon_image,
-        }
-        if self.name:
-            out["prov:name"] = self.name
-        if self.kube_context:
-            out["prov:kubeContext"] = self.kube_context
-        if self.weights:
-            out["prov:weights"] = self.weights
-        if self.weights_bucket:
-            out["prov:weightsBucket"] = self.weights_bucket
-        if self.fill_weights:
-            out["prov:fillWeights"] = "true"
-        return out
-
-    @classmethod
-    def from_config(cls, get: Callable[[str], str | None]) -> DeployOptions:
-        """Read back what `to_config` wrote; `get("rank")` returns the value or None."""
-
-        def num(key: str, default: int) -> int:
-            text = get(key)
-            try:
-                return int(text) if text is not None else default
-            except ValueError:
-                raise UsageError(f"stack config prov:{key} is not an integer: {text!r}") from None
-
-        return cls(
-            rank=num("rank", 1),
-            target=get("target") or "auto",
-            name=get("name") or None,
-            namespace=get("namespace") or "default",
-            public=(get("public") or "false").lower() == "true",
-            drain_seconds=num("drainSeconds", DEFAULT_DRAIN_SECONDS),
-            image=get("image") or VLLM_IMAGE,
-            kube_context=get("kubeContext") or None,
-            daemon=get("daemon") or "queue",
-            daemon_image=get("daemonImage") or DAEMON_IMAGE,
-            weights=get("weights") or None,
-            weights_bucket=get("weightsBucket") or None,
-            fill_weights=(get("fillWeights") or "false").lower() == "true",
-        )
 
 
 @dataclass(frozen=True)
@@ -149,22 +73,56 @@ class DeploySpec:
     zones: tuple[str, ...]  # where the GPU pool may launch (AWS), the plan's first
     vpc_zones: tuple[str, ...]  # the pool's zones plus more when EKS needs two it supports
     gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu on AMD (provisioner/core/deployable.py)
-    weights: str = "hub"  # the weight path rendered: s3 or hub
-    weights_bucket: str | None = None  # s3: the bucket name
+    weights: str = "hub"  # the weight path rendered: s3, hub or pvc
+    weights_bucket: str | None = None  # s3: the bucket name (None: the stack has yet to name it)
     weights_prefix: str = ""  # s3: the key prefix of the checkpoint (no slashes at the ends)
+    #: s3 / pvc details, pre-pull and compile cache (stacks/weights_path.py)
+    storage: WeightsChoice = field(default_factory=lambda: WeightsChoice("hub"))
     #: time_to_serve(...).startup_probe_budget_s of the plan on this weight path
     startup_budget_seconds: int = 600
     #: time_to_serve(...).prewarm(spot notice): a replacement cannot be ready within the
     #: notice, so the daemon starts it on the rebalance recommendation (docs/recovery.md)
     prewarm_on_rebalance: bool = False
+    #: the same time_to_serve(...).total_s, passed to the daemon (--time-to-serve): its own
+    #: prewarm, spare and early-shedding decisions follow from it (docs/recovery.md)
+    time_to_serve_seconds: int | None = None
     fill_weights: bool = False  # render/apply the fill Job (stacks/weights_fill.py)
 
     @property
     def weights_uri(self) -> str | None:
-        """The s3:// model path vLLM streams from, or None (hub)."""
+        """The s3:// model path vLLM streams from, or None (hub, pvc)."""
         if self.weights != "s3" or self.weights_bucket is None:
             return None
         return f"s3://{self.weights_bucket}/{self.weights_prefix}".rstrip("/")
+
+    @property
+    def model_path(self) -> str | None:
+        """Where vLLM reads the checkpoint when it is not the Hub: s3:// or the claim's mount."""
+        if self.weights == "pvc":
+            return f"{MODELS_MOUNT}/{self.model_id}"
+        return self.weights_uri
+
+    @property
+    def claim_name(self) -> str | None:
+        """--weights pvc: the claim mounted (given, or ``<name>-weights`` that prov creates)."""
+        if self.weights != "pvc":
+            return None
+        return self.storage.claim or f"{self.name}-weights"
+
+    @property
+    def cache_prefix(self) -> str | None:
+        """--weights s3 with the compile cache: its key prefix in the weights bucket."""
+        from provisioner.fleet import COMPILE_CACHE_PREFIX
+
+        if self.weights_uri is None or not self.storage.compile_cache:
+            return None
+        return f"{COMPILE_CACHE_PREFIX}/{self.weights_prefix}"
+
+    def with_bucket(self, bucket: str) -> DeploySpec:
+        """The spec once the stack has named the bucket it creates."""
+        import dataclasses
+
+        return dataclasses.replace(self, weights_bucket=bucket)
 
     @property
     def multi_node(self) -> bool:
@@ -193,8 +151,8 @@ class DeploySpec:
     def serve_args(self) -> list[str]:
         """`vllm serve` flags every pod of the replica shares: the plan's, then prov's."""
         args = list(self.plan.vllm_args)
-        uri = self.weights_uri
-        if uri is not None:  # stream from the bucket; clients still ask for the model id
+        uri = self.model_path
+        if uri is not None:  # stream from the bucket/claim; clients still ask for the model id
             if "--model" in args[:-1]:
                 args[args.index("--model") + 1] = uri
             else:
@@ -254,7 +212,7 @@ def _check_args(plan: Plan) -> None:
             )
 
 
-def _resolve_target(target: str, plan: Plan) -> str:
+def resolve_target(target: str, plan: Plan) -> str:
     if target == "auto":
         return "aws-eks" if plan.cloud == "aws" else "kubeconfig"
     if target not in TARGETS:
@@ -307,7 +265,7 @@ def build_spec(
 ) -> DeploySpec:
     """Check the plan and the options and derive everything the stacks need (UsageError)."""
     plan = select_plan(doc, options.rank)
-    target = _resolve_target(options.target, plan)
+    target = resolve_target(options.target, plan)
     _check_deployable(doc, plan, target)
     _check_args(plan)
     name = options.name or release_name(doc.model.id)
@@ -357,10 +315,25 @@ def build_spec(
     weight_bytes = doc.model.weight_bytes
     if weight_bytes is None:
         weight_bytes = doc.model.params_total * 2  # bf16: the safe upper bound for loading
-    weights, bucket, prefix = _weights_path(doc, options)
-    if options.fill_weights and weights != "s3":
-        raise UsageError("--fill-weights fills the --weights s3 bucket; it needs --weights s3")
-    budget, prewarm = probe_budget(doc, plan, weights, alt.node.vcpus if alt.node else None)
+    choice = choose_weights(
+        doc,
+        target,
+        weights=options.weights,
+        bucket=options.weights_bucket,
+        keep_bucket=options.keep_weights_bucket,
+        claim=options.weights_pvc,
+        storage_class=options.weights_storage_class,
+        pvc_gb_per_s=options.weights_pvc_gbps,
+        prepull=options.prepull,
+        compile_cache=options.compile_cache,
+        amd=vendor == "AMD",
+    )
+    if options.fill_weights and choice.path == "hub":
+        raise UsageError(
+            "--fill-weights fills the bucket (--weights s3) or the claim (--weights pvc); "
+            "--weights hub downloads at every start"
+        )
+    budget, prewarm, tts_s = probe_budget(doc, plan, choice, alt.node.vcpus if alt.node else None)
     return DeploySpec(
         name=name,
         namespace=options.namespace,
@@ -376,71 +349,15 @@ def build_spec(
         zones=alt.zones,
         vpc_zones=vpc_zones,
         gpu_resource=GPU_RESOURCE.get(vendor, "nvidia.com/gpu"),
-        weights=weights,
-        weights_bucket=bucket,
-        weights_prefix=prefix,
+        weights=choice.path,
+        weights_bucket=choice.bucket,
+        weights_prefix=choice.prefix,
+        storage=choice,
         startup_budget_seconds=budget,
         prewarm_on_rebalance=prewarm and plan.market == "spot",
+        time_to_serve_seconds=tts_s,
         fill_weights=options.fill_weights,
     )
-
-
-def _weights_path(doc: PlanDocument, options: DeployOptions) -> tuple[str, str | None, str]:
-    """(path, bucket, prefix) the deploy renders: --weights, else the plan's; UsageError when
-    the path cannot be rendered, naming the fix."""
-    path = (options.weights or doc.request.weights).strip().lower()
-    if path not in DEPLOY_WEIGHTS:
-        raise UsageError(
-            f"--weights {path}: prov deploy renders {' or '.join(DEPLOY_WEIGHTS)} (pvc is "
-            "modelled by quote only); pass --weights s3 --weights-bucket s3://BUCKET or "
-            "--weights hub"
-        )
-    given = (options.weights_bucket or "").strip()
-    if path == "hub":
-        if given:
-            raise UsageError("--weights-bucket applies to --weights s3 only")
-        return path, None, ""
-    if not given:
-        raise UsageError(
-            "the plan loads weights from s3 (quote's default): pass --weights-bucket "
-            "s3://BUCKET[/PREFIX] (an in-region bucket holding the checkpoint), or --weights hub "
-            "to download from the Hugging Face Hub"
-        )
-    if not given.startswith("s3://"):
-        raise UsageError(f"--weights-bucket {given!r}: write it as s3://BUCKET[/PREFIX]")
-    bucket, _, prefix = given[len("s3://") :].partition("/")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise UsageError(
-            f"--weights-bucket {given!r}: {bucket!r} is not an S3 bucket name (3-63 of a-z, "
-            "0-9, '.', '-')"
-        )
-    prefix = prefix.strip("/") or doc.model.id  # default: the checkpoint under its model id
-    return path, bucket, prefix
-
-
-def probe_budget(doc: PlanDocument, plan: Plan, path: str, vcpus: float | None) -> tuple[int, bool]:
-    """(startup probe budget, prewarm on rebalance) on ``path``, both from
-    provisioner/core/time_to_serve.py: the budget is the plan's own ``time_to_serve`` when the quote
-    modelled this path, else the same function's for it; prewarm is ``prewarm(spot notice)``."""
-    from provisioner.core.time_to_serve import Replica, spot_notice_s, time_to_serve
-
-    m = doc.model
-    weight_bytes = m.weight_bytes if m.weight_bytes is not None else m.params_total * 2
-    replica = Replica(
-        cloud=plan.cloud,
-        instance_type=plan.instance_type,
-        gpus_per_node=plan.gpus_per_node,
-        vcpus=vcpus if vcpus is not None else 0.0,  # unknown: the Hub path's slower share
-        nodes=max(1, min(plan.nodes, plan.pp)),  # PP nodes split the weights (weight_split)
-        weight_bytes=weight_bytes,
-        moe=m.params_active < m.params_total,
-    )
-    tts = time_to_serve(replica, path)  # type: ignore[arg-type]
-    carried = plan.time_to_serve
-    budget = tts.startup_probe_budget_s
-    if carried is not None and carried.weights == path:
-        budget = carried.startup_probe_budget_s
-    return budget, tts.prewarm(spot_notice_s(plan.cloud))
 
 
 def plan_config(doc: PlanDocument, rank: int) -> str:

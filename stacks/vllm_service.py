@@ -7,7 +7,7 @@ creates: its values stay Pulumi secrets end to end.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -24,6 +24,11 @@ FILL_TIMEOUT = "6h"
 
 def apply_manifest(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """One manifest dict -> the pulumi_kubernetes resource of its kind."""
+    # pulumi_kubernetes is not followed by mypy (see pyproject): its classes type as Any.
+    return cast(pulumi.CustomResource, _resource_of_kind(obj, opts))
+
+
+def _resource_of_kind(obj: M.Manifest, opts: pulumi.ResourceOptions) -> Any:
     kind, name = obj["kind"], obj["metadata"]["name"]
     fields: dict[str, Any] = {"metadata": obj["metadata"], "spec": obj.get("spec")}
     rbac = k8s.rbac.v1
@@ -35,6 +40,8 @@ def apply_manifest(obj: M.Manifest, opts: pulumi.ResourceOptions) -> pulumi.Cust
             metadata=obj["metadata"],
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True)),
         )
+    if kind == "PersistentVolumeClaim":
+        return k8s.core.v1.PersistentVolumeClaim(name, **fields, opts=opts)
     if kind == "ServiceAccount":
         return k8s.core.v1.ServiceAccount(name, metadata=obj["metadata"], opts=opts)
     if kind in ("ClusterRole", "Role"):
@@ -86,7 +93,10 @@ class VllmService(pulumi.ComponentResource):
         api_key: pulumi.Input[str],
         hf_token: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        after: list[Any] | None = None,
     ) -> None:
+        """``after``: resources every child waits for (the node pool, the weights bucket and
+        its IAM): a component's own depends_on does not reach the children it registers."""
         super().__init__("prov:k8s:VllmService", name, None, opts)
         first: list[pulumi.Resource] = []
         if spec.namespace != "default":
@@ -94,22 +104,29 @@ class VllmService(pulumi.ComponentResource):
         data: dict[str, Any] = {"VLLM_API_KEY": pulumi.Output.secret(api_key)}
         if hf_token is not None:
             data["HF_TOKEN"] = pulumi.Output.secret(hf_token)
+        # everything below depends on the Secret, so waits for ``after`` too
         self.secret = apply_manifest(
-            M.secret(spec, data), pulumi.ResourceOptions(parent=self, depends_on=first)
+            M.secret(spec, data),
+            pulumi.ResourceOptions(parent=self, depends_on=[*first, *(after or [])]),
         )
-        # --fill-weights: the Job fills the bucket first (Pulumi awaits a Job's completion)
-        from stacks.weights_fill import build_fill_manifests
+        # the claim, the pre-pull DaemonSet, then --fill-weights' Job, which fills the bucket
+        # or the claim first (Pulumi awaits a Job's completion, and each waits for the ones
+        # before it)
+        from stacks.prepull import before_workload
 
         fill_timeouts = pulumi.CustomTimeouts(create=FILL_TIMEOUT, update=FILL_TIMEOUT)
-        self.fill = [
-            apply_manifest(
-                obj,
-                pulumi.ResourceOptions(
-                    parent=self, depends_on=[self.secret], custom_timeouts=fill_timeouts
-                ),
+        self.fill: list[pulumi.Resource] = []
+        for obj in before_workload(spec):
+            self.fill.append(
+                apply_manifest(
+                    obj,
+                    pulumi.ResourceOptions(
+                        parent=self,
+                        depends_on=[self.secret, *self.fill],
+                        custom_timeouts=fill_timeouts,
+                    ),
+                )
             )
-            for obj in build_fill_manifests(spec)
-        ]
         wait = f"{spec.startup_budget_seconds + _AWAIT_MARGIN_SECONDS}s"
         timeouts = pulumi.CustomTimeouts(create=wait, update=wait)
         self.resources = [

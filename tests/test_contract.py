@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from pricing.offers import load_offers
 from provisioner.cli.main import app
 from provisioner.contract.document import Plan, PlanDocument, load_plan_document
-from provisioner.core.offer import Offer
-from provisioner.core.planner import price_doubt
+from provisioner.core.offer import Offer, price_doubt
 from provisioner.errors import UsageError
 
 

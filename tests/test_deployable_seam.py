@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from provisioner.cli.main import app
 from provisioner.contract.document import PlanDocument
 from provisioner.errors import UsageError
-from stacks.spec import DeployOptions, build_spec
+from stacks.options import DeployOptions
+from stacks.spec import build_spec
 
 QUOTES = {
     "kimi-every-vendor": [

@@ -245,7 +245,7 @@ def test_price_shows_the_cheapest_nodes_for_the_shape() -> None:
 
 def test_fit_defaults_to_the_vllm_version_deploy_runs() -> None:
     from provisioner.core.vllm_rules import VLLM_VERSION
-    from stacks.spec import VLLM_IMAGE
+    from stacks.options import VLLM_IMAGE
 
     code, out = fit("-m", "llama-3.1-8b", "--gpu", "L4", "--ctx", "8k", "--json")
     assert code == 0

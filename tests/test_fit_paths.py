@@ -107,14 +107,14 @@ def _fit_json(*args: str) -> dict[str, object]:
 
 
 def test_cli_paths_and_the_quote_default_agree() -> None:
-    from provisioner.core.planner import HardwareClass, _settings  # what `prov quote` plans with
+    from provisioner.core.planner.shapes import HardwareClass, memory_settings  # as `prov quote`
     from provisioner.core.request import QuoteRequest
 
     doc = _fit_json()
     assert (doc["install"], doc["sampler_path"]) == ("image", rules_for(VLLM_VERSION).sampler)
     spec = resolve_model("llama-3.1-8b")
     hw = HardwareClass("H100-SXM", 8, 79.19, "nvlink")
-    settings = _settings(QuoteRequest(model="llama-3.1-8b", ctx=8192), spec, hw, 2)
+    settings = memory_settings(QuoteRequest(model="llama-3.1-8b", ctx=8192), spec, hw, 2)
     # the same rules and paths as `prov fit` with no path flags
     assert settings.vllm == with_paths(rules_for(VLLM_VERSION), "image", "auto", "auto")
     pip = _fit_json("--vllm-version", "0.11.0", "--install", "pip")

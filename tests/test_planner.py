@@ -9,7 +9,8 @@ from provisioner.core.catalog import resolve_model
 from provisioner.core.hardware import gpu_specs
 from provisioner.core.models import ModelSpec
 from provisioner.core.offer import Offer
-from provisioner.core.planner import kernel_verdict, plan_quote, shape_rule_violation
+from provisioner.core.planner import plan_quote
+from provisioner.core.planner.shape_rules import kernel_verdict, shape_rule_violation
 from provisioner.core.quant import resolve_quant
 from provisioner.core.request import make_request
 from provisioner.errors import UsageError

@@ -20,7 +20,8 @@ from provisioner.core.hardware import match_gpu
 from provisioner.core.memory import MemorySettings, WeightPlacer, shape_memory
 from provisioner.core.models import ModelSpec
 from provisioner.core.offer import Offer
-from provisioner.core.planner import HardwareClass, ShapeVerdict, evaluate_shape, plan_quote
+from provisioner.core.planner import plan_quote
+from provisioner.core.planner.shapes import HardwareClass, ShapeVerdict, evaluate_shape
 from provisioner.core.quant import QuantScheme, kv_bytes, resolve_quant
 from provisioner.core.request import QuoteRequest, make_request
 

@@ -1,6 +1,7 @@
 """`--risk-adjusted` and `--min-availability`: what reclaims cost (core/expected_cost.py).
 
-    availability = 1 - nodes x rate x (time to serve - notice),   rate = -ln(1 - p) / 720 h
+    availability = 1 - nodes x rate x time to serve (0 within the notice)
+    rate = -ln(1 - p) / 720 h
     expected $/h = price / availability
     p = the advisor bucket's upper bound (>20%: assumed 50%; no bucket: unknown, ranked at 20%)
 
@@ -8,7 +9,8 @@ Time to serve is written out by hand from the rate table (provisioner/data/time_
 tests/test_time_to_serve.py). Llama-3.1-8B bf16 = 8,030,261,248 params x 2 B = 16,060,522,496 B
 on a g6e.xlarge (2.5 Gbit/s x 0.61 = 0.190625 GB/s from S3): 180 s node + 0 image + 84.252 s
 weights + 46.9 s engine start + 16.1 s compile (cache) + 17 s graphs = 344.252 s; the AWS
-notice is 120 s, so a reclaim costs 224.252 s of serving.
+notice is 120 s, shorter, so a reclaim costs all 344.252 s of serving (the replica leaves the
+load balancers at the notice).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from provisioner.core.time_to_serve import Replica, time_to_serve
 
 LLAMA8B_BYTES = 8_030_261_248 * 2
 TTS_8B = 180 + 0 + LLAMA8B_BYTES / 0.190625e9 + 46.9 + 16.1 + 17  # 344.252 s
-DOWN_H_8B = (TTS_8B - 120) / 3600  # 0.0622922 h
+DOWN_H_8B = TTS_8B / 3600  # it exceeds the 120 s notice: the whole time is lost: 0.0956256 h
 RATE_5 = -math.log(1 - 0.05) / 720  # <5% bucket: 7.124e-5 per node-hour
 RATE_50 = -math.log(1 - 0.50) / 720  # >20% bucket, assumed 50%: 9.627e-4
 
@@ -72,11 +74,11 @@ def test_the_rates_and_reclaim_cost_by_hand() -> None:
     assert tts.total_s == pytest.approx(TTS_8B, rel=1e-12) == pytest.approx(344.252, abs=1e-3)
     r = reclaim(SAFE, "spot", 1, tts)
     assert r.pct_per_month == 5 and "<5%" in r.basis and r.notice_s == 120
-    assert r.downtime_s == pytest.approx(224.252, abs=1e-3)
-    # 0.051293 reclaims/month x 224.252 s = 11.50 s = 0.0031952 h lost per month
+    assert r.downtime_s == pytest.approx(344.252, abs=1e-3)
+    # 0.051293 reclaims/month x 344.252 s = 17.658 s = 0.0049050 h lost per month
     assert r.interruptions_per_month == pytest.approx(-math.log(0.95), rel=1e-12)
-    assert r.lost_hours_per_month == pytest.approx(0.0031952, rel=1e-4)
-    assert r.availability == pytest.approx(1 - 0.0031952 / 720, rel=1e-9)
+    assert r.lost_hours_per_month == pytest.approx(0.0049050, rel=1e-4)
+    assert r.availability == pytest.approx(1 - 0.0049050 / 720, rel=1e-8)
     assert r.expected_usd_per_hour(0.80004) == pytest.approx(SAFE_EXPECTED, rel=1e-12)
     risky = reclaim(RISKY, "spot", 1, tts)
     assert risky.pct_per_month == 50 and "no upper bound" in risky.basis
@@ -113,21 +115,21 @@ def test_a_wider_price_gap_is_not_overturned() -> None:
 
 def test_multi_node_plans_add_up_interruptions_over_nodes() -> None:
     # Kimi-K2-Thinking int4 on 2 x p4de.24xlarge spot in us-west-2 (advisor '15-20%': p = 20%):
-    # 297.1 GB per node / 6.09 GB/s = 48.785 s; + 180 + 60.3 + 23.4 + 44 = 356.485 s; -120 s
+    # 297.1 GB per node / 6.09 GB/s = 48.785 s; + 180 + 60.3 + 23.4 + 44 = 356.485 s down
     p4de = Offer(
         "aws", "us-west-2", "usw2-az1", "p4de.24xlarge", "A100-80GB-SXM", 8, 80.0, 96, 1152,
         "nvlink", "efa", 40.96575, 7.107, None, (),
     )  # fmt: skip
     tts = time_to_serve(Replica("aws", "p4de.24xlarge", 8, 96, 2, 594_205_305_856, True))
     r = reclaim(p4de, "spot", 2, tts)
-    down_h = (594_205_305_856 / 2 / 6.09e9 + 180 + 60.3 + 23.4 + 44 - 120) / 3600
+    down_h = (594_205_305_856 / 2 / 6.09e9 + 180 + 60.3 + 23.4 + 44) / 3600
     rate = -math.log(1 - 0.20) / 720
     assert r.interruptions_per_month == pytest.approx(2 * rate * 720, rel=1e-12)
-    assert r.downtime_s / 3600 == pytest.approx(down_h, rel=1e-12) == pytest.approx(0.0656904)
+    assert r.downtime_s / 3600 == pytest.approx(down_h, rel=1e-12) == pytest.approx(0.0990237)
     assert r.expected_usd_per_hour(14.214) == pytest.approx(
         14.214 / (1 - 2 * rate * down_h), rel=1e-12
     )
-    assert r.expected_usd_per_hour(14.214) == pytest.approx(14.2146, abs=5e-5)
+    assert r.expected_usd_per_hour(14.214) == pytest.approx(14.2149, abs=5e-5)
 
 
 def test_on_demand_and_unknown_pools() -> None:
@@ -143,7 +145,7 @@ def test_on_demand_and_unknown_pools() -> None:
     assert r.basis.startswith("unknown: gcp publishes no interruption rate")
     assert r.notice_s == 30  # GCP's documented preemption notice
     # ranked at the stated 20% assumption, but the JSON says unknown, never zero
-    down_h = (tts.total_s - 30) / 3600
+    down_h = tts.total_s / 3600  # 344 s exceed GCP's 30 s notice: all of it is lost
     assert r.expected_usd_per_hour(0.28) == pytest.approx(
         0.28 / (1 - -math.log(0.8) / 720 * down_h), rel=1e-12
     )
@@ -190,15 +192,15 @@ def p4de(region: str, zone: str, spot: float) -> Offer:
 
 
 # Kimi-K2-Thinking int4 (594,205,305,856 weight bytes) on 2 x p4de (s3): 356.485 s to serve,
-# 236.485 s down per reclaim. Node prices 7.1000 (us-west-2, p = 20%) and 7.1002 (us-east-1,
+# all of it down per reclaim. Node prices 7.1000 (us-west-2, p = 20%) and 7.1002 (us-east-1,
 # p = 5%): plans of 14.2000 and 14.2004 $/h.
-KIMI_DOWN_H = (594_205_305_856 / 2 / 6.09e9 + 180 + 60.3 + 23.4 + 44 - 120) / 3600
-KIMI_RISKY = 14.2 / (1 - 2 * (-math.log(0.80) / 720) * KIMI_DOWN_H)  # 14.2005782
-KIMI_SAFE = 14.2004 / (1 - 2 * RATE_5 * KIMI_DOWN_H)  # 14.2005329
+KIMI_DOWN_H = (594_205_305_856 / 2 / 6.09e9 + 180 + 60.3 + 23.4 + 44) / 3600
+KIMI_RISKY = 14.2 / (1 - 2 * (-math.log(0.80) / 720) * KIMI_DOWN_H)  # 14.2008716
+KIMI_SAFE = 14.2004 / (1 - 2 * RATE_5 * KIMI_DOWN_H)  # 14.2006004
 # --weights hub: 180 + 12 / 0.0333 + 297.1 / 0.692 + 297.1 / 14.4 + 60.3 + 113.2 + 44 = 1,207.8 s
 KIMI_HUB_DOWN_H = (
     180 + 12 / 0.0333 + 594_205_305_856 / 2 / 0.692e9 + 594_205_305_856 / 2 / 14.4e9
-    + 60.3 + 113.2 + 44 - 120
+    + 60.3 + 113.2 + 44
 ) / 3600  # fmt: skip
 
 
@@ -255,15 +257,16 @@ def test_cli_explain_shows_the_formula(two_pools: Path) -> None:
     result = run(*KIMI, "--prices", str(two_pools), "--risk-adjusted", "--explain")
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())  # rich wraps long lines at the terminal width
-    assert "lost/month = nodes x -ln(1 - p) x (time to serve - notice)" in out
+    assert "lost/month = nodes x -ln(1 - p) x time to serve (0 if within the notice)" in out
     assert "availability = 1 - lost / 720 h; expected $/h = price / availability" in out
     assert "p: Spot Advisor <5%: upper bound 5%/month" in out
-    # -ln(0.95) = 0.0513 per node; x 2 = 0.1026; x 236.485 s = 24.26 s = 0.40 min per month
+    # -ln(0.95) = 0.0513 per node; x 2 = 0.102587; x 356.485 s = 36.571 s = 0.61 min per month
     assert (
-        "2 node(s) x 0.0513/month = 0.1026 reclaims/month, each 236 s down (356 s to serve - "
-        "120 s notice): 0.40 min/month lost" in out
+        "2 node(s) x 0.0513/month = 0.1026 reclaims/month, each 356 s down (the 356 s to serve "
+        "exceed the 120 s notice): 0.61 min/month lost" in out
     )
-    assert "availability 0.999991; expected $14.2004 / 0.999991 = $14.2005/h" in out
+    # 36.571 s / (720 x 3600 s) = 1.411e-5: availability 0.999986; 14.2004 / it = 14.2006
+    assert "availability 0.999986; expected $14.2004 / 0.999986 = $14.2006/h" in out
     # one replica's alternatives: 2 x 14.2004 spot, or on-demand 2 x 40.96575
     assert "N+1 or a warm spare $28.40/h" in out
     assert "on-demand floor $81.93/h (availability 1.0)" in out

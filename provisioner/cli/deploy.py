@@ -121,21 +121,59 @@ def register(app: typer.Typer) -> None:
         weights: str | None = typer.Option(
             None,
             "--weights",
-            help="Where vLLM loads the weights from: s3 (streamed from --weights-bucket with "
-            "--load-format runai_streamer) or hub (downloaded from the Hugging Face Hub). "
-            "Default: the plan's (quote --weights). See docs/recovery.md.",
+            help="Where vLLM loads the weights from: s3 (streamed from a bucket with "
+            "--load-format runai_streamer), pvc (a ReadWriteMany claim) or hub (downloaded from "
+            "the Hugging Face Hub). Default: the plan's (quote --weights). See docs/deploy.md.",
         ),
         weights_bucket: str | None = typer.Option(
             None,
             "--weights-bucket",
             help="s3://BUCKET[/PREFIX] in the plan's region holding the checkpoint (--weights "
-            "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only.",
+            "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only. "
+            "Without it the aws-eks stack creates a private bucket for the model.",
+        ),
+        keep_weights_bucket: bool | None = typer.Option(
+            None,
+            "--keep-weights-bucket/--delete-weights-bucket",
+            help="The bucket the aws-eks stack creates: keep it (and the weights) on 'prov "
+            "destroy', the default, so a redeploy reuses it; or delete it with the stack.",
+        ),
+        weights_pvc: str | None = typer.Option(
+            None,
+            "--weights-pvc",
+            help="--weights pvc: an existing ReadWriteMany PersistentVolumeClaim holding (or, "
+            "with --fill-weights, to hold) the checkpoint under /<model id>.",
+        ),
+        weights_storage_class: str | None = typer.Option(
+            None,
+            "--weights-storage-class",
+            help="--weights pvc: create a ReadWriteMany claim <name>-weights with this storage "
+            "class (e.g. efs-sc on EKS with the EFS CSI driver).",
+        ),
+        weights_pvc_gbps: float | None = typer.Option(
+            None,
+            "--weights-pvc-gbps",
+            help="--weights pvc: GB/s the volume reads to one node, for the time to serve and "
+            "the probe budget (default: 1.05, an EBS gp3 volume's; EFS Elastic: 1.57).",
         ),
         fill_weights: bool = typer.Option(
             False,
             "--fill-weights",
-            help="--weights s3: first run a one-shot Job that fills the bucket from the Hugging "
-            "Face Hub (HF token from the deployment's Secret; resumable; progress in its logs).",
+            help="--weights s3 or pvc: first run a one-shot Job that fills the bucket or claim "
+            "from the Hugging Face Hub (HF token from the deployment's Secret; resumable; "
+            "progress in its logs).",
+        ),
+        prepull: bool | None = typer.Option(
+            None,
+            "--prepull/--no-prepull",
+            help="A DaemonSet that pulls the vLLM image onto every GPU node as it joins "
+            "(default: on for --weights s3 and pvc).",
+        ),
+        compile_cache: bool | None = typer.Option(
+            None,
+            "--compile-cache/--no-compile-cache",
+            help="Keep vLLM's torch.compile cache in the bucket (cache/ prefix) or the claim, "
+            "so a new node skips the cold compile (default: on for --weights s3 and pvc).",
         ),
         render: Path | None = typer.Option(
             None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
@@ -150,7 +188,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deploy a plan as vLLM with its TP x PP, on EKS or any Kubernetes cluster."""
         from provisioner.contract.document import load_plan_document
-        from stacks.spec import DAEMON_IMAGE, VLLM_IMAGE, DeployOptions, build_spec
+        from stacks.options import DAEMON_IMAGE, VLLM_IMAGE, DeployOptions
+        from stacks.spec import build_spec
 
         if render is not None and (preview or yes):
             _usage("--render writes files only; it does not combine with --preview or --yes")
@@ -162,9 +201,18 @@ def register(app: typer.Typer) -> None:
         if rank is None:
             rank, note = best_deployable(doc, target)
             typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
-        # quote's default path needs a bucket the user names; without one, deploy the path that
-        # needs nothing (its probe is sized by the same time-to-serve function) and say so
-        hub_fallback = weights is None and weights_bucket is None and doc.request.weights == "s3"
+        # quote's default path needs a bucket: the aws-eks stack creates one; elsewhere (and in
+        # a render, which cannot name it) without --weights-bucket, deploy the path that needs
+        # nothing (its probe is sized by the same time-to-serve function) and say so
+        from stacks.spec import resolve_target, select_plan
+
+        eks = resolve_target(target, select_plan(doc, rank)) == "aws-eks"
+        hub_fallback = (
+            weights is None
+            and weights_bucket is None
+            and doc.request.weights == "s3"
+            and (render is not None or not eks)
+        )
         if hub_fallback:
             weights = "hub"
         options = DeployOptions(
@@ -181,13 +229,26 @@ def register(app: typer.Typer) -> None:
             weights=weights,
             weights_bucket=weights_bucket,
             fill_weights=fill_weights,
+            keep_weights_bucket=keep_weights_bucket,
+            weights_pvc=weights_pvc,
+            weights_storage_class=weights_storage_class,
+            weights_pvc_gbps=weights_pvc_gbps,
+            prepull=prepull,
+            compile_cache=compile_cache,
         )
         spec = build_spec(doc, options)
+        if render is not None and spec.weights == "s3" and spec.weights_bucket is None:
+            _usage(
+                "--render cannot name the bucket the aws-eks stack creates (its name carries your "
+                "AWS account id): pass --weights-bucket s3://BUCKET[/PREFIX], or deploy"
+            )
         if hub_fallback:
+            creates = "; deploying it to aws-eks creates one" if eks else ""
             sys.stderr.write(
                 "prov: warning: the plan was quoted for --weights s3 but no --weights-bucket was "
-                "given: deploying --weights hub (slower to replace; see docs/recovery.md); pass "
-                "--weights-bucket s3://BUCKET[/PREFIX] to stream from a bucket\n"
+                f"given{creates}: deploying --weights hub (slower to replace; see "
+                "docs/recovery.md); pass --weights-bucket s3://BUCKET[/PREFIX] to stream from a "
+                "bucket\n"
             )
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")
@@ -207,9 +268,9 @@ def register(app: typer.Typer) -> None:
             from stacks.render import write_render
 
             path = write_render(render, spec, force=force)
-            from stacks.weights_fill import build_fill_manifests
+            from stacks.prepull import before_workload
 
-            made = [*build_fill_manifests(spec), *build_manifests(spec)]
+            made = [*before_workload(spec), *build_manifests(spec)]
             kinds = ", ".join(m["kind"] for m in made)
             typer.echo(f"Wrote {path} ({kinds}) for {summary}")
             return

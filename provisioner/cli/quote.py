@@ -221,12 +221,12 @@ def register(app: typer.Typer) -> None:
             collect_rejected=as_json or show_rejected,
             distinct=distinct_by(all_zones),
         )
-        if not result.plans:
+        if not result.ranked:
             filtered(req, offers)  # a filter that matched nothing is named first
             if not result.rejected:
                 result = plan_quote(every, spec, scheme, offers, collect_rejected=True)  # all
         result.request = req
-        choices = group(result, offers, top=top, all_zones=all_zones)
+        choices = group(result, offers, top=top)  # builds the plans of the choices shown
         result.plans = [c.plan for c in choices.rows]
         date_notes, stale = price_date_notes(
             [(p.offer.cloud, p.offer.prices_as_of, p.offer.flags) for p in result.plans],

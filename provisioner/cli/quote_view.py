@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from provisioner.cli.textable import Column, fit
 from provisioner.core.choices import Choice, Choices, reason_kind
-from provisioner.core.planner import Plan, QuoteResult
+from provisioner.core.planner import QuoteResult, RankedPlan
 
 Echo = Callable[[str], None]
 
@@ -39,13 +39,13 @@ def short_gpu(name: str) -> str:
     return name.removesuffix("-SXM")
 
 
-def gpus_label(p: Plan, short: bool = True) -> str:
+def gpus_label(p: RankedPlan, short: bool = True) -> str:
     o, n = p.offer, p.verdict.nodes
     gpu = short_gpu(o.gpu) if short else o.gpu
     return f"{o.gpus_per_node}x{gpu}" if n == 1 else f"{n}x{o.gpus_per_node}x{gpu}"
 
 
-def layout(p: Plan) -> str:
+def layout(p: RankedPlan) -> str:
     """TP x PP as 8x2; DP/EP layouts by their label (DP8+EP8, provisioner/core/layouts.py)."""
     v = p.verdict
     dcp = v.memory.dcp if v.memory is not None else 1
@@ -58,7 +58,7 @@ def where(c: Choice) -> str:
     return f"{c.plan.offer.cloud}:{c.place}{more}"
 
 
-def usd_per_mtok(p: Plan) -> float | None:
+def usd_per_mtok(p: RankedPlan) -> float | None:
     e = p.perf
     if e is None or e.output_tps <= 0:
         return None
@@ -139,19 +139,19 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
     return fit(cols, None if wide else width, gap=2 if wide else 1)
 
 
-def _risk(p: Plan) -> str:
+def _risk(p: RankedPlan) -> str:
     """AWS Spot Advisor bucket of a spot plan; ? when unknown (other clouds publish none)."""
     return "" if p.market != "spot" else (p.spot_interruption or "?")
 
 
-def _age(p: Plan) -> str:
+def _age(p: RankedPlan) -> str:
     from provisioner.core.offer import price_age_days
 
     age = price_age_days(p.offer.prices_as_of)
     return "?" if age is None else f"{age}d"
 
 
-def _tpot(p: Plan) -> str:
+def _tpot(p: RankedPlan) -> str:
     return "-" if p.perf is None else f"{p.perf.tpot_s * 1000:,.0f}"
 
 

@@ -16,7 +16,8 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
     re-check it (a model that is not in the catalog nor on this machine), else None."""
     from provisioner.core.catalog import resolve_model
     from provisioner.core.hardware import gpu_specs
-    from provisioner.core.planner import HardwareClass, evaluate_shape, kernel_verdict
+    from provisioner.core.planner.shape_rules import kernel_verdict
+    from provisioner.core.planner.shapes import HardwareClass, evaluate_shape
     from provisioner.core.quant import kv_bytes, resolve_quant
     from provisioner.core.request import make_request
 

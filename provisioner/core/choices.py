@@ -2,10 +2,11 @@
 
 The planner ranks every (offer, market) on which a shape is feasible, so one machine shows up
 once per region, zone and SKU alias. A person chooses a cloud, a hardware (GPU x count per node),
-a node count, a TP x PP layout and a market; where inside the cloud is a detail. Here the ranked
-plans become one choice per (cloud, GPU, GPUs per node, GPU memory, nodes, TP, PP, DCP, market),
-kept at its best-ranked (cheapest) place, with the other places and SKU names it is also
-offered under. Instance types with the same GPUs are one hardware here, whether or not the
+a node count, a TP x DP x PP layout and a market; where inside the cloud is a detail. The key
+here (``distinct_by``) makes the planner rank one entry per (cloud, GPU, GPUs per node, GPU
+memory, nodes, TP, PP, DP, EP, DCP, market), kept at its best-ranked (cheapest) place, with the
+other places and SKU names it is also offered under; ``group`` builds the plans of the choices
+shown only. Instance types with the same GPUs are one hardware here, whether or not the
 price data has already collapsed their names (``Standard_ND96is_MI300X_v5`` and
 ``Standard_ND96isr_MI300X_v5`` rank as one choice). ``all_zones`` keeps one row per place.
 
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioner.core.deployable import DeployFacts, not_deployable_reason
-from provisioner.core.planner import Plan, QuoteResult, ShapeVerdict
+from provisioner.core.planner import QuoteResult, RankedPlan
+from provisioner.core.planner.ranked_plan import Ranked
+from provisioner.core.planner.shapes import ShapeVerdict
 
 if TYPE_CHECKING:
     from provisioner.core.offer import Offer
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 class Choice:
     """One distinct choice: its best plan, and where else the same choice is offered."""
 
-    plan: Plan
+    plan: RankedPlan
     other_places: list[str] = field(default_factory=list)  # region or zone names, by rank
     aliases: list[str] = field(default_factory=list)  # other SKU names of the same hardware
     not_deployable: str | None = None
@@ -51,17 +54,13 @@ class Choices:
     extra: list[Choice] = field(default_factory=list)  # headline picks beyond --top
 
 
-def place_of(p: Plan) -> str:
+def place_of(p: RankedPlan) -> str:
     return p.offer.zone or p.offer.region
-
-
-def choice_key(p: Plan, all_zones: bool) -> tuple[Any, ...]:
-    return offer_key(p.offer, p.verdict, p.market, all_zones)
 
 
 def distinct_by(all_zones: bool) -> Callable[[Offer, ShapeVerdict], tuple[Any, ...]]:
     """The key for plan_quote(distinct=...), less the market (the planner adds it): the
-    planner then makes one plan per choice."""
+    planner then ranks one entry per choice."""
     return lambda o, v: offer_key(o, v, "", all_zones)
 
 
@@ -92,16 +91,30 @@ def zones_by_region(offers: Sequence[Offer]) -> dict[tuple[str, str], int]:
     return {k: len(v) for k, v in seen.items()}
 
 
-def deploy_reason(p: Plan, region_zones: dict[tuple[str, str], int]) -> str | None:
-    o = p.offer
+def deploy_reason(
+    o: Offer, runs_vllm: bool, region_zones: dict[tuple[str, str], int]
+) -> str | None:
     facts = DeployFacts(
         cloud=o.cloud,
         gpu=o.gpu,
         zone=o.zone or None,
-        runs_vllm=bool(p.vllm_args),
+        runs_vllm=runs_vllm,
         region_zones=region_zones.get((o.cloud, o.region), 0),
     )
     return not_deployable_reason(facts)
+
+
+def _choice(entry: Ranked, rank: int, not_deployable: str | None) -> Choice:
+    """The choice of one ranked entry, its plan built at `rank`, with the other places and SKU
+    names of the offers folded into it."""
+    c = Choice(entry.plan(rank), not_deployable=not_deployable)
+    for o in entry.also:
+        place = o.zone or o.region
+        if place != c.place and place not in c.other_places:
+            c.other_places.append(place)
+        if o.instance_type != c.plan.offer.instance_type and o.instance_type not in c.aliases:
+            c.aliases.append(o.instance_type)
+    return c
 
 
 def group(
@@ -109,42 +122,36 @@ def group(
     offers: Sequence[Offer],
     *,
     top: int,
-    all_zones: bool = False,
 ) -> Choices:
-    """Fold `result.plans` (every ranked plan, best first) into distinct choices."""
-    groups: dict[tuple[Any, ...], Choice] = {}
-    for p in result.plans:
-        key = choice_key(p, all_zones)
-        c = groups.get(key)
-        if c is None:
-            c = groups[key] = Choice(p)
-            others = p.also  # what plan_quote(distinct=...) folded into this plan
-        else:
-            others = [p.offer, *p.also]
-        for o in others:
-            place = o.zone or o.region
-            if place != c.place and place not in c.other_places:
-                c.other_places.append(place)
-            if o.instance_type != c.plan.offer.instance_type and o.instance_type not in c.aliases:
-                c.aliases.append(o.instance_type)
-    ranked = list(groups.values())
+    """The distinct choices of `result.ranked` (plan_quote(distinct=distinct_by(...)), best
+    first): the first `top` (all when 0), plus the cheapest deployable and cheapest on-demand
+    choice when they rank below; plans are built for those only."""
+    ranked = result.ranked
+    runs_vllm = result.scheme.engine == "vllm"  # planner.vllm_args is empty otherwise
     region_zones = zones_by_region(offers)
-    for rank, c in enumerate(ranked, start=1):
-        c.plan = replace(c.plan, rank=rank)
-        c.not_deployable = deploy_reason(c.plan, region_zones)
-    shown = ranked[:top] if top else ranked
-    deployable = next((c for c in ranked if c.not_deployable is None), None)
-    on_demand = next((c for c in ranked if c.plan.market == "on-demand"), None)
+    shown = len(ranked) if not top else min(top, len(ranked))
+    reasons: dict[int, str | None] = {}
+
+    def reason(i: int) -> str | None:
+        if i not in reasons:
+            reasons[i] = deploy_reason(ranked[i].offer, runs_vllm, region_zones)
+        return reasons[i]
+
+    rows = [_choice(e, i + 1, reason(i)) for i, e in enumerate(ranked[:shown])]
+    deployable_i = next((i for i in range(len(ranked)) if reason(i) is None), None)
+    on_demand_i = next((i for i, e in enumerate(ranked) if e.market == "on-demand"), None)
     extra: list[Choice] = []
-    for c in (deployable, on_demand):
-        if c is not None and all(c is not s for s in [*shown, *extra]):
-            extra.append(c)
+    picks: dict[int, Choice] = dict(enumerate(rows))
+    for i in (deployable_i, on_demand_i):
+        if i is not None and i not in picks:
+            picks[i] = _choice(ranked[i], i + 1, reason(i))
+            extra.append(picks[i])
     return Choices(
-        rows=shown,
+        rows=rows,
         total=len(ranked),
-        cheapest=ranked[0] if ranked else None,
-        cheapest_deployable=deployable,
-        cheapest_on_demand=on_demand,
+        cheapest=picks[0] if ranked else None,
+        cheapest_deployable=picks[deployable_i] if deployable_i is not None else None,
+        cheapest_on_demand=picks[on_demand_i] if on_demand_i is not None else None,
         extra=extra,
     )
 

@@ -5,7 +5,8 @@ Pure and light (math only); the planner attaches it to every spot plan, ``prov q
 Per plan (one replica of ``nodes`` nodes)::
 
     interruptions/month = nodes x 720 h x rate,      rate = -ln(1 - p) / 720 h
-    downtime/reclaim    = max(0, time to serve - notice)      (replacement asked at the notice)
+    downtime/reclaim    = time to serve if it exceeds the notice, else 0  (replacement asked
+                          at the notice; the replica leaves the load balancers then)
     lost h/month        = interruptions/month x downtime / 3600
     availability        = 1 - lost / 720
     expected $/h        = price / availability      (= $ per hour of capacity actually serving)
@@ -110,7 +111,9 @@ class Reclaim:
         a = self.availability
         return usd_per_hour / a if a > 0 else math.inf
 
-    def alternatives(self, spot_usd_per_hour: float, ondemand_usd_per_hour: float | None) -> dict:
+    def alternatives(
+        self, spot_usd_per_hour: float, ondemand_usd_per_hour: float | None
+    ) -> dict[str, Any]:
         """$/h and availability of keeping one replica's capacity another way."""
         pair = 1.0 - self.lost_fraction**2  # both replicas down at once, if independent
         return {

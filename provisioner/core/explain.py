@@ -7,7 +7,8 @@ from collections import defaultdict
 from provisioner.core.memory import GIB, MemorySettings, request_kv_bytes, weights_total_bytes
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf_data import CURRENT_ERA, Calibration
-from provisioner.core.planner import Plan, QuoteResult, weight_split
+from provisioner.core.planner import QuoteResult, RankedPlan
+from provisioner.core.planner.estimates import weight_split
 from provisioner.core.quant import QuantScheme
 
 _KIND_LABEL = {
@@ -81,7 +82,7 @@ def kv_lines(spec: ModelSpec, kvb: int, ctx: int) -> list[str]:
     return lines
 
 
-def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
+def plan_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
     v, o = plan.verdict, plan.offer
     m = v.memory
     assert m is not None
@@ -121,7 +122,7 @@ def plan_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
-def tts_lines(plan: Plan, result: QuoteResult) -> list[str]:
+def tts_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
     """A replacement replica's time to serve, term by term, and the other weight paths."""
     from provisioner.core.time_to_serve import WEIGHTS_PATHS, Replica, time_to_serve
 
@@ -148,11 +149,11 @@ def tts_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
-def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
+def risk_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
     """What reclaims cost this plan: time to serve x interruption rate (pricing/expected_cost)."""
     r = plan.reclaim
     lines = [
-        "  Reclaims: lost/month = nodes x -ln(1 - p) x (time to serve - notice)",
+        "  Reclaims: lost/month = nodes x -ln(1 - p) x time to serve (0 if within the notice)",
         "    availability = 1 - lost / 720 h; expected $/h = price / availability",
     ]
     if r is None:
@@ -164,8 +165,9 @@ def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
     lines += [
         f"    {r.nodes} node(s) x {r.rate_per_node_hour * 720:.4f}/month = "
         f"{r.interruptions_per_month:.4f} reclaims/month, each",
-        f"      {r.downtime_s:,.0f} s down ({r.tts.total_s:,.0f} s to serve - {r.notice_s:g} s "
-        f"notice): {r.lost_hours_per_month * 60:.2f} min/month lost",
+        f"      {r.downtime_s:,.0f} s down (the {r.tts.total_s:,.0f} s to serve "
+        + ("exceed" if r.downtime_s else "fit in")
+        + f" the {r.notice_s:g} s notice): {r.lost_hours_per_month * 60:.2f} min/month lost",
         f"    availability {r.availability:.6f}; expected ${price:,.4f} / {r.availability:.6f} = "
         f"${r.expected_usd_per_hour(price):,.4f}/h",
     ]
@@ -181,7 +183,7 @@ def risk_lines(plan: Plan, result: QuoteResult) -> list[str]:
     return lines
 
 
-def perf_lines(plan: Plan) -> list[str]:
+def perf_lines(plan: RankedPlan) -> list[str]:
     """The decode step breakdown of a plan (provisioner/core/perf.py has the formulas)."""
     e = plan.perf
     if e is None:

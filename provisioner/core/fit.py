@@ -106,7 +106,7 @@ class FitResult:
 
 def _layout_violation(r: FitRequest) -> str | None:
     """vLLM's start-up checks on the parallel layout (the planner's, with EP)."""
-    from provisioner.core.planner import shape_rule_violation  # the one copy of these rules
+    from provisioner.core.planner.shape_rules import shape_rule_violation  # the one copy
 
     if r.pp > r.spec.num_layers:
         return f"PP{r.pp} exceeds the {r.spec.num_layers} layers"

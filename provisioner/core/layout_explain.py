@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from provisioner.core.memory import GIB
 
 if TYPE_CHECKING:
-    from provisioner.core.planner import Plan, QuoteResult
+    from provisioner.core.planner import QuoteResult, RankedPlan
 
 
-def _mtok(p: Plan) -> float:
+def _mtok(p: RankedPlan) -> float:
     e = p.perf
     return p.usd_per_hour / (e.output_tps * 3600) * 1e6 if e and e.output_tps > 0 else 0.0
 

@@ -33,10 +33,6 @@ from provisioner.core.hardware import GpuSpec
 from provisioner.core.models import ModelSpec
 from provisioner.core.quant import QuantScheme
 
-LAYOUT_CHOICES = ("tp", "dp-ep", "auto")
-#: vLLM v0.18.0's default --all2all-backend (config/parallel.py:40-51, 161-171)
-ALL2ALL_DEFAULT = "allgather_reducescatter"
-
 
 @dataclass(frozen=True, slots=True)
 class Layout:

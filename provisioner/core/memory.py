@@ -113,10 +113,6 @@ class ShapeMemory:
         )
 
     @property
-    def fits_one_request(self) -> bool:
-        return self.max_concurrent >= 1
-
-    @property
     def weights_fit(self) -> bool:
         return all(s.kv_pool > 0 for s in self.stages)
 

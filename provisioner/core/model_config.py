@@ -1,6 +1,7 @@
-"""Reading a config.json safely: typed fields, the family table, bounds on absurd values.
+"""Reading a config.json safely: typed fields, text_config, bounds on absurd values.
 
-Pure. models.parse_config builds the weight inventory on top of these; everything here raises
+Pure. models.parse_config and the family builders (provisioner.core.families) build the
+weight inventory on top of these; everything here raises
 ConfigError (exit 2) with a one-line message rather than guessing.
 """
 
@@ -49,67 +50,10 @@ def text_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
     return cfg
 
 
-# model_type -> family. Only these are modelled; anything else is refused (exit 2) rather than
-# guessed: a hybrid SSM/linear-attention model read as "dense" is off by 10x or more.
-FAMILIES: dict[str, str] = {
-    "llama": "dense",
-    "mistral": "dense",
-    "qwen2": "dense",
-    "qwen3": "dense",
-    "seed_oss": "dense",  # Llama-shaped GQA with q/k/v biases (vLLM SeedOssForCausalLM)
-    "deepseek_v3": "deepseek_v3",
-    "deepseek_v2": "deepseek_v3",
-    "kimi_k2": "deepseek_v3",
-    "kimi_k25": "deepseek_v3",
-    "llama4": "llama4",
-    "llama4_text": "llama4",
-    "gpt_oss": "gpt_oss",
-    "glm4_moe": "glm4_moe",
-    "mixtral": "mixtral",
-    "qwen3_moe": "qwen_moe",
-    "qwen2_moe": "qwen_moe",
-}
-# Families vLLM runs that prov knows it cannot model yet (hybrid attention / SSM / sparse MLA).
-KNOWN_UNSUPPORTED: dict[str, str] = {
-    "qwen3_next": "Qwen3-Next (hybrid Gated-DeltaNet + attention)",
-    "jamba": "Jamba (hybrid Mamba + attention)",
-    "kimi_linear": "Kimi-Linear (hybrid KDA linear attention + MLA)",
-    "deepseek_v32": "DeepSeek-V3.2 (MLA with a sparse indexer cache)",
-    "minimax_m2": "MiniMax-M2",
-    "falcon_h1": "Falcon-H1 (hybrid Mamba)",
-    "nemotron_h": "Nemotron-H (hybrid Mamba)",
-    "granitemoehybrid": "Granite 4 hybrid (Mamba)",
-    "mamba": "Mamba (SSM)",
-    "mamba2": "Mamba2 (SSM)",
-}
-SUPPORTED_FAMILIES = (
-    "llama/mistral/qwen2/qwen3/seed_oss (dense GQA), qwen2_moe/qwen3_moe, mixtral, "
-    "deepseek_v2/v3 and kimi_k2 (MLA MoE), gpt_oss, llama4, glm4_moe"
-)
-
 # Bounds that keep the work of one estimate small and reject impossible configs.
 MAX_LAYERS = 4096
 MAX_DIM = 1 << 20  # hidden / intermediate / vocab / context upper bound
 MAX_EXPERTS = 8192
-
-
-def family_of(cfg: Mapping[str, Any]) -> str:
-    mt = str(cfg.get("model_type", "")).lower()
-    if mt in FAMILIES:
-        return FAMILIES[mt]
-    if mt in KNOWN_UNSUPPORTED:
-        raise ConfigError(
-            f"model_type {mt!r} is {KNOWN_UNSUPPORTED[mt]}, which prov cannot model yet; "
-            f"supported families: {SUPPORTED_FAMILIES}"
-        )
-    if not mt and "kv_lora_rank" in cfg:
-        return "deepseek_v3"
-    raw = cfg.get("architectures")
-    archs = ", ".join(str(a) for a in raw) if isinstance(raw, list) and raw else "none"
-    raise ConfigError(
-        f"unsupported model_type {mt or '(missing)'!r} (architectures: {archs}); "
-        f"supported families: {SUPPORTED_FAMILIES}"
-    )
 
 
 def check_bounds(cfg: Mapping[str, Any], model_id: str) -> None:

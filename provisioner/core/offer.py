@@ -11,8 +11,6 @@ from datetime import date
 
 from provisioner.errors import UsageError
 
-MARKETS: tuple[str, ...] = ("spot", "on-demand")
-
 
 @dataclass(frozen=True, slots=True)
 class Offer:

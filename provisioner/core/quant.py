@@ -157,7 +157,7 @@ def _qint(qc: Mapping[str, Any], key: str, default: int, lo: int = 0) -> int:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ConfigError(f"quantization_config: '{key}' must be an integer >= {lo}, got {value!r}")
-    return value
+    return int(value)  # an int already (bool excluded): int() for the type checker
 
 
 def _qmap(qc: Mapping[str, Any], key: str) -> Mapping[str, Any]:

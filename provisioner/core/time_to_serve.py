@@ -130,12 +130,12 @@ class TimeToServe:
 
     def downtime_per_reclaim_s(self, notice_s: float) -> float:
         """Capacity lost per reclaim when the replacement is requested at the notice."""
-        return max(0.0, self.total_s - notice_s)
+        return downtime_per_reclaim_s(self.total_s, notice_s)
 
     def prewarm(self, notice_s: float) -> bool:
         """True when a replacement cannot be ready within the notice: start it on the
         rebalance recommendation (the daemon's --prewarm-on-rebalance) or keep a warm spare."""
-        return self.total_s > notice_s
+        return needs_prewarm(self.total_s, notice_s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,7 +155,7 @@ class TimeToServe:
         }
 
 
-def _weights_term(r: Replica, path: WeightsPath) -> list[Term]:
+def _weights_term(r: Replica, path: WeightsPath, pvc_gb_per_s: float | None = None) -> list[Term]:
     per_node = r.weight_bytes / max(r.nodes, 1)
     gb = per_node / 1e9
     share = f"{gb:,.1f} GB" + (" per node" if r.nodes > 1 else "")
@@ -182,6 +182,9 @@ def _weights_term(r: Replica, path: WeightsPath) -> list[Term]:
     if path == "s3":
         cap, key = rate("s3_stream_gb_per_s"), "s3_stream_gb_per_s"
         why = "S3 streamer, measured"
+    elif pvc_gb_per_s is not None:  # the deploy's claim, at the rate its storage documents
+        cap, key = pvc_gb_per_s, "pvc_gb_per_s"
+        why = "the claim's read rate, given"
     else:
         cap, key = rate("pvc_gb_per_s"), "pvc_gb_per_s"
         why = "EBS gp3 limit, measured"
@@ -195,36 +198,69 @@ def _weights_term(r: Replica, path: WeightsPath) -> list[Term]:
     return [Term("weights", per_node / (cap * 1e9), detail, keys, True)]
 
 
-def time_to_serve(replica: Replica, path: WeightsPath = DEFAULT_WEIGHTS) -> TimeToServe:
-    """The modelled time to serve of a replacement replica on ``path`` (hub, s3 or pvc)."""
+def time_to_serve(
+    replica: Replica,
+    path: WeightsPath = DEFAULT_WEIGHTS,
+    *,
+    prepulled: bool | None = None,
+    compile_cache: bool | None = None,
+    pvc_gb_per_s: float | None = None,
+) -> TimeToServe:
+    """The modelled time to serve of a replacement replica on ``path`` (hub, s3 or pvc).
+
+    ``prepulled`` / ``compile_cache``: whether the deploy pre-pulls the image and keeps vLLM's
+    compile cache where a new node reads it (None: the path's profile, on for s3 and pvc, off
+    for hub). ``pvc_gb_per_s``: the claim's read rate per node when the deploy knows it (None:
+    the table's pvc figure)."""
     if path not in WEIGHTS_PATHS:
         raise UsageError(f"unknown --weights {path!r}; allowed: {', '.join(WEIGHTS_PATHS)}")
     kind = "moe" if replica.moe else "dense"
     cold = path == "hub"  # today's stack: image pulled at start, no compile cache
+    pull = cold if prepulled is None else not prepulled
+    cold_compile = cold if compile_cache is None else not compile_cache
     image = (
         Term("image pull", rate("image_compressed_gb") / rate("image_pull_gb_per_s"),
              f"{rate('image_compressed_gb'):g} GB / {rate('image_pull_gb_per_s') * 1e3:.1f} MB/s "
              "(not pre-pulled)", ("image_compressed_gb", "image_pull_gb_per_s"), False)
-        if cold
+        if pull
         else Term("image pull", rate("image_prepulled_s"), "pre-pulled on the node image",
                   ("image_prepulled_s",), False)
     )  # fmt: skip
-    compile_key = f"compile_{'cold' if cold else 'cached'}_{kind}_s"
+    compile_key = f"compile_{'cold' if cold_compile else 'cached'}_{kind}_s"
     terms = (
         Term("node launch", rate("node_launch_gpu_s"), "EC2 launch to node Ready (assumed)",
              ("node_launch_gpu_s",), False),
         image,
-        *_weights_term(replica, path),
+        *_weights_term(replica, path, pvc_gb_per_s),
         Term("engine start", rate(f"engine_start_{kind}_s"),
              f"workers, profile, KV allocation ({kind})",
              (f"engine_start_{kind}_s",), True),
         Term("compile", rate(compile_key),
-             "torch.compile, " + ("no cache" if cold else "compile cache"),
+             "torch.compile, " + ("no cache" if cold_compile else "compile cache"),
              (compile_key,), True),
         Term("CUDA graphs", rate(f"graphs_{kind}_s"), "captured at every start",
              (f"graphs_{kind}_s",), True),
     )  # fmt: skip
     return TimeToServe(path, terms)
+
+
+def downtime_per_reclaim_s(total_s: float, notice_s: float) -> float:
+    """Seconds of one replica's new-request capacity lost per reclaim when its replacement,
+    which takes ``total_s`` to serve, is requested at the notice: what a warm spare saves.
+
+    When the replacement cannot serve within the notice, the daemon takes the replica out of
+    the load balancers at the notice (so no stream starts that the reclaim would cut;
+    docs/recovery.md), and capacity is lost from the notice until the replacement serves: the
+    whole ``total_s``. When it can, the replacement is Ready before the old replica drains and
+    nothing is lost. The quote's availability, the stack and the daemon (which gets only the
+    plan's number, ``time_to_serve_s``) all call this one rule."""
+    return total_s if needs_prewarm(total_s, notice_s) else 0.0
+
+
+def needs_prewarm(total_s: float, notice_s: float) -> bool:
+    """A replacement taking ``total_s`` cannot serve within the notice: start it on the
+    rebalance recommendation (the deploy stack's and the daemon's one rule)."""
+    return total_s > notice_s
 
 
 def spot_notice_s(cloud: str) -> float:

@@ -289,8 +289,3 @@ def scheduler_defaults(
     if max_num_seqs is None:
         seqs = min(seqs, tokens)
     return tokens, seqs
-
-
-def changes_table() -> list[str]:
-    """One line per change, for `prov fit --help` and docs."""
-    return [f"v{'.'.join(map(str, c.since))}: {c.what} [{c.source}]" for c in CHANGES]

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from provisioner import fleet
@@ -48,7 +49,9 @@ class CapacityError(OperationalError):
     """The EC2 API failed in a way that trying another pool will not fix."""
 
 
-class CapacityUnavailable(Exception):
+class CapacityUnavailable(OperationalError):
+    """One pool refused for capacity (the EC2 error code); the policy tries the next pool."""
+
     def __init__(self, code: str, message: str = "") -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
@@ -80,6 +83,7 @@ class InstanceInfo:
     security_group_ids: tuple[str, ...] = ()
     key_name: str | None = None
     iam_profile_arn: str | None = None
+    launch_time: datetime | None = None  # EC2's LaunchTime (timezone-aware)
 
     @property
     def managed(self) -> bool:
@@ -131,6 +135,7 @@ class InstanceInfo:
             security_group_ids=tuple(g["GroupId"] for g in i.get("SecurityGroups", [])),
             key_name=i.get("KeyName"),
             iam_profile_arn=profile.get("Arn"),
+            launch_time=launched if isinstance(launched := i.get("LaunchTime"), datetime) else None,
         )
 
 
@@ -205,7 +210,47 @@ def plan_attempts(
     return out
 
 
+def group_tags(
+    template: InstanceInfo, count: int, new_replica: str, replaces: str, market: str, spare: bool
+) -> dict[str, str]:
+    """The tags of a launched group: the template's own (not AWS's, not what the template's
+    group was), then what the new group is (its replica, size, market; the replacement of
+    ``replaces``, or a warm spare)."""
+    own = (fleet.REPLACES, fleet.SPARE)
+    tags = {k: v for k, v in template.tags.items() if not k.startswith("aws:") and k not in own}
+    tags.update(
+        {
+            fleet.MANAGED: fleet.MANAGED_VALUE,
+            fleet.POOL: template.pool,
+            fleet.REPLICA: new_replica,
+            fleet.REPLICA_SIZE: str(count),
+            fleet.MARKET: market,
+        }
+    )
+    if spare:
+        tags[fleet.SPARE] = fleet.SPARE_VALUE
+    else:
+        tags[fleet.REPLACES] = replaces
+    return tags
+
+
+def count_on_demand(live: Iterable[InstanceInfo], exclude_replica: str) -> int:
+    """Serving on-demand replicas among a pool's live instances, but ``exclude_replica``."""
+    return len(
+        {
+            i.replica
+            for i in live
+            if i.market == "on-demand"
+            and not i.spare  # a spare serves nobody until it is promoted
+            and i.replica != exclude_replica
+            and i.state in ("pending", "running")
+        }
+    )
+
+
 class Capacity(Protocol):
+    """What the policy asks of EC2 (ec2.Ec2Capacity; fakes.ec2.FakeCapacity in fast tests)."""
+
     def describe(self, ids: Sequence[str]) -> dict[str, InstanceInfo]: ...
 
     def prefetch(self, ids: Sequence[str]) -> None: ...

@@ -1,6 +1,7 @@
 """The EC2 adapter behind ``capacity.Capacity``: boto3 (imported lazily; botocore's standard
 retry mode handles throttling), describes cached briefly, launches from the pool's launch
-template, detaches from Auto Scaling groups before retiring."""
+template, detaches from Auto Scaling groups before retiring. Its fake, for fast tests of the
+policy: ``fakes.ec2.FakeCapacity`` (tests/daemon/test_daemon_contract_ec2.py holds them equal)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from provisioner.daemon.capacity import (
     CapacityError,
     CapacityUnavailable,
     InstanceInfo,
+    count_on_demand,
+    group_tags,
 )
 from provisioner.daemon.config import DaemonConfig
 
@@ -29,6 +32,11 @@ def _client_error_code(e: Exception) -> str | None:
     if isinstance(resp, dict):
         return str(resp.get("Error", {}).get("Code", "")) or None
     return None
+
+
+def client_token(new_replica: str, attempt: Attempt) -> str:
+    """RunInstances' idempotency token: a retried launch of one group in one pool is one."""
+    return f"{new_replica}-{attempt.label}"[:64]
 
 
 class Ec2Capacity:
@@ -127,16 +135,7 @@ class Ec2Capacity:
 
     def on_demand_replicas(self, pool: str, exclude_replica: str) -> int:
         live = self._by_tags(pool, **{fleet.MANAGED: fleet.MANAGED_VALUE})
-        return len(
-            {
-                i.replica
-                for i in live
-                if i.market == "on-demand"
-                and not i.spare  # a spare serves nobody until it is promoted
-                and i.replica != exclude_replica
-                and i.state in ("pending", "running")
-            }
-        )
+        return count_on_demand(live, exclude_replica)
 
     def managed_instances(self) -> list[InstanceInfo]:
         """Every live instance tagged prov.dev/managed=true, all pools (one paginated call)."""
@@ -190,26 +189,12 @@ class Ec2Capacity:
     ) -> list[InstanceInfo]:
         """Launch ``count`` instances like ``template``: the replacement of ``replaces``, or
         (``spare``) a warm spare of the template's pool."""
-        own = (fleet.REPLACES, fleet.SPARE)  # what the new group is, not what the template was
-        keep = {k: v for k, v in template.tags.items() if not k.startswith("aws:") and k not in own}
-        keep.update(
-            {
-                fleet.MANAGED: fleet.MANAGED_VALUE,
-                fleet.POOL: template.pool,
-                fleet.REPLICA: new_replica,
-                fleet.REPLICA_SIZE: str(count),
-                fleet.MARKET: attempt.market,
-            }
-        )
-        if spare:
-            keep[fleet.SPARE] = fleet.SPARE_VALUE
-        else:
-            keep[fleet.REPLACES] = replaces
+        keep = group_tags(template, count, new_replica, replaces, attempt.market, spare)
         kw: dict[str, Any] = {
             "MinCount": count,
             "MaxCount": count,
             "InstanceType": attempt.instance_type,
-            "ClientToken": f"{new_replica}-{attempt.label}"[:64],
+            "ClientToken": client_token(new_replica, attempt),
             "TagSpecifications": [
                 {
                     "ResourceType": "instance",

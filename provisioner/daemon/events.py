@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from provisioner.errors import DataError
+
 INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 
 
@@ -37,7 +39,7 @@ class EventKind(StrEnum):
 LEAVING_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
 
 
-class PayloadError(ValueError):
+class PayloadError(DataError):
     """A message or metadata answer that is malformed or of an unknown kind."""
 
     def __init__(self, reason: str, message: str) -> None:

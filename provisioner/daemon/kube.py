@@ -198,9 +198,6 @@ class KubeClient:
     def _json(resp: Any) -> Any:
         return json.loads(resp.data or b"null")
 
-    def _status(self, e: Exception) -> int | None:
-        return getattr(e, "status", None) if isinstance(e, self._client.ApiException) else None
-
     def get_node(self, name: str) -> NodeInfo | None:
         try:
             resp = self.core.read_node(name, _preload_content=False, _request_timeout=self.timeout)

@@ -12,12 +12,44 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from provisioner.daemon.service import Daemon
+from provisioner.daemon.config import DaemonConfig
 
 log = logging.getLogger("prov.daemon.scheduler")
+
+
+class _Ticks(Protocol):
+    def tick(self) -> object: ...
+
+
+class _Reconciles(Protocol):
+    def reconcile(self) -> object: ...
+
+
+class _Flushes(Protocol):
+    def flush(self) -> None: ...
+
+
+class JobHost(Protocol):
+    """What the jobs run on (the daemon; named here so this module needs not import it)."""
+
+    @property
+    def cfg(self) -> DaemonConfig: ...
+    @property
+    def queue_poll_seconds(self) -> float: ...
+    @property
+    def monitor(self) -> _Flushes: ...
+    @property
+    def elector(self) -> _Ticks | None: ...
+    @property
+    def spares(self) -> _Reconciles | None: ...
+
+    def poll_once(self) -> int: ...
+
+    def dispatch(self) -> None: ...
+
+    def housekeeping(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -28,7 +60,7 @@ class Job:
     jitter: float = 0.0
 
 
-def daemon_jobs(d: Daemon) -> list[Job]:
+def daemon_jobs(d: JobHost) -> list[Job]:
     """The daemon's periodic jobs."""
     cfg = d.cfg
     poll_every = cfg.poll_interval_seconds if cfg.mode == "imds" else d.queue_poll_seconds

@@ -1,7 +1,8 @@
 """The daemon process: monitor -> store -> bounded worker pool -> handler -> acknowledge.
 
-``Daemon`` takes its adapters (Capacity, Kube, an SQS client) ready-made, so tests hand it
-boto3 clients pointed at a moto server and a kubernetes client pointed at kmock;
+``Daemon`` takes its adapters (Capacity, Kube, an SQS queue, instance metadata) ready-made,
+each behind its Protocol: tests hand it boto3 clients pointed at a moto server and a kubernetes
+client pointed at kmock, or the in-memory fakes of ``provisioner.daemon.fakes``;
 ``build_daemon`` makes the real ones from the environment.
 """
 
@@ -26,8 +27,8 @@ from provisioner.daemon.kube import Kube
 from provisioner.daemon.leader import LeaseElector
 from provisioner.daemon.metrics import Metrics, MetricsServer
 from provisioner.daemon.monitors import Monitor
-from provisioner.daemon.monitors.imds import ImdsMonitor
-from provisioner.daemon.monitors.sqs import SqsMonitor
+from provisioner.daemon.monitors.imds import ImdsMonitor, Metadata
+from provisioner.daemon.monitors.sqs import SqsMonitor, SqsQueue
 from provisioner.daemon.scheduler import build_scheduler, daemon_jobs, run_now
 from provisioner.daemon.spares import Spares
 from provisioner.daemon.store import Ack, AddResult, Entry, EventStore
@@ -41,8 +42,9 @@ class Daemon:
         cfg: DaemonConfig,
         capacity: Capacity,
         kube: Kube,
-        sqs: Any = None,
+        sqs: SqsQueue | None = None,
         metrics: Metrics | None = None,
+        metadata: Metadata | None = None,
     ) -> None:
         self.cfg = cfg
         self.m = metrics or Metrics()
@@ -62,11 +64,12 @@ class Daemon:
         self.queue_poll_seconds = min(0.2, cfg.poll_interval_seconds)
         self.monitor: Monitor
         if cfg.mode == "queue":
+            assert sqs is not None, "queue mode needs an SQS queue"
             self.monitor = SqsMonitor(
                 cfg, sqs, self.submit, self.m, self.stopping, prefetch=capacity.prefetch
             )
         else:
-            self.monitor = ImdsMonitor(cfg, self.submit, self.m)
+            self.monitor = ImdsMonitor(cfg, self.submit, self.m, metadata)
         self.elector: LeaseElector | None = None
         if cfg.leader_elect:
             ident = cfg.identity or f"{socket.gethostname()}-{os.getpid()}"

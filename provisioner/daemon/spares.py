@@ -31,6 +31,14 @@ promotes one of them instead of waiting for a cold launch.
 
 Queue mode only (one fleet-wide daemon, the leader when leader election is on): per-node
 daemons would each keep their own spares.
+
+**Time to serve.** The daemon gets the plan's ``time_to_serve_s`` (``--time-to-serve``, which
+the deploy stack passes) and applies provisioner/core/time_to_serve.py's rules to it, the same
+ones the quote and the stack use: a group serves at ``launch + time to serve`` (Ready groups
+now), so spares are ranked by when they will serve and a replacement is dated; a rebalance
+recommendation starts the replacement by default when the time to serve exceeds the notice
+(:func:`prewarm_on_rebalance`); and a warm spare saves ``downtime_per_reclaim_s`` of one
+replica per reclaim (:func:`spare_saves_s`, logged when the spares start).
 """
 
 from __future__ import annotations
@@ -41,8 +49,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from provisioner import fleet
+from provisioner.core.time_to_serve import downtime_per_reclaim_s, needs_prewarm
 from provisioner.daemon.capacity import (
     LIVE_STATES,
     Blocklist,
@@ -60,6 +70,38 @@ log = logging.getLogger("prov.daemon.spares")
 
 OUT_OF_TRAFFIC: dict[str, str | None] = {fleet.SPARE_LABEL: "true", fleet.EXCLUDE_LB_LABEL: "true"}
 IN_TRAFFIC: dict[str, str | None] = {fleet.SPARE_LABEL: None, fleet.EXCLUDE_LB_LABEL: None}
+
+
+def prewarm_on_rebalance(cfg: DaemonConfig) -> bool:
+    """Does a rebalance recommendation start the replacement? ``--prewarm-on-rebalance``, or by
+    default when the plan's time to serve exceeds the spot notice (a replacement asked at the
+    notice cannot serve in time): core.time_to_serve.needs_prewarm, the stack's rule too."""
+    tts = cfg.time_to_serve_seconds
+    return cfg.prewarm_on_rebalance or (
+        tts is not None and needs_prewarm(tts, cfg.spot_notice_seconds)
+    )
+
+
+def spare_saves_s(cfg: DaemonConfig) -> float | None:
+    """Seconds of one replica's capacity a warm spare saves per reclaim (what a cold
+    replacement asked at the notice leaves missing); None when the time to serve is unknown."""
+    tts = cfg.time_to_serve_seconds
+    return None if tts is None else downtime_per_reclaim_s(tts, cfg.spot_notice_seconds)
+
+
+def serves_at(
+    cfg: DaemonConfig, members: Sequence[InstanceInfo], ready: bool, now: datetime
+) -> datetime | None:
+    """When a replica group is expected to serve: now when Ready; else its last launch + the
+    plan's time to serve (a group not launched yet: now + it); None when that is unknown."""
+    if ready:
+        return now
+    tts = cfg.time_to_serve_seconds
+    if tts is None:
+        return None
+    times = [i.launch_time for i in members if i.launch_time is not None]
+    launched = max(times) if len(times) == len(members) and times else now
+    return max(now, launched + timedelta(seconds=tts))
 
 
 @dataclass
@@ -123,8 +165,10 @@ class Spares:
         blocks: Blocklist,
         is_leader: Callable[[], bool] = lambda: True,
         mono: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cfg = cfg
+        self.now = now
         self.cap = capacity
         self.kube = kube
         self.m = metrics
@@ -137,6 +181,20 @@ class Spares:
         self._again = threading.Event()
         self.wake: Callable[[], None] | None = None  # run the reconcile job now (the scheduler)
         self.passes = 0
+        saves = spare_saves_s(cfg)
+        if cfg.spare_replicas and saves is not None:
+            tts, notice = cfg.time_to_serve_seconds, cfg.spot_notice_seconds
+            if saves > 0:
+                log.info(
+                    f"a warm spare saves {saves:.0f} s of one replica per reclaim (time to serve "
+                    f"{tts:.0f} s > notice {notice:.0f} s)"
+                )
+            else:
+                log.warning(
+                    f"--spare-replicas {cfg.spare_replicas}: a spare saves nothing here: the "
+                    f"time to serve ({tts:.0f} s) fits in the notice ({notice:.0f} s), so a "
+                    "replacement asked at the notice serves in time"
+                )
 
     # -- reading --------------------------------------------------------------------------
 
@@ -153,9 +211,14 @@ class Spares:
     def ready(self, g: Group) -> bool:
         return group_ready(self.kube, self.cfg, g.members, g.size)
 
+    def serves_at(self, g: Group) -> datetime | None:
+        """When the spare is expected to serve (now when Ready; launch + time to serve)."""
+        return serves_at(self.cfg, g.members, self.ready(g), self.now())
+
     def _candidates(self, pool: str, size: int, on_demand_only: bool) -> list[Group]:
         """Spares that could replace a group of ``size`` nodes: Ready ones first, then those
-        outside a blocked (just reclaimed or exhausted) pool, then by replica id."""
+        outside a blocked (just reclaimed or exhausted) pool, then the one that will serve
+        first (launch + the plan's time to serve), then by replica id."""
         cands = [
             g
             for g in self.groups().get(pool, {}).values()
@@ -165,16 +228,14 @@ class Spares:
             and all(i.state in ("pending", "running") for i in g.members)
             and (not on_demand_only or g.market == "on-demand")
         ]
-        ranked = [
-            (
-                not self.ready(g),
-                self.blocks.blocked(g.lead.instance_type, g.lead.zone, g.market),
-                g.replica,
-                g,
-            )
-            for g in cands
-        ]
-        return [g for *_, g in sorted(ranked, key=lambda r: r[:3])]
+        now = self.now()
+        ranked = []
+        for g in cands:
+            ready = self.ready(g)
+            eta = serves_at(self.cfg, g.members, ready, now) or now
+            blocked = self.blocks.blocked(g.lead.instance_type, g.lead.zone, g.market)
+            ranked.append((not ready, blocked, eta, g.replica, g))
+        return [g for *_, g in sorted(ranked, key=lambda r: r[:4])]
 
     def peek(self, pool: str, size: int, on_demand_only: bool) -> Group | None:
         """The spare a claim would promote now (dry run), without promoting it."""

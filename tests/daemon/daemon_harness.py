@@ -452,6 +452,7 @@ class NodeAgent:
         self.pods: dict[str, PodSpec] = {}
         self.pending_ready: dict[str, float] = {}
         self.ready_at: dict[str, float] = {}
+        self.ready_span: dict[str, tuple[float, float]] = {}
         self.gone: dict[str, dict[str, Any]] = {}
         self.stop_flag = threading.Event()
         self.errors: list[str] = []
@@ -514,8 +515,12 @@ class NodeAgent:
         for pod, since in list(self.pending_ready.items()):
             if now - since >= self.load_delay:
                 del self.pending_ready[pod]
+                before = time.monotonic()
                 self._patch_pod(pod, {"status": {"conditions": ready_condition(True)}})
                 self.ready_at[pod] = time.monotonic()
+                # kmock applied the patch somewhere in this span (the daemon may see it Ready
+                # before the response comes back here)
+                self.ready_span[pod] = (before, self.ready_at[pod])
         while True:
             try:
                 ns, pod, grace = self.km.evictions.get_nowait()
@@ -742,8 +747,12 @@ class Aws:
         assert resp["FailedEntryCount"] == 0, resp
 
     def spot_warning(self, instance_id: str, seconds_left: float) -> None:
-        """A spot interruption warning whose 2-minute deadline is `seconds_left` from now."""
+        """A spot interruption warning whose 2-minute deadline is `seconds_left` (up to 1 s
+        more) from now: EventBridge times have whole seconds, so the time is rounded up; cut,
+        a "3 s" notice could leave 2.0 s, too little on a loaded machine."""
         when = datetime.now(UTC) - timedelta(seconds=120 - seconds_left)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + timedelta(seconds=1)
         self.put(
             "EC2 Spot Instance Interruption Warning",
             {"instance-id": instance_id, "instance-action": "terminate"},

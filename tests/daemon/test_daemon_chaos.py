@@ -5,23 +5,40 @@ two-node (TP x PP) replica.
 The client only uses Ready endpoints on nodes not excluded from load balancers, refreshing its
 view every 30 ms like an endpoints controller. The pods have a 0.25 s preStop (they keep
 accepting while the endpoint removal propagates), then stop accepting, finish in-flight requests
-within the eviction's grace period (the daemon's --shutdown-timeout, 1 s) and abort the rest
+within the eviction's grace period (their terminationGracePeriodSeconds, GRACE) and abort the rest
 cleanly with an error event.
+
+Timing, made robust for a loaded 2-core machine (it flaked there with a 3 s notice, a 1 s grace
+and a 1 s margin). Two races, each now with a second or more to spare:
+* EventBridge times have whole seconds (moto, like AWS, drops the fraction), so a warning put
+  "3 s before its deadline" had a deadline 2.0-3.0 s away, and three warnings 0.2 s apart could
+  get deadlines a second apart. A long request cut on one victim was then retried on another
+  whose drain had not started yet, and cut again. Now the three warnings carry one whole-second
+  time (one deadline), and the grace (3 s) is longer than the window in which drains may start
+  (from the notice to deadline - grace - margin: 1 s), so every victim is out of the load
+  balancers at least 2 s before the first long request is cut.
+* The stand-in kubelet deletes a pod up to 0.5 s after its grace, later on a loaded machine; the
+  2 s margin leaves 1.5 s of lag before a pod would still be terminating at the deadline.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 from daemon_harness import LoadClient, NodeAgent, VllmStandIn, wait_until
 
 from provisioner import fleet
 
-SHORT_TOKENS, TOKEN_DELAY = 8, 0.02  # 0.16 s: fits the drain window (1 s grace - 0.25 s preStop)
-# 3.5 s: longer than notice-to-deadline (3 s), so it is in flight when the pod's grace ends.
-LONG_TOKENS = 175
+NOTICE = 6  # seconds from the warning to the instance's deadline (whole: EventBridge's unit)
+GRACE, MARGIN = 3, 2.0  # the pods' terminationGracePeriodSeconds and the drain margin
+# Drains start between the notice and deadline - GRACE - MARGIN (1 s later).
+SHORT_TOKENS, TOKEN_DELAY = 8, 0.02  # 0.16 s: fits the drain window (3 s grace - 0.25 s preStop)
+# 7 s: longer than notice-to-deadline (6 s), so it is in flight when the pod's grace ends.
+LONG_TOKENS = 350
 
 
 def tag_map(inst):
@@ -52,7 +69,9 @@ def _chaos(aws, core, k8s, make_daemon):
         if s is not None:
             s.shutdown(grace)
 
-    agent = NodeAgent(aws.ec2, core, k8s, on_pod=on_pod, terminate=terminate, load_delay=0.3)
+    agent = NodeAgent(
+        aws.ec2, core, k8s, on_pod=on_pod, terminate=terminate, load_delay=0.3, pod_grace=GRACE
+    )
     agent.start()
     client = LoadClient(core)
     try:
@@ -62,9 +81,8 @@ def _chaos(aws, core, k8s, make_daemon):
             lambda: len(agent.ready_at) == 5 and len(servers) == 4,
             what="5 pods Ready, 4 leaders serving",
         )
-        # a 1 s margin: the pods (1 s grace) are gone before the 3 s deadline even when the
-        # shared machine is slow (the stand-in kubelet deletes them some 100 ms after the grace)
-        d = make_daemon(workers=4, drain_margin_seconds=1.0)
+        # the stand-in kubelet deletes the pods some 100 ms after their grace: MARGIN covers it
+        d = make_daemon(workers=4, drain_margin_seconds=MARGIN)
         client.start(workers=4, tokens=SHORT_TOKENS, delay=TOKEN_DELAY)
         wait_until(lambda: len(client.results) >= 20, what="traffic flowing")
 
@@ -82,16 +100,26 @@ def _chaos(aws, core, k8s, make_daemon):
             lambda: all(servers[f"vllm-{r}-0"].in_flight >= 1 for r in victims),
             what="longs in flight",
         )
+        # One deadline for the three, NOTICE s after a whole second: start on that second.
+        second = math.ceil(time.time())
+        time.sleep(max(0.0, second - time.time()))
+        sent = datetime.fromtimestamp(second, UTC) - timedelta(seconds=120 - NOTICE)
         for inst in victims.values():  # r4: the notice is for its *worker* node
-            aws.spot_warning(inst["InstanceId"], seconds_left=3)
+            aws.put(
+                "EC2 Spot Instance Interruption Warning",
+                {"instance-id": inst["InstanceId"], "instance-action": "terminate"},
+                time_=sent,
+            )
             time.sleep(0.2)
         wait_until(
             lambda: sum(o.status == "done" for _, o in d.outcomes) == 3,
-            timeout=25,
+            timeout=40,
             what="3 handled",
         )
+        # the premise: one notice time for the three (so one deadline), as sent
+        assert {ev.notice_time for ev, _ in d.outcomes} == {sent}
         for t in longs:
-            t.join(15)
+            t.join(30)
         served_after = len(client.results)
         wait_until(
             lambda: len(client.results) >= served_after + 20, what="traffic on the new replicas"

@@ -80,19 +80,21 @@ def test_notices_outnumbering_workers_all_progress_at_once(aws, core, k8s, make_
     agent = NodeAgent(aws.ec2, core, k8s, load_delay=0.1).start()
     try:
         groups = [one_replica(aws, agent, f"r{k}")[0] for k in range(4)]
-        agent.load_delay = 3.0
-        d = make_daemon(workers=1)  # one worker, four flows that each wait ~3 s for a load
-        t0 = time.monotonic()
+        agent.load_delay = 6.0
+        # one worker, four flows that each wait ~6 s for a load; the four notices are queued
+        # before the daemon starts, so slow puts on a loaded machine do not count
         for inst in groups:
-            aws.spot_warning(inst["InstanceId"], seconds_left=10)
+            aws.spot_warning(inst["InstanceId"], seconds_left=20)
+        d = make_daemon(workers=1, start=False).start()
+        t0 = time.monotonic()
         wait_until(
             lambda: all(aws.replacements_of(f"r{k}") for k in range(4)),
-            timeout=5,
+            timeout=agent.load_delay,
             what="every replacement requested",
         )
         requested = time.monotonic() - t0
-        # a worker held per flow would start the second only after the first's 3 s load
-        assert requested < 2.5, requested
+        # a worker held per flow would start the second only after the first's 6 s load
+        assert requested < agent.load_delay, requested
         outs = handled(d, 4, timeout=30)
         assert sorted(o.action for _, o in outs) == ["replaced-and-drained"] * 4
         wait_until(lambda: aws.messages_left() == 0, what="messages deleted")

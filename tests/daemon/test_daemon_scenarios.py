@@ -70,6 +70,7 @@ def test_spot_notice_via_sqs_replaces_first_then_drains(aws, agent, core, k8s, m
 
     # The old node was tainted, cordoned and pulled out of external load balancers before the
     # pod was evicted; the state annotation recorded the replacement; the instance is retired.
+    wait_until(lambda: name in agent.gone, what="the retired node removed")  # loaded machine
     old = agent.gone[name]
     assert old["spec"]["unschedulable"] is True
     assert fleet.TAINT_KEY in taint_keys(old)

@@ -16,7 +16,7 @@ from daemon_harness import moto_server
 from stack_harness import ONE_NODE, StackRun, quote, run_stack
 
 from provisioner import fleet
-from stacks.spec import DeployOptions
+from stacks.options import DeployOptions
 
 pytestmark = [
     pytest.mark.slow,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -114,18 +113,6 @@ def test_vendor_filters() -> None:
             assert seen == gpus
         else:
             assert seen and "MI300X" not in seen
-
-
-def _cli(*args: str, stdout: int | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "COLUMNS": "80"}
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner.cli.main", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=stdout or subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        timeout=60,
-    )
 
 
 def test_quote_into_head_exits_quietly() -> None:

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from provisioner.cli.main import app
 from provisioner.contract.document import PlanDocument, load_plan_document
-from stacks.spec import DeployOptions, plan_config
+from stacks.options import DeployOptions
+from stacks.spec import plan_config
 
 # --weights hub: today's download path; the s3 path is tested in tests/stacks/test_weights.py
 KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
@@ -50,8 +51,9 @@ def quote(tmp: Path, name: str, args: list[str]) -> PlanFile:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Keeps every registration; answers with inputs plus the outputs the stacks read."""
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: frozenset[str] = frozenset()) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.buckets = buckets  # S3 buckets that exist already (aws.s3.get_bucket finds them)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(args)
@@ -72,8 +74,33 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["latestVersion"] = 1
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        raise AssertionError(f"the stacks make no provider calls, got {args.token}")
+    def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
+        """The two lookups the stack makes for the bucket it creates: who am I, does it exist.
+        A missing bucket is an invoke failure, as the AWS provider reports it."""
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            arn = f"arn:aws:iam::{ACCOUNT}:user/deployer"
+            return {"accountId": ACCOUNT, "arn": arn, "userId": "AIDATEST", "id": ACCOUNT}
+        if args.token == "aws:s3/getBucket:getBucket":
+            name = args.args["bucket"]
+            if name in self.buckets:
+                return {"bucket": name, "arn": f"arn:aws:s3:::{name}", "id": name}
+            return {}, [("bucket", f"couldn't find resource: NoSuchBucket {name}")]
+        raise AssertionError(f"unexpected provider call {args.token}")
+
+
+class RecordingMonitor(MockMonitor):
+    """Also keeps the options mocks do not see: which resources are retained on delete."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.retained: set[str] = set()
+        self.depends: dict[str, list[str]] = {}  # name -> names of its explicit dependencies
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
+        if request.retainOnDelete:
+            self.retained.add(request.name)
+        self.depends[request.name] = [u.rsplit("::", 1)[-1] for u in request.dependencies]
+        return super().RegisterResource(request)
 
 
 @dataclass
@@ -81,6 +108,8 @@ class StackRun:
     resources: list[pulumi.runtime.MockResourceArgs]
     urns: list[str]  # parent chain in the type part: prov:k8s:VllmService$kubernetes:...
     outputs: dict[str, tuple[Any, bool]]  # stack output -> (value, is it a secret)
+    retained: frozenset[str] = frozenset()  # names of resources with retainOnDelete
+    depends: dict[str, list[str]] | None = None  # name -> its dependencies' names
 
     def of(self, typ: str) -> list[pulumi.runtime.MockResourceArgs]:
         return [r for r in self.resources if r.typ == typ]
@@ -91,11 +120,17 @@ class StackRun:
         return found[0]
 
 
-def run_stack(plan: PlanFile, options: DeployOptions, *, hf_token: str | None = None) -> StackRun:
+def run_stack(
+    plan: PlanFile,
+    options: DeployOptions,
+    *,
+    hf_token: str | None = None,
+    buckets: frozenset[str] = frozenset(),
+) -> StackRun:
     from stacks.program import stack_outputs
 
-    mocks = RecordingMocks()
-    monitor = MockMonitor(mocks)
+    mocks = RecordingMocks(buckets)
+    monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="prov", stack="test", preview=False, monitor=monitor)
     config = {
         **options.to_config(),
@@ -122,7 +157,13 @@ def run_stack(plan: PlanFile, options: DeployOptions, *, hf_token: str | None = 
         return resolve()
 
     run()
-    return StackRun(mocks.resources, list(monitor.get_registered_resources()), outputs)
+    return StackRun(
+        mocks.resources,
+        list(monitor.get_registered_resources()),
+        outputs,
+        frozenset(monitor.retained),
+        monitor.depends,
+    )
 
 
 def numbers_as_ints(value: Any) -> Any:
@@ -148,12 +189,6 @@ def without_secrets(value: Any) -> Any:
 
 
 # ---- rendered manifests, parsed back with the official kubernetes client's models ----------
-
-MODEL_OF_KIND = {
-    "Deployment": "V1Deployment",
-    "Service": "V1Service",
-    "PodDisruptionBudget": "V1PodDisruptionBudget",
-}
 
 
 def k8s_model(obj: dict[str, Any], klass: str) -> Any:

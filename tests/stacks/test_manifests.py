@@ -13,8 +13,9 @@ import pytest
 import yaml
 from stack_harness import PlanFile, k8s_model
 
+from stacks.options import DeployOptions
 from stacks.render import write_render
-from stacks.spec import DeployOptions, build_spec
+from stacks.spec import build_spec
 
 # Ours, on top of the plan's flags: KV dtype made explicit and the drain (default 90 s).
 ADDED = ["--kv-cache-dtype", "auto", "--shutdown-timeout", "90"]

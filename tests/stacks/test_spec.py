@@ -7,7 +7,8 @@ from stack_harness import PlanFile
 
 from provisioner.contract.document import PlanDocument
 from provisioner.errors import UsageError
-from stacks.spec import DeployOptions, build_spec, plan_config, release_name, select_plan
+from stacks.options import DeployOptions
+from stacks.spec import build_spec, plan_config, release_name, select_plan
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 from pulumi.runtime import rpc
 from stack_harness import ACCOUNT, API_KEY, PlanFile, StackRun, run_stack, without_secrets
 
-from stacks.spec import DeployOptions
+from stacks.options import DeployOptions
 
 ASG = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -93,16 +93,6 @@ def pod_specs(run: StackRun) -> list[dict[str, Any]]:
     lws = run.one("kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet").inputs["spec"]
     t = lws["leaderWorkerTemplate"]
     return [t["leaderTemplate"]["spec"], t["workerTemplate"]["spec"]]
-
-
-def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
-    """Kubernetes' rule, with EKS's effect spelling (NO_SCHEDULE) on the taint."""
-    effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute"}[taint["effect"]]
-    if toleration.get("effect") not in (None, effect):
-        return False
-    if toleration.get("operator") == "Exists":
-        return toleration.get("key") in (None, taint["key"])
-    return toleration.get("key") == taint["key"] and toleration.get("value") == taint["value"]
 
 
 def test_spot_pool_lists_the_alternative_types_and_zones(one: StackRun) -> None:

@@ -22,8 +22,9 @@ from stack_harness import (
     without_secrets,
 )
 
+from stacks.options import DeployOptions
 from stacks.render import write_render
-from stacks.spec import DeployOptions, build_spec
+from stacks.spec import build_spec
 
 ADDED = ["--kv-cache-dtype", "auto", "--shutdown-timeout", "90"]
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

@@ -19,8 +19,9 @@ import pytest
 import yaml
 from stack_harness import KIMI, PlanFile, quote
 
+from stacks.options import DeployOptions
 from stacks.render import write_render
-from stacks.spec import DeployOptions, build_spec
+from stacks.spec import build_spec
 from stacks.vllm_argv import DP_RPC_PORT
 
 FLAGS_FILE = Path(__file__).parents[1] / "data" / "vllm_serve_flags_v0.18.0.txt"

@@ -16,8 +16,9 @@ from stack_harness import PlanFile, quote
 from test_vllm_argv import unknown_flags, value
 
 from provisioner.errors import UsageError
+from stacks.options import DeployOptions
 from stacks.render import write_render
-from stacks.spec import DeployOptions, build_spec
+from stacks.spec import build_spec
 
 KIMI_P5EN = [
     "quote", "--model", "moonshotai/Kimi-K2-Thinking", "--quant", "int4", "--ctx", "128k",
@@ -106,11 +107,22 @@ def test_hub_keeps_todays_download(p5en: dict[str, PlanFile], tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({}, "--weights-bucket s3://BUCKET[/PREFIX]"),  # s3 plan, no bucket: name both fixes
+        # s3 plan, no bucket, into your own cluster (nothing creates one): name both fixes
+        ({"target": "kubeconfig"}, "--weights-bucket s3://BUCKET[/PREFIX]"),
         ({"weights_bucket": "prov-weights"}, "write it as s3://BUCKET"),
         ({"weights_bucket": "s3://Bad_Bucket"}, "is not an S3 bucket name"),
-        ({"weights": "pvc"}, "renders s3 or hub"),
+        ({"weights": "nfs"}, "allowed: s3, hub, pvc"),
+        ({"weights": "pvc"}, "exactly one of --weights-pvc NAME"),
+        ({"weights": "pvc", "weights_pvc": "w", "weights_storage_class": "efs"}, "exactly one"),
+        ({"weights": "pvc", "weights_pvc": "Bad_Claim"}, "not a Kubernetes object name"),
+        ({"weights": "pvc", "weights_pvc": "w", "weights_pvc_gbps": 0.0}, "must be > 0"),
+        ({"weights": "s3", "weights_pvc": "w"}, "apply to --weights pvc only"),
+        ({"weights": "pvc", "weights_pvc": "w", "weights_bucket": BUCKET}, "s3 only"),
         ({"weights": "hub", "weights_bucket": BUCKET}, "applies to --weights s3 only"),
+        ({"weights": "hub", "compile_cache": True}, "--weights hub has neither"),
+        ({"weights": "hub", "fill_weights": True}, "--weights hub downloads at every start"),
+        # a given bucket is the user's: the stack neither keeps nor deletes it
+        ({"weights_bucket": BUCKET, "keep_weights_bucket": False}, "the bucket the aws-eks"),
     ],
 )
 def test_unrenderable_weight_paths_are_refused(
@@ -170,6 +182,6 @@ def test_fill_job_downloads_then_syncs_the_same_directory(
     assert {t["key"] for t in pod["tolerations"]} >= {"nvidia.com/gpu"}  # runs on the GPU pool
 
 
-def test_fill_weights_needs_s3(p5en: dict[str, PlanFile]) -> None:
-    with pytest.raises(UsageError, match="needs --weights s3"):
+def test_fill_weights_needs_a_bucket_or_claim(p5en: dict[str, PlanFile]) -> None:
+    with pytest.raises(UsageError, match=r"fills the bucket .* or the claim"):
         build_spec(p5en["hub"].doc, DeployOptions(fill_weights=True))

@@ -17,7 +17,7 @@ import pytest
 from stack_harness import ONE_NODE, StackRun, quote, run_stack
 
 from provisioner import fleet
-from stacks.spec import DeployOptions
+from stacks.options import DeployOptions
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
 from daemon_harness import moto_server
@@ -192,3 +192,67 @@ def test_the_fill_job_writes_through_its_own_service_account(runs: dict[str, Sta
     }
     jobs = run.of("kubernetes:batch/v1:Job")
     assert [j.inputs["metadata"]["name"] for j in jobs] == ["kimi-k2-thinking-weights-fill"]
+
+
+def test_the_compile_cache_is_writable_and_the_weights_stay_read_only(
+    runs: dict[str, StackRun],
+) -> None:
+    """The GPU nodes' role with both of the stack's policies (weights read, compile cache), as
+    AWS would evaluate them together: the cache's init container and sidecar (`aws s3 sync`
+    down: list + get, up: list + put) work on cache/PREFIX; nothing can write the weights."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    run = runs["s3"]
+    read, _ = weights_policy(run)
+    found = run.one("aws:iam/rolePolicy:RolePolicy", "kimi-k2-thinking-compile-cache")
+    cache_policy = json.loads(found.inputs["policy"])
+    cache = f"cache/{PREFIX}"
+    assert cache_policy == fleet.compile_cache_policy(BUCKET, cache)
+    with moto_server() as url:
+        _auth(url, b"inf")
+        # moto's backends live in the process: start from an empty account
+        reset = urllib.request.Request(f"{url}/moto-api/reset", data=b"", method="POST")
+        urllib.request.urlopen(reset, timeout=10).read()
+        root = boto3.session.Session("testing", "testing", region_name="us-east-2")
+        admin = root.client("s3", endpoint_url=url)
+        admin.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-east-2"}
+        )
+        admin.put_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors", Body=b"w")
+        admin.put_object(Bucket=BUCKET, Key=f"{cache}/torch_compile_cache/h/rank_0_0/a", Body=b"c")
+        iam = root.client("iam", endpoint_url=url)
+        iam.create_user(UserName="gpu-node")
+        for name, doc in (("weights", read), ("cache", cache_policy)):
+            iam.put_user_policy(
+                UserName="gpu-node", PolicyName=name, PolicyDocument=json.dumps(doc)
+            )
+        key = iam.create_access_key(UserName="gpu-node")["AccessKey"]
+        node = boto3.session.Session(
+            key["AccessKeyId"], key["SecretAccessKey"], region_name="us-east-2"
+        ).client("s3", endpoint_url=url)
+
+        def refused(call: Any, **kw: Any) -> bool:
+            try:
+                call(**kw)
+            except ClientError as e:
+                return e.response["Error"]["Code"] in ("AccessDenied", "403")
+            return False
+
+        with enforced(url):
+            listed = node.list_objects_v2(Bucket=BUCKET, Prefix=f"{cache}/")
+            (entry,) = [o["Key"] for o in listed["Contents"]]
+            assert node.get_object(Bucket=BUCKET, Key=entry)["Body"].read() == b"c"
+            node.put_object(
+                Bucket=BUCKET, Key=f"{cache}/torch_compile_cache/h/rank_1_0/a", Body=b"n"
+            )
+            assert node.get_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors")["Body"].read()
+            assert refused(
+                node.put_object, Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors", Body=b"x"
+            )
+            assert refused(node.put_object, Bucket=BUCKET, Key="cache/other/x", Body=b"x")
+            assert refused(node.delete_object, Bucket=BUCKET, Key=entry)
+        assert (
+            admin.get_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors")["Body"].read()
+            == b"w"
+        )

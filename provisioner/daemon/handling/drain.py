@@ -65,7 +65,7 @@ def replace_first(
 ) -> Outcome:
     ev, inst = entry.event, t.instance
     if h.cfg.dry_run:
-        return plan_log(h, ev, t, replace, drain)
+        return plan_log(h, ev, t, replace, drain, deadline)
     until = max(deadline, h.now() + timedelta(seconds=3 * h.cfg.step_interval_seconds))
     if ev.kind is EventKind.SPOT_INTERRUPTION and entry.stage == "start":
         h.blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
@@ -118,12 +118,11 @@ def replace_first(
         pods = h.pods_to_drain(t)
         grace = max((h.grace_of(p) for p in pods), default=0)
         start_by = deadline - timedelta(seconds=grace + h.cfg.drain_margin_seconds)
-        if (
-            replacement
-            and h.cfg.hold_for_replacement
-            and h.now() < start_by
-            and not h.replacement_ready(t, replacement)
-        ):
+        ready, eta = h.replacement_status(t, replacement)
+        spot = ev.kind is EventKind.SPOT_INTERRUPTION  # two minutes: no time to lose
+        if spot and not t.state.short and _short(h, replacement, ready, eta, start_by):
+            _shed_early(h, ev, t, until, eta)
+        if replacement and h.cfg.hold_for_replacement and h.now() < start_by and not ready:
             return Outcome("deferred", "holding", not_before=min(h.later(), start_by), stage="hold")
         # 4. the drain starts: out of the load balancers first, then evictions
         for node in list(t.nodes.values()):
@@ -179,6 +178,46 @@ def replace_first(
     return Outcome("done", "replaced-and-drained" if replacement else "drained")
 
 
+def _short(
+    h: Steps, replacement: str | None, ready: bool, eta: datetime | None, start_by: datetime
+) -> bool:
+    """Will the pool be a replica short? No replacement at all, or one that (by the plan's
+    time to serve) cannot serve before the drain must start. Unknown time to serve: not
+    known short, so the flow holds in the load balancers as before. Asked on a spot notice
+    only: a maintenance drain or a rebalance window has minutes, and holding in the load
+    balancers until the drain is worth that capacity."""
+    if ready:
+        return False
+    if replacement is None:
+        return True
+    return eta is not None and eta > max(start_by, h.now())
+
+
+def _shed_early(
+    h: Steps, ev: InterruptionEvent, t: Target, until: datetime, eta: datetime | None
+) -> None:
+    """The pool will be short whatever we do: take the nodes out of external load balancers
+    now, not at the drain, so new requests go to the surviving replicas while the cloud load
+    balancer deregisters the targets; the pods keep serving what they have (and in-cluster
+    traffic until their eviction), and keep their grace for in-flight streams."""
+    for node in list(t.nodes.values()):
+        h.retry(
+            "exclude-lb",
+            until,
+            lambda n=node: h.kube.label(n.name, {fleet.EXCLUDE_LB_LABEL: "true"}),  # type: ignore[misc]
+        )
+    when = eta.isoformat() if eta else None
+    h.record(t, until, lb_excluded=True, short=True, replacement_eta=when)
+    h.m.actions.labels("shed-early", "ok").inc()
+    left = f"in {(eta - h.now()).total_seconds():.0f} s" if eta else "not requested yet"
+    for node in t.nodes.values():
+        h.event(node.name, "CapacityShort", f"out of load balancers now; replacement {left}")
+    log.info(
+        "no replacement can serve before the drain: out of load balancers now",
+        extra={"event": ev.id, "replacement_eta": when, "nodes": h.node_names(t)},
+    )
+
+
 def _await_replacement(
     h: Steps, ev: InterruptionEvent, t: Target, deadline: datetime, replacement: str | None
 ) -> Outcome | None:
@@ -217,7 +256,14 @@ def _nodes_gone(
     return Outcome("done", "replaced")
 
 
-def plan_log(h: Steps, ev: InterruptionEvent, t: Target, replace: bool, drain: bool) -> Outcome:
+def plan_log(
+    h: Steps,
+    ev: InterruptionEvent,
+    t: Target,
+    replace: bool,
+    drain: bool,
+    deadline: datetime | None = None,
+) -> Outcome:
     """--dry-run: say what would happen, change nothing (not even the queue)."""
     inst = t.instance
     blocks = Blocklist()  # what the real run would avoid, without changing ours
@@ -246,6 +292,17 @@ def plan_log(h: Steps, ev: InterruptionEvent, t: Target, replace: bool, drain: b
             + ", ".join(a.label for a in attempts[:6])
             + (" ..." if len(attempts) > 6 else "")
         )
+    tts = h.cfg.time_to_serve_seconds
+    spot = ev.kind is EventKind.SPOT_INTERRUPTION
+    if drain and not h.cfg.cordon_only and spare is None and tts is not None and deadline and spot:
+        pods = h.pods_to_drain(t)
+        grace = max((h.grace_of(p) for p in pods), default=0)
+        hold = (deadline - h.now()).total_seconds() - grace - h.cfg.drain_margin_seconds
+        if tts > hold:
+            decisions.append(
+                f"take {h.node_names(t)} out of load balancers now: a replacement serves in "
+                f"{tts:.0f} s, after the drain must start (in {max(0.0, hold):.0f} s)"
+            )
     for node in t.nodes.values():
         decisions.append(f"taint {fleet.TAINT_KEY}={ev.kind}:NoSchedule and cordon {node.name}")
         if drain and not h.cfg.cordon_only:

@@ -47,6 +47,10 @@ class FlowState:
     phase: str | None = None  # one of PHASES
     drain_started: str | None = None  # ISO time the first eviction was asked
     lb_excluded: bool = False
+    #: when the replacement is expected to serve (launch + the plan's time to serve); with
+    #: ``short`` the pool is a replica short from the drain to then (out of LBs at once)
+    replacement_eta: str | None = None
+    short: bool = False
     updated: str = ""
 
     @property

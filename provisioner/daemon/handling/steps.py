@@ -28,7 +28,7 @@ from provisioner.daemon.events import InterruptionEvent
 from provisioner.daemon.handling.state import Aborted, FlowState, Outcome, Target, Timings
 from provisioner.daemon.kube import EvictResult, Kube, NodeInfo
 from provisioner.daemon.metrics import Metrics
-from provisioner.daemon.spares import Spares, group_ready
+from provisioner.daemon.spares import Group, Spares, group_ready, serves_at
 from provisioner.daemon.store import utcnow
 
 log = logging.getLogger("prov.daemon.handler")
@@ -184,9 +184,19 @@ class Steps:
     # -- replacement capacity -------------------------------------------------------------
 
     def replacement_ready(self, t: Target, replacement: str) -> bool:
+        return self.replacement_status(t, replacement)[0]
+
+    def replacement_status(
+        self, t: Target, replacement: str | None
+    ) -> tuple[bool, datetime | None]:
+        """(Ready now, when it is expected to serve): launch + the plan's time to serve; None
+        when the time to serve is unknown, or there is no replacement (then: never)."""
+        if replacement is None:
+            return False, None
         size = max(len(t.group), t.instance.replica_size)
         members = self.cap.replica_members(t.instance.pool, replacement)
-        return group_ready(self.kube, self.cfg, members, size)
+        ready = group_ready(self.kube, self.cfg, members, size)
+        return ready, serves_at(self.cfg, members, ready, self.now())
 
     def existing_replacement(self, t: Target, until: datetime) -> str | None:
         inst = t.instance
@@ -291,7 +301,7 @@ class Steps:
         assert spares is not None
         tries = [0]
 
-        def claim() -> Any:
+        def claim() -> Group | None:
             tries[0] += 1
             return spares.claim(inst.pool, size, on_demand_only, inst.replica, recheck=tries[0] > 1)
 

@@ -3,6 +3,10 @@
 Paths: ``spot/instance-action``, ``events/recommendations/rebalance`` and
 ``events/maintenance/scheduled`` under ``{metadata_url}/latest/meta-data/``; 404 means "nothing".
 The base URL is configurable (tests run a small HTTP server on 127.0.0.1).
+
+``Metadata`` is what the monitor asks of the service; ``ImdsClient`` answers it over HTTP with an
+IMDSv2 token, ``fakes.imds.FakeMetadata`` from a dict (tests/daemon/test_daemon_contract_queues.py
+holds them equal).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from provisioner.daemon.config import DaemonConfig
 from provisioner.daemon.events import (
@@ -25,14 +30,15 @@ from provisioner.daemon.events import (
 from provisioner.daemon.metrics import Metrics
 from provisioner.daemon.monitors import Sink
 from provisioner.daemon.store import utcnow
+from provisioner.errors import OperationalError
 
 log = logging.getLogger("prov.daemon.imds")
 
 TOKEN_TTL = 21600
 
 
-class ImdsError(Exception):
-    pass
+class ImdsError(OperationalError):
+    """The instance metadata service is unreachable or refused a request."""
 
 
 def _one(
@@ -48,21 +54,28 @@ PATHS: tuple[tuple[str, Callable[[str, str, datetime], list[InterruptionEvent]]]
 )
 
 
-class ImdsMonitor:
-    name = "imds"
+class Metadata(Protocol):
+    def token(self, refresh: bool = False) -> str:
+        """A session token (IMDSv2); ImdsError when the service does not give one."""
+        ...
 
-    def __init__(self, cfg: DaemonConfig, sink: Sink, metrics: Metrics) -> None:
-        self.cfg = cfg
-        self.base = cfg.metadata_url.rstrip("/")
-        self.sink = sink
-        self.m = metrics
-        self.instance_id: str | None = None
+    def get(self, path: str) -> str | None:
+        """The text at meta-data/PATH, None when absent; ImdsError when unreachable."""
+        ...
+
+
+class ImdsClient:
+    """The instance metadata service over HTTP, with an IMDSv2 token renewed before its TTL."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
         self._token: str | None = None
         self._token_until = 0.0
 
     def _request(self, req: urllib.request.Request) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(req, timeout=self.cfg.http_timeout_seconds) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return resp.status, resp.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
             return e.code, ""
@@ -83,9 +96,6 @@ class ImdsMonitor:
             self._token_until = time.monotonic() + TOKEN_TTL - 60
         return self._token
 
-    def flush(self) -> None:
-        """Nothing to acknowledge in IMDS mode."""
-
     def get(self, path: str) -> str | None:
         """The text at meta-data/PATH, None on 404."""
         for attempt in (0, 1):
@@ -101,6 +111,28 @@ class ImdsMonitor:
             if status != 401:
                 raise ImdsError(f"GET {path} answered {status}")
         raise ImdsError(f"GET {path}: token refused")
+
+
+class ImdsMonitor:
+    name = "imds"
+
+    def __init__(
+        self, cfg: DaemonConfig, sink: Sink, metrics: Metrics, metadata: Metadata | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.metadata: Metadata = metadata or ImdsClient(cfg.metadata_url, cfg.http_timeout_seconds)
+        self.sink = sink
+        self.m = metrics
+        self.instance_id: str | None = None
+
+    def flush(self) -> None:
+        """Nothing to acknowledge in IMDS mode."""
+
+    def token(self, refresh: bool = False) -> str:
+        return self.metadata.token(refresh)
+
+    def get(self, path: str) -> str | None:
+        return self.metadata.get(path)
 
     def poll(self) -> int:
         now = utcnow()

@@ -1,11 +1,16 @@
-"""Queue mode: long-poll an SQS queue fed by EventBridge rules (fleet-wide, one Deployment)."""
+"""Queue mode: long-poll an SQS queue fed by EventBridge rules (fleet-wide, one Deployment).
+
+``SqsQueue`` names the three SQS calls the monitor makes (boto3's names and keywords): a boto3
+SQS client is one; ``fakes.sqs.FakeSqs`` is the in-memory one (visibility timeouts, receipt
+handles, receive counts), held equal to moto's by tests/daemon/test_daemon_contract_queues.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from provisioner.daemon.config import DaemonConfig
 from provisioner.daemon.events import PayloadError, parse_sqs_body
@@ -16,11 +21,30 @@ from provisioner.daemon.store import Ack, utcnow
 log = logging.getLogger("prov.daemon.sqs")
 
 
+class SqsQueue(Protocol):
+    def receive_message(
+        self,
+        *,
+        QueueUrl: str,
+        MaxNumberOfMessages: int,
+        WaitTimeSeconds: int,
+        AttributeNames: list[str],
+    ) -> dict[str, Any]: ...
+
+    def delete_message_batch(
+        self, *, QueueUrl: str, Entries: list[dict[str, str]]
+    ) -> dict[str, Any]: ...
+
+    def change_message_visibility(
+        self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int
+    ) -> object: ...
+
+
 class AckBatcher:
     """Deletes acknowledged messages ten at a time (DeleteMessageBatch); flushed when ten are
     waiting and by the scheduler's ack-flush job, so a deletion lags success by < 1 interval."""
 
-    def __init__(self, sqs: Any, queue_url: str, metrics: Metrics) -> None:
+    def __init__(self, sqs: SqsQueue, queue_url: str, metrics: Metrics) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.m = metrics
@@ -63,7 +87,7 @@ class SqsAck:
 
     def __init__(
         self,
-        sqs: Any,
+        sqs: SqsQueue,
         queue_url: str,
         message: dict[str, Any],
         cfg: DaemonConfig,
@@ -128,7 +152,7 @@ class SqsMonitor:
     def __init__(
         self,
         cfg: DaemonConfig,
-        sqs: Any,
+        sqs: SqsQueue,
         sink: Sink,
         metrics: Metrics,
         stopping: threading.Event,

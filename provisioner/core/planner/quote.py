@@ -1,0 +1,140 @@
+"""plan_quote: check the request, group the offers into hardware classes, then the two phases
+(candidates.py: enumerate and price; ranking.py: order and build the plans shown).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from provisioner.core.hardware import cuda_memory_gib, gpu_specs, match_gpu
+from provisioner.core.models import ModelSpec
+from provisioner.core.planner import ranking
+from provisioner.core.planner.candidates import Enumeration
+from provisioner.core.planner.ranking import Distinct
+from provisioner.core.planner.result import QuoteResult
+from provisioner.core.planner.shapes import HardwareClass
+from provisioner.core.quant import QuantScheme
+from provisioner.core.request import QuoteRequest
+from provisioner.errors import UsageError
+
+if TYPE_CHECKING:
+    from provisioner.core.offer import Offer
+
+
+def _check_request(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> None:
+    if req.ctx > spec.max_position_embeddings:
+        raise UsageError(
+            f"--ctx {req.ctx} exceeds {spec.id}'s maximum context "
+            f"{spec.max_position_embeddings} (max_position_embeddings); vLLM rejects it"
+        )
+
+
+def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
+    clouds = sorted({o.cloud for o in offers})
+    for c in req.clouds:
+        if c.lower() not in clouds:
+            raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(clouds)}")
+    for g in req.gpus:
+        if not match_gpu(g):
+            vendors = sorted({s.vendor.lower() for s in gpu_specs().values()})
+            raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join([*vendors, *gpu_specs()])}")
+
+
+def _check_layout(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> None:
+    if req.layout == "dp-ep" and (spec.moe is None or scheme.engine != "vllm" or req.dcp > 1):
+        why = "--dcp > 1" if req.dcp > 1 else f"{spec.id} is not a MoE model served by vLLM"
+        raise UsageError(
+            f"--layout dp-ep needs a MoE model on vLLM without --dcp ({why}); use --layout tp"
+        )
+
+
+def hardware_classes(
+    req: QuoteRequest, offers: Sequence[Offer]
+) -> dict[HardwareClass, list[Offer]]:
+    """The offers --cloud/--region/--gpu keep, grouped by what the memory model sees of them
+    (GPU, GPUs per node, memory as CUDA reports it, interconnect), in first-seen order."""
+    wanted_gpus = {n for g in req.gpus for n in match_gpu(g)}
+    clouds = {c.lower() for c in req.clouds}
+    regions = {r.lower() for r in req.regions}
+    classes: dict[HardwareClass, list[Offer]] = defaultdict(list)
+    device_gib: dict[tuple[str, float], float] = {}
+    buckets: dict[tuple[str, int, float, str], list[Offer]] = {}
+    for o in offers:
+        if clouds and o.cloud not in clouds:
+            continue
+        if regions and o.region.lower() not in regions and (o.zone or "").lower() not in regions:
+            continue
+        if wanted_gpus and o.gpu not in wanted_gpus:
+            continue
+        stated = (o.gpu, o.gpu_memory_gib)
+        device = device_gib.get(stated)
+        if device is None:  # as CUDA reports it, on any cloud
+            device = device_gib[stated] = cuda_memory_gib(o.gpu, o.gpu_memory_gib)
+        # a plain tuple finds the class's list (hashing the frozen dataclass costs more)
+        hw_key = (o.gpu, o.gpus_per_node, device, o.interconnect)
+        bucket = buckets.get(hw_key)
+        if bucket is None:
+            bucket = buckets[hw_key] = classes[HardwareClass(*hw_key)]
+        bucket.append(o)
+    return classes
+
+
+def plan_quote(
+    req: QuoteRequest,
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    offers: Sequence[Offer],
+    *,
+    collect_rejected: bool = True,
+    distinct: Distinct | None = None,
+) -> QuoteResult:
+    """Rank every feasible shape in `offers` by the request's objective ($/Mtok or $/h).
+
+    With `distinct` (provisioner/core/choices.py), only the best candidate of each
+    (distinct(offer, shape), market) is ranked, as `QuoteResult.ranked` entries whose plans are
+    built on demand; the group's other offers ride along in `Ranked.also`.
+    """
+    _check_request(req, spec, scheme)
+    _check_filters(req, offers)
+    _check_layout(req, spec, scheme)
+    markets = ("spot", "on-demand") if req.market == "any" else (req.market,)
+    classes = hardware_classes(req, offers)
+    node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
+    if scheme.engine == "llama.cpp":
+        node_counts = [1]
+
+    found = Enumeration(req, spec, scheme, markets, collect_rejected)
+    found.run(classes, node_counts)
+
+    top, also = ranking.order(found, distinct, req.top)
+    if distinct is None:
+        plans = [ranking.make_plan(found, rank, cand) for rank, cand in enumerate(top, start=1)]
+        ranked = []
+    else:  # the caller shows a few of these: their plans are built when it picks them
+        plans, ranked = [], ranking.entries(found, top, also)
+    offers_ranked = [p.offer for p in plans] + [r.offer for r in ranked]
+    # the oldest known date among the plans ranked (not every offer considered)
+    dates = sorted({o.prices_as_of for o in offers_ranked if o.prices_as_of})
+    notes: list[str] = list(spec.notes)
+    if scheme.engine == "llama.cpp":
+        notes.append(
+            "GGUF formats run on llama.cpp, not vLLM: plans are memory-only estimates "
+            "(layer split across the node's GPUs, no tensor parallelism)"
+        )
+    return QuoteResult(
+        request=req,
+        model=spec,
+        scheme=scheme,
+        kv_dtype_bytes=found.kvb,
+        plans=plans,
+        feasible_count=len(found.candidates),
+        rejected=found.rejected,
+        skipped_prices={k: len(v) for k, v in found.skipped.items()},
+        prices_as_of=dates[0] if dates else None,
+        best_by_market=ranking.best_by_market(found, top),
+        notes=notes,
+        layout_alternatives=ranking.layout_alternatives(found, top),
+        ranked=ranked,
+    )

@@ -1,0 +1,144 @@
+"""Phase 2 of plan_quote: order the candidates, fold them into distinct choices when asked, and
+build the plans that are shown (the top, the best of each market, the layouts of the best).
+
+A Candidate is a few numbers and two indices; a RankedPlan adds what a person reads (speed,
+time to serve, reclaims, vLLM arguments, warnings). Plans are built only for what is returned.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable
+from functools import partial
+from itertools import compress
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+from provisioner.core.expected_cost import reclaim
+from provisioner.core.planner.candidates import Candidate, Enumeration
+from provisioner.core.planner.estimates import weight_split
+from provisioner.core.planner.ranked_plan import FAST_FABRICS, Ranked, RankedPlan, vllm_args
+from provisioner.core.planner.shapes import ShapeVerdict
+
+if TYPE_CHECKING:
+    from provisioner.core.offer import Offer
+
+Distinct = Callable[["Offer", ShapeVerdict], Hashable]
+MARKET = Candidate._fields.index("market")  # a row's market (rows are Candidate's fields)
+
+
+def order(
+    found: Enumeration, distinct: Distinct | None, top: int
+) -> tuple[list[Candidate], dict[int, list[Offer]]]:
+    """The candidates to make plans of, best first, and (with `distinct`) the other offers
+    each one stands for, by its position.
+
+    With `distinct`, one candidate per (distinct(offer, shape), market) in rank order (--top
+    is the caller's); without, the `top` best (all when 0)."""
+    rows = found.candidates
+    also: dict[int, list[Offer]] = {}
+    if distinct is None:
+        best = heapq.nsmallest(top, rows) if top else sorted(rows)
+        return [Candidate._make(r) for r in best], also
+    verdicts, class_offers = found.verdicts, found.class_offers
+    firsts: dict[Hashable, int] = {}
+    keys: dict[tuple[int, int], Hashable] = {}  # per offer x verdict; the market is added
+    shown: list[Candidate] = []
+    for row in sorted(rows):
+        cand = Candidate._make(row)
+        vi, oi = cand.verdict, cand.offer
+        o = class_offers[vi][oi]
+        base = keys.get((vi, oi))
+        if base is None:
+            base = keys[(vi, oi)] = distinct(o, verdicts[vi])
+        group_key = (base, cand.market)
+        first = firsts.get(group_key)
+        if first is not None:
+            also[first].append(o)
+        else:
+            firsts[group_key] = len(shown)
+            also[len(shown)] = []
+            shown.append(cand)
+    return shown, also
+
+
+def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
+    """The plan a person reads for one candidate."""
+    spec, scheme, req = found.spec, found.scheme, found.req
+    v = found.verdicts[cand.verdict]
+    o = found.class_offers[cand.verdict][cand.offer]
+    market, price = cand.market, cand.usd_per_hour
+    warnings = list(v.warnings) + list(scheme.notes)
+    if v.nodes > 1 and o.fabric not in FAST_FABRICS:
+        warnings.append(f"{o.instance_type} has no EFA/InfiniBand: PP hand-offs over ethernet")
+    tts = found.tts_of(o, weight_split(v))
+    loss = reclaim(o, market, v.nodes, tts) if tts else None
+    return RankedPlan(
+        rank,
+        o,
+        v,
+        market,
+        price,
+        vllm_args(spec, scheme, req, v.tp, v.pp, found.kvb, v.dp, v.ep),
+        list(dict.fromkeys(warnings)),
+        found.perf_of(v, o.fabric),
+        expected_usd_per_hour=(
+            loss.expected_usd_per_hour(price) if loss and req.risk_adjusted else None
+        ),
+        tts=tts,
+        reclaim=loss if market == "spot" else None,
+    )
+
+
+def _plan_at(found: Enumeration, cand: Candidate, rank: int) -> RankedPlan:
+    return make_plan(found, rank, cand)
+
+
+def entries(found: Enumeration, top: list[Candidate], also: dict[int, list[Offer]]) -> list[Ranked]:
+    """`top` as Ranked entries whose plans are built on demand."""
+    verdicts, class_offers = found.verdicts, found.class_offers
+    return [
+        Ranked(
+            class_offers[c.verdict][c.offer],
+            verdicts[c.verdict],
+            c.market,
+            also.get(i, []),
+            partial(_plan_at, found, c),
+        )
+        for i, c in enumerate(top)
+    ]
+
+
+def best_by_market(found: Enumeration, top: list[Candidate]) -> dict[str, RankedPlan]:
+    """The best plan of each market, with its rank among all candidates."""
+    rows = found.candidates
+    out: dict[str, RankedPlan] = {}
+    for m in found.markets:
+        # C-level passes (the candidates run to tens of thousands): the best of the market,
+        # then how many rank before it
+        in_market = compress(rows, map(m.__eq__, map(itemgetter(MARKET), rows)))
+        row = min(in_market, default=None)
+        if row is not None:
+            best = Candidate._make(row)
+            rank = top.index(best) + 1 if best in top else 1 + sum(map(row.__gt__, rows))
+            out[m] = make_plan(found, rank, best)
+    return out
+
+
+def layout_alternatives(found: Enumeration, top: list[Candidate]) -> list[RankedPlan]:
+    """Every feasible layout on the best plan's offer and market, for --explain (rank 0 when
+    that layout is not among `top`)."""
+    if not top:
+        return []
+    c0 = top[0]
+    v0 = found.verdicts[c0.verdict]
+    ranked = {(c.verdict, c.offer, c.market): i for i, c in enumerate(top, start=1)}
+    seen: set[str] = set()
+    out: list[RankedPlan] = []
+    for vi, v in enumerate(found.verdicts):
+        label = v.layout.label
+        if v.hw == v0.hw and v.nodes == v0.nodes and label not in seen:
+            seen.add(label)
+            cand = c0._replace(verdict=vi)
+            out.append(make_plan(found, ranked.get((vi, c0.offer, c0.market), 0), cand))
+    return out

@@ -1,0 +1,71 @@
+"""vLLM's start-up rules on a parallel layout, and which GPUs have kernels for a quant format.
+
+Both are pure verdicts (a reason, or None) shared by the planner, `prov fit` and the plan
+re-check (provisioner/contract/check.py): the one copy of these rules.
+"""
+
+from __future__ import annotations
+
+from provisioner.core.hardware import GpuSpec
+from provisioner.core.models import ModelSpec
+from provisioner.core.quant import QuantScheme
+
+
+def shape_rule_violation(
+    spec: ModelSpec, scheme: QuantScheme, tp: int, pp: int, dcp: int, ep: bool = False
+) -> str | None:
+    """vLLM's start-up checks on a parallel layout, as one reason or None.
+
+    With expert parallelism (ep) whole experts sit on each rank, so the per-rank expert-width
+    rules (fp8 block, Marlin MoE) do not apply."""
+    if spec.num_heads % tp:
+        return f"TP{tp} does not divide the {spec.num_heads} attention heads"
+    if spec.mla is None:
+        kvh = spec.num_kv_heads
+        if tp <= kvh and kvh % tp:
+            return f"TP{tp} does not divide the {kvh} KV heads"
+        if tp > kvh and tp % kvh:
+            return f"TP{tp} is not a multiple of the {kvh} KV heads"
+    if pp > spec.num_layers:
+        return f"PP{pp} exceeds the {spec.num_layers} layers"
+    if dcp > 1:
+        if tp % dcp:
+            return f"DCP{dcp} does not divide TP{tp}"
+        if spec.mla is None and dcp > max(1, tp // spec.num_kv_heads):
+            return f"DCP{dcp} exceeds TP/KV-heads ({tp}/{spec.num_kv_heads}) for GQA"
+    if spec.moe is not None and not ep and scheme.engine == "vllm" and scheme.bits < 16:
+        inter = spec.moe.moe_intermediate_size
+        if inter % tp:
+            return f"TP{tp} does not divide the expert width {inter}"
+        part = inter // tp
+        if scheme.name == "fp8" and "block" in scheme.label and part % 128:
+            return f"fp8 block-128 experts need width/TP % 128 == 0 ({inter}/{tp} = {part})"
+        if scheme.name == "int4":
+            need = max(64, scheme.group_size or 128)
+            if part % need:
+                return (
+                    f"int4 Marlin MoE needs expert width/TP % {need} == 0 ({inter}/{tp} = {part})"
+                )
+    return None
+
+
+def kernel_verdict(scheme: QuantScheme, gpu: GpuSpec) -> tuple[str | None, str | None]:
+    """(rejection, warning) for running this quant format on this GPU generation."""
+    k = scheme.kernels
+    if k is None:
+        return None, None
+    if not gpu.is_nvidia:
+        if not k.amd:
+            return f"no ROCm kernels for {scheme.name} on {gpu.name}", None
+        if scheme.name == "int4":
+            return None, "int4 on ROCm runs Triton kernels (Marlin is CUDA-only): slower"
+        return None, None
+    sm = gpu.sm or 0
+    if sm >= k.min_sm:
+        return None, None
+    if k.fallback_sm is not None and sm >= k.fallback_sm:
+        return None, k.fallback_note or f"{scheme.name} runs through a fallback kernel here"
+    return (
+        f"no vLLM {scheme.name} kernels on {gpu.name} ({gpu.arch}, SM {sm / 10:.1f}; "
+        f"needs SM {k.min_sm / 10:.1f}+)"
+    ), None

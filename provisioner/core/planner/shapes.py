@@ -1,0 +1,225 @@
+"""One shape on one hardware class: does it start under vLLM, and what does each GPU hold?
+
+A hardware class is what the memory model sees of an offer (GPU, GPUs per node, memory as CUDA
+reports it, interconnect); a shape is nodes x TP x PP, or a DP/EP layout
+(provisioner/core/layouts.py). `evaluate_shape` applies the rules of provisioner/core/
+shape_rules.py and the memory model of the pinned vLLM version (vllm_rules.VLLM_VERSION), and
+returns a ShapeVerdict: feasible with its memory and concurrency, or the reason it is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner.core.hardware import gpu_specs
+from provisioner.core.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
+from provisioner.core.layouts import Layout, layout_violation
+from provisioner.core.memory import (
+    GIB,
+    MemorySettings,
+    ShapeMemory,
+    WeightPlacer,
+    concurrent_requests,
+    shape_memory,
+)
+from provisioner.core.models import ModelSpec
+from provisioner.core.planner.shape_rules import shape_rule_violation
+from provisioner.core.quant import QuantScheme
+from provisioner.core.request import QuoteRequest, workload_tokens
+from provisioner.core.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
+
+
+@dataclass(frozen=True)
+class HardwareClass:
+    gpu: str
+    gpus_per_node: int
+    gpu_memory_gib: float
+    interconnect: str
+
+
+@dataclass(frozen=True)
+class ShapeVerdict:
+    """The outcome for one hardware class x nodes x TP x PP."""
+
+    hw: HardwareClass
+    nodes: int
+    tp: int
+    pp: int
+    memory: ShapeMemory | None
+    reason: str | None  # None = feasible
+    warnings: tuple[str, ...] = ()
+    workload_concurrency: int = 0  # requests of isl+osl tokens the KV cache holds at once
+    max_num_seqs: int = 256  # vLLM's default batch cap on this GPU (per DP rank)
+    dp: int = 1  # data-parallel ranks (provisioner/core/layouts.py)
+    ep: bool = False  # --enable-expert-parallel
+    too_heavy: bool = False  # refused by weights_cannot_fit, without the memory model
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.tp, self.dp, self.pp, self.ep)
+
+    def on(self, hw: HardwareClass, nodes: int) -> ShapeVerdict:
+        """The same verdict for another class with this GPU, memory and link (as
+        dataclasses.replace, at a third of its cost: the planner makes hundreds)."""
+        return ShapeVerdict(
+            hw, nodes, self.tp, self.pp, self.memory, self.reason, self.warnings,
+            self.workload_concurrency, self.max_num_seqs, self.dp, self.ep, self.too_heavy,
+        )  # fmt: skip
+
+    @property
+    def weights_overflow(self) -> bool:
+        """Refused because the weights alone do not fit (not a rule, not the KV cache)."""
+        return self.too_heavy or (self.memory is not None and not self.memory.weights_fit)
+
+
+def memory_settings(
+    req: QuoteRequest, spec: ModelSpec, hw: HardwareClass, kvb: int
+) -> MemorySettings:
+    """The same vLLM rules `prov fit` applies (provisioner/core/vllm_rules.py, VLLM_VERSION)."""
+    rules = rules_for(VLLM_VERSION)
+    gpu = gpu_specs().get(hw.gpu)
+    return MemorySettings(
+        gpu_memory_utilization=req.gpu_memory_utilization,
+        max_num_batched_tokens=req.max_num_batched_tokens,
+        max_num_seqs=batch_defaults(rules, hw.gpu, hw.gpu_memory_gib)[1],
+        kv_bytes=kvb,
+        sm=gpu.sm if gpu is not None else None,
+        rules=rules,
+    )
+
+
+def weights_cannot_fit(
+    req: QuoteRequest, hw: HardwareClass, gpus: int, weight_bytes: float
+) -> bool:
+    """True when `weight_bytes` cannot fit on `gpus` GPUs of this class whatever the split.
+
+    Sound, and much cheaper than the memory model: every split puts at least the average share
+    of the checkpoint on its heaviest GPU (sharded groups divide, replicated ones repeat, padding
+    only adds), less --cpu-offload-gb; a GPU whose weights exceed vLLM's budget has no KV pool
+    (memory.shape_memory). The margin keeps float rounding on the safe side."""
+    budget = req.gpu_memory_utilization * hw.gpu_memory_gib * GIB
+    return weight_bytes / gpus - req.cpu_offload_gb * GIB > budget * (1 + 1e-9)
+
+
+def _fmt_gib(x: float) -> str:
+    return f"{x / GIB:.1f} GiB"
+
+
+def evaluate_shape(
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    req: QuoteRequest,
+    hw: HardwareClass,
+    nodes: int,
+    tp: int,
+    pp: int,
+    kvb: int,
+    placer: WeightPlacer | None = None,
+    layout: Layout | None = None,
+) -> ShapeVerdict:
+    """Feasibility of one shape on one hardware class, with the reason when it fails.
+
+    `layout` (DP and/or EP, provisioner/core/layouts.py) replaces the plain TP x PP shape."""
+    lay = layout or Layout(tp, 1, pp)
+    dp, ep = lay.dp, lay.ep
+    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep) or (
+        layout_violation(spec, scheme, lay, req.dcp) if dp > 1 or ep else None
+    )
+    if rule:
+        return ShapeVerdict(hw, nodes, tp, pp, None, rule, dp=dp, ep=ep)
+    nvlink = hw.interconnect in {"nvlink", "xgmi", "nvlink-bridge"}
+    settings = memory_settings(req, spec, hw, kvb)
+    if dp > 1 or ep:
+        mem = layout_memory(
+            spec,
+            scheme,
+            lay,
+            hw.gpu_memory_gib,
+            req.ctx,
+            settings,
+            nvlink=nvlink,
+            placer=placer if isinstance(placer, LayoutPlacer) else None,
+            offload_gib=req.cpu_offload_gb,
+        )
+    else:
+        mem = shape_memory(
+            spec,
+            scheme,
+            tp,
+            pp,
+            hw.gpu_memory_gib,
+            req.ctx,
+            settings,
+            dcp=req.dcp,
+            nvlink=nvlink,
+            placer=placer,
+            offload_gib=req.cpu_offload_gb,
+        )
+
+    def held_of(tokens: int) -> int:
+        if dp > 1:
+            return layout_concurrent(spec, mem, dp, tokens, settings)
+        return concurrent_requests(spec, mem, tokens, settings)
+
+    def reject(reason: str) -> ShapeVerdict:
+        return ShapeVerdict(hw, nodes, tp, pp, mem, reason, dp=dp, ep=ep)
+
+    w = max(mem.stages, key=lambda s: s.weights)
+    if not mem.weights_fit:
+        bad = min(mem.stages, key=lambda s: s.kv_pool)
+        need = bad.weights + bad.activations + bad.overhead
+        return reject(
+            f"weights+activations+overhead {_fmt_gib(need)} per GPU exceed "
+            f"{req.gpu_memory_utilization:g} x {hw.gpu_memory_gib:g} GiB = "
+            f"{_fmt_gib(bad.budget)}",
+        )
+    if mem.max_concurrent < 1:
+        k = max(
+            range(len(mem.stages)),
+            key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
+        )
+        st = mem.stages[k]
+        return reject(
+            f"one {req.ctx}-token request needs {_fmt_gib(mem.request_bytes_per_stage[k])} "
+            f"of KV per GPU but only {_fmt_gib(max(0.0, st.kv_pool))} is left after "
+            f"weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
+        )
+    isl, osl, explicit = workload_tokens(req)
+    per_request = isl + osl if explicit else req.ctx  # what each concurrent request holds
+    held = held_of(per_request) if per_request != req.ctx else mem.max_concurrent
+    if req.concurrency is not None and held < req.concurrency:
+        return reject(
+            f"only {held} concurrent {per_request}-token requests fit in "
+            f"the KV cache; --concurrency asks for {req.concurrency}",
+        )
+    # requests of the workload's size the cache holds: sizes the batch at saturation
+    workload_held = held if per_request == isl + osl else held_of(max(1, isl + osl))
+    warnings: list[str] = []
+    headroom = w.device - w.budget
+    if w.outside > headroom:
+        warnings.append(
+            f"CUDA context + NCCL (~{_fmt_gib(w.outside)}) may not fit the "
+            f"{_fmt_gib(headroom)} left by --gpu-memory-utilization "
+            f"{req.gpu_memory_utilization:g}; lower it if vLLM fails to start"
+        )
+    if tp > 1 and hw.interconnect == "pcie":
+        warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
+    return ShapeVerdict(
+        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep
+    )
+
+
+def rejection_row(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
+    return {
+        "shape": f"{v.nodes}x {cloud}:{itype} ({v.hw.gpus_per_node}x{v.hw.gpu}) "
+        f"TP{v.tp}xPP{v.pp}" + (f" ({v.layout.label})" if v.dp > 1 or v.ep else ""),
+        "cloud": cloud,
+        "instance_type": itype,
+        "gpu": v.hw.gpu,
+        "nodes": v.nodes,
+        "tp": v.tp,
+        "pp": v.pp,
+        **({"dp": v.dp, "ep": v.ep} if v.dp > 1 or v.ep else {}),
+        "reason": reason,
+    }
