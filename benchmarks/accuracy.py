@@ -16,10 +16,8 @@ published value lies inside the band the plan would print for that GPU family an
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
-import re
 import statistics
 import sys
 from collections import defaultdict
@@ -28,12 +26,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from provisioner.core import perf
+from provisioner.core import perf, perf_data
 from provisioner.core.catalog import resolve_model
 from provisioner.core.hardware import GpuSpec, gpu_specs
 from provisioner.core.memory import MemorySettings, concurrent_requests, shape_memory
 from provisioner.core.models import ModelSpec
-from provisioner.core.perf_data import LATENCY_MAX_BATCH, arch_class, gpu_family
+from provisioner.core.perf_data import (
+    CURRENT_ERA,
+    LATENCY_MAX_BATCH,
+    engine_era,
+    gpu_family,
+)
 from provisioner.core.quant import kv_bytes, resolve_quant
 from provisioner.errors import ProvError
 
@@ -41,43 +44,11 @@ HERE = Path(__file__).parent
 REFS = HERE / "throughput_refs.json"
 HELDOUT = HERE / "throughput_heldout.json"
 MODELS = HERE / "models"
-DATA = Path(perf.__file__).parent / "data" / "perf_calibration.json"
+DATA = Path(perf.__file__).parents[1] / "data" / "perf_calibration.json"
 
-# what the fit may move, and over which grid (coordinate descent, a few passes)
-SOFT_GRID: dict[str, list[float]] = {
-    "mem_eff": [0.5 + 0.05 * i for i in range(11)],
-    "compute_eff": [0.2 + 0.05 * i for i in range(17)],
-    "moe_eff": [0.4 + 0.05 * i for i in range(13)],
-    "moe_tok_half": [0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
-    "moe_tok_ns": [0.0, 5.0, 10.0, 20.0, 40.0],  # permute/unpermute of a hidden vector: ~10 ns
-    "step_overhead_ms": [0.25 * i for i in range(17)],
-    "seq_overhead_us": [0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0],
-    "multinode_pp_ms": [2.5 * i for i in range(13)],
-    "lowbit_mem_eff": [0.5 + 0.05 * i for i in range(11)],
-    "attn_prefill_eff": [0.2 + 0.1 * i for i in range(9)],
-}
-LAYER_GRID = [10.0 * i for i in range(1, 31)]
-PREFILL_GRID = [0.2 + 0.05 * i for i in range(17)]
-# where the fit starts (physically plausible guesses), so a refit does not depend on the last one
-START = {
-    "mem_eff": 0.85,
-    "compute_eff": 0.6,
-    "prefill_eff": {"mla_moe": 0.6, "moe": 0.6, "dense": 0.6},
-    "moe_eff": 0.8,
-    "moe_tok_half": 8.0,
-    "moe_tok_ns": 10.0,
-    "step_overhead_ms": 1.0,
-    "seq_overhead_us": 20.0,
-    "multinode_pp_ms": 20.0,
-    "lowbit_mem_eff": 1.0,
-    "attn_prefill_eff": 0.6,
-    "layer_us": {"mla_moe": 100.0, "moe": 70.0, "dense": 40.0},
-}
-SCALE_GRID = [0.5 + 0.05 * i for i in range(21)]
-ENGINE_GRID = [0.6 + 0.05 * i for i in range(21)]
 BAND_FLOOR, BAND_STEP, THIN_ROWS, THIN_BAND, BAND_Q = 0.15, 0.05, 5, 0.5, 0.9
 DEFAULT_BAND, OTHER_ENGINE_BAND = 0.6, 0.6
-OLD_ENGINES = {"vllm": (0, 8), "sglang": (0, 5)}  # versions below: the 2024-early 2025 engines
+CV = HERE / "accuracy_cv.json"  # calibration runs predicted without their source (--fit)
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -165,6 +136,8 @@ def _concurrency(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int) -
     return min(prompts, mns, fits), mns
 
 
+_BATCH: dict[tuple[Any, ...], tuple[int, int]] = {}
+_STAGES: dict[tuple[Any, ...], dict[Any, Any]] = {}
 METRICS = {"tpot_ms", "itl_ms", "output_tps", "total_tps", "output_tps_per_gpu", "ttft_ms"}
 
 
@@ -175,7 +148,12 @@ def predict(
     scheme = resolve_quant(ref["quant"], spec)
     gpu = _gpu(ref["gpu"], overrides)
     kvb = kv_bytes(ref.get("kv_dtype") or "auto", spec)
-    conc, mns = _concurrency(ref, spec, gpu, kvb)
+    # the batch and the stage weights do not depend on the factors: kept across a fit's trials
+    key = (ref["id"], ref["model"], ref.get("arch_config"), ref["quant"], ref["gpu"], ref["tp"])
+    if key not in _BATCH:
+        _BATCH[key] = _concurrency(ref, spec, gpu, kvb)
+    conc, mns = _BATCH[key]
+    stages = _STAGES.setdefault((ref["model"], ref.get("arch_config"), ref["quant"]), {})
     est = perf.estimate(
         spec,
         scheme,
@@ -189,10 +167,13 @@ def predict(
         kv_bytes=kvb,
         dcp=ref.get("dcp") or 1,
         engine=ref["engine"],
+        era=_era(ref, data),
+        scheduler_steps=int(ref.get("num_scheduler_steps") or 1),
         max_num_seqs=mns,
         max_num_batched_tokens=int(ref.get("max_num_batched_tokens") or 8192),
         chunked_prefill=bool(ref.get("chunked_prefill", True)) and not _one_wave(ref, conc),
         data=data,
+        stage_cache=stages,
     )
     dp = int(ref.get("dp") or 1)
     m = ref["metric"]
@@ -256,15 +237,16 @@ def table(
     return rows, skipped
 
 
+def _era(ref: dict[str, Any], data: dict[str, Any] | None = None) -> str:
+    """The engine era of a run, from the engine version it records (part of its setup)."""
+    return engine_era(ref["engine"], ref.get("engine_version"), data)
+
+
 def _engine_era(ref: dict[str, Any]) -> str:
-    """'2024-25 engine' for vLLM < 0.8 (the V0 engine) and SGLang < 0.5, from the row's
-    engine_version; 'current engine' otherwise (also when the version is not stated). A
-    diagnostic grouping only: no row is dropped or refitted by it."""
-    m = re.match(r"v?(\d+)\.(\d+)", str(ref.get("engine_version") or ""))
-    if m is None or ref["engine"] not in OLD_ENGINES:
-        return "current engine"
-    old = (int(m[1]), int(m[2])) < OLD_ENGINES[ref["engine"]]
-    return "2024-25 engine" if old else "current engine"
+    """'2024-25 engine' for vLLM's V0 engine (< 0.8) and SGLang < 0.5, from the row's
+    engine_version (perf_data.engine_era); 'current engine' otherwise (also when the version
+    is not stated). The model reads the same era as an input (its era factors)."""
+    return "current engine" if _era(ref) == CURRENT_ERA else "2024-25 engine"
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -297,80 +279,7 @@ def groups(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {k: summary(v) for k, v in out.items()}
 
 
-# ---- the fit ---------------------------------------------------------------------------------
-
-
-def _loss(refs: list[dict[str, Any]], overrides: dict[str, Any], data: dict[str, Any]) -> float:
-    """Mean |log error| per source (each source weighs the same) + a penalty beyond 1.5x."""
-    by_source: dict[str, list[float]] = defaultdict(list)
-    penalty = 0.0
-    for r in refs:
-        x = abs(math.log(predict(r, overrides, data)[0] / float(r["value"])))
-        by_source[r.get("source_id", "")].append(x)
-        penalty += max(0.0, x - math.log(1.5))
-    return statistics.mean(statistics.mean(v) for v in by_source.values()) + penalty / len(refs)
-
-
-def _knobs(
-    data: dict[str, Any], refs: list[dict[str, Any]], overrides: dict[str, Any]
-) -> list[tuple[tuple[str, ...], list[float]]]:
-    """(getter/setter path, grid) for every factor the calibration rows can inform."""
-    knobs: list[tuple[tuple[str, ...], list[float]]] = [
-        (("software", k), g) for k, g in SOFT_GRID.items()
-    ]
-    for a in ("mla_moe", "moe", "dense"):
-        knobs += [
-            (("software", "layer_us", a), LAYER_GRID),
-            (("software", "prefill_eff", a), PREFILL_GRID),
-        ]
-    fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs}
-    knobs += [(("families", f, "scale"), SCALE_GRID) for f in sorted(fams) if f != "hopper"]
-    # a family's MoE multiplier only where it has its own MoE runs (Hopper is the reference)
-    moe_fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs if _is_moe(r)}
-    knobs += [(("families", f, "moe_scale"), SCALE_GRID) for f in sorted(moe_fams - {"hopper"})]
-    engines = {r["engine"] for r in refs} - {"vllm"}
-    knobs += [(("engines", e, "_all"), ENGINE_GRID) for e in sorted(engines)]
-    for e in sorted(engines):  # per architecture class only where the engine has 2+ classes
-        archs = {
-            arch_class(_spec(r["model"], r.get("arch_config"))) for r in refs if r["engine"] == e
-        }
-        if len(archs) > 1:
-            knobs += [(("engines", e, a), ENGINE_GRID) for a in sorted(archs)]
-    return knobs
-
-
-def _is_moe(ref: dict[str, Any]) -> bool:
-    return _spec(ref["model"], ref.get("arch_config")).moe is not None
-
-
-def _set(data: dict[str, Any], path: tuple[str, ...], value: float) -> None:
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = round(value, 3)
-
-
-def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 3) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DATA.read_text())
-    data["software"].update(copy.deepcopy(START))
-    for row in data["families"].values():
-        row["scale"] = 1.0
-        row["moe_scale"] = 1.0
-    data["engines"] = {e: 1.0 if e == "vllm" else {"_all": 1.0} for e in data["engines"]}
-    refs = [r for r in refs if not not_modelled(r)]
-    best = _loss(refs, overrides, data)
-    for _ in range(passes):
-        for path, grid in _knobs(data, refs, overrides):
-            for value in grid:
-                trial = copy.deepcopy(data)
-                _set(trial, path, value)
-                loss = _loss(refs, overrides, trial)
-                if loss < best - 1e-9:
-                    best, data = loss, trial
-    fams = {gpu_family(_gpu(r["gpu"], overrides)) for r in refs}
-    for fam, row in data["families"].items():
-        row["calibrated"] = fam in fams
-    return data
+# ---- the bands ------------------------------------------------------------------------------
 
 
 def _band_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
@@ -393,20 +302,20 @@ def _band(logs: list[float]) -> tuple[float, bool]:
 
 
 def set_bands(data: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """The printed band per family and regime: what the errors of all measured runs (calibration
-    and held-out) support. Coverage is checked leave-one-source-out (loso_in_band)."""
+    """The printed band per family and regime: what the OUT-OF-SAMPLE errors support (held-out
+    runs, and calibration runs predicted by a fit without their source). Coverage is checked
+    leave-one-source-out (loso_in_band)."""
     bands = {k: v for k, v in data["bands"].items() if k.startswith("_")}
     for (fam, regime), logs in sorted(_band_cells(rows).items()):
         rel, thin = _band(logs)
-        basis = f"{len(logs)} published runs, {BAND_Q:.0%} within" + (
-            " (thin data)" if thin else ""
-        )
+        basis = f"{BAND_Q:.0%} of {len(logs)} out-of-sample runs"  # thin: the "thin" flag
         bands.setdefault(fam, {})[regime] = {"rel": round(rel, 2), "thin": thin, "basis": basis}
     data["bands"] = bands
 
 
 def loso_in_band(held: list[dict[str, Any]], cal: list[dict[str, Any]]) -> float:
-    """Share of held-out runs inside a band derived WITHOUT their own source (honest coverage)."""
+    """Share of held-out runs inside a band derived WITHOUT their own source (honest coverage);
+    `cal`: the calibration runs as predicted without their own source (_cross_rows)."""
     inside = 0
     for r in held:
         others = cal + [h for h in held if h["source"] != r["source"]]
@@ -422,7 +331,18 @@ def loso_in_band(held: list[dict[str, Any]], cal: list[dict[str, Any]]) -> float
 # ---- output ----------------------------------------------------------------------------------
 
 
-def markdown(name: str, rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> str:
+def _cross_rows(fitted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calibration runs as a fit without their own source predicts them (written by --fit:
+    benchmarks/accuracy_cv.json); the fitted rows where that file is missing or stale."""
+    if not CV.is_file():
+        return fitted
+    cross = json.loads(CV.read_text())
+    return cross if {r["id"] for r in cross} == {r["id"] for r in fitted} else fitted
+
+
+def markdown(
+    name: str, rows: list[dict[str, Any]], skipped: list[dict[str, Any]], per_run: bool = True
+) -> str:
     lines = [
         f"### {name}: by group",
         "",
@@ -435,6 +355,8 @@ def markdown(name: str, rows: list[dict[str, Any]], skipped: list[dict[str, Any]
                 f"| {k} | {s['n']} | {s['median_abs_error_pct']:.1f}% | {s['max_ratio']:.2f}x "
                 f"| {s['in_band_pct']}% |"
             )
+    if not per_run:
+        return "\n".join(lines)
     lines += [
         "",
         f"### {name}: per run",
@@ -471,21 +393,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.fit or args.bands:
         data = json.loads(DATA.read_text())
         if args.fit:
+            sys.path.insert(0, str(HERE))
+            from accuracy_fit import cross_check, fit
+
             data = fit(cal_refs, overrides)  # the model's factors: calibration rows only
+            cv_rows = cross_check(cal_refs, overrides)  # each source without its own fit
+            CV.write_text(json.dumps(cv_rows, indent=1) + "\n")
         rows, _ = table(cal_refs, overrides, data)
         held_rows, _ = table(held_refs, overrides, data)
-        set_bands(data, rows + held_rows)  # the printed bands: every measured error
+        # the printed bands: out-of-sample errors only (held-out runs, and calibration runs as
+        # predicted by a fit without their source)
+        set_bands(data, _cross_rows(rows) + held_rows)
         data["fit"] = {"calibration": summary(rows), "heldout": summary(held_rows)}
         tmp = DATA.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(DATA)
-        perf.calibration_data.cache_clear()
+        perf_data.calibration_data.cache_clear()
     cal, cal_skip = table(cal_refs, overrides)
     held, held_skip = table(held_refs, overrides)
-    loso = loso_in_band(held, cal)
+    cross = _cross_rows(cal)
+    loso = loso_in_band(held, cross)
     if args.json:
         doc = {
             "calibration": {"summary": groups(cal), "rows": cal, "skipped": cal_skip},
+            "calibration_cross_check": {"summary": groups(cross)},
             "heldout": {
                 "summary": groups(held),
                 "loso_in_band_pct": loso,
@@ -498,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n\n".join(
         [
             markdown("Calibration (fitted)", cal, cal_skip),
+            markdown("Calibration, each source predicted by a fit without it", cross, [], False),
             markdown("Held-out (never fitted)", held, held_skip),
             f"Held-out runs inside a band derived without their own source: {loso}%",
         ]

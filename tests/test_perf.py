@@ -23,14 +23,11 @@ from provisioner.core.perf import (
     Workload,
     _stage_weights,
     arch_class,
-    calibration_data,
-    calibration_for,
     compute_dtype,
     decode_stage,
     estimate,
-    intra_link,
 )
-from provisioner.core.perf_data import band_for
+from provisioner.core.perf_data import band_for, calibration_data, calibration_for, intra_link
 from provisioner.core.planner import plan_quote
 from provisioner.core.quant import resolve_quant
 from provisioner.core.request import make_request

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from provisioner.core.memory import GIB, MemorySettings, request_kv_bytes, weights_total_bytes
 from provisioner.core.models import ModelSpec
+from provisioner.core.perf_data import CURRENT_ERA, Calibration
 from provisioner.core.planner import QuoteResult, RankedPlan
 from provisioner.core.planner.estimates import weight_split
 from provisioner.core.quant import QuantScheme
@@ -239,6 +240,7 @@ def perf_lines(plan: RankedPlan) -> list[str]:
         )
         if e.arch != "dense" and cal.moe_scale != 1.0:
             lines.append(f"             {cal.family} fused-MoE kernels x{cal.moe_scale:.2f}")
+        lines.append(era_line(cal))
     lines += [
         f"  Prefill {e.prefill_s * 1e3:,.0f} ms/request; chunked prefill hides "
         f"{e.prefill_hidden:.0%} in memory-bound steps",
@@ -254,6 +256,16 @@ def perf_lines(plan: RankedPlan) -> list[str]:
             + f"): {b.basis}"
         )
     return lines
+
+
+def era_line(cal: Calibration) -> str:
+    """The engine-era term (perf_data.engine_era): none for the current engine prov deploys."""
+    if cal.era == CURRENT_ERA:
+        return "    engine   current (vLLM V1): CPU scheduling overlaps the GPU, no era term"
+    return (
+        f"    engine   {cal.era}: CPU {cal.era_step_ms:.1f} ms/schedule + "
+        f"{cal.era_seq_us:.0f} us/seq/step, kernels x{cal.era_kernel:.2f}"
+    )
 
 
 def explain(result: QuoteResult) -> list[str]:

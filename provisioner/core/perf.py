@@ -12,7 +12,8 @@ Decode step of one pipeline stage for a micro-batch of b requests at context c (
     stage   = max(memory, compute) + comm + layers x floor(architecture class)
               + b x k x MoE layers x routing cost
 Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / min(B, PP)))
-          + (PP - 1) hand-offs + a per-step overhead + B x a per-sequence overhead.
+          + (PP - 1) hand-offs + a per-step overhead + B x a per-sequence overhead
+          (+ an older engine's CPU time: per step / --num-scheduler-steps, per sequence).
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
 Prefill is compute-bound: 2 x active params x isl / (TFLOPs x prefill_eff) + the causal attention
 FLOPs / (bf16 TFLOPs x attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
@@ -36,6 +37,7 @@ from provisioner.core.hardware import GpuSpec
 from provisioner.core.memory import pp_partition
 from provisioner.core.models import ModelSpec, WeightGroup
 from provisioner.core.perf_data import (
+    CURRENT_ERA,
     Band,
     Calibration,
     Link,
@@ -50,22 +52,10 @@ from provisioner.core.perf_data import (
 )
 from provisioner.core.quant import QuantScheme
 
-__all__ = [
-    "Band",
-    "Calibration",
-    "Link",
-    "PerfEstimate",
-    "StepBreakdown",
-    "Workload",
-    "arch_class",
-    "calibration_data",
-    "calibration_for",
-    "compute_dtype",
-    "compute_tflops",
-    "decode_stage",
-    "estimate",
-    "fabric_link",
-    "intra_link",
+__all__ = [  # the model and, for its callers, the factor helpers of perf_data
+    *("Band", "Calibration", "Link", "PerfEstimate", "StepBreakdown", "Workload"),
+    *("arch_class", "calibration_data", "calibration_for", "compute_dtype", "compute_tflops"),
+    *("decode_stage", "estimate", "fabric_link", "intra_link"),
 ]
 
 
@@ -274,6 +264,8 @@ def estimate(
     kv_bytes: int = 2,
     dcp: int = 1,
     engine: str = "vllm",
+    era: str = CURRENT_ERA,
+    scheduler_steps: int = 1,
     offload_gib_per_gpu: float = 0.0,
     pcie_gbps: float = 25.0,
     max_num_seqs: int | None = None,
@@ -286,14 +278,20 @@ def estimate(
 ) -> PerfEstimate:
     """TPOT, TTFT and tokens/s of TP x PP on `gpu` for `workload` (see the module docstring).
 
-    `data` replaces the packaged calibration (benchmarks/accuracy.py fits with it).
+    `data` replaces the packaged calibration (benchmarks/accuracy.py fits with it). `era` is an
+    older engine's era (perf_data.engine_era; prov's own plans run a current engine) and
+    `scheduler_steps` its --num-scheduler-steps (V0 multi-step: CPU work once per n steps).
     `stages` and `moe_step` are the hook of the DP / EP layouts (provisioner/core/perf_ep.py): the
     stage weights of one DP rank's GPU, and the EP terms added to each stage's decode step.
     """
     packaged = data is None
     data = data or calibration_data()
     arch = arch_class(spec)
-    cal = _packaged_cal(gpu, engine, arch) if packaged else calibration_for(gpu, engine, data, arch)
+    cal = (
+        _packaged_cal(gpu, engine, arch, era)
+        if packaged
+        else calibration_for(gpu, engine, data, arch, era)
+    )
     # TP beyond one node (used only to reproduce published multi-node TP runs) crosses the fabric
     # (NCCL then runs a ring: 2 (TP - 1) latency hops instead of a one-shot custom all-reduce)
     tp_link = (
@@ -337,6 +335,10 @@ def estimate(
         handoff += node_boundaries * cal.multinode_pp_ms / 1000
         handoff += (pp - 1 - node_boundaries) * cal.pp_stage_ms / 1000
     overhead = cal.step_overhead_ms / 1000 + b_total * cal.seq_overhead_us * 1e-6
+    # an older engine's CPU work on the critical path: scheduling and input preparation once per
+    # scheduled step (multi-step scheduling runs n steps per schedule), output processing
+    # (sampling, detokenising) for every sequence at every step
+    overhead += cal.era_step_ms / 1000 / max(1, scheduler_steps) + b_total * cal.era_seq_us * 1e-6
     if micro >= pp:  # stages overlap: a token per micro-batch every PP slowest-stage times
         mem = pp * steps[slow].memory_s
         cmp = pp * steps[slow].compute_s
@@ -421,8 +423,8 @@ def estimate(
 
 
 @lru_cache(maxsize=256)
-def _packaged_cal(gpu: GpuSpec, engine: str, arch: str) -> Calibration:
-    return calibration_for(gpu, engine, None, arch)
+def _packaged_cal(gpu: GpuSpec, engine: str, arch: str, era: str) -> Calibration:
+    return calibration_for(gpu, engine, None, arch, era)
 
 
 @lru_cache(maxsize=1024)

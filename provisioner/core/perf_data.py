@@ -9,12 +9,19 @@ Three layers of factors, all in data/perf_calibration.json:
   family    a serving multiplier per GPU family, fitted only where the calibration set has that
             family's own runs (1.0 and a "thin data" band otherwise), and a MoE multiplier on top
             where it has that family's own MoE runs (fused-MoE kernels are tuned per family);
+  era       what an older engine costs (engine_era): vLLM's V0 engine (< 0.8) and SGLang < 0.5
+            keep per-step CPU work (scheduling, input preparation, detokenisation) on the
+            critical path and run older kernels: a per-step and a per-sequence overhead and
+            kernel-efficiency factors, FITTED only on calibration runs of that era. prov deploys
+            a current engine, so its own plans carry none of it; the accuracy checks read a
+            published run's engine version as part of its setup;
 and the band each family and regime prints, from calibration errors (never from held-out rows).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -25,6 +32,7 @@ from provisioner.core.models import ModelSpec
 from provisioner.core.quant import QuantScheme
 
 ARCH_CLASSES = ("mla_moe", "moe", "dense")
+CURRENT_ERA = "current"
 LATENCY_MAX_BATCH = 8  # up to this many requests in flight a plan is in the "latency" regime
 
 
@@ -64,6 +72,10 @@ class Calibration:
     attn_prefill_eff: float = 0.0  # prefill attention (FlashAttention, bf16): share of bf16 peak
     lowbit_mem_eff: float = 1.0  # HBM fraction of sub-16-bit weight reads vs bf16 (dequant GEMMs)
     moe_scale: float = 1.0  # the family's MoE-kernel multiplier (fitted where it has MoE runs)
+    era: str = CURRENT_ERA  # engine era (engine_era): "current" or an older engine's key
+    era_step_ms: float = 0.0  # the era's CPU time per schedule (scheduling, input preparation)
+    era_seq_us: float = 0.0  # ... and per sequence per step (output processing, detokenising)
+    era_kernel: float = 1.0  # the era's kernel efficiency relative to the current engine's
 
 
 @cache
@@ -84,11 +96,35 @@ def arch_class(spec: ModelSpec) -> str:
     return "dense"
 
 
+def engine_era(engine: str, version: str | None, data: dict[str, Any] | None = None) -> str:
+    """The era of an engine build: CURRENT_ERA, or the key of data["eras"] whose engine matches
+    and whose `before` version the build is older than. A version string that names the engine
+    core ("V0" / "V1", as ROCm builds of vLLM 0.8 state it) decides for vLLM. No version: current.
+    """
+    if not version:
+        return CURRENT_ERA
+    text = str(version)
+    m = re.search(r"(\d+)\.(\d+)", text)
+    for key, row in (data or calibration_data()).get("eras", {}).items():
+        if row.get("engine") != engine:
+            continue
+        core = re.search(r"\bV([01])\b", text)
+        if engine == "vllm" and core is not None:
+            if core[1] == "0":
+                return str(key)
+            continue
+        before = tuple(int(x) for x in str(row["before"]).split("."))
+        if m is not None and (int(m[1]), int(m[2])) < before:
+            return str(key)
+    return CURRENT_ERA
+
+
 def calibration_for(
     gpu: GpuSpec,
     engine: str = "vllm",
     data: dict[str, Any] | None = None,
     arch: str = "dense",
+    era: str = CURRENT_ERA,
 ) -> Calibration:
     data = data or calibration_data()
     fam = gpu_family(gpu, data)
@@ -98,7 +134,13 @@ def calibration_for(
     scale = float(famrow.get("scale", 1.0)) * _engine_factor(data["engines"].get(engine, 1.0), arch)
     # fused-MoE kernels are tuned per GPU family: a family's own MoE runs may move its MoE factor
     moe_scale = float(famrow.get("moe_scale", 1.0)) if arch != "dense" else 1.0
-    scale *= moe_scale
+    erarow = data.get("eras", {}).get(era, {}) if era != CURRENT_ERA else {}
+    # an older engine's kernels: one factor, and its fused-MoE kernels per GPU family where its
+    # calibration runs have that family's MoE runs (early ROCm MoE kernels differ from CUDA's)
+    kernel = float(erarow.get("kernel", 1.0))
+    if arch != "dense":
+        kernel *= _engine_factor(erarow.get("moe_kernel", 1.0), fam)
+    scale *= moe_scale * kernel
     return Calibration(
         family=fam,
         calibrated=bool(famrow.get("calibrated", False)),
@@ -116,14 +158,19 @@ def calibration_for(
         attn_prefill_eff=min(1.0, hw["gemm"] * float(sw.get("attn_prefill_eff", 0.0)) * scale),
         lowbit_mem_eff=float(sw.get("lowbit_mem_eff", 1.0)),
         moe_scale=moe_scale,
+        era=era if erarow else CURRENT_ERA,
+        era_step_ms=float(erarow.get("step_ms", 0.0)),
+        era_seq_us=float(erarow.get("seq_us", 0.0)),
+        era_kernel=kernel,
     )
 
 
-def _engine_factor(value: float | dict[str, float], arch: str) -> float:
-    """An engine's factor: one number, or {"_all": x, arch class: y} where the calibration set has
-    that engine's runs of more than one architecture class (kernels differ: MLA, MoE, dense)."""
+def _engine_factor(value: float | dict[str, float], key: str) -> float:
+    """An engine's factor: one number, or {"_all": x, key: y} where the calibration set has that
+    engine's runs of more than one architecture class (kernels differ: MLA, MoE, dense), or an
+    era's MoE-kernel factor per GPU family."""
     if isinstance(value, dict):
-        return float(value.get(arch, value["_all"]))
+        return float(value.get(key, value.get("_all", 1.0)))
     return float(value)
 
 

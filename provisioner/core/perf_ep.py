@@ -43,15 +43,17 @@ from provisioner.core.perf import (
     StepBreakdown,
     Workload,
     _StageWeights,
+    estimate,
+    sized_groups,
+)
+from provisioner.core.perf_data import (
+    arch_class,
     calibration_data,
     calibration_for,
     compute_tflops,
-    estimate,
     fabric_link,
     intra_link,
-    sized_groups,
 )
-from provisioner.core.perf_data import arch_class
 from provisioner.core.quant import QuantScheme
 
 EP_EXTRA_BAND = 0.25  # added to the calibrated band: the EP terms are modelled, not fitted
