@@ -125,8 +125,12 @@ def not_gone(reservations: list[dict[str, Any]], ids: list[str]) -> list[str]:
 
 def lines(leftovers: list[Leftover]) -> list[str]:
     """One line per instance, for the preview and the confirmation (fits 80 columns)."""
-    return [
-        f"  {x.id:<20} {x.instance_type:<16} {x.state:<13} {x.role}"
-        + (f" (ASG {x.asg[:40]})" if x.asg else "")
-        for x in leftovers
-    ]
+    out = []
+    for x in leftovers:
+        what = (
+            x.role if not x.asg else f"ASG {x.asg}" if x.role == "asg" else f"{x.role}, ASG {x.asg}"
+        )
+        if len(what) > 26:
+            what = what[:23] + "..."
+        out.append(f"  {x.id:<20} {x.instance_type[:16]:<16} {x.state:<13} {what}")
+    return out

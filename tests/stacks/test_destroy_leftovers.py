@@ -68,7 +68,9 @@ def test_not_gone_and_groups() -> None:
     xs = [leftovers.Leftover("i-1", "running", "t", "asg"), leftovers.Leftover("i-2", "x", "t", "")]
     grouped = leftovers.with_groups(xs, {"i-1": "g1"})
     assert leftovers.by_group(grouped) == {"g1": ["i-1"]}
-    assert all(len(line) <= 80 for line in leftovers.lines(grouped))
+    long = leftovers.Leftover("i-0123456789abcdef0", "shutting-down", "p5en.48xlarge", "asg",
+                              "kimi-k2-thinking-r0-0a1b2c3d4e5f")  # fmt: skip
+    assert all(len(line) <= 80 for line in leftovers.lines([*grouped, long]))
 
 
 def test_the_policy_lists_exactly_the_calls() -> None:
@@ -262,3 +264,10 @@ def test_each_permission_is_needed_and_failure_is_one_line(
     if missing == "ec2:TerminateInstances":  # detached, said so, nothing terminated
         assert "terminated so far: none" in lines[0]
         assert {states[i] for i in stand.stack_a} & {"shutting-down", "terminated"} == set()
+
+
+def test_the_docs_show_the_generated_policy() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "deploy.md").read_text()
+    section = text.split("## `prov destroy`", 1)[1]
+    block = section.split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == leftovers.destroy_policy()
