@@ -325,7 +325,7 @@ def register(app: typer.Typer) -> None:
         preview: bool = typer.Option(
             False,
             "--preview",
-            help="Only list the instances the daemon launched that would be terminated.",
+            help="Only list the stack's instances that would be terminated; destroy nothing.",
         ),
         wait_seconds: int = typer.Option(
             600,
@@ -336,10 +336,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete every resource of a stack deployed by prov deploy, then the stack.
 
-        First every EC2 instance tagged with the stack (prov.dev/stack), in its region and not
-        terminated, is detached from its Auto Scaling group and terminated: replacements and
-        warm spares prov daemon launched are not Pulumi resources. docs/deploy.md lists the
-        IAM permissions this needs."""
+        First the stack's EC2 instances (tag prov.dev/stack) are terminated:
+        the replacements and spares prov daemon launched are not Pulumi's.
+        docs/deploy.md lists the IAM permissions this needs."""
         if not _STACK_NAME.match(stack):
             _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
         if not (preview or yes or _interactive()):
