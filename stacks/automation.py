@@ -212,6 +212,13 @@ def _select(s: _Session, stack_name: str) -> Any:
         raise UsageError(f"--stack {stack_name}: no such stack; 'prov status' lists them") from None
 
 
+def stack_region(stack_name: str) -> str | None:
+    """The AWS region of an aws-eks stack (its aws:region config), None for other targets."""
+    with _session() as s:
+        value = _select(s, stack_name).get_all_config().get("aws:region")
+        return str(value.value) if value is not None and value.value else None
+
+
 def destroy(stack_name: str, *, echo: Echo) -> None:
     """Delete every resource of the stack, then the stack and its config."""
     with _session() as s:

@@ -68,6 +68,25 @@ def best_deployable(doc: Any, target: str) -> tuple[int, str]:
     )
 
 
+def _leftovers(stack: str, region: str | None) -> tuple[list[Any], Any]:
+    """The stack's instances outside Pulumi (listed on stdout) and the cleanup that ends them."""
+    if region is None:
+        typer.echo(f"Stack {stack} has no AWS region (kubeconfig target): no instances to end.")
+        return [], None
+    from stacks import leftovers
+    from stacks.leftovers_aws import Ec2Cleanup
+
+    cleanup = Ec2Cleanup(region)
+    found = cleanup.find(stack)
+    if not found:
+        typer.echo(f"No instances tagged with stack {stack} in {region}.")
+        return [], cleanup
+    typer.echo(f"Instances tagged with stack {stack} in {region} (terminated first):")
+    for line in leftovers.lines(found):
+        typer.echo(line)
+    return found, cleanup
+
+
 def register(app: typer.Typer) -> None:
     """Add deploy, destroy and status to `app`, behind the CLI boundary."""
     from provisioner.cli.boundary import boundary
@@ -303,17 +322,45 @@ def register(app: typer.Typer) -> None:
     def destroy(
         stack: str = typer.Option(..., "--stack", help="The stack to delete (see prov status)."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without asking."),
+        preview: bool = typer.Option(
+            False,
+            "--preview",
+            help="Only list the stack's instances that would be terminated; destroy nothing.",
+        ),
+        wait_seconds: int = typer.Option(
+            600,
+            "--wait-seconds",
+            min=1,
+            help="How long to wait for those instances to shut down before giving up.",
+        ),
     ) -> None:
-        """Delete every resource of a stack deployed by prov deploy, then the stack."""
+        """Delete every resource of a stack deployed by prov deploy, then the stack.
+
+        First the stack's EC2 instances (tag prov.dev/stack) are terminated:
+        the replacements and spares prov daemon launched are not Pulumi's.
+        docs/deploy.md lists the IAM permissions this needs."""
         if not _STACK_NAME.match(stack):
             _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
-        if not (yes or _interactive()):
-            _usage("destroying needs a confirmation: pass --yes")
+        if not (preview or yes or _interactive()):
+            _usage("destroying needs a confirmation: pass --yes (or --preview to only look)")
         from stacks import automation as runner
 
-        if not yes and not _confirm(f"Destroy every resource of stack {stack}?"):
+        region = runner.stack_region(stack)
+        found, cleanup = _leftovers(stack, region)
+        if preview:
+            typer.echo("Preview only: nothing destroyed.")
+            return
+        question = f"Destroy every resource of stack {stack}"
+        if found:
+            question += f" and terminate the {len(found)} instance(s) above"
+        if not yes and not _confirm(question + "?"):
             typer.echo("Nothing destroyed.")
             return
+        if cleanup is not None and found:
+            n = cleanup.terminate(
+                found, lambda m: typer.echo(m, err=True), timeout_s=float(wait_seconds)
+            )
+            typer.echo(f"Terminated {n} instance(s) of stack {stack} in {region}.")
         runner.destroy(stack, echo=typer.echo)
         typer.echo(f"Stack {stack} destroyed and removed.")
 
