@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricing.offers_csv import COLUMNS as COLUMNS  # re-exported: the table's columns
 from pricing.offers_csv import FILE_COLUMNS, parse_offers
 from provisioner.core.offer import Offer
 from provisioner.errors import DataError

@@ -14,7 +14,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from pricing.offers import COLUMNS, parse_offers
+from pricing.offers_csv import COLUMNS, parse_offers
 from provisioner.cli.main import app
 from provisioner.core.catalog import resolve_model
 from provisioner.core.hardware import cuda_memory_gib

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from pricing.offers import COLUMNS, parse_offers
+from pricing.offers_csv import COLUMNS, parse_offers
 from provisioner.cli.main import app
 from provisioner.core.breakeven import api_price_for, break_even
 from provisioner.core.catalog import resolve_model

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pricing.offers import COLUMNS, parse_offers
+from pricing.offers_csv import COLUMNS, parse_offers
 from provisioner.core.catalog import resolve_model
 from provisioner.core.explain import era_line
 from provisioner.core.hardware import gpu_specs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pricing.offers import COLUMNS, parse_offers
+from pricing.offers_csv import COLUMNS, parse_offers
 from provisioner.core.catalog import resolve_model
 from provisioner.core.hardware import gpu_specs
 from provisioner.core.models import ModelSpec

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from pricing.offers import COLUMNS
+from pricing.offers_csv import COLUMNS
 from provisioner.cli.main import app
 from provisioner.contract.document import PlanDocument
 from provisioner.core.catalog import resolve_model

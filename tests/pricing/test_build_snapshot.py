@@ -13,7 +13,8 @@ import pytest
 
 from pricing.interconnect import fabric_for
 from pricing.nodes import Node
-from pricing.offers import FILE_COLUMNS, load_offers
+from pricing.offers import load_offers
+from pricing.offers_csv import FILE_COLUMNS
 from pricing.tools import build_snapshot as bs
 from provisioner.errors import DataError
 

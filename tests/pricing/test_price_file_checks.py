@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pricing.offers import COLUMNS, MAX_USD_PER_GPU_HOUR, check_offers, load_offers
+from pricing.offers import MAX_USD_PER_GPU_HOUR, check_offers, load_offers
+from pricing.offers_csv import COLUMNS
 from provisioner.cli.main import app
 
 HEADER = ",".join(COLUMNS)

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pricing.offers import COLUMNS, parse_offers
+from pricing.offers_csv import COLUMNS, parse_offers
 from pricing.show import price_rows
 from provisioner.cli.main import app
 from provisioner.core.catalog import resolve_model
