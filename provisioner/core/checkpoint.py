@@ -16,7 +16,8 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from provisioner.core.models import Kind, ModelSpec, TpLayout, WeightGroup
+from provisioner.core.models import ModelSpec
+from provisioner.core.weights import Kind, TpLayout, WeightGroup
 from provisioner.errors import ConfigError
 
 _LAYER = re.compile(r"layers\.(\d+)\.")

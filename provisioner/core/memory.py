@@ -17,9 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.core.models import ModelSpec, WeightGroup
+from provisioner.core.models import ModelSpec
 from provisioner.core.quant import QuantScheme, expert_padding
 from provisioner.core.vllm_rules import VLLM_VERSION, VllmRules, rules_for
+from provisioner.core.weights import WeightGroup
 
 GIB = 1024**3
 BLOCK_SIZE = 16  # vLLM's default KV block (tokens); requests are rounded up to whole blocks

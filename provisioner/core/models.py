@@ -17,19 +17,8 @@ from typing import Any, Literal
 
 from provisioner.core.families import Decoder, Family, family_of
 from provisioner.core.model_config import check_bounds, opt, req, text_config
-from provisioner.core.weights import Kind, MlaDims, MoeDims, TpLayout, WeightGroup
+from provisioner.core.weights import MlaDims, MoeDims, WeightGroup
 from provisioner.errors import ConfigError
-
-__all__ = [
-    "QUANTIZABLE_KINDS",
-    "Kind",
-    "MlaDims",
-    "ModelSpec",
-    "MoeDims",
-    "TpLayout",
-    "WeightGroup",
-    "parse_config",
-]
 
 QUANTIZABLE_KINDS: frozenset[str] = frozenset(
     {"attn", "attn_latent", "dense_mlp", "experts", "shared_experts"}

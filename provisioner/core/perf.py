@@ -35,7 +35,7 @@ from typing import Any
 
 from provisioner.core.hardware import GpuSpec
 from provisioner.core.memory import pp_partition
-from provisioner.core.models import ModelSpec, WeightGroup
+from provisioner.core.models import ModelSpec
 from provisioner.core.perf_data import (
     CURRENT_ERA,
     Band,
@@ -51,6 +51,7 @@ from provisioner.core.perf_data import (
     intra_link,
 )
 from provisioner.core.quant import QuantScheme
+from provisioner.core.weights import WeightGroup
 
 __all__ = [  # the model and, for its callers, the factor helpers of perf_data
     *("Band", "Calibration", "Link", "PerfEstimate", "StepBreakdown", "Workload"),

@@ -37,7 +37,7 @@ from typing import Any
 from provisioner.core.hardware import GpuSpec
 from provisioner.core.layouts import Layout
 from provisioner.core.memory import pp_partition
-from provisioner.core.models import ModelSpec, WeightGroup
+from provisioner.core.models import ModelSpec
 from provisioner.core.perf import (
     PerfEstimate,
     StepBreakdown,
@@ -55,6 +55,7 @@ from provisioner.core.perf_data import (
     intra_link,
 )
 from provisioner.core.quant import QuantScheme
+from provisioner.core.weights import WeightGroup
 
 EP_EXTRA_BAND = 0.25  # added to the calibrated band: the EP terms are modelled, not fitted
 ACT_BYTES = 2  # dispatch/combine in bf16 (the default backend does not quantize activations)

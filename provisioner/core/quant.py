@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from provisioner.core.models import QUANTIZABLE_KINDS, ModelSpec, WeightGroup
+from provisioner.core.models import QUANTIZABLE_KINDS, ModelSpec
 from provisioner.core.vllm_rules import VllmRules
+from provisioner.core.weights import WeightGroup
 from provisioner.errors import ConfigError, UsageError
 
 Engine = Literal["vllm", "llama.cpp"]
