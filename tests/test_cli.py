@@ -277,3 +277,28 @@ def test_models_show_errors(tmp_path: Path) -> None:
 def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0 and result.stdout.startswith("prov ")
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand of the app, as the words that name it."""
+    import typer.main
+
+    out: list[list[str]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        out.append(path)
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "prov")
+def test_every_help_renders_in_80_columns(path: list[str]) -> None:
+    """typer renders help text as rich markup: a '[/...]' in it ('s3://BUCKET[/PREFIX]' once)
+    is a closing tag and crashed 'prov deploy --help' with a traceback."""
+    res = _runner().invoke(app, [*path, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert res.exit_code == 0 and res.exception is None, res.output
+    assert "Usage:" in res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80

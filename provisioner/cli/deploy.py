@@ -147,9 +147,9 @@ def register(app: typer.Typer) -> None:
         weights_bucket: str | None = typer.Option(
             None,
             "--weights-bucket",
-            help="s3://BUCKET[/PREFIX] in the plan's region holding the checkpoint (--weights "
-            "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only. "
-            "Without it the aws-eks stack creates a private bucket for the model.",
+            help="s3://BUCKET or s3://BUCKET/PREFIX in the plan's region holding the checkpoint "
+            "(--weights s3); PREFIX defaults to the model id. The vLLM nodes get read access "
+            "to it only. Without it the aws-eks stack creates a private bucket for the model.",
         ),
         keep_weights_bucket: bool | None = typer.Option(
             None,
