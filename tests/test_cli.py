@@ -302,3 +302,16 @@ def test_every_help_renders_in_80_columns(path: list[str]) -> None:
     assert res.exit_code == 0 and res.exception is None, res.output
     assert "Usage:" in res.output
     assert max(len(line) for line in res.output.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("path", [["quote"], ["prices", "show"]])
+def test_max_price_age_defaults_to_the_one_constant(path: list[str]) -> None:
+    import typer.main
+
+    from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
+
+    cmd: Any = typer.main.get_command(app)
+    for word in path:
+        cmd = cmd.commands[word]
+    (opt,) = [p for p in cmd.params if "--max-price-age" in p.opts]
+    assert opt.default == DEFAULT_MAX_PRICE_AGE_DAYS == 90  # docs/prices.md: default 90
