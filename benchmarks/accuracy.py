@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -56,6 +57,11 @@ CV = HERE / "accuracy_cv.json"  # calibration runs predicted without their sourc
 
 @cache
 def _spec(ref_model: str, arch_config: str | None) -> ModelSpec:
+    # the checkpoint's own config when benchmarks/models/ has it (its quantization decides the
+    # weights: Meta's FP8 405B keeps attention in bf16), else the base architecture's
+    exact = MODELS / (ref_model.replace("/", "__") + ".json")
+    if exact.is_file():
+        return resolve_model(str(exact))
     for cand in (arch_config, ref_model):
         if not cand:
             continue
@@ -112,6 +118,31 @@ def _variable_lengths(ref: dict[str, Any]) -> bool:
     return "sharegpt" in text
 
 
+def scheduling(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, era: str) -> tuple[bool, int]:
+    """(prefill chunks ride in decode steps?, max_num_batched_tokens) of the run's engine, as
+    stated by the row, else the engine's default:
+    - SGLang runs a prefill batch as a step of its own unless --enable-mixed-chunk is given;
+    - vLLM's V0 engine (< 0.8) turns chunked prefill on by itself only for max_model_len > 32768
+      (and, from 0.7, not for MLA models nor on ROCm), with max_num_batched_tokens 512 (or
+      max(max_model_len, 2048) under multi-step scheduling); otherwise prefills run alone
+      (vllm/engine/arg_utils.py and vllm/config.py at v0.6.3 and v0.7.3);
+    - vLLM's V1 engine always chunks (8192 tokens per step assumed unless stated)."""
+    stated = ref.get("max_num_batched_tokens")
+    if ref["engine"] == "sglang":
+        return bool(ref.get("chunked_prefill", False)), int(stated or 8192)
+    if ref["engine"] != "vllm" or era == CURRENT_ERA:
+        return bool(ref.get("chunked_prefill", True)), int(stated or 8192)
+    max_len = int(ref.get("max_model_len") or spec.max_position_embeddings)
+    version = str(ref.get("engine_version") or "")
+    newer = re.search(r"\b0\.7\.", version) is not None
+    rocm = "rocm" in version.lower() or gpu_family(gpu) == "cdna3"
+    auto = max_len > 32768 and not (newer and (spec.mla is not None or rocm))
+    chunked = bool(ref.get("chunked_prefill", auto))
+    steps = int(ref.get("num_scheduler_steps") or 1)
+    default = (512 if steps == 1 else max(max_len, 2048)) if chunked else max(max_len, 2048)
+    return chunked, int(stated or default)
+
+
 def _one_wave(ref: dict[str, Any], conc: int) -> bool:
     """All requests start together (num_prompts <= concurrency): nobody decodes while the
     prefills run, so chunked prefill has nothing to hide them in."""
@@ -154,6 +185,7 @@ def predict(
         _BATCH[key] = _concurrency(ref, spec, gpu, kvb)
     conc, mns = _BATCH[key]
     stages = _STAGES.setdefault((ref["model"], ref.get("arch_config"), ref["quant"]), {})
+    chunked, budget = scheduling(ref, spec, gpu, _era(ref, data))
     est = perf.estimate(
         spec,
         scheme,
@@ -170,8 +202,8 @@ def predict(
         era=_era(ref, data),
         scheduler_steps=int(ref.get("num_scheduler_steps") or 1),
         max_num_seqs=mns,
-        max_num_batched_tokens=int(ref.get("max_num_batched_tokens") or 8192),
-        chunked_prefill=bool(ref.get("chunked_prefill", True)) and not _one_wave(ref, conc),
+        max_num_batched_tokens=budget,
+        chunked_prefill=chunked and not _one_wave(ref, conc),
         data=data,
         stage_cache=stages,
     )

@@ -133,3 +133,20 @@ def test_malformed_quantization_config_is_a_config_error(qc: dict, message: str)
     spec = parse_config(cfg, "broken")
     with pytest.raises(ConfigError, match=message):
         resolve_quant("auto", spec)
+
+
+def test_meta_fp8_405b_keeps_attention_and_end_layers_in_bf16() -> None:
+    # Meta's FP8 405B (fbgemm_fp8): the Llama 3 paper (arXiv 2407.21783, sec. 6.2) quantizes the
+    # FFN layers only, and not in the first and last layers; vLLM issue #6746 logs "Loading model
+    # weights took 57.7520 GB" (GiB) per GPU at TP8 for meta-llama/Meta-Llama-3.1-405B-Instruct-FP8.
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks/models/meta-llama__Llama-3.1-405B-FP8.json"
+    spec = resolve_model(str(path))
+    q = resolve_quant("auto", spec)
+    assert (q.name, q.native) == ("fp8", True)
+    fp8 = {(g.kind, g.layer) for g in spec.groups if q.is_quantized(g)}
+    assert {k for k, _ in fp8} == {"dense_mlp"}
+    assert {layer for _, layer in fp8} == set(range(1, 125))
+    per_gpu_gib = sum(q.group_bytes(g) / (1 if g.tp == "replicate" else 8) for g in spec.groups)
+    assert abs(per_gpu_gib / 2**30 / 57.752 - 1) < 0.03

@@ -17,11 +17,15 @@ Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / mi
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
 Prefill is compute-bound: 2 x active params x isl / (TFLOPs x prefill_eff) + the causal attention
 FLOPs / (bf16 TFLOPs x attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
-Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step), so
-prefill FLOPs fill the compute slack of memory-bound decode steps instead of adding serially:
+Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step); a
+mixed step reads the weights once, so a chunk's FLOPs fill that one step's memory-bound slack and
+the rest adds serially (a chunk of thousands of tokens is compute-bound, it does not spread):
     steps per cycle = max(osl, B x (isl + osl) / max_num_batched_tokens)
+    chunk steps = B x isl / (max_num_batched_tokens - B + 1)
     cycle = steps x fixed + max(steps x memory, osl x compute) + B x prefill - hidden + comm
-    hidden = min(B x prefill, compute slack of the others' steps: x (B - 1) / B)
+    hidden = min(B x prefill, chunk steps x (step memory - step compute) x (B - 1) / B)
+SGLang (without --enable-mixed-chunk) and vLLM's V0 engine without chunked prefill run prefills
+as steps of their own: nothing hidden.
     output tokens/s = B x osl / cycle;  TPOT = (cycle - own prefill) / steps
 """
 
@@ -388,8 +392,11 @@ def estimate(
     pp_div = pp if micro >= pp else 1  # stages work on different requests' chunks at once
     prefill_work = b_total * prefill_s / pp_div
     serial = b_total * comm_prefill / pp_div
-    # a request's own prefill cannot overlap its own decode: only the others' steps hide it
-    slack = max(0.0, n_steps * mem - osl * cmp) * (b_total - 1) / b_total
+    # a chunk rides in one mixed step, which reads the weights once for the chunk and the
+    # others' decodes: only those steps' memory-bound slack hides prefill, one step per
+    # (budget - decodes) prompt tokens; a request's own prefill cannot overlap its own decode
+    chunk_steps = min(n_steps, b_total * isl / max(1, budget - b_total + 1))
+    slack = chunk_steps * max(0.0, mem - cmp) * (b_total - 1) / b_total
     hidden_s = min(prefill_work, slack) if chunked_prefill else 0.0
     cycle = n_steps * fix + max(n_steps * mem, osl * cmp) + prefill_work - hidden_s + serial
     hidden = hidden_s / prefill_work if prefill_work > 0 else 1.0

@@ -224,6 +224,15 @@ def _native_scheme(
         layout = "block " + "x".join(map(str, block)) if block else "per-tensor"
         label = f"fp8 e4m3 {layout} (checkpoint's)"
         return QuantScheme("fp8", label, bits, native=True, compute="fp8", skip=skip)
+    if method == "fbgemm_fp8":  # per-output-channel FP8 weights (vLLM's fbgemm_fp8.py)
+        return QuantScheme(
+            "fp8",
+            "fp8 e4m3 per-channel (checkpoint's fbgemm_fp8)",
+            8.0,
+            native=True,
+            compute="fp8",
+            skip=skip,
+        )
     if method == "mxfp4":
         return QuantScheme(
             "mxfp4",
