@@ -277,3 +277,41 @@ def test_models_show_errors(tmp_path: Path) -> None:
 def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0 and result.stdout.startswith("prov ")
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand of the app, as the words that name it."""
+    import typer.main
+
+    out: list[list[str]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        out.append(path)
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "prov")
+def test_every_help_renders_in_80_columns(path: list[str]) -> None:
+    """typer renders help text as rich markup: a '[/...]' in it ('s3://BUCKET[/PREFIX]' once)
+    is a closing tag and crashed 'prov deploy --help' with a traceback."""
+    res = _runner().invoke(app, [*path, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert res.exit_code == 0 and res.exception is None, res.output
+    assert "Usage:" in res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("path", [["quote"], ["prices", "show"]])
+def test_max_price_age_defaults_to_the_one_constant(path: list[str]) -> None:
+    import typer.main
+
+    from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
+
+    cmd: Any = typer.main.get_command(app)
+    for word in path:
+        cmd = cmd.commands[word]
+    (opt,) = [p for p in cmd.params if "--max-price-age" in p.opts]
+    assert opt.default == DEFAULT_MAX_PRICE_AGE_DAYS == 90  # docs/prices.md: default 90

@@ -361,3 +361,17 @@ def test_render_with_weights_s3_streams_from_the_bucket(
     args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--model") + 1] == "s3://my-weights/kimi"
     assert args[args.index("--load-format") + 1] == "runai_streamer"
+
+
+def test_storage_flags_are_deploy_options_with_the_same_defaults() -> None:
+    """deploy passes StorageFlags into DeployOptions by field name: the two must agree."""
+    from dataclasses import fields
+
+    from provisioner.cli.deploy_storage import StorageFlags
+    from stacks.options import DeployOptions
+
+    options = {f.name: f.default for f in fields(DeployOptions)}
+    flags = {f.name: f.default for f in fields(StorageFlags)}
+    assert set(flags) <= set(options)
+    assert {k: options[k] for k in flags} == flags
+    assert len(flags) == 9  # --weights ... --compile-cache (docs/deploy.md)

@@ -1,7 +1,8 @@
 """`prov deploy`, `prov destroy`, `prov status`: registered on the main app by provisioner.cli.main.
 
-Module level imports typer and the standard library only, so `prov quote` does not pay for
-pydantic models, pricing data, Pulumi or PyYAML; each command imports what it needs.
+Module level imports typer, the standard library and deploy_storage (the storage flags) only,
+so `prov quote` does not pay for pydantic models, pricing data, Pulumi or PyYAML; each command
+imports what it needs.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from provisioner.cli.deploy_storage import StorageFlags, hub_fallback_warning, with_storage_flags
 
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -87,12 +91,71 @@ def _leftovers(stack: str, region: str | None) -> tuple[list[Any], Any]:
     return found, cleanup
 
 
+def _pick(plan: Path, rank: int | None, target: str) -> tuple[Any, int, bool]:
+    """The plan document, the rank to deploy (said when deploy picks it), and whether that
+    plan goes to aws-eks."""
+    from provisioner.contract.document import load_plan_document
+    from stacks.spec import resolve_target, select_plan
+
+    if rank is not None and rank < 1:
+        _usage(f"--rank {rank}: ranks start at 1")
+    doc = load_plan_document(plan).with_headline_plans()  # the headline's picks deploy too
+    if rank is None:
+        rank, note = best_deployable(doc, target)
+        typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
+    return doc, rank, resolve_target(target, select_plan(doc, rank)) == "aws-eks"
+
+
+def _summary(p: Any) -> str:
+    return (
+        f"rank {p.rank}: {p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), "
+        f"TP{p.tp} x PP{p.pp}{f' ({p.layout})' if p.dp > 1 or p.ep else ''}, "
+        f"{p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
+    )
+
+
+def _render(directory: Path, spec: Any, force: bool) -> None:
+    """--render: the manifests as YAML files; no Pulumi."""
+    from stacks.manifests import build_manifests
+    from stacks.prepull import before_workload
+    from stacks.render import write_render
+
+    path = write_render(directory, spec, force=force)
+    made = [*before_workload(spec), *build_manifests(spec)]
+    kinds = ", ".join(m["kind"] for m in made)
+    typer.echo(f"Wrote {path} ({kinds}) for {_summary(spec.plan)}")
+
+
+def _apply(doc: Any, options: Any, spec: Any, stack: str, preview: bool, yes: bool) -> None:
+    """Run the Pulumi stack (after a confirmation unless --yes), then print its outputs."""
+    if not _STACK_NAME.match(stack):
+        _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
+    if not (preview or yes or _interactive()):
+        _usage("deploying needs a confirmation: pass --yes (or --preview to only look)")
+    from stacks import automation as runner
+
+    typer.echo(f"Plan {_summary(spec.plan)}; target {spec.target}, stack {stack}")
+    outputs = runner.deploy(
+        doc,
+        options,
+        spec,
+        stack,
+        preview_only=preview,
+        yes=yes,
+        confirm=lambda: _confirm(f"Deploy stack {stack}?"),
+        echo=typer.echo,
+    )
+    if outputs is None:
+        typer.echo("Nothing deployed." if not preview else "Preview only: nothing deployed.")
+        return
+    typer.echo(f"Stack {stack} is up:")
+    _print_outputs(outputs)
+
+
 def register(app: typer.Typer) -> None:
     """Add deploy, destroy and status to `app`, behind the CLI boundary."""
     from provisioner.cli.boundary import boundary
 
-    @app.command()
-    @boundary
     def deploy(
         plan: Path = typer.Option(..., "--plan", help="A plan file from 'prov quote --json'."),
         rank: int | None = typer.Option(
@@ -137,63 +200,7 @@ def register(app: typer.Typer) -> None:
         daemon_image: str | None = typer.Option(
             None, "--daemon-image", help="The daemon's image (build docker/daemon.Dockerfile)."
         ),
-        weights: str | None = typer.Option(
-            None,
-            "--weights",
-            help="Where vLLM loads the weights from: s3 (streamed from a bucket with "
-            "--load-format runai_streamer), pvc (a ReadWriteMany claim) or hub (downloaded from "
-            "the Hugging Face Hub). Default: the plan's (quote --weights). See docs/deploy.md.",
-        ),
-        weights_bucket: str | None = typer.Option(
-            None,
-            "--weights-bucket",
-            help="s3://BUCKET[/PREFIX] in the plan's region holding the checkpoint (--weights "
-            "s3); PREFIX defaults to the model id. The vLLM nodes get read access to it only. "
-            "Without it the aws-eks stack creates a private bucket for the model.",
-        ),
-        keep_weights_bucket: bool | None = typer.Option(
-            None,
-            "--keep-weights-bucket/--delete-weights-bucket",
-            help="The bucket the aws-eks stack creates: keep it (and the weights) on 'prov "
-            "destroy', the default, so a redeploy reuses it; or delete it with the stack.",
-        ),
-        weights_pvc: str | None = typer.Option(
-            None,
-            "--weights-pvc",
-            help="--weights pvc: an existing ReadWriteMany PersistentVolumeClaim holding (or, "
-            "with --fill-weights, to hold) the checkpoint under /<model id>.",
-        ),
-        weights_storage_class: str | None = typer.Option(
-            None,
-            "--weights-storage-class",
-            help="--weights pvc: create a ReadWriteMany claim <name>-weights with this storage "
-            "class (e.g. efs-sc on EKS with the EFS CSI driver).",
-        ),
-        weights_pvc_gbps: float | None = typer.Option(
-            None,
-            "--weights-pvc-gbps",
-            help="--weights pvc: GB/s the volume reads to one node, for the time to serve and "
-            "the probe budget (default: 1.05, an EBS gp3 volume's; EFS Elastic: 1.57).",
-        ),
-        fill_weights: bool = typer.Option(
-            False,
-            "--fill-weights",
-            help="--weights s3 or pvc: first run a one-shot Job that fills the bucket or claim "
-            "from the Hugging Face Hub (HF token from the deployment's Secret; resumable; "
-            "progress in its logs).",
-        ),
-        prepull: bool | None = typer.Option(
-            None,
-            "--prepull/--no-prepull",
-            help="A DaemonSet that pulls the vLLM image onto every GPU node as it joins "
-            "(default: on for --weights s3 and pvc).",
-        ),
-        compile_cache: bool | None = typer.Option(
-            None,
-            "--compile-cache/--no-compile-cache",
-            help="Keep vLLM's torch.compile cache in the bucket (cache/ prefix) or the claim, "
-            "so a new node skips the cold compile (default: on for --weights s3 and pvc).",
-        ),
+        # here: the storage flags (--weights ... --compile-cache), from deploy_storage
         render: Path | None = typer.Option(
             None, "--render", help="Write the Kubernetes manifests as YAML into DIR; no Pulumi."
         ),
@@ -204,9 +211,9 @@ def register(app: typer.Typer) -> None:
             False, "--preview", help="Show what would change, change nothing."
         ),
         yes: bool = typer.Option(False, "--yes", "-y", help="Deploy without asking."),
+        **storage: Any,
     ) -> None:
         """Deploy a plan as vLLM with its TP x PP, on EKS or any Kubernetes cluster."""
-        from provisioner.contract.document import load_plan_document
         from stacks.options import DAEMON_IMAGE, VLLM_IMAGE, DeployOptions
         from stacks.spec import build_spec
 
@@ -214,26 +221,11 @@ def register(app: typer.Typer) -> None:
             _usage("--render writes files only; it does not combine with --preview or --yes")
         if force and render is None:
             _usage("--force applies to --render only")
-        if rank is not None and rank < 1:
-            _usage(f"--rank {rank}: ranks start at 1")
-        doc = load_plan_document(plan).with_headline_plans()  # the headline's picks deploy too
-        if rank is None:
-            rank, note = best_deployable(doc, target)
-            typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
-        # quote's default path needs a bucket: the aws-eks stack creates one; elsewhere (and in
-        # a render, which cannot name it) without --weights-bucket, deploy the path that needs
-        # nothing (its probe is sized by the same time-to-serve function) and say so
-        from stacks.spec import resolve_target, select_plan
-
-        eks = resolve_target(target, select_plan(doc, rank)) == "aws-eks"
-        hub_fallback = (
-            weights is None
-            and weights_bucket is None
-            and doc.request.weights == "s3"
-            and (render is not None or not eks)
-        )
-        if hub_fallback:
-            weights = "hub"
+        doc, rank, eks = _pick(plan, rank, target)
+        flags = StorageFlags(**storage)
+        fallback = flags.falls_back_to_hub(doc.request.weights, render is not None, eks)
+        if fallback:
+            flags = replace(flags, weights="hub")
         options = DeployOptions(
             rank=rank,
             target=target,
@@ -245,15 +237,7 @@ def register(app: typer.Typer) -> None:
             kube_context=kube_context,
             daemon=daemon,
             daemon_image=daemon_image or DAEMON_IMAGE,
-            weights=weights,
-            weights_bucket=weights_bucket,
-            fill_weights=fill_weights,
-            keep_weights_bucket=keep_weights_bucket,
-            weights_pvc=weights_pvc,
-            weights_storage_class=weights_storage_class,
-            weights_pvc_gbps=weights_pvc_gbps,
-            prepull=prepull,
-            compile_cache=compile_cache,
+            **flags.as_options(),
         )
         spec = build_spec(doc, options)
         if render is not None and spec.weights == "s3" and spec.weights_bucket is None:
@@ -261,14 +245,8 @@ def register(app: typer.Typer) -> None:
                 "--render cannot name the bucket the aws-eks stack creates (its name carries your "
                 "AWS account id): pass --weights-bucket s3://BUCKET[/PREFIX], or deploy"
             )
-        if hub_fallback:
-            creates = "; deploying it to aws-eks creates one" if eks else ""
-            sys.stderr.write(
-                "prov: warning: the plan was quoted for --weights s3 but no --weights-bucket was "
-                f"given{creates}: deploying --weights hub (slower to replace; see "
-                "docs/recovery.md); pass --weights-bucket s3://BUCKET[/PREFIX] to stream from a "
-                "bucket\n"
-            )
+        if fallback:
+            sys.stderr.write(f"prov: warning: {hub_fallback_warning(eks)}\n")
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")
         from provisioner.contract.check import check_plan
@@ -276,46 +254,12 @@ def register(app: typer.Typer) -> None:
         unchecked = check_plan(doc, spec.plan)
         if unchecked:
             sys.stderr.write(f"prov: warning: {unchecked}\n")
-        p = spec.plan
-        summary = (
-            f"rank {p.rank}: {p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), "
-            f"TP{p.tp} x PP{p.pp}{f' ({p.layout})' if p.dp > 1 or p.ep else ''}, "
-            f"{p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
-        )
         if render is not None:
-            from stacks.manifests import build_manifests
-            from stacks.render import write_render
+            _render(render, spec, force)
+        else:
+            _apply(doc, options, spec, stack or spec.name, preview, yes)
 
-            path = write_render(render, spec, force=force)
-            from stacks.prepull import before_workload
-
-            made = [*before_workload(spec), *build_manifests(spec)]
-            kinds = ", ".join(m["kind"] for m in made)
-            typer.echo(f"Wrote {path} ({kinds}) for {summary}")
-            return
-        stack_name = stack or spec.name
-        if not _STACK_NAME.match(stack_name):
-            _usage(f"--stack {stack_name!r}: use letters, digits, '-', '_' or '.'")
-        if not (preview or yes or _interactive()):
-            _usage("deploying needs a confirmation: pass --yes (or --preview to only look)")
-        from stacks import automation as runner
-
-        typer.echo(f"Plan {summary}; target {spec.target}, stack {stack_name}")
-        outputs = runner.deploy(
-            doc,
-            options,
-            spec,
-            stack_name,
-            preview_only=preview,
-            yes=yes,
-            confirm=lambda: _confirm(f"Deploy stack {stack_name}?"),
-            echo=typer.echo,
-        )
-        if outputs is None:
-            typer.echo("Nothing deployed." if not preview else "Preview only: nothing deployed.")
-            return
-        typer.echo(f"Stack {stack_name} is up:")
-        _print_outputs(outputs)
+    app.command()(boundary(with_storage_flags(deploy, after="daemon_image")))
 
     @app.command()
     @boundary

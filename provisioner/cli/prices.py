@@ -78,6 +78,7 @@ def print_prices(rows: list[dict[str, Any]], *, total: int, advisor_date: str) -
 
 def register(app: typer.Typer) -> None:
     """Add the `prices` group (show, refresh) to `app`, behind the CLI boundary."""
+    from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
     from provisioner.cli.boundary import boundary
 
     prices_app = typer.Typer(
@@ -101,7 +102,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
         prices: Path | None = typer.Option(None, "--prices", help="An offers.csv to use instead."),
         max_price_age: int = typer.Option(
-            90, "--max-price-age", help="Warn when a price shown is older than N days."
+            DEFAULT_MAX_PRICE_AGE_DAYS,
+            "--max-price-age",
+            help="Warn when a price shown is older than N days.",
         ),
     ) -> None:
         """Every offer for a GPU across clouds and regions: on-demand and spot $/GPU-h."""

@@ -13,6 +13,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
     from provisioner.cli.boundary import boundary, raise_usage, split_values
 
     @app.command()
@@ -112,7 +113,9 @@ def register(app: typer.Typer) -> None:
             "serving less than this share of the month, e.g. 0.99.",
         ),
         max_price_age: int = typer.Option(
-            90, "--max-price-age", help="Warn when a price shown is older than N days."
+            DEFAULT_MAX_PRICE_AGE_DAYS,
+            "--max-price-age",
+            help="Warn when a price shown is older than N days.",
         ),
         top: int = typer.Option(
             10, "--top", help="Show the N cheapest distinct choices (0 = all)."

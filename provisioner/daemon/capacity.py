@@ -248,6 +248,28 @@ def count_on_demand(live: Iterable[InstanceInfo], exclude_replica: str) -> int:
     )
 
 
+@dataclass(frozen=True)
+class Subnet:
+    id: str
+    zone: str
+    vpc_id: str
+
+
+def pick_subnets_by_zone(template: InstanceInfo, managed: Iterable[Subnet]) -> dict[str, str]:
+    """Where a group like ``template`` may launch, one subnet per zone: of the managed subnets
+    (tagged prov.dev/managed=true), those in the template's VPC, the lowest id in each zone (a
+    stable choice), except in the template's own zone, where its own subnet. A template with no
+    VPC gets none. ``ec2.Ec2Capacity`` and ``fakes.ec2.FakeCapacity`` both answer with this."""
+    if not template.vpc_id:
+        return {}
+    out: dict[str, str] = {}
+    for s in sorted((s for s in managed if s.vpc_id == template.vpc_id), key=lambda s: s.id):
+        out.setdefault(s.zone, s.id)
+    if template.subnet_id and template.zone:
+        out[template.zone] = template.subnet_id
+    return out
+
+
 class Capacity(Protocol):
     """What the policy asks of EC2 (ec2.Ec2Capacity; fakes.ec2.FakeCapacity in fast tests)."""
 

@@ -19,8 +19,10 @@ from provisioner.daemon.capacity import (
     CapacityError,
     CapacityUnavailable,
     InstanceInfo,
+    Subnet,
     count_on_demand,
     group_tags,
+    pick_subnets_by_zone,
 )
 from provisioner.daemon.config import DaemonConfig
 
@@ -161,7 +163,8 @@ class Ec2Capacity:
                 self._cache.pop(i, None)
 
     def subnets_by_zone(self, template: InstanceInfo) -> dict[str, str]:
-        """Subnets tagged prov.dev/managed=true in the instance's VPC, one per zone."""
+        """Subnets tagged prov.dev/managed=true in the instance's VPC, one per zone
+        (``capacity.pick_subnets_by_zone``)."""
         if not template.vpc_id:
             return {}
         resp = self.ec2.describe_subnets(
@@ -170,12 +173,9 @@ class Ec2Capacity:
                 {"Name": f"tag:{fleet.MANAGED}", "Values": [fleet.MANAGED_VALUE]},
             ]
         )
-        out: dict[str, str] = {}
-        for s in sorted(resp.get("Subnets", []), key=lambda s: s["SubnetId"]):
-            out.setdefault(s["AvailabilityZone"], s["SubnetId"])
-        if template.subnet_id and template.zone:
-            out[template.zone] = template.subnet_id
-        return out
+        listed = resp.get("Subnets", [])
+        rows = [Subnet(s["SubnetId"], s["AvailabilityZone"], s["VpcId"]) for s in listed]
+        return pick_subnets_by_zone(template, rows)
 
     def launch(
         self,

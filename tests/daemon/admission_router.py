@@ -1,14 +1,4 @@
-"""A vLLM stand-in with vLLM's queueing and shutdown rules, and an admission router in front.
-
-``QueueingVllm`` (vLLM v0.18.0, read from the release wheel):
-
-* at most ``max_num_seqs`` requests run at once; more wait in the scheduler's queue (vLLM has
-  no bound on that queue and never refuses for load);
-* on SIGTERM with ``--shutdown-timeout S`` (after the pod's preStop sleep) the engine rejects
-  requests added from then on (``EngineCore._reject_add_in_shutdown``: an abort, here a 503),
-  lets running ones finish for up to S seconds and aborts the rest (an error event: clean);
-* ``kill()`` is the instance vanishing: open connections are cut mid-stream (a real socket
-  shutdown, not an error event).
+"""An admission router in front of vLLM stand-ins (daemon_harness.VllmStandIn).
 
 ``AdmissionRouter`` is an HTTP reverse proxy on 127.0.0.1: endpoints are the workload's pods
 that are Ready, not terminating, with a URL, on nodes not labelled
@@ -32,112 +22,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from daemon_harness import NAMESPACE
+from daemon_harness import NAMESPACE, _Quiet, _serve
 
 from provisioner import fleet
-
-
-class _Quiet(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def _serve(server: ThreadingHTTPServer) -> None:
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-
-class QueueingVllm:
-    def __init__(self, max_num_seqs: int, prestop: float = 0.25) -> None:
-        self.slots = threading.Semaphore(max_num_seqs)
-        self.prestop = prestop
-        self.accepting = True
-        self.abort_at: float | None = None
-        self.killed = False
-        self.started: list[float] = []  # monotonic start of every accepted request
-        self.in_flight = 0
-        self.aborted = self.rejected = 0
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        outer = self
-
-        class H(_Quiet):
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                req = json.loads(self.rfile.read(n) or b"{}")
-                if not outer.accepting:
-                    with outer._lock:
-                        outer.rejected += 1
-                    body = b'{"error": "server shutting down"}'
-                    self.send_response(503)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                with outer._lock:
-                    outer.started.append(time.monotonic())
-                    outer.in_flight += 1
-                    outer._conns.add(self.connection)
-                try:
-                    outer.slots.acquire()  # vLLM's waiting queue: unbounded, no refusal
-                    try:
-                        outer._stream(self, int(req.get("tokens", 10)), float(req["token_delay"]))
-                    finally:
-                        outer.slots.release()
-                except OSError:
-                    pass  # killed: the connection is gone
-                finally:
-                    with outer._lock:
-                        outer.in_flight -= 1
-                        outer._conns.discard(self.connection)
-                    self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        _serve(self.httpd)
-
-    def _stream(self, h: BaseHTTPRequestHandler, tokens: int, delay: float) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Connection", "close")
-        h.end_headers()
-        for k in range(tokens):
-            if self.abort_at is not None and time.monotonic() >= self.abort_at:
-                h.wfile.write(b'data: {"error": "aborted: server shutting down"}\n\n')
-                with self._lock:
-                    self.aborted += 1
-                return
-            time.sleep(delay)
-            h.wfile.write(f'data: {{"token": {k}}}\n\n'.encode())
-            h.wfile.flush()
-        h.wfile.write(b"data: [DONE]\n\n")
-        h.wfile.flush()
-
-    def shutdown(self, grace: float) -> None:
-        """SIGTERM: preStop, then vLLM's drain for what is left of the grace, then exit."""
-        start = time.monotonic()
-        self.abort_at = start + max(0.0, grace - 0.05)
-        time.sleep(min(self.prestop, grace))
-        self.accepting = False
-        while self.in_flight and time.monotonic() < start + grace:
-            time.sleep(0.005)
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def kill(self) -> None:
-        """The instance is gone: every open connection is cut."""
-        self.killed = True
-        self.accepting = False
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self.httpd.shutdown()
-            self.httpd.server_close()
 
 
 @dataclass
@@ -177,7 +64,7 @@ class AdmissionRouter:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        _serve(self.httpd)
+        _serve(self.httpd, "router")
         self.endpoints = self._view()
         threading.Thread(target=self._watch, daemon=True).start()
 

@@ -9,8 +9,9 @@
 * ``NodeAgent`` does what the cluster does around the daemon: registers a Node for every running
   managed instance, puts the replica's vLLM pods on it, terminates evicted pods gracefully, and
   removes nodes of terminated instances;
-* ``VllmStandIn`` streams tokens and follows vLLM's shutdown semantics; ``LoadClient`` sends
-  requests only to Ready endpoints, like a load balancer.
+* ``VllmStandIn`` streams tokens and follows vLLM's queueing and shutdown semantics, or is cut
+  off at once (``kill``); ``LoadClient`` sends requests only to Ready endpoints, like a load
+  balancer (tests/daemon/admission_router.py has the router that refuses the excess).
 
 The last section (``FAST``, ``moto_server``, ``aws_stand``, ``build_test_daemon``, the burst
 stream and its paced feeder) is shared by conftest.py and benchmarks/bench_daemon.py, which
@@ -25,6 +26,7 @@ import http.client
 import json
 import queue
 import random
+import socket
 import threading
 import time
 import urllib.parse
@@ -775,18 +777,32 @@ class Aws:
 
 
 class VllmStandIn:
-    """Streams tokens; on shutdown follows vLLM's semantics: keep accepting for ``prestop``
-    (endpoint removal propagates), then refuse new requests, let in-flight ones finish until
-    the grace period ends, abort the rest cleanly with an error event, exit."""
+    """Streams tokens with vLLM's queueing and shutdown rules (vLLM v0.18.0, read from the
+    release wheel):
 
-    def __init__(self, prestop: float = 0.25) -> None:
+    * ``max_num_seqs``: at most that many requests run at once; more wait in the scheduler's
+      queue (vLLM has no bound on that queue and never refuses for load). None: no limit;
+    * on SIGTERM (``shutdown``, with the pod's grace period) it keeps accepting for
+      ``prestop`` (the preStop sleep: endpoint removal propagates), then refuses new requests
+      with a 503 (``EngineCore._reject_add_in_shutdown``), lets running ones finish until the
+      grace period ends and aborts the rest cleanly with an error event, then exits;
+    * ``kill()`` is the instance vanishing: open connections are cut mid-stream (a real socket
+      shutdown, not an error event).
+
+    ``started`` holds the monotonic start of every accepted request."""
+
+    def __init__(self, prestop: float = 0.25, max_num_seqs: int | None = None) -> None:
         self.prestop = prestop
+        self.slots = threading.Semaphore(max_num_seqs) if max_num_seqs else None
         self.accepting = True
         self.abort_at: float | None = None
+        self.killed = False
+        self.started: list[float] = []
         self.in_flight = 0
         self.aborted = 0
         self.refused = 0
         self._lock = threading.Lock()
+        self._conns: set[Any] = set()
         outer = self
 
         class H(_Quiet):
@@ -798,43 +814,65 @@ class VllmStandIn:
                         outer.refused += 1
                     return self.reply(503, b"shutting down")
                 with outer._lock:
+                    outer.started.append(time.monotonic())
                     outer.in_flight += 1
+                    outer._conns.add(self.connection)
                 try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/event-stream")
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    for k in range(int(req.get("tokens", 10))):
-                        if outer.abort_at is not None and time.monotonic() >= outer.abort_at:
-                            self.wfile.write(
-                                b'data: {"error": "aborted: server shutting down"}\n\n'
-                            )
-                            with outer._lock:
-                                outer.aborted += 1
-                            return
-                        time.sleep(float(req.get("token_delay", 0.02)))
-                        self.wfile.write(f'data: {{"token": {k}}}\n\n'.encode())
-                        self.wfile.flush()
-                    self.wfile.write(b"data: [DONE]\n\n")
+                    with outer.slots or contextlib.nullcontext():  # the waiting queue
+                        outer._stream(
+                            self, int(req.get("tokens", 10)), float(req.get("token_delay", 0.02))
+                        )
+                except OSError:
+                    pass  # killed: the connection is gone
                 finally:
                     self.close_connection = True
                     with outer._lock:
                         outer.in_flight -= 1
+                        outer._conns.discard(self.connection)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         _serve(self.httpd, "vllm")
 
+    def _stream(self, h: BaseHTTPRequestHandler, tokens: int, delay: float) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        for k in range(tokens):
+            if self.abort_at is not None and time.monotonic() >= self.abort_at:
+                h.wfile.write(b'data: {"error": "aborted: server shutting down"}\n\n')
+                with self._lock:
+                    self.aborted += 1
+                return
+            time.sleep(delay)
+            h.wfile.write(f'data: {{"token": {k}}}\n\n'.encode())
+            h.wfile.flush()
+        h.wfile.write(b"data: [DONE]\n\n")
+
     def shutdown(self, grace: float) -> None:
         """SIGTERM with a grace period (the pod's terminationGracePeriod, from the eviction)."""
         start = time.monotonic()
         self.abort_at = start + max(0.0, grace - 0.05)
-        time.sleep(self.prestop)  # preStop: the endpoint is already removed, keep serving
+        time.sleep(min(self.prestop, grace))  # preStop: the endpoint is removed, keep serving
         self.accepting = False
         while self.in_flight and time.monotonic() < start + grace + 0.5:
             time.sleep(0.01)
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def kill(self) -> None:
+        """The instance is gone: every open connection is cut."""
+        self.killed = True
+        self.accepting = False
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            self.httpd.shutdown()
+            self.httpd.server_close()
 
 
 @dataclass

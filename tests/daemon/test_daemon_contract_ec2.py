@@ -13,6 +13,7 @@ checked on the fake only.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from provisioner.daemon.capacity import (
     CapacityError,
     CapacityUnavailable,
     InstanceInfo,
+    Subnet,
 )
 from provisioner.daemon.config import DaemonConfig
 from provisioner.daemon.ec2 import Ec2Capacity
@@ -51,6 +53,17 @@ class FakeWorld:
     def group_size(self, asg: str) -> int:
         return self.cap.groups[asg]
 
+    def subnet_of(self, zone: str) -> str:
+        return self.cap.subnets[zone]
+
+    def add_subnet(self, zone: str, other_vpc: bool = False) -> str:
+        """One more subnet tagged managed, in the world's VPC or another one; its id sorts
+        before the first ones' (subnet-00000001...), so it is the one a wrong rule would pick."""
+        sid = f"subnet-00000000{len(self.cap.managed_subnets)}"
+        vpc = "vpc-other" if other_vpc else self.cap.vpc_id
+        self.cap.managed_subnets.append(Subnet(sid, zone, vpc))
+        return sid
+
 
 class RealWorld:
     real = True
@@ -61,6 +74,7 @@ class RealWorld:
         cfg = DaemonConfig(launch_max_attempts=1)
         self.cap = Ec2Capacity(cfg, session=session, endpoints=endpoints, cache_seconds=0)
         self.zone_of = {s: z for z, s in aws.subnets.items()}
+        self.extra: list[str] = []
 
     def add(self, replica: str, size: int = 1, **kw: Any) -> list[InstanceInfo]:
         asg, tags = kw.pop("asg", None), kw.pop("tags", None)
@@ -104,6 +118,18 @@ class RealWorld:
         groups = self.aws.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])
         return int(groups["AutoScalingGroups"][0]["DesiredCapacity"])
 
+    def subnet_of(self, zone: str) -> str:
+        return str(self.aws.subnets[zone])
+
+    def add_subnet(self, zone: str, other_vpc: bool = False) -> str:
+        ec2, vpc, cidr = self.aws.ec2, self.aws.vpc, f"10.0.{100 + len(self.extra)}.0/24"
+        if other_vpc:
+            vpc, cidr = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"], "10.1.1.0/24"
+        sid = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]
+        ec2.create_tags(Resources=[sid["SubnetId"]], Tags=[{"Key": fleet.MANAGED, "Value": "true"}])
+        self.extra.append(sid["SubnetId"])
+        return str(sid["SubnetId"])
+
 
 @pytest.fixture(params=["fake", "moto"])
 def world(request: pytest.FixtureRequest) -> Any:
@@ -143,6 +169,26 @@ def test_a_launched_replacement_is_tagged_and_found(world):
         again = world.cap.launch(lead, 2, "r-new", "r1", attempt, subnets["us-east-1b"])
         assert ids(again) == ids(group)
         assert len(world.cap.find_replacement("pool-a", "r1")) == 2
+
+
+def test_subnets_one_managed_per_zone_in_the_vpc_and_the_templates_own(world):
+    """Both sides answer with capacity.pick_subnets_by_zone; expected by hand: the lowest id
+    of a zone's managed subnets, none from another VPC, the template's own in its zone."""
+    (lead,) = world.add("r1", zone="us-east-1a")
+    b2 = world.add_subnet("us-east-1b")
+    world.add_subnet("us-east-1c", other_vpc=True)
+    a2 = world.add_subnet("us-east-1a")
+    got = world.cap.subnets_by_zone(lead)
+    assert got == {
+        "us-east-1a": lead.subnet_id,  # its own, whatever the id of the other one
+        "us-east-1b": min(world.subnet_of("us-east-1b"), b2),
+        "us-east-1c": world.subnet_of("us-east-1c"),  # not the other VPC's
+    }
+    assert a2 != lead.subnet_id
+    # a template in a subnet that is not tagged managed keeps it in its own zone
+    own = replace(lead, zone="us-east-1c", subnet_id="subnet-0000unmanaged")
+    assert world.cap.subnets_by_zone(own)["us-east-1c"] == "subnet-0000unmanaged"
+    assert world.cap.subnets_by_zone(replace(lead, vpc_id=None)) == {}  # no VPC: none
 
 
 def test_a_spare_is_launched_then_promoted(world):

@@ -23,8 +23,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from admission_router import AdmissionRouter, Outcome, QueueingVllm, send
-from daemon_harness import NodeAgent, wait_until
+from admission_router import AdmissionRouter, Outcome, send
+from daemon_harness import NodeAgent, VllmStandIn, wait_until
 
 TOKENS, DELAY = 20, 0.02  # a 0.4 s stream
 SECONDS_LEFT = 4.0  # notice -> deadline
@@ -42,10 +42,10 @@ def at_whole_second() -> datetime:
 def test_no_spare_shifts_traffic_and_sheds_cleanly(
     aws: Any, core: Any, k8s: Any, make_daemon: Any
 ) -> None:
-    servers: dict[str, QueueingVllm] = {}
+    servers: dict[str, VllmStandIn] = {}
 
     def on_pod(spec: Any) -> str:
-        servers[spec.replica] = QueueingVllm(max_num_seqs=2)
+        servers[spec.replica] = VllmStandIn(max_num_seqs=2)
         return servers[spec.replica].url
 
     def terminate(spec: Any, grace: int) -> None:
@@ -138,7 +138,7 @@ def test_no_spare_shifts_traffic_and_sheds_cleanly(
     # 2-core machine at load 13, so the bound is on the 90th percentile
     took = sorted(r.seconds for r in refused)
     assert statistics.median(took) < 0.05 and took[int(0.9 * (len(took) - 1))] < 0.2
-    assert servers["r1"].rejected == 0  # nothing was sent to r1 once it was shutting down
+    assert servers["r1"].refused == 0  # nothing was sent to r1 once it was shutting down
     # r1 left the load balancers at the notice, well before its drain had to start
     assert left is not None and left - t_notice < SECONDS_LEFT - GRACE - MARGIN - 1.0
     assert not [t for t in servers["r1"].started if t > left + 0.3]

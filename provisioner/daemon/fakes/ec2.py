@@ -26,8 +26,10 @@ from provisioner.daemon.capacity import (
     CapacityError,
     CapacityUnavailable,
     InstanceInfo,
+    Subnet,
     count_on_demand,
     group_tags,
+    pick_subnets_by_zone,
 )
 from provisioner.daemon.ec2 import client_token
 
@@ -37,7 +39,10 @@ ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 class FakeCapacity:
     def __init__(self, zones: Sequence[str] = ZONES, vpc_id: str = "vpc-fake") -> None:
         self.vpc_id = vpc_id
+        # zone -> the subnet ``add`` places instances in
         self.subnets = {z: f"subnet-{k:08x}" for k, z in enumerate(zones, 1)}
+        # the subnets tagged managed, as describe_subnets lists them (a test may add more)
+        self.managed_subnets = [Subnet(sid, z, vpc_id) for z, sid in self.subnets.items()]
         self.instances: dict[str, InstanceInfo] = {}
         self.groups: dict[str, int] = {}  # Auto Scaling group -> desired size
         self.no_capacity: set[tuple[str, str, str]] = set()  # (type, zone, market)
@@ -150,12 +155,7 @@ class FakeCapacity:
 
     def subnets_by_zone(self, template: InstanceInfo) -> dict[str, str]:
         self.calls.append("subnets_by_zone")
-        if template.vpc_id != self.vpc_id:
-            return {}
-        out = dict(self.subnets)
-        if template.subnet_id and template.zone:
-            out[template.zone] = template.subnet_id
-        return out
+        return pick_subnets_by_zone(template, self.managed_subnets)
 
     def launch(
         self,
@@ -183,7 +183,7 @@ class FakeCapacity:
             if lt:
                 tags[fleet.AWS_LAUNCH_TEMPLATE_ID] = lt[0]
                 tags[fleet.AWS_LAUNCH_TEMPLATE_VERSION] = "1"
-            zone = next((z for z, s in self.subnets.items() if s == subnet_id), attempt.zone)
+            zone = next((s.zone for s in self.managed_subnets if s.id == subnet_id), attempt.zone)
             out = self._run(attempt.instance_type, zone, attempt.market, count, tags)
             out = [replace(i, state="pending") for i in out]
             for i in out:
