@@ -33,9 +33,10 @@ SOFT_GRID: dict[str, list[float]] = {
     "multinode_pp_ms": [2.5 * i for i in range(13)],
     "lowbit_mem_eff": [0.5 + 0.05 * i for i in range(11)],
     "attn_prefill_eff": [0.2 + 0.1 * i for i in range(9)],
+    "prefill_layer_us": [0.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0],
 }
 LAYER_GRID = [10.0 * i for i in range(1, 31)]
-PREFILL_GRID = [0.2 + 0.05 * i for i in range(17)]
+PREFILL_GRID = [0.2 + 0.05 * i for i in range(22)]  # x the measured GEMM fraction: <= 0.81
 # where the fit starts (physically plausible guesses), so a refit does not depend on the last one
 START = {
     "mem_eff": 0.85,
@@ -49,6 +50,7 @@ START = {
     "multinode_pp_ms": 20.0,
     "lowbit_mem_eff": 1.0,
     "attn_prefill_eff": 0.6,
+    "prefill_layer_us": 0.0,
     "layer_us": {"mla_moe": 100.0, "moe": 70.0, "dense": 40.0},
 }
 SCALE_GRID = [0.5 + 0.05 * i for i in range(21)]
@@ -60,6 +62,9 @@ ERA_GRID: dict[str, list[float]] = {
     "seq_us": [0.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0],
     "kernel": [0.5 + 0.05 * i for i in range(11)],  # an older engine's kernels: never faster
 }
+# an older engine's prefill kernels, per architecture class where it has that class's runs
+# (vLLM V0's MLA prefill predates FlashMLA and the chunked-MLA kernels)
+ERA_PREFILL_GRID = [0.25 + 0.05 * i for i in range(16)]
 ERA_MOE_GRID = [0.5 + 0.05 * i for i in range(11)]
 
 
@@ -116,6 +121,8 @@ def _era_knobs(
     for era in sorted({_era(r, data) for r in refs}):
         rows = [r for r in refs if _era(r, data) == era]
         knobs += [(("eras", era, k), g) for k, g in ERA_GRID.items()]
+        archs = sorted({arch_class(_spec(r["model"], r.get("arch_config"))) for r in rows})
+        knobs += [(("eras", era, "prefill", a), ERA_PREFILL_GRID) for a in archs]
         moe = _families([r for r in rows if _is_moe(r)], overrides, reference=True)
         knobs += [(("eras", era, "moe_kernel", f), ERA_MOE_GRID) for f in moe]
     fams = [f for f in _families(refs, overrides) if f not in done]
@@ -159,7 +166,7 @@ def fit(refs: list[dict[str, Any]], overrides: dict[str, Any], passes: int = 5) 
     current = [r for r in refs if _era(r, data) == CURRENT_ERA]
     older = [r for r in refs if _era(r, data) != CURRENT_ERA]
     for era, row in data["eras"].items():  # neutral start; an era with no runs stays neutral
-        row.update(step_ms=0.0, seq_us=0.0, kernel=1.0, moe_kernel={"_all": 1.0})
+        row.update(step_ms=0.0, seq_us=0.0, kernel=1.0, prefill={}, moe_kernel={"_all": 1.0})
         row["calibrated"] = any(_era(r, data) == era for r in older)
     data = _descend(data, current, overrides, _knobs(data, current, overrides), passes)
     done = {"hopper", *_families(current, overrides)}
@@ -182,6 +189,7 @@ def _descend(
     """Coordinate descent of _loss over `knobs` (path, grid), a few passes."""
     best = _loss(refs, overrides, data)
     for _ in range(passes):
+        start = best
         for path, grid in knobs:
             for value in grid:
                 trial = copy.deepcopy(data)
@@ -189,6 +197,8 @@ def _descend(
                 loss = _loss(refs, overrides, trial)
                 if loss < best - 1e-9:
                     best, data = loss, trial
+        if best >= start - 1e-9:  # a pass that moved nothing: the next ones would not either
+            break
     return data
 
 

@@ -275,6 +275,7 @@ def test_accuracy_benchmark_completes_and_writes_its_table(tmp_path: Path) -> No
     # the two sets share no source: the held-out set checks, it never fits
     cal = json.loads(bench.with_name("throughput_refs.json").read_text())["refs"]
     held = json.loads(bench.with_name("throughput_heldout.json").read_text())["refs"]
+    held += json.loads(bench.with_name("throughput_heldout_aic.json").read_text())["refs"]
     cal_sources = {r["source"] for r in cal} | {r["source_id"] for r in cal}
     assert not cal_sources & ({r["source"] for r in held} | {r["source_group"] for r in held})
     run = subprocess.run(
@@ -286,9 +287,11 @@ def test_accuracy_benchmark_completes_and_writes_its_table(tmp_path: Path) -> No
     )
     assert run.returncode == 0, run.stderr
     text = out.read_text()
-    assert all(f"| {r['id']} |" in text for r in cal)
+    # every calibration run is in a table, or in the not-modelled list with its reason
+    assert all(f"| {r['id']} |" in text or f"- {r['id']}: " in text for r in cal)
     assert "Calibration (fitted): by group" in text and "Held-out (never fitted): by group" in text
     assert "| family hopper |" in text and "| metric tpot_ms |" in text  # accuracy is reported
+    assert "Held-out 2: aiconfigurator" in text  # the second held-out set, reported apart
 
 
 def test_cpu_offload_what_if(kimi_thinking: ModelSpec) -> None:

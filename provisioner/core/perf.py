@@ -13,10 +13,11 @@ Decode step of one pipeline stage for a micro-batch of b requests at context c (
               + b x k x MoE layers x routing cost
 Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / min(B, PP)))
           + (PP - 1) hand-offs + a per-step overhead + B x a per-sequence overhead
-          (+ an older engine's CPU time: per step / --num-scheduler-steps, per sequence).
+          (+ an older engine's CPU time, per step and per sequence, / --num-scheduler-steps).
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
 Prefill is compute-bound: 2 x active params x isl / (TFLOPs x prefill_eff) + the causal attention
 FLOPs / (bf16 TFLOPs x attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
+TTFT (idle) = prefill + its all-reduces + one step + layers x an eager per-layer launch floor.
 Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step); a
 mixed step reads the weights once, so a chunk's FLOPs fill that one step's memory-bound slack and
 the rest adds serially (a chunk of thousands of tokens is compute-bound, it does not spread):
@@ -340,10 +341,11 @@ def estimate(
         handoff += node_boundaries * cal.multinode_pp_ms / 1000
         handoff += (pp - 1 - node_boundaries) * cal.pp_stage_ms / 1000
     overhead = cal.step_overhead_ms / 1000 + b_total * cal.seq_overhead_us * 1e-6
-    # an older engine's CPU work on the critical path: scheduling and input preparation once per
-    # scheduled step (multi-step scheduling runs n steps per schedule), output processing
-    # (sampling, detokenising) for every sequence at every step
-    overhead += cal.era_step_ms / 1000 / max(1, scheduler_steps) + b_total * cal.era_seq_us * 1e-6
+    # an older engine's CPU work on the critical path: scheduling and input preparation, per
+    # step and per sequence (block tables, input tensors), once per scheduled step: multi-step
+    # scheduling runs n GPU steps per schedule (output processing runs async beside the GPU)
+    era_cpu = cal.era_step_ms / 1000 + b_total * cal.era_seq_us * 1e-6
+    overhead += era_cpu / max(1, scheduler_steps)
     if micro >= pp:  # stages overlap: a token per micro-batch every PP slowest-stage times
         mem = pp * steps[slow].memory_s
         cmp = pp * steps[slow].compute_s
@@ -381,8 +383,9 @@ def estimate(
             * layers
             * (hops * tp_link.latency_us * 1e-6 + 2 * (tp - 1) / tp * msg / (tp_link.gbps * 1e9))
         )
-    # the prefill rides in one engine step: that step also reads the weights and pays the floors
-    ttft = prefill_s + comm_prefill + step_s
+    # the prefill rides in one engine step: that step also reads the weights and pays the floors,
+    # and its layers run eagerly (launch-bound for short prompts)
+    ttft = prefill_s + comm_prefill + step_s + layers * cal.prefill_layer_us * 1e-6
 
     # steady state: B requests cycle through prefill + osl decode steps; prefill chunks ride in
     # the decode steps (chunked prefill), filling the compute slack of memory-bound steps

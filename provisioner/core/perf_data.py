@@ -76,6 +76,9 @@ class Calibration:
     era_step_ms: float = 0.0  # the era's CPU time per schedule (scheduling, input preparation)
     era_seq_us: float = 0.0  # ... and per sequence per step (output processing, detokenising)
     era_kernel: float = 1.0  # the era's kernel efficiency relative to the current engine's
+    # a lone prefill runs its layers' kernels eagerly (no CUDA graph): launch and sync time
+    # per layer, paid once per prefill batch (an idle request's TTFT sees it whole)
+    prefill_layer_us: float = 0.0
 
 
 @cache
@@ -141,12 +144,14 @@ def calibration_for(
     if arch != "dense":
         kernel *= _engine_factor(erarow.get("moe_kernel", 1.0), fam)
     scale *= moe_scale * kernel
+    # the era's prefill kernels, per architecture class where its runs had that class
+    prefill = _engine_factor(erarow.get("prefill", 1.0), arch)
     return Calibration(
         family=fam,
         calibrated=bool(famrow.get("calibrated", False)),
         hbm_eff=min(1.0, hw["hbm"] * sw["mem_eff"] * scale),
         gemm_eff=min(1.0, hw["gemm"] * sw["compute_eff"] * scale),
-        prefill_eff=min(1.0, hw["gemm"] * _by_arch(sw["prefill_eff"], arch) * scale),
+        prefill_eff=min(1.0, hw["gemm"] * _by_arch(sw["prefill_eff"], arch) * scale * prefill),
         moe_eff=sw["moe_eff"],
         moe_tok_half=sw["moe_tok_half"],
         moe_tok_ns=sw["moe_tok_ns"] / scale,
@@ -162,6 +167,7 @@ def calibration_for(
         era_step_ms=float(erarow.get("step_ms", 0.0)),
         era_seq_us=float(erarow.get("seq_us", 0.0)),
         era_kernel=kernel,
+        prefill_layer_us=_by_arch(sw.get("prefill_layer_us", 0.0), arch) / scale,
     )
 
 
