@@ -248,6 +248,12 @@ def perf_lines(plan: RankedPlan) -> list[str]:
         "(idle)",
         f"  {e.output_tps:,.0f} output tok/s = ${mtok:.2f}/Mtok at ${plan.usd_per_hour:,.2f}/h",
     ]
+    if cal is not None and cal.prefill_layer_us:
+        lines.insert(
+            -1,
+            f"  TTFT includes {cal.prefill_layer_us:,.0f} us/layer (eager launches, API, "
+            "scheduling; fitted)",
+        )
     if e.band_info is not None:
         b = e.band_info
         lines.append(

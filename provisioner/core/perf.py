@@ -17,7 +17,8 @@ Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / mi
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
 Prefill is compute-bound: 2 x active params x isl / (TFLOPs x prefill_eff) + the causal attention
 FLOPs / (bf16 TFLOPs x attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
-TTFT (idle) = prefill + its all-reduces + one step + layers x an eager per-layer launch floor.
+TTFT (idle) = prefill + its all-reduces + one step + layers x a fitted per-layer floor (eager
+launches of the prefill's kernels, with the API server's and scheduler's time folded in).
 Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step); a
 mixed step reads the weights once, so a chunk's FLOPs fill that one step's memory-bound slack and
 the rest adds serially (a chunk of thousands of tokens is compute-bound, it does not spread):
@@ -41,6 +42,13 @@ from typing import Any
 from provisioner.core.hardware import GpuSpec
 from provisioner.core.memory import pp_partition
 from provisioner.core.models import ModelSpec
+from provisioner.core.perf_attention import (
+    attn_dim,
+    attn_dim_prefill,
+    causal_pairs,
+    has_windows,
+    kv_tokens,
+)
 from provisioner.core.perf_data import (
     CURRENT_ERA,
     Band,
@@ -181,31 +189,6 @@ def _stage_weights(
     ]
 
 
-def _attn_dim(spec: ModelSpec) -> int:
-    """Per-head width the attention kernels stream per cached token."""
-    if spec.mla is not None:  # absorbed MLA decode: scores and values against the 576-wide latent
-        return spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim
-    return spec.head_dim
-
-
-_WINDOWED: dict[int, tuple[object, bool]] = {}  # id(layer_windows) -> (it, any window?)
-
-
-def _has_windows(spec: ModelSpec) -> bool:
-    key = id(spec.layer_windows)
-    hit = _WINDOWED.get(key)
-    if hit is None or hit[0] is not spec.layer_windows:
-        hit = _WINDOWED[key] = (spec.layer_windows, any(spec.layer_windows))
-    return hit[1]
-
-
-def _kv_tokens(spec: ModelSpec, lo: int, hi: int, ctx: float) -> float:
-    """Cached tokens read per request per step over layers [lo, hi), windows capped."""
-    if not _has_windows(spec):
-        return (hi - lo) * ctx
-    return sum(min(ctx, w) if w else ctx for w in spec.layer_windows[lo:hi])
-
-
 def decode_stage(
     spec: ModelSpec,
     scheme: QuantScheme,
@@ -229,15 +212,15 @@ def decode_stage(
         frac = 1 - (1 - k / e) ** b  # share of experts touched by b tokens
         per_expert = b * k / (e * frac)  # tokens each touched expert sees
     kv_per_layer = spec.kv_elems_per_token_per_layer(tp) * kv_bytes
-    kv_tokens = _kv_tokens(spec, lo, hi, ctx)
-    kv_read = b * kv_tokens * kv_per_layer / dcp
+    cached = kv_tokens(spec, lo, hi, ctx)
+    kv_read = b * cached * kv_per_layer / dcp
     expert_read = sw.expert_bytes * frac
     bytes_read = expert_read + sw.other_bytes + kv_read
     # quantized weights stream through dequantising GEMM kernels at a lower HBM fraction
     wbw = bw * cal.lowbit_mem_eff if scheme.bits < 16 else bw
     memory_s = sw.other_bytes / wbw + kv_read / bw + expert_read / (wbw * cal.moe_eff)
     heads = max(1, spec.num_heads // tp)
-    attn_flops = b * kv_tokens * 4 * heads * _attn_dim(spec) / dcp
+    attn_flops = b * cached * 4 * heads * attn_dim(spec) / dcp
     dense_active = sw.active_params - (
         sw.expert_params * spec.moe.experts_per_tok / spec.moe.n_routed_experts if spec.moe else 0
     )
@@ -365,11 +348,11 @@ def estimate(
     heads = max(1, spec.num_heads // tp)
     # causal attention: 2 FLOPs x (qk + v widths) per (query, key) pair per head and layer;
     # isl^2 / 2 pairs on a full layer, about isl x window on a sliding-window layer
-    if _has_windows(spec):
-        pairs = sum(_causal_pairs(isl, w) for w in spec.layer_windows)
+    if has_windows(spec):
+        pairs = sum(causal_pairs(isl, w) for w in spec.layer_windows)
     else:
         pairs = layers * isl * isl / 2
-    attn = 2 * pairs * heads * _attn_dim_prefill(spec)
+    attn = 2 * pairs * heads * attn_dim_prefill(spec)
     if cal.attn_prefill_eff > 0:  # attention runs in its own kernel, in bf16, at its own share
         attn_tf = (gpu.bf16_tflops or compute_tflops(gpu, scheme)) * 1e12 * cal.attn_prefill_eff
         prefill_s = 2 * active * isl / tf + attn / attn_tf
@@ -383,8 +366,8 @@ def estimate(
             * layers
             * (hops * tp_link.latency_us * 1e-6 + 2 * (tp - 1) / tp * msg / (tp_link.gbps * 1e9))
         )
-    # the prefill rides in one engine step: that step also reads the weights and pays the floors,
-    # and its layers run eagerly (launch-bound for short prompts)
+    # the prefill rides in one engine step: that step also reads the weights and pays the floors;
+    # plus the per-layer TTFT floor (eager launches, API and scheduling time; fitted)
     ttft = prefill_s + comm_prefill + step_s + layers * cal.prefill_layer_us * 1e-6
 
     # steady state: B requests cycle through prefill + osl decode steps; prefill chunks ride in
@@ -441,17 +424,3 @@ def _packaged_cal(gpu: GpuSpec, engine: str, arch: str, era: str) -> Calibration
 @lru_cache(maxsize=1024)
 def _packaged_band(gpu: GpuSpec, batch: int, engine: str) -> Band:
     return band_for(gpu, batch, None, engine)
-
-
-def _causal_pairs(isl: int, window: int | None) -> float:
-    """(query, key) pairs a causal prefill of isl tokens computes on one layer."""
-    if not window or window >= isl:
-        return isl * isl / 2
-    return isl * window - window * window / 2
-
-
-def _attn_dim_prefill(spec: ModelSpec) -> int:
-    """Per-head QK + PV width in prefill (MLA prefill runs un-absorbed: qk 192, v 128)."""
-    if spec.mla is not None:
-        return spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim + spec.mla.v_head_dim
-    return 2 * spec.head_dim

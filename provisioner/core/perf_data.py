@@ -76,8 +76,9 @@ class Calibration:
     era_step_ms: float = 0.0  # the era's CPU time per schedule (scheduling, input preparation)
     era_seq_us: float = 0.0  # ... and per sequence per step (output processing, detokenising)
     era_kernel: float = 1.0  # the era's kernel efficiency relative to the current engine's
-    # a lone prefill runs its layers' kernels eagerly (no CUDA graph): launch and sync time
-    # per layer, paid once per prefill batch (an idle request's TTFT sees it whole)
+    # an idle request's time to first token beyond the prefill FLOPs, per layer: eager kernel
+    # launches (prefills run without CUDA graphs), plus API server, scheduling, sampling and
+    # detokenising folded in (fitted on the calibration TTFTs; the split is not measured)
     prefill_layer_us: float = 0.0
 
 
