@@ -55,7 +55,15 @@ def _data_with_era(step_ms: float, seq_us: float, kernel: float) -> dict:
     return data
 
 
-def _llama8b(data: dict, era: str, steps: int = 1, conc: int = 4):
+def _llama8b(
+    data: dict | None,
+    era: str,
+    steps: int = 1,
+    conc: int = 4,
+    isl: int = 128,
+    osl: int = 256,
+    budget: int = 8192,
+):
     spec = resolve_model("meta-llama/Llama-3.1-8B")
     return estimate(
         spec,
@@ -66,9 +74,10 @@ def _llama8b(data: dict, era: str, steps: int = 1, conc: int = 4):
         gpus_per_node=8,
         interconnect="nvlink",
         fabric="efa",
-        workload=Workload(128, 256, conc),
+        workload=Workload(isl, osl, conc),
         era=era,
         scheduler_steps=steps,
+        max_num_batched_tokens=budget,
         data=data,
     )
 
@@ -147,20 +156,7 @@ def test_no_repository_page_or_pull_request_is_in_both_sets() -> None:
 
 
 def _llama8b_long(budget: int, conc: int = 8, data: dict | None = None):
-    spec = resolve_model("meta-llama/Llama-3.1-8B")
-    return estimate(
-        spec,
-        resolve_quant("bf16", spec),
-        gpu_specs()["H100-SXM"],
-        tp=1,
-        pp=1,
-        gpus_per_node=8,
-        interconnect="nvlink",
-        fabric="efa",
-        workload=Workload(20000, 2000, conc),
-        max_num_batched_tokens=budget,
-        data=data,
-    )
+    return _llama8b(data, CURRENT_ERA, conc=conc, isl=20000, osl=2000, budget=budget)
 
 
 def test_a_prefill_chunk_hides_only_in_its_own_mixed_step() -> None:
