@@ -37,10 +37,22 @@ from provisioner.core.perf_data import (
     gpu_family,
 )
 from provisioner.core.quant import kv_bytes, resolve_quant
+from provisioner.core.vllm_rules import batch_defaults, rules_for
 from provisioner.errors import ProvError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from accuracy_report import CV, cross_rows, groups, loso_in_band, markdown, set_bands, summary
+sys.path.insert(0, str(Path(__file__).parent))  # this folder's report module, then out again
+try:
+    from accuracy_report import (
+        CV,
+        cross_rows,
+        groups,
+        loso_in_band,
+        markdown,
+        set_bands,
+        summary,
+    )
+finally:
+    sys.path.remove(str(Path(__file__).parent))
 
 HERE = Path(__file__).parent
 REFS = HERE / "throughput_refs.json"
@@ -118,28 +130,41 @@ def _variable_lengths(ref: dict[str, Any]) -> bool:
     return "sharegpt" in text
 
 
+def _version(text: str) -> tuple[int, int, int]:
+    """(0, 7, 3) from '0.7.3', 'v0.7.3+rocm' or '0.7.4.dev181'; (0, 0, 0) when none is stated."""
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else (0, 0, 0)
+
+
 def scheduling(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, era: str) -> tuple[bool, int]:
     """(prefill chunks ride in decode steps?, max_num_batched_tokens) of the run's engine, as
     stated by the row, else the engine's default:
     - SGLang runs a prefill batch as a step of its own unless --enable-mixed-chunk is given;
-    - vLLM's V0 engine (< 0.8) turns chunked prefill on by itself only for max_model_len > 32768
-      (and, from 0.7, not for MLA models nor on ROCm), with max_num_batched_tokens 512 (or
-      max(max_model_len, 2048) under multi-step scheduling); otherwise prefills run alone
-      (vllm/engine/arg_utils.py and vllm/config.py at v0.6.3 and v0.7.3);
-    - vLLM's V1 engine always chunks (8192 tokens per step assumed unless stated)."""
+    - vLLM's V0 engine (< 0.8, and ROCm builds that fall back to V0) turns chunked prefill on by
+      itself only for max_model_len > 32768, from 0.7 not for MLA models nor on ROCm; it then
+      runs 512 tokens a step up to 0.6.4 and 2048 from 0.6.6 (max(max_model_len, 2048) under
+      multi-step); without chunking, prefills run alone (vllm/engine/arg_utils.py and
+      vllm/config.py at v0.6.3, v0.6.4, v0.6.6, v0.7.3 and v0.8.4);
+    - vLLM's V1 engine always chunks, `vllm serve`'s default budget for the GPU
+      (core.vllm_rules.batch_defaults: 8192 on >= 70 GiB GPUs other than A100, else 2048)."""
     stated = ref.get("max_num_batched_tokens")
     if ref["engine"] == "sglang":
         return bool(ref.get("chunked_prefill", False)), int(stated or 8192)
-    if ref["engine"] != "vllm" or era == CURRENT_ERA:
+    if ref["engine"] != "vllm":
         return bool(ref.get("chunked_prefill", True)), int(stated or 8192)
+    if era == CURRENT_ERA:
+        serve, _ = batch_defaults(rules_for(), gpu.name, gpu.memory_gb)
+        return bool(ref.get("chunked_prefill", True)), int(stated or serve)
     max_len = int(ref.get("max_model_len") or spec.max_position_embeddings)
-    version = str(ref.get("engine_version") or "")
-    newer = re.search(r"\b0\.7\.", version) is not None
-    rocm = "rocm" in version.lower() or gpu_family(gpu) == "cdna3"
-    auto = max_len > 32768 and not (newer and (spec.mla is not None or rocm))
+    version = _version(str(ref.get("engine_version") or ""))
+    rocm = gpu_family(gpu) == "cdna3"
+    auto = max_len > 32768 and not (version >= (0, 7, 0) and (spec.mla is not None or rocm))
     chunked = bool(ref.get("chunked_prefill", auto))
     steps = int(ref.get("num_scheduler_steps") or 1)
-    default = (512 if steps == 1 else max(max_len, 2048)) if chunked else max(max_len, 2048)
+    if chunked and steps == 1:
+        default = 512 if version < (0, 6, 5) else 2048
+    else:
+        default = max(max_len, 2048)
     return chunked, int(stated or default)
 
 

@@ -444,6 +444,9 @@ def test_explain_prints_every_term_and_they_add_up() -> None:
         parts = max(st.memory_s, st.compute_s) + st.comm_s + st.floor_s + st.moe_route_s
         assert e.step_s == pytest.approx(parts + e.overhead_s + e.handoff_s)
     assert "bf16" in text  # MXFP4 on Hopper computes in bf16
+    # the idle TTFT's fitted per-layer floor is a line of its own, with the fitted value
+    cal = e.calibration
+    assert cal is not None and f"TTFT includes {cal.prefill_layer_us:,.0f} us/layer" in text
 
 
 def _accuracy_module():

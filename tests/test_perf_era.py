@@ -1,8 +1,8 @@
 """The engine-era terms of the throughput model (perf_data.engine_era, perf.estimate(era=...)).
 
 Expected values are hand derivations from the term's definition: an older engine adds its CPU
-time per schedule / --num-scheduler-steps plus its time per sequence per step, and scales the
-efficiencies by its kernel factor; prov's own plans run a current engine and carry none of it.
+time per schedule and per sequence, both / --num-scheduler-steps, and scales the efficiencies by
+its kernel factors; prov's own plans run a current engine and carry none of it.
 """
 
 from __future__ import annotations
@@ -186,9 +186,10 @@ def test_an_idle_ttft_pays_each_layer_s_eager_launch_floor() -> None:
 
 
 def test_benchmark_rows_get_their_engine_s_default_scheduling() -> None:
-    # vllm/engine/arg_utils.py and vllm/config.py at v0.6.3 / v0.7.3: V0 chunks prefills by
-    # itself only for max_model_len > 32768 (0.7: not for MLA, not on ROCm), 512 tokens a step;
-    # SGLang runs a prefill batch alone unless --enable-mixed-chunk; V1 always chunks.
+    # vllm/engine/arg_utils.py and vllm/config.py at v0.6.3, v0.6.4, v0.6.6, v0.7.3, v0.8.4: V0
+    # chunks prefills by itself only for max_model_len > 32768 (from 0.7 not for MLA, not on
+    # ROCm), 512 tokens a step up to 0.6.4, 2048 from 0.6.6; SGLang runs a prefill batch alone
+    # unless --enable-mixed-chunk; V1 always chunks at `vllm serve`'s budget for the GPU.
     import importlib
     import sys
 
@@ -197,21 +198,50 @@ def test_benchmark_rows_get_their_engine_s_default_scheduling() -> None:
         acc = importlib.import_module("accuracy")
     finally:
         sys.path.remove(str(BENCH))
-    h100, mi300x = gpu_specs()["H100-SXM"], gpu_specs()["MI300X"]
+    gpus = gpu_specs()
+    h100, mi300x, a100 = gpus["H100-SXM"], gpus["MI300X"], gpus["A100-80GB-SXM"]
     llama = resolve_model("meta-llama/Llama-3.1-405B")  # 131,072 positions
     r1 = resolve_model("deepseek-ai/DeepSeek-R1")  # MLA
 
-    def row(engine: str, version: str, **kw: object) -> dict:
-        return {"engine": engine, "engine_version": version, **kw}
+    def sched(version: str, spec=llama, gpu=h100, era="vllm-v0", **kw: object):
+        return acc.scheduling({"engine": "vllm", "engine_version": version, **kw}, spec, gpu, era)
 
-    assert acc.scheduling(row("vllm", "0.6.3"), llama, h100, "vllm-v0") == (True, 512)
-    assert acc.scheduling(row("vllm", "0.6.3", max_model_len=8192), llama, h100, "vllm-v0") == (
-        False,
-        8192,
-    )
-    assert acc.scheduling(row("vllm", "0.7.3"), r1, h100, "vllm-v0")[0] is False
-    assert acc.scheduling(row("vllm", "0.7.3"), llama, mi300x, "vllm-v0")[0] is False
-    steps = row("vllm", "0.6.3", num_scheduler_steps=10)
-    assert acc.scheduling(steps, llama, h100, "vllm-v0") == (True, 131072)
-    assert acc.scheduling(row("sglang", "0.4.3"), r1, h100, "sglang-0.4")[0] is False
-    assert acc.scheduling(row("vllm", "0.11.0"), r1, h100, CURRENT_ERA) == (True, 8192)
+    assert sched("0.6.3") == (True, 512)
+    assert sched("0.6.4.post1") == (True, 512)
+    assert sched("0.6.6") == (True, 2048)
+    assert sched("v0.7.3+rocm", gpu=h100) == (True, 2048)  # a "v" prefix is still 0.7.3
+    assert sched("0.6.3", max_model_len=8192) == (False, 8192)  # short context: no chunking
+    assert sched("0.7.3", spec=r1)[0] is False  # MLA on V0 from 0.7
+    assert sched("0.7.3", gpu=mi300x)[0] is False  # ROCm from 0.7
+    assert sched("0.8.4 V0 fallback", gpu=mi300x)[0] is False
+    assert sched("0.6.3", gpu=mi300x)[0] is True  # 0.6 did not yet exclude ROCm
+    assert sched("0.6.3", num_scheduler_steps=10) == (True, 131072)
+    sglang = {"engine": "sglang", "engine_version": "0.4.3"}
+    assert acc.scheduling(sglang, r1, h100, "sglang-0.4")[0] is False
+    assert sched("0.11.0", spec=r1, era=CURRENT_ERA) == (True, 8192)
+    assert sched("0.11.0", gpu=a100, era=CURRENT_ERA) == (True, 2048)  # A100: the small default
+
+
+def test_a_median_itl_is_the_plain_decode_step_a_mean_one_spreads_the_prefills() -> None:
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        acc = importlib.import_module("accuracy")
+    finally:
+        sys.path.remove(str(BENCH))
+    row = {
+        "id": "t-itl", "engine": "vllm", "engine_version": "0.11.0",
+        "model": "meta-llama/Llama-3.1-8B", "quant": "bf16", "kv_dtype": "auto",
+        "gpu": "H100-SXM", "tp": 1, "pp": 1,
+        "isl": 1000, "osl": 500, "concurrency": 16, "metric": "itl_ms", "stat": "median",
+    }  # fmt: skip
+    # 16 x 1,000 prompt tokens at 8,192 a step: ~2 mixed steps of 500: the median gap is a step
+    value, est = acc.predict(row, {})
+    assert value == pytest.approx(est.step_s * 1000) and est.step_s < est.tpot_s
+    assert acc.predict({**row, "stat": "mean"}, {})[0] == pytest.approx(est.tpot_s * 1000)
+    # prefill-bound (16 x 20,000 prompt tokens, 10 out): mixed steps are the majority
+    long = {**row, "id": "t-itl-long", "isl": 20000, "osl": 10}
+    value, est = acc.predict(long, {})
+    assert value == pytest.approx(est.tpot_s * 1000)

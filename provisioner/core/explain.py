@@ -235,8 +235,8 @@ def perf_lines(plan: RankedPlan) -> list[str]:
             f"prefill {cal.prefill_eff:.0%}" + ("" if cal.calibrated else " (not calibrated)")
         )
         lines.append(
-            f"             prefill attention {cal.attn_prefill_eff:.0%} of bf16 peak, <16-bit "
-            f"weights {cal.lowbit_mem_eff:.0%} of HBM rate"
+            f"             prefill attention {cal.attn_prefill_eff:.0%} of bf16 peak; <16-bit "
+            f"weights {cal.lowbit_mem_eff:.0%} of HBM"
         )
         if e.arch != "dense" and cal.moe_scale != 1.0:
             lines.append(f"             {cal.family} fused-MoE kernels x{cal.moe_scale:.2f}")
@@ -270,7 +270,7 @@ def era_line(cal: Calibration) -> str:
         return "    engine   current (vLLM V1): CPU scheduling overlaps the GPU, no era term"
     return (
         f"    engine   {cal.era}: CPU {cal.era_step_ms:.1f} ms/schedule + "
-        f"{cal.era_seq_us:.0f} us/seq/step, kernels x{cal.era_kernel:.2f}"
+        f"{cal.era_seq_us:.0f} us/seq/schedule, kernels x{cal.era_kernel:.2f}"
     )
 
 

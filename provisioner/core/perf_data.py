@@ -74,7 +74,7 @@ class Calibration:
     moe_scale: float = 1.0  # the family's MoE-kernel multiplier (fitted where it has MoE runs)
     era: str = CURRENT_ERA  # engine era (engine_era): "current" or an older engine's key
     era_step_ms: float = 0.0  # the era's CPU time per schedule (scheduling, input preparation)
-    era_seq_us: float = 0.0  # ... and per sequence per step (output processing, detokenising)
+    era_seq_us: float = 0.0  # ... and per sequence per schedule (block tables, input tensors)
     era_kernel: float = 1.0  # the era's kernel efficiency relative to the current engine's
     # an idle request's time to first token beyond the prefill FLOPs, per layer: eager kernel
     # launches (prefills run without CUDA graphs), plus API server, scheduling, sampling and
