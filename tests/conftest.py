@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,3 +25,25 @@ def llama70b() -> ModelSpec:
 def _isolated_price_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A user's live price cache (prov prices refresh) must not leak into tests."""
     os.environ["PROV_CACHE_DIR"] = str(tmp_path_factory.mktemp("prov-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test() -> Iterator[None]:
+    """A daemon started by a test is stopped by it: no scheduler thread survives the test (its
+    jobs would act, and log, after the test), and `prov daemon` run in-process leaves no
+    handler on the "prov" logger (it would write to a stream closed since)."""
+    import logging
+    import threading
+
+    from provisioner.daemon.scheduler import JOB_THREAD, SCHEDULER_THREAD
+
+    prov = logging.getLogger("prov")
+    before = (prov.handlers[:], prov.propagate)
+    yield
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t.is_alive() and (t.name == SCHEDULER_THREAD or t.name.startswith(JOB_THREAD))
+    ]
+    assert not left, f"daemon scheduler threads outlived the test: {left}"
+    assert (prov.handlers[:], prov.propagate) == before, "the test left logging changed"

@@ -106,22 +106,22 @@ def register(app: typer.Typer) -> None:
             if url is not None and not _http_url(url):
                 raise UsageError(f"{flag} {url!r}: must be an http(s) URL with a host")
 
-        from provisioner.daemon.logs import setup_logging
+        from provisioner.daemon.logs import daemon_logging
         from provisioner.daemon.service import build_daemon
 
-        setup_logging(log_format, log_level)
-        try:
-            d = build_daemon(
-                cfg,
-                api_url=kube_api,
-                kubeconfig=str(kubeconfig) if kubeconfig else None,
-                context=context,
-            )
-        except Exception as e:  # no kubeconfig, no credentials...: say it in one line
-            raise OperationalError(f"cannot set up the daemon: {type(e).__name__}: {e}") from e
-        if dry_run and once:
-            preflight(d, cfg)  # a dry run that can reach nothing must not pass for a success
-        handled = d.run()
+        with daemon_logging(log_format, log_level):
+            try:
+                d = build_daemon(
+                    cfg,
+                    api_url=kube_api,
+                    kubeconfig=str(kubeconfig) if kubeconfig else None,
+                    context=context,
+                )
+            except Exception as e:  # no kubeconfig, no credentials...: say it in one line
+                raise OperationalError(f"cannot set up the daemon: {type(e).__name__}: {e}") from e
+            if dry_run and once:
+                preflight(d, cfg)  # a dry run that can reach nothing must not pass for a success
+            handled = d.run()
         typer.echo(f"prov daemon: handled {handled} event(s)")
 
     daemon.__signature__ = sig  # type: ignore[attr-defined]

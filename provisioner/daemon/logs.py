@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,13 +41,40 @@ class TextFormatter(logging.Formatter):
         return f"{base} {extras}".rstrip()
 
 
-def setup_logging(fmt: str = "json", level: str = "info") -> None:
-    """Route the daemon's loggers to stderr; quiet the chatty libraries."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was at setup: a
+    command run in-process (tests, an embedding program) may swap and close that stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+@contextmanager
+def daemon_logging(fmt: str = "json", level: str = "info") -> Iterator[None]:
+    """Route the daemon's loggers to stderr and quiet the chatty libraries while the daemon
+    runs; put every logger back as it was afterwards (an in-process run leaves no handler)."""
     root = logging.getLogger("prov")
+    saved = (root.handlers[:], root.level, root.propagate)
+    noisy = ("apscheduler", "botocore", "urllib3", "kubernetes")
+    levels = {n: logging.getLogger(n).level for n in noisy}
+    handler = _Stderr()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    for noisy in ("apscheduler", "botocore", "urllib3", "kubernetes"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for n in noisy:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level, root.propagate = saved
+        for n, lvl in levels.items():
+            logging.getLogger(n).setLevel(lvl)

@@ -18,6 +18,9 @@ from provisioner.daemon.config import DaemonConfig
 
 log = logging.getLogger("prov.daemon.scheduler")
 
+JOB_THREAD = "prov-job"  # the jobs' threads are prov-job_0, prov-job_1...
+SCHEDULER_THREAD = "APScheduler"  # the name apscheduler gives its BackgroundScheduler thread
+
 
 class _Ticks(Protocol):
     def tick(self) -> object: ...
@@ -97,7 +100,11 @@ def build_scheduler(jobs: list[Job]) -> Any:
     # A job skipped because its previous run is still going is normal here (SQS long polls).
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     sched = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=len(jobs) + 1)},
+        executors={  # named, so a test can tell that none outlived its daemon
+            "default": ThreadPoolExecutor(
+                max_workers=len(jobs) + 1, pool_kwargs={"thread_name_prefix": JOB_THREAD}
+            )
+        },
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         timezone=UTC,
     )

@@ -236,12 +236,12 @@ class Daemon:
         still open over (their messages visible again at once: the next leader resumes them
         from the node annotations), release the lease."""
         self.stopping.set()
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
         limit = self.cfg.stop_timeout_seconds if timeout is None else timeout
+        end = time.monotonic() + limit
+        self._stop_scheduler(limit)
         waiter = threading.Thread(target=self.pool.shutdown, kwargs={"wait": True}, daemon=True)
         waiter.start()
-        waiter.join(limit)
+        waiter.join(max(0.0, end - time.monotonic()))
         if waiter.is_alive():
             log.warning("in-flight events did not finish in time; abandoning them")
             self.halt.set()
@@ -259,12 +259,30 @@ class Daemon:
             self.server.stop()
         log.info("daemon stopped", extra={"handled": self.store.handled})
 
+    def _stop_scheduler(self, limit: float) -> None:
+        """No periodic job starts any more; wait (at most ``limit`` s) for those running now,
+        so none of them acts after stop() returns (a spare pass stops at ``stopping``)."""
+        sched = self.scheduler
+        if sched is None or not sched.running:
+            return
+
+        def shutdown() -> None:
+            try:
+                sched.shutdown(wait=True)
+            except Exception as e:  # already stopped by a concurrent stop()/kill()
+                log.debug("scheduler shutdown", extra={"error": str(e)})
+
+        waiter = threading.Thread(target=shutdown, name="prov-scheduler-stop", daemon=True)
+        waiter.start()
+        waiter.join(limit)
+        if waiter.is_alive():
+            log.warning("a periodic job did not finish in time; leaving it behind")
+
     def kill(self) -> None:
         """Die mid-way (tests: a crash or SIGKILL): nothing more is done or acknowledged."""
         self.halt.set()
         self.stopping.set()
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        self._stop_scheduler(5.0)  # its running jobs see ``stopping`` and end
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.server is not None:
             self.server.stop()

@@ -292,6 +292,8 @@ class Spares:
             return 0
         launched = 0
         for _ in range(3):  # a promotion during a pass asks for another one
+            if not self.is_leader():
+                break
             self._again.clear()
             launched += self._pass()
             self.passes += 1
@@ -306,6 +308,8 @@ class Spares:
         self._launched = {r: v for r, v in self._launched.items() if now - v[1] < memory}
         launched = 0
         for pool, groups in sorted(self.groups().items()):
+            if not self.is_leader():  # stopping (or the lease lost) mid-pass: act no more
+                break
             serving = sorted((g for g in groups.values() if not g.spare), key=lambda g: g.replica)
             spares = [g for g in groups.values() if g.spare and g.replica not in self._claimed]
             if not serving:
@@ -326,7 +330,7 @@ class Spares:
             have = len(spares) + len(in_flight)
             running = [g for g in serving if g.lead.state == "running"]
             for _ in range(want - have):
-                if not running or not self._launch(pool, running[0]):
+                if not running or not self.is_leader() or not self._launch(pool, running[0]):
                     break
                 launched += 1
         return launched
