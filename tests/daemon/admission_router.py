@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from daemon_harness import NAMESPACE, _Quiet, _serve
-
-from provisioner import fleet
+from daemon_harness import _Quiet, _serve, ready_endpoints
 
 
 @dataclass
@@ -69,30 +67,7 @@ class AdmissionRouter:
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _view(self) -> list[str]:
-        nodes = json.loads(self.core.list_node(_preload_content=False).data)["items"]
-        excluded = {
-            n["metadata"]["name"]
-            for n in nodes
-            if (n["metadata"].get("labels") or {}).get(fleet.EXCLUDE_LB_LABEL) == "true"
-        }
-        pods = json.loads(self.core.list_namespaced_pod(NAMESPACE, _preload_content=False).data)
-        out = []
-        for p in pods["items"]:
-            meta = p["metadata"]
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (p.get("status") or {}).get("conditions", [])
-            )
-            url = (meta.get("annotations") or {}).get("test/url")
-            if (
-                ready
-                and url
-                and (meta.get("labels") or {}).get(fleet.WORKLOAD_LABEL) == fleet.WORKLOAD_VALUE
-                and not meta.get("deletionTimestamp")
-                and p["spec"]["nodeName"] not in excluded
-            ):
-                out.append(url)
-        return sorted(out)
+        return sorted(ready_endpoints(self.core, workload_only=True))
 
     def _watch(self) -> None:
         while not self._stop.wait(self.refresh):

@@ -883,6 +883,36 @@ class RequestResult:
     detail: str = ""
 
 
+def ready_endpoints(core: Any, workload_only: bool = False) -> list[str]:
+    """What an endpoints controller lists: the URLs of Ready pods (not being deleted) on nodes
+    not excluded from load balancers; ``workload_only``: only pods labelled as the workload."""
+    nodes = json.loads(core.list_node(_preload_content=False).data)["items"]
+    excluded = {
+        n["metadata"]["name"]
+        for n in nodes
+        if (n["metadata"].get("labels") or {}).get(fleet.EXCLUDE_LB_LABEL) == "true"
+    }
+    pods = json.loads(core.list_namespaced_pod(NAMESPACE, _preload_content=False).data)["items"]
+    out = []
+    for p in pods:
+        meta = p["metadata"]
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (p.get("status") or {}).get("conditions", [])
+        )
+        url = (meta.get("annotations") or {}).get("test/url")
+        labelled = (meta.get("labels") or {}).get(fleet.WORKLOAD_LABEL) == fleet.WORKLOAD_VALUE
+        if (
+            ready
+            and url
+            and (labelled or not workload_only)
+            and not meta.get("deletionTimestamp")
+            and p["spec"]["nodeName"] not in excluded
+        ):
+            out.append(url)
+    return out
+
+
 class LoadClient:
     """Sends requests only to Ready endpoints (Ready pods on nodes not excluded from load
     balancers), refreshing its view every ``refresh`` seconds like an endpoints controller."""
@@ -897,31 +927,7 @@ class LoadClient:
         self.threads: list[threading.Thread] = []
 
     def _view(self) -> list[str]:
-        nodes = json.loads(self.core.list_node(_preload_content=False).data)["items"]
-        excluded = {
-            n["metadata"]["name"]
-            for n in nodes
-            if (n["metadata"].get("labels") or {}).get(fleet.EXCLUDE_LB_LABEL) == "true"
-        }
-        pods = json.loads(self.core.list_namespaced_pod(NAMESPACE, _preload_content=False).data)[
-            "items"
-        ]
-        out = []
-        for p in pods:
-            meta = p["metadata"]
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (p.get("status") or {}).get("conditions", [])
-            )
-            url = (meta.get("annotations") or {}).get("test/url")
-            if (
-                ready
-                and url
-                and not meta.get("deletionTimestamp")
-                and p["spec"]["nodeName"] not in excluded
-            ):
-                out.append(url)
-        return out
+        return ready_endpoints(self.core)
 
     def _watch(self) -> None:
         while not self.stop_flag.wait(self.refresh):
