@@ -84,11 +84,38 @@ def enforced(url: str) -> Iterator[None]:
         _auth(url, b"inf")
 
 
+def _s3_client_of(
+    root: Any, url: str, policies: dict[str, dict[str, Any]], user: str = "gpu-node"
+) -> Any:
+    """An S3 client of a new IAM user holding exactly `policies` (name -> document), as the
+    role under test would (the GPU nodes' by default)."""
+    import boto3
+
+    iam = root.client("iam", endpoint_url=url)
+    iam.create_user(UserName=user)
+    for name, doc in policies.items():
+        iam.put_user_policy(UserName=user, PolicyName=name, PolicyDocument=json.dumps(doc))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return boto3.session.Session(
+        key["AccessKeyId"], key["SecretAccessKey"], region_name="us-east-2"
+    ).client("s3", endpoint_url=url)
+
+
+def _refused(call: Any, **kw: Any) -> bool:
+    """True when the call is refused with an access error (any other outcome: False)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        call(**kw)
+    except ClientError as e:
+        return e.response["Error"]["Code"] in ("AccessDenied", "403")
+    return False
+
+
 def test_the_policy_allows_the_streamers_reads_and_nothing_else(
     runs: dict[str, StackRun],
 ) -> None:
     import boto3
-    from botocore.exceptions import ClientError
 
     policy, _ = weights_policy(runs["s3"])
     with moto_server() as url:
@@ -102,22 +129,7 @@ def test_the_policy_allows_the_streamers_reads_and_nothing_else(
         admin.put_object(Bucket=BUCKET, Key=f"{PREFIX}/model-00001.safetensors", Body=b"x" * 64)
         admin.put_object(Bucket=BUCKET, Key="other/secret.bin", Body=b"s")
         admin.put_object(Bucket="someone-elses", Key=f"{PREFIX}/a", Body=b"s")
-        iam = root.client("iam", endpoint_url=url)
-        iam.create_user(UserName="gpu-node")
-        iam.put_user_policy(
-            UserName="gpu-node", PolicyName="weights", PolicyDocument=json.dumps(policy)
-        )
-        key = iam.create_access_key(UserName="gpu-node")["AccessKey"]
-        node = boto3.session.Session(
-            key["AccessKeyId"], key["SecretAccessKey"], region_name="us-east-2"
-        ).client("s3", endpoint_url=url)
-
-        def refused(call: Any, **kw: Any) -> bool:
-            try:
-                call(**kw)
-            except ClientError as e:
-                return e.response["Error"]["Code"] in ("AccessDenied", "403")
-            return False
+        node = _s3_client_of(root, url, {"weights": policy})
 
         with enforced(url):
             listed = node.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/")
@@ -126,25 +138,18 @@ def test_the_policy_allows_the_streamers_reads_and_nothing_else(
             assert node.head_object(Bucket=BUCKET, Key=key0)["ContentLength"] == 64
             got = node.get_object(Bucket=BUCKET, Key=key0, Range="bytes=0-7")["Body"].read()
             assert got == b"x" * 8
-            assert refused(node.get_object, Bucket=BUCKET, Key="other/secret.bin")
-            assert refused(node.get_object, Bucket="someone-elses", Key=f"{PREFIX}/a")
-            assert refused(node.put_object, Bucket=BUCKET, Key=f"{PREFIX}/x", Body=b"w")
-            assert refused(node.delete_object, Bucket=BUCKET, Key=key0)
-            assert refused(node.list_objects_v2, Bucket="someone-elses")
+            assert _refused(node.get_object, Bucket=BUCKET, Key="other/secret.bin")
+            assert _refused(node.get_object, Bucket="someone-elses", Key=f"{PREFIX}/a")
+            assert _refused(node.put_object, Bucket=BUCKET, Key=f"{PREFIX}/x", Body=b"w")
+            assert _refused(node.delete_object, Bucket=BUCKET, Key=key0)
+            assert _refused(node.list_objects_v2, Bucket="someone-elses")
             # listing another prefix of the bucket: refused by the s3:prefix condition on AWS;
             # moto does not evaluate condition keys, so that part is checked in the document
 
         # the fill Job's role (--fill-weights): writes the prefix, multipart included, no more
         fill_policy = json.loads(runs["fill"].one("aws:iam/rolePolicy:RolePolicy",
                                  "kimi-k2-thinking-weights-fill").inputs["policy"])  # fmt: skip
-        iam.create_user(UserName="fill")
-        iam.put_user_policy(
-            UserName="fill", PolicyName="fill", PolicyDocument=json.dumps(fill_policy)
-        )
-        fkey = iam.create_access_key(UserName="fill")["AccessKey"]
-        filler = boto3.session.Session(
-            fkey["AccessKeyId"], fkey["SecretAccessKey"], region_name="us-east-2"
-        ).client("s3", endpoint_url=url)
+        filler = _s3_client_of(root, url, {"fill": fill_policy}, user="fill")
         with enforced(url):
             filler.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/")
             part = f"{PREFIX}/model-00002.safetensors"
@@ -156,9 +161,9 @@ def test_the_policy_allows_the_streamers_reads_and_nothing_else(
                 Bucket=BUCKET, Key=part, UploadId=up,
                 MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]},
             )  # fmt: skip
-            assert refused(filler.put_object, Bucket=BUCKET, Key="other/x", Body=b"w")
-            assert refused(filler.put_object, Bucket="someone-elses", Key=f"{PREFIX}/x", Body=b"w")
-            assert refused(filler.get_object, Bucket=BUCKET, Key=part)
+            assert _refused(filler.put_object, Bucket=BUCKET, Key="other/x", Body=b"w")
+            assert _refused(filler.put_object, Bucket="someone-elses", Key=f"{PREFIX}/x", Body=b"w")
+            assert _refused(filler.get_object, Bucket=BUCKET, Key=part)
         assert admin.head_object(Bucket=BUCKET, Key=part)["ContentLength"] == 16
 
 
@@ -201,7 +206,6 @@ def test_the_compile_cache_is_writable_and_the_weights_stay_read_only(
     AWS would evaluate them together: the cache's init container and sidecar (`aws s3 sync`
     down: list + get, up: list + put) work on cache/PREFIX; nothing can write the weights."""
     import boto3
-    from botocore.exceptions import ClientError
 
     run = runs["s3"]
     read, _ = weights_policy(run)
@@ -221,23 +225,7 @@ def test_the_compile_cache_is_writable_and_the_weights_stay_read_only(
         )
         admin.put_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors", Body=b"w")
         admin.put_object(Bucket=BUCKET, Key=f"{cache}/torch_compile_cache/h/rank_0_0/a", Body=b"c")
-        iam = root.client("iam", endpoint_url=url)
-        iam.create_user(UserName="gpu-node")
-        for name, doc in (("weights", read), ("cache", cache_policy)):
-            iam.put_user_policy(
-                UserName="gpu-node", PolicyName=name, PolicyDocument=json.dumps(doc)
-            )
-        key = iam.create_access_key(UserName="gpu-node")["AccessKey"]
-        node = boto3.session.Session(
-            key["AccessKeyId"], key["SecretAccessKey"], region_name="us-east-2"
-        ).client("s3", endpoint_url=url)
-
-        def refused(call: Any, **kw: Any) -> bool:
-            try:
-                call(**kw)
-            except ClientError as e:
-                return e.response["Error"]["Code"] in ("AccessDenied", "403")
-            return False
+        node = _s3_client_of(root, url, {"weights": read, "cache": cache_policy})
 
         with enforced(url):
             listed = node.list_objects_v2(Bucket=BUCKET, Prefix=f"{cache}/")
@@ -247,11 +235,11 @@ def test_the_compile_cache_is_writable_and_the_weights_stay_read_only(
                 Bucket=BUCKET, Key=f"{cache}/torch_compile_cache/h/rank_1_0/a", Body=b"n"
             )
             assert node.get_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors")["Body"].read()
-            assert refused(
+            assert _refused(
                 node.put_object, Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors", Body=b"x"
             )
-            assert refused(node.put_object, Bucket=BUCKET, Key="cache/other/x", Body=b"x")
-            assert refused(node.delete_object, Bucket=BUCKET, Key=entry)
+            assert _refused(node.put_object, Bucket=BUCKET, Key="cache/other/x", Body=b"x")
+            assert _refused(node.delete_object, Bucket=BUCKET, Key=entry)
         assert (
             admin.get_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors")["Body"].read()
             == b"w"
