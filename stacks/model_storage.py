@@ -92,6 +92,18 @@ def _aws_env(spec: DeploySpec) -> list[Manifest]:
     )
 
 
+def _aws_cli(spec: DeploySpec, name: str, script: str, mount: Manifest) -> Manifest:
+    """A container of the AWS CLI image running `script` with the compile-cache volume."""
+    return {
+        "name": name,
+        "image": AWS_CLI_IMAGE,
+        "command": ["/bin/sh", "-c", script],
+        "env": _aws_env(spec),
+        "resources": _SIDECAR_RESOURCES,
+        "volumeMounts": [mount],
+    }
+
+
 def cache_init_containers(spec: DeploySpec) -> list[Manifest]:
     """s3 + compile cache: restore the cache before vLLM starts (a miss is not an error)."""
     if spec.cache_prefix is None:
@@ -101,14 +113,7 @@ def cache_init_containers(spec: DeploySpec) -> list[Manifest]:
         "&& echo 'compile cache restored' || echo 'no compile cache restored: cold compile'"
     )
     return [
-        {
-            "name": "cache-restore",
-            "image": AWS_CLI_IMAGE,
-            "command": ["/bin/sh", "-c", script],
-            "env": _aws_env(spec),
-            "resources": _SIDECAR_RESOURCES,
-            "volumeMounts": [{"name": "vllm-cache", "mountPath": CACHE_ROOT}],
-        }
+        _aws_cli(spec, "cache-restore", script, {"name": "vllm-cache", "mountPath": CACHE_ROOT})
     ]
 
 
@@ -122,13 +127,5 @@ def cache_sidecars(spec: DeploySpec) -> list[Manifest]:
         f"trap '{sync}; exit 0' TERM; "
         f"while true; do sleep {CACHE_SYNC_SECONDS} & wait $!; {sync}; done"
     )
-    return [
-        {
-            "name": "cache-save",
-            "image": AWS_CLI_IMAGE,
-            "command": ["/bin/sh", "-c", script],
-            "env": _aws_env(spec),
-            "resources": _SIDECAR_RESOURCES,
-            "volumeMounts": [{"name": "vllm-cache", "mountPath": CACHE_ROOT, "readOnly": True}],
-        }
-    ]
+    mount = {"name": "vllm-cache", "mountPath": CACHE_ROOT, "readOnly": True}
+    return [_aws_cli(spec, "cache-save", script, mount)]
