@@ -90,22 +90,35 @@ def expert_width_violation(spec: ModelSpec, scheme: QuantScheme, layout: Layout)
     """The per-GPU expert-width rules of the quant kernels, at the MoE TP size."""
     if spec.moe is None or scheme.engine != "vllm" or scheme.bits >= 16 or layout.ep:
         return None
-    mtp = layout.moe_tp
-    inter = spec.moe.moe_intermediate_size
-    over = f"TP{layout.tp}xDP{layout.dp}" if layout.dp > 1 else f"TP{mtp}"
-    if inter % mtp:
-        return f"{over} does not divide the expert width {inter}"
-    part = inter // mtp
+    over = f"TP{layout.tp}xDP{layout.dp}" if layout.dp > 1 else f"TP{layout.moe_tp}"
+    return expert_width_rule(
+        scheme,
+        spec.moe.moe_intermediate_size,
+        layout.moe_tp,
+        over,
+        over,
+        "; --enable-expert-parallel keeps experts whole",
+    )
+
+
+def expert_width_rule(
+    scheme: QuantScheme, inter: int, split: int, who: str, per: str, fp8_hint: str = ""
+) -> str | None:
+    """Experts cut `split` ways (by `who`, written width/`per`): vLLM's quantized MoE kernels
+    need whole tiles per GPU (fp8 block-128: 128 columns; int4 Marlin: max(64, group))."""
+    if inter % split:
+        return f"{who} does not divide the expert width {inter}"
+    part = inter // split
     if scheme.name == "fp8" and "block" in scheme.label and part % 128:
         return (
-            f"fp8 block-128 experts need width/{over} % 128 == 0 ({inter}/{mtp} = {part}); "
-            "--enable-expert-parallel keeps experts whole"
+            f"fp8 block-128 experts need width/{per} % 128 == 0 ({inter}/{split} = {part})"
+            + fp8_hint
         )
     if scheme.name == "int4":
         need = max(64, scheme.group_size or 128)
         if part % need:
             return (
-                f"int4 Marlin MoE needs expert width/{over} % {need} == 0 ({inter}/{mtp} = {part})"
+                f"int4 Marlin MoE needs expert width/{per} % {need} == 0 ({inter}/{split} = {part})"
             )
     return None
 

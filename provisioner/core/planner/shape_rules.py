@@ -7,6 +7,7 @@ re-check (provisioner/contract/check.py): the one copy of these rules.
 from __future__ import annotations
 
 from provisioner.core.hardware import GpuSpec
+from provisioner.core.layouts import expert_width_rule
 from provisioner.core.models import ModelSpec
 from provisioner.core.quant import QuantScheme
 
@@ -34,18 +35,7 @@ def shape_rule_violation(
         if spec.mla is None and dcp > max(1, tp // spec.num_kv_heads):
             return f"DCP{dcp} exceeds TP/KV-heads ({tp}/{spec.num_kv_heads}) for GQA"
     if spec.moe is not None and not ep and scheme.engine == "vllm" and scheme.bits < 16:
-        inter = spec.moe.moe_intermediate_size
-        if inter % tp:
-            return f"TP{tp} does not divide the expert width {inter}"
-        part = inter // tp
-        if scheme.name == "fp8" and "block" in scheme.label and part % 128:
-            return f"fp8 block-128 experts need width/TP % 128 == 0 ({inter}/{tp} = {part})"
-        if scheme.name == "int4":
-            need = max(64, scheme.group_size or 128)
-            if part % need:
-                return (
-                    f"int4 Marlin MoE needs expert width/TP % {need} == 0 ({inter}/{tp} = {part})"
-                )
+        return expert_width_rule(scheme, spec.moe.moe_intermediate_size, tp, f"TP{tp}", "TP")
     return None
 
 
