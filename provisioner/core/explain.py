@@ -246,14 +246,15 @@ def perf_lines(plan: RankedPlan) -> list[str]:
         f"{e.prefill_hidden:.0%} in memory-bound steps",
         f"  TPOT {e.tpot_s * 1e3:.1f} ms (step + others' prefill chunks), TTFT {e.ttft_s:.2f} s "
         "(idle)",
-        f"  {e.output_tps:,.0f} output tok/s = ${mtok:.2f}/Mtok at ${plan.usd_per_hour:,.2f}/h",
     ]
     if cal is not None and cal.prefill_layer_us:
-        lines.insert(
-            -1,
+        lines.append(
             f"  TTFT includes {cal.prefill_layer_us:,.0f} us/layer (eager launches, API, "
-            "scheduling; fitted)",
+            "scheduling; fitted)"
         )
+    lines.append(
+        f"  {e.output_tps:,.0f} output tok/s = ${mtok:.2f}/Mtok at ${plan.usd_per_hour:,.2f}/h"
+    )
     if e.band_info is not None:
         b = e.band_info
         lines.append(
