@@ -23,7 +23,7 @@ import sys
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from provisioner.core import perf, perf_data
 from provisioner.core.catalog import resolve_model
@@ -33,10 +33,11 @@ from provisioner.core.models import ModelSpec
 from provisioner.core.perf_data import (
     CURRENT_ERA,
     LATENCY_MAX_BATCH,
+    calibration_data,
     engine_era,
     gpu_family,
 )
-from provisioner.core.quant import kv_bytes, resolve_quant
+from provisioner.core.quant import QuantScheme, kv_bytes, resolve_quant
 from provisioner.core.vllm_rules import batch_defaults, rules_for
 from provisioner.errors import ProvError
 
@@ -192,7 +193,19 @@ def _concurrency(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int) -
     return min(prompts, mns, fits), mns
 
 
-_BATCH: dict[tuple[Any, ...], tuple[int, int]] = {}
+class _Setup(NamedTuple):
+    spec: ModelSpec
+    scheme: QuantScheme
+    gpu: GpuSpec
+    kv_bytes: int
+    concurrency: int
+    max_num_seqs: int
+    era: str
+    chunked: bool
+    budget: int
+
+
+_SETUP: dict[tuple[Any, ...], _Setup] = {}
 _STAGES: dict[tuple[Any, ...], dict[Any, Any]] = {}
 METRICS = {"tpot_ms", "itl_ms", "output_tps", "total_tps", "output_tps_per_gpu", "ttft_ms"}
 
@@ -200,17 +213,29 @@ METRICS = {"tpot_ms", "itl_ms", "output_tps", "total_tps", "output_tps_per_gpu",
 def predict(
     ref: dict[str, Any], overrides: dict[str, Any], data: dict[str, Any] | None = None
 ) -> tuple[float, perf.PerfEstimate]:
-    spec = _spec(ref["model"], ref.get("arch_config"))
-    scheme = resolve_quant(ref["quant"], spec)
-    gpu = _gpu(ref["gpu"], overrides)
-    kvb = kv_bytes(ref.get("kv_dtype") or "auto", spec)
-    # the batch and the stage weights do not depend on the factors: kept across a fit's trials
-    key = (ref["id"], ref["model"], ref.get("arch_config"), ref["quant"], ref["gpu"], ref["tp"])
-    if key not in _BATCH:
-        _BATCH[key] = _concurrency(ref, spec, gpu, kvb)
-    conc, mns = _BATCH[key]
+    # a run's setup does not depend on the factors: read once, kept across a fit's trials
+    eras = (data or calibration_data()).get("eras", {})
+    key = (
+        *(ref["id"], ref["model"], ref.get("arch_config"), ref["quant"], ref["gpu"], ref["tp"]),
+        tuple((k, row.get("engine"), row.get("before")) for k, row in eras.items()),
+    )
+    setup = _SETUP.get(key)
+    if setup is None:
+        spec = _spec(ref["model"], ref.get("arch_config"))
+        gpu = _gpu(ref["gpu"], overrides)
+        kvb = kv_bytes(ref.get("kv_dtype") or "auto", spec)
+        era = _era(ref, data)
+        setup = _SETUP[key] = _Setup(
+            spec,
+            resolve_quant(ref["quant"], spec),
+            gpu,
+            kvb,
+            *_concurrency(ref, spec, gpu, kvb),
+            era,
+            *scheduling(ref, spec, gpu, era),
+        )
+    spec, scheme, gpu, kvb, conc, mns, era, chunked, budget = setup
     stages = _STAGES.setdefault((ref["model"], ref.get("arch_config"), ref["quant"]), {})
-    chunked, budget = scheduling(ref, spec, gpu, _era(ref, data))
     est = perf.estimate(
         spec,
         scheme,
@@ -224,7 +249,7 @@ def predict(
         kv_bytes=kvb,
         dcp=ref.get("dcp") or 1,
         engine=ref["engine"],
-        era=_era(ref, data),
+        era=era,
         scheduler_steps=int(ref.get("num_scheduler_steps") or 1),
         max_num_seqs=mns,
         max_num_batched_tokens=budget,
