@@ -108,6 +108,18 @@ def _knobs(
         }
         if len(archs) > 1:
             knobs += [(("engines", e, a), ENGINE_GRID) for a in sorted(archs)]
+    # and per class on a GPU family other than the reference where it has 2+ such runs (MLA and
+    # MoE kernels are per vendor)
+    pairs: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in refs:
+        fam = gpu_family(_gpu(r["gpu"], overrides))
+        if r["engine"] != "vllm" and fam != "hopper":
+            pairs[(r["engine"], arch_class(_spec(r["model"], r.get("arch_config"))), fam)] += 1
+    knobs += [
+        (("engines", e, f"{a}@{f}"), ENGINE_GRID)
+        for (e, a, f), n in sorted(pairs.items())
+        if n >= MIN_FAMILY_RUNS
+    ]
     return knobs
 
 

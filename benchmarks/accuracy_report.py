@@ -12,6 +12,7 @@ from typing import Any
 
 HERE = Path(__file__).parent
 BAND_FLOOR, BAND_STEP, THIN_ROWS, THIN_BAND, BAND_Q = 0.15, 0.05, 5, 0.5, 0.9
+THIN_SOURCES = 2  # one source is one harness and one setup: its spread is not another's
 DEFAULT_BAND, OTHER_ENGINE_BAND = 0.6, 0.6
 CV = HERE / "accuracy_cv.json"  # calibration runs predicted without their source (--fit)
 
@@ -57,11 +58,20 @@ def _band_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]
     return cells
 
 
-def _band(logs: list[float]) -> tuple[float, bool]:
-    """BAND_Q quantile of |log error|, rounded up to 5%, >= 15%; thin data (< 5 runs): >= 50%."""
+def _band_sources(rows: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        if r["engine"] in {"vllm", "sglang"}:
+            out[(r["family"], r["regime"])].add(r["source"])
+    return out
+
+
+def _band(logs: list[float], sources: int = THIN_SOURCES) -> tuple[float, bool]:
+    """BAND_Q quantile of |log error|, rounded up to 5%, >= 15%; thin data (< 5 runs or a single
+    source): >= 50%."""
     logs = sorted(logs)
     q = logs[min(len(logs) - 1, math.ceil(BAND_Q * len(logs)) - 1)] if logs else math.inf
-    thin = len(logs) < THIN_ROWS
+    thin = len(logs) < THIN_ROWS or sources < THIN_SOURCES
     rel = max(BAND_FLOOR, math.exp(q) - 1) if logs else DEFAULT_BAND
     if thin:
         rel = max(rel, THIN_BAND)
@@ -73,9 +83,12 @@ def set_bands(data: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     runs, and calibration runs predicted by a fit without their source). Coverage is checked
     leave-one-source-out (loso_in_band)."""
     bands = {k: v for k, v in data["bands"].items() if k.startswith("_")}
+    sources = _band_sources(rows)
     for (fam, regime), logs in sorted(_band_cells(rows).items()):
-        rel, thin = _band(logs)
-        basis = f"{BAND_Q:.0%} of {len(logs)} out-of-sample runs"  # thin: the "thin" flag
+        n_src = len(sources[(fam, regime)])
+        rel, thin = _band(logs, n_src)
+        of = f"{n_src} sources" if n_src > 1 else "one source"
+        basis = f"{BAND_Q:.0%} of {len(logs)} out-of-sample runs, {of}"  # thin: the "thin" flag
         bands.setdefault(fam, {})[regime] = {"rel": round(rel, 2), "thin": thin, "basis": basis}
     data["bands"] = bands
 
@@ -86,11 +99,10 @@ def loso_in_band(held: list[dict[str, Any]], cal: list[dict[str, Any]]) -> float
     inside = 0
     for r in held:
         others = cal + [h for h in held if h["source"] != r["source"]]
-        cells = _band_cells(others)
-        if r["engine"] in {"vllm", "sglang"}:
-            rel, _ = _band(cells.get((r["family"], r["regime"]), []))
-        else:
-            rel = max(_band(cells.get((r["family"], r["regime"]), []))[0], OTHER_ENGINE_BAND)
+        cell = (r["family"], r["regime"])
+        rel, _ = _band(_band_cells(others).get(cell, []), len(_band_sources(others)[cell]))
+        if r["engine"] not in {"vllm", "sglang"}:
+            rel = max(rel, OTHER_ENGINE_BAND)
         inside += 1 / (1 + rel) <= r["published"] / r["predicted"] <= 1 + rel
     return round(100 * inside / len(held)) if held else 0
 

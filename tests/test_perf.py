@@ -398,7 +398,7 @@ def test_chunked_prefill_hides_only_the_others_prefill() -> None:
 
 
 def test_band_says_thin_data_where_there_are_no_runs() -> None:
-    l40s = gpu_specs()["L40S"]  # no published L40S run in either set
+    l40s = gpu_specs()["L40S"]  # no L40S run; the Ada family's (L4) come from one source
     band = band_for(l40s, 32)
     assert band.thin and band.rel >= 0.5
     h200 = band_for(H200, 32)

@@ -257,11 +257,12 @@ def perf_lines(plan: RankedPlan) -> list[str]:
     )
     if e.band_info is not None:
         b = e.band_info
-        lines.append(
+        lines += [
             f"  band {lo:,.0f}-{hi:,.0f} tok/s (x/÷ {1 + e.band:.2f}, {b.regime}"
             + (", THIN DATA" if b.thin else "")
-            + f"): {b.basis}"
-        )
+            + "):",
+            f"       {b.basis}",
+        ]
     return lines
 
 

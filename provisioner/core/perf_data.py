@@ -135,7 +135,9 @@ def calibration_for(
     hw = data["hardware"].get(fam) or data["hardware"]["hopper"]
     sw = data["software"]
     famrow = data["families"].get(fam, {})
-    scale = float(famrow.get("scale", 1.0)) * _engine_factor(data["engines"].get(engine, 1.0), arch)
+    scale = float(famrow.get("scale", 1.0)) * _engine_arch_factor(
+        data["engines"].get(engine, 1.0), arch, fam
+    )
     # fused-MoE kernels are tuned per GPU family: a family's own MoE runs may move its MoE factor
     moe_scale = float(famrow.get("moe_scale", 1.0)) if arch != "dense" else 1.0
     erarow = data.get("eras", {}).get(era, {}) if era != CURRENT_ERA else {}
@@ -179,6 +181,16 @@ def _engine_factor(value: float | dict[str, float], key: str) -> float:
     if isinstance(value, dict):
         return float(value.get(key, value.get("_all", 1.0)))
     return float(value)
+
+
+def _engine_arch_factor(value: float | dict[str, float], arch: str, fam: str) -> float:
+    """An engine's factor for an architecture class on a GPU family: {"mla_moe@cdna3": x} where
+    the calibration set has the engine's runs of that class on that family (an engine's MLA and
+    MoE kernels are per vendor: FlashInfer/FlashMLA on CUDA, AITER/Triton on ROCm), else the
+    class's factor, else the engine's."""
+    if isinstance(value, dict) and f"{arch}@{fam}" in value:
+        return float(value[f"{arch}@{fam}"])
+    return _engine_factor(value, arch)
 
 
 def _by_arch(value: float | dict[str, float], arch: str) -> float:

@@ -1,0 +1,61 @@
+"""The throughput model's factor lookup and the printed bands' thin-data rule."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from provisioner.core.hardware import gpu_specs
+from provisioner.core.perf_data import calibration_data, calibration_for
+
+
+def _report() -> ModuleType:
+    path = Path(__file__).parents[1] / "benchmarks" / "accuracy_report.py"
+    spec = importlib.util.spec_from_file_location("prov_accuracy_report", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_an_engine_factor_can_be_its_own_on_one_gpu_family() -> None:
+    # SGLang's MLA kernels are FlashInfer/FlashMLA on CUDA and AITER/Triton on ROCm: a factor
+    # "mla_moe@cdna3" applies on MI300X only; elsewhere the class's factor, else the engine's
+    data = copy.deepcopy(calibration_data())
+    data["engines"]["sglang"] = {"_all": 1.1, "mla_moe": 1.5, "mla_moe@cdna3": 0.6}
+    for fam in data["families"].values():
+        fam.update(scale=1.0, moe_scale=1.0)
+    specs = gpu_specs()
+    hw, sw = data["hardware"], data["software"]
+
+    def gemm(gpu: str, arch: str) -> float:
+        return calibration_for(specs[gpu], "sglang", data, arch).gemm_eff
+
+    assert math.isclose(gemm("MI300X", "mla_moe"), hw["cdna3"]["gemm"] * sw["compute_eff"] * 0.6)
+    assert math.isclose(gemm("H200-SXM", "mla_moe"), hw["hopper"]["gemm"] * sw["compute_eff"] * 1.5)
+    assert math.isclose(gemm("MI300X", "dense"), hw["cdna3"]["gemm"] * sw["compute_eff"] * 1.1)
+
+
+def test_a_band_from_one_source_says_thin_data() -> None:
+    rep = _report()
+    # nine runs all within 10%: from one source, the floor of a thin band (50%), flagged thin
+    logs = [math.log(1.1)] * 9
+    rel, thin = rep._band(logs, 1)
+    assert math.isclose(rel, 0.5) and thin
+    # the same errors from two sources: the 90% quantile, rounded up to 5%, floored at 15%
+    rel, thin = rep._band(logs, 2)
+    assert math.isclose(rel, 0.15) and not thin
+    # fewer than five runs is thin whatever their sources
+    assert rep._band(logs[:4], 3)[1]
+    rows = [
+        {"engine": "vllm", "family": "ada", "regime": "latency", "source": "a", "ratio": 1.1},
+        {"engine": "vllm", "family": "ada", "regime": "latency", "source": "a", "ratio": 0.9},
+        {"engine": "trtllm", "family": "ada", "regime": "latency", "source": "b", "ratio": 1.0},
+    ]
+    # a TensorRT-LLM run never widens nor vouches for a vLLM/SGLang band
+    assert rep._band_sources(rows)[("ada", "latency")] == {"a"}
