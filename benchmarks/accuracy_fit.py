@@ -33,8 +33,9 @@ SOFT_GRID: dict[str, list[float]] = {
     "multinode_pp_ms": [2.5 * i for i in range(13)],
     "lowbit_mem_eff": [0.5 + 0.05 * i for i in range(11)],
     "attn_prefill_eff": [0.2 + 0.1 * i for i in range(9)],
-    "prefill_layer_us": [0.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0],
 }
+# the idle TTFT's per-layer floor, per engine with TTFT runs (API server, scheduler, launches)
+TTFT_LAYER_GRID = [0.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0]
 LAYER_GRID = [10.0 * i for i in range(1, 31)]
 PREFILL_GRID = [0.2 + 0.05 * i for i in range(22)]  # x the measured GEMM fraction: <= 0.81
 # where the fit starts (physically plausible guesses), so a refit does not depend on the last one
@@ -50,7 +51,7 @@ START = {
     "multinode_pp_ms": 20.0,
     "lowbit_mem_eff": 1.0,
     "attn_prefill_eff": 0.6,
-    "prefill_layer_us": 0.0,
+    "prefill_layer_us": {"vllm": 0.0},
     "layer_us": {"mla_moe": 100.0, "moe": 70.0, "dense": 40.0},
 }
 SCALE_GRID = [0.5 + 0.05 * i for i in range(21)]
@@ -91,6 +92,11 @@ def _knobs(
     knobs: list[tuple[tuple[str, ...], list[float]]] = [
         (("software", k), g) for k, g in SOFT_GRID.items()
     ]
+    ttft: dict[str, int] = defaultdict(int)
+    for r in refs:
+        ttft[r["engine"]] += r["metric"] == "ttft_ms"
+    engines_ttft = sorted({"vllm"} | {e for e, n in ttft.items() if n >= MIN_FAMILY_RUNS})
+    knobs += [(("software", "prefill_layer_us", e), TTFT_LAYER_GRID) for e in engines_ttft]
     for a in ("mla_moe", "moe", "dense"):
         knobs += [
             (("software", "layer_us", a), LAYER_GRID),

@@ -59,3 +59,21 @@ def test_a_band_from_one_source_says_thin_data() -> None:
     ]
     # a TensorRT-LLM run never widens nor vouches for a vLLM/SGLang band
     assert rep._band_sources(rows)[("ada", "latency")] == {"a"}
+
+
+def test_the_idle_ttft_floor_is_the_engine_s_own_not_scaled_by_its_kernels() -> None:
+    # the per-layer TTFT floor is API server, scheduling and eager launches: SGLang's and vLLM's
+    # differ, and an engine's faster MLA kernels (factor 1.6) do not shorten it
+    data = copy.deepcopy(calibration_data())
+    data["software"]["prefill_layer_us"] = {"vllm": 300.0, "sglang": 1500.0}
+    data["engines"]["sglang"] = {"_all": 1.6}
+    data["families"]["ampere"]["scale"] = 0.8
+    specs = gpu_specs()
+
+    def floor(gpu: str, engine: str) -> float:
+        return calibration_for(specs[gpu], engine, data, "mla_moe").prefill_layer_us
+
+    assert math.isclose(floor("H200-SXM", "sglang"), 1500.0)
+    assert math.isclose(floor("H200-SXM", "vllm"), 300.0)
+    assert math.isclose(floor("H200-SXM", "trtllm"), 300.0)  # no TTFT runs of its own: vLLM's
+    assert math.isclose(floor("A100-80GB-SXM", "vllm"), 300.0 / 0.8)  # the family's speed

@@ -170,7 +170,8 @@ def calibration_for(
         era_step_ms=float(erarow.get("step_ms", 0.0)),
         era_seq_us=float(erarow.get("seq_us", 0.0)),
         era_kernel=kernel,
-        prefill_layer_us=_by_arch(sw.get("prefill_layer_us", 0.0), arch) / scale,
+        prefill_layer_us=_ttft_layer_us(sw.get("prefill_layer_us", 0.0), engine)
+        / float(famrow.get("scale", 1.0)),
     )
 
 
@@ -191,6 +192,15 @@ def _engine_arch_factor(value: float | dict[str, float], arch: str, fam: str) ->
     if isinstance(value, dict) and f"{arch}@{fam}" in value:
         return float(value[f"{arch}@{fam}"])
     return _engine_factor(value, arch)
+
+
+def _ttft_layer_us(value: float | dict[str, float], engine: str) -> float:
+    """The idle TTFT's per-layer floor of an engine: its API server, scheduler and eager
+    launches, not its kernels (so not scaled by the engine's kernel factor); vLLM's where the
+    engine has no TTFT runs of its own."""
+    if isinstance(value, dict):
+        return float(value.get(engine, value.get("vllm", 0.0)))
+    return float(value)
 
 
 def _by_arch(value: float | dict[str, float], arch: str) -> float:
