@@ -206,6 +206,11 @@ class _Setup(NamedTuple):
 
 
 _SETUP: dict[tuple[Any, ...], _Setup] = {}
+_SETUP_FIELDS = (
+    *("id", "model", "arch_config", "quant", "kv_dtype", "gpu", "tp", "pp", "dp", "engine"),
+    *("engine_version", "isl", "osl", "concurrency", "num_prompts", "max_num_seqs"),
+    *("max_num_batched_tokens", "chunked_prefill", "max_model_len", "num_scheduler_steps"),
+)
 _STAGES: dict[tuple[Any, ...], dict[Any, Any]] = {}
 METRICS = {"tpot_ms", "itl_ms", "output_tps", "total_tps", "output_tps_per_gpu", "ttft_ms"}
 
@@ -214,9 +219,11 @@ def predict(
     ref: dict[str, Any], overrides: dict[str, Any], data: dict[str, Any] | None = None
 ) -> tuple[float, perf.PerfEstimate]:
     # a run's setup does not depend on the factors: read once, kept across a fit's trials
+    # (keyed by every field it is read from, the GPU's overrides and the eras' versions)
     eras = (data or calibration_data()).get("eras", {})
     key = (
-        *(ref["id"], ref["model"], ref.get("arch_config"), ref["quant"], ref["gpu"], ref["tp"]),
+        *(ref.get(k) for k in _SETUP_FIELDS),
+        repr(overrides.get(ref["gpu"])),
         tuple((k, row.get("engine"), row.get("before")) for k, row in eras.items()),
     )
     setup = _SETUP.get(key)
@@ -363,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         # the printed bands: out-of-sample errors only (held-out runs, and calibration runs as
         # predicted by a fit without their source)
         set_bands(data, cross_rows(rows) + held_rows)
+        rows, _ = table(cal_refs, overrides, data)  # in band: the bands just set
+        held_rows, _ = table(held_refs, overrides, data)
         data["fit"] = {"calibration": summary(rows), "heldout": summary(held_rows)}
         tmp = DATA.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")

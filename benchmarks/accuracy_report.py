@@ -116,7 +116,11 @@ def cross_rows(fitted: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not CV.is_file():
         return fitted
     cross = json.loads(CV.read_text())
-    return cross if {r["id"] for r in cross} == {r["id"] for r in fitted} else fitted
+    if {r["id"] for r in cross} != {r["id"] for r in fitted}:
+        return fitted
+    # inside the band the plan prints now (the file's rows were judged by the bands of their fit)
+    band = {r["id"]: r["band_pct"] / 100 for r in fitted}
+    return [{**r, "in_band": r["ratio"] <= 1 + band[r["id"]] + 1e-9} for r in cross]
 
 
 def markdown(

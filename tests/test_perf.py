@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import subprocess
@@ -401,6 +402,11 @@ def test_band_says_thin_data_where_there_are_no_runs() -> None:
     l40s = gpu_specs()["L40S"]  # no L40S run; the Ada family's (L4) come from one source
     band = band_for(l40s, 32)
     assert band.thin and band.rel >= 0.5
+    # a family with no band of its own (no runs at all): the default, thin
+    data = copy.deepcopy(calibration_data())
+    del data["bands"]["ada"]
+    none = band_for(l40s, 32, data)
+    assert none.thin and none.rel == data["bands"]["_default"]["rel"]
     h200 = band_for(H200, 32)
     assert h200.regime == "throughput" and band_for(H200, 1).regime == "latency"
     est = estimate(
@@ -492,3 +498,30 @@ def test_accuracy_harness_says_what_it_does_not_model() -> None:
     assert acc.default_max_num_seqs("vllm", specs["H100-SXM"]) == 1024
     assert acc.default_max_num_seqs("vllm", specs["A100-80GB-SXM"]) == 256
     assert acc.default_max_num_seqs("vllm", specs["L40S"]) == 256
+
+
+def test_a_run_s_cached_setup_is_keyed_by_every_field_it_is_read_from() -> None:
+    # the fit reads a run's setup (batch, era, scheduling) once; a run that differs in any of
+    # those fields gets its own, even under the same id
+    acc = _accuracy_module()
+    row = {
+        "id": "K",
+        "model": "meta-llama/Llama-3.1-8B",
+        "quant": "bf16",
+        "engine": "vllm",
+        "engine_version": "0.11.0",
+        "gpu": "H100-SXM",
+        "tp": 1,
+        "pp": 1,
+        "isl": 1000,
+        "osl": 200,
+        "concurrency": 64,
+        "num_prompts": 640,
+        "metric": "output_tps",
+        "value": 1.0,
+    }
+    acc.predict(row, {})
+    older = {**row, "engine_version": "0.6.3", "concurrency": 1}
+    cached = acc.predict(older, {})[0]
+    acc._SETUP.clear()
+    assert cached == acc.predict(older, {})[0]

@@ -52,6 +52,9 @@ def test_a_band_from_one_source_says_thin_data() -> None:
     assert math.isclose(rel, 0.15) and not thin
     # fewer than five runs is thin whatever their sources
     assert rep._band(logs[:4], 3)[1]
+    # ten runs, two 33% off: the 90% quantile (9th of 10) is 33%, rounded up to 5% -> 35%
+    rel, thin = rep._band([math.log(1.1)] * 8 + [math.log(1.33)] * 2, 2)
+    assert math.isclose(rel, 0.35) and not thin
     rows = [
         {"engine": "vllm", "family": "ada", "regime": "latency", "source": "a", "ratio": 1.1},
         {"engine": "vllm", "family": "ada", "regime": "latency", "source": "a", "ratio": 0.9},
@@ -67,6 +70,7 @@ def test_the_idle_ttft_floor_is_the_engine_s_own_not_scaled_by_its_kernels() -> 
     data = copy.deepcopy(calibration_data())
     data["software"]["prefill_layer_us"] = {"vllm": 300.0, "sglang": 1500.0}
     data["engines"]["sglang"] = {"_all": 1.6}
+    data["families"]["hopper"]["scale"] = 1.0
     data["families"]["ampere"]["scale"] = 0.8
     specs = gpu_specs()
 
