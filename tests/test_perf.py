@@ -466,24 +466,27 @@ def _accuracy_module():
     return mod
 
 
+# a benchmark row of the accuracy harness: Llama-3.1-8B on one H100
+BENCH_ROW = {
+    "id": "X",
+    "model": "meta-llama/Llama-3.1-8B",
+    "quant": "bf16",
+    "engine": "vllm",
+    "gpu": "H100-SXM",
+    "tp": 1,
+    "pp": 1,
+    "isl": 258,
+    "osl": 348,
+    "concurrency": 100,
+    "num_prompts": 100,
+    "metric": "output_tps",
+    "value": 5000.0,
+}
+
+
 def test_accuracy_harness_says_what_it_does_not_model() -> None:
     acc = _accuracy_module()
-    row = {
-        "id": "X",
-        "model": "meta-llama/Llama-3.1-8B",
-        "quant": "bf16",
-        "engine": "vllm",
-        "gpu": "H100-SXM",
-        "tp": 1,
-        "pp": 1,
-        "isl": 258,
-        "osl": 348,
-        "concurrency": 100,
-        "num_prompts": 100,
-        "metric": "output_tps",
-        "value": 5000.0,
-        "notes": "100 ShareGPT requests at once",
-    }
+    row = {**BENCH_ROW, "notes": "100 ShareGPT requests at once"}
     # a variable-length burst's throughput is set by its longest requests: not modelled
     assert "ShareGPT" in (acc.not_modelled(row) or "")
     # its single-request TPOT does not depend on the length mix: modelled
@@ -504,22 +507,7 @@ def test_a_run_s_cached_setup_is_keyed_by_every_field_it_is_read_from() -> None:
     # the fit reads a run's setup (batch, era, scheduling) once; a run that differs in any of
     # those fields gets its own, even under the same id
     acc = _accuracy_module()
-    row = {
-        "id": "K",
-        "model": "meta-llama/Llama-3.1-8B",
-        "quant": "bf16",
-        "engine": "vllm",
-        "engine_version": "0.11.0",
-        "gpu": "H100-SXM",
-        "tp": 1,
-        "pp": 1,
-        "isl": 1000,
-        "osl": 200,
-        "concurrency": 64,
-        "num_prompts": 640,
-        "metric": "output_tps",
-        "value": 1.0,
-    }
+    row = {**BENCH_ROW, "engine_version": "0.11.0", "num_prompts": 640}
     acc.predict(row, {})
     older = {**row, "engine_version": "0.6.3", "concurrency": 1}
     cached = acc.predict(older, {})[0]
