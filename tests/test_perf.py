@@ -513,3 +513,21 @@ def test_a_run_s_cached_setup_is_keyed_by_every_field_it_is_read_from() -> None:
     cached = acc.predict(older, {})[0]
     acc._SETUP.clear()
     assert cached == acc.predict(older, {})[0]
+
+
+def test_explain_of_a_dp_ep_plan_fits_80_columns() -> None:
+    from provisioner.core.explain import perf_lines
+
+    rows = [
+        ",".join(COLUMNS),
+        "nebius,eu-north1,,h200x8,H200-SXM,8,141,128,1600,nvlink,infiniband,,14.00,2026-05-01,",
+    ]
+    spec = resolve_model("openai/gpt-oss-120b")
+    req = make_request(
+        model=spec.id, ctx=32768, isl=2000, osl=500, concurrency=5000, top=1, layout="dp-ep"
+    )
+    res = plan_quote(req, spec, resolve_quant("auto", spec), list(parse_offers("\n".join(rows))))
+    assert res.best is not None and res.best.verdict.dp > 1
+    text = "\n".join(perf_lines(res.best))
+    assert "all-to-all per MoE layer" in text and "DP barrier" in text
+    assert all(len(line) <= 80 for line in text.splitlines()), text

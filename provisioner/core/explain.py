@@ -191,12 +191,11 @@ def perf_lines(plan: RankedPlan) -> list[str]:
     st, v, cal = e.stage, plan.verdict, e.calibration
     lo, hi = e.interval(e.output_tps)
     mtok = plan.usd_per_hour / (e.output_tps * 3600) * 1e6
-    lines = [
-        f"  Throughput, {e.batch} requests in flight, {v.layout.label}"
-        + (f" (one rank of {v.dp})" if v.dp > 1 else "")
-        + " "
-        "(slowest stage, per step):",
-    ]
+    head = f"  Throughput, {e.batch} requests in flight, {v.layout.label}" + (
+        f" (one rank of {v.dp})" if v.dp > 1 else ""
+    )
+    tail = " (slowest stage, per step):"
+    lines = [head + tail] if len(head + tail) <= 80 else [head, f"   {tail}"]
     if e.requested_concurrency > e.batch:
         lines.append(f"    ({e.requested_concurrency} asked: vLLM's max_num_seqs caps the batch)")
     lines.append(
@@ -215,7 +214,7 @@ def perf_lines(plan: RankedPlan) -> list[str]:
         + (
             "TP all-reduces, 2 per layer"
             if v.dp == 1
-            else "all-to-all per MoE layer (+ TP all-reduces), DP barrier"
+            else "all-to-all per MoE layer, TP all-reduces, DP barrier"
         ),
         f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"
         + (f", {cal.layer_us:.0f} us/layer" if cal else ""),
