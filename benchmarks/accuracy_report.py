@@ -50,20 +50,18 @@ def groups(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # ---- the bands ------------------------------------------------------------------------------
 
 
-def _band_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
-    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+Cell = tuple[list[float], set[str]]  # |log errors| of a band's cell, and their sources
+
+
+def _band_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Cell]:
+    """The out-of-sample vLLM/SGLang errors per (GPU family, regime), with their sources."""
+    cells: dict[tuple[str, str], Cell] = defaultdict(lambda: ([], set()))
     for r in rows:
         if r["engine"] in {"vllm", "sglang"}:
-            cells[(r["family"], r["regime"])].append(math.log(r["ratio"]))
+            logs, sources = cells[(r["family"], r["regime"])]
+            logs.append(math.log(r["ratio"]))
+            sources.add(r["source"])
     return cells
-
-
-def _band_sources(rows: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
-    out: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for r in rows:
-        if r["engine"] in {"vllm", "sglang"}:
-            out[(r["family"], r["regime"])].add(r["source"])
-    return out
 
 
 def _band(logs: list[float], sources: int = THIN_SOURCES) -> tuple[float, bool]:
@@ -83,9 +81,8 @@ def set_bands(data: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     runs, and calibration runs predicted by a fit without their source). Coverage is checked
     leave-one-source-out (loso_in_band)."""
     bands = {k: v for k, v in data["bands"].items() if k.startswith("_")}
-    sources = _band_sources(rows)
-    for (fam, regime), logs in sorted(_band_cells(rows).items()):
-        n_src = len(sources[(fam, regime)])
+    for (fam, regime), (logs, sources) in sorted(_band_cells(rows).items()):
+        n_src = len(sources)
         rel, thin = _band(logs, n_src)
         of = f"{n_src} sources" if n_src > 1 else "one source"
         basis = f"{BAND_Q:.0%} of {len(logs)} out-of-sample runs, {of}"  # thin: the "thin" flag
@@ -96,11 +93,14 @@ def set_bands(data: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 def loso_in_band(held: list[dict[str, Any]], cal: list[dict[str, Any]]) -> float:
     """Share of held-out runs inside a band derived WITHOUT their own source (honest coverage);
     `cal`: the calibration runs as predicted without their own source (cross_rows)."""
+    without = {  # the cells of every band built without one held-out source
+        s: _band_cells(cal + [h for h in held if h["source"] != s])
+        for s in {h["source"] for h in held}
+    }
     inside = 0
     for r in held:
-        others = cal + [h for h in held if h["source"] != r["source"]]
-        cell = (r["family"], r["regime"])
-        rel, _ = _band(_band_cells(others).get(cell, []), len(_band_sources(others)[cell]))
+        logs, sources = without[r["source"]].get((r["family"], r["regime"]), ([], set()))
+        rel, _ = _band(logs, len(sources))
         if r["engine"] not in {"vllm", "sglang"}:
             rel = max(rel, OTHER_ENGINE_BAND)
         inside += 1 / (1 + rel) <= r["published"] / r["predicted"] <= 1 + rel

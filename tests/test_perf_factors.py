@@ -61,7 +61,7 @@ def test_a_band_from_one_source_says_thin_data() -> None:
         {"engine": "trtllm", "family": "ada", "regime": "latency", "source": "b", "ratio": 1.0},
     ]
     # a TensorRT-LLM run never widens nor vouches for a vLLM/SGLang band
-    assert rep._band_sources(rows)[("ada", "latency")] == {"a"}
+    assert rep._band_cells(rows)[("ada", "latency")][1] == {"a"}
 
 
 def test_the_idle_ttft_floor_is_the_engine_s_own_not_scaled_by_its_kernels() -> None:
