@@ -6,29 +6,19 @@ benchmarks/memory_accuracy.py prints the same comparison with the medians.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_modules import load_benchmark
 
 BENCH = Path(__file__).parents[1] / "benchmarks" / "memory_accuracy.py"
 ANN = json.loads((BENCH.parent / "memory_logs" / "prov.json").read_text())
 TOL = ANN["_tolerance"]
 
 
-def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("memory_accuracy", BENCH)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["memory_accuracy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ROWS, SKIPPED = _bench().evaluate_all()
+ROWS, SKIPPED = load_benchmark("memory_accuracy").evaluate_all()
 
 
 def test_the_set_is_large_enough_and_sourced() -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_modules import load_benchmark
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -455,17 +456,6 @@ def test_explain_prints_every_term_and_they_add_up() -> None:
     assert cal is not None and f"TTFT includes {cal.prefill_layer_us:,.0f} us/layer" in text
 
 
-def _accuracy_module():
-    import importlib.util
-
-    path = Path(__file__).parents[1] / "benchmarks" / "accuracy.py"
-    spec = importlib.util.spec_from_file_location("prov_accuracy", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 # a benchmark row of the accuracy harness: Llama-3.1-8B on one H100
 BENCH_ROW = {
     "id": "X",
@@ -485,7 +475,7 @@ BENCH_ROW = {
 
 
 def test_accuracy_harness_says_what_it_does_not_model() -> None:
-    acc = _accuracy_module()
+    acc = load_benchmark("accuracy")
     row = {**BENCH_ROW, "notes": "100 ShareGPT requests at once"}
     # a variable-length burst's throughput is set by its longest requests: not modelled
     assert "ShareGPT" in (acc.not_modelled(row) or "")
@@ -506,7 +496,7 @@ def test_accuracy_harness_says_what_it_does_not_model() -> None:
 def test_a_run_s_cached_setup_is_keyed_by_every_field_it_is_read_from() -> None:
     # the fit reads a run's setup (batch, era, scheduling) once; a run that differs in any of
     # those fields gets its own, even under the same id
-    acc = _accuracy_module()
+    acc = load_benchmark("accuracy")
     row = {**BENCH_ROW, "engine_version": "0.11.0", "num_prompts": 640}
     acc.predict(row, {})
     older = {**row, "engine_version": "0.6.3", "concurrency": 1}

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from bench_modules import load_benchmark
 
 from pricing.offers_csv import COLUMNS, parse_offers
 from provisioner.core.catalog import resolve_model
@@ -190,14 +191,7 @@ def test_benchmark_rows_get_their_engine_s_default_scheduling() -> None:
     # chunks prefills by itself only for max_model_len > 32768 (from 0.7 not for MLA, not on
     # ROCm), 512 tokens a step up to 0.6.4, 2048 from 0.6.6; SGLang runs a prefill batch alone
     # unless --enable-mixed-chunk; V1 always chunks at `vllm serve`'s budget for the GPU.
-    import importlib
-    import sys
-
-    sys.path.insert(0, str(BENCH))
-    try:
-        acc = importlib.import_module("accuracy")
-    finally:
-        sys.path.remove(str(BENCH))
+    acc = load_benchmark("accuracy")
     gpus = gpu_specs()
     h100, mi300x, a100 = gpus["H100-SXM"], gpus["MI300X"], gpus["A100-80GB-SXM"]
     llama = resolve_model("meta-llama/Llama-3.1-405B")  # 131,072 positions
@@ -223,14 +217,7 @@ def test_benchmark_rows_get_their_engine_s_default_scheduling() -> None:
 
 
 def test_a_median_itl_is_the_plain_decode_step_a_mean_one_spreads_the_prefills() -> None:
-    import importlib
-    import sys
-
-    sys.path.insert(0, str(BENCH))
-    try:
-        acc = importlib.import_module("accuracy")
-    finally:
-        sys.path.remove(str(BENCH))
+    acc = load_benchmark("accuracy")
     row = {
         "id": "t-itl", "engine": "vllm", "engine_version": "0.11.0",
         "model": "meta-llama/Llama-3.1-8B", "quant": "bf16", "kv_dtype": "auto",

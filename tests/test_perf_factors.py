@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
+
+from bench_modules import load_benchmark
 
 from provisioner.core.hardware import gpu_specs
 from provisioner.core.perf_data import calibration_data, calibration_for
-
-
-def _report() -> ModuleType:
-    path = Path(__file__).parents[1] / "benchmarks" / "accuracy_report.py"
-    spec = importlib.util.spec_from_file_location("prov_accuracy_report", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, mod)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_an_engine_factor_can_be_its_own_on_one_gpu_family() -> None:
@@ -42,7 +30,7 @@ def test_an_engine_factor_can_be_its_own_on_one_gpu_family() -> None:
 
 
 def test_a_band_from_one_source_says_thin_data() -> None:
-    rep = _report()
+    rep = load_benchmark("accuracy_report")
     # nine runs all within 10%: from one source, the floor of a thin band (50%), flagged thin
     logs = [math.log(1.1)] * 9
     rel, thin = rep._band(logs, 1)
