@@ -94,11 +94,13 @@ def _gpu(name: str, overrides: dict[str, Any]) -> GpuSpec:
     return replace(specs[o["base"]], name=name, intra_node_gbps=o["intra_node_gbps"])
 
 
-def default_max_num_seqs(engine: str, gpu: GpuSpec) -> int:
-    """vLLM's default batch cap (1024 on >= 70 GiB GPUs other than A100, else 256)."""
+def default_max_num_seqs(engine: str, gpu: GpuSpec, era: str = CURRENT_ERA) -> int:
+    """vLLM's default batch cap: its V1 engine's 1024 on >= 70 GiB GPUs other than A100, else
+    256; the V0 engine's (< 0.8) was 256 everywhere (EngineArgs.max_num_seqs)."""
     if engine == "trtllm":
         return 2048
-    big = gpu.memory_gb >= 75 and not gpu.name.startswith("A100")
+    v1 = engine != "vllm" or era == CURRENT_ERA
+    big = v1 and gpu.memory_gb >= 75 and not gpu.name.startswith("A100")
     return 1024 if big else 256
 
 
@@ -176,17 +178,21 @@ def _one_wave(ref: dict[str, Any], conc: int) -> bool:
     return prompts > 0 and prompts / max(1, int(ref.get("dp") or 1)) <= conc * 1.5
 
 
-def _concurrency(ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int) -> tuple[int, int]:
+def _concurrency(
+    ref: dict[str, Any], spec: ModelSpec, gpu: GpuSpec, kvb: int, era: str = CURRENT_ERA
+) -> tuple[int, int]:
     """(requests in flight per replica, max_num_seqs): never more than the KV cache holds."""
-    mns = int(ref.get("max_num_seqs") or default_max_num_seqs(ref["engine"], gpu))
+    mns = int(ref.get("max_num_seqs") or default_max_num_seqs(ref["engine"], gpu, era))
     dp = int(ref.get("dp") or 1)
     if ref.get("concurrency"):
         prompts = math.ceil(int(ref["concurrency"]) / dp)
     else:
         prompts = math.ceil(int(ref.get("num_prompts") or mns) / dp)
+    tokens = ref["isl"] + ref["osl"]
+    if ref.get("kv_cache_tokens"):  # the engine's startup log states its KV cache: take it
+        return min(prompts, mns, max(1, int(ref["kv_cache_tokens"]) // tokens)), mns
     scheme = resolve_quant(ref["quant"], spec)
     settings = MemorySettings(max_num_seqs=mns, kv_bytes=kvb)
-    tokens = ref["isl"] + ref["osl"]
     # gpus.csv's "80 GB" HBM parts are 80 GiB devices (81,920 MiB as nvidia-smi reports them)
     mem = shape_memory(spec, scheme, ref["tp"], ref["pp"], gpu.memory_gb, tokens, settings)
     fits = max(1, concurrent_requests(spec, mem, tokens, settings))
@@ -210,6 +216,7 @@ _SETUP_FIELDS = (
     *("id", "model", "arch_config", "quant", "kv_dtype", "gpu", "tp", "pp", "dp", "engine"),
     *("engine_version", "isl", "osl", "concurrency", "num_prompts", "max_num_seqs"),
     *("max_num_batched_tokens", "chunked_prefill", "max_model_len", "num_scheduler_steps"),
+    "kv_cache_tokens",
 )
 _STAGES: dict[tuple[Any, ...], dict[Any, Any]] = {}
 METRICS = {"tpot_ms", "itl_ms", "output_tps", "total_tps", "output_tps_per_gpu", "ttft_ms"}
@@ -237,7 +244,7 @@ def predict(
             resolve_quant(ref["quant"], spec),
             gpu,
             kvb,
-            *_concurrency(ref, spec, gpu, kvb),
+            *_concurrency(ref, spec, gpu, kvb, era),
             era,
             *scheduling(ref, spec, gpu, era),
         )

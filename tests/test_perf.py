@@ -491,6 +491,12 @@ def test_accuracy_harness_says_what_it_does_not_model() -> None:
     assert acc.default_max_num_seqs("vllm", specs["H100-SXM"]) == 1024
     assert acc.default_max_num_seqs("vllm", specs["A100-80GB-SXM"]) == 256
     assert acc.default_max_num_seqs("vllm", specs["L40S"]) == 256
+    # the V0 engine's (< 0.8) was 256 on every GPU (EngineArgs.max_num_seqs = 256 in 0.6/0.7)
+    assert acc.default_max_num_seqs("vllm", specs["H100-SXM"], "vllm-v0") == 256
+    # a run's stated KV cache (its startup log's "GPU KV cache size") caps what is in flight
+    spec, gpu = acc._spec(row["model"], None), specs["H100-SXM"]
+    stated = {**row, "num_prompts": 1000, "concurrency": None, "kv_cache_tokens": 10 * 1152}
+    assert acc._concurrency({**stated, "isl": 1024, "osl": 128}, spec, gpu, 2)[0] == 10
 
 
 def test_a_run_s_cached_setup_is_keyed_by_every_field_it_is_read_from() -> None:
