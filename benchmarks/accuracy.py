@@ -9,6 +9,8 @@
 
 Calibration set: benchmarks/throughput_refs.json (fitted). Held-out set:
 benchmarks/throughput_heldout.json (checked only: the fit never reads it; no source is in both).
+Check set: benchmarks/throughput_check.json (collected as calibration, predicted before any fit saw
+it, not fitted: fitting it made the out-of-sample errors worse; docs/accuracy.md says why).
 Error = predicted / published - 1; "worst" is the largest ratio either way; "in band" = the
 published value lies inside the band the plan would print for that GPU family and regime.
 """
@@ -59,6 +61,7 @@ HERE = Path(__file__).parent
 REFS = HERE / "throughput_refs.json"
 HELDOUT = HERE / "throughput_heldout.json"
 HELDOUT_AIC = HERE / "throughput_heldout_aic.json"  # a second held-out set: one large source
+CHECK = HERE / "throughput_check.json"  # collected as calibration, not fitted (see its _about)
 MODELS = HERE / "models"
 DATA = Path(perf.__file__).parents[1] / "data" / "perf_calibration.json"
 
@@ -351,6 +354,7 @@ def _engine_era(ref: dict[str, Any]) -> str:
 
 
 AIC_TITLE = "Held-out 2: aiconfigurator's measured table (one source; not fitted, not in bands)"
+CHECK_TITLE = "Check set: session 6's runs (predicted before any fit; not fitted, not in bands)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     loso = loso_in_band(held, cross)
     aic_refs, aic_over = load(HELDOUT_AIC)
     aic, aic_skip = table(aic_refs, {**overrides, **aic_over})
+    check_refs, check_over = load(CHECK)
+    check, check_skip = table(check_refs, {**overrides, **check_over})
     if args.json:
         doc = {
             "calibration": {"summary": groups(cal), "rows": cal, "skipped": cal_skip},
@@ -401,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                 "skipped": held_skip,
             },
             "heldout_aic": {"summary": groups(aic), "rows": aic, "skipped": aic_skip},
+            "check": {"summary": groups(check), "rows": check, "skipped": check_skip},
         }
         print(json.dumps(doc, indent=2))
         return 0
@@ -411,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             markdown("Held-out (never fitted)", held, held_skip),
             f"Held-out runs inside a band derived without their own source: {loso}%",
             markdown(AIC_TITLE, aic, aic_skip, False),
+            markdown(CHECK_TITLE, check, check_skip, False),
         ]
     )
     print(text)

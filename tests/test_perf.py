@@ -294,6 +294,7 @@ def test_accuracy_benchmark_completes_and_writes_its_table(tmp_path: Path) -> No
     assert "Calibration (fitted): by group" in text and "Held-out (never fitted): by group" in text
     assert "| family hopper |" in text and "| metric tpot_ms |" in text  # accuracy is reported
     assert "Held-out 2: aiconfigurator" in text  # the second held-out set, reported apart
+    assert "Check set: session 6's runs" in text  # collected, predicted, not fitted
 
 
 def test_cpu_offload_what_if(kimi_thinking: ModelSpec) -> None:
