@@ -98,13 +98,14 @@ def _gpu(name: str, overrides: dict[str, Any]) -> GpuSpec:
 
 
 def default_max_num_seqs(engine: str, gpu: GpuSpec, era: str = CURRENT_ERA) -> int:
-    """vLLM's default batch cap: its V1 engine's 1024 on >= 70 GiB GPUs other than A100, else
-    256; the V0 engine's (< 0.8) was 256 everywhere (EngineArgs.max_num_seqs)."""
+    """The batch cap of a run that states none: `vllm serve`'s on this GPU (core.vllm_rules.
+    batch_defaults: 1024 on >= 70 GiB GPUs other than A100, else 256; SGLang's runs are read
+    the same), vLLM V0's (< 0.8) 256 on every GPU (EngineArgs.max_num_seqs), TensorRT-LLM's 2048."""
     if engine == "trtllm":
         return 2048
-    v1 = engine != "vllm" or era == CURRENT_ERA
-    big = v1 and gpu.memory_gb >= 75 and not gpu.name.startswith("A100")
-    return 1024 if big else 256
+    if engine == "vllm" and era != CURRENT_ERA:
+        return 256
+    return batch_defaults(rules_for(), gpu.name, gpu.memory_gb)[1]
 
 
 def not_modelled(ref: dict[str, Any]) -> str | None:
