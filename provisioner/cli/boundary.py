@@ -87,6 +87,14 @@ def boundary(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def warn(msg: str, width: int | None = None) -> None:
+    """A 'prov: warning:' on stderr, wrapped to the terminal (continuation lines indented)."""
+    from provisioner.cli.textable import terminal_width, wrap
+
+    lines = wrap(f"prov: warning: {msg}", width or terminal_width())
+    sys.stderr.write("".join(f"{line}\n" for line in lines))
+
+
 def split_values(values: list[str] | None) -> tuple[str, ...]:
     """Repeated and comma-separated values: --cloud aws,gcp --cloud nebius."""
     out: list[str] = []

@@ -6,7 +6,6 @@ Registered on the main app by provisioner.cli.main (the one boundary that maps e
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
@@ -14,7 +13,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
-    from provisioner.cli.boundary import boundary, raise_usage, split_values
+    from provisioner.cli.boundary import boundary, raise_usage, split_values, warn
 
     @app.command()
     @boundary
@@ -238,7 +237,7 @@ def register(app: typer.Typer) -> None:
         )
         result.notes.extend(date_notes + (stale if as_json else []))
         for warning in stale:
-            sys.stderr.write(f"prov: warning: {warning}\n")
+            warn(warning)
         comparison = None
         if compare_api and result.plans:
             from provisioner.core.breakeven import api_comparison

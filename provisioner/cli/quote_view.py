@@ -7,11 +7,10 @@ headers; the full names, TPOT, warnings and price dates are under --wide, the ar
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 
-from provisioner.cli.textable import Column, fit
+from provisioner.cli.textable import Column, fit, short_gpu, short_instance
 from provisioner.core.choices import Choice, Choices, reason_kind
 from provisioner.core.planner import QuoteResult, RankedPlan
 
@@ -25,18 +24,6 @@ def ctx_label(tokens: int) -> str:
     if tokens % 1024 == 0:
         return f"{tokens // 1024}k"
     return str(tokens)
-
-
-def short_instance(name: str) -> str:
-    """What a person types to rent it, minus what every SKU repeats: Azure's 'Standard_'
-    prefix, Nebius's preset after the platform (gpu-h200-sxm_8gpu-128vcpu-1600gb)."""
-    name = re.sub(r"^Standard_", "", name)
-    return re.sub(r"^(gpu-[a-z0-9]+-[a-z0-9]+)_\d+gpu-.*$", r"\1", name)
-
-
-def short_gpu(name: str) -> str:
-    """H200-SXM -> H200, A100-80GB-SXM -> A100-80GB (SXM is the default form factor)."""
-    return name.removesuffix("-SXM")
 
 
 def gpus_label(p: RankedPlan, short: bool = True) -> str:
