@@ -179,10 +179,42 @@ def test_deployable_marks_follow_the_deploy_rule(tmp_path: Path) -> None:
     assert "two availability zones" in (d.plans[0].not_deployable_reason or "")
 
 
-def test_llama_cpp_plans_are_not_deployable() -> None:
+def _headline_deployable(stdout: str) -> str:
+    """The 'Deployable:' headline line, unwrapped (continuations are indented)."""
+    lines = stdout.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("Deployable:"))
+    more = [ln.strip() for ln in lines[i + 1 :] if ln.startswith("  ")][:2]
+    return " ".join([lines[i], *more])
+
+
+def test_llama_cpp_plans_are_not_deployable_and_the_headline_says_why() -> None:
     result = run("quote", "--model", "meta-llama/Llama-3.1-70B", "--quant", "q4_k_m", "--ctx", "8k")
     assert result.exit_code == 0, result.stderr
-    assert any(ln.startswith("Deployable: none") for ln in result.stdout.splitlines())
+    # review7 #10: it said "(prov deploy runs vLLM on NVIDIA and AMD GPUs)" for GPUs it deploys;
+    # every choice here is a GGUF plan, so the reason is llama.cpp, for all of them
+    line = _headline_deployable(result.stdout)
+    assert re.match(r"Deployable: +none among these offers: runs on llama\.cpp", line), line
+    assert "NVIDIA and AMD" not in line and " of " not in line
+
+
+def test_none_deployable_names_the_commonest_reason_and_its_share(tmp_path: Path) -> None:
+    """One AWS zone in the region (EKS needs two): the reason is the zones, not the GPU."""
+    prices = _csv(
+        tmp_path,
+        P5.format(z=6, it="p5.48xlarge", od="50.00"),
+        "aws,us-east-1,use1-az6,p5.4xlarge,H100-SXM,1,80,16,256,nvlink,efa,7.00,,2026-05-01,",
+    )
+    args = ("quote", "-m", "meta-llama/Llama-3.1-70B", "--ctx", "8k", "--prices", str(prices))
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    line = _headline_deployable(result.stdout)
+    assert "EKS needs two availability zones" in line and "NVIDIA and AMD" not in line, line
+    d = doc_of(*args, "--top", "0")
+    # the same reason the JSON gives every choice (so no "(N of M)" share is printed)
+    assert {p.not_deployable_reason for p in d.plans} == {
+        "EKS needs two availability zones and prov knows one in this region"
+    }
+    assert " of " not in line
 
 
 @pytest.mark.parametrize("columns", [80, 100, 120])

@@ -71,8 +71,9 @@ def headline(ch: Choices) -> list[str]:
     ):
         if pick is None:
             text = "none among these offers"
-            if label == "Deployable:":
-                text += " (prov deploy runs vLLM on NVIDIA and AMD GPUs)"
+            if label == "Deployable:" and ch.why_none_deployable is not None:
+                reason, n = ch.why_none_deployable
+                text += f": {reason}" + ("" if n == ch.total else f" ({n} of {ch.total})")
         elif pick is ch.cheapest:
             text = "the same"
         else:
