@@ -90,6 +90,36 @@ def test_all_zones_expands_and_agrees_with_the_counts() -> None:
     )
 
 
+def _flat(text: str) -> str:
+    return " ".join(ln.strip() for ln in text.splitlines())
+
+
+@pytest.mark.parametrize("all_zones", [False, True])
+def test_the_price_date_and_counts_describe_the_rows_shown(all_zones: bool) -> None:
+    # review7 #9: with --all-zones the footer and prices_as_of said 2026-04-02 (a grouped
+    # choice's cheapest place) while every row shown was dated 2026-05-20
+    flags = (*KIMI, *(["--all-zones"] if all_zones else []))
+    d = doc_of(*flags)
+    oldest = min(p.prices_as_of for p in d.plans if p.prices_as_of)
+    assert d.prices_as_of == oldest
+    table = _flat(run(*flags).stdout)
+    what = "places (a choice at each region/zone)" if all_zones else "distinct choices"
+    assert f"10 of {d.choices} {what}, oldest price shown {oldest}" in table
+    assert (
+        f"note: embedded price snapshot (taken into prov 2026-11-22); oldest price shown {oldest}"
+        in table
+    )
+    assert ("--all-zones for every place" in table) is not all_zones
+
+
+def test_wide_does_not_advertise_itself_or_abbreviate() -> None:
+    # review7 #21: --wide ended with "--wide for full names ..." and "od = on-demand" while its
+    # market column says "on-demand"
+    out = run(*KIMI, "--wide").stdout
+    assert "--wide for" not in out and "od = on-demand" not in out
+    assert " on-demand " in out and "--top 0 for all" in out
+
+
 def test_headline_on_demand_is_the_best_on_demand_quote() -> None:
     d = doc_of(*KIMI)
     od = doc_of(*KIMI, "--market", "on-demand").plans[0]

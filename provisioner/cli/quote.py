@@ -230,6 +230,9 @@ def register(app: typer.Typer) -> None:
         result.request = req
         choices = group(result, offers, top=top)  # builds the plans of the choices shown
         result.plans = [c.plan for c in choices.rows]
+        shown_dates = [p.offer.prices_as_of for p in result.plans if p.offer.prices_as_of]
+        if result.plans:  # the oldest price shown, not of every place grouped (--all-zones)
+            result.prices_as_of = min(shown_dates) if shown_dates else None
         date_notes, stale = price_date_notes(
             [(p.offer.cloud, p.offer.prices_as_of, p.offer.flags) for p in result.plans],
             max_age_days=max_price_age,
@@ -264,6 +267,7 @@ def register(app: typer.Typer) -> None:
                 wide=wide,
                 explain=explain,
                 show_rejected=show_rejected,
+                all_zones=all_zones,
             )
             if comparison is not None:
                 from provisioner.cli.breakeven_view import print_comparison

@@ -152,6 +152,7 @@ def print_quote(
     wide: bool,
     explain: bool,
     show_rejected: bool,
+    all_zones: bool = False,
 ) -> None:
     spec, scheme, req = result.model, result.scheme, result.request
     from provisioner.core.request import workload_tokens
@@ -172,15 +173,9 @@ def print_quote(
         for line in choice_table(result, ch, width=width, wide=wide):
             table_echo(line)
         echo("")
-        echo(
-            f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds; "
-            "od = on-demand"
-        )
-        echo(
-            f"{len(ch.rows)} of {ch.total} distinct choices, oldest price shown "
-            f"{result.prices_as_of or 'undated'}; --top 0 for all, --all-zones for every place, "
-            "--wide for full names, TPOT, spot risk and price ages"
-        )
+        legend = f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds"
+        echo(legend + ("" if wide else "; od = on-demand"))  # --wide spells the market out
+        echo(footer(result, ch, wide=wide, all_zones=all_zones))
     warned = Counter(w for c in ch.rows for w in c.plan.warnings)
     for w in warned:
         echo(f"warning: {w}")
@@ -198,6 +193,22 @@ def print_quote(
         echo("")
         for line in rejection_lines(result):
             echo(line)
+
+
+def footer(result: QuoteResult, ch: Choices, *, wide: bool, all_zones: bool) -> str:
+    """How many rows of how many, the oldest price among them, and the flags that show more
+    (only those not already given)."""
+    what = "places (a choice at each region/zone)" if all_zones else "distinct choices"
+    hints = [] if len(ch.rows) == ch.total else ["--top 0 for all"]
+    if not all_zones:
+        hints.append("--all-zones for every place")
+    if not wide:
+        hints.append("--wide for full names, TPOT, spot risk and price ages")
+    text = (
+        f"{len(ch.rows)} of {ch.total} {what}, oldest price shown "
+        f"{result.prices_as_of or 'undated'}"
+    )
+    return text + (f"; {', '.join(hints)}" if hints else "")
 
 
 def _wrapping(echo: Echo, width: int) -> Echo:
