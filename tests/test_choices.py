@@ -293,3 +293,37 @@ def test_readme_question_renders(tmp_path: Path) -> None:
     assert f"--tensor-parallel-size\n        - '{best['tp']}'" in text
     if best["gpu"] == "MI300X":
         assert "vllm/vllm-openai-rocm:" in text and "amd.com/gpu" in text
+
+
+# vLLM's own default for GPUs of >= 70 GiB (H200): max_num_seqs 1024 (vllm/engine/arg_utils.py
+# EngineArgs: default_max_num_seqs = {..., UsageContext.OPENAI_API_SERVER: 1024} for GPUs with
+# >= 70 GiB; read in the ROCm/vllm mirror), so 2000 asked is more than one engine batches
+LLAMA_2000 = [
+    "quote",
+    "-m",
+    "llama-3.1-8b",
+    "--concurrency",
+    "2000",
+    "--isl",
+    "100",
+    "--osl",
+    "100",
+]
+
+
+def test_concurrency_above_max_num_seqs_is_said_not_silently_capped() -> None:
+    # review7 #11: the header said "concurrency 2000", the JSON plan 1024, and nothing explained
+    d = doc_of(*LLAMA_2000, "--gpu", "H200", "--top", "3")
+    assert {p.concurrency for p in d.plans} == {1024}
+    [note] = [n for n in d.notes if n.startswith("--concurrency 2,000")]
+    assert "max_num_seqs caps the batch at 1,024 requests in 3 of the 3 plans" in note
+    assert "queue" in note and "TTFT shown excludes the wait" in note
+    table = _flat(run(*LLAMA_2000, "--gpu", "H200", "--top", "3").stdout)
+    assert "note: --concurrency 2,000 is more than vLLM batches" in table
+
+
+def test_concurrency_within_max_num_seqs_gets_no_note() -> None:
+    args = [a if a != "2000" else "1000" for a in LLAMA_2000]
+    d = doc_of(*args, "--gpu", "H200", "--top", "3")
+    assert {p.concurrency for p in d.plans} == {1000}
+    assert not [n for n in d.notes if "max_num_seqs" in n]

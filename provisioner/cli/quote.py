@@ -6,9 +6,33 @@ Registered on the main app by provisioner.cli.main (the one boundary that maps e
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from provisioner.core.planner import RankedPlan
+
+
+def concurrency_note(asked: int | None, plans: Sequence[RankedPlan]) -> str | None:
+    """The note for a --concurrency above what vLLM batches (max_num_seqs per engine): the
+    plans' JSON 'concurrency' is the batch they were estimated at; the rest of the requests
+    wait in vLLM's queue, which neither tok/s nor the TTFT shown includes."""
+    if asked is None:
+        return None
+    batches = sorted({p.perf.batch for p in plans if p.perf is not None and p.perf.batch < asked})
+    if not batches:
+        return None
+    n = sum(1 for p in plans if p.perf is not None and p.perf.batch < asked)
+    sizes = ", ".join(f"{b:,}" for b in batches)
+    return (
+        f"--concurrency {asked:,} is more than vLLM batches: max_num_seqs caps the batch at "
+        f"{sizes} requests in {n} of the {len(plans)} plans shown (--json 'concurrency'); the "
+        "rest wait in vLLM's queue, so tok/s is at the capped batch and the TTFT shown "
+        "excludes the wait"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -239,6 +263,9 @@ def register(app: typer.Typer) -> None:
             source=str(prices) if prices else None,
         )
         result.notes.extend(date_notes + (stale if as_json else []))
+        capped = concurrency_note(req.concurrency, result.plans)
+        if capped:
+            result.notes.append(capped)
         for warning in stale:
             warn(warning)
         comparison = None
