@@ -327,3 +327,26 @@ def test_concurrency_within_max_num_seqs_gets_no_note() -> None:
     d = doc_of(*args, "--gpu", "H200", "--top", "3")
     assert {p.concurrency for p in d.plans} == {1000}
     assert not [n for n in d.notes if "max_num_seqs" in n]
+
+
+def _ethernet_warnings(*args: str) -> dict[str, set[str]]:
+    result = run(*args, "--json", "--top", "0")
+    assert result.exit_code == 0, result.stderr
+    out: dict[str, set[str]] = {}
+    for p in json.loads(result.stdout)["plans"]:
+        for w in p["warnings"]:
+            if "over ethernet" in w:
+                out.setdefault(p["layout"], set()).add(w.split(": ", 1)[1])
+    return out
+
+
+def test_the_ethernet_warning_names_the_traffic_of_the_layout() -> None:
+    # review7 #12: DP9+EP9 over nine 1-GPU nebius VMs was warned of "PP hand-offs", but it has
+    # no PP: its traffic between nodes is the expert-parallel all-to-all of every MoE layer
+    ep = _ethernet_warnings("quote", "-m", "kimi-k2-thinking", "--nodes", "9")
+    assert ep["DP9+EP9"] == {"the EP all-to-all in every MoE layer over ethernet"}
+    pp = _ethernet_warnings(
+        "quote", "-m", "llama-3.1-70b", "--nodes", "2", "--layout", "tp", "--cloud", "nebius"
+    )
+    assert pp and all(lay.endswith("xPP2") for lay in pp)
+    assert set().union(*pp.values()) == {"PP hand-offs between stages over ethernet"}
