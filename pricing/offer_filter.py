@@ -71,8 +71,15 @@ class OfferFilter:
         """UsageError for a --cloud no offer has, a --gpu prov does not know, a bad market."""
         if self.market not in MARKETS:
             raise UsageError(f"unknown --market {self.market!r}; allowed: {', '.join(MARKETS)}")
+        from pricing.offers import LIVE_CLOUDS
+
         known = sorted({o.cloud for o in offers})
         for c in self.clouds:
+            if c.lower() in LIVE_CLOUDS and c.lower() not in known:  # OCI: a live source only
+                raise UsageError(
+                    f"--cloud {c}: no {c.lower()} prices among the offers yet; "
+                    f"prov prices refresh --cloud {c.lower()} fetches them"
+                )
             if c.lower() not in known:
                 raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(known)}")
         for g in self.gpus:

@@ -188,6 +188,7 @@ def register(app: typer.Typer) -> None:
         cheapest place, under a headline naming the cheapest, the cheapest `prov deploy` can
         run and the cheapest on-demand choice.
         """
+        from pricing.offer_filter import OfferFilter
         from pricing.offers import current_offers, load_offers
         from pricing.price_dates import price_date_notes
         from provisioner.cli.quote_empty import check_offers, empty_error, filtered
@@ -237,6 +238,8 @@ def register(app: typer.Typer) -> None:
         check_offers(
             offers, f"--prices {prices}" if prices else "the price snapshot", strict=bool(prices)
         )
+        # a --cloud or --gpu no offer has, named as prices show names it (OCI: refresh first)
+        OfferFilter(tuple(req.clouds), tuple(req.regions), tuple(req.gpus)).check_names(offers)
         # every ranked plan (top 0), so the grouping sees all places of a choice
         every = req.model_copy(update={"top": 0})
         result = plan_quote(

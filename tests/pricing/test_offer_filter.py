@@ -124,3 +124,16 @@ def test_regions_with_commas_are_listed_so_one_can_tell_them_apart() -> None:
     err = OfferFilter(regions=("mars-1",)).select(vast).empty_error()
     assert str(err).endswith("regions with offers: , US, NA; France, FR, EU; Michigan, US, NA")
     assert some(["us-east-1", "us-west-2"]) == "us-east-1, us-west-2"
+
+
+@pytest.mark.parametrize("command", [["prices", "show"], ["quote", "-m", "llama-3.1-8b"]])
+def test_a_cloud_with_a_live_source_but_no_prices_says_how_to_get_them(command: list[str]) -> None:
+    # review7 #18: README and `prices refresh` advertise OCI; quote said "unknown --cloud 'oci'"
+    result = CliRunner().invoke(app, [*command, "--cloud", "oci"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "prov: error: --cloud oci: no oci prices among the offers yet; "
+        "prov prices refresh --cloud oci fetches them"
+    )
+    other = CliRunner().invoke(app, [*command, "--cloud", "ibm"])
+    assert other.exit_code == 2 and "unknown --cloud 'ibm'; allowed: aws, azure" in other.stderr
