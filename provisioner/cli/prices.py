@@ -240,10 +240,17 @@ def register(app: typer.Typer) -> None:
                 typer.echo(line)
             failed += [r.cloud for r in results if r.error]
         if failed:
-            raise OperationalError(
-                f"{len(failed)} of {len(chosen)} sources failed ({', '.join(failed)}); their "
-                "previous cache is kept, the others were refreshed"
-            )
+            raise OperationalError(refresh_failure(failed, chosen))
+
+
+def refresh_failure(failed: list[str], chosen: list[str]) -> str:
+    """The one line for failed sources: 'the others were refreshed' only when there are others."""
+    if len(chosen) == 1:
+        return f"{failed[0]} prices not refreshed; its previous cache is kept"
+    head = f"{len(failed)} of {len(chosen)} sources failed ({', '.join(failed)})"
+    if len(failed) == len(chosen):
+        return f"{head}; every previous cache is kept"
+    return f"{head}; their previous cache is kept, the others were refreshed"
 
 
 def _refresh_aws(
