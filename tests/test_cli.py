@@ -226,6 +226,24 @@ def test_click_usage_errors_exit_2_without_traceback() -> None:
         assert "Traceback" not in result.output
 
 
+def test_debug_after_the_command_says_where_it_goes() -> None:
+    # review7 #19: "No such option: --debug (Possible options: --wide)" did not say that --debug
+    # is prov's own option, given before the command
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "provisioner.cli.main", "quote", "-m", "llama-3.1-8b", "--debug"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "prov: error: --debug goes before the command: prov --debug quote ..."
+    ]
+
+
 def test_bad_price_file_exits_2(tmp_path: Path) -> None:
     prices = tmp_path / "offers.csv"
     prices.write_text("cloud,region\naws,us-east-1\n", encoding="utf-8")

@@ -46,8 +46,15 @@ class OneLineErrors(TyperGroup):
 
 
 def _usage_line(e: Any) -> str:
-    msg = " ".join(e.format_message().split())
     ctx = getattr(e, "ctx", None)
+    if getattr(e, "option_name", None) == "--debug" and ctx is not None and ctx.parent:
+        # a global option given after the command: say where it goes (README: prov --debug ...)
+        names: list[str] = []
+        while ctx.parent is not None:
+            names.insert(0, str(ctx.info_name))
+            ctx = ctx.parent
+        return f"--debug goes before the command: prov --debug {' '.join(names)} ..."
+    msg = " ".join(e.format_message().split())
     return f"{msg} (see '{ctx.command_path} --help')" if ctx is not None else msg
 
 
