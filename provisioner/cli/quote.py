@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
         max_interruption: int | None = typer.Option(
             None,
             "--max-interruption",
-            help="Drop spot pools whose AWS advisor bucket can exceed N% interrupted per month.",
+            help="Drop spot pools whose AWS advisor bucket can exceed N% interrupted per month, "
+            "and spot pools without a published rate (other clouds, unlisted types).",
         ),
         risk_adjusted: bool = typer.Option(
             False,
