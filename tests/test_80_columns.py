@@ -96,3 +96,19 @@ def test_deploy_render_fits_80_columns(tmp_path: Path, monkeypatch: pytest.Monke
     assert too_long(result.stdout) == []
     said = " ".join(ln.strip() for ln in result.stdout.splitlines())
     assert "Wrote " in said and "out/kimi-k2-thinking.yaml" in said
+
+
+def test_compare_api_wraps_with_an_indent_and_no_trailing_spaces() -> None:
+    # review7 #7: --compare-api's market lines wrapped to column 0 with trailing spaces
+    result = run("quote", "-m", "kimi-k2-thinking", "--ctx", "128k", "--compare-api")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("Hosted API:"))
+    block = lines[start:]
+    assert too_long("\n".join(block)) == [] and all(ln == ln.rstrip() for ln in block)
+    assert len(block) > 3  # it did wrap at 80 columns
+    assert all(ln.startswith(" ") for ln in block[1:]), block  # continuations are indented
+    at = [i for i, ln in enumerate(block) if ln.split()[0] in ("spot", "on-demand")]
+    assert [block[i].split()[0] for i in at] == ["spot", "on-demand"]
+    # a market's continuation lines sit under its text, past the market name
+    assert all(ln.startswith(" " * 12) for ln in block[at[0] + 1 : at[1]] + block[at[1] + 1 :])

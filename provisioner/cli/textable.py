@@ -97,13 +97,13 @@ def short_gpu(name: str) -> str:
     return name.removesuffix("-SXM")
 
 
-def wrap(text: str, width: int | None) -> list[str]:
-    """A prose line wrapped to `width` (None: as is), continuation lines indented; a word
-    (a path, a command) longer than the width stays whole, so it can still be pasted."""
+def wrap(text: str, width: int | None, indent: str = "  ") -> list[str]:
+    """A prose line wrapped to `width` (None: as is), continuation lines indented by `indent`;
+    a word (a path, a command) longer than the width stays whole, so it can still be pasted."""
     import textwrap
 
     if width is None or len(text) <= width - 1:
         return [text]
     return textwrap.wrap(
-        text, width - 1, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False
+        text, width - 1, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
     )
