@@ -46,6 +46,14 @@ def _pick_gpu(name: str) -> str:
     raise AssertionError  # unreachable
 
 
+def largest_node(gpu: str) -> int | None:
+    """The most GPUs of this kind one rentable node has, in the offers `prov quote` ranks."""
+    from pricing.offers import current_offers
+
+    sizes = [o.gpus_per_node for o in current_offers() if o.gpu == gpu]
+    return max(sizes) if sizes else None
+
+
 def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
     """The cheapest rentable nodes for `gpus` GPUs of this kind (TP inside a node), by market,
     from the offers `prov quote` uses (the embedded snapshot or a `prov prices refresh` cache)."""
@@ -96,6 +104,8 @@ def _table(res: Any, explain: bool) -> list[str]:
 
     r, m, s = res.request, res.memory, res.settings
     where = f"{r.tp * r.dp * r.pp} x {r.gpu or 'GPU'}" + (f" ({res.device_gib:.2f} GiB per CUDA)")
+    if res.tp_nodes > 1:
+        where += f", TP across {res.tp_nodes} nodes"
     lines = [
         f"{r.spec.id} on {where}, vLLM {r.rules.label}",
         f"  TP{r.tp} x PP{r.pp}"
@@ -124,7 +134,14 @@ def _table(res: Any, explain: bool) -> list[str]:
             ("outside budget", w.outside, "CUDA context, NCCL (+ graphs)"),
         ]
         lines += [f"  {k:16}{_gib(v)}  {note}" for k, v, note in rows]
-        lines.append(f"  max concurrency {m.max_concurrency:9.2f} x {r.ctx:,}-token requests")
+        if r.dp == 1:
+            lines.append(f"  max concurrency {m.max_concurrency:9.2f} x {r.ctx:,}-token requests")
+        else:  # each engine holds only its own requests: vLLM logs the figure per DP rank
+            lines.append(
+                f"  max concurrency {res.concurrency_per_rank:9.2f} x {r.ctx:,}-token requests "
+                f"per DP rank: {res.requests_per_rank} whole per rank, "
+                f"{m.max_concurrent} on the {r.dp} ranks"
+            )
         if r.pp > 1:
             for st in m.stages:
                 lines.append(
@@ -135,7 +152,7 @@ def _table(res: Any, explain: bool) -> list[str]:
     if explain:
         from provisioner.core.vllm_rules import CHANGES
 
-        lines += ["", "Weights:", *weight_lines(r.spec, r.scheme), ""]
+        lines += ["", *weight_lines(r.spec, r.scheme), ""]  # its first line says "Weights:"
         lines += kv_lines(r.spec, s.kv_bytes, r.ctx)
         lines += ["", f"vLLM rules applied (up to v{r.rules.label}):"]
         for c in CHANGES:
@@ -325,8 +342,13 @@ def register(app: typer.Typer) -> None:
                 max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens,
                 enforce_eager=enforce_eager,
+                node_gpus=largest_node(canonical) if canonical and tp > 1 else None,
             )
         )
+        import sys
+
+        for warning in res.warnings:
+            sys.stderr.write(f"prov: warning: {warning}\n")
         if price and canonical is None:
             _usage("--price needs --gpu (prices are per GPU model)")
         prices = cheapest(canonical, tp * pp, tp) if price and canonical else None
