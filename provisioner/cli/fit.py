@@ -327,7 +327,10 @@ def register(app: typer.Typer) -> None:
                 spec=spec,
                 scheme=scheme,
                 rules=with_paths(
-                    rules_for(vllm_version or VLLM_VERSION), install, sampler, mxfp4_backend
+                    rules_for(VLLM_VERSION if vllm_version is None else vllm_version),
+                    install,
+                    sampler,
+                    mxfp4_backend,
                 ),
                 ctx=length,
                 gpu=canonical,
