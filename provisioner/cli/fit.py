@@ -10,7 +10,9 @@ from typing import Any
 
 import typer
 
-from provisioner.core.vllm_rules import VLLM_VERSION
+from provisioner.core.vllm_rules import NEWEST_MODELLED, VLLM_VERSION
+
+_NEWEST = ".".join(map(str, NEWEST_MODELLED))
 
 _VERSION_HELP = (
     f"vLLM release whose memory rules apply (default: {VLLM_VERSION}, the one `prov deploy` "
@@ -21,7 +23,8 @@ _VERSION_HELP = (
     "every install; v0.17 Triton top-k/top-p; v0.21 FlashInfer sampler default again and CUDA "
     "graphs estimated inside the budget; v0.26 16384 batched tokens from 160 GiB; v0.30 "
     "utilization default 0.92 "
-    "(docs/vllm-rules.md)."
+    f"(docs/vllm-rules.md). A release newer than v{_NEWEST} gets the v{_NEWEST} rules and a "
+    "warning."
 )
 
 
