@@ -98,3 +98,24 @@ def test_explain_prints_weights_once() -> None:
     assert code == 0
     heads = [line for line in out.splitlines() if line.startswith("Weights:")]
     assert len(heads) == 1 and heads[0] != "Weights:"  # the line with the figures
+
+
+# ---- --price ---------------------------------------------------------------------------------
+
+
+def test_price_covers_every_gpu_of_a_dp_layout() -> None:
+    # DP8 x TP1 runs on 8 GPUs: the priced nodes must hold 8 (they held 1 before)
+    args = [
+        "fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "--tp", "1", "-dp", "8",
+        "--enable-expert-parallel", "--ctx", "128k", "--price", "--json",
+    ]  # fmt: skip
+    prices = json.loads(CliRunner().invoke(app, args).stdout)["prices"]
+    assert prices
+    for p in prices.values():
+        assert p["nodes"] * p["gpus_per_node"] >= 8
+
+
+def test_price_says_why_tp_across_nodes_has_no_offer() -> None:
+    args = ["fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "--tp", "16", "--price"]
+    out = " ".join(CliRunner().invoke(app, args).stdout.split())
+    assert "no H200-SXM node holds a TP16 group (the largest has 8 GPUs)" in out

@@ -86,8 +86,13 @@ def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
     return best
 
 
-def _price_lines(prices: dict[str, Any]) -> list[str]:
+def _price_lines(prices: dict[str, Any], res: Any) -> list[str]:
     if not prices:
+        if res.tp_nodes > 1:  # cheapest() keeps TP inside a node, as quote does
+            return [
+                f"  price: no {res.request.gpu} node holds a TP{res.request.tp} group (the "
+                f"largest has {res.request.node_gpus} GPUs); price the shape quote ranks instead"
+            ]
         return ["  price: no rentable offer of this GPU in the price data"]
     return [
         f"  {market:9} ${p['usd_per_hour']:,.2f}/h: {p['nodes']} x {p['instance_type']} "
@@ -357,7 +362,8 @@ def register(app: typer.Typer) -> None:
             sys.stderr.write(f"prov: warning: {warning}\n")
         if price and canonical is None:
             _usage("--price needs --gpu (prices are per GPU model)")
-        prices = cheapest(canonical, tp * pp, tp) if price and canonical else None
+        gpus = tp * data_parallel_size * pp
+        prices = cheapest(canonical, gpus, tp) if price and canonical else None
         if as_json:
             doc = res.to_json()
             if prices is not None:
@@ -365,7 +371,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(doc, indent=2))
         else:
             lines = _table(res, explain)
-            lines += _price_lines(prices) if prices is not None else []
+            lines += _price_lines(prices, res) if prices is not None else []
             typer.echo("\n".join(_wrap(lines)))
         if not res.fits:
             raise typer.Exit(1)
