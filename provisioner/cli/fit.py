@@ -359,7 +359,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         for warning in res.warnings:
-            sys.stderr.write(f"prov: warning: {warning}\n")
+            sys.stderr.write("\n".join(_wrap([f"prov: warning: {warning}"])) + "\n")
         if price and canonical is None:
             _usage("--price needs --gpu (prices are per GPU model)")
         gpus = tp * data_parallel_size * pp

@@ -225,8 +225,8 @@ def rules_warning(version: Version) -> str | None:
         return None
     newest = ".".join(map(str, NEWEST_MODELLED))
     return (
-        f"vLLM {'.'.join(map(str, version))} is newer than the newest release prov models "
-        f"(v{newest}); the v{newest} memory rules are used (docs/vllm-rules.md section 10)"
+        f"vLLM {'.'.join(map(str, version))} is newer than v{newest}, the newest release prov "
+        f"models: its memory rules are used (docs/vllm-rules.md section 10)"
     )
 
 
