@@ -248,13 +248,15 @@ def register(app: typer.Typer) -> None:
                 "--render cannot name the bucket the aws-eks stack creates (its name carries your "
                 "AWS account id): pass --weights-bucket s3://BUCKET[/PREFIX], or deploy"
             )
+        from provisioner.cli.boundary import warn
+
         if fallback:
-            sys.stderr.write(f"prov: warning: {hub_fallback_warning(eks)}\n")
+            warn(hub_fallback_warning(eks))
         if spec.weights == "s3" and spec.weights_bucket and spec.plan.cloud != "aws":
-            sys.stderr.write(
-                f"prov: warning: the plan runs on {spec.plan.cloud} and streams its weights from "
+            warn(
+                f"the plan runs on {spec.plan.cloud} and streams its weights from "
                 f"s3://{spec.weights_bucket}: that crosses clouds (egress charges, AWS credentials "
-                "in the pod), and the plan's time to serve assumes an in-region bucket\n"
+                "in the pod), and the plan's time to serve assumes an in-region bucket"
             )
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")
@@ -262,7 +264,7 @@ def register(app: typer.Typer) -> None:
 
         unchecked = check_plan(doc, spec.plan)
         if unchecked:
-            sys.stderr.write(f"prov: warning: {unchecked}\n")
+            warn(unchecked)
         if render is not None:
             _render(render, spec, force)
         else:
