@@ -71,8 +71,8 @@ def test_the_weights_bound_only_refuses_what_the_memory_model_refuses(
 
 
 def test_the_weights_bound_by_hand() -> None:
-    """Kimi K2 int4 (~594 GB, docs/recovery.md) on 8 x L4 (22.06 GiB as CUDA reports it):
-    74 GB a GPU at best, over 0.9 x 22.06 GiB = 21.3 GB; on 8 x H200 (139.8 GiB) 74 GB fits
+    """Kimi K2 int4 (~594 GB, docs/recovery.md) on 8 x L4 (22.02 GiB as CUDA reports it):
+    74 GB a GPU at best, over 0.9 x 22.02 GiB = 21.3 GB; on 8 x H200 (139.8 GiB) 74 GB fits
     the budget of 126 GB, so the bound must leave it to the memory model."""
     req = make_request(model="moonshotai/Kimi-K2-Thinking", quant="int4", ctx=131072)
     spec = resolve_model(req.model)

@@ -27,7 +27,7 @@ from provisioner.core.models import ModelSpec
 from provisioner.core.planner.shape_rules import shape_rule_violation
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest, workload_tokens
-from provisioner.core.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
+from provisioner.core.vllm_rules import VLLM_VERSION, rules_for, scheduler_defaults
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class ShapeVerdict:
     dp: int = 1  # data-parallel ranks (provisioner/core/layouts.py)
     ep: bool = False  # --enable-expert-parallel
     too_heavy: bool = False  # refused by weights_cannot_fit, without the memory model
+    max_num_batched_tokens: int = 8192  # the prefill chunk vLLM runs with (default per GPU)
 
     @property
     def layout(self) -> Layout:
@@ -65,6 +66,7 @@ class ShapeVerdict:
         return ShapeVerdict(
             hw, nodes, self.tp, self.pp, self.memory, self.reason, self.warnings,
             self.workload_concurrency, self.max_num_seqs, self.dp, self.ep, self.too_heavy,
+            self.max_num_batched_tokens,
         )  # fmt: skip
 
     @property
@@ -76,13 +78,18 @@ class ShapeVerdict:
 def memory_settings(
     req: QuoteRequest, spec: ModelSpec, hw: HardwareClass, kvb: int
 ) -> MemorySettings:
-    """The same vLLM rules `prov fit` applies (provisioner/core/vllm_rules.py, VLLM_VERSION)."""
+    """The same vLLM rules `prov fit` applies (provisioner/core/vllm_rules.py, VLLM_VERSION):
+    vLLM's own max_num_batched_tokens and max_num_seqs for this GPU unless the user set the
+    token budget (scheduler_defaults, as fit.evaluate)."""
     rules = rules_for(VLLM_VERSION)
     gpu = gpu_specs().get(hw.gpu)
+    tokens, seqs = scheduler_defaults(
+        rules, hw.gpu, hw.gpu_memory_gib, req.ctx, None, req.max_num_batched_tokens
+    )
     return MemorySettings(
         gpu_memory_utilization=req.gpu_memory_utilization,
-        max_num_batched_tokens=req.max_num_batched_tokens,
-        max_num_seqs=batch_defaults(rules, hw.gpu, hw.gpu_memory_gib)[1],
+        max_num_batched_tokens=tokens,
+        max_num_seqs=seqs,
         kv_bytes=kvb,
         sm=gpu.sm if gpu is not None else None,
         rules=rules,
@@ -163,7 +170,10 @@ def evaluate_shape(
         return concurrent_requests(spec, mem, tokens, settings)
 
     def reject(reason: str) -> ShapeVerdict:
-        return ShapeVerdict(hw, nodes, tp, pp, mem, reason, dp=dp, ep=ep)
+        return ShapeVerdict(
+            hw, nodes, tp, pp, mem, reason, dp=dp, ep=ep,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+        )  # fmt: skip
 
     w = max(mem.stages, key=lambda s: s.weights)
     if not mem.weights_fit:
@@ -206,8 +216,9 @@ def evaluate_shape(
     if tp > 1 and hw.interconnect == "pcie":
         warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
     return ShapeVerdict(
-        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep
-    )
+        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+    )  # fmt: skip
 
 
 def rejection_row(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
