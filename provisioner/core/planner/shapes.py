@@ -195,6 +195,13 @@ def evaluate_shape(
             f"of KV per GPU but only {_fmt_gib(max(0.0, st.kv_pool))} is left after "
             f"weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
         )
+    worst = mem.worst
+    if worst.at_startup > worst.device - worst.budget:  # as prov fit (core/fit.py) refuses
+        return reject(
+            f"the CUDA context and NCCL buffers (~{_fmt_gib(worst.at_startup)}) do not fit "
+            f"the {_fmt_gib(worst.device - worst.budget)} left by --gpu-memory-utilization "
+            f"{req.gpu_memory_utilization:g} (vLLM refuses to start: 'Free memory on device')"
+        )
     isl, osl, explicit = workload_tokens(req)
     per_request = isl + osl if explicit else req.ctx  # what each concurrent request holds
     held = held_of(per_request) if per_request != req.ctx else mem.max_concurrent
@@ -209,7 +216,7 @@ def evaluate_shape(
     headroom = w.device - w.budget
     if w.outside > headroom:
         warnings.append(
-            f"CUDA context + NCCL (~{_fmt_gib(w.outside)}) may not fit the "
+            f"CUDA context, NCCL and graphs (~{_fmt_gib(w.outside)}) may not fit the "
             f"{_fmt_gib(headroom)} left by --gpu-memory-utilization "
             f"{req.gpu_memory_utilization:g}; lower it if vLLM fails to start"
         )
