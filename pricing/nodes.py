@@ -60,12 +60,23 @@ class Node:
         return (self.cloud, self.region, self.zone, self.instance_type, self.gpu)
 
 
+#: How far a catalog's per-GPU memory may sit from gpus.csv's figure and still be read as the
+#: device's own (nvidia-smi vs an API: H100 81559 vs 81920 MiB, L40S 46068 vs 45776, 0.4-0.6%).
+#: A nominal "GB" written as GiB is 7% off an ECC card's (GCP L4 24576 vs AWS's 22888 MiB):
+#: such a figure is the same GPU mis-stated, never a bigger device.
+GPU_MEMORY_TOLERANCE = 0.03
+
+
 def gpu_memory_gib(spec: GpuSpec, catalog_mib: float | None, flags: set[str]) -> float:
-    """Per-GPU GiB as the cloud reports it; gpus.csv when absent or implausible (flagged)."""
+    """Per-GPU GiB as the cloud reports it; gpus.csv when absent or implausible (flagged).
+
+    Display only: the planner sizes every offer of a GPU model with one device size
+    (provisioner.core.hardware.cuda_memory_gib), whatever its catalog says.
+    """
     reference = (spec.memory_mib_cloud / 1024) if spec.memory_mib_cloud else spec.memory_gb
     if catalog_mib:
         gib = catalog_mib / 1024
-        if abs(gib - reference) <= 0.10 * reference:
+        if abs(gib - reference) <= GPU_MEMORY_TOLERANCE * reference:
             return round(gib, 1)
         flags.add("gpu_memory_mismatch")
     if spec.memory_mib_cloud:

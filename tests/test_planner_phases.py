@@ -71,15 +71,15 @@ def test_the_weights_bound_only_refuses_what_the_memory_model_refuses(
 
 
 def test_the_weights_bound_by_hand() -> None:
-    """Kimi K2 int4 (~594 GB, docs/recovery.md) on 8 x L4 (22.06 GiB as CUDA reports it):
-    74 GB a GPU at best, over 0.9 x 22.06 GiB = 21.3 GB; on 8 x H200 (139.8 GiB) 74 GB fits
+    """Kimi K2 int4 (~594 GB, docs/recovery.md) on 8 x L4 (22.02 GiB as CUDA reports it):
+    74 GB a GPU at best, over 0.9 x 22.02 GiB = 21.3 GB; on 8 x H200 (139.8 GiB) 74 GB fits
     the budget of 126 GB, so the bound must leave it to the memory model."""
     req = make_request(model="moonshotai/Kimi-K2-Thinking", quant="int4", ctx=131072)
     spec = resolve_model(req.model)
     w = weights_total_bytes(spec, resolve_quant("int4", spec))
     assert 590e9 < w < 600e9
-    l4 = HardwareClass("L4", 8, cuda_memory_gib("L4", 24), "pcie")
-    h200 = HardwareClass("H200-SXM", 8, cuda_memory_gib("H200-SXM", 141), "nvlink")
+    l4 = HardwareClass("L4", 8, cuda_memory_gib("L4"), "pcie")
+    h200 = HardwareClass("H200-SXM", 8, cuda_memory_gib("H200-SXM"), "nvlink")
     assert weights_cannot_fit(req, l4, 8, w)
     assert not weights_cannot_fit(req, l4, 32, w)  # 18.6 GB a GPU: for the memory model
     assert not weights_cannot_fit(req, h200, 8, w)
@@ -116,7 +116,7 @@ def test_a_shape_on_one_node_does_not_cross_the_fabric() -> None:
     scheme = resolve_quant("int4", spec)
     req = make_request(model=spec.id, quant="int4", ctx=131072)
     kvb = kv_bytes(req.kv_dtype, spec)
-    h200 = HardwareClass("H200-SXM", 8, cuda_memory_gib("H200-SXM", 141), "nvlink")
+    h200 = HardwareClass("H200-SXM", 8, cuda_memory_gib("H200-SXM"), "nvlink")
     cache: dict[tuple[int, int], Any] = {}
 
     def tps(nodes: int, layout: Layout, fabric: str) -> float:

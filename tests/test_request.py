@@ -27,7 +27,7 @@ class PydanticRequest(BaseModel):
     ctx: int = Field(gt=0)
     kv_dtype: str = "auto"
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    max_num_batched_tokens: int = Field(default=8192, gt=0)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
     concurrency: int | None = Field(default=None, ge=1)
     isl: int | None = Field(default=None, gt=0)
     osl: int | None = Field(default=None, gt=0)

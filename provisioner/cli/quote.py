@@ -64,10 +64,12 @@ def register(app: typer.Typer) -> None:
         gpu_memory_utilization: float = typer.Option(
             0.9, "--gpu-memory-utilization", help="vLLM's fraction of GPU memory, in (0, 1]."
         ),
-        max_num_batched_tokens: int = typer.Option(
-            8192,
+        max_num_batched_tokens: int | None = typer.Option(
+            None,
             "--max-num-batched-tokens",
-            help="vLLM's prefill chunk; sizes the activation peak.",
+            help="vLLM's prefill chunk; sizes the activation peak. Default: vLLM's own for each "
+            "shape's GPU, as in prov fit (v0.18: 2048 on A100s and GPUs under 70 GiB, else "
+            "8192).",
         ),
         concurrency: int | None = typer.Option(
             None,

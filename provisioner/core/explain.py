@@ -105,7 +105,7 @@ def plan_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
             f"{s.device / GIB:.1f} GiB = {s.budget / GIB:.1f} GiB",
             f"    weights      {s.weights / GIB:8.2f} GiB",
             f"    activations  {s.activations / GIB:8.2f} GiB (profile run of "
-            f"{req.max_num_batched_tokens} tokens + sampler)",
+            f"{v.max_num_batched_tokens} tokens + sampler)",
             f"    overhead     {s.overhead / GIB:8.2f} GiB (non-torch buffers; + CUDA graphs "
             "from vLLM v0.21)",
             f"    KV pool      {s.kv_pool / GIB:8.2f} GiB = {int(tokens):,} tokens at "

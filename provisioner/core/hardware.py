@@ -131,17 +131,18 @@ def match_gpu(name: str) -> list[str]:
 _CUDA_SHARE = 0.985
 
 
-def cuda_memory_gib(gpu: str, stated_gib: float | None = None) -> float:
+def cuda_memory_gib(gpu: str) -> float:
     """Device memory as CUDA reports it (what vLLM's budget is a fraction of), in GiB.
 
-    One shape gives one answer on every cloud: an offer's stated size ("80", "81920 MiB",
-    "141 GB") is replaced by the table's logged total for that GPU. A GPU without a logged
-    total gets its stated size x 0.985 (the observed driver/ECC reservation).
+    One GPU model has one size, whichever cloud sells it and whatever its catalog states
+    (GCP writes an L4's "24 GB" as 24576 MiB; AWS states 22888 MiB): the table's logged total,
+    else its cloud-reported MiB (or datasheet size) x 0.985 (the observed driver/ECC share).
+    The catalogs' figures only choose the variant (A100 40 vs 80 GB) when offers are read.
     """
     spec = gpu_specs().get(gpu)
-    if spec is not None and spec.cuda_total_gib:
+    if spec is None:
+        return 0.0
+    if spec.cuda_total_gib:
         return spec.cuda_total_gib
-    base = stated_gib or 0.0
-    if not base and spec is not None:
-        base = spec.memory_mib_cloud / 1024 if spec.memory_mib_cloud else spec.memory_gb
+    base = spec.memory_mib_cloud / 1024 if spec.memory_mib_cloud else spec.memory_gb
     return round(base * _CUDA_SHARE, 2)

@@ -92,6 +92,12 @@ class StageMemory:
         """Device memory left after the budget and the out-of-budget items."""
         return self.device - self.budget - self.outside
 
+    @property
+    def at_startup(self) -> float:
+        """What already sits outside the budget at vLLM's free-memory check (CUDA context, NCCL
+        from v0.11; graphs come later): more than the headroom and vLLM refuses to start."""
+        return self.outside - (0.0 if self.graphs_in_budget else self.cuda_graphs)
+
 
 @dataclass(frozen=True)
 class ShapeMemory:

@@ -58,7 +58,7 @@ _RULES: dict[str, _Rule] = {
     "ctx": _Rule("int", gt=0),
     "kv_dtype": _Rule("str"),
     "gpu_memory_utilization": _Rule("float", gt=0, le=1),
-    "max_num_batched_tokens": _Rule("int", gt=0),
+    "max_num_batched_tokens": _Rule("int", optional=True, gt=0),
     "concurrency": _Rule("int", optional=True, ge=1),
     "isl": _Rule("int", optional=True, gt=0),
     "osl": _Rule("int", optional=True, gt=0),
@@ -158,7 +158,7 @@ class QuoteRequest:
     ctx: int
     kv_dtype: str = "auto"
     gpu_memory_utilization: float = 0.9
-    max_num_batched_tokens: int = 8192
+    max_num_batched_tokens: int | None = None  # None: vLLM's default for each shape's GPU
     concurrency: int | None = None  # None: 1 must fit; tok/s at saturation
     isl: int | None = None
     osl: int | None = None

@@ -70,7 +70,7 @@ def estimate_speed(
             workload=Workload(isl, osl, throughput_batch(req, v)),
             kv_bytes=kvb,
             max_num_seqs=v.max_num_seqs,
-            max_num_batched_tokens=req.max_num_batched_tokens,
+            max_num_batched_tokens=v.max_num_batched_tokens,
             layout_cache=stage_cache,
         )[0]
     return estimate(
@@ -84,7 +84,7 @@ def estimate_speed(
         fabric=fabric,
         workload=Workload(isl, osl, throughput_batch(req, v)),
         max_num_seqs=v.max_num_seqs,
-        max_num_batched_tokens=req.max_num_batched_tokens,
+        max_num_batched_tokens=v.max_num_batched_tokens,
         kv_bytes=kvb,
         dcp=req.dcp,
         stage_cache=stage_cache,

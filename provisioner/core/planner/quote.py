@@ -59,7 +59,7 @@ def hardware_classes(
     clouds = {c.lower() for c in req.clouds}
     regions = {r.lower() for r in req.regions}
     classes: dict[HardwareClass, list[Offer]] = defaultdict(list)
-    device_gib: dict[tuple[str, float], float] = {}
+    device_gib: dict[str, float] = {}
     buckets: dict[tuple[str, int, float, str], list[Offer]] = {}
     for o in offers:
         if clouds and o.cloud not in clouds:
@@ -68,10 +68,9 @@ def hardware_classes(
             continue
         if wanted_gpus and o.gpu not in wanted_gpus:
             continue
-        stated = (o.gpu, o.gpu_memory_gib)
-        device = device_gib.get(stated)
-        if device is None:  # as CUDA reports it, on any cloud
-            device = device_gib[stated] = cuda_memory_gib(o.gpu, o.gpu_memory_gib)
+        device = device_gib.get(o.gpu)
+        if device is None:  # as CUDA reports it: one size per GPU model, on any cloud
+            device = device_gib[o.gpu] = cuda_memory_gib(o.gpu)
         # a plain tuple finds the class's list (hashing the frozen dataclass costs more)
         hw_key = (o.gpu, o.gpus_per_node, device, o.interconnect)
         bucket = buckets.get(hw_key)

@@ -173,6 +173,7 @@ def vllm_args(
     kvb: int,
     dp: int = 1,
     ep: bool = False,
+    batched_tokens: int = 8192,
 ) -> list[str]:
     if scheme.engine != "vllm":
         return []
@@ -190,7 +191,7 @@ def vllm_args(
         "--gpu-memory-utilization",
         f"{req.gpu_memory_utilization:g}",
         "--max-num-batched-tokens",
-        str(req.max_num_batched_tokens),
+        str(batched_tokens),  # the shape's (vLLM's default for its GPU unless given)
     ]
     if req.kv_dtype == "fp8" or kvb == 1:
         args += ["--kv-cache-dtype", "fp8"]

@@ -87,7 +87,7 @@ def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
         v,
         market,
         price,
-        vllm_args(spec, scheme, req, v.tp, v.pp, found.kvb, v.dp, v.ep),
+        vllm_args(spec, scheme, req, v.tp, v.pp, found.kvb, v.dp, v.ep, v.max_num_batched_tokens),
         list(dict.fromkeys(warnings)),
         found.perf_of(v, o.fabric),
         expected_usd_per_hour=(

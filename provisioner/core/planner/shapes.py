@@ -28,7 +28,7 @@ from provisioner.core.models import ModelSpec
 from provisioner.core.planner.shape_rules import shape_rule_violation
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest, workload_tokens
-from provisioner.core.vllm_rules import VLLM_VERSION, batch_defaults, rules_for
+from provisioner.core.vllm_rules import VLLM_VERSION, rules_for, scheduler_defaults
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class ShapeVerdict:
     dp: int = 1  # data-parallel ranks (provisioner/core/layouts.py)
     ep: bool = False  # --enable-expert-parallel
     too_heavy: bool = False  # refused by weights_cannot_fit, without the memory model
+    max_num_batched_tokens: int = 8192  # the prefill chunk vLLM runs with (default per GPU)
 
     @property
     def layout(self) -> Layout:
@@ -66,6 +67,7 @@ class ShapeVerdict:
         return ShapeVerdict(
             hw, nodes, self.tp, self.pp, self.memory, self.reason, self.warnings,
             self.workload_concurrency, self.max_num_seqs, self.dp, self.ep, self.too_heavy,
+            self.max_num_batched_tokens,
         )  # fmt: skip
 
     @property
@@ -77,13 +79,18 @@ class ShapeVerdict:
 def memory_settings(
     req: QuoteRequest, spec: ModelSpec, hw: HardwareClass, kvb: int
 ) -> MemorySettings:
-    """The same vLLM rules `prov fit` applies (provisioner/core/vllm_rules.py, VLLM_VERSION)."""
+    """The same vLLM rules `prov fit` applies (provisioner/core/vllm_rules.py, VLLM_VERSION):
+    vLLM's own max_num_batched_tokens and max_num_seqs for this GPU unless the user set the
+    token budget (scheduler_defaults, as fit.evaluate)."""
     rules = rules_for(VLLM_VERSION)
     gpu = gpu_specs().get(hw.gpu)
+    tokens, seqs = scheduler_defaults(
+        rules, hw.gpu, hw.gpu_memory_gib, req.ctx, None, req.max_num_batched_tokens
+    )
     return MemorySettings(
         gpu_memory_utilization=req.gpu_memory_utilization,
-        max_num_batched_tokens=req.max_num_batched_tokens,
-        max_num_seqs=batch_defaults(rules, hw.gpu, hw.gpu_memory_gib)[1],
+        max_num_batched_tokens=tokens,
+        max_num_seqs=seqs,
         kv_bytes=kvb,
         sm=gpu.sm if gpu is not None else None,
         rules=rules,
@@ -164,7 +171,10 @@ def evaluate_shape(
         return concurrent_requests(spec, mem, tokens, settings)
 
     def reject(reason: str) -> ShapeVerdict:
-        return ShapeVerdict(hw, nodes, tp, pp, mem, reason, dp=dp, ep=ep)
+        return ShapeVerdict(
+            hw, nodes, tp, pp, mem, reason, dp=dp, ep=ep,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+        )  # fmt: skip
 
     w = max(mem.stages, key=lambda s: s.weights)
     if not mem.weights_fit:
@@ -185,6 +195,13 @@ def evaluate_shape(
             f"one {req.ctx}-token request needs {needed} of KV per GPU but only {left} is "
             f"left after weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
         )
+    worst = mem.worst
+    if worst.at_startup > worst.device - worst.budget:  # as prov fit (core/fit.py) refuses
+        return reject(
+            f"the CUDA context and NCCL buffers (~{_fmt_gib(worst.at_startup)}) do not fit "
+            f"the {_fmt_gib(worst.device - worst.budget)} left by --gpu-memory-utilization "
+            f"{req.gpu_memory_utilization:g} (vLLM refuses to start: 'Free memory on device')"
+        )
     isl, osl, explicit = workload_tokens(req)
     per_request = isl + osl if explicit else req.ctx  # what each concurrent request holds
     held = held_of(per_request) if per_request != req.ctx else mem.max_concurrent
@@ -199,15 +216,16 @@ def evaluate_shape(
     headroom = w.device - w.budget
     if w.outside > headroom:
         warnings.append(
-            f"CUDA context + NCCL (~{_fmt_gib(w.outside)}) may not fit the "
+            f"CUDA context, NCCL and graphs (~{_fmt_gib(w.outside)}) may not fit the "
             f"{_fmt_gib(headroom)} left by --gpu-memory-utilization "
             f"{req.gpu_memory_utilization:g}; lower it if vLLM fails to start"
         )
     if tp > 1 and hw.interconnect == "pcie":
         warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
     return ShapeVerdict(
-        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep
-    )
+        hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+    )  # fmt: skip
 
 
 def rejection_row(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
