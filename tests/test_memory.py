@@ -97,3 +97,19 @@ def test_utilization_bounds_the_pool(kimi_thinking: ModelSpec) -> None:
     hi = shape_memory(kimi_thinking, q, 8, 1, 141, 131072, S)
     lo = shape_memory(kimi_thinking, q, 8, 1, 141, 131072, MemorySettings(0.8))
     assert hi.stages[0].kv_pool - lo.stages[0].kv_pool == pytest.approx(0.1 * 141 * GIB)
+
+
+def test_nvls_buffers_only_on_hopper_nvswitch(llama70b: ModelSpec) -> None:
+    """NCCL's NVLS (NVLink SHARP) buffers are the bulk of the 4.5 GiB measured on an H100 node
+    (vLLM PR #25359); NVLink SHARP arrives with Hopper's third-generation NVSwitch, so an A100
+    (sm 80) NVSwitch node allocates ring/tree buffers only, as PCIe does (0.3 GiB). The
+    difference sits outside the budget (vLLM >= 0.11): 4.5 - 0.3 = 4.2 GiB."""
+    q = resolve_quant("int4", llama70b)
+    hopper = shape_memory(llama70b, q, 8, 1, 39.4, 32768, MemorySettings(sm=90))
+    ampere = shape_memory(llama70b, q, 8, 1, 39.4, 32768, MemorySettings(sm=80))
+    pcie = shape_memory(llama70b, q, 8, 1, 39.4, 32768, MemorySettings(sm=90), nvlink=False)
+    gap = (hopper.stages[0].outside - ampere.stages[0].outside) / GIB
+    assert gap == pytest.approx(4.5 - 0.3)
+    assert ampere.stages[0].outside == pcie.stages[0].outside
+    # 8 x A100-40GB (39.4 GiB, 3.94 GiB of headroom at 0.9) now starts: context + 0.3 fits
+    assert ampere.stages[0].outside / GIB < 0.1 * 39.4 < hopper.stages[0].outside / GIB

@@ -40,7 +40,7 @@ class Calibration:
     non_torch_pcie: float = 0.2  # TP/PP > 1 over PCIe (logged 0.17-0.21 GiB, TP8 L40S)
     non_torch_nvlink: float = 1.3  # TP > 1 over NVLink: custom all-reduce (logged 1.38, 2xH200)
     nccl_nvlink: float = 4.5  # NCCL start-up buffers on NVSwitch (PR #25359), in the headroom
-    nccl_pcie: float = 0.3  # PCIe rings allocate far less (no NVLS buffers)
+    nccl_pcie: float = 0.3  # PCIe rings, and NVLink before Hopper, allocate far less (no NVLS)
     cuda_context: float = 0.45  # before the baseline snapshot (logged ~0.47 GiB, issue #50576)
     cuda_graphs_small: float = 0.5  # <= 20B params (logged estimates 0.48-0.52 GiB)
     cuda_graphs_large: float = 2.4  # logged 2.37 (2 x H200), 2.51 (TP4), 3.45 (TP8 L40S)
@@ -320,7 +320,11 @@ def shape_memory(
     device = device_gib * GIB
     budget = settings.gpu_memory_utilization * device
     multi = tp * pp > 1
-    nccl = ((cal.nccl_nvlink if nvlink else cal.nccl_pcie) * GIB) if multi else 0.0
+    # NVLS (NVLink SHARP) buffers, the bulk of the NVSwitch figure, need third-generation
+    # NVSwitch (Hopper and later, sm >= 90: NCCL's NVLS support); older NVLink and PCIe
+    # allocate ring/tree buffers only
+    nvls = nvlink and (settings.sm is None or settings.sm >= 90)
+    nccl = ((cal.nccl_nvlink if nvls else cal.nccl_pcie) * GIB) if multi else 0.0
     if not multi:
         non_torch = cal.non_torch_single * GIB
     else:  # measured inside the budget (with NCCL's before v0.11: the logged 1.38 GiB)
