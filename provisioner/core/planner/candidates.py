@@ -25,7 +25,7 @@ from provisioner.core.layouts import (
 )
 from provisioner.core.memory import WeightPlacer, weights_total_bytes
 from provisioner.core.models import ModelSpec
-from provisioner.core.offer import price_doubt
+from provisioner.core.offer import beyond_doubt, price_doubt
 from provisioner.core.perf import PerfEstimate
 from provisioner.core.planner.estimates import (
     availability_miss,
@@ -117,6 +117,7 @@ class Enumeration:
         self.perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
         self.stage_cache: dict[tuple[int, int], Any] = {}
         self.price_memo: dict[int, list[tuple[str, float]]] = {}
+        self.priced_memo: dict[int, list[tuple[int, str, float]]] = {}  # id(rows) -> prices
         self.tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
         self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
 
@@ -330,7 +331,15 @@ class Enumeration:
             if hit is None:
                 hit = fastest[o.fabric] = self._fastest(fits, first_vi, o.fabric)
             if hit[0] >= 0:
-                self._price_rows([(oi, o)], nodes, hit)
+                if self.timed:
+                    self._price_rows([(oi, o)], nodes, hit)
+                elif not self.doubtless(o):
+                    self.usable_prices(o)  # doubtful prices are counted in offer order
+        if not self.timed:  # the same candidates, priced by fabric (order is free)
+            for fabric, rows in self._eligible(hw_offers, nodes > 1).items():
+                hit = fastest.get(fabric)
+                if hit is not None and hit[0] >= 0:
+                    self._price_rows(rows, nodes, hit)
 
     def _eligible(
         self, hw_offers: list[Offer], several: bool
@@ -358,26 +367,74 @@ class Enumeration:
     ) -> None:
         """The candidates of `rows` (offers with their index) on `nodes` nodes of the shape
         `hit` (verdict index, estimate, -concurrency): one per usable market price."""
-        req, timed, price_memo = self.req, self.timed, self.price_memo
         best_vi, est, neg_conc = hit
         per_mtok = not self.by_hour and est is not None
         tps = est.output_tps if est is not None else 0.0
+        if self.timed:
+            self._timed_rows(rows, nodes, best_vi, neg_conc, per_mtok, tps)
+            return
+        # rows come from eligible_memo (their id is stable) and come back for each node count
+        # and group: their usable prices are kept
+        priced = self.priced_memo.get(id(rows))
+        if priced is None:
+            priced = self.priced_memo[id(rows)] = self._priced(rows)
+        # $/Mtok as estimates.usd_per_mtok, inline (same operations, same order)
+        if per_mtok and tps > 0:
+            per_s = tps * 3600
+            self.candidates += [
+                (p * nodes / per_s * 1e6, p * nodes, nodes, neg_conc, m, best_vi, oi)
+                for oi, m, p in priced
+            ]
+        else:
+            inf = per_mtok  # no tokens/s: $/Mtok is infinite
+            self.candidates += [
+                (math.inf if inf else p * nodes, p * nodes, nodes, neg_conc, m, best_vi, oi)
+                for oi, m, p in priced
+            ]
+
+    def doubtless(self, o: Offer) -> bool:
+        """True when usable_prices(o) is every price listed in the markets (no doubt to count)."""
+        return self.req.max_interruption is None and beyond_doubt(o)
+
+    def _priced(self, rows: list[tuple[int, Offer]]) -> list[tuple[int, str, float]]:
+        """(offer index, market, node $/h) of every usable price of `rows`, in order: as
+        usable_prices, without its per-offer work on the (many) offers beyond doubt."""
+        out: list[tuple[int, str, float]] = []
+        add = out.append
+        spot, ondemand = "spot" in self.markets, "on-demand" in self.markets  # spot first
+        for oi, o in rows:
+            if self.doubtless(o):
+                if spot and o.spot_usd_per_hour is not None:
+                    add((oi, "spot", o.spot_usd_per_hour))
+                if ondemand and o.ondemand_usd_per_hour is not None:
+                    add((oi, "on-demand", o.ondemand_usd_per_hour))
+            else:
+                out += [(oi, m, p) for m, p in self.usable_prices(o)]
+        return out
+
+    def _timed_rows(
+        self,
+        rows: list[tuple[int, Offer]],
+        nodes: int,
+        best_vi: int,
+        neg_conc: int,
+        per_mtok: bool,
+        tps: float,
+    ) -> None:
+        """_price_rows with --risk-adjusted or --min-availability: the time to serve sets the
+        rank and may drop a spot price."""
+        req = self.req
         add = self.candidates.append
         for oi, o in rows:
-            prices = price_memo.get(id(o))
-            if prices is None:
-                prices = self.usable_prices(o)
-            for market, price in prices:
+            for market, price in self.usable_prices(o):
                 usd = price * nodes
-                # $/Mtok as estimates.usd_per_mtok, inline: this loop runs per offer and market
                 if not per_mtok:
                     rank_key = usd
                 elif tps > 0:
                     rank_key = usd / (tps * 3600) * 1e6
                 else:
                     rank_key = math.inf
-                # the time to serve only matters to the rank with these flags
-                tts = self.tts_of(o, weight_split(self.verdicts[best_vi])) if timed else None
+                tts = self.tts_of(o, weight_split(self.verdicts[best_vi]))
                 if tts:
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)
