@@ -23,7 +23,7 @@ from provisioner.core.layouts import (
     ep_kernel_verdict,
     expert_width_violation,
 )
-from provisioner.core.memory import WeightPlacer, weights_total_bytes
+from provisioner.core.memory import MemorySettings, WeightPlacer, weights_total_bytes
 from provisioner.core.models import ModelSpec
 from provisioner.core.offer import beyond_doubt, price_doubt
 from provisioner.core.perf import PerfEstimate
@@ -39,6 +39,7 @@ from provisioner.core.planner.shapes import (
     HardwareClass,
     ShapeVerdict,
     evaluate_shape,
+    memory_settings,
     rejection_row,
     weights_cannot_fit,
 )
@@ -110,6 +111,7 @@ class Enumeration:
         self.placer = WeightPlacer(spec, scheme)
         self.placers: dict[Layout, LayoutPlacer] = {}
         self.memo: dict[tuple[Any, ...], ShapeVerdict] = {}
+        self.settings: dict[tuple[str, float], MemorySettings] = {}  # by GPU and its memory
         # a verdict depends on the class only through the GPU, its memory and the interconnect:
         # classes that differ in GPUs per node (or node count) share it for the same layout
         self.same_gpu: dict[tuple[str, float, str, Layout], ShapeVerdict] = {}
@@ -199,8 +201,12 @@ class Enumeration:
         ):  # the table path needs no reason: skip the memory model
             v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, "weights exceed", too_heavy=True)
         else:
+            mem_key = (hw.gpu, hw.gpu_memory_gib)  # what memory_settings reads of the class
+            settings = self.settings.get(mem_key)
+            if settings is None:
+                settings = self.settings[mem_key] = memory_settings(self.req, spec, hw, self.kvb)
             v = evaluate_shape(
-                spec, scheme, self.req, hw, nodes, lay.tp, lay.pp, self.kvb, placer=pl, layout=lay
+                spec, scheme, self.req, hw, nodes, lay.tp, lay.pp, self.kvb, pl, lay, settings
             )
         if v.reason is None and ep_warn:
             v = replace(v, warnings=(*v.warnings, ep_warn))
