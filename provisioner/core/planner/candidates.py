@@ -408,8 +408,9 @@ class Enumeration:
         out: list[tuple[int, str, float]] = []
         add = out.append
         spot, ondemand = "spot" in self.markets, "on-demand" in self.markets  # spot first
+        plain = self.req.max_interruption is None  # self.doubtless, inline
         for oi, o in rows:
-            if self.doubtless(o):
+            if plain and beyond_doubt(o):
                 if spot and o.spot_usd_per_hour is not None:
                     add((oi, "spot", o.spot_usd_per_hour))
                 if ondemand and o.ondemand_usd_per_hour is not None:
