@@ -8,6 +8,9 @@
     process each time (the `prov` script next to this interpreter), so interpreter start-up,
     imports, reading the packaged data and rendering the table are all in;
     `prov --version` is timed the same way as the floor that start-up alone costs.
+    `--prov PATH` times another install's script instead: the README's first command makes a
+    user install (`pip install .`: bytecode compiled at install, no editable-install finder
+    imported at start-up, ~15-20 ms less than this dev venv's `pip install -e`).
 (b) in-process: `plan_quote` over the whole offers table, with the offers loaded and the
     model and quant resolved once, after one warm-up run; without the rejection list (the
     table path) and with it (the --json path).
@@ -137,13 +140,16 @@ def bench_plans(runs: int) -> list[dict[str, Any]]:
     return rows
 
 
-def run(cold_runs: int, plan_runs: int, skip_cold: bool) -> dict[str, Any]:
+def run(
+    cold_runs: int, plan_runs: int, skip_cold: bool, prov_path: Path | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "python": sys.version.split()[0],
         "targets": {"cold_quote_median_s": COLD_TARGET_S, "plan_median_ms": PLAN_TARGET_MS},
     }
     if not skip_cold:
-        prov = str(prov_script())
+        prov = str(prov_path or prov_script())
+        out["cold_prov_script"] = prov
         out["cold_version_s"] = summary(time_process([prov, "--version"], cold_runs))
         cpu: list[float] = []
         out["cold_quote_s"] = summary(time_process([prov, *COLD_ARGS], cold_runs, cpu))
@@ -163,7 +169,8 @@ def _ok(value: float, target: float) -> str:
 def print_table(res: dict[str, Any]) -> None:
     print(f"prov quote benchmarks (Python {res['python']})")
     if "cold_quote_s" in res:
-        print(f"\n(a) cold process, {res['cold_quote_s']['runs']} runs each")
+        runs = res["cold_quote_s"]["runs"]
+        print(f"\n(a) cold process, {runs} runs each: {res['cold_prov_script']}")
         print(f"  {'command':<70} {'median':>8} {'min':>8} {'max':>8}  target")
         for label, key, target in (
             ("prov --version (start-up floor)", "cold_version_s", None),
@@ -203,10 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan-runs", type=int, default=21, help="in-process runs (default 21)")
     ap.add_argument("--skip-cold", action="store_true", help="only the in-process benchmark")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument(
+        "--prov",
+        type=Path,
+        metavar="PATH",
+        help="time this prov script cold (e.g. a user install's .venv/bin/prov); "
+        "default: the one beside this interpreter",
+    )
     args = ap.parse_args(argv)
     if args.cold_runs < 1 or args.plan_runs < 1:
         ap.error("--cold-runs and --plan-runs must be >= 1")
-    res = run(args.cold_runs, args.plan_runs, args.skip_cold)
+    if args.prov is not None and not args.prov.is_file():
+        ap.error(f"--prov: no such file: {args.prov}")
+    res = run(args.cold_runs, args.plan_runs, args.skip_cold, args.prov)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

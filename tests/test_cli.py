@@ -163,6 +163,8 @@ BAD_INPUT: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "unknown market": (["-m", "kimi-k2-thinking", "--market", "cheap"], ("cheap", "spot")),
     "unknown kv dtype": (["-m", "kimi-k2-thinking", "--kv-dtype", "int3"], ("--kv-dtype",)),
     "max nodes 0": (["-m", "kimi-k2-thinking", "--max-nodes", "0"], ("--max-nodes",)),
+    "explain with json": (["-m", "kimi-k2-thinking", "--explain", "--json"],
+                          ("--explain", "--json", "use one")),
 }  # fmt: skip
 
 

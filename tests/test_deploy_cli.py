@@ -363,6 +363,24 @@ def test_render_with_weights_s3_streams_from_the_bucket(
     assert args[args.index("--load-format") + 1] == "runai_streamer"
 
 
+@pytest.mark.parametrize("name", ["mi300x", "one_aws"])
+def test_a_bucket_for_a_plan_on_another_cloud_is_warned_about(
+    plan_files: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """Streaming an Azure (or any non-AWS) plan's weights from S3 crosses clouds: the render
+    goes ahead, with a warning; an AWS plan reading its bucket gets none."""
+    cloud = json.loads(plan_files[name].read_text())["plans"][0]["cloud"]
+    assert (cloud != "aws") == (name == "mi300x")  # the fixture's rank 1
+    out = tmp_path / "out"
+    result = run(
+        "deploy", "--plan", str(plan_files[name]), "--render", str(out),
+        "--weights", "s3", "--weights-bucket", "s3://my-weights/kimi",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    crossing = f"the plan runs on {cloud} and streams its weights from s3://my-weights:"
+    assert (crossing in result.stderr) == (cloud != "aws")
+
+
 def test_storage_flags_are_deploy_options_with_the_same_defaults() -> None:
     """deploy passes StorageFlags into DeployOptions by field name: the two must agree."""
     from dataclasses import fields

@@ -54,6 +54,20 @@ def test_kimi_on_one_p5en_serves_from_the_bucket_in_under_ten_minutes() -> None:
     assert pvc.total_s == pytest.approx(180 + KIMI_BYTES / 1.046e9 + 60.3 + 23.4 + 44, rel=1e-9)
 
 
+def test_other_clouds_get_aws_figures_labelled_as_such() -> None:
+    """Every rate was measured or assumed on AWS: an Azure plan gets the same seconds (no other
+    cloud's rates exist), but its launch and object-store terms say they are AWS's, assumed."""
+    azure = Replica("azure", "Standard_ND96isr_MI300X_v5", 8, 96, 1, KIMI_BYTES, moe=True)
+    tts = time_to_serve(azure, "s3")
+    detail = {t.name: t.detail for t in tts.terms}
+    assert "EC2" in detail["node launch"] and "on azure" in detail["node launch"]
+    assert "assumed" in detail["node launch"]
+    assert "AWS S3's measured rate, assumed" in detail["weights"] and "azure" in detail["weights"]
+    aws = {t.name: t.detail for t in time_to_serve(P5EN, "s3").terms}
+    assert aws["node launch"] == "EC2 launch to node Ready (assumed)"
+    assert aws["weights"].endswith("(S3 streamer, measured)")
+
+
 def test_every_term_is_cited_with_a_date_and_kind() -> None:
     for path in ("s3", "hub", "pvc"):
         doc = time_to_serve(P5EN, path).to_json()  # type: ignore[arg-type]

@@ -118,6 +118,10 @@ def register(app: typer.Typer) -> None:
                     context=context,
                 )
             except Exception as e:  # no kubeconfig, no credentials...: say it in one line
+                if type(e).__name__ == "NoRegionError":  # botocore: bad input, not an outage
+                    raise UsageError(
+                        "no AWS region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION)"
+                    ) from None
                 raise OperationalError(f"cannot set up the daemon: {type(e).__name__}: {e}") from e
             if dry_run and once:
                 preflight(d, cfg)  # a dry run that can reach nothing must not pass for a success

@@ -247,6 +247,12 @@ def register(app: typer.Typer) -> None:
             )
         if fallback:
             sys.stderr.write(f"prov: warning: {hub_fallback_warning(eks)}\n")
+        if spec.weights == "s3" and spec.weights_bucket and spec.plan.cloud != "aws":
+            sys.stderr.write(
+                f"prov: warning: the plan runs on {spec.plan.cloud} and streams its weights from "
+                f"s3://{spec.weights_bucket}: that crosses clouds (egress charges, AWS credentials "
+                "in the pod), and the plan's time to serve assumes an in-region bucket\n"
+            )
         if kube_context and spec.target != "kubeconfig":
             _usage("--kube-context applies to --target kubeconfig only")
         from provisioner.contract.check import check_plan

@@ -10,7 +10,9 @@ from typing import Any
 
 import typer
 
-from provisioner.core.vllm_rules import VLLM_VERSION
+from provisioner.core.vllm_rules import NEWEST_MODELLED, VLLM_VERSION
+
+_NEWEST = ".".join(map(str, NEWEST_MODELLED))
 
 _VERSION_HELP = (
     f"vLLM release whose memory rules apply (default: {VLLM_VERSION}, the one `prov deploy` "
@@ -21,7 +23,8 @@ _VERSION_HELP = (
     "every install; v0.17 Triton top-k/top-p; v0.21 FlashInfer sampler default again and CUDA "
     "graphs estimated inside the budget; v0.26 16384 batched tokens from 160 GiB; v0.30 "
     "utilization default 0.92 "
-    "(docs/vllm-rules.md)."
+    f"(docs/vllm-rules.md). A release newer than v{_NEWEST} gets the v{_NEWEST} rules and a "
+    "warning."
 )
 
 
@@ -44,6 +47,14 @@ def _pick_gpu(name: str) -> str:
         return sxm[0]
     _usage(f"--gpu {name!r} is ambiguous: {', '.join(found)}")
     raise AssertionError  # unreachable
+
+
+def largest_node(gpu: str) -> int | None:
+    """The most GPUs of this kind one rentable node has, in the offers `prov quote` ranks."""
+    from pricing.offers import current_offers
+
+    sizes = [o.gpus_per_node for o in current_offers() if o.gpu == gpu]
+    return max(sizes) if sizes else None
 
 
 def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
@@ -75,8 +86,13 @@ def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
     return best
 
 
-def _price_lines(prices: dict[str, Any]) -> list[str]:
+def _price_lines(prices: dict[str, Any], res: Any) -> list[str]:
     if not prices:
+        if res.tp_nodes > 1:  # cheapest() keeps TP inside a node, as quote does
+            return [
+                f"  price: no {res.request.gpu} node holds a TP{res.request.tp} group (the "
+                f"largest has {res.request.node_gpus} GPUs); price the shape quote ranks instead"
+            ]
         return ["  price: no rentable offer of this GPU in the price data"]
     return [
         f"  {market:9} ${p['usd_per_hour']:,.2f}/h: {p['nodes']} x {p['instance_type']} "
@@ -96,6 +112,8 @@ def _table(res: Any, explain: bool) -> list[str]:
 
     r, m, s = res.request, res.memory, res.settings
     where = f"{r.tp * r.dp * r.pp} x {r.gpu or 'GPU'}" + (f" ({res.device_gib:.2f} GiB per CUDA)")
+    if res.tp_nodes > 1:
+        where += f", TP across {res.tp_nodes} nodes"
     lines = [
         f"{r.spec.id} on {where}, vLLM {r.rules.label}",
         f"  TP{r.tp} x PP{r.pp}"
@@ -124,7 +142,14 @@ def _table(res: Any, explain: bool) -> list[str]:
             ("outside budget", w.outside, "CUDA context, NCCL (+ graphs)"),
         ]
         lines += [f"  {k:16}{_gib(v)}  {note}" for k, v, note in rows]
-        lines.append(f"  max concurrency {m.max_concurrency:9.2f} x {r.ctx:,}-token requests")
+        if r.dp == 1:
+            lines.append(f"  max concurrency {m.max_concurrency:9.2f} x {r.ctx:,}-token requests")
+        else:  # each engine holds only its own requests: vLLM logs the figure per DP rank
+            lines.append(
+                f"  max concurrency {res.concurrency_per_rank:9.2f} x {r.ctx:,}-token requests "
+                f"per DP rank: {res.requests_per_rank} whole per rank, "
+                f"{m.max_concurrent} on the {r.dp} ranks"
+            )
         if r.pp > 1:
             for st in m.stages:
                 lines.append(
@@ -135,7 +160,7 @@ def _table(res: Any, explain: bool) -> list[str]:
     if explain:
         from provisioner.core.vllm_rules import CHANGES
 
-        lines += ["", "Weights:", *weight_lines(r.spec, r.scheme), ""]
+        lines += ["", *weight_lines(r.spec, r.scheme), ""]  # its first line says "Weights:"
         lines += kv_lines(r.spec, s.kv_bytes, r.ctx)
         lines += ["", f"vLLM rules applied (up to v{r.rules.label}):"]
         for c in CHANGES:
@@ -310,7 +335,10 @@ def register(app: typer.Typer) -> None:
                 spec=spec,
                 scheme=scheme,
                 rules=with_paths(
-                    rules_for(vllm_version or VLLM_VERSION), install, sampler, mxfp4_backend
+                    rules_for(VLLM_VERSION if vllm_version is None else vllm_version),
+                    install,
+                    sampler,
+                    mxfp4_backend,
                 ),
                 ctx=length,
                 gpu=canonical,
@@ -325,11 +353,17 @@ def register(app: typer.Typer) -> None:
                 max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens,
                 enforce_eager=enforce_eager,
+                node_gpus=largest_node(canonical) if canonical and tp > 1 else None,
             )
         )
+        import sys
+
+        for warning in res.warnings:
+            sys.stderr.write("\n".join(_wrap([f"prov: warning: {warning}"])) + "\n")
         if price and canonical is None:
             _usage("--price needs --gpu (prices are per GPU model)")
-        prices = cheapest(canonical, tp * pp, tp) if price and canonical else None
+        gpus = tp * data_parallel_size * pp
+        prices = cheapest(canonical, gpus, tp) if price and canonical else None
         if as_json:
             doc = res.to_json()
             if prices is not None:
@@ -337,7 +371,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(doc, indent=2))
         else:
             lines = _table(res, explain)
-            lines += _price_lines(prices) if prices is not None else []
+            lines += _price_lines(prices, res) if prices is not None else []
             typer.echo("\n".join(_wrap(lines)))
         if not res.fits:
             raise typer.Exit(1)

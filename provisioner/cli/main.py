@@ -20,6 +20,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click help: rich's boxed tables cut long option names ("--weights-storage…") at
+    # 80 columns; click's layout wraps the text and keeps every name whole
+    rich_markup_mode=None,
 )
 
 

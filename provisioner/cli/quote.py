@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
         max_interruption: int | None = typer.Option(
             None,
             "--max-interruption",
-            help="Drop spot pools whose AWS advisor bucket can exceed N% interrupted per month.",
+            help="Drop spot pools whose AWS advisor bucket can exceed N% interrupted per month, "
+            "and spot pools without a published rate (other clouds, unlisted types).",
         ),
         risk_adjusted: bool = typer.Option(
             False,
@@ -178,6 +179,8 @@ def register(app: typer.Typer) -> None:
             raise_usage(f"unknown --market {market!r}; allowed: any, spot, on-demand")
         if max_price_age < 0:
             raise_usage(f"--max-price-age {max_price_age}: must be a number of days >= 0")
+        if explain and as_json:  # one output at a time; the JSON carries the same figures
+            raise_usage("--explain prints text and --json the plan contract: use one of them")
         req = make_request(
             model=model,
             quant=quant,

@@ -11,10 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisioner.core.hardware import cuda_memory_gib, gpu_specs
-from provisioner.core.memory import GIB, MemorySettings, ShapeMemory, shape_memory
+from provisioner.core.memory import (
+    GIB,
+    MemorySettings,
+    ShapeMemory,
+    StageMemory,
+    distinct_gib,
+    shape_memory,
+)
 from provisioner.core.models import ModelSpec
 from provisioner.core.quant import QuantScheme
-from provisioner.core.vllm_rules import VllmRules, scheduler_defaults
+from provisioner.core.vllm_rules import VllmRules, rules_warning, scheduler_defaults
 from provisioner.errors import UsageError
 
 USAGE_CONTEXTS = ("serve", "llm")  # `vllm serve` or the offline LLM class (bigger batches)
@@ -40,6 +47,9 @@ class FitRequest:
     enforce_eager: bool = False
     nvlink: bool | None = None  # None: from the GPU table
     usage: str = "serve"
+    # the most GPUs one node of this GPU has in the price data `prov quote` ranks (the CLI
+    # reads it; None: unknown): a TP group larger than that spans nodes
+    node_gpus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,23 @@ class FitResult:
     fits: bool
     reason: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)  # the CLI prints them on stderr
+
+    @property
+    def requests_per_rank(self) -> int:
+        """Whole max_model_len requests one DP rank (one vLLM engine) holds at once."""
+        return self.memory.max_concurrent // self.request.dp if self.memory else 0
+
+    @property
+    def concurrency_per_rank(self) -> float:
+        """vLLM's "Maximum concurrency for N tokens per request: X" of one engine (DP rank)."""
+        return self.memory.max_concurrency / self.request.dp if self.memory else 0.0
+
+    @property
+    def tp_nodes(self) -> int:
+        """Nodes one TP group spans (1 when TP stays inside a node or the node size is unknown)."""
+        n = self.request.node_gpus
+        return -(-self.request.tp // n) if n else 1
 
     def to_json(self) -> dict[str, Any]:
         r, m = self.request, self.memory
@@ -88,7 +115,13 @@ class FitResult:
             "outside_budget_gib": gib(w.outside if w else None),
             "kv_cache_gib": gib(max(0.0, w.kv_pool) if w else None),
             "kv_cache_tokens": m.kv_cache_tokens if m else 0,
-            "max_concurrency": round(m.max_concurrency, 2) if m else 0.0,
+            "kv_cache_tokens_per_rank": m.kv_cache_tokens // r.dp if m else 0,
+            # per DP rank, as each engine logs it; whole requests as `prov quote` counts them
+            "max_concurrency": round(self.concurrency_per_rank, 2),
+            "max_concurrent_full_ctx_per_rank": self.requests_per_rank,
+            "max_concurrent_full_ctx": m.max_concurrent if m else 0,
+            "node_gpus": r.node_gpus,
+            "tp_nodes": self.tp_nodes,
             "stages": [
                 {
                     "stage": s.stage,
@@ -101,6 +134,7 @@ class FitResult:
             "fits": self.fits,
             "reason": self.reason,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
 
 
@@ -157,9 +191,14 @@ def evaluate(r: FitRequest) -> FitResult:
             f"--ctx {r.ctx} exceeds the model's max_position_embeddings "
             f"({r.spec.max_position_embeddings}); vLLM refuses it"
         )
+    warned = rules_warning(r.rules.version)
+    warnings = (warned,) if warned else ()
+    if r.node_gpus and r.tp > r.node_gpus:
+        notes.append(_tp_across_nodes(r, r.node_gpus))
     bad = _layout_violation(r)
     if bad:
-        return FitResult(r, device, settings, None, False, f"vLLM rejects the layout: {bad}")
+        reason = f"vLLM rejects the layout: {bad}"
+        return FitResult(r, device, settings, None, False, reason, tuple(notes), warnings)
     nvlink = r.nvlink
     if nvlink is None:
         link = gpu.interconnect.lower() if gpu is not None else ""
@@ -174,32 +213,54 @@ def evaluate(r: FitRequest) -> FitResult:
         mem = shape_memory(
             r.spec, r.scheme, r.tp, r.pp, device, r.ctx, settings, dcp=r.dcp, nvlink=nvlink
         )
-    fits, reason = _verdict(mem, settings, r.ctx)
-    return FitResult(r, device, settings, mem, fits, reason, tuple(notes))
+    fits, reason = _verdict(mem, settings, r.ctx, r.dp)
+    return FitResult(r, device, settings, mem, fits, reason, tuple(notes), warnings)
 
 
-def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int) -> tuple[bool, str]:
+def _tp_across_nodes(r: FitRequest, node: int) -> str:
+    """The note for a TP group larger than the largest node. vLLM starts it (Ray, TP = all GPUs
+    of all machines), but its docs advise TP = GPUs per node and PP = nodes, the rule `prov
+    quote` ranks by and `prov deploy` enforces (docs.vllm.ai serving/distributed_serving)."""
+    nodes = -(-r.tp // node)
+    gpus = r.tp * r.pp
+    alt = f" (TP{node} x PP{gpus // node} for {gpus} GPUs)" if r.tp % node == 0 else ""
+    return (
+        f"TP{r.tp} spans {nodes} nodes: the largest {r.gpu} node in the price data has {node} "
+        "GPUs. vLLM runs it (multi-node, Ray), but every layer's all-reduce crosses the "
+        f"network; prov quote keeps TP inside a node{alt} and prov deploy refuses TP across "
+        "nodes"
+    )
+
+
+def _capacity(mem: ShapeMemory, ctx: int, dp: int) -> str:
+    """KV tokens and concurrent requests: vLLM's per-engine figure and whole requests."""
+    if dp == 1:
+        return (
+            f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
+            "requests at once"
+        )
+    return (
+        f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrent} x {ctx:,}-token requests "
+        f"at once ({mem.max_concurrent // dp} on each of {dp} DP ranks; each engine logs "
+        f"{mem.max_concurrency / dp:.2f}x)"
+    )
+
+
+def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int, dp: int = 1) -> tuple[bool, str]:
     worst_pool = min(mem.stages, key=lambda st: st.kv_pool)
     if worst_pool.kv_pool <= 0:
-        st = worst_pool
-        need = st.weights + st.activations + st.overhead
-        return False, (
-            f"stage {st.stage}: weights {st.weights / GIB:.2f} + activations "
-            f"{st.activations / GIB:.2f} + overhead {st.overhead / GIB:.2f} = {need / GIB:.2f} "
-            f"GiB per GPU exceed the budget {s.gpu_memory_utilization:g} x "
-            f"{st.device / GIB:.2f} = {st.budget / GIB:.2f} GiB (vLLM: 'No available memory "
-            "for the cache blocks')"
-        )
+        return False, _no_kv_room(worst_pool, s)
     if mem.max_concurrent < 1:
         k = max(
             range(len(mem.stages)),
             key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
         )
         st = mem.stages[k]
+        need, have = distinct_gib(mem.request_bytes_per_stage[k], st.kv_pool)
         return False, (
-            f"one {ctx:,}-token request needs {mem.request_bytes_per_stage[k] / GIB:.2f} GiB "
-            f"of KV cache per GPU but {st.kv_pool / GIB:.2f} GiB is available (vLLM refuses to "
-            "start; lower --ctx or add GPUs)"
+            f"one {ctx:,}-token request needs {need} of KV cache per GPU but {have} is "
+            "available (vLLM: '... KV cache is needed, which is larger than the available KV "
+            "cache memory'; lower --ctx or add GPUs)"
         )
     w = mem.worst
     headroom = w.device - w.budget
@@ -216,12 +277,49 @@ def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int) -> tuple[bool, str]:
         )
     if w.outside > headroom:
         return True, (
-            f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
-            f"requests; but CUDA graphs (~{graphs_outside / GIB:.2f} GiB, captured after the KV "
-            f"cache) may not fit the {headroom / GIB:.2f} GiB headroom: --enforce-eager or a "
-            "lower --gpu-memory-utilization if capture runs out of memory"
+            f"{_capacity(mem, ctx, dp)}; but CUDA graphs (~{graphs_outside / GIB:.2f} GiB, "
+            f"captured after the KV cache) may not fit the {headroom / GIB:.2f} GiB headroom: "
+            "--enforce-eager or a lower --gpu-memory-utilization if capture runs out of memory"
         )
-    return True, (
-        f"{mem.kv_cache_tokens:,} KV tokens, {mem.max_concurrency:.2f} x {ctx:,}-token "
-        "requests at once"
+    return True, _capacity(mem, ctx, dp)
+
+
+def _no_kv_room(st: StageMemory, s: MemorySettings) -> str:
+    """Why no KV cache is left, worded as vLLM fails: the weights load first, on the whole
+    device; then the profile run (dummy forward + sampler warm-up) allocates its peak; only
+    then is the budget checked (docs/fit.md "How vLLM fails" has the sources)."""
+    graphs_outside = 0.0 if st.graphs_in_budget else st.cuda_graphs
+    present = st.outside - graphs_outside  # CUDA context (+ NCCL from v0.11) before loading
+    if st.weights + present > st.device:
+        w, room = distinct_gib(st.weights, st.device - present)
+        return (
+            f"stage {st.stage}: weights {w} per GPU do not fit the {room} of the device left "
+            "by the CUDA context and NCCL: vLLM runs out of CUDA memory while loading them "
+            "(vLLM: 'CUDA out of memory', reported as 'Failed to load model - not enough GPU "
+            "memory')"
+        )
+    profiled = st.weights + st.activations + st.non_torch
+    if profiled + present > st.device:
+        need, room = distinct_gib(profiled, st.device - present)
+        if st.weights + st.overhead < st.budget:
+            fix = "lower --max-num-seqs or --max-num-batched-tokens, or add GPUs"
+        else:  # a smaller warm-up only moves the failure to the budget check
+            fix = (
+                "add GPUs or raise --gpu-memory-utilization: weights + non-torch alone "
+                f"exceed the {st.budget / GIB:.2f} GiB "
+                "budget ('No available memory for the cache blocks' with a smaller warm-up)"
+            )
+        return (
+            f"stage {st.stage}: weights + profile-run peak + non-torch = {need} per GPU "
+            f"exceed the {room} of the device left by the CUDA context and NCCL: vLLM runs "
+            "out of CUDA memory in the profile run (the sampler warm-up says 'CUDA out of "
+            f"memory occurred when warming up sampler'); {fix}"
+        )
+    n, b = distinct_gib(st.weights + st.activations + st.overhead, st.budget)
+    return (
+        f"stage {st.stage}: weights {st.weights / GIB:.2f} + activations "
+        f"{st.activations / GIB:.2f} + overhead {st.overhead / GIB:.2f} = {n} per GPU "
+        f"exceed the budget {s.gpu_memory_utilization:g} x {st.device / GIB:.2f} = {b} "
+        "(vLLM: 'No available memory for the cache blocks'; raise "
+        "--gpu-memory-utilization or add GPUs)"
     )

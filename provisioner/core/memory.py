@@ -437,3 +437,13 @@ def concurrent_requests(
 def weights_total_bytes(spec: ModelSpec, scheme: QuantScheme) -> float:
     """Checkpoint-equivalent bytes of all weights in this scheme (what must be loaded)."""
     return sum(scheme.group_bytes(g) for g in spec.groups)
+
+
+def distinct_gib(a: float, b: float) -> tuple[str, str]:
+    """Two byte counts as GiB with the fewest decimals (2 to 4) that tell them apart, so a
+    refusal never reads "needs 4.00 GiB but 4.00 GiB is left"; bytes when even 4 do not."""
+    for places in (2, 3, 4):
+        x, y = f"{a / GIB:.{places}f}", f"{b / GIB:.{places}f}"
+        if x != y:
+            return f"{x} GiB", f"{y} GiB"
+    return f"{a:,.0f} bytes", f"{b:,.0f} bytes"

@@ -6,7 +6,8 @@ rate carries its source, date and kind: measured, derived or assumption). One su
     time to serve = node launch + image pull + weights + engine start + compile + CUDA graphs
 
 * **node launch**: EC2 launch until the GPU node is Ready (an assumption: no figure is published
-  for p4/p5/p6).
+  for p4/p5/p6). Every figure below was measured or assumed on AWS; other clouds' plans get the
+  same figures, labelled as AWS's (no other cloud's launch or object-store rates are in the table).
 * **image pull**: the vllm-openai image (12 GB compressed) at a measured pull rate, or 0 when the
   image is baked into the node (the ``s3`` and ``pvc`` paths assume the deploy pre-pulls it).
 * **weights**: each node's share (``weight bytes / nodes``: PP splits the layers, nodes load in
@@ -181,7 +182,11 @@ def _weights_term(r: Replica, path: WeightsPath, pvc_gb_per_s: float | None = No
         ]  # fmt: skip
     if path == "s3":
         cap, key = rate("s3_stream_gb_per_s"), "s3_stream_gb_per_s"
-        why = "S3 streamer, measured"
+        why = (
+            "S3 streamer, measured"
+            if r.cloud == "aws"
+            else f"in-region object store on {r.cloud}: AWS S3's measured rate, assumed"
+        )
     elif pvc_gb_per_s is not None:  # the deploy's claim, at the rate its storage documents
         cap, key = pvc_gb_per_s, "pvc_gb_per_s"
         why = "the claim's read rate, given"
@@ -228,7 +233,9 @@ def time_to_serve(
     )  # fmt: skip
     compile_key = f"compile_{'cold' if cold_compile else 'cached'}_{kind}_s"
     terms = (
-        Term("node launch", rate("node_launch_gpu_s"), "EC2 launch to node Ready (assumed)",
+        Term("node launch", rate("node_launch_gpu_s"),
+             "EC2 launch to node Ready (assumed)" if replica.cloud == "aws"
+             else f"node launch to Ready on {replica.cloud}: the EC2 figure, assumed",
              ("node_launch_gpu_s",), False),
         image,
         *_weights_term(replica, path, pvc_gb_per_s),

@@ -17,6 +17,9 @@ from provisioner.errors import UsageError
 #: The vLLM release prov deploys (stacks/spec.py builds the image tag from it).
 VLLM_VERSION = "0.18.0"
 OLDEST = (0, 10, 0)
+#: The newest release line whose memory accounting was read for CHANGES (the v0.30 row). A
+#: newer --vllm-version still gets an answer, with these rules and a warning (rules_warning).
+NEWEST_MODELLED = (0, 30)
 
 Version = tuple[int, int, int]
 
@@ -192,14 +195,20 @@ CHANGES: tuple[Change, ...] = (
     ),
 )
 
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)?(?:[.+-].*)?$")
+# vLLM's tags and PEP 440 forms: 0.20, 0.18.0, v0.10.1.1, 0.11.1rc2, 0.11.1.dev12+gabc.cu128
+_VERSION = re.compile(
+    r"^v?(\d{1,4})\.(\d{1,4})(?:\.(\d{1,4}))?(?:\.\d{1,4})?"
+    r"(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?(?:\+[0-9A-Za-z.]+)?$"
+)
 
 
 def parse_version(text: str) -> Version:
     """'0.11.2', 'v0.18.0', '0.10.1.1' or '0.20' -> (0, 11, 2); exit 2 when before 0.10."""
     m = _VERSION.match(text.strip())
     if not m:
-        raise UsageError(f"--vllm-version {text!r} is not a version like 0.18.0")
+        raise UsageError(
+            f"--vllm-version {text!r} is not a vLLM version like 0.18.0 (or 0.11.1rc2)"
+        )
     v = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
     if v < OLDEST:
         raise UsageError(
@@ -207,6 +216,18 @@ def parse_version(text: str) -> Version:
             "memory profiler); older releases account memory differently"
         )
     return v
+
+
+def rules_warning(version: Version) -> str | None:
+    """A warning when `version` is newer than the newest release line prov models (its
+    accounting may have changed since; the newest rules are the best guess), else None."""
+    if version[:2] <= NEWEST_MODELLED:
+        return None
+    newest = ".".join(map(str, NEWEST_MODELLED))
+    return (
+        f"vLLM {'.'.join(map(str, version))} is newer than v{newest}, the newest release prov "
+        f"models: its memory rules are used (docs/vllm-rules.md section 10)"
+    )
 
 
 @cache

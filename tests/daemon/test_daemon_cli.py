@@ -111,3 +111,25 @@ def test_cli_module_imports_no_sdk():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_no_region_is_bad_input_naming_the_flag(monkeypatch, tmp_path):
+    """Without --region, AWS_REGION or a profile region botocore raises NoRegionError: that is
+    the user's input (exit 2 naming the flag), not an outage (exit 1) named by a class."""
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "NODE_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))  # no profile region either
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    args = ["daemon", "--mode", "imds", "--node-name", "n1", "--once", "--dry-run"]
+    args += ["--metadata-url", "http://127.0.0.1:9", "--kubeconfig", str(kubeconfig)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pass --region or set AWS_REGION" in lines[0]

@@ -141,10 +141,16 @@ def test_help_shows_each_flag_with_the_configs_default():
         if fl.help:
             assert " ".join(fl.help.split()[:4]) in text, name
     # Defaults in the flag's own unit: 900 s of blocking is shown as 15 minutes.
-    lines = {ln.split()[1]: ln for ln in text.splitlines() if ln.startswith("│ --")}
+    # one entry per option: its "  --name" line and the indented lines under it, joined
+    lines: dict[str, str] = {}
+    for ln in text.splitlines():
+        if ln.startswith("  --"):
+            name = ln.split()[0]
+            lines[name] = ln
+        elif lines and ln.startswith("      "):
+            lines[name] += " " + ln.strip()
     assert "[default: 15.0]" in lines["--block-minutes"]
-    assert "[default: 9092]" in lines["--metrics-port"]
-    assert "[env var: PROV_METRICS_PORT]" in lines["--metrics-port"]
+    assert "[env var: PROV_METRICS_PORT; default: 9092]" in lines["--metrics-port"]
     assert "[default: 600.0]" in lines["--maintenance-lead"]
     assert "[default: prov.dev/workload=vllm]" in lines["--workload-selector"]
 

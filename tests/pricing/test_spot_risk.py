@@ -80,6 +80,26 @@ def test_max_interruption_drops_risky_spot_pools() -> None:
     assert best(max_interruption=10) == ("us-east-2", "5-10%")
 
 
+def test_max_interruption_drops_spot_pools_of_unknown_risk() -> None:
+    """A spot pool with no published rate cannot be shown to stay under the limit: dropped,
+    as --min-availability drops it (a cheap Azure spot row used to win under a 5% limit)."""
+    spec = resolve_model("meta-llama/Llama-3.1-8B")
+    rows = [*ROWS, "azure,eastus,,Standard_ND96isr_H100_v5,H100-SXM,8,80,96,1900,nvlink,"
+            "infiniband,98.32,8.00,2026-05-20,"]  # fmt: skip
+    offers = list(parse_offers("\n".join(rows)))
+    scheme = resolve_quant("bf16", spec)
+    req = make_request(model=spec.id, ctx=8192, market="spot", top=0)
+    plain = plan_quote(req, spec, scheme, offers)
+    assert plain.best is not None and plain.best.offer.cloud == "azure"  # $8/h: cheapest
+    limited = plan_quote(
+        make_request(model=spec.id, ctx=8192, market="spot", top=0, max_interruption=10),
+        spec, scheme, offers,
+    )  # fmt: skip
+    assert limited.best is not None and limited.best.offer.region == "us-east-2"
+    assert all(p.offer.cloud == "aws" for p in limited.plans)
+    assert any("without a published interruption rate" in k for k in limited.skipped_prices)
+
+
 def test_prices_show_cli() -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["prices", "show", "--gpu", "H200", "--cloud", "aws", "--json"])

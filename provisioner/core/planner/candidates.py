@@ -153,8 +153,14 @@ class Enumeration:
                 continue
             doubt = price_doubt(o, market)
             if doubt is None and market == "spot" and limit is not None:
+                # a pool without a published rate cannot be shown to stay under the limit
+                # (the same rule as --min-availability)
                 risk = spot_risk(o.cloud, o.region, o.instance_type)
-                if risk is not None and risk.max_pct > limit:
+                if risk is None:
+                    doubt = (
+                        f"spot pool without a published interruption rate: {limit}%/month unproven"
+                    )
+                elif risk.max_pct > limit:
                     doubt = f"spot pool interrupted more than {limit}%/month"
             if doubt:
                 self.skipped[doubt].add((id(o), market))

@@ -21,6 +21,7 @@ from provisioner.core.memory import (
     ShapeMemory,
     WeightPlacer,
     concurrent_requests,
+    distinct_gib,
     shape_memory,
 )
 from provisioner.core.models import ModelSpec
@@ -170,11 +171,10 @@ def evaluate_shape(
     w = max(mem.stages, key=lambda s: s.weights)
     if not mem.weights_fit:
         bad = min(mem.stages, key=lambda s: s.kv_pool)
-        need = bad.weights + bad.activations + bad.overhead
+        total, budget = distinct_gib(bad.weights + bad.activations + bad.overhead, bad.budget)
         return reject(
-            f"weights+activations+overhead {_fmt_gib(need)} per GPU exceed "
-            f"{req.gpu_memory_utilization:g} x {hw.gpu_memory_gib:g} GiB = "
-            f"{_fmt_gib(bad.budget)}",
+            f"weights+activations+overhead {total} per GPU exceed "
+            f"{req.gpu_memory_utilization:g} x {hw.gpu_memory_gib:g} GiB = {budget}",
         )
     if mem.max_concurrent < 1:
         k = max(
@@ -182,10 +182,10 @@ def evaluate_shape(
             key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
         )
         st = mem.stages[k]
+        needed, left = distinct_gib(mem.request_bytes_per_stage[k], max(0.0, st.kv_pool))
         return reject(
-            f"one {req.ctx}-token request needs {_fmt_gib(mem.request_bytes_per_stage[k])} "
-            f"of KV per GPU but only {_fmt_gib(max(0.0, st.kv_pool))} is left after "
-            f"weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
+            f"one {req.ctx}-token request needs {needed} of KV per GPU but only {left} is "
+            f"left after weights {_fmt_gib(st.weights)} (vLLM refuses to start)",
         )
     isl, osl, explicit = workload_tokens(req)
     per_request = isl + osl if explicit else req.ctx  # what each concurrent request holds
