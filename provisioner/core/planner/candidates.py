@@ -10,7 +10,6 @@ meeting the SLOs, priced on that offer. Refusals are collected as rejection rows
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,9 +22,8 @@ from provisioner.core.layouts import (
     ep_kernel_verdict,
     expert_width_violation,
 )
-from provisioner.core.memory import MemorySettings, WeightPlacer, weights_total_bytes
+from provisioner.core.memory import MemorySettings, WeightPlacer
 from provisioner.core.models import ModelSpec
-from provisioner.core.offer import beyond_doubt, price_doubt
 from provisioner.core.perf import PerfEstimate
 from provisioner.core.planner.estimates import (
     availability_miss,
@@ -34,6 +32,7 @@ from provisioner.core.planner.estimates import (
     slo_violation,
     weight_split,
 )
+from provisioner.core.planner.offer_prices import OfferPrices
 from provisioner.core.planner.shape_rules import kernel_verdict, shape_rule_violation
 from provisioner.core.planner.shapes import (
     HardwareClass,
@@ -45,11 +44,9 @@ from provisioner.core.planner.shapes import (
 )
 from provisioner.core.quant import QuantScheme, kv_bytes
 from provisioner.core.request import QuoteRequest, workload_tokens
-from provisioner.core.spot_risk import spot_risk
 
 if TYPE_CHECKING:
     from provisioner.core.offer import Offer
-    from provisioner.core.time_to_serve import TimeToServe
 
 
 class Candidate(NamedTuple):
@@ -75,7 +72,7 @@ def _divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
 
-class Enumeration:
+class Enumeration(OfferPrices):
     """The enumeration's state: memoised verdicts, estimates, prices and times to serve, and
     what it found (verdicts, candidates, rejections, skipped prices)."""
 
@@ -87,8 +84,7 @@ class Enumeration:
         markets: tuple[str, ...],
         collect_rejected: bool,
     ) -> None:
-        self.req, self.spec, self.scheme = req, spec, scheme
-        self.markets = markets
+        super().__init__(req, spec, scheme, markets)
         self.collect_rejected = collect_rejected
         self.kvb = kv_bytes(req.kv_dtype, spec)
         self.specs = gpu_specs()
@@ -96,7 +92,6 @@ class Enumeration:
         self.by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
         self.timed = req.risk_adjusted or req.min_availability is not None  # rank by serve time
         self.moe_vllm = spec.moe is not None and scheme.engine == "vllm"
-        self.weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
         # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
         self.quick = not collect_rejected
 
@@ -104,7 +99,6 @@ class Enumeration:
         self.verdicts: list[ShapeVerdict] = []
         self.class_offers: list[list[Offer]] = []  # per verdict index: its class's offers
         self.rejected: list[dict[str, Any]] = []
-        self.skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct prices
         self.offer_misses: dict[tuple[int, str], str] = {}  # (verdict index, fabric): SLO miss
         self.lone: set[tuple[int, str, str]] = set()  # (nodes, cloud, type) refused single boxes
 
@@ -118,56 +112,10 @@ class Enumeration:
         self.dp_found: set[HardwareClass] = set()
         self.perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
         self.stage_cache: dict[tuple[int, int], Any] = {}
-        self.price_memo: dict[int, list[tuple[str, float]]] = {}
         self.priced_memo: dict[int, list[tuple[int, str, float]]] = {}  # id(rows) -> prices
-        self.tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
         self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
 
     # -- memoised pieces ------------------------------------------------------------------
-
-    def tts_of(self, o: Offer, nodes: int) -> TimeToServe | None:
-        """A replacement replica's time to serve on this instance type when the weights are
-        split over ``nodes`` (cached); None for llama.cpp plans (the terms are vLLM's)."""
-        if self.scheme.engine != "vllm":
-            return None
-        key = (o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes)
-        found = self.tts_memo.get(key)
-        if found is None:
-            from provisioner.core.time_to_serve import Replica, time_to_serve
-
-            replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes,
-                              self.weight_bytes, self.spec.moe is not None)  # fmt: skip
-            found = self.tts_memo[key] = time_to_serve(replica, self.req.weights)
-        return found
-
-    def usable_prices(self, o: Offer) -> list[tuple[str, float]]:
-        """(market, node $/h) this offer may be ranked on; doubtful prices are counted once."""
-        found = self.price_memo.get(id(o))
-        if found is not None:
-            return found
-        found = []
-        limit = self.req.max_interruption
-        for market in self.markets:
-            price = o.price(market)
-            if price is None:
-                continue
-            doubt = price_doubt(o, market)
-            if doubt is None and market == "spot" and limit is not None:
-                # a pool without a published rate cannot be shown to stay under the limit
-                # (the same rule as --min-availability)
-                risk = spot_risk(o.cloud, o.region, o.instance_type)
-                if risk is None:
-                    doubt = (
-                        f"spot pool without a published interruption rate: {limit}%/month unproven"
-                    )
-                elif risk.max_pct > limit:
-                    doubt = f"spot pool interrupted more than {limit}%/month"
-            if doubt:
-                self.skipped[doubt].add((id(o), market))
-            else:
-                found.append((market, price))
-        self.price_memo[id(o)] = found
-        return found
 
     def perf_of(self, v: ShapeVerdict, fabric: str) -> PerfEstimate | None:
         """Throughput of a feasible shape on one fabric (cached; None for llama.cpp). A shape
@@ -389,7 +337,7 @@ class Enumeration:
         # and group: their usable prices are kept
         priced = self.priced_memo.get(id(rows))
         if priced is None:
-            priced = self.priced_memo[id(rows)] = self._priced(rows)
+            priced = self.priced_memo[id(rows)] = self.priced(rows)
         # $/Mtok as estimates.usd_per_mtok, inline (same operations, same order)
         if per_mtok and tps > 0:
             per_s = tps * 3600
@@ -403,27 +351,6 @@ class Enumeration:
                 (math.inf if inf else p * nodes, p * nodes, nodes, neg_conc, m, best_vi, oi)
                 for oi, m, p in priced
             ]
-
-    def doubtless(self, o: Offer) -> bool:
-        """True when usable_prices(o) is every price listed in the markets (no doubt to count)."""
-        return self.req.max_interruption is None and beyond_doubt(o)
-
-    def _priced(self, rows: list[tuple[int, Offer]]) -> list[tuple[int, str, float]]:
-        """(offer index, market, node $/h) of every usable price of `rows`, in order: as
-        usable_prices, without its per-offer work on the (many) offers beyond doubt."""
-        out: list[tuple[int, str, float]] = []
-        add = out.append
-        spot, ondemand = "spot" in self.markets, "on-demand" in self.markets  # spot first
-        plain = self.req.max_interruption is None  # self.doubtless, inline
-        for oi, o in rows:
-            if plain and beyond_doubt(o):
-                if spot and o.spot_usd_per_hour is not None:
-                    add((oi, "spot", o.spot_usd_per_hour))
-                if ondemand and o.ondemand_usd_per_hour is not None:
-                    add((oi, "on-demand", o.ondemand_usd_per_hour))
-            else:
-                out += [(oi, m, p) for m, p in self.usable_prices(o)]
-        return out
 
     def _timed_rows(
         self,
