@@ -4,7 +4,7 @@
 Pure. ``OfferFilter.check_names`` refuses a cloud no offer has or a GPU prov does not know
 (exit 2). ``OfferFilter.select`` applies the filters in the order a user reads them and
 records the first one that left nothing, so a command can name it (``Selection.empty_error``:
-quote does, prices show prints its empty table). The planner (provisioner.core.planner, a
+quote and prices show both do). The planner (provisioner.core.planner, a
 layer below pricing) applies the same row rules to the offers it ranks.
 """
 
@@ -22,9 +22,11 @@ MARKETS = ("any", "spot", "on-demand")
 
 
 def some(values: Sequence[str], n: int = 8) -> str:
-    """Up to n distinct values, sorted, and how many more there are."""
+    """Up to n distinct values, sorted, and how many more there are; separated by '; ' when a
+    value holds a comma (Vast's regions are 'Michigan, US, NA')."""
     vals = sorted(set(values))
-    return ", ".join(vals[:n]) + (f" (and {len(vals) - n} more)" if len(vals) > n else "")
+    sep = "; " if any("," in v for v in vals) else ", "
+    return sep.join(vals[:n]) + (f" (and {len(vals) - n} more)" if len(vals) > n else "")
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,15 @@ class OfferFilter:
         """UsageError for a --cloud no offer has, a --gpu prov does not know, a bad market."""
         if self.market not in MARKETS:
             raise UsageError(f"unknown --market {self.market!r}; allowed: {', '.join(MARKETS)}")
+        from pricing.offers import LIVE_CLOUDS
+
         known = sorted({o.cloud for o in offers})
         for c in self.clouds:
+            if c.lower() in LIVE_CLOUDS and c.lower() not in known:  # OCI: a live source only
+                raise UsageError(
+                    f"--cloud {c}: no {c.lower()} prices among the offers yet; "
+                    f"prov prices refresh --cloud {c.lower()} fetches them"
+                )
             if c.lower() not in known:
                 raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(known)}")
         for g in self.gpus:

@@ -55,8 +55,9 @@ def load_offers(path: str | os.PathLike[str] | None = None) -> list[Offer]:
         raise DataError(
             f"{name}: not UTF-8 text (byte {exc.start}); a price file is a UTF-8 CSV"
         ) from None
-    offers = parse_offers(text, name)
-    check_offers(offers, name)
+    lines: list[int] = []
+    offers = parse_offers(text, name, lines)
+    check_offers(offers, name, lines)
     return list(offers)
 
 
@@ -65,22 +66,22 @@ def load_offers(path: str | os.PathLike[str] | None = None) -> list[Offer]:
 MAX_USD_PER_GPU_HOUR = 500.0
 
 
-def check_offers(offers: Sequence[Offer], source: str) -> None:
+def check_offers(offers: Sequence[Offer], source: str, lines: Sequence[int] = ()) -> None:
     """The snapshot's sanity checks for rows from elsewhere (--prices files, live caches).
 
-    Rows are numbered as data rows (line = row + 1 for a file with one header line).
+    ``lines`` gives each offer's line in its file (parse_offers fills it): errors then name
+    the line, as the parser's do; without it (offers not read from a file) they name the row.
     A $0 price, a price above ``MAX_USD_PER_GPU_HOUR``, a GPU prov does not know and a
     duplicate (cloud, region, zone, instance type, GPU) are errors: none is ever ranked.
     """
     from provisioner.core.hardware import gpu_specs
 
     known = gpu_specs()
-    seen: dict[tuple[str, str, str, str, str], int] = {}
-    for i, o in enumerate(offers, start=2):
+    seen: dict[tuple[str, str, str, str, str], str] = {}
+    for i, o in enumerate(offers):
+        at = f"line {lines[i]}" if i < len(lines) else f"row {i + 1}"
         if o.gpu not in known:
-            raise DataError(
-                f"{source}: row {i - 1}: unknown gpu {o.gpu!r}; allowed: {', '.join(known)}"
-            )
+            raise DataError(f"{source}: {at}: unknown gpu {o.gpu!r}; allowed: {', '.join(known)}")
         for market, price in (
             ("on-demand", o.ondemand_usd_per_hour),
             ("spot", o.spot_usd_per_hour),
@@ -89,19 +90,19 @@ def check_offers(offers: Sequence[Offer], source: str) -> None:
                 continue
             if price == 0:
                 raise DataError(
-                    f"{source}: row {i - 1}: {market} price is 0; leave the cell empty when "
+                    f"{source}: {at}: {market} price is 0; leave the cell empty when "
                     "the market is not offered"
                 )
             if price / o.gpus_per_node > MAX_USD_PER_GPU_HOUR:
                 raise DataError(
-                    f"{source}: row {i - 1}: {market} price {price:g} $/h is over "
+                    f"{source}: {at}: {market} price {price:g} $/h is over "
                     f"{MAX_USD_PER_GPU_HOUR:g} $/GPU-h: not a plausible price"
                 )
         key = (o.cloud, o.region, o.zone, o.instance_type, o.gpu)
-        first = seen.setdefault(key, i - 1)
-        if first != i - 1:
+        first = seen.setdefault(key, at)
+        if first != at:
             raise DataError(
-                f"{source}: row {i - 1}: duplicate of row {first} "
+                f"{source}: {at}: duplicate of {first} "
                 f"({o.cloud} {o.region} {o.zone or '-'} {o.instance_type})"
             )
 
@@ -232,8 +233,9 @@ def read_live_cache(cloud: str = "aws", directory: Path | None = None) -> LiveCa
         raise _cache_error(
             meta_path, f"its offers file {name} cannot be read ({exc.strerror})"
         ) from None
-    offers = parse_offers(csv_text, os.fspath(offers_path))
-    check_offers(offers, os.fspath(offers_path))
+    lines: list[int] = []
+    offers = parse_offers(csv_text, os.fspath(offers_path), lines)
+    check_offers(offers, os.fspath(offers_path), lines)
     cache = LiveCache(cloud, meta_path, offers_path, offers, coverage, meta)
     for o in offers:
         if not cache.covers(o) or LIVE_FLAG not in o.flags or not o.prices_as_of:

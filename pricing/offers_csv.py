@@ -11,10 +11,10 @@ import csv
 import io
 import math
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, timedelta
 
 from pricing.rentable import default_multi_node
-from provisioner.core.offer import Offer
+from provisioner.core.offer import Offer, utc_today
 from provisioner.errors import DataError
 
 #: Columns of offers.csv, in file order.
@@ -43,8 +43,14 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("multi_node", "aliases")
 FILE_COLUMNS: tuple[str, ...] = COLUMNS + OPTIONAL_COLUMNS
 
 
-def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
-    """Parse offers CSV text; ``source`` names the file in error messages."""
+def parse_offers(
+    text: str, source: str = "<offers>", lines: list[int] | None = None
+) -> tuple[Offer, ...]:
+    """Parse offers CSV text; ``source`` names the file in error messages.
+
+    ``lines``, when given, receives each offer's line in the file (blank lines are skipped, so
+    a later check can name the line a person sees in an editor, as the parser's errors do).
+    """
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
@@ -63,6 +69,7 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
     append = out.append
     flag_cache: dict[str, tuple[str, ...]] = {"": ()}
     dates: dict[str, str | None] = {"": None}
+    latest = utc_today() + timedelta(days=FUTURE_SLACK_DAYS)
     for row in reader:
         if not row:
             continue
@@ -105,7 +112,7 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
             _raise_row_error(row, ix, source, reader.line_num)
         date = dates.get(asof, "?")
         if date == "?":
-            date = dates[asof] = _date(asof, source, reader.line_num)
+            date = dates[asof] = _date(asof, source, reader.line_num, latest)
         flag_tuple = flag_cache.get(flags)
         if flag_tuple is None:
             flag_tuple = flag_cache[flags] = tuple(f for f in flags.split(";") if f)
@@ -113,6 +120,8 @@ def parse_offers(text: str, source: str = "<offers>") -> tuple[Offer, ...]:
         if multi_ix >= 0 and row[multi_ix]:
             multi = _bool(row[multi_ix], "multi_node", source, reader.line_num)
         aliases = tuple(a for a in row[alias_ix].split(";") if a) if alias_ix >= 0 else ()
+        if lines is not None:
+            lines.append(reader.line_num)
         append(
             Offer(
                 cloud,
@@ -185,7 +194,12 @@ def _price(text: str, col: str, source: str, line: int) -> float | None:
     return _number(text, col, source, line)
 
 
-def _date(text: str, source: str, line: int) -> str | None:
+#: A price dated up to this many days after today (UTC) is accepted: a date written in a time
+#: zone ahead of UTC (or on a clock a little fast) can be tomorrow's UTC date.
+FUTURE_SLACK_DAYS = 1
+
+
+def _date(text: str, source: str, line: int, latest: date) -> str | None:
     if not text:
         return None
     if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.replace("-", "").isdigit():
@@ -196,6 +210,11 @@ def _date(text: str, source: str, line: int) -> str | None:
         raise DataError(
             f"{source}: line {line}: prices_as_of is not a calendar date: {text!r}"
         ) from None
+    if date.fromisoformat(text) > latest:
+        raise DataError(
+            f"{source}: line {line}: prices_as_of {text} is in the future (today is "
+            f"{latest - timedelta(days=FUTURE_SLACK_DAYS)} UTC); a price is dated when it was seen"
+        )
     return text
 
 

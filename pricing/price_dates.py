@@ -78,6 +78,7 @@ def price_date_notes(
         parts.append(f"{n_old} older than --max-price-age {max_age_days} days ({ages})")
     if parts:
         fresh = sorted(c for c in set(old) | set(undated) if c in REFRESHABLE)
-        hint = f"; refresh: prov prices refresh --cloud {'|'.join(fresh)}" if fresh else ""
+        # comma-separated, as the command takes them: a '|' would be a shell pipe when pasted
+        hint = f"; refresh: prov prices refresh --cloud {','.join(fresh)}" if fresh else ""
         warnings.append(f"of {total} prices shown, " + " and ".join(parts) + hint)
     return notes, warnings

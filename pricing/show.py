@@ -37,8 +37,12 @@ def price_rows(
         sort = "spot"
     where = OfferFilter(tuple(clouds), tuple(regions), tuple(gpus), "spot" if spot_only else "any")
     where.check_names(offers)
+    selection = where.select(offers)
+    error = selection.empty_error()  # a --region or --gpu that matched nothing, as quote says
+    if error is not None:
+        raise error
     rows: list[dict[str, Any]] = []
-    for o in where.select(offers).offers:
+    for o in selection.offers:
         od, sp = o.ondemand_usd_per_hour, o.spot_usd_per_hour
         n = o.gpus_per_node
         risk = spot_risk(o.cloud, o.region, o.instance_type)

@@ -90,6 +90,36 @@ def test_all_zones_expands_and_agrees_with_the_counts() -> None:
     )
 
 
+def _flat(text: str) -> str:
+    return " ".join(ln.strip() for ln in text.splitlines())
+
+
+@pytest.mark.parametrize("all_zones", [False, True])
+def test_the_price_date_and_counts_describe_the_rows_shown(all_zones: bool) -> None:
+    # review7 #9: with --all-zones the footer and prices_as_of said 2026-04-02 (a grouped
+    # choice's cheapest place) while every row shown was dated 2026-05-20
+    flags = (*KIMI, *(["--all-zones"] if all_zones else []))
+    d = doc_of(*flags)
+    oldest = min(p.prices_as_of for p in d.plans if p.prices_as_of)
+    assert d.prices_as_of == oldest
+    table = _flat(run(*flags).stdout)
+    what = "places (a choice at each region/zone)" if all_zones else "distinct choices"
+    assert f"10 of {d.choices} {what}, oldest price shown {oldest}" in table
+    assert (
+        f"note: embedded price snapshot (taken into prov 2026-11-22); oldest price shown {oldest}"
+        in table
+    )
+    assert ("--all-zones for every place" in table) is not all_zones
+
+
+def test_wide_does_not_advertise_itself_or_abbreviate() -> None:
+    # review7 #21: --wide ended with "--wide for full names ..." and "od = on-demand" while its
+    # market column says "on-demand"
+    out = run(*KIMI, "--wide").stdout
+    assert "--wide for" not in out and "od = on-demand" not in out
+    assert " on-demand " in out and "--top 0 for all" in out
+
+
 def test_headline_on_demand_is_the_best_on_demand_quote() -> None:
     d = doc_of(*KIMI)
     od = doc_of(*KIMI, "--market", "on-demand").plans[0]
@@ -179,10 +209,42 @@ def test_deployable_marks_follow_the_deploy_rule(tmp_path: Path) -> None:
     assert "two availability zones" in (d.plans[0].not_deployable_reason or "")
 
 
-def test_llama_cpp_plans_are_not_deployable() -> None:
+def _headline_deployable(stdout: str) -> str:
+    """The 'Deployable:' headline line, unwrapped (continuations are indented)."""
+    lines = stdout.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("Deployable:"))
+    more = [ln.strip() for ln in lines[i + 1 :] if ln.startswith("  ")][:2]
+    return " ".join([lines[i], *more])
+
+
+def test_llama_cpp_plans_are_not_deployable_and_the_headline_says_why() -> None:
     result = run("quote", "--model", "meta-llama/Llama-3.1-70B", "--quant", "q4_k_m", "--ctx", "8k")
     assert result.exit_code == 0, result.stderr
-    assert any(ln.startswith("Deployable: none") for ln in result.stdout.splitlines())
+    # review7 #10: it said "(prov deploy runs vLLM on NVIDIA and AMD GPUs)" for GPUs it deploys;
+    # every choice here is a GGUF plan, so the reason is llama.cpp, for all of them
+    line = _headline_deployable(result.stdout)
+    assert re.match(r"Deployable: +none among these offers: runs on llama\.cpp", line), line
+    assert "NVIDIA and AMD" not in line and " of " not in line
+
+
+def test_none_deployable_names_the_commonest_reason_and_its_share(tmp_path: Path) -> None:
+    """One AWS zone in the region (EKS needs two): the reason is the zones, not the GPU."""
+    prices = _csv(
+        tmp_path,
+        P5.format(z=6, it="p5.48xlarge", od="50.00"),
+        "aws,us-east-1,use1-az6,p5.4xlarge,H100-SXM,1,80,16,256,nvlink,efa,7.00,,2026-05-01,",
+    )
+    args = ("quote", "-m", "meta-llama/Llama-3.1-70B", "--ctx", "8k", "--prices", str(prices))
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    line = _headline_deployable(result.stdout)
+    assert "EKS needs two availability zones" in line and "NVIDIA and AMD" not in line, line
+    d = doc_of(*args, "--top", "0")
+    # the same reason the JSON gives every choice (so no "(N of M)" share is printed)
+    assert {p.not_deployable_reason for p in d.plans} == {
+        "EKS needs two availability zones and prov knows one in this region"
+    }
+    assert " of " not in line
 
 
 @pytest.mark.parametrize("columns", [80, 100, 120])
@@ -231,3 +293,60 @@ def test_readme_question_renders(tmp_path: Path) -> None:
     assert f"--tensor-parallel-size\n        - '{best['tp']}'" in text
     if best["gpu"] == "MI300X":
         assert "vllm/vllm-openai-rocm:" in text and "amd.com/gpu" in text
+
+
+# vLLM's own default for GPUs of >= 70 GiB (H200): max_num_seqs 1024 (vllm/engine/arg_utils.py
+# EngineArgs: default_max_num_seqs = {..., UsageContext.OPENAI_API_SERVER: 1024} for GPUs with
+# >= 70 GiB; read in the ROCm/vllm mirror), so 2000 asked is more than one engine batches
+LLAMA_2000 = [
+    "quote",
+    "-m",
+    "llama-3.1-8b",
+    "--concurrency",
+    "2000",
+    "--isl",
+    "100",
+    "--osl",
+    "100",
+]
+
+
+def test_concurrency_above_max_num_seqs_is_said_not_silently_capped() -> None:
+    # review7 #11: the header said "concurrency 2000", the JSON plan 1024, and nothing explained
+    d = doc_of(*LLAMA_2000, "--gpu", "H200", "--top", "3")
+    assert {p.concurrency for p in d.plans} == {1024}
+    [note] = [n for n in d.notes if n.startswith("--concurrency 2,000")]
+    assert "max_num_seqs caps the batch at 1,024 requests in 3 of the 3 plans" in note
+    assert "queue" in note and "TTFT shown excludes the wait" in note
+    table = _flat(run(*LLAMA_2000, "--gpu", "H200", "--top", "3").stdout)
+    assert "note: --concurrency 2,000 is more than vLLM batches" in table
+
+
+def test_concurrency_within_max_num_seqs_gets_no_note() -> None:
+    args = [a if a != "2000" else "1000" for a in LLAMA_2000]
+    d = doc_of(*args, "--gpu", "H200", "--top", "3")
+    assert {p.concurrency for p in d.plans} == {1000}
+    assert not [n for n in d.notes if "max_num_seqs" in n]
+
+
+def _ethernet_warnings(*args: str) -> dict[str, set[str]]:
+    result = run(*args, "--json", "--top", "0")
+    assert result.exit_code == 0, result.stderr
+    out: dict[str, set[str]] = {}
+    for p in json.loads(result.stdout)["plans"]:
+        for w in p["warnings"]:
+            if "over ethernet" in w:
+                out.setdefault(p["layout"], set()).add(w.split(": ", 1)[1])
+    return out
+
+
+def test_the_ethernet_warning_names_the_traffic_of_the_layout() -> None:
+    # review7 #12: DP9+EP9 over nine 1-GPU nebius VMs was warned of "PP hand-offs", but it has
+    # no PP: its traffic between nodes is the expert-parallel all-to-all of every MoE layer
+    ep = _ethernet_warnings("quote", "-m", "kimi-k2-thinking", "--nodes", "9")
+    assert ep["DP9+EP9"] == {"the EP all-to-all in every MoE layer over ethernet"}
+    pp = _ethernet_warnings(
+        "quote", "-m", "llama-3.1-70b", "--nodes", "2", "--layout", "tp", "--cloud", "nebius"
+    )
+    assert pp and all(lay.endswith("xPP2") for lay in pp)
+    assert set().union(*pp.values()) == {"PP hand-offs between stages over ethernet"}

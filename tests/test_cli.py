@@ -40,6 +40,17 @@ def assert_one_line_error(result: Result, code: int) -> str:
     return lines[0]
 
 
+def only_price_age_warning(stderr: str) -> bool:
+    """stderr holds one warning, the price-age one (wrapped: its continuations are indented)."""
+    lines = stderr.splitlines()
+    return (
+        bool(lines)
+        and lines[0].startswith("prov: warning: of ")
+        and "prices shown" in lines[0]
+        and all(ln.startswith("  ") for ln in lines[1:])
+    )
+
+
 # ---- the Kimi K2 Thinking case --------------------------------------------------------------
 
 
@@ -48,8 +59,8 @@ def kimi_all() -> PlanDocument:
     # issue 2's view: every feasible shape ranked by $/h (largest TP per node count)
     result = run(*KIMI, "--objective", "usd-per-hour", "--json", "--top", "0")
     assert result.exit_code == 0, result.output
-    # the only stderr: the one-line price-age warning (the embedded catalogs are months old)
-    assert [w for w in result.stderr.splitlines() if "prices shown" not in w] == []
+    # the only stderr: the price-age warning (the embedded catalogs are months old)
+    assert only_price_age_warning(result.stderr)
     return PlanDocument.model_validate(json.loads(result.stdout))
 
 
@@ -108,7 +119,7 @@ def test_kimi_table_output() -> None:
     assert result.exit_code == 0, result.output
     assert "Kimi-K2-Thinking" in result.stdout
     assert "distinct choices" in result.stdout
-    assert [w for w in result.stderr.splitlines() if "prices shown" not in w] == []
+    assert only_price_age_warning(result.stderr)
 
 
 def test_nothing_fits_exits_1_and_still_prints_the_rejections() -> None:
@@ -215,6 +226,24 @@ def test_click_usage_errors_exit_2_without_traceback() -> None:
         result = run(*args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_debug_after_the_command_says_where_it_goes() -> None:
+    # review7 #19: "No such option: --debug (Possible options: --wide)" did not say that --debug
+    # is prov's own option, given before the command
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "provisioner.cli.main", "quote", "-m", "llama-3.1-8b", "--debug"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "prov: error: --debug goes before the command: prov --debug quote ..."
+    ]
 
 
 def test_bad_price_file_exits_2(tmp_path: Path) -> None:

@@ -46,8 +46,15 @@ class OneLineErrors(TyperGroup):
 
 
 def _usage_line(e: Any) -> str:
-    msg = " ".join(e.format_message().split())
     ctx = getattr(e, "ctx", None)
+    if getattr(e, "option_name", None) == "--debug" and ctx is not None and ctx.parent:
+        # a global option given after the command: say where it goes (README: prov --debug ...)
+        names: list[str] = []
+        while ctx.parent is not None:
+            names.insert(0, str(ctx.info_name))
+            ctx = ctx.parent
+        return f"--debug goes before the command: prov --debug {' '.join(names)} ..."
+    msg = " ".join(e.format_message().split())
     return f"{msg} (see '{ctx.command_path} --help')" if ctx is not None else msg
 
 
@@ -85,6 +92,14 @@ def boundary(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def warn(msg: str, width: int | None = None) -> None:
+    """A 'prov: warning:' on stderr, wrapped to the terminal (continuation lines indented)."""
+    from provisioner.cli.textable import terminal_width, wrap
+
+    lines = wrap(f"prov: warning: {msg}", width or terminal_width())
+    sys.stderr.write("".join(f"{line}\n" for line in lines))
 
 
 def split_values(values: list[str] | None) -> tuple[str, ...]:

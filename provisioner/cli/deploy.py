@@ -123,7 +123,10 @@ def _render(directory: Path, spec: Any, force: bool) -> None:
     path = write_render(directory, spec, force=force)
     made = [*before_workload(spec), *build_manifests(spec)]
     kinds = ", ".join(m["kind"] for m in made)
-    typer.echo(f"Wrote {path} ({kinds}) for {_summary(spec.plan)}")
+    from provisioner.cli.textable import terminal_width, wrap
+
+    for line in wrap(f"Wrote {path} ({kinds}) for {_summary(spec.plan)}", terminal_width()):
+        typer.echo(line)
 
 
 def _apply(doc: Any, options: Any, spec: Any, stack: str, preview: bool, yes: bool) -> None:

@@ -7,7 +7,6 @@ Module level imports typer and the standard library only; each command imports w
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,51 +34,80 @@ def _money(value: float | None, doubt: str | None, digits: int = 2) -> str:
     return f"{value:,.{digits}f}" + ("!" if doubt else "")
 
 
-def print_prices(rows: list[dict[str, Any]], *, total: int, advisor_date: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def print_prices(
+    rows: list[dict[str, Any]],
+    *,
+    total: int,
+    advisor_date: str,
+    width: int | None,
+    wide: bool = False,
+) -> None:
+    """One line per offer within `width` (None: no limit): long instance names are shortened
+    and then cut with '~' (the full names are under --wide and --json), the notes wrapped."""
+    from provisioner.cli.textable import Column, fit, short_gpu, short_instance, wrap
 
-    con = Console(highlight=False, soft_wrap=False)
-    table = Table(header_style="bold", box=None, pad_edge=False, collapse_padding=True)
-    for col in ("cloud:zone", "instance", "GPUs", "od $/h", "od/GPU", "spot/GPU", "risk", "age"):
-        right = col not in ("cloud:zone", "instance", "GPUs", "risk")
-        # only the place folds onto a second line when 80 columns are not enough
-        table.add_column(
-            col,
-            justify="right" if right else "left",
-            no_wrap=col != "cloud:zone",
-            overflow="fold",
-        )
-    for r in rows:
-        risk = r["spot_interruption"] or ("?" if r["spot_usd_per_hour"] is not None else "")
-        age = r["price_age_days"]
-        table.add_row(
-            f"{r['cloud']}:{r['zone'] or r['region']}",
-            r["instance_type"].removeprefix("Standard_") + ("*" if r["aliases"] else ""),
-            f"{r['gpus_per_node']}x{r['gpu']}",
-            _money(r["ondemand_usd_per_hour"], r["doubt_ondemand"]),
-            _money(r["ondemand_usd_per_gpu_hour"], r["doubt_ondemand"], 3),
-            _money(r["spot_usd_per_gpu_hour"], r["doubt_spot"], 3),
-            risk,
-            "?" if age is None else str(age),
-        )
-    con.print(table)
+    def instance(r: dict[str, Any]) -> str:
+        name = r["instance_type"] if wide else short_instance(r["instance_type"])
+        return name + ("*" if r["aliases"] else "")
+
+    risks = [
+        r["spot_interruption"] or ("?" if r["spot_usd_per_hour"] is not None else "") for r in rows
+    ]
+    cols = [
+        Column(
+            "cloud:zone", [f"{r['cloud']}:{r['zone'] or r['region']}" for r in rows], min_width=14
+        ),
+        Column("instance", [instance(r) for r in rows], min_width=12, cut_first=True),
+        Column(
+            "GPUs",
+            [f"{r['gpus_per_node']}x{r['gpu'] if wide else short_gpu(r['gpu'])}" for r in rows],
+        ),
+        Column(
+            "od $/h",
+            [_money(r["ondemand_usd_per_hour"], r["doubt_ondemand"]) for r in rows],
+            right=True,
+        ),
+        Column(
+            "od/GPU",
+            [_money(r["ondemand_usd_per_gpu_hour"], r["doubt_ondemand"], 3) for r in rows],
+            right=True,
+        ),
+        Column(
+            "spot/GPU",
+            [_money(r["spot_usd_per_gpu_hour"], r["doubt_spot"], 3) for r in rows],
+            right=True,
+        ),
+        Column("risk", risks),
+        Column(
+            "age",
+            ["?" if r["price_age_days"] is None else str(r["price_age_days"]) for r in rows],
+            right=True,
+        ),
+    ]
+    limit = None if wide else width
+    for line in fit(cols, limit, gap=2 if wide else 1):
+        typer.echo(line)
+    notes = []
     if any(r["doubt_ondemand"] or r["doubt_spot"] for r in rows):
-        con.print("! a price prov does not rank (see --json 'doubt_ondemand'/'doubt_spot')")
+        notes.append("! a price prov does not rank (see --json 'doubt_ondemand'/'doubt_spot')")
     if any(r["aliases"] for r in rows):
-        con.print("* also sold under another name (--json 'aliases')")
-    con.print(
-        f"{len(rows)} of {total} offers shown (--top 0 for all). od/GPU, spot/GPU: $ per "
-        "GPU-hour on-demand and spot. risk: AWS Spot Instance Advisor, % interrupted per "
-        f"month, as of {advisor_date}; ? = unknown (docs/prices.md). age: days since the "
-        "price's date."
+        notes.append("* also sold under another name (--json 'aliases')")
+    notes.append(
+        f"{len(rows)} of {total} offers shown (--top 0 for all"
+        + ("" if wide else ", --wide for full names")
+        + "). od/GPU, spot/GPU: $ per GPU-hour on-demand and spot. risk: AWS Spot Instance "
+        f"Advisor, % interrupted per month, as of {advisor_date}; ? = unknown "
+        "(docs/prices.md). age: days since the price's date."
     )
+    for note in notes:
+        for line in wrap(note, limit):
+            typer.echo(line)
 
 
 def register(app: typer.Typer) -> None:
     """Add the `prices` group (show, refresh) to `app`, behind the CLI boundary."""
     from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
-    from provisioner.cli.boundary import boundary
+    from provisioner.cli.boundary import boundary, warn
 
     prices_app = typer.Typer(
         help="Offers: GPU nodes, regions, on-demand and spot prices.", no_args_is_help=True
@@ -99,6 +127,9 @@ def register(app: typer.Typer) -> None:
             help="on-demand or spot ($/GPU-h), node-hour, gpu-hour (on-demand, else spot).",
         ),
         top: int = typer.Option(30, "--top", help="Show the N cheapest rows (0 = all)."),
+        wide: bool = typer.Option(
+            False, "--wide", help="Full instance and GPU names; no width limit."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
         prices: Path | None = typer.Option(None, "--prices", help="An offers.csv to use instead."),
         max_price_age: int = typer.Option(
@@ -132,13 +163,17 @@ def register(app: typer.Typer) -> None:
             source=str(prices) if prices else None,
         )
         for warning in stale:
-            sys.stderr.write(f"prov: warning: {warning}\n")
+            warn(warning)
         if as_json:
             typer.echo(json.dumps(shown, indent=2))
             return
-        print_prices(shown, total=len(rows), advisor_date=ADVISOR_DATE)
+        from provisioner.cli.textable import terminal_width, wrap
+
+        width = None if wide else terminal_width()
+        print_prices(shown, total=len(rows), advisor_date=ADVISOR_DATE, width=width, wide=wide)
         for note in date_notes:
-            typer.echo(f"note: {note}")
+            for line in wrap(f"note: {note}", width):
+                typer.echo(line)
 
     @prices_app.command("refresh")
     @boundary
@@ -180,8 +215,10 @@ def register(app: typer.Typer) -> None:
         names = [c.lower() for c in _split([cloud])]
         for name in names:
             if name not in (*REFRESH_CLOUDS, "all"):
-                _usage(f"--cloud {name!r}: no live price source; allowed: "
-                       f"{', '.join(REFRESH_CLOUDS)}, all")  # fmt: skip
+                _usage(
+                    f"--cloud {name!r}: no live price source; allowed: "
+                    f"{', '.join(REFRESH_CLOUDS)}, all"
+                )
         if not names:
             _usage("--cloud: name a cloud (or all)")
         chosen = list(REFRESH_CLOUDS) if "all" in names else list(dict.fromkeys(names))
@@ -203,10 +240,17 @@ def register(app: typer.Typer) -> None:
                 typer.echo(line)
             failed += [r.cloud for r in results if r.error]
         if failed:
-            raise OperationalError(
-                f"{len(failed)} of {len(chosen)} sources failed ({', '.join(failed)}); their "
-                "previous cache is kept, the others were refreshed"
-            )
+            raise OperationalError(refresh_failure(failed, chosen))
+
+
+def refresh_failure(failed: list[str], chosen: list[str]) -> str:
+    """The one line for failed sources: 'the others were refreshed' only when there are others."""
+    if len(chosen) == 1:
+        return f"{failed[0]} prices not refreshed; its previous cache is kept"
+    head = f"{len(failed)} of {len(chosen)} sources failed ({', '.join(failed)})"
+    if len(failed) == len(chosen):
+        return f"{head}; every previous cache is kept"
+    return f"{head}; their previous cache is kept, the others were refreshed"
 
 
 def _refresh_aws(
@@ -234,7 +278,9 @@ def _refresh_aws(
     for line in report_lines(report):
         typer.echo(line)
     for warning in report.warnings:
-        sys.stderr.write(f"prov: warning: {warning}\n")
+        from provisioner.cli.boundary import warn
+
+        warn(warning)
     if report.failed:
         names = ", ".join(r.region for r in report.failed)
         msg = f"{len(report.failed)} of {len(report.results)} regions failed ({names}): " + (

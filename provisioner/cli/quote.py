@@ -6,15 +6,38 @@ Registered on the main app by provisioner.cli.main (the one boundary that maps e
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from provisioner.core.planner import RankedPlan
+
+
+def concurrency_note(asked: int | None, plans: Sequence[RankedPlan]) -> str | None:
+    """The note for a --concurrency above what vLLM batches (max_num_seqs per engine): the
+    plans' JSON 'concurrency' is the batch they were estimated at; the rest of the requests
+    wait in vLLM's queue, which neither tok/s nor the TTFT shown includes."""
+    if asked is None:
+        return None
+    batches = sorted({p.perf.batch for p in plans if p.perf is not None and p.perf.batch < asked})
+    if not batches:
+        return None
+    n = sum(1 for p in plans if p.perf is not None and p.perf.batch < asked)
+    sizes = ", ".join(f"{b:,}" for b in batches)
+    return (
+        f"--concurrency {asked:,} is more than vLLM batches: max_num_seqs caps the batch at "
+        f"{sizes} requests in {n} of the {len(plans)} plans shown (--json 'concurrency'); the "
+        "rest wait in vLLM's queue, so tok/s is at the capped batch and the TTFT shown "
+        "excludes the wait"
+    )
 
 
 def register(app: typer.Typer) -> None:
     from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
-    from provisioner.cli.boundary import boundary, raise_usage, split_values
+    from provisioner.cli.boundary import boundary, raise_usage, split_values, warn
 
     @app.command()
     @boundary
@@ -166,6 +189,7 @@ def register(app: typer.Typer) -> None:
         cheapest place, under a headline naming the cheapest, the cheapest `prov deploy` can
         run and the cheapest on-demand choice.
         """
+        from pricing.offer_filter import OfferFilter
         from pricing.offers import current_offers, load_offers
         from pricing.price_dates import price_date_notes
         from provisioner.cli.quote_empty import check_offers, empty_error, filtered
@@ -217,6 +241,8 @@ def register(app: typer.Typer) -> None:
         check_offers(
             offers, f"--prices {prices}" if prices else "the price snapshot", strict=bool(prices)
         )
+        # a --cloud or --gpu no offer has, named as prices show names it (OCI: refresh first)
+        OfferFilter(tuple(req.clouds), tuple(req.regions), tuple(req.gpus)).check_names(offers)
         # every ranked plan (top 0), so the grouping sees all places of a choice
         every = req.model_copy(update={"top": 0})
         result = plan_quote(
@@ -234,14 +260,20 @@ def register(app: typer.Typer) -> None:
         result.request = req
         choices = group(result, offers, top=top)  # builds the plans of the choices shown
         result.plans = [c.plan for c in choices.rows]
+        shown_dates = [p.offer.prices_as_of for p in result.plans if p.offer.prices_as_of]
+        if result.plans:  # the oldest price shown, not of every place grouped (--all-zones)
+            result.prices_as_of = min(shown_dates) if shown_dates else None
         date_notes, stale = price_date_notes(
             [(p.offer.cloud, p.offer.prices_as_of, p.offer.flags) for p in result.plans],
             max_age_days=max_price_age,
             source=str(prices) if prices else None,
         )
         result.notes.extend(date_notes + (stale if as_json else []))
+        capped = concurrency_note(req.concurrency, result.plans)
+        if capped:
+            result.notes.append(capped)
         for warning in stale:
-            sys.stderr.write(f"prov: warning: {warning}\n")
+            warn(warning)
         comparison = None
         if compare_api and result.plans:
             from provisioner.core.breakeven import api_comparison
@@ -268,6 +300,7 @@ def register(app: typer.Typer) -> None:
                 wide=wide,
                 explain=explain,
                 show_rejected=show_rejected,
+                all_zones=all_zones,
             )
             if comparison is not None:
                 from provisioner.cli.breakeven_view import print_comparison

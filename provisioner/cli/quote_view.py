@@ -7,11 +7,10 @@ headers; the full names, TPOT, warnings and price dates are under --wide, the ar
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 
-from provisioner.cli.textable import Column, fit
+from provisioner.cli.textable import Column, fit, short_gpu, short_instance
 from provisioner.core.choices import Choice, Choices, reason_kind
 from provisioner.core.planner import QuoteResult, RankedPlan
 
@@ -25,18 +24,6 @@ def ctx_label(tokens: int) -> str:
     if tokens % 1024 == 0:
         return f"{tokens // 1024}k"
     return str(tokens)
-
-
-def short_instance(name: str) -> str:
-    """What a person types to rent it, minus what every SKU repeats: Azure's 'Standard_'
-    prefix, Nebius's preset after the platform (gpu-h200-sxm_8gpu-128vcpu-1600gb)."""
-    name = re.sub(r"^Standard_", "", name)
-    return re.sub(r"^(gpu-[a-z0-9]+-[a-z0-9]+)_\d+gpu-.*$", r"\1", name)
-
-
-def short_gpu(name: str) -> str:
-    """H200-SXM -> H200, A100-80GB-SXM -> A100-80GB (SXM is the default form factor)."""
-    return name.removesuffix("-SXM")
 
 
 def gpus_label(p: RankedPlan, short: bool = True) -> str:
@@ -84,8 +71,9 @@ def headline(ch: Choices) -> list[str]:
     ):
         if pick is None:
             text = "none among these offers"
-            if label == "Deployable:":
-                text += " (prov deploy runs vLLM on NVIDIA and AMD GPUs)"
+            if label == "Deployable:" and ch.why_none_deployable is not None:
+                reason, n = ch.why_none_deployable
+                text += f": {reason}" + ("" if n == ch.total else f" ({n} of {ch.total})")
         elif pick is ch.cheapest:
             text = "the same"
         else:
@@ -164,6 +152,7 @@ def print_quote(
     wide: bool,
     explain: bool,
     show_rejected: bool,
+    all_zones: bool = False,
 ) -> None:
     spec, scheme, req = result.model, result.scheme, result.request
     from provisioner.core.request import workload_tokens
@@ -184,15 +173,9 @@ def print_quote(
         for line in choice_table(result, ch, width=width, wide=wide):
             table_echo(line)
         echo("")
-        echo(
-            f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds; "
-            "od = on-demand"
-        )
-        echo(
-            f"{len(ch.rows)} of {ch.total} distinct choices, oldest price shown "
-            f"{result.prices_as_of or 'undated'}; --top 0 for all, --all-zones for every place, "
-            "--wide for full names, TPOT, spot risk and price ages"
-        )
+        legend = f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds"
+        echo(legend + ("" if wide else "; od = on-demand"))  # --wide spells the market out
+        echo(footer(result, ch, wide=wide, all_zones=all_zones))
     warned = Counter(w for c in ch.rows for w in c.plan.warnings)
     for w in warned:
         echo(f"warning: {w}")
@@ -210,6 +193,22 @@ def print_quote(
         echo("")
         for line in rejection_lines(result):
             echo(line)
+
+
+def footer(result: QuoteResult, ch: Choices, *, wide: bool, all_zones: bool) -> str:
+    """How many rows of how many, the oldest price among them, and the flags that show more
+    (only those not already given)."""
+    what = "places (a choice at each region/zone)" if all_zones else "distinct choices"
+    hints = [] if len(ch.rows) == ch.total else ["--top 0 for all"]
+    if not all_zones:
+        hints.append("--all-zones for every place")
+    if not wide:
+        hints.append("--wide for full names, TPOT, spot risk and price ages")
+    text = (
+        f"{len(ch.rows)} of {ch.total} {what}, oldest price shown "
+        f"{result.prices_as_of or 'undated'}"
+    )
+    return text + (f"; {', '.join(hints)}" if hints else "")
 
 
 def _wrapping(echo: Echo, width: int) -> Echo:

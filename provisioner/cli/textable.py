@@ -9,6 +9,7 @@ drop_priority first), then flexible columns are cut (with "~" at the cut) down t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -82,3 +83,27 @@ def fit(columns: list[Column], width: int | None, gap: int = GAP) -> list[str]:
             parts.append(text.rjust(w) if c.right else text.ljust(w))
         lines.append((" " * gap).join(parts).rstrip())
     return lines
+
+
+def short_instance(name: str) -> str:
+    """What a person types to rent it, minus what every SKU repeats: Azure's 'Standard_'
+    prefix, Nebius's preset after the platform (gpu-h200-sxm_8gpu-128vcpu-1600gb)."""
+    name = re.sub(r"^Standard_", "", name)
+    return re.sub(r"^(gpu-[a-z0-9]+-[a-z0-9]+)_\d+gpu-.*$", r"\1", name)
+
+
+def short_gpu(name: str) -> str:
+    """H200-SXM -> H200, A100-80GB-SXM -> A100-80GB (SXM is the default form factor)."""
+    return name.removesuffix("-SXM")
+
+
+def wrap(text: str, width: int | None, indent: str = "  ") -> list[str]:
+    """A prose line wrapped to `width` (None: as is), continuation lines indented by `indent`;
+    a word (a path, a command) longer than the width stays whole, so it can still be pasted."""
+    import textwrap
+
+    if width is None or len(text) <= width - 1:
+        return [text]
+    return textwrap.wrap(
+        text, width - 1, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
+    )

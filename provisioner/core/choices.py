@@ -17,6 +17,7 @@ provisioner/core/deployable.py) and the cheapest on-demand one. Pure: called aft
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ class Choices:
     cheapest_deployable: Choice | None
     cheapest_on_demand: Choice | None
     extra: list[Choice] = field(default_factory=list)  # headline picks beyond --top
+    # when no choice is deployable: the commonest reason and how many choices it stops
+    why_none_deployable: tuple[str, int] | None = None
 
 
 def place_of(p: RankedPlan) -> str:
@@ -146,7 +149,12 @@ def group(
         if i is not None and i not in picks:
             picks[i] = _choice(ranked[i], i + 1, reason(i))
             extra.append(picks[i])
+    why_none = None
+    if ranked and deployable_i is None:  # every reason was computed looking for one
+        counts = Counter(r for r in reasons.values() if r is not None)
+        why_none = counts.most_common(1)[0] if counts else None
     return Choices(
+        why_none_deployable=why_none,
         rows=rows,
         total=len(ranked),
         cheapest=picks[0] if ranked else None,

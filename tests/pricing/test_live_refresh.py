@@ -214,6 +214,18 @@ def test_one_failing_source_leaves_its_cache_and_the_others_refresh(
     assert "1 of 2 sources failed (vast)" in result.stderr
     kept = read_live_cache("vast", tmp_path / "cache")
     assert kept is not None and kept.offers == old.offers  # untouched, not half-written
+    # review7 #22: one source, or every source, failing has no "others were refreshed"
+    alone = run("prices", "refresh", "--cloud", "vast")
+    assert alone.exit_code == 1
+    assert alone.stderr.strip() == (
+        "prov: error: vast prices not refreshed; its previous cache is kept"
+    )
+    server.routes.pop("/runpod/graphql", None)
+    both = run("prices", "refresh", "--cloud", "vast,runpod")
+    assert both.exit_code == 1
+    assert both.stderr.strip() == (
+        "prov: error: 2 of 2 sources failed (vast, runpod); every previous cache is kept"
+    )
     assert read_live_cache("oci", tmp_path / "cache") is not None
 
 

@@ -5,10 +5,12 @@ Rows are hand-made; which rows each flag keeps is read off the rows by hand.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from typer.testing import CliRunner
 
-from pricing.offer_filter import OfferFilter
+from pricing.offer_filter import OfferFilter, some
 from pricing.show import price_rows
 from provisioner.cli.main import app
 from provisioner.cli.quote_empty import filtered
@@ -100,11 +102,38 @@ def test_quote_and_prices_show_select_the_same_offers(
     assert sorted(quote) == sorted(shown)
 
 
-def test_both_commands_name_an_empty_region_their_own_way() -> None:
+def test_both_commands_refuse_an_empty_region_alike() -> None:
+    # review7 #17: prices show printed "0 of 0 offers" and exited 0 where quote exits 2
     runner = CliRunner()
     quote = runner.invoke(
         app, ["quote", "--model", "meta-llama/Llama-3.1-8B", "--ctx", "8k", "--region", "mars-1"]
     )
     assert quote.exit_code == 2 and "--region mars-1 matches no offer" in quote.output
-    shown = runner.invoke(app, ["prices", "show", "--region", "mars-1", "--json"])
-    assert shown.exit_code == 0 and shown.stdout.strip() == "[]"
+    for extra in ([], ["--json"]):
+        shown = runner.invoke(app, ["prices", "show", "--region", "mars-1", *extra])
+        assert shown.exit_code == 2 and shown.stdout == ""
+        assert shown.stderr.splitlines() == quote.stderr.splitlines()
+
+
+def test_regions_with_commas_are_listed_so_one_can_tell_them_apart() -> None:
+    # review7 #17: Vast's "Michigan, US, NA" joined with ", " read ", CA, NA, , US, NA, ..."
+    vast = [
+        replace(OFFERS[0], cloud="vast", region=r, zone="")
+        for r in ("Michigan, US, NA", ", US, NA", "France, FR, EU")
+    ]
+    err = OfferFilter(regions=("mars-1",)).select(vast).empty_error()
+    assert str(err).endswith("regions with offers: , US, NA; France, FR, EU; Michigan, US, NA")
+    assert some(["us-east-1", "us-west-2"]) == "us-east-1, us-west-2"
+
+
+@pytest.mark.parametrize("command", [["prices", "show"], ["quote", "-m", "llama-3.1-8b"]])
+def test_a_cloud_with_a_live_source_but_no_prices_says_how_to_get_them(command: list[str]) -> None:
+    # review7 #18: README and `prices refresh` advertise OCI; quote said "unknown --cloud 'oci'"
+    result = CliRunner().invoke(app, [*command, "--cloud", "oci"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "prov: error: --cloud oci: no oci prices among the offers yet; "
+        "prov prices refresh --cloud oci fetches them"
+    )
+    other = CliRunner().invoke(app, [*command, "--cloud", "ibm"])
+    assert other.exit_code == 2 and "unknown --cloud 'ibm'; allowed: aws, azure" in other.stderr

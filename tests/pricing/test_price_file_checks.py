@@ -19,12 +19,12 @@ KIMI = ["quote", "-m", "moonshotai/Kimi-K2-Thinking", "-q", "int4", "--ctx", "12
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (ROW.replace(",55.04,", ",0,"), "row 1: on-demand price is 0; leave the cell empty"),
-        (ROW.replace(",21.0363,", ",1e300,"), "row 1: spot price 1e+300 $/h is over 500 $/GPU-h"),
+        (ROW.replace(",55.04,", ",0,"), "line 2: on-demand price is 0; leave the cell empty"),
+        (ROW.replace(",21.0363,", ",1e300,"), "line 2: spot price 1e+300 $/h is over 500 $/GPU-h"),
         (ROW.replace(",55.04,", ",nan,"), "line 2: ondemand_usd_per_hour must be a finite number"),
         (ROW.replace(",55.04,", ",-55.04,"), "line 2: ondemand_usd_per_hour must be a finite"),
-        (f"{ROW}\n{ROW}", "row 2: duplicate of row 1 (aws us-east-1 use1-az1 p5.48xlarge)"),
-        (ROW.replace("H100-SXM", "H100-SXM5"), "row 1: unknown gpu 'H100-SXM5'; allowed: H100"),
+        (f"{ROW}\n{ROW}", "line 3: duplicate of line 2 (aws us-east-1 use1-az1 p5.48xlarge)"),
+        (ROW.replace("H100-SXM", "H100-SXM5"), "line 2: unknown gpu 'H100-SXM5'; allowed: H100"),
     ],
 )
 def test_bad_rows_exit_2_with_one_line_and_are_never_ranked(
@@ -38,6 +38,46 @@ def test_bad_rows_exit_2_with_one_line_and_are_never_ranked(
         [line] = result.stderr.splitlines()
         assert line.startswith(f"prov: error: {path}: ") and message in line
         assert result.stdout == ""
+
+
+def test_every_error_names_the_editor_line_even_after_blank_lines(tmp_path: Path) -> None:
+    # review7 #26: the parser said "line 2" and the row checks "row 1" for the same row; a
+    # blank line (the csv reader skips it) must not shift the number either
+    path = tmp_path / "prices.csv"
+    bad_gpu = ROW.replace("H100-SXM", "H100-SXM5").replace("use1-az1", "use1-az2")
+    path.write_text(f"{HEADER}\n{ROW}\n\n{bad_gpu}\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["prices", "show", "--prices", str(path)])
+    assert result.exit_code == 2
+    assert f"prov: error: {path}: line 4: unknown gpu 'H100-SXM5'" in result.stderr
+
+
+def _dated(days_from_today: int) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC).date() + timedelta(days=days_from_today)).isoformat()
+
+
+@pytest.mark.parametrize("days", [2, 1128])
+def test_a_price_dated_in_the_future_is_a_bad_file(tmp_path: Path, days: int) -> None:
+    # review7 #8: a 2030 date printed "(-1128 days old)" and ranked the row
+    path = tmp_path / "prices.csv"
+    today, later = ROW[:-1] + _dated(0) + ",", ROW[:-1].replace("az1", "az2") + _dated(days) + ","
+    path.write_text(f"{HEADER}\n{today}\n{later}\n", encoding="utf-8")
+    for args in (["prices", "show", "--prices", str(path)], [*KIMI, "--prices", str(path)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"prov: error: {path}: line 3: prices_as_of {_dated(days)} is ")
+        assert "in the future" in line and result.stdout == ""
+
+
+def test_tomorrow_is_within_the_clock_slack(tmp_path: Path) -> None:
+    # a date written east of UTC can be tomorrow's UTC date: one day of slack, no more
+    path = tmp_path / "prices.csv"
+    path.write_text(f"{HEADER}\n{ROW[:-1]}{_dated(1)},\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["prices", "show", "--prices", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert f'"prices_as_of": "{_dated(1)}"' in result.stdout
 
 
 def test_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:

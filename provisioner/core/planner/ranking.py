@@ -70,7 +70,15 @@ def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
     market, price = cand.market, cand.usd_per_hour
     warnings = list(v.warnings) + list(scheme.notes)
     if v.nodes > 1 and o.fabric not in FAST_FABRICS:
-        warnings.append(f"{o.instance_type} has no EFA/InfiniBand: PP hand-offs over ethernet")
+        # what crosses the nodes: PP stages hand activations on; EP ranks all-to-all the tokens
+        crossing = [
+            *(["PP hand-offs between stages"] if v.pp > 1 else []),
+            *(["the EP all-to-all in every MoE layer"] if v.ep else []),
+        ]
+        warnings.append(
+            f"{o.instance_type} has no EFA/InfiniBand: "
+            f"{' and '.join(crossing) or 'the traffic between nodes'} over ethernet"
+        )
     tts = found.tts_of(o, weight_split(v))
     loss = reclaim(o, market, v.nodes, tts) if tts else None
     return RankedPlan(
