@@ -18,6 +18,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 from provisioner.core.layouts import Layout
@@ -32,7 +33,8 @@ from provisioner.core.memory import (
 )
 from provisioner.core.models import ModelSpec
 from provisioner.core.quant import QuantScheme, expert_padding
-from provisioner.core.vllm_rules import VLLM_VERSION, VllmRules, rules_for
+from provisioner.core.vllm_rules import VllmRules
+from provisioner.core.weights import WeightGroup
 
 
 class LayoutPlacer(WeightPlacer):
@@ -48,6 +50,7 @@ class LayoutPlacer(WeightPlacer):
         if base is not None and base.spec is spec and base.scheme is scheme:
             self.spec, self.scheme = spec, scheme
             self._bytes = base._bytes  # group bytes computed once per (model, scheme)
+            self._kinds = base._kinds
             self._by_key = {}
         else:
             super().__init__(spec, scheme)
@@ -62,36 +65,24 @@ class LayoutPlacer(WeightPlacer):
         ep = tp * lay.dp
         return math.ceil(e / ep) / e  # determine_expert_map: the first E % EP ranks get +1
 
-    def layout(
-        self, tp: int, sm: int | None = None, rules: VllmRules | None = None
-    ) -> tuple[list[float], float, float]:
-        lay = self.lay
-        moe_tp = 1 if lay.ep else tp * lay.dp
-        pad = expert_padding(self.spec, self.scheme, moe_tp, sm, rules or rules_for(VLLM_VERSION))
-        key = (tp, pad)
-        cached = self._by_key.get(key)
-        if cached is not None:
-            return cached
+    def _pad(self, tp: int, sm: int | None, rules: VllmRules) -> float:
+        moe_tp = 1 if self.lay.ep else tp * self.lay.dp
+        return expert_padding(self.spec, self.scheme, moe_tp, sm, rules)
+
+    def _group_bytes(self, tp: int, pad: float) -> Callable[[WeightGroup, float], float]:
         share = self._expert_share(tp)
         dtype = self.scheme.model_dtype_bytes
-        per_layer = [0.0] * self.spec.num_layers
-        first = last = 0.0
-        for g, total in self._bytes:
+        whole_shared = self.lay.sequence_parallel_moe
+
+        def on_rank(g: WeightGroup, total: float) -> float:
             if g.kind == "experts":
                 extra = g.extra_params * dtype
-                b = ((total - extra) * pad + extra) * share
-            elif g.kind == "shared_experts" and lay.sequence_parallel_moe:
-                b = total  # disable_tp=True: a full copy on every GPU
-            else:
-                b = self._per_rank(g, total, tp)
-            if g.layer is not None:
-                per_layer[g.layer] += b
-            elif g.kind in {"embed", "vision"}:
-                first += b
-            else:
-                last += b
-        self._by_key[key] = (per_layer, first, last)
-        return per_layer, first, last
+                return ((total - extra) * pad + extra) * share
+            if g.kind == "shared_experts" and whole_shared:
+                return total  # disable_tp=True: a full copy on every GPU
+            return self._per_rank(g, total, tp)
+
+        return on_rank
 
 
 def _with_collectives(mem: ShapeMemory, settings: MemorySettings, nvlink: bool) -> ShapeMemory:

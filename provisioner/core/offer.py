@@ -63,8 +63,18 @@ _DOUBTFUL = {
 CAPACITY_BLOCK_ONLY: dict[str, tuple[str, ...]] = {"aws": ("p5e",)}
 
 
+def beyond_doubt(offer: Offer) -> bool:
+    """True when no rule of price_doubt applies to any market of this offer (most rows)."""
+    return _DOUBTFUL.keys().isdisjoint(offer.flags) and (
+        offer.cloud not in CAPACITY_BLOCK_ONLY
+        or offer.instance_type.split(".", 1)[0] not in CAPACITY_BLOCK_ONLY[offer.cloud]
+    )
+
+
 def price_doubt(offer: Offer, market: str) -> str | None:
     """Why this offer's price in `market` is not to be ranked, or None if it is usable."""
+    if beyond_doubt(offer):
+        return None
     if offer.instance_type.split(".", 1)[0] in CAPACITY_BLOCK_ONLY.get(offer.cloud, ()):
         return f"{market} price not used: sold as capacity blocks only (no {market} market)"
     for flag in offer.flags:

@@ -42,11 +42,13 @@ from provisioner.core.perf import (
     PerfEstimate,
     StepBreakdown,
     Workload,
+    _packaged_cal,
     _StageWeights,
     estimate,
     sized_groups,
 )
 from provisioner.core.perf_data import (
+    CURRENT_ERA,
     arch_class,
     calibration_data,
     calibration_for,
@@ -152,9 +154,15 @@ def estimate_layout(
 ) -> tuple[PerfEstimate, EpTerms]:
     """TPOT, TTFT and tokens/s of a DP / EP layout (module docstring); workload.concurrency is
     the deployment's requests in flight, spread over the DP ranks."""
+    packaged = data is None  # the packaged calibration's factors are cached (perf.py)
     data = data or calibration_data()
     lay = layout
-    cal = calibration_for(gpu, "vllm", data, arch_class(spec))
+    arch = arch_class(spec)
+    cal = (
+        _packaged_cal(gpu, "vllm", arch, CURRENT_ERA)
+        if packaged
+        else calibration_for(gpu, "vllm", data, arch)
+    )
     dp = lay.dp
     big_b = max(1, workload.concurrency)  # requests in flight over all ranks
     if max_num_seqs:
@@ -237,7 +245,7 @@ def estimate_layout(
         kv_bytes=kv_bytes,
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
-        data=data,
+        data=None if packaged else data,
         stages=stages,
         moe_step=moe_step,
         **kw,

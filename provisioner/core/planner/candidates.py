@@ -10,7 +10,6 @@ meeting the SLOs, priced on that offer. Refusals are collected as rejection rows
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,9 +22,8 @@ from provisioner.core.layouts import (
     ep_kernel_verdict,
     expert_width_violation,
 )
-from provisioner.core.memory import WeightPlacer, weights_total_bytes
+from provisioner.core.memory import MemorySettings, WeightPlacer
 from provisioner.core.models import ModelSpec
-from provisioner.core.offer import price_doubt
 from provisioner.core.perf import PerfEstimate
 from provisioner.core.planner.estimates import (
     availability_miss,
@@ -34,21 +32,21 @@ from provisioner.core.planner.estimates import (
     slo_violation,
     weight_split,
 )
+from provisioner.core.planner.offer_prices import OfferPrices
 from provisioner.core.planner.shape_rules import kernel_verdict, shape_rule_violation
 from provisioner.core.planner.shapes import (
     HardwareClass,
     ShapeVerdict,
     evaluate_shape,
+    memory_settings,
     rejection_row,
     weights_cannot_fit,
 )
 from provisioner.core.quant import QuantScheme, kv_bytes
 from provisioner.core.request import QuoteRequest, workload_tokens
-from provisioner.core.spot_risk import spot_risk
 
 if TYPE_CHECKING:
     from provisioner.core.offer import Offer
-    from provisioner.core.time_to_serve import TimeToServe
 
 
 class Candidate(NamedTuple):
@@ -74,7 +72,7 @@ def _divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
 
-class Enumeration:
+class Enumeration(OfferPrices):
     """The enumeration's state: memoised verdicts, estimates, prices and times to serve, and
     what it found (verdicts, candidates, rejections, skipped prices)."""
 
@@ -86,8 +84,7 @@ class Enumeration:
         markets: tuple[str, ...],
         collect_rejected: bool,
     ) -> None:
-        self.req, self.spec, self.scheme = req, spec, scheme
-        self.markets = markets
+        super().__init__(req, spec, scheme, markets)
         self.collect_rejected = collect_rejected
         self.kvb = kv_bytes(req.kv_dtype, spec)
         self.specs = gpu_specs()
@@ -95,7 +92,6 @@ class Enumeration:
         self.by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
         self.timed = req.risk_adjusted or req.min_availability is not None  # rank by serve time
         self.moe_vllm = spec.moe is not None and scheme.engine == "vllm"
-        self.weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
         # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
         self.quick = not collect_rejected
 
@@ -103,68 +99,23 @@ class Enumeration:
         self.verdicts: list[ShapeVerdict] = []
         self.class_offers: list[list[Offer]] = []  # per verdict index: its class's offers
         self.rejected: list[dict[str, Any]] = []
-        self.skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct prices
         self.offer_misses: dict[tuple[int, str], str] = {}  # (verdict index, fabric): SLO miss
         self.lone: set[tuple[int, str, str]] = set()  # (nodes, cloud, type) refused single boxes
 
         self.placer = WeightPlacer(spec, scheme)
         self.placers: dict[Layout, LayoutPlacer] = {}
         self.memo: dict[tuple[Any, ...], ShapeVerdict] = {}
+        self.settings: dict[tuple[str, float], MemorySettings] = {}  # by GPU and its memory
         # a verdict depends on the class only through the GPU, its memory and the interconnect:
         # classes that differ in GPUs per node (or node count) share it for the same layout
         self.same_gpu: dict[tuple[str, float, str, Layout], ShapeVerdict] = {}
         self.dp_found: set[HardwareClass] = set()
         self.perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
         self.stage_cache: dict[tuple[int, int], Any] = {}
-        self.price_memo: dict[int, list[tuple[str, float]]] = {}
-        self.tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
+        self.priced_memo: dict[int, list[tuple[int, str, float]]] = {}  # id(rows) -> prices
         self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
 
     # -- memoised pieces ------------------------------------------------------------------
-
-    def tts_of(self, o: Offer, nodes: int) -> TimeToServe | None:
-        """A replacement replica's time to serve on this instance type when the weights are
-        split over ``nodes`` (cached); None for llama.cpp plans (the terms are vLLM's)."""
-        if self.scheme.engine != "vllm":
-            return None
-        key = (o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes)
-        found = self.tts_memo.get(key)
-        if found is None:
-            from provisioner.core.time_to_serve import Replica, time_to_serve
-
-            replica = Replica(o.cloud, o.instance_type, o.gpus_per_node, o.vcpus, nodes,
-                              self.weight_bytes, self.spec.moe is not None)  # fmt: skip
-            found = self.tts_memo[key] = time_to_serve(replica, self.req.weights)
-        return found
-
-    def usable_prices(self, o: Offer) -> list[tuple[str, float]]:
-        """(market, node $/h) this offer may be ranked on; doubtful prices are counted once."""
-        found = self.price_memo.get(id(o))
-        if found is not None:
-            return found
-        found = []
-        limit = self.req.max_interruption
-        for market in self.markets:
-            price = o.price(market)
-            if price is None:
-                continue
-            doubt = price_doubt(o, market)
-            if doubt is None and market == "spot" and limit is not None:
-                # a pool without a published rate cannot be shown to stay under the limit
-                # (the same rule as --min-availability)
-                risk = spot_risk(o.cloud, o.region, o.instance_type)
-                if risk is None:
-                    doubt = (
-                        f"spot pool without a published interruption rate: {limit}%/month unproven"
-                    )
-                elif risk.max_pct > limit:
-                    doubt = f"spot pool interrupted more than {limit}%/month"
-            if doubt:
-                self.skipped[doubt].add((id(o), market))
-            else:
-                found.append((market, price))
-        self.price_memo[id(o)] = found
-        return found
 
     def perf_of(self, v: ShapeVerdict, fabric: str) -> PerfEstimate | None:
         """Throughput of a feasible shape on one fabric (cached; None for llama.cpp). A shape
@@ -204,8 +155,12 @@ class Enumeration:
         ):  # the table path needs no reason: skip the memory model
             v = ShapeVerdict(hw, nodes, lay.tp, lay.pp, None, "weights exceed", too_heavy=True)
         else:
+            mem_key = (hw.gpu, hw.gpu_memory_gib)  # what memory_settings reads of the class
+            settings = self.settings.get(mem_key)
+            if settings is None:
+                settings = self.settings[mem_key] = memory_settings(self.req, spec, hw, self.kvb)
             v = evaluate_shape(
-                spec, scheme, self.req, hw, nodes, lay.tp, lay.pp, self.kvb, placer=pl, layout=lay
+                spec, scheme, self.req, hw, nodes, lay.tp, lay.pp, self.kvb, pl, lay, settings
             )
         if v.reason is None and ep_warn:
             v = replace(v, warnings=(*v.warnings, ep_warn))
@@ -336,7 +291,15 @@ class Enumeration:
             if hit is None:
                 hit = fastest[o.fabric] = self._fastest(fits, first_vi, o.fabric)
             if hit[0] >= 0:
-                self._price_rows([(oi, o)], nodes, hit)
+                if self.timed:
+                    self._price_rows([(oi, o)], nodes, hit)
+                elif not self.doubtless(o):
+                    self.usable_prices(o)  # doubtful prices are counted in offer order
+        if not self.timed:  # the same candidates, priced by fabric (order is free)
+            for fabric, rows in self._eligible(hw_offers, nodes > 1).items():
+                hit = fastest.get(fabric)
+                if hit is not None and hit[0] >= 0:
+                    self._price_rows(rows, nodes, hit)
 
     def _eligible(
         self, hw_offers: list[Offer], several: bool
@@ -364,26 +327,54 @@ class Enumeration:
     ) -> None:
         """The candidates of `rows` (offers with their index) on `nodes` nodes of the shape
         `hit` (verdict index, estimate, -concurrency): one per usable market price."""
-        req, timed, price_memo = self.req, self.timed, self.price_memo
         best_vi, est, neg_conc = hit
         per_mtok = not self.by_hour and est is not None
         tps = est.output_tps if est is not None else 0.0
+        if self.timed:
+            self._timed_rows(rows, nodes, best_vi, neg_conc, per_mtok, tps)
+            return
+        # rows come from eligible_memo (their id is stable) and come back for each node count
+        # and group: their usable prices are kept
+        priced = self.priced_memo.get(id(rows))
+        if priced is None:
+            priced = self.priced_memo[id(rows)] = self.priced(rows)
+        # $/Mtok as estimates.usd_per_mtok, inline (same operations, same order)
+        if per_mtok and tps > 0:
+            per_s = tps * 3600
+            self.candidates += [
+                (p * nodes / per_s * 1e6, p * nodes, nodes, neg_conc, m, best_vi, oi)
+                for oi, m, p in priced
+            ]
+        else:
+            inf = per_mtok  # no tokens/s: $/Mtok is infinite
+            self.candidates += [
+                (math.inf if inf else p * nodes, p * nodes, nodes, neg_conc, m, best_vi, oi)
+                for oi, m, p in priced
+            ]
+
+    def _timed_rows(
+        self,
+        rows: list[tuple[int, Offer]],
+        nodes: int,
+        best_vi: int,
+        neg_conc: int,
+        per_mtok: bool,
+        tps: float,
+    ) -> None:
+        """_price_rows with --risk-adjusted or --min-availability: the time to serve sets the
+        rank and may drop a spot price."""
+        req = self.req
         add = self.candidates.append
         for oi, o in rows:
-            prices = price_memo.get(id(o))
-            if prices is None:
-                prices = self.usable_prices(o)
-            for market, price in prices:
+            for market, price in self.usable_prices(o):
                 usd = price * nodes
-                # $/Mtok as estimates.usd_per_mtok, inline: this loop runs per offer and market
                 if not per_mtok:
                     rank_key = usd
                 elif tps > 0:
                     rank_key = usd / (tps * 3600) * 1e6
                 else:
                     rank_key = math.inf
-                # the time to serve only matters to the rank with these flags
-                tts = self.tts_of(o, weight_split(self.verdicts[best_vi])) if timed else None
+                tts = self.tts_of(o, weight_split(self.verdicts[best_vi]))
                 if tts:
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)

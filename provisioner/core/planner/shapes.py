@@ -125,10 +125,12 @@ def evaluate_shape(
     kvb: int,
     placer: WeightPlacer | None = None,
     layout: Layout | None = None,
+    settings: MemorySettings | None = None,
 ) -> ShapeVerdict:
     """Feasibility of one shape on one hardware class, with the reason when it fails.
 
-    `layout` (DP and/or EP, provisioner/core/layouts.py) replaces the plain TP x PP shape."""
+    `layout` (DP and/or EP, provisioner/core/layouts.py) replaces the plain TP x PP shape;
+    `settings`, when given, is memory_settings(req, spec, hw, kvb) (the planner keeps them)."""
     lay = layout or Layout(tp, 1, pp)
     dp, ep = lay.dp, lay.ep
     rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep) or (
@@ -137,7 +139,7 @@ def evaluate_shape(
     if rule:
         return ShapeVerdict(hw, nodes, tp, pp, None, rule, dp=dp, ep=ep)
     nvlink = hw.interconnect in {"nvlink", "xgmi", "nvlink-bridge"}
-    settings = memory_settings(req, spec, hw, kvb)
+    settings = settings or memory_settings(req, spec, hw, kvb)
     if dp > 1 or ep:
         mem = layout_memory(
             spec,
