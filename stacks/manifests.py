@@ -178,6 +178,18 @@ def _probes(spec: DeploySpec) -> Manifest:
     }
 
 
+#: AKS taints every spot node pool so that only pods that tolerate it land there ("Spot nodes
+#: are configured with ... the taint kubernetes.azure.com/scalesetpriority=spot:NoSchedule",
+#: Microsoft Learn, "Add an Azure Spot node pool to an AKS cluster"): a plan priced on Azure
+#: spot carries the toleration, or its pod would never schedule on the nodes it was priced on.
+AKS_SPOT_TOLERATION: Manifest = {
+    "key": "kubernetes.azure.com/scalesetpriority",
+    "operator": "Equal",
+    "value": "spot",
+    "effect": "NoSchedule",
+}
+
+
 def pod_spec(spec: DeploySpec, role: str) -> Manifest:
     """The pod spec of a server (one node), a leader or a worker."""
     container: Manifest = {
@@ -199,13 +211,16 @@ def pod_spec(spec: DeploySpec, role: str) -> Manifest:
     if role != "worker":
         container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
         container |= _probes(spec)
+    tolerations = [
+        {"key": key, "operator": "Exists", "effect": fleet.GPU_TAINT_EFFECT}
+        for key in dict.fromkeys((fleet.GPU_TAINT_KEY, spec.gpu_resource))
+    ]
+    if spec.plan.cloud == "azure" and spec.plan.market == "spot":
+        tolerations.append(AKS_SPOT_TOLERATION)
     pod: Manifest = {
         "terminationGracePeriodSeconds": spec.grace_seconds,
         "automountServiceAccountToken": False,
-        "tolerations": [
-            {"key": key, "operator": "Exists", "effect": fleet.GPU_TAINT_EFFECT}
-            for key in dict.fromkeys((fleet.GPU_TAINT_KEY, spec.gpu_resource))
-        ],
+        "tolerations": tolerations,
         "containers": [container, *model_storage.cache_sidecars(spec)],
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},

@@ -397,3 +397,28 @@ def test_storage_flags_are_deploy_options_with_the_same_defaults() -> None:
     assert set(flags) <= set(options)
     assert {k: options[k] for k in flags} == flags
     assert len(flags) == 9  # --weights ... --compile-cache (docs/deploy.md)
+
+
+@pytest.mark.parametrize("name", ["mi300x", "one_aws"])
+def test_an_azure_spot_plan_tolerates_the_aks_spot_taint(
+    plan_files: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """AKS taints spot pools kubernetes.azure.com/scalesetpriority=spot:NoSchedule (Microsoft
+    Learn, "Add an Azure Spot node pool"): a plan priced on Azure spot must tolerate it, or the
+    pod never lands on the nodes it was priced on; other plans do not carry it."""
+    plan = json.loads(plan_files[name].read_text())["plans"][0]
+    out = tmp_path / "out"
+    result = run("deploy", "--plan", str(plan_files[name]), "--render", str(out))
+    assert result.exit_code == 0, result.output
+    (path,) = out.iterdir()
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    aks = {
+        "key": "kubernetes.azure.com/scalesetpriority",
+        "operator": "Equal",
+        "value": "spot",
+        "effect": "NoSchedule",
+    }
+    azure_spot = plan["cloud"] == "azure" and plan["market"] == "spot"
+    assert azure_spot == (name == "mi300x")  # the fixtures' rank 1
+    assert (aks in pod["tolerations"]) == azure_spot
