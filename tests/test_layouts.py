@@ -77,7 +77,9 @@ def test_dp_ep_enumeration_is_bounded(kimi_thinking: ModelSpec) -> None:
     assert [x.label for x in one] == ["TP4xDP2+EP8", "TP2xDP4+EP8", "DP8+EP8"]
     two = dp_ep_layouts(kimi_thinking, 8, 2)
     assert [x.label for x in two] == ["TP8xDP2+EP16", "TP4xDP4+EP16", "TP2xDP8+EP16", "DP16+EP16"]
-    assert dp_ep_layouts(resolve_model("meta-llama/Llama-3.1-8B"), 8, 1) == []  # dense
+    llama = resolve_model("meta-llama/Llama-3.1-8B")  # dense: DP engines, no EP, one node
+    assert [x.label for x in dp_ep_layouts(llama, 8, 1)] == ["TP4xDP2", "TP2xDP4", "DP8"]
+    assert dp_ep_layouts(llama, 8, 2) == []  # DP of a dense model over nodes is replicas
 
 
 def test_fp8_block_rule_uses_the_moe_tp_size() -> None:
@@ -194,8 +196,10 @@ def test_layout_flag_narrows(kimi_thinking: ModelSpec) -> None:
     assert {(p.verdict.dp, p.verdict.ep) for p in only_tp.plans} == {(1, False)}
     only_ep = quote(kimi_thinking, [H200], top=0, nodes=1, layout="dp-ep")
     assert all(p.verdict.ep for p in only_ep.plans) and only_ep.plans
-    with pytest.raises(UsageError, match="MoE"):
-        quote(resolve_model("meta-llama/Llama-3.1-8B"), [H200], layout="dp-ep", ctx=8192)
+    dense = quote(resolve_model("meta-llama/Llama-3.1-8B"), [H200], layout="dp-ep", ctx=8192)
+    assert dense.plans and all(p.verdict.dp > 1 and not p.verdict.ep for p in dense.plans)
+    with pytest.raises(UsageError, match="--dcp"):
+        quote(resolve_model("meta-llama/Llama-3.1-8B"), [H200], layout="dp-ep", ctx=8192, dcp=2)
     with pytest.raises(UsageError, match="--layout"):
         make_request(model="x", ctx=8, layout="ep")
 
@@ -232,7 +236,7 @@ def test_cli_quote_json_and_fit_with_data_parallel() -> None:
     bad = CliRunner().invoke(
         app, ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--layout", "ep", "--json"]
     )
-    assert bad.exit_code == 2 and "allowed: tp, dp-ep, auto" in bad.output
+    assert bad.exit_code == 2 and "allowed: tp, dp (or dp-ep), auto" in bad.output
 
 
 def test_low_concurrency_keeps_idle_ranks_idle_and_matches_aiconfigurator(

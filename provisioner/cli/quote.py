@@ -172,8 +172,8 @@ def register(app: typer.Typer) -> None:
         layout: str = typer.Option(
             "auto",
             "--layout",
-            help="tp: TP x PP only; dp-ep: data-parallel attention with expert parallelism "
-            "(MoE; --data-parallel-size N --enable-expert-parallel); auto: rank both "
+            help="tp: TP x PP only; dp (same as dp-ep): --data-parallel-size N engines, with "
+            "--enable-expert-parallel for MoE, on one node for a dense model; auto: rank both "
             "(docs/ep-dp-layouts.md).",
         ),
         compare_api: bool = typer.Option(
@@ -235,7 +235,7 @@ def register(app: typer.Typer) -> None:
             min_output_tps=min_output_tps,
             cpu_offload_gb=cpu_offload_gb,
             explore_splits=explore_splits,
-            layout=layout,
+            layout="dp-ep" if layout == "dp" else layout,  # dp: the dense models' name
         )
         spec = resolve_model(req.model)
         scheme = resolve_quant(req.quant, spec)

@@ -11,7 +11,9 @@ One DP rank is a TP x PP engine whose GPUs hold (provisioner/core/layouts.py has
   KV cache                                       this rank's requests only; vLLM sizes it from
                                                  this GPU's profile, like a TP x PP engine
 So the node's KV tokens and concurrent requests are DP x those of one rank. DP > 1 with TP1
-still initialises NCCL and all-to-all buffers: it pays the multi-GPU overheads.
+still initialises NCCL and all-to-all buffers for a MoE model: it pays the multi-GPU overheads.
+A dense model's DP rank is an independent engine (no EP, no all-to-all): its memory is the
+TP x PP engine's (docs/ep-dp-layouts.md, dense models).
 Pure: no I/O.
 """
 
@@ -143,7 +145,9 @@ def rank_memory(
         placer=placer or LayoutPlacer(spec, scheme, layout),
         offload_gib=offload_gib,
     )
-    if layout.dp > 1 and layout.tp * layout.pp == 1:
+    # a dense model's DP ranks never talk to each other (no all-to-all, no step barrier):
+    # each is the plain TP x PP engine, memory and all
+    if layout.dp > 1 and layout.tp * layout.pp == 1 and spec.moe is not None:
         mem = _with_collectives(mem, settings, nvlink)
     return mem
 

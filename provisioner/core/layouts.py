@@ -21,6 +21,10 @@ sources and the checks against published numbers. In short:
   EP, TP x DP without it (quantization/fp8.py:703-728, utils/marlin_utils.py:230-246).
 * All-to-all dispatch/combine only when DP > 1 and EP (fused_moe/config.py:945-946); TP x EP
   with DP = 1 combines through the TP all-reduce.
+* Dense models: DP works too (docs/serving/data_parallel_deployment.md: "This will work with
+  both dense and MoE models"); only MoE ranks must stay in step ("In these cases [MoE] the data
+  parallel ranks are not completely independent"), so a dense DP rank is an independent TP x PP
+  engine, a full copy of the weights. prov models it on one node (across nodes it is replicas).
 
 Pure: no I/O.
 """
@@ -69,12 +73,14 @@ class Layout:
 
     @property
     def family(self) -> str:
-        """What `--layout` selects: 'tp' (TP x PP) or 'dp-ep' (data parallel and/or EP)."""
+        """What `--layout` selects: 'tp' (TP x PP) or 'dp-ep' (data parallel and/or EP; dense
+        models' DP layouts have no EP)."""
         return "dp-ep" if self.dp > 1 or self.ep else "tp"
 
     @property
     def label(self) -> str:
-        """TP8, TP4xPP2, DP8+EP8, TP4xDP2+EP8, TP8+EP8 (vLLM recipes' spelling)."""
+        """TP8, TP4xPP2, DP8+EP8, TP4xDP2+EP8, TP8+EP8 (vLLM recipes' spelling); dense DP:
+        DP8, TP2xDP4."""
         parts = []
         if self.tp > 1 or self.dp == 1:
             parts.append(f"TP{self.tp}")
@@ -161,8 +167,6 @@ def layout_violation(
     the planner's shape_rule_violation, run with the attention TP)."""
     if layout.ep and spec.moe is None:
         return "--enable-expert-parallel needs a MoE model"
-    if layout.dp > 1 and spec.moe is None:
-        return "data parallelism of a dense model is replicas: quote more replicas instead"
     if layout.dp > 1 and dcp > 1:
         return "decode context parallelism with DP is not modelled"
     if layout.dp > 1 and layout.pp > 1:
@@ -171,9 +175,11 @@ def layout_violation(
 
 
 def dp_ep_layouts(spec: ModelSpec, gpus_per_node: int, nodes: int) -> list[Layout]:
-    """The DP x EP layouts the planner tries on `nodes` nodes (bounded: one per TP size that
-    divides the node and the heads, PP = 1, DP spanning the nodes)."""
-    if spec.moe is None:
+    """The DP layouts the planner tries on `nodes` nodes (bounded: one per TP size that divides
+    the node and the heads, PP = 1). MoE: DP x EP spanning the nodes. Dense: DP independent
+    engines on one node only (DP over nodes is what replicas already are)."""
+    dense = spec.moe is None
+    if dense and nodes > 1:
         return []
     total = gpus_per_node * nodes
     out = []
@@ -182,5 +188,5 @@ def dp_ep_layouts(spec: ModelSpec, gpus_per_node: int, nodes: int) -> list[Layou
             continue
         dp = total // tp
         if dp > 1:
-            out.append(Layout(tp, dp, 1, True))
+            out.append(Layout(tp, dp, 1, not dense))
     return out

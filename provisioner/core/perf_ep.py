@@ -154,6 +154,13 @@ def estimate_layout(
 ) -> tuple[PerfEstimate, EpTerms]:
     """TPOT, TTFT and tokens/s of a DP / EP layout (module docstring); workload.concurrency is
     the deployment's requests in flight, spread over the DP ranks."""
+    if spec.moe is None:  # independent engines: no EP terms
+        est = estimate_dense_dp(
+            spec, scheme, gpu, layout, gpus_per_node=gpus_per_node, interconnect=interconnect,
+            fabric=fabric, workload=workload, kv_bytes=kv_bytes, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, data=data, **kw,
+        )  # fmt: skip
+        return est, EpTerms(layout, est.batch, 0.0, 0.0, 0.0, 1.0, 0.0)
     packaged = data is None  # the packaged calibration's factors are cached (perf.py)
     data = data or calibration_data()
     lay = layout
@@ -260,3 +267,46 @@ def estimate_layout(
         requested_concurrency=workload.concurrency,
     )
     return est, EpTerms(lay, big_b, slow[0], slow[1], slow[2], imb, 0.0)
+
+
+def estimate_dense_dp(
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    gpu: GpuSpec,
+    layout: Layout,
+    *,
+    workload: Workload,
+    max_num_seqs: int | None = None,
+    **kw: Any,
+) -> PerfEstimate:
+    """DP independent engines of a dense model (vLLM --data-parallel-size without EP): each
+    is perf.estimate's TP x PP engine with its share of the requests, each batching up to its
+    own KV cache and --max-num-seqs. No all-to-all, no lockstep: a dense rank never waits for
+    the others (docs/serving/data_parallel_deployment.md), so tokens/s = the engines' sum.
+
+    The band is the engine's own: the only term added to the calibrated TP x PP model is the
+    sum over engines that share nothing but the node (no unfitted communication term, unlike
+    EP_EXTRA_BAND's all-to-all). With B requests not a multiple of DP the busiest engine's
+    rate is counted for all (slightly low)."""
+    dp = layout.dp
+    big_b = max(1, workload.concurrency)
+    if max_num_seqs:
+        big_b = min(big_b, max_num_seqs * dp)  # --max-num-seqs applies per DP rank
+    per_rank = math.ceil(big_b / dp)
+    est = estimate(
+        spec,
+        scheme,
+        gpu,
+        tp=layout.tp,
+        pp=layout.pp,
+        workload=Workload(workload.isl, workload.osl, per_rank),
+        max_num_seqs=max_num_seqs,
+        **kw,
+    )
+    return replace(
+        est,
+        output_tps=est.output_tps * big_b / per_rank,
+        total_tps=est.total_tps * big_b / per_rank,
+        batch=big_b,
+        requested_concurrency=workload.concurrency,
+    )

@@ -180,7 +180,7 @@ class QuoteRequest:
     risk_adjusted: bool = False  # rank spot plans by expected cost with restarts
     weights: Literal["s3", "hub", "pvc"] = "s3"  # a replacement's weight path (time to serve)
     min_availability: float | None = None  # drop spot plans below
-    layout: LayoutChoice = "auto"  # tp: TP x PP only; dp-ep: DP/EP layouts (MoE); auto: both
+    layout: LayoutChoice = "auto"  # tp: TP x PP only; dp-ep: DP layouts (EP for MoE); auto: both
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
@@ -235,7 +235,7 @@ def _usage_error(fields: dict[str, object], name: str, msg: str) -> UsageError:
     if name == "weights":
         return UsageError(f"unknown --weights {fields.get(name)!r}; allowed: s3, hub, pvc")
     if name == "layout":
-        return UsageError(f"unknown --layout {fields.get(name)!r}; allowed: tp, dp-ep, auto")
+        return UsageError(f"unknown --layout {fields.get(name)!r}; allowed: tp, dp (or dp-ep), auto")
     if name == "objective":
         return UsageError(
             f"unknown --objective {fields.get(name)!r}; allowed: usd-per-mtok, usd-per-hour"

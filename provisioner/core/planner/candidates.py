@@ -1,7 +1,8 @@
 """Phase 1 of plan_quote: enumerate shapes per hardware class and make ranked candidates.
 
 For each hardware class (offers that differ only in price and place) and node count, the
-TP x PP splits and, for MoE models on vLLM, the DP/EP layouts are evaluated once
+TP x PP splits and, on vLLM, the DP layouts (DP/EP for MoE; for dense models DP engines on
+one node) are evaluated once
 (shapes.evaluate_shape, memoised across classes that share a GPU, its memory and link). Each
 offer and market then gets one Candidate per group of feasible shapes: the fastest member
 meeting the SLOs, priced on that offer. Refusals are collected as rejection rows when asked.
@@ -225,7 +226,7 @@ class Enumeration(OfferPrices):
         # and tokens/s alike, plus all-to-all over the fabric), unless --nodes is given
         if (
             req.layout != "tp"
-            and moe_vllm
+            and scheme.engine == "vllm"  # dense: DP independent engines on one node
             and req.dcp == 1
             and not kernel_reject
             and hw not in self.dp_found

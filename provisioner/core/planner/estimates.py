@@ -56,6 +56,25 @@ def estimate_speed(
 ) -> PerfEstimate | None:
     if scheme.engine != "vllm":
         return None
+    if v.dp > 1 and not v.ep and spec.moe is None:  # dense: DP independent TP x PP engines
+        from provisioner.core.perf_ep import estimate_dense_dp
+
+        return estimate_dense_dp(
+            spec,
+            scheme,
+            gpu_specs()[v.hw.gpu],
+            v.layout,
+            gpus_per_node=v.hw.gpus_per_node,
+            interconnect=v.hw.interconnect,
+            fabric=fabric,
+            workload=Workload(isl, osl, throughput_batch(req, v)),
+            max_num_seqs=v.max_num_seqs,
+            max_num_batched_tokens=v.max_num_batched_tokens,
+            kv_bytes=kvb,
+            stage_cache=stage_cache,
+            offload_gib_per_gpu=req.cpu_offload_gb,
+            pcie_gbps=host_link_gbps(gpu_specs()[v.hw.gpu]),
+        )
     if v.dp > 1 or v.ep:
         from provisioner.core.perf_ep import estimate_layout
 

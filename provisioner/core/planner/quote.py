@@ -43,11 +43,9 @@ def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
 
 
 def _check_layout(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> None:
-    if req.layout == "dp-ep" and (spec.moe is None or scheme.engine != "vllm" or req.dcp > 1):
-        why = "--dcp > 1" if req.dcp > 1 else f"{spec.id} is not a MoE model served by vLLM"
-        raise UsageError(
-            f"--layout dp-ep needs a MoE model on vLLM without --dcp ({why}); use --layout tp"
-        )
+    if req.layout == "dp-ep" and (scheme.engine != "vllm" or req.dcp > 1):
+        why = "--dcp > 1" if req.dcp > 1 else f"{scheme.name} is served by {scheme.engine}"
+        raise UsageError(f"--layout dp-ep needs vLLM without --dcp ({why}); use --layout tp")
 
 
 def hardware_classes(
