@@ -225,7 +225,8 @@ def register(app: typer.Typer) -> None:
             "-dp",
             help="vLLM --data-parallel-size: DP engines of TP x PP GPUs each, every one with "
             "its own KV cache; MoE experts split over TP x DP (whole with "
-            "--enable-expert-parallel). Memory is per GPU, KV tokens summed over DP.",
+            "--enable-expert-parallel); a dense model's engines are independent copies. "
+            "Memory is per GPU, KV tokens summed over DP.",
         ),
         ctx: str | None = typer.Option(
             None,

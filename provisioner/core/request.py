@@ -235,7 +235,9 @@ def _usage_error(fields: dict[str, object], name: str, msg: str) -> UsageError:
     if name == "weights":
         return UsageError(f"unknown --weights {fields.get(name)!r}; allowed: s3, hub, pvc")
     if name == "layout":
-        return UsageError(f"unknown --layout {fields.get(name)!r}; allowed: tp, dp (or dp-ep), auto")
+        return UsageError(
+            f"unknown --layout {fields.get(name)!r}; allowed: tp, dp (or dp-ep), auto"
+        )
     if name == "objective":
         return UsageError(
             f"unknown --objective {fields.get(name)!r}; allowed: usd-per-mtok, usd-per-hour"

@@ -56,6 +56,15 @@ def dp_plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PlanFile]:
     tmp = tmp_path_factory.mktemp("dp_plans")
     return {
         "one": quote(tmp, "one", [*KIMI, "--gpu", "H200", "--nodes", "1", "--layout", "dp-ep"]),
+        # a dense model's DP layout (independent engines, no EP): --layout dp, one node
+        "dense": quote(
+            tmp,
+            "dense",
+            [
+                *("quote", "-m", "meta-llama/Llama-3.1-8B", "--gpu", "H200", "--cloud", "aws"),
+                *("--layout", "dp", "--ctx", "32k", "--weights", "hub", "--json"),
+            ],
+        ),
         "two": quote(
             tmp,
             "two",
@@ -108,6 +117,24 @@ def test_one_node_dp_ep_runs_the_recipe_flags(
     assert value(argv, "--data-parallel-size") == str(plan.dp)
     assert value(argv, "--tensor-parallel-size") == str(plan.tp)
     assert "--enable-expert-parallel" in argv
+    assert not {"--nnodes", "--headless", "--data-parallel-address"} & set(argv)
+
+
+def test_one_node_dense_dp_runs_without_expert_parallel(
+    dp_plans: dict[str, PlanFile], tmp_path: Path
+) -> None:
+    plan = dp_plans["dense"].doc.plans[0]
+    # 8B on 8 x H200: eight TP1 engines (tests/test_dense_dp.py derives why DP8 ranks first)
+    assert (plan.nodes, plan.tp, plan.dp, plan.pp, plan.ep) == (1, 1, 8, 1, False)
+    docs = render(tmp_path, dp_plans["dense"])
+    assert "LeaderWorkerSet" not in docs
+    (c,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["vllm", "serve"]
+    argv = c["args"]
+    assert unknown_flags(argv) == []
+    assert value(argv, "--data-parallel-size") == "8"
+    assert value(argv, "--tensor-parallel-size") == "1"
+    assert "--enable-expert-parallel" not in argv
     assert not {"--nnodes", "--headless", "--data-parallel-address"} & set(argv)
 
 
