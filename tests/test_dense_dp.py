@@ -163,3 +163,18 @@ def test_fit_refuses_dense_dp_with_pp() -> None:
     )
     doc = json.loads(res.stdout)
     assert not doc["fits"] and "pipeline" in doc["reason"]
+
+
+def test_explain_names_independent_engines_not_all_to_all() -> None:
+    res = CliRunner().invoke(
+        app,
+        [
+            *("quote", "-m", "llama-3.1-8b", "--gpu", "H200", "--cloud", "aws"),
+            *("--market", "spot", "--top", "2", "--explain"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.stdout.split())
+    assert "DP8 wins: 8 independent TP1 engines" in text
+    assert "KV tokens of TP8 (216 requests of 32,768 tokens vs 241)" in text  # 8 x 27 vs TP8
+    assert "all-to-all per MoE layer" not in text  # a dense DP rank has none

@@ -213,7 +213,7 @@ def perf_lines(plan: RankedPlan) -> list[str]:
         f"    comm    {st.comm_s * 1e3:8.2f} ms  "
         + (
             "TP all-reduces, 2 per layer"
-            if v.dp == 1
+            if v.dp == 1 or not v.ep  # dense DP ranks are independent engines
             else "all-to-all per MoE layer, TP all-reduces, DP barrier"
         ),
         f"    floor   {st.floor_s * 1e3:8.2f} ms  per-layer floor, {e.arch} class"

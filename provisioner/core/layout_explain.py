@@ -47,14 +47,24 @@ def layout_lines(result: QuoteResult) -> list[str]:
             f"{e.batch if e else 0:>7}{e.output_tps if e else 0:>8,.0f}{_mtok(p):>8.2f}"
         )
     win = best.verdict
-    tp_plan = next(
-        (p for lbl, p in by_layout.items() if lbl.startswith("TP") and "EP" not in lbl), None
-    )
+    tp_plan = next((p for p in by_layout.values() if p.verdict.dp == 1 and not p.verdict.ep), None)
+    dense = result.model.moe is None
     if win.dp > 1 and tp_plan is not None and tp_plan.verdict.memory is not None:
         wm, tm = win.memory, tp_plan.verdict.memory
         assert wm is not None
         extra = max(s.weights for s in wm.stages) - max(s.weights for s in tm.stages)
         ratio = wm.kv_cache_tokens / tm.kv_cache_tokens if tm.kv_cache_tokens else 0.0
+        if dense:
+            lines.append(
+                f"  {win.layout.label} wins: {win.dp} independent TP{win.tp} engines (a dense "
+                "model's DP ranks share nothing: no all-to-all, no lockstep), each batching its "
+                f"own requests; {extra / GIB:+.1f} GiB of replicated weights per GPU leave "
+                f"{ratio:.1f}x the KV tokens of {tp_plan.verdict.layout.label} "
+                f"({wm.max_concurrent} requests of {req.ctx:,} tokens vs {tm.max_concurrent}), "
+                "but smaller TP pays "
+                "fewer all-reduces per token (docs/ep-dp-layouts.md section 7)."
+            )
+            return lines
         lines.append(
             f"  {win.layout.label} wins: each of its {win.dp} DP ranks keeps its own requests' KV"
             + (
@@ -67,6 +77,11 @@ def layout_lines(result: QuoteResult) -> list[str]:
             f"embeddings); at {req.ctx:,} tokens it holds {wm.max_concurrent} requests vs "
             f"{tm.max_concurrent}, so it batches more and costs less per token, paying an "
             "all-to-all per MoE layer (docs/ep-dp-layouts.md)."
+        )
+    elif win.dp == 1 and dense:
+        lines.append(
+            f"  {win.layout.label} wins: at this workload the DP engines' replicated weights "
+            "cost more KV cache (smaller batches) than their fewer all-reduces save."
         )
     elif win.dp == 1 and len(by_layout) > 1:
         lines.append(
