@@ -42,3 +42,5 @@ def print_comparison(c: dict[str, Any]) -> None:
             f"(capacity {m['capacity_requests_per_day']:,}/day): {verdict}",
             indent=" " * 12,
         )
+    if c.get("note"):
+        say(f"note: {c['note']}")
