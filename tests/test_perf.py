@@ -271,6 +271,25 @@ def test_quote_cli_ranks_by_mtok_and_compares_the_api() -> None:
     assert text.exit_code == 0 and "break-even" in text.stdout
 
 
+def test_hosted_price_age_is_counted_and_flagged_like_cloud_prices() -> None:
+    """A hosted price "as of 2025-11" counts from 2025-11-01 (the oldest it can be): on
+    2026-11-30 that is 30 + 365 - 1 = 394 days, past the quote's 90-day --max-price-age."""
+    from datetime import date
+
+    from provisioner.core.breakeven import price_age_days
+
+    assert price_age_days("2025-11", date(2026, 11, 30)) == 394
+    assert price_age_days("2026-05-20", date(2026, 5, 30)) == 10
+    assert price_age_days("soon", date(2026, 5, 30)) is None
+    args = ["quote", "-m", "kimi-k2-thinking", "--ctx", "128k", "--compare-api", "--top", "1"]
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)["compare_api"]
+    assert doc["api"]["price_age_days"] > 90 and "check its current price" in doc["note"]
+    fresh = json.loads(
+        CliRunner().invoke(app, [*args, "--json", "--max-price-age", "5000"]).stdout
+    )["compare_api"]
+    assert "note" not in fresh
+
+
 def test_accuracy_benchmark_completes_and_writes_its_table(tmp_path: Path) -> None:
     bench = Path(__file__).parents[1] / "benchmarks" / "accuracy.py"
     out = tmp_path / "accuracy.md"

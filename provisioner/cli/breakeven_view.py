@@ -28,6 +28,8 @@ def print_comparison(c: dict[str, Any]) -> None:
         f"${api['output_usd_per_mtok']:g} out per Mtok (as of {api['as_of']}) = "
         f"${api['blended_usd_per_mtok']:.2f}/Mtok blended at {c['isl']}/{c['osl']} tokens"
     )
+    if c.get("note"):  # the hosted price's age, said before the markets that use it
+        say(f"  note: {c['note']}", indent=" " * 8)
     for market, m in c["markets"].items():
         verdict = (
             "self-hosting is cheaper above it"

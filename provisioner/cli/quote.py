@@ -280,7 +280,7 @@ def register(app: typer.Typer) -> None:
         if compare_api and result.plans:
             from provisioner.core.breakeven import api_comparison
 
-            comparison = api_comparison(result)
+            comparison = api_comparison(result, max_price_age)
         if as_json:
             doc = result_to_json(result)
             doc["plans"] = [choice_json(c) for c in choices.rows]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import asdict, dataclass
+from datetime import date
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -93,8 +94,22 @@ def break_even(
     )
 
 
-def api_comparison(result: QuoteResult) -> dict[str, Any]:
-    """`--compare-api`: the hosted price of the model and the break-even per market."""
+def price_age_days(as_of: str, today: date) -> int | None:
+    """Days since a hosted price's "as of" (YYYY-MM counts from the month's first day, the
+    oldest the price can be); None when the date cannot be read."""
+    try:
+        parts = [int(x) for x in as_of.split("-")]
+        then = date(parts[0], parts[1], parts[2] if len(parts) > 2 else 1)
+    except (ValueError, IndexError):
+        return None
+    return (today - then).days
+
+
+def api_comparison(result: QuoteResult, max_age_days: int = 90) -> dict[str, Any]:
+    """`--compare-api`: the hosted price of the model and the break-even per market. A hosted
+    price older than ``max_age_days`` (the quote's --max-price-age) gets a note, as cloud
+    prices do."""
+    from provisioner.core.offer import utc_today
     from provisioner.core.request import workload_tokens
 
     spec, req = result.model, result.request
@@ -104,10 +119,17 @@ def api_comparison(result: QuoteResult) -> dict[str, Any]:
     if api is None:
         out["note"] = f"no hosted API price embedded for {spec.id}"
         return out
+    age = price_age_days(api.as_of, utc_today())
     out["api"] = {
         **asdict(api),
         "blended_usd_per_mtok": round(api.blended_usd_per_mtok(isl, osl), 4),
+        "price_age_days": age,
     }
+    if age is not None and age > max_age_days:
+        out["note"] = (
+            f"{api.provider}'s price is as of {api.as_of} ({age} days old, more than "
+            f"--max-price-age {max_age_days}): check its current price"
+        )
     for market, plan in result.best_by_market.items():
         if plan.perf is None:
             continue
