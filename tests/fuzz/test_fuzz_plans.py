@@ -25,6 +25,8 @@ QUOTE = [
     "aws",
     "--weights",  # today's download path: the render needs no bucket (s3: tests/stacks)
     "hub",
+    "--layout",  # the hand edits below rewrite TP x PP plans (dense DP: tests/test_dense_dp.py)
+    "tp",
     "--json",
 ]
 
