@@ -163,6 +163,8 @@ def test_sku_aliases_of_one_machine_are_one_choice(tmp_path: Path) -> None:
         str(prices),
         "--top",
         "0",
+        "--layout",  # one layout: a dense DP layout on the same machine is another choice
+        "tp",
     )
     one_node = [p for p in d.plans if p.nodes == 1]
     assert len(one_node) == 1
@@ -189,6 +191,8 @@ def test_deployable_marks_follow_the_deploy_rule(tmp_path: Path) -> None:
         str(prices),
         "--nodes",
         "1",
+        "--layout",  # TP8 only: the dense DP layout would be a second plan per machine
+        "tp",
     )
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -204,6 +208,8 @@ def test_deployable_marks_follow_the_deploy_rule(tmp_path: Path) -> None:
         str(prices),
         "--nodes",
         "1",
+        "--layout",  # TP8 only: the dense DP layout would be a second plan per machine
+        "tp",
     )
     assert [p.deployable for p in d.plans] == [False, True]
     assert "two availability zones" in (d.plans[0].not_deployable_reason or "")
@@ -313,12 +319,13 @@ LLAMA_2000 = [
 
 def test_concurrency_above_max_num_seqs_is_said_not_silently_capped() -> None:
     # review7 #11: the header said "concurrency 2000", the JSON plan 1024, and nothing explained
-    d = doc_of(*LLAMA_2000, "--gpu", "H200", "--top", "3")
+    # TP x PP plans: one engine, one max_num_seqs (a DP8 layout batches 2,000 as 8 x 250)
+    d = doc_of(*LLAMA_2000, "--gpu", "H200", "--top", "3", "--layout", "tp")
     assert {p.concurrency for p in d.plans} == {1024}
     [note] = [n for n in d.notes if n.startswith("--concurrency 2,000")]
     assert "max_num_seqs caps the batch at 1,024 requests in 3 of the 3 plans" in note
     assert "queue" in note and "TTFT shown excludes the wait" in note
-    table = _flat(run(*LLAMA_2000, "--gpu", "H200", "--top", "3").stdout)
+    table = _flat(run(*LLAMA_2000, "--gpu", "H200", "--top", "3", "--layout", "tp").stdout)
     assert "note: --concurrency 2,000 is more than vLLM batches" in table
 
 

@@ -178,3 +178,20 @@ def test_explain_names_independent_engines_not_all_to_all() -> None:
     assert "DP8 wins: 8 independent TP1 engines" in text
     assert "KV tokens of TP8 (216 requests of 32,768 tokens vs 241)" in text  # 8 x 27 vs TP8
     assert "all-to-all per MoE layer" not in text  # a dense DP rank has none
+
+
+def test_dp_engines_each_cap_at_their_own_max_num_seqs() -> None:
+    # --concurrency 2000 of 200-token requests with the 8B: one TP8 engine batches vLLM's
+    # max_num_seqs (1,024 on an H200, tests/test_choices.py); DP8's 8 engines take 250 each,
+    # under their own 1,024
+    res = CliRunner().invoke(
+        app,
+        [
+            *("quote", "-m", "llama-3.1-8b", "--gpu", "H200", "--cloud", "aws", "--ctx", "8k"),
+            *("--concurrency", "2000", "--isl", "100", "--osl", "100", "--top", "0", "--json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    plans = json.loads(res.stdout)["plans"]
+    by = {p["layout"]: p["concurrency"] for p in plans if p["nodes"] == 1}
+    assert by["DP8"] == 2000 and by["TP8"] == 1024

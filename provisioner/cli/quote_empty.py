@@ -71,7 +71,15 @@ def empty_error(req: QuoteRequest, offers: Sequence[Offer], result: QuoteResult)
     what = (
         f"no offer can run {result.model.id} at {result.scheme.name} with {req.ctx}-token requests"
     )
-    if not result.rejected:
+    markets = ("on-demand", "spot") if req.market == "any" else (req.market,)
+    priced = any(
+        (o.ondemand_usd_per_hour if m == "on-demand" else o.spot_usd_per_hour) is not None
+        for o in offers
+        for m in markets
+    )
+    # prices are set aside only for shapes that fit; without a price in the market, the
+    # shapes refused (e.g. a DP layout beside a TP one that fits) are not why it is empty
+    if not result.rejected or result.skipped_prices or not priced:
         skipped = sum(result.skipped_prices.values())
         market = "" if req.market == "any" else f" {req.market}"
         if skipped:
