@@ -56,60 +56,30 @@ def estimate_speed(
 ) -> PerfEstimate | None:
     if scheme.engine != "vllm":
         return None
+    gpu = gpu_specs()[v.hw.gpu]
+    common: dict[str, Any] = {  # what every path's estimate takes
+        "gpus_per_node": v.hw.gpus_per_node,
+        "interconnect": v.hw.interconnect,
+        "fabric": fabric,
+        "workload": Workload(isl, osl, throughput_batch(req, v)),
+        "kv_bytes": kvb,
+        "max_num_seqs": v.max_num_seqs,
+        "max_num_batched_tokens": v.max_num_batched_tokens,
+    }
+    engine: dict[str, Any] = {  # ... and what a TP x PP engine's takes
+        "stage_cache": stage_cache,
+        "offload_gib_per_gpu": req.cpu_offload_gb,
+        "pcie_gbps": host_link_gbps(gpu),
+    }
     if v.dp > 1 and not v.ep and spec.moe is None:  # dense: DP independent TP x PP engines
         from provisioner.core.perf_ep import estimate_dense_dp
 
-        return estimate_dense_dp(
-            spec,
-            scheme,
-            gpu_specs()[v.hw.gpu],
-            v.layout,
-            gpus_per_node=v.hw.gpus_per_node,
-            interconnect=v.hw.interconnect,
-            fabric=fabric,
-            workload=Workload(isl, osl, throughput_batch(req, v)),
-            max_num_seqs=v.max_num_seqs,
-            max_num_batched_tokens=v.max_num_batched_tokens,
-            kv_bytes=kvb,
-            stage_cache=stage_cache,
-            offload_gib_per_gpu=req.cpu_offload_gb,
-            pcie_gbps=host_link_gbps(gpu_specs()[v.hw.gpu]),
-        )
+        return estimate_dense_dp(spec, scheme, gpu, v.layout, **common, **engine)
     if v.dp > 1 or v.ep:
         from provisioner.core.perf_ep import estimate_layout
 
-        return estimate_layout(
-            spec,
-            scheme,
-            gpu_specs()[v.hw.gpu],
-            v.layout,
-            gpus_per_node=v.hw.gpus_per_node,
-            interconnect=v.hw.interconnect,
-            fabric=fabric,
-            workload=Workload(isl, osl, throughput_batch(req, v)),
-            kv_bytes=kvb,
-            max_num_seqs=v.max_num_seqs,
-            max_num_batched_tokens=v.max_num_batched_tokens,
-            layout_cache=stage_cache,
-        )[0]
-    return estimate(
-        spec,
-        scheme,
-        gpu_specs()[v.hw.gpu],
-        tp=v.tp,
-        pp=v.pp,
-        gpus_per_node=v.hw.gpus_per_node,
-        interconnect=v.hw.interconnect,
-        fabric=fabric,
-        workload=Workload(isl, osl, throughput_batch(req, v)),
-        max_num_seqs=v.max_num_seqs,
-        max_num_batched_tokens=v.max_num_batched_tokens,
-        kv_bytes=kvb,
-        dcp=req.dcp,
-        stage_cache=stage_cache,
-        offload_gib_per_gpu=req.cpu_offload_gb,
-        pcie_gbps=host_link_gbps(gpu_specs()[v.hw.gpu]),
-    )
+        return estimate_layout(spec, scheme, gpu, v.layout, **common, layout_cache=stage_cache)[0]
+    return estimate(spec, scheme, gpu, tp=v.tp, pp=v.pp, dcp=req.dcp, **common, **engine)
 
 
 def slo_violation(req: QuoteRequest, est: PerfEstimate | None) -> str | None:
