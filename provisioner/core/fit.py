@@ -251,10 +251,7 @@ def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int, dp: int = 1) -> tupl
     if worst_pool.kv_pool <= 0:
         return False, _no_kv_room(worst_pool, s)
     if mem.max_concurrent < 1:
-        k = max(
-            range(len(mem.stages)),
-            key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
-        )
+        k = mem.short_stage
         st = mem.stages[k]
         need, have = distinct_gib(mem.request_bytes_per_stage[k], st.kv_pool)
         return False, (
@@ -264,8 +261,8 @@ def _verdict(mem: ShapeMemory, s: MemorySettings, ctx: int, dp: int = 1) -> tupl
         )
     w = mem.worst
     headroom = w.device - w.budget
-    graphs_outside = 0.0 if w.graphs_in_budget else w.cuda_graphs
-    startup = w.outside - graphs_outside
+    startup = w.at_startup
+    graphs_outside = w.outside - startup
     if startup > headroom:
         # vLLM checks free memory >= utilization x total once the CUDA context (and, from
         # v0.11, NCCL) exist: what they hold must fit the headroom or it refuses to start.
@@ -288,8 +285,7 @@ def _no_kv_room(st: StageMemory, s: MemorySettings) -> str:
     """Why no KV cache is left, worded as vLLM fails: the weights load first, on the whole
     device; then the profile run (dummy forward + sampler warm-up) allocates its peak; only
     then is the budget checked (docs/fit.md "How vLLM fails" has the sources)."""
-    graphs_outside = 0.0 if st.graphs_in_budget else st.cuda_graphs
-    present = st.outside - graphs_outside  # CUDA context (+ NCCL from v0.11) before loading
+    present = st.at_startup  # CUDA context (+ NCCL from v0.11) before loading
     if st.weights + present > st.device:
         w, room = distinct_gib(st.weights, st.device - present)
         return (

@@ -124,6 +124,12 @@ class ShapeMemory:
     def weights_fit(self) -> bool:
         return all(s.kv_pool > 0 for s in self.stages)
 
+    @property
+    def short_stage(self) -> int:
+        """The stage whose KV pool falls furthest short of one full request (refusals name it)."""
+        need = self.request_bytes_per_stage
+        return max(range(len(self.stages)), key=lambda i: need[i] - self.stages[i].kv_pool)
+
 
 def pp_partition(num_layers: int, pp: int) -> list[tuple[int, int]]:
     """vLLM's get_pp_indices: L // pp each, the remainder to the stages before the last."""
@@ -367,9 +373,8 @@ def shape_memory(
     device = device_gib * GIB
     budget = settings.gpu_memory_utilization * device
     multi = tp * pp > 1
-    # NVLS (NVLink SHARP) buffers, the bulk of the NVSwitch figure, need third-generation
-    # NVSwitch (Hopper and later, sm >= 90: NCCL's NVLS support); older NVLink and PCIe
-    # allocate ring/tree buffers only
+    # NVLS (NVLink SHARP) buffers, the bulk of the NVSwitch figure, need Hopper's NVSwitch
+    # (sm >= 90); older NVLink and PCIe allocate ring/tree buffers only
     nvls = nvlink and (settings.sm is None or settings.sm >= 90)
     nccl = ((cal.nccl_nvlink if nvls else cal.nccl_pcie) * GIB) if multi else 0.0
     if not multi:

@@ -187,10 +187,7 @@ def evaluate_shape(
             f"{req.gpu_memory_utilization:g} x {hw.gpu_memory_gib:g} GiB = {budget}",
         )
     if mem.max_concurrent < 1:
-        k = max(
-            range(len(mem.stages)),
-            key=lambda i: mem.request_bytes_per_stage[i] - mem.stages[i].kv_pool,
-        )
+        k = mem.short_stage
         st = mem.stages[k]
         needed, left = distinct_gib(mem.request_bytes_per_stage[k], max(0.0, st.kv_pool))
         return reject(
