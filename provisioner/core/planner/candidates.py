@@ -26,6 +26,13 @@ from provisioner.core.layouts import (
 from provisioner.core.memory import MemorySettings, WeightPlacer
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf import PerfEstimate
+from provisioner.core.planner.candidate_rows import (
+    NO_SPEED,
+    PER_HOUR,
+    PER_MTOK,
+    Block,
+    CandidateRows,
+)
 from provisioner.core.planner.estimates import (
     availability_miss,
     estimate_speed,
@@ -63,12 +70,6 @@ class Candidate(NamedTuple):
     offer: int  # index into Enumeration.class_offers[verdict]
 
 
-# A Candidate's fields as a plain tuple: the enumeration keeps tens of thousands (Llama-3.1-8B:
-# 16,760), and making each a Candidate costs twice the tuple; the ranking makes Candidates of
-# the few it keeps (Candidate._make).
-Row = tuple[float, float, int, int, str, int, int]
-
-
 def _divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
@@ -96,7 +97,7 @@ class Enumeration(OfferPrices):
         # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
         self.quick = not collect_rejected
 
-        self.candidates: list[Row] = []  # every candidate, as Candidate's fields
+        self.candidates = CandidateRows()  # every candidate (Candidate's fields, when made)
         self.verdicts: list[ShapeVerdict] = []
         self.class_offers: list[list[Offer]] = []  # per verdict index: its class's offers
         self.rejected: list[dict[str, Any]] = []
@@ -339,19 +340,12 @@ class Enumeration(OfferPrices):
         priced = self.priced_memo.get(id(rows))
         if priced is None:
             priced = self.priced_memo[id(rows)] = self.priced(rows)
-        # $/Mtok as estimates.usd_per_mtok, inline (same operations, same order)
+        # one block of rows, made when the ranking asks (candidate_rows.py)
         if per_mtok and tps > 0:
-            per_s = tps * 3600
-            self.candidates += [
-                (p * nodes / per_s * 1e6, p * nodes, nodes, neg_conc, m, best_vi, oi)
-                for oi, m, p in priced
-            ]
+            block = Block(priced, nodes, neg_conc, best_vi, PER_MTOK, tps * 3600)
         else:
-            inf = per_mtok  # no tokens/s: $/Mtok is infinite
-            self.candidates += [
-                (math.inf if inf else p * nodes, p * nodes, nodes, neg_conc, m, best_vi, oi)
-                for oi, m, p in priced
-            ]
+            block = Block(priced, nodes, neg_conc, best_vi, NO_SPEED if per_mtok else PER_HOUR, 0.0)
+        self.candidates.add_block(block)
 
     def _timed_rows(
         self,
@@ -365,7 +359,7 @@ class Enumeration(OfferPrices):
         """_price_rows with --risk-adjusted or --min-availability: the time to serve sets the
         rank and may drop a spot price."""
         req = self.req
-        add = self.candidates.append
+        add = self.candidates.add
         for oi, o in rows:
             for market, price in self.usable_prices(o):
                 usd = price * nodes

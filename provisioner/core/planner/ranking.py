@@ -7,11 +7,8 @@ time to serve, reclaims, vLLM arguments, warnings). Plans are built only for wha
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Hashable
 from functools import partial
-from itertools import compress
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from provisioner.core.expected_cost import reclaim
@@ -24,7 +21,6 @@ if TYPE_CHECKING:
     from provisioner.core.offer import Offer
 
 Distinct = Callable[["Offer", ShapeVerdict], Hashable]
-MARKET = Candidate._fields.index("market")  # a row's market (rows are Candidate's fields)
 
 
 def order(
@@ -37,14 +33,14 @@ def order(
     is the caller's); without, the `top` best (all when 0)."""
     rows = found.candidates
     also: dict[int, list[Offer]] = {}
-    if distinct is None:
-        best = heapq.nsmallest(top, rows) if top else sorted(rows)
+    if distinct is None:  # the top rows only are made (candidate_rows.py)
+        best = rows.smallest(top) if top else sorted(rows.every())
         return [Candidate._make(r) for r in best], also
     verdicts, class_offers = found.verdicts, found.class_offers
     firsts: dict[Hashable, int] = {}
     keys: dict[tuple[int, int], Hashable] = {}  # per offer x verdict; the market is added
     shown: list[Candidate] = []
-    for row in sorted(rows):
+    for row in sorted(rows.every()):
         cand = Candidate._make(row)
         vi, oi = cand.verdict, cand.offer
         o = class_offers[vi][oi]
@@ -122,13 +118,10 @@ def best_by_market(found: Enumeration, top: list[Candidate]) -> dict[str, Ranked
     rows = found.candidates
     out: dict[str, RankedPlan] = {}
     for m in found.markets:
-        # C-level passes (the candidates run to tens of thousands): the best of the market,
-        # then how many rank before it
-        in_market = compress(rows, map(m.__eq__, map(itemgetter(MARKET), rows)))
-        row = min(in_market, default=None)
+        row = rows.best(m)
         if row is not None:
             best = Candidate._make(row)
-            rank = top.index(best) + 1 if best in top else 1 + sum(map(row.__gt__, rows))
+            rank = top.index(best) + 1 if best in top else 1 + rows.count_below(row)
             out[m] = make_plan(found, rank, best)
     return out
 
