@@ -310,15 +310,31 @@ class Enumeration(OfferPrices):
         --cpu-offload-gb: enough host RAM), with their index, by fabric (cached per class)."""
         key = (id(hw_offers), several)
         found = self.eligible_memo.get(key)
-        if found is None:
+        if found is not None:
+            return found
+        one = self.eligible_memo.get((id(hw_offers), False)) if several else None
+        if one is not None:  # the clusters among the one-node rows, with their prices
+            found = {}
+            for fabric, rows in one.items():
+                sub = [r for r in rows if r[1].multi_node]
+                if sub:
+                    found[fabric] = sub
+                    prices = self.priced_memo.get(id(rows))
+                    if prices is not None:  # as self.priced(sub), without its per-offer work
+                        keep = {oi for oi, _ in sub}
+                        self.priced_memo[id(sub)] = [e for e in prices if e[0] in keep]
+            # fabrics in the order of their first cluster, as the loop below meets them
+            found = dict(sorted(found.items(), key=lambda kv: kv[1][0][0]))
+        else:
             req = self.req
-            found = self.eligible_memo[key] = {}
+            found = {}
             for oi, o in enumerate(hw_offers):
                 if several and not o.multi_node:
                     continue
                 if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
                     continue
                 found.setdefault(o.fabric, []).append((oi, o))
+        self.eligible_memo[key] = found
         return found
 
     def _price_rows(
