@@ -15,7 +15,6 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ Row = tuple[float, float, int, int, str, int, int]
 Entry = tuple[int, str, float]  # (offer index, market, node $/h)
 
 PER_MTOK, NO_SPEED, PER_HOUR = 0, 1, 2  # a block's rank key: $/Mtok, infinite $/Mtok, $/h
-_PRICE = itemgetter(2)
+_MARKET, _MARKET_PRICE = itemgetter(1), itemgetter(1, 2)
 
 
 class Block(NamedTuple):
@@ -53,24 +52,32 @@ def block_rows(b: Block, prices: list[Entry] | None = None) -> list[Row]:
             for oi, m, p in prices]  # fmt: skip
 
 
-def rank_key(b: Block) -> Callable[[Entry], float]:
-    """The first field of an entry's row (non-decreasing along the prices sorted)."""
-    nodes, per_s = b.nodes, b.per_s
+def rank_key(b: Block, price: float) -> float:
+    """The first field of the row of `price` in `b` (block_rows' operations)."""
     if b.key == PER_MTOK:
-        return lambda e: e[2] * nodes / per_s * 1e6
-    if b.key == NO_SPEED:
-        return lambda e: math.inf
-    return lambda e: e[2] * nodes
+        return price * b.nodes / b.per_s * 1e6
+    return math.inf if b.key == NO_SPEED else price * b.nodes
+
+
+def _upto(b: Block, s: list[Entry], key: float, lo: int = 0) -> int:
+    """The end of the entries of `s` (by price) whose rows are keyed `key` or lower."""
+    return bisect_right(s, key, lo=lo, key=lambda e: rank_key(b, e[2]))
+
+
+def _under(b: Block, s: list[Entry], key: float) -> int:
+    """The end of the entries of `s` (by price) whose rows are keyed below `key`."""
+    return bisect_left(s, key, key=lambda e: rank_key(b, e[2]))
 
 
 class CandidateRows:
     """Every candidate of a quote: blocks of prices, and single rows (the timed path)."""
 
-    def __init__(self) -> None:
+    def __init__(self, markets: tuple[str, ...]) -> None:
+        self.markets = markets
         self.blocks: list[Block] = []
         self.loose: list[Row] = []
         self.count = 0
-        self._by_price: dict[int, list[Entry]] = {}  # id(prices) -> prices sorted by price
+        self._split: dict[int, dict[str, list[Entry]]] = {}  # id(prices) -> by market, by price
 
     def __len__(self) -> int:
         return self.count
@@ -91,44 +98,55 @@ class CandidateRows:
             out += block_rows(b)
         return out + self.loose
 
-    def sorted_prices(self, b: Block) -> list[Entry]:
-        """The block's prices by price (blocks that share a price list sort it once)."""
-        found = self._by_price.get(id(b.prices))
+    def by_market(self, b: Block) -> dict[str, list[Entry]]:
+        """The block's prices of each market, by price (blocks that share prices share it)."""
+        found = self._split.get(id(b.prices))
         if found is None:
-            found = self._by_price[id(b.prices)] = sorted(b.prices, key=_PRICE)
+            s = sorted(b.prices, key=_MARKET_PRICE)
+            found = self._split[id(b.prices)] = {}
+            for m in self.markets:
+                lo = bisect_left(s, m, key=_MARKET)
+                hi = bisect_right(s, m, lo=lo, key=_MARKET)
+                if hi > lo:
+                    found[m] = s[lo:hi]
         return found
+
+    def _lists(self) -> list[tuple[Block, list[Entry]]]:
+        return [(b, s) for b in self.blocks for s in self.by_market(b).values()]
 
     def smallest(self, n: int) -> list[Row]:
         """The `n` smallest rows, in order (as heapq.nsmallest over every row)."""
+        lists = self._lists()
+        # any list's n-th key bounds the n-th smallest of all: rows keyed above rank after n
+        bound = min((rank_key(b, s[n - 1][2]) for b, s in lists if len(s) >= n), default=math.inf)
         pool = list(self.loose)
-        for b in self.blocks:
-            s = self.sorted_prices(b)
-            if len(s) > n:  # the rows keyed up to the n-th's key hold the block's n smallest
-                key = rank_key(b)
-                s = s[: bisect_right(s, key(s[n - 1]), lo=n, key=key)]
-            pool += block_rows(b, s)
+        for b, s in lists:
+            if rank_key(b, s[0][2]) <= bound:
+                pool += block_rows(b, s[: _upto(b, s, bound)])
         return heapq.nsmallest(n, pool)
 
     def best(self, market: str) -> Row | None:
         """The smallest row in `market`, or None."""
         pool = [r for r in self.loose if r[4] == market]
-        for b in self.blocks:
-            s = self.sorted_prices(b)
-            first = next((i for i, e in enumerate(s) if e[1] == market), None)
-            if first is None:
-                continue
-            key = rank_key(b)  # the rows keyed as the first of the market's hold its best
-            end = bisect_right(s, key(s[first]), lo=first, key=key)
-            pool += block_rows(b, [e for e in s[first:end] if e[1] == market])
+        firsts = [
+            (rank_key(b, s[0][2]), b, s)
+            for b in self.blocks
+            if (s := self.by_market(b).get(market)) is not None
+        ]
+        low = min((k for k, _, _ in firsts), default=math.inf)
+        for k, b, s in firsts:
+            if k == low:  # the block's rows keyed as its first hold its best
+                pool += block_rows(b, s[: _upto(b, s, low)])
         return min(pool, default=None)
 
     def count_below(self, row: Row) -> int:
         """How many rows rank before `row` (are smaller)."""
         below = sum(map(row.__gt__, self.loose))
-        for b in self.blocks:
-            s = self.sorted_prices(b)
-            key = rank_key(b)
-            lo = bisect_left(s, row[0], key=key)  # keyed lower: smaller whatever follows
-            hi = bisect_right(s, row[0], lo=lo, key=key)
+        k = row[0]
+        for b, s in self._lists():
+            if rank_key(b, s[0][2]) > k:
+                continue
+            lo = _under(b, s, k)  # keyed lower: smaller whatever follows
+            hi = _upto(b, s, k, lo)
             below += lo + sum(map(row.__gt__, block_rows(b, s[lo:hi])))
         return below

@@ -97,7 +97,7 @@ class Enumeration(OfferPrices):
         # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
         self.quick = not collect_rejected
 
-        self.candidates = CandidateRows()  # every candidate (Candidate's fields, when made)
+        self.candidates = CandidateRows(markets)  # every candidate (Candidate's fields, when made)
         self.verdicts: list[ShapeVerdict] = []
         self.class_offers: list[list[Offer]] = []  # per verdict index: its class's offers
         self.rejected: list[dict[str, Any]] = []
