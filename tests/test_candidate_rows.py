@@ -49,18 +49,16 @@ def _random_rows(seed: int) -> CandidateRows:
     rnd = random.Random(seed)
     base = [rnd.choice([0.5, 1.1, 3.0, 7.77, 12.0, 98.3]) for _ in range(4)]
     pool = [p for b in base for p in (b, math.nextafter(b, math.inf), math.nextafter(b, 0.0))]
-    shared: list[list[Entry]] = []
-    rows = CandidateRows(MARKETS)
+    shared: list[dict[str, list[Entry]]] = []
+    rows = CandidateRows()
     for vi in range(rnd.randint(1, 30)):
         if shared and rnd.random() < 0.4:  # blocks of several shapes share a price list
             prices = rnd.choice(shared)
         else:
-            prices = [
-                (oi, m, rnd.choice(pool))
-                for oi in range(rnd.randint(0, 25))
-                for m in MARKETS
-                if rnd.random() < 0.8
-            ]
+            offers = range(rnd.randint(0, 25))
+            listed = {m: [(oi, m, rnd.choice(pool)) for oi in offers if rnd.random() < 0.8]
+                      for m in MARKETS}  # fmt: skip
+            prices = {m: es for m, es in listed.items() if es}
             shared.append(prices)
         key = rnd.choice([PER_MTOK, PER_MTOK, PER_MTOK, PER_HOUR, NO_SPEED])
         per_s = rnd.choice([3600.0, 7.0 * 3600, 1234.5 * 3600, 3.0]) if key == PER_MTOK else 0.0
@@ -94,8 +92,8 @@ def test_a_dearer_price_with_the_same_key_and_price_per_hour_ranks_by_offer_inde
     low = math.nextafter(98.3, 0.0)
     assert low * 3 == 98.3 * 3
     for key, per_s in ((PER_MTOK, 5000.0 * 3600), (PER_HOUR, 0.0)):
-        rows = CandidateRows(MARKETS)
-        rows.add_block(Block([(0, "spot", 98.3), (1, "spot", low)], 3, 0, 0, key, per_s))
+        rows = CandidateRows()
+        rows.add_block(Block({"spot": [(0, "spot", 98.3), (1, "spot", low)]}, 3, 0, 0, key, per_s))
         assert [r[6] for r in rows.smallest(1)] == [0]
         assert rows.best("spot") == rows.smallest(1)[0]
         assert rows.count_below(max(rows.every())) == 1

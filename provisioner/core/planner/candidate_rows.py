@@ -24,13 +24,13 @@ Row = tuple[float, float, int, int, str, int, int]
 Entry = tuple[int, str, float]  # (offer index, market, node $/h)
 
 PER_MTOK, NO_SPEED, PER_HOUR = 0, 1, 2  # a block's rank key: $/Mtok, infinite $/Mtok, $/h
-_MARKET, _MARKET_PRICE = itemgetter(1), itemgetter(1, 2)
+_PRICE, _FIRST = itemgetter(2), itemgetter(0)
 
 
 class Block(NamedTuple):
-    """The candidates of `prices` on `nodes` nodes of one shape (verdict index `vi`)."""
+    """The candidates of `prices` (by market) on `nodes` nodes of one shape (verdict `vi`)."""
 
-    prices: list[Entry]
+    prices: dict[str, list[Entry]]
     nodes: int
     neg_conc: int
     vi: int
@@ -38,11 +38,9 @@ class Block(NamedTuple):
     per_s: float  # output tokens/s x 3600 (PER_MTOK)
 
 
-def block_rows(b: Block, prices: list[Entry] | None = None) -> list[Row]:
-    """The rows of `b` (or of the part `prices` of its prices), as candidates.py made them."""
+def block_rows(b: Block, prices: list[Entry]) -> list[Row]:
+    """The rows of `prices` (some of the block's) in `b`, as candidates.py made them."""
     nodes, neg_conc, vi = b.nodes, b.neg_conc, b.vi
-    if prices is None:
-        prices = b.prices
     if b.key == PER_MTOK:  # as estimates.usd_per_mtok, inline (same operations, same order)
         per_s = b.per_s
         return [(p * nodes / per_s * 1e6, p * nodes, nodes, neg_conc, m, vi, oi)
@@ -69,15 +67,20 @@ def _under(b: Block, s: list[Entry], key: float) -> int:
     return bisect_left(s, key, key=lambda e: rank_key(b, e[2]))
 
 
+# one market's prices in one block, with the key of the cheapest: no row of it ranks lower
+Head = tuple[float, str, Block, list[Entry]]
+
+
 class CandidateRows:
     """Every candidate of a quote: blocks of prices, and single rows (the timed path)."""
 
-    def __init__(self, markets: tuple[str, ...]) -> None:
-        self.markets = markets
+    def __init__(self) -> None:
         self.blocks: list[Block] = []
         self.loose: list[Row] = []
         self.count = 0
-        self._split: dict[int, dict[str, list[Entry]]] = {}  # id(prices) -> by market, by price
+        self._cheapest: dict[int, float] = {}  # id(prices of one market) -> lowest price
+        self._by_price: dict[int, list[Entry]] = {}  # id(prices of one market) -> sorted
+        self._heads: list[Head] | None = None
 
     def __len__(self) -> int:
         return self.count
@@ -85,7 +88,8 @@ class CandidateRows:
     def add_block(self, b: Block) -> None:
         if b.prices:
             self.blocks.append(b)
-            self.count += len(b.prices)
+            self.count += sum(map(len, b.prices.values()))
+            self._heads = None
 
     def add(self, row: Row) -> None:
         self.loose.append(row)
@@ -95,58 +99,62 @@ class CandidateRows:
         """Every row, made."""
         out: list[Row] = []
         for b in self.blocks:
-            out += block_rows(b)
+            for s in b.prices.values():
+                out += block_rows(b, s)
         return out + self.loose
 
-    def by_market(self, b: Block) -> dict[str, list[Entry]]:
-        """The block's prices of each market, by price (blocks that share prices share it)."""
-        found = self._split.get(id(b.prices))
-        if found is None:
-            s = sorted(b.prices, key=_MARKET_PRICE)
-            found = self._split[id(b.prices)] = {}
-            for m in self.markets:
-                lo = bisect_left(s, m, key=_MARKET)
-                hi = bisect_right(s, m, lo=lo, key=_MARKET)
-                if hi > lo:
-                    found[m] = s[lo:hi]
-        return found
+    def heads(self) -> list[Head]:
+        """Each block's prices of each market, with the key of the cheapest."""
+        if self._heads is None:
+            cheapest = self._cheapest
+            self._heads = []
+            for b in self.blocks:
+                for m, s in b.prices.items():
+                    low = cheapest.get(id(s))
+                    if low is None:  # blocks that share prices share it
+                        low = cheapest[id(s)] = min(map(_PRICE, s))
+                    self._heads.append((rank_key(b, low), m, b, s))
+        return self._heads
 
-    def _lists(self) -> list[tuple[Block, list[Entry]]]:
-        return [(b, s) for b in self.blocks for s in self.by_market(b).values()]
+    def by_price(self, s: list[Entry]) -> list[Entry]:
+        """`s` sorted by price (once): the keys of its rows never decrease along it."""
+        found = self._by_price.get(id(s))
+        if found is None:
+            found = self._by_price[id(s)] = sorted(s, key=_PRICE)
+        return found
 
     def smallest(self, n: int) -> list[Row]:
         """The `n` smallest rows, in order (as heapq.nsmallest over every row)."""
-        lists = self._lists()
-        # any list's n-th key bounds the n-th smallest of all: rows keyed above rank after n
-        bound = min((rank_key(b, s[n - 1][2]) for b, s in lists if len(s) >= n), default=math.inf)
+        bound = math.inf  # the n-th key of a list seen: rows keyed above rank after n
         pool = list(self.loose)
-        for b, s in lists:
-            if rank_key(b, s[0][2]) <= bound:
-                pool += block_rows(b, s[: _upto(b, s, bound)])
+        for low, _, b, s in sorted(self.heads(), key=_FIRST):
+            if low > bound:
+                break
+            s = self.by_price(s)
+            if len(s) >= n:
+                bound = min(bound, rank_key(b, s[n - 1][2]))
+            pool += block_rows(b, s[: _upto(b, s, bound)])
         return heapq.nsmallest(n, pool)
 
     def best(self, market: str) -> Row | None:
         """The smallest row in `market`, or None."""
         pool = [r for r in self.loose if r[4] == market]
-        firsts = [
-            (rank_key(b, s[0][2]), b, s)
-            for b in self.blocks
-            if (s := self.by_market(b).get(market)) is not None
-        ]
-        low = min((k for k, _, _ in firsts), default=math.inf)
-        for k, b, s in firsts:
-            if k == low:  # the block's rows keyed as its first hold its best
-                pool += block_rows(b, s[: _upto(b, s, low)])
+        heads = [h for h in self.heads() if h[1] == market]
+        least = min((h[0] for h in heads), default=math.inf)
+        for low, _, b, s in heads:
+            if low == least:  # the rows keyed as the cheapest hold the best
+                s = self.by_price(s)
+                pool += block_rows(b, s[: _upto(b, s, least)])
         return min(pool, default=None)
 
     def count_below(self, row: Row) -> int:
         """How many rows rank before `row` (are smaller)."""
         below = sum(map(row.__gt__, self.loose))
         k = row[0]
-        for b, s in self._lists():
-            if rank_key(b, s[0][2]) > k:
-                continue
-            lo = _under(b, s, k)  # keyed lower: smaller whatever follows
-            hi = _upto(b, s, k, lo)
-            below += lo + sum(map(row.__gt__, block_rows(b, s[lo:hi])))
+        for low, _, b, s in self.heads():
+            if low <= k:
+                s = self.by_price(s)
+                lo = _under(b, s, k)  # keyed lower: smaller whatever follows
+                hi = _upto(b, s, k, lo)
+                below += lo + sum(map(row.__gt__, block_rows(b, s[lo:hi])))
         return below

@@ -32,6 +32,7 @@ from provisioner.core.planner.candidate_rows import (
     PER_MTOK,
     Block,
     CandidateRows,
+    Entry,
 )
 from provisioner.core.planner.estimates import (
     availability_miss,
@@ -97,7 +98,7 @@ class Enumeration(OfferPrices):
         # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
         self.quick = not collect_rejected
 
-        self.candidates = CandidateRows(markets)  # every candidate (Candidate's fields, when made)
+        self.candidates = CandidateRows()  # every candidate (Candidate's fields, when made)
         self.verdicts: list[ShapeVerdict] = []
         self.class_offers: list[list[Offer]] = []  # per verdict index: its class's offers
         self.rejected: list[dict[str, Any]] = []
@@ -114,7 +115,7 @@ class Enumeration(OfferPrices):
         self.dp_found: set[HardwareClass] = set()
         self.perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
         self.stage_cache: dict[tuple[int, int], Any] = {}
-        self.priced_memo: dict[int, list[tuple[int, str, float]]] = {}  # id(rows) -> prices
+        self.priced_memo: dict[int, dict[str, list[Entry]]] = {}  # id(rows) -> prices
         self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
 
     # -- memoised pieces ------------------------------------------------------------------
@@ -322,7 +323,8 @@ class Enumeration(OfferPrices):
                     prices = self.priced_memo.get(id(rows))
                     if prices is not None:  # as self.priced(sub), without its per-offer work
                         keep = {oi for oi, _ in sub}
-                        self.priced_memo[id(sub)] = [e for e in prices if e[0] in keep]
+                        kept = {m: [e for e in es if e[0] in keep] for m, es in prices.items()}
+                        self.priced_memo[id(sub)] = {m: es for m, es in kept.items() if es}
             # fabrics in the order of their first cluster, as the loop below meets them
             found = dict(sorted(found.items(), key=lambda kv: kv[1][0][0]))
         else:

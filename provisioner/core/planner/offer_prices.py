@@ -81,19 +81,22 @@ class OfferPrices:
         """True when usable_prices(o) is every price listed in the markets (no doubt to count)."""
         return self.req.max_interruption is None and beyond_doubt(o)
 
-    def priced(self, rows: list[tuple[int, Offer]]) -> list[tuple[int, str, float]]:
-        """(offer index, market, node $/h) of every usable price of `rows`, in order: as
-        usable_prices, without its per-offer work on the (many) offers beyond doubt."""
-        out: list[tuple[int, str, float]] = []
-        add = out.append
-        spot, ondemand = "spot" in self.markets, "on-demand" in self.markets  # spot first
+    def priced(self, rows: list[tuple[int, Offer]]) -> dict[str, list[tuple[int, str, float]]]:
+        """(offer index, market, node $/h) of every usable price of `rows`, in order, by market
+        (markets with a price only): as usable_prices, without its per-offer work on the (many)
+        offers beyond doubt."""
+        spot: list[tuple[int, str, float]] = []
+        ondemand: list[tuple[int, str, float]] = []
+        by_market = {"spot": spot, "on-demand": ondemand}
+        want_spot, want_ondemand = "spot" in self.markets, "on-demand" in self.markets
         plain = self.req.max_interruption is None  # self.doubtless, inline
         for oi, o in rows:
             if plain and beyond_doubt(o):
-                if spot and o.spot_usd_per_hour is not None:
-                    add((oi, "spot", o.spot_usd_per_hour))
-                if ondemand and o.ondemand_usd_per_hour is not None:
-                    add((oi, "on-demand", o.ondemand_usd_per_hour))
+                if want_spot and o.spot_usd_per_hour is not None:
+                    spot.append((oi, "spot", o.spot_usd_per_hour))
+                if want_ondemand and o.ondemand_usd_per_hour is not None:
+                    ondemand.append((oi, "on-demand", o.ondemand_usd_per_hour))
             else:
-                out += [(oi, m, p) for m, p in self.usable_prices(o)]
-        return out
+                for m, p in self.usable_prices(o):
+                    by_market[m].append((oi, m, p))
+        return {m: by_market[m] for m in self.markets if by_market[m]}
