@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from provisioner.core.offer import Offer
 
 Distinct = Callable[["Offer", ShapeVerdict], Hashable]
+# a row's market, verdict and offer are its fields 4, 5 and 6 (rows are Candidate's fields)
+assert Candidate._fields[4:] == ("market", "verdict", "offer")
 
 
 def order(
@@ -37,24 +39,31 @@ def order(
         best = rows.smallest(top) if top else sorted(rows.every())
         return [Candidate._make(r) for r in best], also
     verdicts, class_offers = found.verdicts, found.class_offers
-    firsts: dict[Hashable, int] = {}
-    keys: dict[tuple[int, int], Hashable] = {}  # per offer x verdict; the market is added
+    # each distinct(offer, shape) numbered once per offer x verdict (a list per verdict), and a
+    # group numbered with its market: the loop over the rows hashes small ints only
+    bases: dict[Hashable, int] = {}
+    numbers: list[list[int] | None] = [None] * len(verdicts)
+    market_at = {m: i for i, m in enumerate(found.markets)}
+    width = len(market_at)
+    firsts: dict[int, int] = {}  # group -> its position in shown
     shown: list[Candidate] = []
     for row in sorted(rows.every()):
-        cand = Candidate._make(row)
-        vi, oi = cand.verdict, cand.offer
-        o = class_offers[vi][oi]
-        base = keys.get((vi, oi))
-        if base is None:
-            base = keys[(vi, oi)] = distinct(o, verdicts[vi])
-        group_key = (base, cand.market)
-        first = firsts.get(group_key)
+        vi, oi = row[5], row[6]
+        per = numbers[vi]
+        if per is None:
+            per = numbers[vi] = [-1] * len(class_offers[vi])
+        base = per[oi]
+        if base < 0:
+            key = distinct(class_offers[vi][oi], verdicts[vi])
+            base = per[oi] = bases.setdefault(key, len(bases))
+        group = base * width + market_at[row[4]]
+        first = firsts.get(group)
         if first is not None:
-            also[first].append(o)
+            also[first].append(class_offers[vi][oi])
         else:
-            firsts[group_key] = len(shown)
+            firsts[group] = len(shown)
             also[len(shown)] = []
-            shown.append(cand)
+            shown.append(Candidate._make(row))
     return shown, also
 
 
