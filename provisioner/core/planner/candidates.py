@@ -11,7 +11,7 @@ meeting the SLOs, priced on that offer. Refusals are collected as rejection rows
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provisioner.core.expected_cost import reclaim
@@ -71,8 +71,9 @@ class Candidate(NamedTuple):
     offer: int  # index into Enumeration.class_offers[verdict]
 
 
-def _divisors_desc(n: int) -> list[int]:
-    return [d for d in range(n, 0, -1) if n % d == 0]
+@cache
+def _divisors_desc(n: int) -> tuple[int, ...]:
+    return tuple(d for d in range(n, 0, -1) if n % d == 0)
 
 
 class Enumeration(OfferPrices):
@@ -166,7 +167,7 @@ class Enumeration(OfferPrices):
                 spec, scheme, self.req, hw, nodes, lay.tp, lay.pp, self.kvb, pl, lay, settings
             )
         if v.reason is None and ep_warn:
-            v = replace(v, warnings=(*v.warnings, ep_warn))
+            v = v.warned(ep_warn)
         self.memo[key] = self.same_gpu[shared] = v
         return v
 
@@ -212,7 +213,7 @@ class Enumeration(OfferPrices):
                 ):  # the fp8-block / Marlin width rule: vLLM runs it with EP
                     v = self.verdict_of(hw, nodes, Layout(tp, 1, pp, True))
             if v.reason is None:
-                fits.append(replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v)
+                fits.append(v.warned(kernel_warn) if kernel_warn else v)
                 # vLLM's canonical layout is TP inside a node, PP across nodes: smaller TP with
                 # PP inside the node only when that fails, or when --explore-splits asks
                 # (in-node PP is outside the throughput model's calibration)
@@ -239,9 +240,7 @@ class Enumeration(OfferPrices):
             for lay in dp_ep_layouts(spec, hw.gpus_per_node, nodes):
                 v = self.verdict_of(hw, nodes, lay)
                 if v.reason is None:
-                    dp_fits.append(
-                        replace(v, warnings=(*v.warnings, kernel_warn)) if kernel_warn else v
-                    )
+                    dp_fits.append(v.warned(kernel_warn) if kernel_warn else v)
                 else:
                     fails.append(v)
         if dp_fits:

@@ -32,10 +32,11 @@ def _check_request(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> N
 
 
 def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
-    clouds = sorted({o.cloud for o in offers})
-    for c in req.clouds:
-        if c.lower() not in clouds:
-            raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(clouds)}")
+    if req.clouds:  # (the clouds of every offer: only when a --cloud is to be checked)
+        clouds = sorted({o.cloud for o in offers})
+        for c in req.clouds:
+            if c.lower() not in clouds:
+                raise UsageError(f"unknown --cloud {c!r}; allowed: {', '.join(clouds)}")
     for g in req.gpus:
         if not match_gpu(g):
             vendors = sorted({s.vendor.lower() for s in gpu_specs().values()})

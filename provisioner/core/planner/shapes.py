@@ -70,6 +70,14 @@ class ShapeVerdict:
             self.max_num_batched_tokens,
         )  # fmt: skip
 
+    def warned(self, warning: str) -> ShapeVerdict:
+        """The same verdict with one more warning (as dataclasses.replace, cheaper)."""
+        return ShapeVerdict(
+            self.hw, self.nodes, self.tp, self.pp, self.memory, self.reason,
+            (*self.warnings, warning), self.workload_concurrency, self.max_num_seqs, self.dp,
+            self.ep, self.too_heavy, self.max_num_batched_tokens,
+        )  # fmt: skip
+
     @property
     def weights_overflow(self) -> bool:
         """Refused because the weights alone do not fit (not a rule, not the KV cache)."""
