@@ -32,7 +32,6 @@ from provisioner.core.planner.candidate_rows import (
     PER_MTOK,
     Block,
     CandidateRows,
-    Entry,
 )
 from provisioner.core.planner.estimates import (
     availability_miss,
@@ -94,7 +93,6 @@ class Enumeration(OfferPrices):
         self.specs = gpu_specs()
         self.isl, self.osl, _explicit = workload_tokens(req)
         self.by_hour = req.objective == "usd-per-hour" or scheme.engine != "vllm"
-        self.timed = req.risk_adjusted or req.min_availability is not None  # rank by serve time
         self.moe_vllm = spec.moe is not None and scheme.engine == "vllm"
         # without the rejection list, hopeless shapes are refused by a bound (no reason kept)
         self.quick = not collect_rejected
@@ -116,8 +114,7 @@ class Enumeration(OfferPrices):
         self.dp_found: set[HardwareClass] = set()
         self.perf_memo: dict[tuple[int, str], PerfEstimate | None] = {}
         self.stage_cache: dict[tuple[int, int], Any] = {}
-        self.priced_memo: dict[int, dict[str, list[Entry]]] = {}  # id(rows) -> prices
-        self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
+        self.instances: dict[int, list[tuple[str, str]]] = {}  # id(class offers) -> types
 
     # -- memoised pieces ------------------------------------------------------------------
 
@@ -247,7 +244,11 @@ class Enumeration(OfferPrices):
             groups.append(dp_fits)
             self.dp_found.add(hw)
         if self.collect_rejected:
-            instances = sorted({(o.cloud, o.instance_type) for o in hw_offers})
+            instances = self.instances.get(id(hw_offers))
+            if instances is None:
+                instances = self.instances[id(hw_offers)] = sorted(
+                    {(o.cloud, o.instance_type) for o in hw_offers}
+                )
             for v in fails:
                 for cloud, itype in instances:
                     self.rejected.append(rejection_row(v, cloud, itype, v.reason or ""))
@@ -261,14 +262,14 @@ class Enumeration(OfferPrices):
         self.verdicts.extend(fits)
         self.class_offers.extend([hw_offers] * len(fits))
         if not self.collect_rejected:  # the table path: no refusal to note, order is free
-            for fabric, rows in self._eligible(hw_offers, nodes > 1).items():
+            for fabric, rows in self.eligible(hw_offers, nodes > 1).items():
                 best = self._fastest(fits, first_vi, fabric)
                 if best[0] >= 0:
                     self._price_rows(rows, nodes, best)
             return
         req = self.req
         fastest: dict[str, tuple[int, PerfEstimate | None, int]] = {}  # and -concurrency
-        for oi, o in enumerate(hw_offers):
+        for oi, o in self.notable(hw_offers, nodes > 1):
             if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
                 if (nodes, o.cloud, o.instance_type) not in self.lone:
                     self.lone.add((nodes, o.cloud, o.instance_type))
@@ -298,45 +299,10 @@ class Enumeration(OfferPrices):
                 elif not self.doubtless(o):
                     self.usable_prices(o)  # doubtful prices are counted in offer order
         if not self.timed:  # the same candidates, priced by fabric (order is free)
-            for fabric, rows in self._eligible(hw_offers, nodes > 1).items():
+            for fabric, rows in self.eligible(hw_offers, nodes > 1).items():
                 hit = fastest.get(fabric)
                 if hit is not None and hit[0] >= 0:
                     self._price_rows(rows, nodes, hit)
-
-    def _eligible(
-        self, hw_offers: list[Offer], several: bool
-    ) -> dict[str, list[tuple[int, Offer]]]:
-        """The class's offers that can run a replica (of several nodes: only clusters; with
-        --cpu-offload-gb: enough host RAM), with their index, by fabric (cached per class)."""
-        key = (id(hw_offers), several)
-        found = self.eligible_memo.get(key)
-        if found is not None:
-            return found
-        one = self.eligible_memo.get((id(hw_offers), False)) if several else None
-        if one is not None:  # the clusters among the one-node rows, with their prices
-            found = {}
-            for fabric, rows in one.items():
-                sub = [r for r in rows if r[1].multi_node]
-                if sub:
-                    found[fabric] = sub
-                    prices = self.priced_memo.get(id(rows))
-                    if prices is not None:  # as self.priced(sub), without its per-offer work
-                        keep = {oi for oi, _ in sub}
-                        kept = {m: [e for e in es if e[0] in keep] for m, es in prices.items()}
-                        self.priced_memo[id(sub)] = {m: es for m, es in kept.items() if es}
-            # fabrics in the order of their first cluster, as the loop below meets them
-            found = dict(sorted(found.items(), key=lambda kv: kv[1][0][0]))
-        else:
-            req = self.req
-            found = {}
-            for oi, o in enumerate(hw_offers):
-                if several and not o.multi_node:
-                    continue
-                if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
-                    continue
-                found.setdefault(o.fabric, []).append((oi, o))
-        self.eligible_memo[key] = found
-        return found
 
     def _price_rows(
         self,

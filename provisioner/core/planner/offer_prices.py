@@ -1,5 +1,6 @@
-"""The prices a quote may rank an offer at, and a replacement replica's time to serve on it:
-the memoised, per-offer half of the enumeration (provisioner/core/planner/candidates.py).
+"""The offers of a class that can run a replica, the prices a quote may rank them at, and a
+replacement replica's time to serve on them: the memoised, per-offer half of the enumeration
+(provisioner/core/planner/candidates.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from provisioner.core.memory import weights_total_bytes
 from provisioner.core.models import ModelSpec
 from provisioner.core.offer import beyond_doubt, price_doubt
+from provisioner.core.planner.candidate_rows import Entry
+from provisioner.core.planner.estimates import host_ram_needed
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest
 from provisioner.core.spot_risk import spot_risk
@@ -32,6 +35,11 @@ class OfferPrices:
         self.skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct prices
         self.price_memo: dict[int, list[tuple[str, float]]] = {}
         self.tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
+        self.timed = req.risk_adjusted or req.min_availability is not None  # rank by serve time
+        # per class (id of its offer list) and whether the replica has several nodes
+        self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
+        self.notable_memo: dict[tuple[int, bool], list[tuple[int, Offer]]] = {}
+        self.priced_memo: dict[int, dict[str, list[Entry]]] = {}  # id(eligible rows) -> prices
 
     def tts_of(self, o: Offer, nodes: int) -> TimeToServe | None:
         """A replacement replica's time to serve on this instance type when the weights are
@@ -80,6 +88,66 @@ class OfferPrices:
     def doubtless(self, o: Offer) -> bool:
         """True when usable_prices(o) is every price listed in the markets (no doubt to count)."""
         return self.req.max_interruption is None and beyond_doubt(o)
+
+    def notable(self, hw_offers: list[Offer], several: bool) -> list[tuple[int, Offer]]:
+        """The class's offers, with their index, on which the offer loop of the enumeration
+        (candidates.py, with the rejection list) does something: without --risk-adjusted,
+        --min-availability and --cpu-offload-gb, the first single machine of each type
+        (several nodes), the first offer of each fabric and the offers with a doubtful price;
+        the others repeat what these did (cached per class)."""
+        key = (id(hw_offers), several)
+        found = self.notable_memo.get(key)
+        if found is None:
+            found = self.notable_memo[key] = []
+            if self.timed or self.req.cpu_offload_gb:
+                found += enumerate(hw_offers)
+                return found
+            lone: set[tuple[str, str]] = set()
+            fabrics: set[str] = set()
+            for oi, o in enumerate(hw_offers):
+                if several and not o.multi_node:
+                    if (o.cloud, o.instance_type) not in lone:
+                        lone.add((o.cloud, o.instance_type))
+                        found.append((oi, o))
+                elif o.fabric not in fabrics:
+                    fabrics.add(o.fabric)
+                    found.append((oi, o))
+                elif not self.doubtless(o):
+                    found.append((oi, o))
+        return found
+
+    def eligible(self, hw_offers: list[Offer], several: bool) -> dict[str, list[tuple[int, Offer]]]:
+        """The class's offers that can run a replica (of several nodes: only clusters; with
+        --cpu-offload-gb: enough host RAM), with their index, by fabric (cached per class)."""
+        key = (id(hw_offers), several)
+        found = self.eligible_memo.get(key)
+        if found is not None:
+            return found
+        one = self.eligible_memo.get((id(hw_offers), False)) if several else None
+        if one is not None:  # the clusters among the one-node rows, with their prices
+            found = {}
+            for fabric, rows in one.items():
+                sub = [r for r in rows if r[1].multi_node]
+                if sub:
+                    found[fabric] = sub
+                    prices = self.priced_memo.get(id(rows))
+                    if prices is not None:  # as self.priced(sub), without its per-offer work
+                        keep = {oi for oi, _ in sub}
+                        kept = {m: [e for e in es if e[0] in keep] for m, es in prices.items()}
+                        self.priced_memo[id(sub)] = {m: es for m, es in kept.items() if es}
+            # fabrics in the order of their first cluster, as the loop below meets them
+            found = dict(sorted(found.items(), key=lambda kv: kv[1][0][0]))
+        else:
+            req = self.req
+            found = {}
+            for oi, o in enumerate(hw_offers):
+                if several and not o.multi_node:
+                    continue
+                if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
+                    continue
+                found.setdefault(o.fabric, []).append((oi, o))
+        self.eligible_memo[key] = found
+        return found
 
     def priced(self, rows: list[tuple[int, Offer]]) -> dict[str, list[tuple[int, str, float]]]:
         """(offer index, market, node $/h) of every usable price of `rows`, in order, by market
