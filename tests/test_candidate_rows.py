@@ -1,17 +1,23 @@
-"""The candidate blocks (provisioner/core/planner/candidate_rows.py) make only the rows the
-ranking asks for: the top, the best of each market and how many rows rank before it must be
-what the same questions answer over every row made (heapq.nsmallest, min, a count)."""
+"""The enumeration's shortcuts against the long way round: the candidate blocks
+(provisioner/core/planner/candidate_rows.py) make only the rows the ranking asks for, so the
+top, the best of each market and how many rows rank before it must be what the same questions
+answer over every row made (heapq.nsmallest, min, a count); the --json path's offer loop visits
+only the notable offers, so it must find what visiting every offer finds."""
 
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
 from pricing.offers import load_offers
 from provisioner.core.catalog import resolve_model
+from provisioner.core.offer import Offer
+from provisioner.core.planner import plan_quote, result_to_json
 from provisioner.core.planner.candidate_rows import (
     NO_SPEED,
     PER_HOUR,
@@ -22,9 +28,10 @@ from provisioner.core.planner.candidate_rows import (
     Row,
 )
 from provisioner.core.planner.candidates import Enumeration
+from provisioner.core.planner.offer_prices import OfferPrices
 from provisioner.core.planner.quote import hardware_classes
 from provisioner.core.quant import resolve_quant
-from provisioner.core.request import make_request
+from provisioner.core.request import QuoteRequest, make_request
 
 MARKETS = ("spot", "on-demand")
 
@@ -126,3 +133,62 @@ def test_the_offers_table_answers_as_every_row_does(
     found.run(hardware_classes(req, load_offers()), [1, 2, 3, 4])
     assert len(found.candidates.blocks) > 100  # the table path keeps blocks, not rows
     _check_against_every_row(found.candidates, [1, 10, 70, 1000])
+
+
+def _json_both_ways(
+    req: QuoteRequest, offers: list[Offer], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """The --json document (and the best of each market) as plan_quote answers, and as it
+    answers when the offer loop visits every offer of a class for every shape group (as it
+    did before OfferPrices.notable): refusals, SLO misses and doubtful prices, in order."""
+    spec = resolve_model(req.model)
+    scheme = resolve_quant(req.quant, spec)
+
+    def answer() -> str:
+        res = plan_quote(req, spec, scheme, offers)
+        doc = result_to_json(res)
+        doc["best_by_market"] = {m: p.to_json() for m, p in res.best_by_market.items()}
+        return json.dumps(doc)
+
+    fast = answer()
+    with monkeypatch.context() as m:
+        m.setattr(OfferPrices, "notable", lambda self, offers, several: enumerate(offers))
+        return fast, answer()
+
+
+@pytest.mark.parametrize(
+    ("model_id", "quant", "ctx", "extra"),
+    [
+        ("meta-llama/Llama-3.1-8B", "bf16", 32768, {}),
+        ("meta-llama/Llama-3.1-8B", "bf16", 32768, {"nodes": 2, "max_interruption": 10}),
+        ("moonshotai/Kimi-K2-Thinking", "int4", 131072, {"max_tpot_ms": 60.0}),
+        ("deepseek-ai/DeepSeek-V3", "auto", 131072, {"market": "spot"}),
+    ],
+)
+def test_the_json_path_finds_on_the_notable_offers_what_every_offer_finds(
+    model_id: str, quant: str, ctx: int, extra: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    req = make_request(model=model_id, quant=quant, ctx=ctx, top=0, **extra)
+    fast, slow = _json_both_ways(req, list(load_offers()), monkeypatch)
+    assert fast == slow
+    assert '"rejected": []' not in fast  # the loop had refusals to note
+
+
+def test_doubtful_prices_are_counted_in_offer_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one class, two fabrics: the second offer (efa, not its fabric's first) has a doubtful
+    # spot price before the third (the first on ethernet): its reason is counted first
+    base = next(o for o in load_offers() if o.fabric == "efa" and o.instance_type == "g5.12xlarge")
+    offers = [
+        replace(base, zone="z0", flags=(), spot_usd_per_hour=5.0, ondemand_usd_per_hour=8.0),
+        replace(base, zone="z1", flags=("spot_over_85pct_off",), spot_usd_per_hour=0.5),
+        replace(base, zone="z2", fabric="ethernet", flags=("spot_gt_ondemand",),
+                spot_usd_per_hour=9.0, ondemand_usd_per_hour=8.0),
+    ]  # fmt: skip
+    req = make_request(model="meta-llama/Llama-3.1-8B", quant="bf16", ctx=32768, top=0)
+    fast, slow = _json_both_ways(req, offers, monkeypatch)
+    assert fast == slow
+    skipped = list(json.loads(fast)["skipped_prices"])
+    assert skipped == [
+        "spot price not used: spot more than 85% below on-demand",
+        "spot price not used: spot above on-demand",
+    ]
