@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from provisioner.core.hardware import cuda_memory_gib, gpu_specs, match_gpu
@@ -49,6 +50,9 @@ def _check_layout(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> No
         raise UsageError(f"--layout dp-ep needs vLLM without --dcp ({why}); use --layout tp")
 
 
+_CLASS_FIELDS = attrgetter("gpu", "gpus_per_node", "interconnect")
+
+
 def hardware_classes(
     req: QuoteRequest, offers: Sequence[Offer]
 ) -> dict[HardwareClass, list[Offer]]:
@@ -57,24 +61,29 @@ def hardware_classes(
     wanted_gpus = {n for g in req.gpus for n in match_gpu(g)}
     clouds = {c.lower() for c in req.clouds}
     regions = {r.lower() for r in req.regions}
+    kept = offers
+    if clouds or regions or wanted_gpus:
+        kept = [
+            o
+            for o in offers
+            if not (clouds and o.cloud not in clouds)
+            and not (
+                regions
+                and o.region.lower() not in regions
+                and (o.zone or "").lower() not in regions
+            )
+            and not (wanted_gpus and o.gpu not in wanted_gpus)
+        ]
     classes: dict[HardwareClass, list[Offer]] = defaultdict(list)
-    device_gib: dict[str, float] = {}
-    buckets: dict[tuple[str, int, float, str], list[Offer]] = {}
-    for o in offers:
-        if clouds and o.cloud not in clouds:
-            continue
-        if regions and o.region.lower() not in regions and (o.zone or "").lower() not in regions:
-            continue
-        if wanted_gpus and o.gpu not in wanted_gpus:
-            continue
-        device = device_gib.get(o.gpu)
-        if device is None:  # as CUDA reports it: one size per GPU model, on any cloud
-            device = device_gib[o.gpu] = cuda_memory_gib(o.gpu)
-        # a plain tuple finds the class's list (hashing the frozen dataclass costs more)
-        hw_key = (o.gpu, o.gpus_per_node, device, o.interconnect)
-        bucket = buckets.get(hw_key)
+    # a plain tuple finds the class's list (hashing the frozen dataclass costs more); the
+    # memory CUDA reports is one size per GPU model, on any cloud
+    buckets: dict[tuple[str, int, str], list[Offer]] = {}
+    for o, key in zip(kept, map(_CLASS_FIELDS, kept), strict=True):
+        bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[hw_key] = classes[HardwareClass(*hw_key)]
+            gpu, per_node, link = key
+            hw = HardwareClass(gpu, per_node, cuda_memory_gib(gpu), link)
+            bucket = buckets[key] = classes[hw]
         bucket.append(o)
     return classes
 
