@@ -5,7 +5,9 @@ TP x PP splits and, on vLLM, the DP layouts (DP/EP for MoE; for dense models DP 
 one node) are evaluated once
 (shapes.evaluate_shape, memoised across classes that share a GPU, its memory and link). Each
 offer and market then gets one Candidate per group of feasible shapes: the fastest member
-meeting the SLOs, priced on that offer. Refusals are collected as rejection rows when asked.
+meeting the SLOs, priced on that offer. The candidates of one shape on a fabric's offers are
+kept as one block of prices (candidate_rows.py): the ranking makes the rows it needs. Refusals
+are collected as rejection rows when asked.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 build the plans that are shown (the top, the best of each market, the layouts of the best).
 
 A Candidate is a few numbers and two indices; a RankedPlan adds what a person reads (speed,
-time to serve, reclaims, vLLM arguments, warnings). Plans are built only for what is returned.
+time to serve, reclaims, vLLM arguments, warnings). Plans are built only for what is returned,
+and rows only for what is ranked: the top N and the best of each market come from the
+enumeration's blocks of prices (candidate_rows.py); the full order (--top 0, the distinct
+choices) makes every row.
 """
 
 from __future__ import annotations
