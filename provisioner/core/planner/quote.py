@@ -118,7 +118,8 @@ def plan_quote(
     if scheme.engine == "llama.cpp":
         notes.append(
             "GGUF formats run on llama.cpp, not vLLM: plans are memory-only estimates "
-            "(layer split across the node's GPUs, no tensor parallelism)"
+            "(layout layers/N: llama.cpp splits the layers over the node's N GPUs, no tensor "
+            "parallelism)"
         )
     return QuoteResult(
         request=req,
