@@ -295,10 +295,10 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when it fits, 1 when it does not, 2 for bad input.
         """
+        from provisioner.cli.context_default import default_note, resolve_ctx
         from provisioner.core.catalog import resolve_model
         from provisioner.core.fit import FitRequest, evaluate
         from provisioner.core.quant import kv_bytes, resolve_quant
-        from provisioner.cli.context_default import default_note, resolve_ctx
         from provisioner.core.vllm_rules import rules_for, with_paths
 
         for name, value, hi in (

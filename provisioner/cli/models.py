@@ -103,11 +103,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Architecture, parameter counts, weight bytes by part and KV cache per token."""
+        from provisioner.cli.context_default import default_note, resolve_ctx
         from provisioner.core.catalog import resolve_model
         from provisioner.core.explain import kv_lines, weight_lines
         from provisioner.core.memory import weights_total_bytes
         from provisioner.core.quant import kv_bytes, resolve_quant
-        from provisioner.cli.context_default import default_note, resolve_ctx
 
         spec = resolve_model(model)
         scheme = resolve_quant(quant, spec)

@@ -231,7 +231,8 @@ def _tp_across_nodes(r: FitRequest, node: int) -> str:
     quote` ranks by and `prov deploy` enforces (docs.vllm.ai serving/distributed_serving)."""
     nodes = -(-r.tp // node)
     gpus = r.tp * r.pp
-    alt = f" (TP{node} x PP{gpus // node} for {gpus} GPUs)" if r.tp % node == 0 else ""
+    shape = layout_label(Layout(node, 1, gpus // node))  # named as quote's table names it
+    alt = f" ({shape} for {gpus} GPUs)" if r.tp % node == 0 else ""
     return (
         f"TP{r.tp} spans {nodes} nodes: the largest {r.gpu} node in the price data has {node} "
         "GPUs. vLLM runs it (multi-node, Ray), but every layer's all-reduce crosses the "
