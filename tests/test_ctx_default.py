@@ -52,6 +52,7 @@ def test_quote_fit_and_models_show_default_to_the_same_32k() -> None:
     fit = run("fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "--tp", "8", "--json")
     assert fit.exit_code == 0, fit.output
     assert json.loads(fit.stdout)["max_model_len"] == 32768
+    assert any(n.startswith("--ctx not given: 32,768") for n in json.loads(fit.stdout)["notes"])
 
     show = run("models", "show", "kimi-k2-thinking")
     assert show.exit_code == 0, show.output
@@ -60,16 +61,19 @@ def test_quote_fit_and_models_show_default_to_the_same_32k() -> None:
 
 def test_each_output_says_the_ctx_and_that_it_was_the_default() -> None:
     quote = run("quote", "-m", "kimi-k2-thinking", "--gpu", "H200", "--top", "2")
-    assert "ctx 32k (32,768 tokens; --ctx default)" in quote.stdout
+    assert "ctx 32k (32,768 tokens), KV" in quote.stdout
     assert "@32k" in quote.stdout
+    # Kimi K2's config.json: max_position_embeddings 262144
+    note = "--ctx not given: 32,768 tokens, prov's default; the model takes up to 262,144"
+    assert f"note: {note}" in " ".join(quote.stdout.split())
+    doc = run("quote", "-m", "kimi-k2-thinking", "--gpu", "H200", "--top", "2", "--json")
+    assert any(n.startswith(note) for n in json.loads(doc.stdout)["notes"])
     given = run("quote", "-m", "kimi-k2-thinking", "--gpu", "H200", "--top", "2", "--ctx", "32k")
-    assert "ctx 32k (32,768 tokens), KV" in given.stdout  # given: no default marker
+    assert "--ctx not given" not in given.stdout
 
     fit = run("fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "--tp", "8")
     assert "max_model_len 32,768" in fit.stdout
-    text = " ".join(fit.stdout.split())
-    # Kimi K2's config.json: max_position_embeddings 262144
-    assert "--ctx not given: 32,768 tokens, prov's default; the model takes up to 262,144" in text
+    assert note in " ".join(fit.stdout.split())
     show = " ".join(run("models", "show", "kimi-k2-thinking").stdout.split())
     assert "Note: --ctx not given: 32,768 tokens" in show
 

@@ -363,6 +363,8 @@ def register(app: typer.Typer) -> None:
         prices = cheapest(canonical, gpus, tp) if price and canonical else None
         if as_json:
             doc = res.to_json()
+            if ctx_defaulted:  # as the text's note
+                doc["notes"].append(default_note(length, spec))
             if prices is not None:
                 doc["prices"] = prices
             typer.echo(json.dumps(doc, indent=2))

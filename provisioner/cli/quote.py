@@ -279,6 +279,10 @@ def register(app: typer.Typer) -> None:
             source=str(prices) if prices else None,
         )
         result.notes.extend(date_notes + (stale if as_json else []))
+        if ctx_defaulted:  # text and JSON: what the default is and what vLLM's own would be
+            from provisioner.cli.context_default import default_note
+
+            result.notes.insert(0, default_note(req.ctx, spec))
         capped = concurrency_note(req.concurrency, result.plans)
         if capped:
             result.notes.append(capped)
@@ -309,7 +313,6 @@ def register(app: typer.Typer) -> None:
                 explain=explain,
                 show_rejected=show_rejected,
                 all_zones=all_zones,
-                ctx_defaulted=ctx_defaulted,
             )
             if comparison is not None:
                 from provisioner.cli.breakeven_view import print_comparison

@@ -150,7 +150,6 @@ def print_quote(
     explain: bool,
     show_rejected: bool,
     all_zones: bool = False,
-    ctx_defaulted: bool = False,
 ) -> None:
     spec, scheme, req = result.model, result.scheme, result.request
     from provisioner.core.request import workload_tokens
@@ -162,8 +161,7 @@ def print_quote(
     isl, osl, _ = workload_tokens(req)
     kv = "fp8" if result.kv_dtype_bytes == 1 else "bf16"
     load = f"concurrency {req.concurrency}" if req.concurrency else "tok/s at saturation"
-    given = "; --ctx default" if ctx_defaulted else ""
-    echo(f"{spec.id} {scheme.name}, ctx {ctx_label(req.ctx)} ({req.ctx:,} tokens{given}), KV {kv}")
+    echo(f"{spec.id} {scheme.name}, ctx {ctx_label(req.ctx)} ({req.ctx:,} tokens), KV {kv}")
     echo(f"workload {isl}/{osl} tokens in/out, {load}; ranked by {req.objective}")
     for line in headline(ch):
         echo(line)
