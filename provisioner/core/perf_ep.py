@@ -36,7 +36,6 @@ from typing import Any
 
 from provisioner.core.hardware import GpuSpec
 from provisioner.core.layouts import Layout
-from provisioner.core.memory import pp_partition
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf import (
     PerfEstimate,
@@ -57,6 +56,7 @@ from provisioner.core.perf_data import (
     intra_link,
 )
 from provisioner.core.quant import QuantScheme
+from provisioner.core.weight_placement import pp_partition
 from provisioner.core.weights import WeightGroup
 
 EP_EXTRA_BAND = 0.25  # added to the calibrated band: the EP terms are modelled, not fitted
