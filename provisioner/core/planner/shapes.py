@@ -19,7 +19,6 @@ from provisioner.core.memory import (
     GIB,
     MemorySettings,
     ShapeMemory,
-    WeightPlacer,
     concurrent_requests,
     distinct_gib,
     shape_memory,
@@ -29,6 +28,7 @@ from provisioner.core.planner.shape_rules import shape_rule_violation
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest, workload_tokens
 from provisioner.core.vllm_rules import VLLM_VERSION, rules_for, scheduler_defaults
+from provisioner.core.weight_placement import WeightPlacer
 
 
 @dataclass(frozen=True)
