@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from provisioner.core.catalog import resolve_model
-from provisioner.core.memory import GIB, MemorySettings, pp_partition, shape_memory
+from provisioner.core.memory import GIB, MemorySettings, shape_memory
 from provisioner.core.models import ModelSpec
 from provisioner.core.quant import resolve_quant
+from provisioner.core.weight_placement import pp_partition
 
 S = MemorySettings()
 

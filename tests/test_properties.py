@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 from pricing.offers import load_offers
 from provisioner.core.catalog import catalog_ids, resolve_model
 from provisioner.core.hardware import match_gpu
-from provisioner.core.memory import MemorySettings, WeightPlacer, shape_memory
+from provisioner.core.memory import MemorySettings, shape_memory
 from provisioner.core.models import ModelSpec
 from provisioner.core.offer import Offer
 from provisioner.core.planner import plan_quote
 from provisioner.core.planner.shapes import HardwareClass, ShapeVerdict, evaluate_shape
 from provisioner.core.quant import QuantScheme, kv_bytes, resolve_quant
 from provisioner.core.request import QuoteRequest, make_request
+from provisioner.core.weight_placement import WeightPlacer
 
 MODELS = catalog_ids()
 QUANTS = ("auto", "bf16", "fp8", "int4")

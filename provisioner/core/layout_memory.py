@@ -29,13 +29,13 @@ from provisioner.core.memory import (
     GIB,
     MemorySettings,
     ShapeMemory,
-    WeightPlacer,
     concurrent_requests,
     shape_memory,
 )
 from provisioner.core.models import ModelSpec
 from provisioner.core.quant import QuantScheme, expert_padding
 from provisioner.core.vllm_rules import VllmRules
+from provisioner.core.weight_placement import WeightPlacer
 from provisioner.core.weights import WeightGroup
 
 

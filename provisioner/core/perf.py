@@ -40,7 +40,6 @@ from functools import lru_cache
 from typing import Any
 
 from provisioner.core.hardware import GpuSpec
-from provisioner.core.memory import pp_partition
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf_attention import (
     attn_dim,
@@ -64,6 +63,7 @@ from provisioner.core.perf_data import (
     intra_link,
 )
 from provisioner.core.quant import QuantScheme
+from provisioner.core.weight_placement import pp_partition
 from provisioner.core.weights import WeightGroup
 
 __all__ = [  # the model and, for its callers, the factor helpers of perf_data

@@ -36,7 +36,6 @@ from typing import Any
 
 from provisioner.core.hardware import GpuSpec
 from provisioner.core.layouts import Layout
-from provisioner.core.memory import pp_partition
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf import (
     PerfEstimate,
@@ -57,6 +56,7 @@ from provisioner.core.perf_data import (
     intra_link,
 )
 from provisioner.core.quant import QuantScheme
+from provisioner.core.weight_placement import pp_partition
 from provisioner.core.weights import WeightGroup
 
 EP_EXTRA_BAND = 0.25  # added to the calibrated band: the EP terms are modelled, not fitted
@@ -140,6 +140,52 @@ def estimate_layout(
     gpu: GpuSpec,
     layout: Layout,
     *,
+    workload: Workload,
+    dcp: int = 1,
+    offload_gib_per_gpu: float = 0.0,
+    pcie_gbps: float = 25.0,
+    layout_cache: dict[Any, Any] | None = None,
+    backend: str = "allgather_reducescatter",
+    **kw: Any,
+) -> tuple[PerfEstimate, EpTerms]:
+    """TPOT, TTFT and tokens/s of any vLLM layout, and the one place that picks its path:
+
+      DP 1 without EP      perf.estimate: one TP x PP engine
+      dense model, DP > 1  estimate_dense_dp: DP independent TP x PP engines
+      MoE, DP > 1 or EP    estimate_ep: ranks in lockstep plus the EP terms (module docstring)
+
+    The engine paths take the engine's own knobs: DCP and --cpu-offload-gb's weights streamed
+    over the host link (pcie_gbps). The EP path models neither: a MoE DP/EP layout's speed does
+    not charge the offload its memory counts (an open bug: the xfail in
+    tests/test_speed_paths.py). `layout_cache` is the planner's per model/scheme cache,
+    `backend` the EP all-to-all's; workload.concurrency is the deployment's requests in flight
+    (spread over the DP ranks)."""
+    if (layout.dp == 1 and not layout.ep) or spec.moe is None:
+        engine: dict[str, Any] = {
+            "dcp": dcp,
+            "offload_gib_per_gpu": offload_gib_per_gpu,
+            "pcie_gbps": pcie_gbps,
+            "stage_cache": layout_cache,
+        }
+        if layout.dp == 1:
+            est = estimate(
+                spec, scheme, gpu, tp=layout.tp, pp=layout.pp, workload=workload, **engine, **kw
+            )
+        else:  # independent engines: no EP terms
+            est = estimate_dense_dp(spec, scheme, gpu, layout, workload=workload, **engine, **kw)
+        return est, EpTerms(layout, est.batch, 0.0, 0.0, 0.0, 1.0, 0.0)
+    return estimate_ep(
+        spec, scheme, gpu, layout, workload=workload, layout_cache=layout_cache, backend=backend,
+        **kw,
+    )  # fmt: skip
+
+
+def estimate_ep(
+    spec: ModelSpec,
+    scheme: QuantScheme,
+    gpu: GpuSpec,
+    layout: Layout,
+    *,
     gpus_per_node: int,
     interconnect: str,
     fabric: str,
@@ -152,15 +198,10 @@ def estimate_layout(
     backend: str = "allgather_reducescatter",
     **kw: Any,
 ) -> tuple[PerfEstimate, EpTerms]:
-    """TPOT, TTFT and tokens/s of a DP / EP layout (module docstring); workload.concurrency is
-    the deployment's requests in flight, spread over the DP ranks."""
-    if spec.moe is None:  # independent engines: no EP terms
-        est = estimate_dense_dp(
-            spec, scheme, gpu, layout, gpus_per_node=gpus_per_node, interconnect=interconnect,
-            fabric=fabric, workload=workload, kv_bytes=kv_bytes, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens, data=data, **kw,
-        )  # fmt: skip
-        return est, EpTerms(layout, est.batch, 0.0, 0.0, 0.0, 1.0, 0.0)
+    """A MoE model's DP / EP layout: ranks in lockstep (module docstring); workload.concurrency
+    is the deployment's requests in flight, spread over the DP ranks. estimate_layout is the
+    entry point; this path alone returns non-zero EP terms."""
+    assert spec.moe is not None, "dense layouts are estimate_layout's engine paths"
     packaged = data is None  # the packaged calibration's factors are cached (perf.py)
     data = data or calibration_data()
     lay = layout
@@ -185,8 +226,7 @@ def estimate_layout(
         stages, experts = hit
     bw = gpu.hbm_tbps * 1e12 * cal.hbm_eff
     tf = compute_tflops(gpu, scheme) * 1e12 * cal.gemm_eff
-    e = spec.moe.n_routed_experts if spec.moe else 1
-    k = spec.moe.experts_per_tok if spec.moe else 1
+    e, k = spec.moe.n_routed_experts, spec.moe.experts_per_tok
     touched = 1 - (1 - k / e) ** big_b
     ep_size = lay.ep_size if lay.ep else 1
     imb = imbalance(ep_size, big_b * k / max(1, ep_size)) if lay.ep else 1.0

@@ -25,7 +25,7 @@ from provisioner.core.layouts import (
     ep_kernel_verdict,
     expert_width_violation,
 )
-from provisioner.core.memory import MemorySettings, WeightPlacer
+from provisioner.core.memory import MemorySettings
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf import PerfEstimate
 from provisioner.core.planner.candidate_rows import (
@@ -54,6 +54,7 @@ from provisioner.core.planner.shapes import (
 )
 from provisioner.core.quant import QuantScheme, kv_bytes
 from provisioner.core.request import QuoteRequest, workload_tokens
+from provisioner.core.weight_placement import WeightPlacer
 
 if TYPE_CHECKING:
     from provisioner.core.offer import Offer

@@ -3,7 +3,7 @@ availability checks, and the arithmetic of $/Mtok.
 
 Pure helpers the enumeration (provisioner/core/planner/candidates.py) and the plans
 (ranked_plan.py) share; the throughput model itself is provisioner/core/perf.py (TP x PP) and
-perf_ep.py (DP/EP layouts).
+perf_ep.py (DP/EP layouts, and estimate_layout, which picks a layout's path).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 from provisioner.core.expected_cost import Reclaim
 from provisioner.core.hardware import GpuSpec, gpu_specs
 from provisioner.core.models import ModelSpec
-from provisioner.core.perf import PerfEstimate, Workload, estimate
+from provisioner.core.perf import PerfEstimate, Workload
+from provisioner.core.perf_ep import estimate_layout
 from provisioner.core.planner.shapes import ShapeVerdict
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest
@@ -52,34 +53,31 @@ def estimate_speed(
     kvb: int,
     isl: int,
     osl: int,
-    stage_cache: dict[tuple[int, int], Any],
+    stage_cache: dict[Any, Any],
 ) -> PerfEstimate | None:
+    """Tokens/s of a feasible vLLM shape on `fabric` (None for llama.cpp): the request's and
+    verdict's settings; perf_ep.estimate_layout decides which speed path the layout takes."""
     if scheme.engine != "vllm":
         return None
     gpu = gpu_specs()[v.hw.gpu]
-    common: dict[str, Any] = {  # what every path's estimate takes
-        "gpus_per_node": v.hw.gpus_per_node,
-        "interconnect": v.hw.interconnect,
-        "fabric": fabric,
-        "workload": Workload(isl, osl, throughput_batch(req, v)),
-        "kv_bytes": kvb,
-        "max_num_seqs": v.max_num_seqs,
-        "max_num_batched_tokens": v.max_num_batched_tokens,
-    }
-    engine: dict[str, Any] = {  # ... and what a TP x PP engine's takes
-        "stage_cache": stage_cache,
-        "offload_gib_per_gpu": req.cpu_offload_gb,
-        "pcie_gbps": host_link_gbps(gpu),
-    }
-    if v.dp > 1 and not v.ep and spec.moe is None:  # dense: DP independent TP x PP engines
-        from provisioner.core.perf_ep import estimate_dense_dp
-
-        return estimate_dense_dp(spec, scheme, gpu, v.layout, **common, **engine)
-    if v.dp > 1 or v.ep:
-        from provisioner.core.perf_ep import estimate_layout
-
-        return estimate_layout(spec, scheme, gpu, v.layout, **common, layout_cache=stage_cache)[0]
-    return estimate(spec, scheme, gpu, tp=v.tp, pp=v.pp, dcp=req.dcp, **common, **engine)
+    est, _ = estimate_layout(  # picks the path: one engine, dense DP engines, or MoE DP/EP
+        spec,
+        scheme,
+        gpu,
+        v.layout,
+        gpus_per_node=v.hw.gpus_per_node,
+        interconnect=v.hw.interconnect,
+        fabric=fabric,
+        workload=Workload(isl, osl, throughput_batch(req, v)),
+        kv_bytes=kvb,
+        max_num_seqs=v.max_num_seqs,
+        max_num_batched_tokens=v.max_num_batched_tokens,
+        dcp=req.dcp,
+        offload_gib_per_gpu=req.cpu_offload_gb,
+        pcie_gbps=host_link_gbps(gpu),
+        layout_cache=stage_cache,
+    )
+    return est
 
 
 def slo_violation(req: QuoteRequest, est: PerfEstimate | None) -> str | None:

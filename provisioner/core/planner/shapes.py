@@ -14,12 +14,11 @@ from typing import Any
 
 from provisioner.core.hardware import gpu_specs
 from provisioner.core.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
-from provisioner.core.layouts import Layout, layout_violation
+from provisioner.core.layouts import Layout, layout_label, layout_violation
 from provisioner.core.memory import (
     GIB,
     MemorySettings,
     ShapeMemory,
-    WeightPlacer,
     concurrent_requests,
     distinct_gib,
     shape_memory,
@@ -29,6 +28,7 @@ from provisioner.core.planner.shape_rules import shape_rule_violation
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest, workload_tokens
 from provisioner.core.vllm_rules import VLLM_VERSION, rules_for, scheduler_defaults
+from provisioner.core.weight_placement import WeightPlacer
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,9 @@ def evaluate_shape(
 
 def rejection_row(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
     return {
+        # the layout as the quote table names it (a GGUF row's is relabelled by plan_quote)
         "shape": f"{v.nodes}x {cloud}:{itype} ({v.hw.gpus_per_node}x{v.hw.gpu}) "
-        f"TP{v.tp}xPP{v.pp}" + (f" ({v.layout.label})" if v.dp > 1 or v.ep else ""),
+        + layout_label(v.layout),
         "cloud": cloud,
         "instance_type": itype,
         "gpu": v.hw.gpu,
