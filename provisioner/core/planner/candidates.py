@@ -323,9 +323,7 @@ class Enumeration(OfferPrices):
             return
         # rows come from eligible_memo (their id is stable) and come back for each node count
         # and group: their usable prices are kept
-        priced = self.priced_memo.get(id(rows))
-        if priced is None:
-            priced = self.priced_memo[id(rows)] = self.priced(rows)
+        priced = self.prices_of(rows)
         # one block of rows, made when the ranking asks (candidate_rows.py)
         if per_mtok and tps > 0:
             block = Block(priced, nodes, neg_conc, best_vi, PER_MTOK, tps * 3600)

@@ -40,6 +40,7 @@ class OfferPrices:
         self.eligible_memo: dict[tuple[int, bool], dict[str, list[tuple[int, Offer]]]] = {}
         self.notable_memo: dict[tuple[int, bool], list[tuple[int, Offer]]] = {}
         self.priced_memo: dict[int, dict[str, list[Entry]]] = {}  # id(eligible rows) -> prices
+        self.clusters: dict[int, list[tuple[int, Offer]]] = {}  # id(one-node rows) -> clusters
 
     def tts_of(self, o: Offer, nodes: int) -> TimeToServe | None:
         """A replacement replica's time to serve on this instance type when the weights are
@@ -118,53 +119,74 @@ class OfferPrices:
 
     def eligible(self, hw_offers: list[Offer], several: bool) -> dict[str, list[tuple[int, Offer]]]:
         """The class's offers that can run a replica (of several nodes: only clusters; with
-        --cpu-offload-gb: enough host RAM), with their index, by fabric (cached per class)."""
-        key = (id(hw_offers), several)
-        found = self.eligible_memo.get(key)
-        if found is not None:
-            return found
-        one = self.eligible_memo.get((id(hw_offers), False)) if several else None
-        if one is not None:  # the clusters among the one-node rows, with their prices
-            found = {}
-            for fabric, rows in one.items():
-                sub = [r for r in rows if r[1].multi_node]
-                if sub:
-                    found[fabric] = sub
-                    prices = self.priced_memo.get(id(rows))
-                    if prices is not None:  # as self.priced(sub), without its per-offer work
-                        keep = {oi for oi, _ in sub}
-                        kept = {m: [e for e in es if e[0] in keep] for m, es in prices.items()}
-                        self.priced_memo[id(sub)] = {m: es for m, es in kept.items() if es}
-            # fabrics in the order of their first cluster, as the loop below meets them
-            found = dict(sorted(found.items(), key=lambda kv: kv[1][0][0]))
-        else:
+        --cpu-offload-gb: enough host RAM), with their index, by fabric (both made in one pass,
+        cached per class)."""
+        found = self.eligible_memo.get((id(hw_offers), several))
+        if found is None:
             req = self.req
-            found = {}
+            one: dict[str, list[tuple[int, Offer]]] = {}
+            many: dict[str, list[tuple[int, Offer]]] = {}
             for oi, o in enumerate(hw_offers):
-                if several and not o.multi_node:
-                    continue
                 if req.cpu_offload_gb and o.memory_gib < host_ram_needed(req, o.gpus_per_node):
                     continue
-                found.setdefault(o.fabric, []).append((oi, o))
-        self.eligible_memo[key] = found
+                row = (oi, o)
+                one.setdefault(o.fabric, []).append(row)
+                if o.multi_node:
+                    many.setdefault(o.fabric, []).append(row)
+            self.eligible_memo[(id(hw_offers), False)] = one
+            self.eligible_memo[(id(hw_offers), True)] = many
+            for fabric, rows in one.items():
+                if fabric in many:
+                    self.clusters[id(rows)] = many[fabric]
+            found = many if several else one
         return found
 
-    def priced(self, rows: list[tuple[int, Offer]]) -> dict[str, list[tuple[int, str, float]]]:
+    def prices_of(self, rows: list[tuple[int, Offer]]) -> dict[str, list[Entry]]:
+        """priced(rows) for rows of `eligible` (cached): pricing the one-node rows of a fabric
+        prices its clusters too (a subset, in the same order)."""
+        found = self.priced_memo.get(id(rows))
+        if found is None:
+            many = self.clusters.get(id(rows))
+            if many is None or id(many) in self.priced_memo:
+                found = self.priced(rows)
+            else:
+                found, self.priced_memo[id(many)] = self._priced(rows, True)
+            self.priced_memo[id(rows)] = found
+        return found
+
+    def priced(self, rows: list[tuple[int, Offer]]) -> dict[str, list[Entry]]:
         """(offer index, market, node $/h) of every usable price of `rows`, in order, by market
         (markets with a price only): as usable_prices, without its per-offer work on the (many)
         offers beyond doubt."""
-        spot: list[tuple[int, str, float]] = []
-        ondemand: list[tuple[int, str, float]] = []
-        by_market = {"spot": spot, "on-demand": ondemand}
+        return self._priced(rows, False)[0]
+
+    def _priced(
+        self, rows: list[tuple[int, Offer]], clusters: bool
+    ) -> tuple[dict[str, list[Entry]], dict[str, list[Entry]]]:
+        """priced(rows), and (with `clusters`) the same of the rows' multi-node offers."""
+        lists: dict[str, list[Entry]] = {"spot": [], "on-demand": []}
+        sub: dict[str, list[Entry]] = {"spot": [], "on-demand": []}
+        spot, ondemand = lists["spot"], lists["on-demand"]
+        sub_spot, sub_ondemand = sub["spot"], sub["on-demand"]
         want_spot, want_ondemand = "spot" in self.markets, "on-demand" in self.markets
         plain = self.req.max_interruption is None  # self.doubtless, inline
         for oi, o in rows:
+            multi = clusters and o.multi_node
             if plain and beyond_doubt(o):
                 if want_spot and o.spot_usd_per_hour is not None:
-                    spot.append((oi, "spot", o.spot_usd_per_hour))
+                    spot.append(e := (oi, "spot", o.spot_usd_per_hour))
+                    if multi:
+                        sub_spot.append(e)
                 if want_ondemand and o.ondemand_usd_per_hour is not None:
-                    ondemand.append((oi, "on-demand", o.ondemand_usd_per_hour))
+                    ondemand.append(e := (oi, "on-demand", o.ondemand_usd_per_hour))
+                    if multi:
+                        sub_ondemand.append(e)
             else:
                 for m, p in self.usable_prices(o):
-                    by_market[m].append((oi, m, p))
-        return {m: by_market[m] for m in self.markets if by_market[m]}
+                    lists[m].append(e := (oi, m, p))
+                    if multi:
+                        sub[m].append(e)
+        return (
+            {m: lists[m] for m in self.markets if lists[m]},
+            {m: sub[m] for m in self.markets if sub[m]},
+        )
