@@ -9,8 +9,7 @@ few plan_quote results are dumped whole (with best_by_market and the --explain l
 and without the rejection list. Run both sides on the same day: ages of prices are in the output.
 The set covers the README's question, --json, --top 0, --explain, --show-rejected, --all-zones,
 the layouts, --risk-adjusted, --min-availability, SLOs, --compare-api, --cpu-offload-gb (TP and
-DP/EP), --dcp on TP+EP, GGUF,
-filters that leave nothing, and bad flags.
+DP/EP), --dcp (TP and TP+EP), GGUF, filters that leave nothing, and bad flags.
 """
 
 from __future__ import annotations
