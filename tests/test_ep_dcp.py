@@ -75,9 +75,10 @@ def test_a_quoted_tp_ep_plan_carries_its_dcp_in_memory_json_and_flags() -> None:
     # Qwen3-235B (GQA, 4 KV heads, 94 layers, head 128) at TP8: every GPU holds one KV head
     # (each replicated on 2 GPUs): 2 x 128 x 2 B x 94 = 48,128 B per token. DCP 2 splits the
     # tokens over the 2 GPUs that share a head: 24,064 B per token, 2 x the tokens.
-    # Before the fix the JSON said "dcp": 1, the KV was DCP 1's, but the flags passed 2.
+    # Before the fix the JSON said "dcp": 1 (label TP8+EP8), the KV was DCP 1's, but the flags
+    # passed 2.
     one, two = _quote_qwen(1), _quote_qwen(2)
-    assert {p["layout"] for p in two} == {"TP8+EP8"}
+    assert {p["layout"] for p in two} == {"TP8+EP8+DCP2"}  # the label names the plan's DCP
     by_offer = {(p["instance_type"], p["market"]): p for p in one}
     for p in two:
         args = p["vllm_args"]
