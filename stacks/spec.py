@@ -189,13 +189,14 @@ def _arg(args: Sequence[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args[:-1] else None
 
 
-def _check_args(plan: Plan) -> None:
+def _check_args(plan: Plan, ctx: int) -> None:
     if not plan.vllm_args:
         raise UsageError(
             f"rank {plan.rank} has no vLLM arguments (its engine is not vLLM); prov deploy runs "
             "vLLM only: pick a vLLM plan with --rank"
         )
     shape = [("--tensor-parallel-size", plan.tp), ("--pipeline-parallel-size", plan.pp)]
+    shape.append(("--max-model-len", ctx))  # the request's; the rest: contract/check.py
     if plan.dp > 1 or "--data-parallel-size" in plan.vllm_args:
         shape.append(("--data-parallel-size", plan.dp))
     if plan.ep != ("--enable-expert-parallel" in plan.vllm_args):
@@ -207,7 +208,7 @@ def _check_args(plan: Plan) -> None:
         got = _arg(plan.vllm_args, flag)
         if (got is not None or flag == "--data-parallel-size") and got != str(want):
             raise UsageError(
-                f"rank {plan.rank}: vllm_args say {flag} {got} but the plan's shape says {want}; "
+                f"rank {plan.rank}: vllm_args say {flag} {got} but the plan says {want}; "
                 "the file was edited by hand: quote again"
             )
 
@@ -267,7 +268,7 @@ def build_spec(
     plan = select_plan(doc, options.rank)
     target = resolve_target(options.target, plan)
     _check_deployable(doc, plan, target)
-    _check_args(plan)
+    _check_args(plan, doc.request.ctx)
     name = options.name or release_name(doc.model.id)
     if len(name) > MAX_NAME or not _DNS_LABEL.match(name):
         raise UsageError(

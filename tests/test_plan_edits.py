@@ -1,0 +1,118 @@
+"""Hand-edited and older plan files at `prov deploy`: refused with one line and exit 2.
+
+Plan files come from the real `prov quote --json` (in-process); a test edits one key. The
+expected flags are read off the quote request by hand (--ctx 128k = 131,072 tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from provisioner.cli.main import app
+from provisioner.contract.check import check_plan
+from provisioner.contract.document import load_plan_document
+
+KIMI = ["quote", "--model", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k", "--json"]
+QUOTES = {
+    "h200": [*KIMI, "--weights", "hub", "--gpu", "H200"],
+    "two": [*KIMI, "--weights", "hub", "--gpu", "H100-SXM", "--nodes", "2", "--market", "spot"],
+    "llama": [
+        "quote",
+        "--model",
+        "meta-llama/Llama-3.1-8B",
+        "--ctx",
+        "32k",
+        "--json",
+        "--weights",
+        "hub",
+    ],
+}
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("plans")
+    out = {}
+    for name, args in QUOTES.items():
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        out[name] = tmp / f"{name}.json"
+        out[name].write_text(result.stdout, encoding="utf-8")
+    return out
+
+
+def edit(tmp_path: Path, source: Path, change: Any) -> Path:
+    data = json.loads(source.read_text())
+    change(data)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def refused(path: Path, out: Path) -> str:
+    """`prov deploy --plan PATH --render OUT`: exit 2, one `prov: error:` line, nothing written."""
+    result = run("deploy", "--plan", str(path), "--rank", "1", "--render", str(out))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prov: error: "), result.stderr
+    assert not out.exists()
+    return lines[0]
+
+
+def set_flag(flag: str, value: str) -> Any:
+    def change(d: dict[str, Any]) -> None:
+        args = d["plans"][0]["vllm_args"]
+        args[args.index(flag) + 1] = value
+
+    return change
+
+
+# ---- review8 #6: the flags vLLM receives are the plan's own ---------------------------------
+
+
+def test_edited_max_model_len_is_refused(plans: dict[str, Path], tmp_path: Path) -> None:
+    path = edit(tmp_path, plans["h200"], set_flag("--max-model-len", "1000000"))
+    line = refused(path, tmp_path / "out")
+    assert "--max-model-len 1000000" in line and "131072" in line  # 128k = 128 x 1024
+    assert "edited by hand: quote again" in line
+
+
+def test_an_appended_flag_is_refused(plans: dict[str, Path], tmp_path: Path) -> None:
+    path = edit(
+        tmp_path, plans["h200"], lambda d: d["plans"][0]["vllm_args"].append("--enforce-eager")
+    )
+    assert "carry --enforce-eager" in refused(path, tmp_path / "out")
+
+
+def test_a_dropped_flag_is_refused(plans: dict[str, Path], tmp_path: Path) -> None:
+    def drop(d: dict[str, Any]) -> None:
+        args = d["plans"][0]["vllm_args"]
+        i = args.index("--gpu-memory-utilization")
+        del args[i : i + 2]
+
+    assert "lack --gpu-memory-utilization" in refused(
+        edit(tmp_path, plans["h200"], drop), tmp_path / "out"
+    )
+
+
+def test_edited_memory_fraction_is_refused(plans: dict[str, Path], tmp_path: Path) -> None:
+    path = edit(tmp_path, plans["llama"], set_flag("--gpu-memory-utilization", "0.99"))
+    assert "--gpu-memory-utilization 0.99" in refused(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", list(QUOTES))
+def test_every_quoted_rank_passes_the_recheck(plans: dict[str, Path], name: str) -> None:
+    """The seam: what quote writes (TP, PP, DP+EP, multi-node) is what deploy re-derives."""
+    doc = load_plan_document(plans[name])
+    assert doc.plans
+    for plan in doc.plans:
+        assert check_plan(doc, plan) is None, plan.rank
