@@ -116,3 +116,30 @@ def test_every_quoted_rank_passes_the_recheck(plans: dict[str, Path], name: str)
     assert doc.plans
     for plan in doc.plans:
         assert check_plan(doc, plan) is None, plan.rank
+
+
+# ---- review8 #7: a plan from an older prov is named as such ---------------------------------
+
+
+def test_a_plan_from_an_older_prov_is_named_older(plans: dict[str, Path], tmp_path: Path) -> None:
+    """What a prov before DP/EP layouts wrote: schema_version 1, no dp, no ep."""
+
+    def older(d: dict[str, Any]) -> None:
+        d["schema_version"] = 1
+        for p in d["plans"]:
+            p.pop("dp"), p.pop("ep"), p.pop("layout")
+
+    line = refused(edit(tmp_path, plans["h200"], older), tmp_path / "out")
+    assert "written by an older prov (schema_version 1" in line and "quote again" in line
+    assert "GPUs" not in line  # not the misleading TP x PP arithmetic
+
+
+def test_a_current_plan_without_dp_names_the_key(plans: dict[str, Path], tmp_path: Path) -> None:
+    path = edit(tmp_path, plans["h200"], lambda d: d["plans"][0].pop("dp"))
+    line = refused(path, tmp_path / "out")
+    assert "plans[0].dp: Field required" in line
+
+
+def test_quote_writes_the_version_the_contract_reads(plans: dict[str, Path]) -> None:
+    assert json.loads(plans["h200"].read_text())["schema_version"] == 2
+    assert load_plan_document(plans["h200"]).schema_version == 2
