@@ -135,9 +135,13 @@ def _apply(doc: Any, options: Any, spec: Any, stack: str, preview: bool, yes: bo
         _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
     if not (preview or yes or _interactive()):
         _usage("deploying needs a confirmation: pass --yes (or --preview to only look)")
+    from provisioner.cli.textable import terminal_width, wrap
     from stacks import automation as runner
 
-    typer.echo(f"Plan {_summary(spec.plan)}; target {spec.target}, stack {stack}")
+    for line in wrap(
+        f"Plan {_summary(spec.plan)}; target {spec.target}, stack {stack}", terminal_width()
+    ):
+        typer.echo(line)
     outputs = runner.deploy(
         doc,
         options,
