@@ -143,3 +143,62 @@ def test_a_current_plan_without_dp_names_the_key(plans: dict[str, Path], tmp_pat
 def test_quote_writes_the_version_the_contract_reads(plans: dict[str, Path]) -> None:
     assert json.loads(plans["h200"].read_text())["schema_version"] == 2
     assert load_plan_document(plans["h200"]).schema_version == 2
+
+
+# ---- review8 further findings: the offer a plan names must be one the prices know -----------
+
+AWS_QUOTE = [*KIMI, "--weights", "hub", "--gpu", "H200", "--cloud", "aws", "--region", "us-east-2"]
+
+
+@pytest.fixture(scope="module")
+def aws_plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = run(*AWS_QUOTE)
+    assert result.exit_code == 0, result.output
+    path = tmp_path_factory.mktemp("aws") / "aws.json"
+    path.write_text(result.stdout, encoding="utf-8")
+    data = json.loads(result.stdout)["plans"][0]
+    assert (data["cloud"], data["region"], data["instance_type"]) == (
+        "aws", "us-east-2", "p5en.48xlarge"
+    )  # fmt: skip
+    return path
+
+
+def set_plan(**fields: Any) -> Any:
+    return lambda d: d["plans"][0].update(fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        # p5en.48xlarge is AWS's (EC2 instance types); a kubeconfig render dropped its requests
+        ({"cloud": "gcp"}, "p5en.48xlarge is sold on aws, not gcp"),
+        # AWS zone ids name their region: use1-* are us-east-1's, use2-* us-east-2's
+        ({"zone": "use1-az9"}, "zone use1-az9 is not one of us-east-2's"),
+        ({"zone": "use1-az1"}, "zone use1-az1 is in us-east-1, not us-east-2"),
+    ],
+)
+def test_an_offer_edited_by_hand_is_refused(
+    aws_plan: Path, tmp_path: Path, fields: dict[str, str], said: str
+) -> None:
+    line = refused(edit(tmp_path, aws_plan, set_plan(**fields)), tmp_path / "out")
+    assert said in line and "quote again" in line
+
+
+def test_an_unknown_region_is_named_as_unknown(aws_plan: Path, tmp_path: Path) -> None:
+    # was: "EKS needs subnets in two availability zones ... prov knows only moo1-az1 in moon-1"
+    path = edit(tmp_path, aws_plan, set_plan(region="moon-1", zone="moo1-az1"))
+    assert "prov knows no aws region 'moon-1'" in refused(path, tmp_path / "out")
+    path = edit(tmp_path, aws_plan, set_plan(region="moon-1"))
+    line = refused(path, tmp_path / "out")
+    assert "zone use2-az" in line and "not moon-1" in line
+
+
+def test_an_instance_type_no_price_knows_renders_with_a_warning(
+    aws_plan: Path, tmp_path: Path
+) -> None:
+    path = edit(tmp_path, aws_plan, set_plan(instance_type="p9.mega"))
+    out = tmp_path / "out"
+    result = run("deploy", "--plan", str(path), "--rank", "1", "--render", str(out))
+    assert result.exit_code == 0, result.output
+    assert "prov's prices do not know aws p9.mega" in " ".join(result.stderr.split())
+    assert "no CPU or memory requests" in " ".join(result.stderr.split())

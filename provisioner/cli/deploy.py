@@ -267,8 +267,8 @@ def register(app: typer.Typer) -> None:
         from provisioner.contract.check import check_plan
 
         unchecked = check_plan(doc, spec.plan)
-        if unchecked:
-            warn(unchecked)
+        for note in ([unchecked] if unchecked else []) + list(spec.warnings):
+            warn(note)
         if render is not None:
             _render(render, spec, force)
         else:
