@@ -134,6 +134,17 @@ def test_a_plan_from_an_older_prov_is_named_older(plans: dict[str, Path], tmp_pa
     assert "GPUs" not in line  # not the misleading TP x PP arithmetic
 
 
+def test_a_version_1_plan_with_dp_and_ep_still_deploys(
+    plans: dict[str, Path], tmp_path: Path
+) -> None:
+    """What prov wrote between DP/EP layouts and the version bump: still a valid plan."""
+    path = edit(tmp_path, plans["h200"], lambda d: d.update(schema_version=1))
+    out = tmp_path / "out"
+    result = run("deploy", "--plan", str(path), "--rank", "1", "--render", str(out))
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.iterdir()] == ["kimi-k2-thinking.yaml"]
+
+
 def test_a_current_plan_without_dp_names_the_key(plans: dict[str, Path], tmp_path: Path) -> None:
     path = edit(tmp_path, plans["h200"], lambda d: d["plans"][0].pop("dp"))
     line = refused(path, tmp_path / "out")

@@ -354,6 +354,13 @@ def _version_problem(version: object) -> str | None:
     )
 
 
+def _carries_layouts(data: dict[str, Any]) -> bool:
+    """Version 1 as the provs between DP/EP layouts and the bump wrote it: every plan has the
+    dp and ep keys version 2 requires, so it reads as version 2."""
+    plans = [*(data.get("plans") or []), *(data.get("headline_plans") or [])]
+    return bool(plans) and all(isinstance(p, dict) and {"dp", "ep"} <= p.keys() for p in plans)
+
+
 def load_plan_document(path: str | os.PathLike[str]) -> PlanDocument:
     """Read and validate a plan file written by `prov quote --json`.
 
@@ -382,6 +389,8 @@ def load_plan_document(path: str | os.PathLike[str]) -> PlanDocument:
             f"{name}: not a plan file (a JSON {type(data).__name__}, expected the object "
             "'prov quote --json' prints)"
         )
+    if data.get("schema_version") == 1 and _carries_layouts(data):
+        data = {**data, "schema_version": SCHEMA_VERSION}  # a version-1 file with dp and ep
     version_problem = _version_problem(data.get("schema_version"))
     if version_problem:
         raise UsageError(f"{name}: {version_problem}")

@@ -67,7 +67,7 @@ def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 _DROP = object()
 MUTATIONS: list[tuple[str, str, Any, tuple[str, ...]]] = [
     ("schema-3", "schema_version", 3, ("schema_version 3", "newer prov")),
-    ("schema-1", "schema_version", 1, ("schema_version 1", "older prov", "quote again")),
+    ("schema-0", "schema_version", 0, ("schema_version 0", "older prov", "quote again")),
     ("schema-missing", "schema_version", _DROP, ("schema_version",)),
     ("schema-string", "schema_version", "1", ("schema_version",)),
     ("rank-string", "plans.0.rank", "1", ("rank",)),
