@@ -205,7 +205,10 @@ def evaluate(r: FitRequest) -> FitResult:
         notes.append(_tp_across_nodes(r, r.node_gpus))
     bad = _layout_violation(r)
     if bad:
-        reason = f"vLLM rejects the layout: {bad}"
+        # some refusals are prov's (e.g. DCP with DP: vLLM v0.18.0 starts it, prov does not
+        # model it yet); say whose
+        ours = bad.endswith("not modelled")
+        reason = f"{'prov does not check' if ours else 'vLLM rejects'} the layout: {bad}"
         return FitResult(r, device, settings, None, False, reason, tuple(notes), warnings)
     nvlink = r.nvlink
     if nvlink is None:
@@ -216,7 +219,9 @@ def evaluate(r: FitRequest) -> FitResult:
         from provisioner.core.layouts import Layout
 
         lay = Layout(r.tp, r.dp, r.pp, r.expert_parallel)
-        mem = layout_memory(r.spec, r.scheme, lay, device, r.ctx, settings, nvlink=nvlink)
+        mem = layout_memory(
+            r.spec, r.scheme, lay, device, r.ctx, settings, nvlink=nvlink, dcp=r.dcp
+        )
     else:
         mem = shape_memory(
             r.spec, r.scheme, r.tp, r.pp, device, r.ctx, settings, dcp=r.dcp, nvlink=nvlink

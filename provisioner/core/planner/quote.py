@@ -45,7 +45,11 @@ def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
 
 def _check_layout(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> None:
     if req.layout == "dp-ep" and (scheme.engine != "vllm" or req.dcp > 1):
-        why = "--dcp > 1" if req.dcp > 1 else f"{scheme.name} is served by {scheme.engine}"
+        why = (
+            "--dcp > 1 with DP is not modelled"
+            if req.dcp > 1
+            else f"{scheme.name} is served by {scheme.engine}"
+        )
         raise UsageError(f"--layout dp-ep needs vLLM without --dcp ({why}); use --layout tp")
 
 

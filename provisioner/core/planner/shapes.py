@@ -151,6 +151,7 @@ def evaluate_shape(
             nvlink=nvlink,
             placer=placer if isinstance(placer, LayoutPlacer) else None,
             offload_gib=req.cpu_offload_gb,
+            dcp=req.dcp,
         )
     else:
         mem = shape_memory(
