@@ -8,7 +8,6 @@ generated from provisioner/fleet.py's KUBE_CALLS, the list of what the daemon ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from provisioner import fleet
@@ -180,19 +179,14 @@ def build_daemon_manifests(
     mode: str = "queue",
     prewarm: bool = False,
     time_to_serve_s: int | None = None,
-    alternatives: Sequence[str] = (),
 ) -> list[Manifest]:
     """Everything the daemon needs, in apply order. One mode, never both: two daemons acting
     on the same notice would race for the same replica. ``prewarm``: start the replacement on
     a rebalance recommendation (DeploySpec.prewarm_on_rebalance: it cannot beat the notice).
-    ``time_to_serve_s``: the plan's time to serve (DeploySpec.time_to_serve_seconds).
-    ``alternatives``: the pool's other instance types, cheapest first (DeploySpec.instance_types
-    after the plan's): the daemon's fallback order when the plan's type has no capacity."""
+    ``time_to_serve_s``: the plan's time to serve (DeploySpec.time_to_serve_seconds)."""
     extra = ["--prewarm-on-rebalance"] if prewarm else []
     if time_to_serve_s is not None:  # the plan's: the daemon's own decisions follow from it
         extra += ["--time-to-serve", str(time_to_serve_s)]
-    for instance_type in alternatives:
-        extra += ["--alternative", instance_type]
     if mode == "imds":
         return [namespace(), *rbac(leader_elect=False), daemonset(image=image, extra_args=extra)]
     return [

@@ -130,7 +130,6 @@ def _deploy_daemon(spec: DeploySpec, options: DeployOptions, cluster: Any) -> li
             options.daemon,
             prewarm=spec.prewarm_on_rebalance,
             time_to_serve_s=spec.time_to_serve_seconds,
-            alternatives=spec.instance_types[1:],
         )
 
     # the manifests need the queue URL, an Output: build them with a placeholder, then pass
