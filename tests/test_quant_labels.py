@@ -37,3 +37,36 @@ def test_formats_with_full_kernels_keep_their_label() -> None:
     for quant, label in [("int4", "int4 W4A16 AWQ/GPTQ group 128"), ("bf16", None)]:
         scheme = resolve_quant(quant, spec)
         assert label_on(scheme, a100) == (label or scheme.label)
+
+
+# ---- prov fit says the same (its header, and quote's kernel rule) ---------------------------
+
+
+def _fit(gpu: str, quant: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from provisioner.cli.main import app
+
+    res = CliRunner().invoke(app, ["fit", "-m", LLAMA, "--gpu", gpu, "--quant", quant])
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_fit_names_fp8_on_an_a100_as_vllm_runs_it() -> None:
+    code, out, _ = _fit("A100-80GB-SXM", "fp8")
+    assert code == 0
+    assert "fp8 W8A16 per-tensor (online), weight-only Marlin on SM 8.0" in out.splitlines()[1]
+
+
+def test_fit_warns_of_a_weight_only_fallback_as_quote_does() -> None:
+    # NVFP4's FP4 compute needs Blackwell (SM 10.0); an L4 (SM 8.9) runs FP4 Marlin, weight-only
+    code, _, err = _fit("L4", "nvfp4")
+    assert code == 0
+    assert "prov: warning: NVFP4 runs weight-only" in err
+
+
+def test_fit_refuses_a_format_with_no_kernels_on_the_gpu_as_quote_does() -> None:
+    # vLLM has no ROCm kernels for NVFP4 (an NVIDIA format); quote rejects every MI300X shape
+    # for it, so fit must not say FITS
+    code, out, _ = _fit("MI300X", "nvfp4")
+    assert code == 1
+    assert "DOES NOT FIT: vLLM cannot run it: no ROCm kernels for nvfp4 on MI300X" in out
