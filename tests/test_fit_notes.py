@@ -119,3 +119,36 @@ def test_price_says_why_tp_across_nodes_has_no_offer() -> None:
     args = ["fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "--tp", "16", "--price"]
     out = " ".join(CliRunner().invoke(app, args).stdout.split())
     assert "no H200-SXM node holds a TP16 group (the largest has 8 GPUs)" in out
+
+
+# ---- --gpu-memory-gib without --gpu: the assumed batch class (review8) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "noted"),
+    [
+        # vLLM v0.18.0 get_batch_defaults: >= 70 GiB and not an A100 -> 8192 tokens / 1024 seqs,
+        # an A100-80GB (79.15 GiB) keeps 2048 / 256: the size alone does not decide
+        (["--gpu-memory-gib", "79.15"], True),
+        (["--gpu", "A100-80GB-SXM"], False),  # named: nothing assumed
+        (["--gpu-memory-gib", "40"], False),  # below 70 GiB every GPU gets 2048 / 256
+        (
+            [
+                "--gpu-memory-gib",
+                "79.15",
+                "--max-num-seqs",
+                "256",
+                "--max-num-batched-tokens",
+                "2048",
+            ],
+            False,
+        ),  # both given: no default used
+    ],
+)
+def test_a_nameless_big_gpu_says_which_batch_defaults_it_assumed(
+    args: list[str], noted: bool
+) -> None:
+    res = CliRunner().invoke(app, ["fit", "-m", "llama-3.1-8b", "--ctx", "8k", *args])
+    assert res.exit_code == 0
+    text = " ".join(res.stdout.split())
+    assert ("an A100 gets 2048 / 256 batched tokens / seqs" in text) is noted

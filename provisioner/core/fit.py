@@ -202,6 +202,8 @@ def evaluate(r: FitRequest) -> FitResult:
             f"{gpu.name}: no logged CUDA total in the GPU table; {device:.2f} GiB is an estimate "
             "(pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"
         )
+    if r.gpu is None and None in (r.max_num_seqs, r.max_num_batched_tokens):
+        notes += _batch_class_note(r, device)
     if r.ctx > r.spec.max_position_embeddings:
         raise UsageError(
             f"--ctx {r.ctx} exceeds the model's max_position_embeddings "
@@ -244,6 +246,20 @@ def evaluate(r: FitRequest) -> FitResult:
         )
     fits, reason = _verdict(mem, settings, r.ctx, r.dp)
     return FitResult(r, device, settings, mem, fits, reason, tuple(notes), warnings)
+
+
+def _batch_class_note(r: FitRequest, device: float) -> list[str]:
+    """vLLM's batch defaults depend on the GPU's name as well as its size (an A100 keeps the
+    small GPU's); with only --gpu-memory-gib, say which class was assumed."""
+    rules = r.rules
+    if device < rules.big_gpu_gib:
+        return []
+    small = f"{rules.max_num_batched_tokens_small} / {rules.max_num_seqs_small}"
+    return [
+        f"no --gpu: vLLM's defaults for a GPU of {rules.big_gpu_gib:g}+ GiB other than an A100 "
+        f"assumed (an A100 gets {small} batched tokens / seqs): pass --gpu, or "
+        "--max-num-seqs and --max-num-batched-tokens"
+    ]
 
 
 def _tp_across_nodes(r: FitRequest, node: int) -> str:
