@@ -342,7 +342,11 @@ def test_s3_plan_without_any_weights_flag_deploys_the_hub_path_and_says_so(
     result = run("deploy", "--plan", str(s3), "--rank", "1", "--render", str(out))
     assert result.exit_code == 0, result.output
     assert "--weights-bucket s3://BUCKET[/PREFIX]" in result.stderr
-    assert "deploying --weights hub" in result.stderr
+    # review8: a render of an aws-eks plan said "deploying it to aws-eks creates one: deploying
+    # --weights hub"; the reason is that a render cannot name the bucket the stack creates
+    err = " ".join(result.stderr.split())
+    assert "no --weights-bucket was given: rendering --weights hub" in err
+    assert "creates one" not in err
     (path,) = out.iterdir()
     docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
     args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -422,3 +426,13 @@ def test_an_azure_spot_plan_tolerates_the_aks_spot_taint(
     azure_spot = plan["cloud"] == "azure" and plan["market"] == "spot"
     assert azure_spot == (name == "mi300x")  # the fixtures' rank 1
     assert (aks in pod["tolerations"]) == azure_spot
+
+
+def test_the_hub_fallback_says_why_a_render_of_an_eks_plan_has_no_bucket() -> None:
+    from provisioner.cli.deploy_storage import hub_fallback_warning
+
+    text = hub_fallback_warning(eks=True, render=True)
+    assert "a render cannot name the bucket the aws-eks stack creates: rendering --weights hub" in (
+        text
+    )
+    assert "deploying --weights hub" in hub_fallback_warning(eks=False)

@@ -263,7 +263,7 @@ def register(app: typer.Typer) -> None:
         from provisioner.cli.boundary import warn
 
         if fallback:
-            warn(hub_fallback_warning(eks))
+            warn(hub_fallback_warning(eks, render is not None))
         if spec.weights == "s3" and spec.weights_bucket and spec.plan.cloud != "aws":
             warn(
                 f"the plan runs on {spec.plan.cloud} and streams its weights from "

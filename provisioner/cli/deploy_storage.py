@@ -98,13 +98,17 @@ class StorageFlags:
         )
 
 
-def hub_fallback_warning(eks: bool) -> str:
-    """What deploy says when it falls back to --weights hub."""
-    creates = "; deploying it to aws-eks creates one" if eks else ""
+def hub_fallback_warning(eks: bool, render: bool = False) -> str:
+    """What deploy says when it falls back to --weights hub (a render of an aws-eks plan: the
+    stack would create the bucket, but a render cannot name it)."""
+    verb = "rendering" if render else "deploying"
+    if render and eks:
+        why = f"a render cannot name the bucket the aws-eks stack creates: {verb}"
+    else:
+        why = f"no --weights-bucket was given: {verb}"
     return (
-        "the plan was quoted for --weights s3 but no --weights-bucket was "
-        f"given{creates}: deploying --weights hub (slower to replace; see "
-        "docs/recovery.md); pass --weights-bucket s3://BUCKET[/PREFIX] to stream from a "
+        f"the plan was quoted for --weights s3, but {why} --weights hub (slower to replace; "
+        "see docs/recovery.md); pass --weights-bucket s3://BUCKET[/PREFIX] to stream from a "
         "bucket"
     )
 
