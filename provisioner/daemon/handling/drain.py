@@ -53,6 +53,23 @@ def owns(ev: InterruptionEvent, t: Target) -> bool:
     return PRIORITY[ev.kind] >= theirs and t.state.index < DRAINING
 
 
+def asg_refills(h: Steps, ev: InterruptionEvent, t: Target, until: datetime) -> bool:
+    """A late notice: the instance is already gone while still in its Auto Scaling group (the
+    daemon detaches a group before it launches, and the detach drops AWS's group-name tag), so
+    the ASG refills it, or already did. The daemon launches nothing: one actor per node. A
+    replacement the daemon already launched (a resumed flow) is awaited as before."""
+    inst = t.instance
+    if inst.state in LIVE_STATES or not inst.asg or h.existing_replacement(t, until):
+        return False
+    h.m.skipped.labels("asg-refills").inc()
+    log.info(
+        "late notice: the instance is gone and its Auto Scaling group refills it; "
+        "launching nothing",
+        extra={"event": ev.id, "instance": inst.id, "group": inst.asg},
+    )
+    return True
+
+
 def _time(text: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(text) if text else None
@@ -70,6 +87,8 @@ def replace_first(
     if ev.kind is EventKind.SPOT_INTERRUPTION and entry.stage == "start":
         h.blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
         h.m.blocked_pools.set(len(h.blocks.active()))
+    if replace and not t.state.replacement and asg_refills(h, ev, t, until):
+        return Outcome("done", "asg-refills")
     if not t.nodes:
         return _nodes_gone(h, ev, t, deadline, replace)
 
