@@ -93,6 +93,9 @@ AWS_CALLS: tuple[AwsCall, ...] = (
     AwsCall("sqs:ReceiveMessage", "queue", "long-poll EventBridge notices"),
     AwsCall("sqs:DeleteMessage", "queue", "acknowledge a notice once its replacement is Ready"),
     AwsCall("sqs:ChangeMessageVisibility", "queue", "keep a message hidden while its flow runs"),
+    AwsCall(
+        "sqs:GetQueueAttributes", "queue", "--dry-run --once: can the queue be read", ("check",)
+    ),
     AwsCall("ec2:DescribeInstances", "*", "the notice's instance, its group, replacements"),
     AwsCall("ec2:DescribeSubnets", "*", "the pool's subnets in other zones for fallbacks"),
     AwsCall("ec2:RunInstances", "*", "launch the replacement group from the launch template"),
