@@ -29,6 +29,7 @@ from provisioner.daemon.metrics import Metrics, MetricsServer
 from provisioner.daemon.monitors import Monitor
 from provisioner.daemon.monitors.imds import ImdsMonitor, Metadata
 from provisioner.daemon.monitors.sqs import SqsMonitor, SqsQueue
+from provisioner.daemon.preflight import error_line
 from provisioner.daemon.scheduler import build_scheduler, daemon_jobs, run_now
 from provisioner.daemon.spares import Spares
 from provisioner.daemon.store import Ack, AddResult, Entry, EventStore
@@ -170,7 +171,8 @@ class Daemon:
             return 0
         n = self.monitor.poll()
         self.polls += 1
-        self.last_poll = time.monotonic()
+        if self.monitor.last_error is None:  # a poll that failed is no sign of life
+            self.last_poll = time.monotonic()
         return n
 
     def housekeeping(self) -> None:
@@ -188,10 +190,17 @@ class Daemon:
     def health(self) -> str | None:
         if self.scheduler is None or not self.scheduler.running:
             return "scheduler not running"
-        stall = 3 * (self.cfg.sqs_wait_seconds + self.cfg.poll_interval_seconds) + 10
-        if time.monotonic() - self.last_poll > stall:
-            return f"no monitor poll for {time.monotonic() - self.last_poll:.0f}s"
+        since = time.monotonic() - self.last_poll
+        if since > self.stall_seconds():
+            error = self.monitor.last_error
+            why = f": {error_line(error)}" if error is not None else ""
+            return f"no successful monitor poll for {since:.0f}s{why}"
         return None
+
+    def stall_seconds(self) -> float:
+        """/healthz fails once no poll has read the monitor's source for this long: three
+        long polls (or IMDS intervals) plus 10 s (docs/daemon.md, Observability)."""
+        return 3 * (self.cfg.sqs_wait_seconds + self.cfg.poll_interval_seconds) + 10
 
     def idle(self) -> bool:
         """Nothing in flight and nothing due now (deferred entries do not count)."""

@@ -8,13 +8,23 @@ server over HTTP (EC2, SQS, EventBridge, autoscaling), kmock, the node agent.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
 from typing import Any
 
-from daemon_harness import wait_until
+import pytest
+from daemon_harness import REGION, wait_until
 
 from provisioner import fleet
 
 SPOT = "EC2 Spot Instance Interruption Warning"
+BATCHED = ("sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
 
 
 def handled(d: Any, n: int = 1, timeout: float = 15) -> list[Any]:
@@ -47,7 +57,9 @@ def test_late_spot_notice_after_the_asg_refilled_launches_nothing(aws, agent, ma
     not launch a second instance for the same replica, and must not touch the refill."""
     (old,) = aws.launch_replica("r1")
     in_asg(aws, "prov-r1", [old["InstanceId"]])
+    agent.settle()  # it served
     aws.ec2.terminate_instances(InstanceIds=[old["InstanceId"]])  # reclaimed
+    agent.settle()  # its node and pod are gone
     (refill,) = aws.launch_replica("r1", zone="us-east-1b")  # the ASG's refill, same tags
     in_asg(aws, "prov-r1", [refill["InstanceId"]])
     agent.settle()
@@ -58,3 +70,123 @@ def test_late_spot_notice_after_the_asg_refilled_launches_nothing(aws, agent, ma
     assert aws.replacements_of("r1") == []
     assert [i["InstanceId"] for i in aws.live(**{fleet.REPLICA: "r1"})] == [refill["InstanceId"]]
     wait_until(lambda: aws.messages_left() == 0, what="message deleted")
+
+
+# -- the deployed identity, bad configuration, health -----------------------------------------
+
+
+def _env(moto_url: str, keys: tuple[str, str] | None = ("testing", "testing")) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": "/nonexistent",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+    if keys is not None:
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = keys
+    return env
+
+
+def _daemon(env: dict[str, str], queue_url: str, kube_url: str, *extra: str) -> Any:
+    cmd = [
+        sys.executable,
+        "-m",
+        "provisioner.cli.main",
+        "daemon",
+        "--mode",
+        "queue",
+        "--queue-url",
+        queue_url,
+        "--kube-api",
+        kube_url,
+        "--once",
+        "--sqs-wait",
+        "1",
+        "--metrics-port",
+        "-1",
+        *extra,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+
+
+def _iam_enforced(moto_url: str, on: bool) -> None:
+    """moto checks every call against IAM from now on (0 calls left unchecked), or never."""
+    body = b"0" if on else b"inf"
+    req = urllib.request.Request(
+        f"{moto_url}/moto-api/reset-auth",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def test_dry_run_once_works_with_the_generated_policy(aws, k8s, moto_url, boto_session):
+    """Review 8 #3: the check an operator runs as the deployed identity must pass with the
+    policy the stack renders (fleet.iam_policy), under moto's IAM enforcement."""
+    iam = boto_session.client("iam", endpoint_url=moto_url)
+    arn = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    policy = fleet.iam_policy(arn, "arn:aws:iam::123456789012:role/prov-gpu-node")
+    for st in policy["Statement"]:  # moto checks the batch calls under their own names
+        st["Action"] += [a + "Batch" for a in st["Action"] if a in BATCHED]
+    user = f"prov-daemon-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="daemon", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    env = _env(moto_url, (key["AccessKeyId"], key["SecretAccessKey"]))
+    _iam_enforced(moto_url, True)
+    try:
+        p = _daemon(env, aws.queue_url, k8s.url, "--dry-run")
+        denied = _daemon(
+            _env(moto_url, ("AKIANOTAKEY000000000", "x" * 40)), aws.queue_url, k8s.url, "--dry-run"
+        )
+    finally:
+        _iam_enforced(moto_url, False)
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert p.stdout.strip() == "prov daemon: handled 0 event(s)"
+    # an identity AWS does not know: one line, no XML, exit 2 (configuration, not an outage)
+    assert denied.returncode == 2, denied.stderr[-1500:]
+    [line] = denied.stderr.strip().splitlines()
+    assert line.startswith(f"prov: error: --queue-url {aws.queue_url}: cannot read the queue")
+    assert "<" not in line and "InvalidClientTokenId" in line
+
+
+def test_once_exits_2_with_one_line_when_the_queue_cannot_be_read(aws, k8s, moto_url):
+    """Review 8 #2: --once that read nothing is not "handled 0" with exit 0."""
+    missing = aws.queue_url.rsplit("/", 1)[0] + "/no-such-queue"
+    p = _daemon(_env(moto_url), missing, k8s.url)
+    assert p.returncode == 2, (p.stdout, p.stderr[-1500:])
+    assert p.stdout == ""
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("prov: error:")]
+    assert len(err) == 1 and "QueueDoesNotExist" in err[0] and "<" not in err[0]
+    nocreds = _daemon(_env(moto_url, keys=None), aws.queue_url, k8s.url)
+    assert nocreds.returncode == 2, nocreds.stderr[-1500:]
+    err = [ln for ln in nocreds.stderr.splitlines() if ln.startswith("prov: error:")]
+    assert len(err) == 1 and "NoCredentialsError" in err[0]
+
+
+@pytest.mark.slow
+def test_healthz_fails_when_no_poll_reads_the_queue_and_the_log_is_not_flooded(
+    aws, make_daemon, caplog
+):
+    """Review 8 #2: a daemon whose every poll fails is unhealthy once no poll has read the
+    queue for 3 x (long poll + interval) + 10 s (docs/daemon.md); failures are logged 1st,
+    2nd, 4th, 8th... in a row, with a backoff, not several times a second."""
+    d = make_daemon(queue_url=aws.queue_url.rsplit("/", 1)[0] + "/gone", metrics_port=0)
+    url = f"http://127.0.0.1:{d.server.port}/healthz"
+    assert urllib.request.urlopen(url, timeout=5).read() == b"ok\n"  # just started
+    stall = 3 * (0 + 0.05) + 10  # FAST: --sqs-wait 0, poll interval 0.05 s
+    time.sleep(stall + 1.5)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url, timeout=5)
+    assert e.value.code == 503
+    assert b"no successful monitor poll" in e.value.read()
+    failed = [r for r in caplog.records if r.getMessage() == "SQS receive failed"]
+    # backoff 0.5, 1, 2, 4, 8 s: at most 5 failed polls in ~11.7 s, of which the 1st, 2nd and
+    # 4th are logged
+    assert 1 <= len(failed) <= 4, len(failed)
