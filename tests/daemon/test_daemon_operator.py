@@ -190,3 +190,52 @@ def test_healthz_fails_when_no_poll_reads_the_queue_and_the_log_is_not_flooded(
     # backoff 0.5, 1, 2, 4, 8 s: at most 5 failed polls in ~11.7 s, of which the 1st, 2nd and
     # 4th are logged
     assert 1 <= len(failed) <= 4, len(failed)
+
+
+# -- fallback across the pool's types and zones, in the plan's order ---------------------------
+
+
+def _tag(aws: Any, ids: list[str], tags: dict[str, str]) -> None:
+    aws.ec2.create_tags(Resources=ids, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def _zone_ids(aws: Any) -> dict[str, str]:
+    subnets = aws.ec2.describe_subnets(SubnetIds=list(aws.subnets.values()))["Subnets"]
+    return {s["AvailabilityZone"]: s["AvailabilityZoneId"] for s in subnets}
+
+
+def test_replacements_follow_the_pools_zone_and_type_order(aws, agent, make_daemon, ec2_proxy):
+    """Review 8 #4: the stack tags each instance with the pool's types and zones in the
+    plan's price order (fleet.INSTANCE_TYPES, fleet.ZONES); the daemon falls back in that
+    order without any --alternative flag."""
+    ids = _zone_ids(aws)
+    # zones by the plan's prices: 1a (the plan's), then 1c, then 1b (not alphabetical)
+    order = {fleet.ZONES: f"{ids['us-east-1a']} {ids['us-east-1c']} {ids['us-east-1b']}"}
+    types = {fleet.INSTANCE_TYPES: "p5.48xlarge p5e.48xlarge"}
+    (r1,) = aws.launch_replica("r1")
+    (r2,) = aws.launch_replica("r2")
+    _tag(aws, [r1["InstanceId"], r2["InstanceId"]], {**order, **types})
+    agent.settle()
+    d = make_daemon()
+    aws.spot_warning(r1["InstanceId"], seconds_left=5)
+    handled(d)
+    # p5.48xlarge@1a/spot was reclaimed: the next zone by the tag is 1c, not 1b
+    [new1] = aws.replacements_of("r1")
+    assert (new1["InstanceType"], new1["Placement"]["AvailabilityZone"]) == (
+        "p5.48xlarge",
+        "us-east-1c",
+    )
+
+    def no_p5_spot(p: dict[str, str]) -> tuple[int, str] | None:
+        if p.get("Action") == "RunInstances" and p.get("InstanceType") == "p5.48xlarge":
+            if p.get("InstanceMarketOptions.MarketType") == "spot":
+                return 500, "InsufficientInstanceCapacity"
+        return None
+
+    ec2_proxy.rules.append(no_p5_spot)
+    aws.spot_warning(r2["InstanceId"], seconds_left=5)
+    handled(d, 2)
+    # no p5.48xlarge spot anywhere: the pool's next type, on spot, before any on-demand
+    [new2] = aws.replacements_of("r2")
+    assert (new2["InstanceType"], new2.get("InstanceLifecycle")) == ("p5e.48xlarge", "spot")
+    assert new2["Placement"]["AvailabilityZone"] == "us-east-1a"

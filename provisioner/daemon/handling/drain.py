@@ -24,7 +24,13 @@ import logging
 from datetime import datetime, timedelta
 
 from provisioner import fleet
-from provisioner.daemon.capacity import LIVE_STATES, Blocklist, plan_attempts, replacement_id
+from provisioner.daemon.capacity import (
+    LIVE_STATES,
+    Blocklist,
+    fallback_types,
+    plan_attempts,
+    replacement_id,
+)
 from provisioner.daemon.events import EventKind, InterruptionEvent
 from provisioner.daemon.handling.state import (
     CORDONED,
@@ -295,7 +301,12 @@ def plan_log(
         h.cap.on_demand_replicas(inst.pool, exclude_replica=inst.replica) < h.cfg.on_demand_floor
     )
     attempts = plan_attempts(
-        inst.instance_type, inst.zone, zones, h.cfg.alternatives, blocks, on_demand_only
+        inst.instance_type,
+        inst.zone,
+        zones,
+        fallback_types(inst, h.cfg.alternatives),
+        blocks,
+        on_demand_only,
     )
     decisions: list[str] = []
     spare = None
