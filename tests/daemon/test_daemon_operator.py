@@ -227,9 +227,9 @@ def test_replacements_follow_the_pools_zone_and_type_order(aws, agent, make_daem
     )
 
     def no_p5_spot(p: dict[str, str]) -> tuple[int, str] | None:
-        if p.get("Action") == "RunInstances" and p.get("InstanceType") == "p5.48xlarge":
-            if p.get("InstanceMarketOptions.MarketType") == "spot":
-                return 500, "InsufficientInstanceCapacity"
+        spot = p.get("InstanceMarketOptions.MarketType") == "spot"
+        if p.get("Action") == "RunInstances" and p.get("InstanceType") == "p5.48xlarge" and spot:
+            return 500, "InsufficientInstanceCapacity"
         return None
 
     ec2_proxy.rules.append(no_p5_spot)
@@ -239,3 +239,22 @@ def test_replacements_follow_the_pools_zone_and_type_order(aws, agent, make_daem
     [new2] = aws.replacements_of("r2")
     assert (new2["InstanceType"], new2.get("InstanceLifecycle")) == ("p5e.48xlarge", "spot")
     assert new2["Placement"]["AvailabilityZone"] == "us-east-1a"
+
+
+def test_rebalance_replacement_avoids_the_at_risk_pool(aws, agent, make_daemon):
+    """Review 8 #5: AWS flags p5.48xlarge spot in us-east-1a as at elevated risk; its guidance
+    is to move to capacity not at that risk (docs.aws.amazon.com/AWSEC2/latest/UserGuide/
+    rebalance-recommendations.html). The prewarmed replacement must not land in that pool:
+    the next zone (1b) first."""
+    (inst,) = aws.launch_replica("r1", zone="us-east-1a")
+    agent.settle()
+    d = make_daemon(prewarm_on_rebalance=True)
+    aws.put("EC2 Instance Rebalance Recommendation", {"instance-id": inst["InstanceId"]})
+    [(_, out)] = handled(d)
+    assert out.action == "cordoned+replacement"
+    [new] = aws.replacements_of("r1")
+    assert (new["InstanceType"], new["Placement"]["AvailabilityZone"]) == (
+        "p5.48xlarge",
+        "us-east-1b",
+    )
+    assert new["InstanceLifecycle"] == "spot"

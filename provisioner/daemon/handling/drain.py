@@ -47,6 +47,12 @@ from provisioner.daemon.store import Entry
 
 log = logging.getLogger("prov.daemon.handler")
 
+#: Notices after which the instance's spot pool (type, zone) is avoided for --block-minutes: it
+#: was reclaimed, or AWS says it is at an elevated risk of interruption, and its guidance is to
+#: move to capacity "not at an elevated risk of interruption" (docs.aws.amazon.com/AWSEC2/latest/
+#: UserGuide/rebalance-recommendations.html): a replacement in the same pool would be next.
+AT_RISK = frozenset({EventKind.SPOT_INTERRUPTION, EventKind.REBALANCE})
+
 
 def owns(ev: InterruptionEvent, t: Target) -> bool:
     """Does this notice take over the replica's progress record?"""
@@ -90,7 +96,7 @@ def replace_first(
     if h.cfg.dry_run:
         return plan_log(h, ev, t, replace, drain, deadline)
     until = max(deadline, h.now() + timedelta(seconds=3 * h.cfg.step_interval_seconds))
-    if ev.kind is EventKind.SPOT_INTERRUPTION and entry.stage == "start":
+    if ev.kind in AT_RISK and entry.stage == "start":
         h.blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
         h.m.blocked_pools.set(len(h.blocks.active()))
     if replace and not t.state.replacement and asg_refills(h, ev, t, until):
@@ -294,7 +300,7 @@ def plan_log(
     blocks = Blocklist()  # what the real run would avoid, without changing ours
     for key in h.blocks.active():
         blocks.block(*key, seconds=h.cfg.block_seconds)
-    if ev.kind is EventKind.SPOT_INTERRUPTION:
+    if ev.kind in AT_RISK:
         blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
     zones = list(h.cap.subnets_by_zone(inst)) or [inst.zone]  # read-only calls
     on_demand_only = h.cfg.on_demand_floor > 0 and (
