@@ -258,3 +258,32 @@ def test_rebalance_replacement_avoids_the_at_risk_pool(aws, agent, make_daemon):
         "us-east-1b",
     )
     assert new["InstanceLifecycle"] == "spot"
+
+
+# -- defaults that must agree with what the stack grants ---------------------------------------
+
+
+def test_leader_lease_defaults_to_the_namespace_the_generated_rbac_allows(k8s, core, make_daemon):
+    """Review 8 #8: `prov daemon --leader-elect` with the stack's service account can only
+    write leases in prov-system (the generated Role, docs/daemon.md); without
+    --lease-namespace the Lease must land there."""
+    d = make_daemon(leader_elect=True, lease_seconds=1.0)
+    wait_until(lambda: d.elector.is_leader, what="leader")
+    coord = __import__("kubernetes").client.CoordinationV1Api(core.api_client)
+    lease = coord.read_namespaced_lease("prov-daemon", "prov-system")
+    assert lease.spec.holder_identity
+    [role_rule] = fleet.rbac_rules(namespaced=True)
+    assert role_rule["resources"] == ["leases"]  # the Role (in fleet.DAEMON_NAMESPACE) has it
+
+
+def test_shutdown_timeout_help_says_what_it_does():
+    """Review 8 #8: the drain's grace is each pod's terminationGracePeriodSeconds; the flag
+    only sets the deadline of notices that carry none."""
+    from typer.testing import CliRunner
+
+    from provisioner.cli.main import app
+
+    out = CliRunner().invoke(app, ["daemon", "--help"], env={"COLUMNS": "200"}).output
+    text = " ".join(out.split())
+    assert "vLLM's --shutdown-timeout: eviction grace" not in text
+    assert "Not the eviction grace" in text and "terminationGracePeriodSeconds" in text
