@@ -130,7 +130,11 @@ def register(app: typer.Typer) -> None:
             failed = once_failure(d, cfg) if once else None
         if failed is not None:  # a --once that could read nothing is not "handled 0"
             raise failed
-        typer.echo(f"prov daemon: handled {handled} event(s)")
+        over = d.handed_over  # in progress at a SIGTERM: the next daemon resumes them
+        typer.echo(
+            f"prov daemon: handled {handled} event(s)"
+            + (f", handed over {over} in progress" if over else "")
+        )
 
     daemon.__signature__ = sig  # type: ignore[attr-defined]
     daemon.__annotations__ = annotations

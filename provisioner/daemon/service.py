@@ -46,8 +46,10 @@ class Daemon:
         sqs: SqsQueue | None = None,
         metrics: Metrics | None = None,
         metadata: Metadata | None = None,
+        region: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.region = region or cfg.region  # for the start-up line
         self.m = metrics or Metrics()
         self.stopping = threading.Event()  # SIGTERM: take no new events, finish the others
         self.halt = threading.Event()  # killed: abandon everything, acknowledge nothing
@@ -83,6 +85,7 @@ class Daemon:
         self.polls = 0
         self.scheduler: Any = None
         self.server: MetricsServer | None = None
+        self.handed_over = 0  # notices still in progress at stop(), left for the next daemon
 
     def _leading(self) -> bool:
         """Fleet-wide work (spares) is done by the leader only, and not while stopping."""
@@ -223,9 +226,22 @@ class Daemon:
             if self.spares is not None:
                 sched = self.scheduler
                 self.spares.wake = lambda: run_now(sched, "spare-reconcile")
+        source = (
+            {"queue": self.cfg.queue_url}
+            if self.cfg.mode == "queue"
+            else {"metadata_url": self.cfg.metadata_url, "node": self.cfg.node_name}
+        )
         log.info(
             "daemon started",
-            extra={"mode": self.cfg.mode, "dry_run": self.cfg.dry_run, "workers": self.cfg.workers},
+            extra={
+                "mode": self.cfg.mode,
+                **source,
+                "region": self.region,
+                "dry_run": self.cfg.dry_run,
+                "once": self.cfg.once,
+                "leader_elect": self.cfg.leader_elect,
+                "workers": self.cfg.workers,
+            },
         )
         return self
 
@@ -256,8 +272,11 @@ class Daemon:
             self.halt.set()
             waiter.join(5)
         self.monitor.flush()  # delete what was acknowledged
+        opened = self.store.open_acks()
+        c = self.store.counts()
+        self.handed_over = c["pending"] + c["active"]
         if not self.halt.is_set() and not self.cfg.dry_run:
-            for a in self.store.open_acks():
+            for a in opened:
                 try:
                     a.release()
                 except Exception as e:  # it becomes visible by itself after its timeout
@@ -266,7 +285,11 @@ class Daemon:
             self.elector.release()
         if self.server is not None:
             self.server.stop()
-        log.info("daemon stopped", extra={"handled": self.store.handled})
+        # "handled" counts notices finished; those still in progress (a replacement launched,
+        # a drain started) are handed over: the next daemon resumes them from the nodes
+        log.info(
+            "daemon stopped", extra={"handled": self.store.handled, "handed_over": self.handed_over}
+        )
 
     def _stop_scheduler(self, limit: float) -> None:
         """No periodic job starts any more; wait (at most ``limit`` s) for those running now,
@@ -360,4 +383,5 @@ def build_daemon(
             ),
         )
     kube = KubeClient(make_api_client(cfg, api_url, kubeconfig, context), cfg)
-    return Daemon(cfg, Ec2Capacity(cfg, session=session, endpoints=endpoints), kube, sqs=sqs)
+    cap = Ec2Capacity(cfg, session=session, endpoints=endpoints)
+    return Daemon(cfg, cap, kube, sqs=sqs, region=session.region_name)

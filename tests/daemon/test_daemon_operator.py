@@ -287,3 +287,50 @@ def test_shutdown_timeout_help_says_what_it_does():
     text = " ".join(out.split())
     assert "vLLM's --shutdown-timeout: eviction grace" not in text
     assert "Not the eviction grace" in text and "terminationGracePeriodSeconds" in text
+
+
+# -- what the log says (review 8, further findings) --------------------------------------------
+
+
+def _records(caplog: Any, msg: str) -> list[Any]:
+    return [r for r in caplog.records if r.getMessage() == msg]
+
+
+def test_the_log_names_the_queue_region_deletion_and_late_notices(aws, agent, make_daemon, caplog):
+    caplog.set_level("INFO", logger="prov")
+    (inst,) = aws.launch_replica("r1")
+    agent.settle()
+    d = make_daemon()
+    [start] = _records(caplog, "daemon started")
+    assert (start.mode, start.queue, start.region) == ("queue", aws.queue_url, REGION)
+    aws.spot_warning(inst["InstanceId"], seconds_left=5)
+    handled(d)
+    wait_until(lambda: aws.messages_left() == 0, what="message deleted")
+    wait_until(lambda: _records(caplog, "SQS messages deleted"), what="deletion logged")
+    assert sum(r.count for r in _records(caplog, "SQS messages deleted")) == 1
+    assert (
+        _records(caplog, "late notice: handled after its deadline or after the instance went") == []
+    )
+    # a notice read after its deadline, for an instance already gone, is called late
+    (gone,) = aws.launch_replica("r2")
+    aws.ec2.terminate_instances(InstanceIds=[gone["InstanceId"]])
+    aws.spot_warning(gone["InstanceId"], seconds_left=-30)
+    handled(d, 2)
+    [late] = _records(caplog, "late notice: handled after its deadline or after the instance went")
+    assert (late.instance, late.state) == (gone["InstanceId"], "terminated")
+
+
+def test_stop_mid_flow_reports_the_notice_it_hands_over(aws, agent, make_daemon, caplog):
+    """SIGTERM mid-drain printed "handled 0" although a replacement was launched and the
+    flow handed over: the stop line now counts what it hands over."""
+    caplog.set_level("INFO", logger="prov")
+    (inst,) = aws.launch_replica("r1")
+    agent.settle()
+    agent.stop()  # the replacement's node never joins: the flow holds for it
+    d = make_daemon()
+    aws.spot_warning(inst["InstanceId"], seconds_left=100)
+    wait_until(lambda: aws.replacements_of("r1"), what="replacement launched")
+    d.stop()
+    assert d.store.handled == 0 and d.handed_over == 1
+    [stopped] = _records(caplog, "daemon stopped")
+    assert (stopped.handled, stopped.handed_over) == (0, 1)

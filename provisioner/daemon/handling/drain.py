@@ -96,6 +96,16 @@ def replace_first(
     if h.cfg.dry_run:
         return plan_log(h, ev, t, replace, drain, deadline)
     until = max(deadline, h.now() + timedelta(seconds=3 * h.cfg.step_interval_seconds))
+    if entry.stage == "start" and (deadline < h.now() or inst.state not in LIVE_STATES):
+        log.warning(
+            "late notice: handled after its deadline or after the instance went",
+            extra={
+                "event": ev.id,
+                "instance": inst.id,
+                "state": inst.state,
+                "deadline": deadline.isoformat(),
+            },
+        )
     if ev.kind in AT_RISK and entry.stage == "start":
         h.blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
         h.m.blocked_pools.set(len(h.blocks.active()))

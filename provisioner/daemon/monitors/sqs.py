@@ -75,11 +75,14 @@ class AckBatcher:
                 with self._lock:  # keep them for the next flush
                     self._pending[:0] = batch
                 return
-            for f in resp.get("Failed", []):
+            failed = resp.get("Failed", [])
+            for f in failed:
                 self.m.errors.labels("ack").inc()
                 log.warning(
                     "SQS delete refused", extra={"code": f.get("Code"), "why": f.get("Message")}
                 )
+            if len(batch) > len(failed):
+                log.info("SQS messages deleted", extra={"count": len(batch) - len(failed)})
 
 
 class SqsAck:
