@@ -334,3 +334,22 @@ def test_stop_mid_flow_reports_the_notice_it_hands_over(aws, agent, make_daemon,
     assert d.store.handled == 0 and d.handed_over == 1
     [stopped] = _records(caplog, "daemon stopped")
     assert (stopped.handled, stopped.handed_over) == (0, 1)
+
+
+def test_a_failing_ec2_api_is_logged_without_a_flood(aws, agent, make_daemon, ec2_proxy, caplog):
+    """Review 8 #2 (related): every EC2 call failing (AuthFailure) made one notice log a
+    "describe failed, retrying" warning per retry (64 in a minute). Now the 1st, 2nd, 4th,
+    8th... failure in a row: in 3 s of retries every 0.05 s (~60 failures) at most 6 lines."""
+    caplog.set_level("INFO", logger="prov")
+    (inst,) = aws.launch_replica("r1")
+    agent.settle()
+    ec2_proxy.rules.append(
+        lambda p: (403, "AuthFailure") if p.get("Action") == "DescribeInstances" else None
+    )
+    make_daemon()
+    aws.spot_warning(inst["InstanceId"], seconds_left=100)
+    time.sleep(3.0)
+    retried = _records(caplog, "describe failed, retrying")
+    assert 2 <= len(retried) <= 6, len(retried)
+    assert [r.failures for r in retried] == [1, 2, 4, 8, 16, 32][: len(retried)]
+    assert all("<" not in r.error for r in retried)
