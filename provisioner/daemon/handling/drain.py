@@ -109,7 +109,8 @@ def replace_first(
     if ev.kind in AT_RISK and entry.stage == "start":
         h.blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
         h.m.blocked_pools.set(len(h.blocks.active()))
-    if replace and not t.state.replacement and asg_refills(h, ev, t, until):
+    first = entry.stage == "start"  # later steps: this daemon may have detached the group
+    if replace and first and not t.state.replacement and asg_refills(h, ev, t, until):
         return Outcome("done", "asg-refills")
     if not t.nodes:
         return _nodes_gone(h, ev, t, deadline, replace)
