@@ -8,8 +8,8 @@ Each request runs in-process through the CLI (stdout, stderr and the exit code p
 few plan_quote results are dumped whole (with best_by_market and the --explain layouts), with
 and without the rejection list. Run both sides on the same day: ages of prices are in the output.
 The set covers the README's question, --json, --top 0, --explain, --show-rejected, --all-zones,
-the layouts, --risk-adjusted, --min-availability, SLOs, --compare-api, --cpu-offload-gb, GGUF,
-filters that leave nothing, and bad flags.
+the layouts, --risk-adjusted, --min-availability, SLOs, --compare-api, --cpu-offload-gb (TP and
+DP/EP), --dcp (TP and TP+EP), GGUF, filters that leave nothing, and bad flags.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ CLI_CASES: list[list[str]] = [
     ["--model", "Qwen/Qwen3-235B-A22B", "--ctx", "32k", "--json"],
     ["--model", "openai/gpt-oss-120b", "--ctx", "128k", "--json"],
     [*K, "--ctx", "128k", "--gpu-memory-utilization", "nan"],
+    [*K, "--ctx", "128k", "--cpu-offload-gb", "20", "--json"],  # offload on the EP path
+    ["--model", "Qwen/Qwen3-235B-A22B-FP8", "--ctx", "32k", "--dcp", "2", "--json"],  # DCP on TP+EP
 ]
 PLAN_CASES: list[dict[str, Any]] = [
     {"model": "moonshotai/Kimi-K2-Thinking", "quant": "int4", "ctx": 131072},

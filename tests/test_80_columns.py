@@ -48,7 +48,8 @@ def test_readme_first_command_fits_80_columns_on_both_streams() -> None:
 
 def test_the_refresh_hint_is_a_command_one_can_paste() -> None:
     result = run(*README_FIRST)
-    warning = " ".join(ln.strip() for ln in result.stderr.splitlines())
+    # the price-age warning: the first one (the plans' warnings follow it, each its own line)
+    warning = " ".join(ln.strip() for ln in result.stderr.split("\nprov: warning: ")[0].split())
     m = re.search(r"refresh: (prov prices refresh .*)$", warning)
     assert m, warning
     argv = shlex.split(m.group(1))

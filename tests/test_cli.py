@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,18 @@ def assert_one_line_error(result: Result, code: int) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("prov: error: ")
     return lines[0]
+
+
+def stderr_warnings(stderr: str) -> list[str]:
+    """The 'prov: warning:' messages of stderr, each unwrapped (continuations are indented);
+    a line that is neither is returned as is, so a caller's check sees it."""
+    out: list[str] = []
+    for ln in stderr.splitlines():
+        if ln.startswith("  ") and out:
+            out[-1] += " " + ln.strip()
+        else:
+            out.append(ln)
+    return out
 
 
 def only_price_age_warning(stderr: str) -> bool:
@@ -86,7 +99,7 @@ def test_kimi_never_plans_one_node_of_8_h100(kimi_all: PlanDocument) -> None:
     ]
     assert refused, "the 1-node 8xH100 TP8 shape must be listed as rejected"
     for r in refused:
-        assert "8xH100-SXM" in r.shape and "TP8xPP1" in r.shape
+        assert "8xH100-SXM" in r.shape and r.shape.endswith(" TP8")  # as the table names it
         assert "GiB" in r.reason and "weights" in r.reason, r.reason
     assert any(r.cloud == "aws" and r.instance_type == "p5.48xlarge" for r in refused)
 
@@ -119,7 +132,12 @@ def test_kimi_table_output() -> None:
     assert result.exit_code == 0, result.output
     assert "Kimi-K2-Thinking" in result.stdout
     assert "distinct choices" in result.stdout
-    assert only_price_age_warning(result.stderr)
+    # stderr: the price-age warning, then the shown plans' warnings, each naming its rows
+    # (review7 #29, #31); stdout has no warning line
+    price, *plans = stderr_warnings(result.stderr)
+    assert price.startswith("prov: warning: of 3 prices shown"), price
+    assert plans and all(re.match(r"prov: warning: #[1-3](, #[1-3])*: ", w) for w in plans), plans
+    assert "warning" not in result.stdout
 
 
 def test_nothing_fits_exits_1_and_still_prints_the_rejections() -> None:

@@ -239,13 +239,18 @@ def test_prices_as_of_is_the_oldest_date(doc: tuple[dict[str, Any], PlanDocument
 
 
 def test_rejections_name_real_offers(doc: tuple[dict[str, Any], PlanDocument]) -> None:
-    _, d = doc
+    from provisioner.core.layouts import Layout, layout_label
+
+    raw, d = doc
     known = {(o.cloud, o.instance_type) for o in load_offers()}
+    gguf = raw["request"]["quant"].lower().startswith(("q", "iq"))  # q4_k_m, iq2_xxs: llama.cpp
     for r in d.rejected:
         assert r.reason.strip()
         assert (r.cloud, r.instance_type) in known
         assert r.tp is not None and r.pp is not None
-        assert f"TP{r.tp}xPP{r.pp}" in r.shape
+        # the shape's layout is named as the table names it (review7 #16)
+        lay = Layout(r.tp, r.dp or 1, r.pp, bool(r.ep))
+        assert r.shape.endswith(" " + layout_label(lay, engine="llama.cpp" if gguf else "vllm"))
 
 
 def test_top_n_is_the_head_of_the_full_ranking() -> None:

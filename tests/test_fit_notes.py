@@ -78,7 +78,7 @@ def test_tp16_on_h200_says_it_spans_two_nodes() -> None:
     out = " ".join(res.stdout.split())
     assert "16 x H200-SXM (139.81 GiB per CUDA), TP across 2 nodes" in out  # the header
     assert "TP16 spans 2 nodes: the largest H200-SXM node in the price data has 8 GPUs" in out
-    assert "TP8 x PP2 for 16 GPUs" in out
+    assert "TP8xPP2 for 16 GPUs" in out  # the quote table's spelling (review7 #16)
     doc = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
     assert (doc["node_gpus"], doc["tp_nodes"]) == (8, 2)
 

@@ -22,6 +22,7 @@ from provisioner.core.hardware import gpu_specs
 from provisioner.core.layouts import Layout
 from provisioner.core.perf import Workload, estimate
 from provisioner.core.perf_ep import estimate_layout
+from provisioner.core.planner.estimates import host_link_gbps
 from provisioner.core.quant import resolve_quant
 
 GIB = 2**30
@@ -52,13 +53,12 @@ def test_dense_engines_and_dp_engines_pay_the_offload_copy_every_step() -> None:
         assert p["tokens_per_s"] <= p["concurrency"] / (floor_ms / 1000), p["layout"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the MoE DP/EP path does not charge --cpu-offload-gb's copy (its memory does); "
-    "Kimi DP8+EP8 with 20 GiB offloaded shows TPOT 256 ms < the 429.5 ms copy (report debt8)",
-)
 def test_moe_dp_ep_layouts_pay_the_offload_copy_every_step() -> None:
-    # 20 GiB per GPU: 20 x 2^30 B / 50e9 B/s = 429.5 ms per step, whatever the layout
+    # vLLM v0.18.0 config/offload.py: --cpu-offload-gb is "per GPU"; every worker (each GPU of
+    # each DP rank) builds its own UVAOffloader with that budget, and lockstep MoE ranks run a
+    # forward pass every step. 20 GiB per GPU: 20 x 2^30 B / 50e9 B/s = 429.5 ms per step, so a
+    # plan of C requests makes at most C / 0.4295 s tokens/s (728 requests: 1,695 tok/s).
+    # Before the fix, DP8+EP8 on p5en showed TPOT 255.6 ms and 2,827.7 tok/s at 728 requests.
     floor_ms = 20 * GIB / HOPPER_HOST_GBPS * 1000
     plans = quote_plans(
         "-m", "moonshotai/Kimi-K2-Thinking", "-q", "int4", "--ctx", "128k",
@@ -67,6 +67,31 @@ def test_moe_dp_ep_layouts_pay_the_offload_copy_every_step() -> None:
     assert {p["layout"] for p in plans} >= {"DP8+EP8"}
     for p in plans:
         assert p["tpot_ms"] >= floor_ms, p["layout"]
+        assert p["tokens_per_s"] <= p["concurrency"] / (floor_ms / 1000), p["layout"]
+
+
+@pytest.mark.parametrize("layout", [Layout(1, 8, 1, True), Layout(8, 1, 1, True)])
+def test_every_moe_ep_layout_charges_the_offload_per_gpu(layout: Layout) -> None:
+    # 6 GiB per GPU over 50 GB/s: 6 x 2^30 / 50e9 = 128.8 ms added to every decode step, on
+    # DP8+EP8 (all-to-all path) as on TP8+EP8 (DP 1, EP): the step grows by exactly that
+    spec = resolve_model("moonshotai/Kimi-K2-Thinking")
+    scheme = resolve_quant("int4", spec)
+    gpu = gpu_specs()["H200-SXM"]
+    kw = {"gpus_per_node": 8, "interconnect": "nvlink", "fabric": "efa",
+          "workload": Workload(8000, 1000, 64), "pcie_gbps": 50.0}  # fmt: skip
+    base, _ = estimate_layout(spec, scheme, gpu, layout, **kw)  # type: ignore[arg-type]
+    off, terms = estimate_layout(spec, scheme, gpu, layout, offload_gib_per_gpu=6.0, **kw)  # type: ignore[arg-type]
+    assert off.offload_s == pytest.approx(6 * GIB / 50e9)
+    assert off.step_s - base.step_s == pytest.approx(6 * GIB / 50e9, rel=1e-9)
+    assert terms.imbalance > 1.0  # still the EP path
+
+
+def test_an_mi300x_host_link_is_pcie_gen5() -> None:
+    # AMD's MLPerf Inference v5.1 system description (mlcommons/inference_results_v5.1,
+    # closed/AMD/systems/8xMI300X_2xEPYC_9575F.json): "accelerator_host_interconnect":
+    # "PCIe Gen5 x16", the H200's link: 64 GB/s per direction x ~80% = the same 50 GB/s
+    assert host_link_gbps(gpu_specs()["MI300X"]) == host_link_gbps(gpu_specs()["H200-SXM"]) == 50
+    assert host_link_gbps(gpu_specs()["A100-80GB-SXM"]) == 25  # Gen4 x16
 
 
 @pytest.mark.parametrize(

@@ -107,10 +107,18 @@ def _pick(plan: Path, rank: int | None, target: str) -> tuple[Any, int, bool]:
 
 
 def _summary(p: Any) -> str:
+    """The plan deploy runs: its layout named as quote's table names it, and the context vLLM
+    is started with (the plan's --max-model-len, which is the quote's --ctx)."""
+    from provisioner.core.layouts import Layout, layout_label
+
+    label = layout_label(Layout(p.tp, p.dp, p.pp, p.ep), p.dcp)
+    args = list(p.vllm_args)
+    flag = "--max-model-len"
+    ctx = args[args.index(flag) + 1] if flag in args[:-1] else "vLLM's default"
+    ctx = f"{int(ctx):,}" if ctx.isdigit() else ctx
     return (
         f"rank {p.rank}: {p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), "
-        f"TP{p.tp} x PP{p.pp}{f' ({p.layout})' if p.dp > 1 or p.ep else ''}, "
-        f"{p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
+        f"{label}, ctx {ctx}, {p.market}, {p.cloud} {p.region}, ${p.usd_per_hour:.2f}/h"
     )
 
 

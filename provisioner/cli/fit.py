@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from provisioner.cli.context_default import CTX_DEFAULT_HELP
 from provisioner.core.vllm_rules import NEWEST_MODELLED, VLLM_VERSION
 
 _NEWEST = ".".join(map(str, NEWEST_MODELLED))
@@ -116,11 +117,7 @@ def _table(res: Any, explain: bool) -> list[str]:
         where += f", TP across {res.tp_nodes} nodes"
     lines = [
         f"{r.spec.id} on {where}, vLLM {r.rules.label}",
-        f"  TP{r.tp} x PP{r.pp}"
-        + (f" x DCP{r.dcp}" if r.dcp > 1 else "")
-        + (f" x DP{r.dp}" if r.dp > 1 else "")
-        + (f" + EP{r.tp * r.dp}" if r.expert_parallel else "")
-        + f", {r.scheme.label}",
+        f"  {res.layout_label}, {r.scheme.label}",
         f"  KV {'fp8' if s.kv_bytes == 1 else 'bf16'}, max_model_len {r.ctx:,}, "
         f"max_num_seqs {s.max_num_seqs}, max_num_batched_tokens {s.max_num_batched_tokens}",
     ]
@@ -231,8 +228,7 @@ def register(app: typer.Typer) -> None:
         ctx: str | None = typer.Option(
             None,
             "--ctx",
-            help="--max-model-len: 8192, 32k, 128k (k=1024). Default: the model's "
-            "max_position_embeddings, as vLLM derives it.",
+            help="vLLM --max-model-len: 8192, 32k, 128k (k=1024). " + CTX_DEFAULT_HELP,
         ),
         quant: str = typer.Option(
             "auto", "--quant", "-q", help="auto (the checkpoint's), bf16, fp8, int4, mxfp4 ..."
@@ -299,10 +295,10 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when it fits, 1 when it does not, 2 for bad input.
         """
+        from provisioner.cli.context_default import default_note, resolve_ctx
         from provisioner.core.catalog import resolve_model
         from provisioner.core.fit import FitRequest, evaluate
         from provisioner.core.quant import kv_bytes, resolve_quant
-        from provisioner.core.request import parse_tokens
         from provisioner.core.vllm_rules import rules_for, with_paths
 
         for name, value, hi in (
@@ -330,7 +326,7 @@ def register(app: typer.Typer) -> None:
         scheme = resolve_quant(quant, spec)
         if scheme.engine != "vllm":
             _usage(f"--quant {quant}: a llama.cpp format; prov fit models vLLM only")
-        length = parse_tokens(ctx) if ctx else spec.max_position_embeddings
+        length, ctx_defaulted = resolve_ctx(ctx, spec)
         res = evaluate(
             FitRequest(
                 spec=spec,
@@ -367,11 +363,15 @@ def register(app: typer.Typer) -> None:
         prices = cheapest(canonical, gpus, tp) if price and canonical else None
         if as_json:
             doc = res.to_json()
+            if ctx_defaulted:  # as the text's note
+                doc["notes"].append(default_note(length, spec))
             if prices is not None:
                 doc["prices"] = prices
             typer.echo(json.dumps(doc, indent=2))
         else:
             lines = _table(res, explain)
+            if ctx_defaulted:
+                lines.append(f"  note: {default_note(length, spec)}")
             lines += _price_lines(prices, res) if prices is not None else []
             typer.echo("\n".join(_wrap(lines)))
         if not res.fits:

@@ -52,6 +52,7 @@ def model_lines(rows: list[dict[str, Any]], width: int | None) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     from provisioner.cli.boundary import boundary
+    from provisioner.cli.context_default import CTX_DEFAULT_HELP
 
     models_app = typer.Typer(help="The embedded model catalog.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
@@ -96,20 +97,22 @@ def register(app: typer.Typer) -> None:
             "auto", "--quant", "-q", help="Quantization to size the weights."
         ),
         kv_dtype: str = typer.Option("auto", "--kv-dtype", help="KV cache dtype: auto, bf16, fp8."),
-        ctx: str = typer.Option("128k", "--ctx", help="Request length for the KV example."),
+        ctx: str | None = typer.Option(
+            None, "--ctx", help="Request length for the KV example. " + CTX_DEFAULT_HELP
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Architecture, parameter counts, weight bytes by part and KV cache per token."""
+        from provisioner.cli.context_default import default_note, resolve_ctx
         from provisioner.core.catalog import resolve_model
         from provisioner.core.explain import kv_lines, weight_lines
         from provisioner.core.memory import weights_total_bytes
         from provisioner.core.quant import kv_bytes, resolve_quant
-        from provisioner.core.request import parse_tokens
 
         spec = resolve_model(model)
         scheme = resolve_quant(quant, spec)
         kvb = kv_bytes(kv_dtype, spec)
-        tokens = parse_tokens(ctx)
+        tokens, ctx_defaulted = resolve_ctx(ctx, spec)
         if as_json:
             typer.echo(
                 json.dumps(
@@ -144,16 +147,20 @@ def register(app: typer.Typer) -> None:
                 )
             )
             return
-        typer.echo(
+        from provisioner.cli.textable import terminal_width, wrap_lines
+
+        notes = [*spec.notes, *scheme.notes]
+        if ctx_defaulted:
+            notes.append(default_note(tokens, spec))
+        lines = [
             f"{spec.id}  ({spec.family}, {spec.attention.upper()}, {spec.num_layers} layers, "
-            f"max context {spec.max_position_embeddings:,})"
-        )
-        typer.echo(
+            f"max context {spec.max_position_embeddings:,})",
             f"Parameters: {spec.params_total / 1e9:,.2f}B total, {spec.params_active / 1e9:,.2f}B "
-            "active per token"
-        )
-        for line in weight_lines(spec, scheme) + kv_lines(spec, kvb, tokens):
+            "active per token",
+            *weight_lines(spec, scheme),
+            *kv_lines(spec, kvb, tokens),
+            *(f"Note: {note}" for note in notes),
+            f"Source: {spec.source}",
+        ]
+        for line in wrap_lines(lines, terminal_width()):  # 80 columns in a pipe
             typer.echo(line)
-        for note in (*spec.notes, *scheme.notes):
-            typer.echo(f"Note: {note}")
-        typer.echo(f"Source: {spec.source}")

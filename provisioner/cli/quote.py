@@ -38,6 +38,7 @@ def concurrency_note(asked: int | None, plans: Sequence[RankedPlan]) -> str | No
 def register(app: typer.Typer) -> None:
     from pricing.price_dates import DEFAULT_MAX_PRICE_AGE_DAYS
     from provisioner.cli.boundary import boundary, raise_usage, split_values, warn
+    from provisioner.cli.context_default import CTX_DEFAULT_HELP
 
     @app.command()
     @boundary
@@ -55,10 +56,11 @@ def register(app: typer.Typer) -> None:
             help="auto (the checkpoint's own), bf16, fp16, fp8, int8, int4, nvfp4, mxfp4, "
             "or GGUF q2_k..q8_0/iq2_xxs (memory-only).",
         ),
-        ctx: str = typer.Option(
-            "32k",
+        ctx: str | None = typer.Option(
+            None,
             "--ctx",
-            help="Longest request (max-model-len) to serve: 8192, 32k, 128k (k=1024).",
+            help="Longest request (vLLM --max-model-len) to serve: 8192, 32k, 128k (k=1024). "
+            + CTX_DEFAULT_HELP,
         ),
         kv_dtype: str = typer.Option("auto", "--kv-dtype", help="KV cache dtype: auto, bf16, fp8."),
         gpu_memory_utilization: float = typer.Option(
@@ -207,10 +209,16 @@ def register(app: typer.Typer) -> None:
             raise_usage(f"--max-price-age {max_price_age}: must be a number of days >= 0")
         if explain and as_json:  # one output at a time; the JSON carries the same figures
             raise_usage("--explain prints text and --json the plan contract: use one of them")
+        if ctx is None:  # the default depends on the model (its max_position_embeddings)
+            from provisioner.cli.context_default import resolve_ctx
+
+            ctx_tokens, ctx_defaulted = resolve_ctx(None, resolve_model(model))
+        else:
+            ctx_tokens, ctx_defaulted = parse_tokens(ctx), False
         req = make_request(
             model=model,
             quant=quant,
-            ctx=parse_tokens(ctx),
+            ctx=ctx_tokens,
             kv_dtype=kv_dtype.lower(),
             gpu_memory_utilization=gpu_memory_utilization,
             max_num_batched_tokens=max_num_batched_tokens,
@@ -271,11 +279,13 @@ def register(app: typer.Typer) -> None:
             source=str(prices) if prices else None,
         )
         result.notes.extend(date_notes + (stale if as_json else []))
+        if ctx_defaulted:  # text and JSON: what the default is and what vLLM's own would be
+            from provisioner.cli.context_default import default_note
+
+            result.notes.insert(0, default_note(req.ctx, spec))
         capped = concurrency_note(req.concurrency, result.plans)
         if capped:
             result.notes.append(capped)
-        for warning in stale:
-            warn(warning)
         comparison = None
         if compare_api and result.plans:
             from provisioner.core.breakeven import api_comparison
@@ -308,5 +318,10 @@ def register(app: typer.Typer) -> None:
                 from provisioner.cli.breakeven_view import print_comparison
 
                 print_comparison(comparison)
+        from provisioner.cli.quote_view import plan_warnings
+
+        # after the rows they name; under --json a plan's warnings are in its `warnings` only
+        for warning in [*stale, *([] if as_json else plan_warnings(result.plans))]:
+            warn(warning)
         if not result.plans:
             raise empty_error(req, offers, result)

@@ -7,8 +7,7 @@ headers; the full names, TPOT, warnings and price dates are under --wide, the ar
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from provisioner.cli.textable import Column, fit, short_gpu, short_instance
 from provisioner.core.choices import Choice, Choices, reason_kind
@@ -33,11 +32,9 @@ def gpus_label(p: RankedPlan, short: bool = True) -> str:
 
 
 def layout(p: RankedPlan) -> str:
-    """TP x PP as 8x2; DP/EP layouts by their label (DP8+EP8, provisioner/core/layouts.py)."""
-    v = p.verdict
-    dcp = v.memory.dcp if v.memory is not None else 1
-    text = f"{v.tp}x{v.pp}" if v.dp == 1 and not v.ep else v.layout.label
-    return text + (f" dcp{dcp}" if dcp > 1 else "")
+    """The layout's one name (TP8, TP8xPP2, DP8+EP8, layers/8 for GGUF), as --explain, fit,
+    deploy and --json spell it (provisioner/core/layouts.py layout_label)."""
+    return p.layout_label
 
 
 def where(c: Choice) -> str:
@@ -176,9 +173,6 @@ def print_quote(
         legend = f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds"
         echo(legend + ("" if wide else "; od = on-demand"))  # --wide spells the market out
         echo(footer(result, ch, wide=wide, all_zones=all_zones))
-    warned = Counter(w for c in ch.rows for w in c.plan.warnings)
-    for w in warned:
-        echo(f"warning: {w}")
     for reason, n in result.skipped_prices.items():
         echo(f"skipped {n} prices: {reason}")
     for note in result.notes:
@@ -193,6 +187,27 @@ def print_quote(
         echo("")
         for line in rejection_lines(result):
             echo(line)
+
+
+def ranks_text(ranks: Sequence[int]) -> str:
+    """[1, 2, 3, 7] -> '#1-#3, #7': rows as the table's # column and the headline name them."""
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive ranks
+    for r in sorted(set(ranks)):
+        if runs and runs[-1][1] == r - 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs)
+
+
+def plan_warnings(plans: Sequence[RankedPlan]) -> list[str]:
+    """Each distinct warning of the plans shown once, led by the rows it is about
+    ('#1, #9: int4 MoE on ROCm: ...'), in the order the rows first raise it."""
+    ranks: dict[str, list[int]] = {}
+    for p in plans:
+        for w in p.warnings:
+            ranks.setdefault(w, []).append(p.rank)
+    return [f"{ranks_text(r)}: {w}" for w, r in ranks.items()]
 
 
 def footer(result: QuoteResult, ch: Choices, *, wide: bool, all_zones: bool) -> str:

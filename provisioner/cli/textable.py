@@ -107,3 +107,11 @@ def wrap(text: str, width: int | None, indent: str = "  ") -> list[str]:
     return textwrap.wrap(
         text, width - 1, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
     )
+
+
+def wrap_lines(lines: list[str], width: int | None) -> list[str]:
+    """Each line wrapped to `width`, its continuation lines under its own indent + 4."""
+    out: list[str] = []
+    for line in lines:
+        out += wrap(line, width, " " * (len(line) - len(line.lstrip()) + 4))
+    return out

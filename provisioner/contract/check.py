@@ -16,12 +16,14 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
     re-check it (a model that is not in the catalog nor on this machine), else None."""
     from provisioner.core.catalog import resolve_model
     from provisioner.core.hardware import gpu_specs
+    from provisioner.core.layouts import Layout, layout_label
     from provisioner.core.planner.shape_rules import kernel_verdict
     from provisioner.core.planner.shapes import HardwareClass, evaluate_shape
     from provisioner.core.quant import kv_bytes, resolve_quant
     from provisioner.core.request import make_request
 
-    where = f"rank {plan.rank} ({plan.gpu}, TP{plan.tp} x PP{plan.pp})"
+    shape = layout_label(Layout(plan.tp, plan.dp, plan.pp, plan.ep), plan.dcp)
+    where = f"rank {plan.rank} ({plan.gpu}, {shape})"  # as the quote table names it
     if plan.gpus_per_node % plan.tp:
         raise UsageError(
             f"{where}: TP{plan.tp} does not divide the node's {plan.gpus_per_node} GPUs; "

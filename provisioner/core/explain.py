@@ -41,8 +41,8 @@ def weight_lines(spec: ModelSpec, scheme: QuantScheme) -> list[str]:
     for kind, (params, nbytes, bits) in sorted(by_kind.items(), key=lambda kv: -kv[1][1]):
         how = f"{bits:.4g} bits" if bits < 16 else "bf16"
         lines.append(
-            f"  {_KIND_LABEL.get(kind, kind):36s} {params / 1e9:9.2f}B params x {how:>11s}"
-            f" = {nbytes / 1e9:8.1f} GB"
+            f"  {_KIND_LABEL.get(kind, kind):34s} {params / 1e9:9.2f}B params x {how:>9s}"
+            f" = {nbytes / 1e9:7.1f} GB"  # 79 columns
         )
     return lines
 
@@ -91,9 +91,8 @@ def plan_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
         f"Plan #{plan.rank}: {v.nodes} x {o.instance_type} ({o.gpus_per_node} x {o.gpu}, "
         f"{o.gpu_memory_gib:g} GiB each) in {o.cloud} {o.zone or o.region}, {plan.market}, "
         f"${plan.usd_per_hour:,.2f}/h",
-        f"  TP{v.tp} x PP{v.pp}"
-        + (f" x DCP{m.dcp}" if m.dcp > 1 else "")
-        + (f" ({v.layout.label}, per DP rank below)" if v.dp > 1 or v.ep else "")
+        f"  {plan.layout_label}"
+        + (" (per DP rank below)" if v.dp > 1 else "")
         + f": {v.tp * v.dp * v.pp} GPUs; layers per stage "
         + ", ".join(f"{s.layers[0]}-{s.layers[1] - 1}" for s in m.stages),
     ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisioner.core.hardware import cuda_memory_gib, gpu_specs
+from provisioner.core.layouts import Layout, layout_label
 from provisioner.core.memory import (
     GIB,
     MemorySettings,
@@ -74,6 +75,12 @@ class FitResult:
         return self.memory.max_concurrency / self.request.dp if self.memory else 0.0
 
     @property
+    def layout_label(self) -> str:
+        """The shape's name as `prov quote` spells it (provisioner/core/layouts.py)."""
+        r = self.request
+        return layout_label(Layout(r.tp, r.dp, r.pp, r.expert_parallel), r.dcp)
+
+    @property
     def tp_nodes(self) -> int:
         """Nodes one TP group spans (1 when TP stays inside a node or the node size is unknown)."""
         n = self.request.node_gpus
@@ -101,6 +108,7 @@ class FitResult:
             "dp": r.dp,
             "enable_expert_parallel": r.expert_parallel,
             "gpus": r.tp * r.dp * r.pp,
+            "layout": self.layout_label,
             "max_model_len": r.ctx,
             "gpu_memory_utilization": self.settings.gpu_memory_utilization,
             "max_num_seqs": self.settings.max_num_seqs,
@@ -197,7 +205,10 @@ def evaluate(r: FitRequest) -> FitResult:
         notes.append(_tp_across_nodes(r, r.node_gpus))
     bad = _layout_violation(r)
     if bad:
-        reason = f"vLLM rejects the layout: {bad}"
+        # some refusals are prov's (e.g. DCP with DP: vLLM v0.18.0 starts it, prov does not
+        # model it yet); say whose
+        ours = bad.endswith("not modelled")
+        reason = f"{'prov does not check' if ours else 'vLLM rejects'} the layout: {bad}"
         return FitResult(r, device, settings, None, False, reason, tuple(notes), warnings)
     nvlink = r.nvlink
     if nvlink is None:
@@ -208,7 +219,9 @@ def evaluate(r: FitRequest) -> FitResult:
         from provisioner.core.layouts import Layout
 
         lay = Layout(r.tp, r.dp, r.pp, r.expert_parallel)
-        mem = layout_memory(r.spec, r.scheme, lay, device, r.ctx, settings, nvlink=nvlink)
+        mem = layout_memory(
+            r.spec, r.scheme, lay, device, r.ctx, settings, nvlink=nvlink, dcp=r.dcp
+        )
     else:
         mem = shape_memory(
             r.spec, r.scheme, r.tp, r.pp, device, r.ctx, settings, dcp=r.dcp, nvlink=nvlink
@@ -223,7 +236,8 @@ def _tp_across_nodes(r: FitRequest, node: int) -> str:
     quote` ranks by and `prov deploy` enforces (docs.vllm.ai serving/distributed_serving)."""
     nodes = -(-r.tp // node)
     gpus = r.tp * r.pp
-    alt = f" (TP{node} x PP{gpus // node} for {gpus} GPUs)" if r.tp % node == 0 else ""
+    shape = layout_label(Layout(node, 1, gpus // node))  # named as quote's table names it
+    alt = f" ({shape} for {gpus} GPUs)" if r.tp % node == 0 else ""
     return (
         f"TP{r.tp} spans {nodes} nodes: the largest {r.gpu} node in the price data has {node} "
         "GPUs. vLLM runs it (multi-node, Ray), but every layer's all-reduce crosses the "

@@ -27,7 +27,7 @@ def layout_lines(result: QuoteResult) -> list[str]:
     nodes = best.verdict.nodes
     req = result.request
     alts = sorted(result.layout_alternatives, key=_mtok)
-    by_layout = {p.verdict.layout.label: p for p in alts}
+    by_layout = {p.layout_label: p for p in alts}
     if len(by_layout) < 2:
         return []
     lines = [

@@ -131,8 +131,11 @@ def rank_memory(
     nvlink: bool = True,
     placer: LayoutPlacer | None = None,
     offload_gib: float = 0.0,
+    dcp: int = 1,
 ) -> ShapeMemory:
-    """Memory of ONE DP rank's GPUs (its TP x PP engine): KV tokens and requests per rank."""
+    """Memory of ONE DP rank's GPUs (its TP x PP engine): KV tokens and requests per rank.
+    `dcp` shards each request's KV tokens over that many GPUs of the rank's TP group, as in a
+    plain TP engine (vLLM splits every TP group into TP / DCP groups, EP or not)."""
     mem = shape_memory(
         spec,
         scheme,
@@ -141,6 +144,7 @@ def rank_memory(
         device_gib,
         ctx,
         settings,
+        dcp=dcp,
         nvlink=nvlink,
         placer=placer or LayoutPlacer(spec, scheme, layout),
         offload_gib=offload_gib,
@@ -163,8 +167,10 @@ def layout_memory(
     nvlink: bool = True,
     placer: LayoutPlacer | None = None,
     offload_gib: float = 0.0,
+    dcp: int = 1,
 ) -> ShapeMemory:
-    """The whole layout: per-GPU stages of one rank, KV tokens and requests summed over DP."""
+    """The whole layout: per-GPU stages of one rank, KV tokens and requests summed over DP.
+    `prov fit` and `prov quote` both size DP / EP layouts here, `dcp` included."""
     mem = rank_memory(
         spec,
         scheme,
@@ -175,6 +181,7 @@ def layout_memory(
         nvlink=nvlink,
         placer=placer,
         offload_gib=offload_gib,
+        dcp=dcp,
     )
     if layout.dp == 1:
         return mem

@@ -92,6 +92,17 @@ class Layout:
         return text + (f"+EP{self.ep_size}" if self.ep else "")
 
 
+def layout_label(layout: Layout, dcp: int = 1, engine: str = "vllm") -> str:
+    """The one name of a layout in every view (quote table, --explain, fit, deploy's summary,
+    the JSON's `layout`). vLLM: Layout.label, plus +DCPn for decode context parallelism (it
+    splits the KV inside the TP group: no more GPUs, like +EPn), e.g. TP8, TP8xPP2, TP8+DCP2,
+    DP8+EP8. llama.cpp (GGUF): one process splitting the layers over the GPUs (its default
+    --split-mode layer), no TP or PP, e.g. layers/8."""
+    if engine != "vllm":
+        return f"layers/{layout.gpus}"
+    return layout.label + (f"+DCP{dcp}" if dcp > 1 else "")
+
+
 def expert_width_violation(spec: ModelSpec, scheme: QuantScheme, layout: Layout) -> str | None:
     """The per-GPU expert-width rules of the quant kernels, at the MoE TP size."""
     if spec.moe is None or scheme.engine != "vllm" or scheme.bits >= 16 or layout.ep:

@@ -154,19 +154,19 @@ def estimate_layout(
       dense model, DP > 1  estimate_dense_dp: DP independent TP x PP engines
       MoE, DP > 1 or EP    estimate_ep: ranks in lockstep plus the EP terms (module docstring)
 
-    The engine paths take the engine's own knobs: DCP and --cpu-offload-gb's weights streamed
-    over the host link (pcie_gbps). The EP path models neither: a MoE DP/EP layout's speed does
-    not charge the offload its memory counts (an open bug: the xfail in
-    tests/test_speed_paths.py). `layout_cache` is the planner's per model/scheme cache,
-    `backend` the EP all-to-all's; workload.concurrency is the deployment's requests in flight
-    (spread over the DP ranks)."""
+    Every path takes the engine's own knobs, as every DP rank is an engine: DCP (each rank's
+    TP group split into TP / DCP groups) and --cpu-offload-gb's weights read over the host link
+    (pcie_gbps) on every forward pass, per GPU (vLLM v0.18.0 `config/offload.py`: "per GPU";
+    each worker's UVAOffloader has its own budget; lockstep MoE ranks run a pass every step).
+    `layout_cache` is the planner's per model/scheme cache, `backend` the EP all-to-all's;
+    workload.concurrency is the deployment's requests in flight (spread over the DP ranks)."""
+    engine: dict[str, Any] = {
+        "dcp": dcp,
+        "offload_gib_per_gpu": offload_gib_per_gpu,
+        "pcie_gbps": pcie_gbps,
+    }
     if (layout.dp == 1 and not layout.ep) or spec.moe is None:
-        engine: dict[str, Any] = {
-            "dcp": dcp,
-            "offload_gib_per_gpu": offload_gib_per_gpu,
-            "pcie_gbps": pcie_gbps,
-            "stage_cache": layout_cache,
-        }
+        engine["stage_cache"] = layout_cache
         if layout.dp == 1:
             est = estimate(
                 spec, scheme, gpu, tp=layout.tp, pp=layout.pp, workload=workload, **engine, **kw
@@ -176,7 +176,7 @@ def estimate_layout(
         return est, EpTerms(layout, est.batch, 0.0, 0.0, 0.0, 1.0, 0.0)
     return estimate_ep(
         spec, scheme, gpu, layout, workload=workload, layout_cache=layout_cache, backend=backend,
-        **kw,
+        **engine, **kw,
     )  # fmt: skip
 
 

@@ -29,10 +29,17 @@ def host_ram_needed(req: QuoteRequest, gpus_per_node: int) -> float:
     return req.cpu_offload_gb * gpus_per_node + HOST_RAM_RESERVE_GIB
 
 
+# GPUs on PCIe Gen5 x16 host links besides NVIDIA SM 9.0+: AMD CDNA3 (MI300X, MI325X), per
+# AMD's MLPerf Inference v5.1 system descriptions ("accelerator_host_interconnect": "PCIe Gen5
+# x16", mlcommons/inference_results_v5.1 closed/AMD/systems/8xMI300X_2xEPYC_9575F.json).
+GEN5_HOST_ARCHS = frozenset({"CDNA3"})
+
+
 def host_link_gbps(gpu: GpuSpec) -> float:
-    """Effective host-to-GPU copy bandwidth in GB/s: PCIe Gen5 x16 on Hopper/Blackwell hosts,
-    Gen4 x16 otherwise, at ~80% of the link's 64 / 32 GB/s per direction (assumption)."""
-    return 50.0 if (gpu.sm or 0) >= 90 else 25.0
+    """Effective host-to-GPU copy bandwidth in GB/s: PCIe Gen5 x16 on Hopper/Blackwell and
+    CDNA3 hosts, Gen4 x16 otherwise, at ~80% of the link's 64 / 32 GB/s per direction
+    (assumption)."""
+    return 50.0 if (gpu.sm or 0) >= 90 or gpu.arch in GEN5_HOST_ARCHS else 25.0
 
 
 def throughput_batch(req: QuoteRequest, v: ShapeVerdict) -> int:

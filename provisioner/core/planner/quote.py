@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from provisioner.core.hardware import cuda_memory_gib, gpu_specs, match_gpu
+from provisioner.core.layouts import Layout, layout_label
 from provisioner.core.models import ModelSpec
 from provisioner.core.planner import ranking
 from provisioner.core.planner.candidates import Enumeration
@@ -44,7 +45,11 @@ def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
 
 def _check_layout(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> None:
     if req.layout == "dp-ep" and (scheme.engine != "vllm" or req.dcp > 1):
-        why = "--dcp > 1" if req.dcp > 1 else f"{scheme.name} is served by {scheme.engine}"
+        why = (
+            "--dcp > 1 with DP is not modelled"
+            if req.dcp > 1
+            else f"{scheme.name} is served by {scheme.engine}"
+        )
         raise UsageError(f"--layout dp-ep needs vLLM without --dcp ({why}); use --layout tp")
 
 
@@ -104,6 +109,12 @@ def plan_quote(
 
     found = Enumeration(req, spec, scheme, markets, collect_rejected)
     found.run(classes, node_counts)
+    if scheme.engine == "llama.cpp":  # refused GGUF shapes: llama.cpp's layer split, not TPxPP
+        for r in found.rejected:
+            lay = Layout(r["tp"], 1, r["pp"])
+            r["shape"] = r["shape"].removesuffix(layout_label(lay)) + layout_label(
+                lay, engine=scheme.engine
+            )
 
     top, also = ranking.order(found, distinct, req.top)
     if distinct is None:
@@ -118,7 +129,8 @@ def plan_quote(
     if scheme.engine == "llama.cpp":
         notes.append(
             "GGUF formats run on llama.cpp, not vLLM: plans are memory-only estimates "
-            "(layer split across the node's GPUs, no tensor parallelism)"
+            "(layout layers/N: llama.cpp splits the layers over the node's N GPUs, no tensor "
+            "parallelism)"
         )
     return QuoteResult(
         request=req,

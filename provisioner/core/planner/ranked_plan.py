@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioner.core.expected_cost import Reclaim
+from provisioner.core.layouts import layout_label
 from provisioner.core.memory import GIB
 from provisioner.core.models import ModelSpec
 from provisioner.core.offer import price_age_days
@@ -45,6 +46,13 @@ class RankedPlan:
 
     tts: TimeToServe | None = None  # a replacement replica's time to serve (--weights path)
     reclaim: Reclaim | None = None  # spot plans: capacity lost to reclaims
+    engine: str = "vllm"  # the format's engine: "llama.cpp" for GGUF plans
+
+    @property
+    def layout_label(self) -> str:
+        """The layout's one name in every view (provisioner/core/layouts.py layout_label)."""
+        m = self.verdict.memory
+        return layout_label(self.verdict.layout, m.dcp if m is not None else 1, self.engine)
 
     @property
     def spot_interruption(self) -> str | None:
@@ -105,7 +113,7 @@ class RankedPlan:
             "dp": v.dp,
             "ep": v.ep,
             "pp": v.pp,
-            "layout": v.layout.label,
+            "layout": self.layout_label,
             "dcp": m.dcp,
             "market": self.market,
             "usd_per_hour": round(self.usd_per_hour, 4),

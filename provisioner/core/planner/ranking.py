@@ -95,6 +95,7 @@ def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
         ),
         tts=tts,
         reclaim=loss if market == "spot" else None,
+        engine=scheme.engine,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from provisioner.core.hardware import gpu_specs
 from provisioner.core.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
-from provisioner.core.layouts import Layout, layout_violation
+from provisioner.core.layouts import Layout, layout_label, layout_violation
 from provisioner.core.memory import (
     GIB,
     MemorySettings,
@@ -151,6 +151,7 @@ def evaluate_shape(
             nvlink=nvlink,
             placer=placer if isinstance(placer, LayoutPlacer) else None,
             offload_gib=req.cpu_offload_gb,
+            dcp=req.dcp,
         )
     else:
         mem = shape_memory(
@@ -229,8 +230,9 @@ def evaluate_shape(
 
 def rejection_row(v: ShapeVerdict, cloud: str, itype: str, reason: str) -> dict[str, Any]:
     return {
+        # the layout as the quote table names it (a GGUF row's is relabelled by plan_quote)
         "shape": f"{v.nodes}x {cloud}:{itype} ({v.hw.gpus_per_node}x{v.hw.gpu}) "
-        f"TP{v.tp}xPP{v.pp}" + (f" ({v.layout.label})" if v.dp > 1 or v.ep else ""),
+        + layout_label(v.layout),
         "cloud": cloud,
         "instance_type": itype,
         "gpu": v.hw.gpu,
