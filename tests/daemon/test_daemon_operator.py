@@ -353,3 +353,30 @@ def test_a_failing_ec2_api_is_logged_without_a_flood(aws, agent, make_daemon, ec
     assert 2 <= len(retried) <= 6, len(retried)
     assert [r.failures for r in retried] == [1, 2, 4, 8, 16, 32][: len(retried)]
     assert all("<" not in r.error for r in retried)
+
+
+def test_a_notice_dated_a_century_ahead_is_a_logged_skip(aws, agent, make_daemon, caplog):
+    """Review 8 (further findings): a spot warning whose EventBridge time is 2126 was taken
+    as a notice with a deadline 100 years out. EventBridge stamps the time it emitted the
+    event, so a time more than the clock skew (1 h) ahead is a malformed payload."""
+    (inst,) = aws.launch_replica("r1")
+    agent.settle()
+    d = make_daemon()
+    body = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": SPOT,
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "time": "2126-11-30T13:42:00Z",
+        "region": REGION,
+        "resources": [],
+        "detail": {"instance-id": inst["InstanceId"], "instance-action": "terminate"},
+    }
+    with caplog.at_level("WARNING", logger="prov"):
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(body))
+        wait_until(lambda: aws.messages_left() == 0, what="skipped and deleted")
+    assert d.m.skipped.labels("malformed")._value.get() == 1
+    [skip] = _records(caplog, "skipping message")
+    assert "days ahead" in skip.why
+    assert aws.replacements_of("r1") == [] and d.store.counts()["pending"] == 0
