@@ -51,14 +51,22 @@ def in_asg(aws: Any, name: str, ids: list[str]) -> None:
     aws.autoscaling.attach_instances(InstanceIds=ids, AutoScalingGroupName=name)
 
 
-def test_late_spot_notice_after_the_asg_refilled_launches_nothing(aws, agent, make_daemon):
+@pytest.mark.parametrize("reclaim", ["ec2", "asg"])
+def test_late_spot_notice_after_the_asg_refilled_launches_nothing(aws, agent, make_daemon, reclaim):
     """Review 8 #1: the daemon was down while a spot instance was reclaimed; its ASG (which
     the daemon never detached it from) refilled the replica. The notice, handled late, must
-    not launch a second instance for the same replica, and must not touch the refill."""
+    not launch a second instance for the same replica, and must not touch the refill.
+    "asg": terminated through the group, as the e2e stand does; moto then drops the group's
+    tag from the old instance, so only the refill shows the replica is in an ASG."""
     (old,) = aws.launch_replica("r1")
     in_asg(aws, "prov-r1", [old["InstanceId"]])
     agent.settle()  # it served
-    aws.ec2.terminate_instances(InstanceIds=[old["InstanceId"]])  # reclaimed
+    if reclaim == "ec2":
+        aws.ec2.terminate_instances(InstanceIds=[old["InstanceId"]])
+    else:
+        aws.autoscaling.terminate_instance_in_auto_scaling_group(
+            InstanceId=old["InstanceId"], ShouldDecrementDesiredCapacity=True
+        )
     agent.settle()  # its node and pod are gone
     (refill,) = aws.launch_replica("r1", zone="us-east-1b")  # the ASG's refill, same tags
     in_asg(aws, "prov-r1", [refill["InstanceId"]])

@@ -66,18 +66,29 @@ def owns(ev: InterruptionEvent, t: Target) -> bool:
 
 
 def asg_refills(h: Steps, ev: InterruptionEvent, t: Target, until: datetime) -> bool:
-    """A late notice: the instance is already gone while still in its Auto Scaling group (the
-    daemon detaches a group before it launches, and the detach drops AWS's group-name tag), so
-    the ASG refills it, or already did. The daemon launches nothing: one actor per node. A
-    replacement the daemon already launched (a resumed flow) is awaited as before."""
+    """A late notice: the instance is already gone while still in its Auto Scaling group, so
+    the ASG refills it, or already did; the daemon launches nothing: one actor per node. In
+    its group: it still carries AWS's group-name tag (the daemon's detach drops it), or a live
+    instance of its replica does (the refill, or the rest of a multi-node group: the stack
+    launches each replica group through its own ASG; a group the daemon launched has no ASG).
+    A replacement the daemon already launched (a resumed flow) is awaited as before."""
     inst = t.instance
-    if inst.state in LIVE_STATES or not inst.asg or h.existing_replacement(t, until):
+    if inst.state in LIVE_STATES:
+        return False
+    group = inst.asg
+    if not group:
+        members = h.retry("describe", until, lambda: h.cap.replica_members(inst.pool, inst.replica))
+        live_in_asg = [m for m in members if m.id != inst.id and m.asg and m.state in LIVE_STATES]
+        if not live_in_asg:
+            return False
+        group = live_in_asg[0].asg
+    if h.existing_replacement(t, until):
         return False
     h.m.skipped.labels("asg-refills").inc()
     log.info(
         "late notice: the instance is gone and its Auto Scaling group refills it; "
         "launching nothing",
-        extra={"event": ev.id, "instance": inst.id, "group": inst.asg},
+        extra={"event": ev.id, "instance": inst.id, "group": group},
     )
     return True
 
