@@ -29,6 +29,18 @@ def some(values: Sequence[str], n: int = 8) -> str:
     return sep.join(vals[:n]) + (f" (and {len(vals) - n} more)" if len(vals) > n else "")
 
 
+def _regions(offers: Sequence[Offer]) -> str:
+    """The regions of one cloud, or with several clouds how many each has (mixing AWS's names
+    with Vast's free-text locations read as noise): --cloud then lists one cloud's."""
+    by_cloud: dict[str, set[str]] = {}
+    for o in offers:
+        by_cloud.setdefault(o.cloud, set()).add(o.region)
+    if len(by_cloud) == 1:
+        return some([o.region for o in offers])
+    counts = ", ".join(f"{cloud} {len(by_cloud[cloud])}" for cloud in sorted(by_cloud))
+    return f"{counts} (add --cloud to list one cloud's)"
+
+
 @dataclass(frozen=True)
 class Selection:
     """The offers a filter kept, and the first filter that left none (with what it was given)."""
@@ -45,7 +57,7 @@ class Selection:
             scope = f" of --cloud {','.join(f.clouds)}" if f.clouds else ""
             return UsageError(
                 f"--region {','.join(f.regions)} matches no offer{scope}; regions with offers: "
-                + some([o.region for o in self.before])
+                + _regions(self.before)
             )
         if self.emptied_by == "--gpu":
             flags = (("--cloud", f.clouds), ("--region", f.regions))

@@ -114,3 +114,25 @@ EFA_TYPES = frozenset(
 
 def efa_capable(instance_type: str) -> bool:
     return instance_type in EFA_TYPES
+
+
+def offer_contradiction(plan: Plan, offers: Sequence[Offer], eks: bool) -> str | None:
+    """What the plan's cloud, region and zone say against the offers data (a hand edit), or
+    None. A type or zone the data does not know at all is not refused: a plan quoted with
+    `--prices FILE` may name one (build_spec warns about a type it has no CPU/RAM for)."""
+    clouds = {o.cloud for o in offers if o.instance_type == plan.instance_type}
+    if clouds and plan.cloud not in clouds:
+        return f"{plan.instance_type} is sold on {', '.join(sorted(clouds))}, not {plan.cloud}"
+    ours = [o for o in offers if o.cloud == plan.cloud]
+    regions = {o.region for o in ours if plan.zone and o.zone == plan.zone}
+    if regions and plan.region not in regions:
+        return f"zone {plan.zone} is in {', '.join(sorted(regions))}, not {plan.region}"
+    if not eks:
+        return None
+    zones = sorted({o.zone for o in ours if o.region == plan.region and o.zone})
+    if not zones:
+        return f"prov knows no {plan.cloud} region {plan.region!r} (no prices there)"
+    prefixes = {z.rsplit("-az", 1)[0] for z in zones if "-az" in z}  # AWS zone ids: use2-az3
+    if plan.zone and prefixes and plan.zone.rsplit("-az", 1)[0] not in prefixes:
+        return f"zone {plan.zone} is not one of {plan.region}'s ({', '.join(zones)})"
+    return None

@@ -17,7 +17,13 @@ from provisioner.contract.document import Plan, PlanDocument
 from provisioner.core.offer import Offer
 from provisioner.core.vllm_rules import VLLM_VERSION
 from provisioner.errors import UsageError
-from stacks.instances import NodeShape, alternatives, efa_capable, other_zone
+from stacks.instances import (
+    NodeShape,
+    alternatives,
+    efa_capable,
+    offer_contradiction,
+    other_zone,
+)
 from stacks.options import DAEMON_IMAGE as DAEMON_IMAGE
 from stacks.options import DEFAULT_DRAIN_SECONDS as DEFAULT_DRAIN_SECONDS
 from stacks.options import VLLM_IMAGE, DeployOptions
@@ -87,6 +93,7 @@ class DeploySpec:
     #: prewarm, spare and early-shedding decisions follow from it (docs/recovery.md)
     time_to_serve_seconds: int | None = None
     fill_weights: bool = False  # render/apply the fill Job (stacks/weights_fill.py)
+    warnings: tuple[str, ...] = ()  # for the CLI to print: what the render could not know
 
     @property
     def weights_uri(self) -> str | None:
@@ -189,13 +196,14 @@ def _arg(args: Sequence[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args[:-1] else None
 
 
-def _check_args(plan: Plan) -> None:
+def _check_args(plan: Plan, ctx: int) -> None:
     if not plan.vllm_args:
         raise UsageError(
             f"rank {plan.rank} has no vLLM arguments (its engine is not vLLM); prov deploy runs "
             "vLLM only: pick a vLLM plan with --rank"
         )
     shape = [("--tensor-parallel-size", plan.tp), ("--pipeline-parallel-size", plan.pp)]
+    shape.append(("--max-model-len", ctx))  # the request's; the rest: contract/check.py
     if plan.dp > 1 or "--data-parallel-size" in plan.vllm_args:
         shape.append(("--data-parallel-size", plan.dp))
     if plan.ep != ("--enable-expert-parallel" in plan.vllm_args):
@@ -207,7 +215,7 @@ def _check_args(plan: Plan) -> None:
         got = _arg(plan.vllm_args, flag)
         if (got is not None or flag == "--data-parallel-size") and got != str(want):
             raise UsageError(
-                f"rank {plan.rank}: vllm_args say {flag} {got} but the plan's shape says {want}; "
+                f"rank {plan.rank}: vllm_args say {flag} {got} but the plan says {want}; "
                 "the file was edited by hand: quote again"
             )
 
@@ -267,7 +275,7 @@ def build_spec(
     plan = select_plan(doc, options.rank)
     target = resolve_target(options.target, plan)
     _check_deployable(doc, plan, target)
-    _check_args(plan)
+    _check_args(plan, doc.request.ctx)
     name = options.name or release_name(doc.model.id)
     if len(name) > MAX_NAME or not _DNS_LABEL.match(name):
         raise UsageError(
@@ -292,6 +300,9 @@ def build_spec(
         from pricing.offers import load_offers
 
         offers = load_offers()
+    wrong = offer_contradiction(plan, offers, eks=target == "aws-eks")
+    if wrong:
+        raise UsageError(f"rank {plan.rank}: {wrong}; the file was edited by hand: quote again")
     # A cluster placement group lives in one zone, so a multi-node pool stays in the plan's.
     alt = alternatives(plan, offers, single_zone=plan.nodes > 1)
     instance_types = alt.instance_types
@@ -333,6 +344,12 @@ def build_spec(
             "--fill-weights fills the bucket (--weights s3) or the claim (--weights pvc); "
             "--weights hub downloads at every start"
         )
+    warnings: tuple[str, ...] = ()
+    if alt.node is None:
+        warnings = (
+            f"rank {plan.rank}: prov's prices do not know {plan.cloud} {plan.instance_type} "
+            "(quoted with --prices, or edited by hand?): its pods get no CPU or memory requests",
+        )
     budget, prewarm, tts_s = probe_budget(doc, plan, choice, alt.node.vcpus if alt.node else None)
     return DeploySpec(
         name=name,
@@ -357,6 +374,7 @@ def build_spec(
         prewarm_on_rebalance=prewarm and plan.market == "spot",
         time_to_serve_seconds=tts_s,
         fill_weights=options.fill_weights,
+        warnings=warnings,
     )
 
 

@@ -370,10 +370,11 @@ def test_load_plan_document_accepts_nulls_the_contract_allows(
         ("[1, 2]", "not a plan file"),
         ('"plan"', "not a plan file"),
         ('{"plans": []}', "schema_version"),
-        ('{"schema_version": 2, "plans": []}', "schema_version"),
-        ('{"schema_version": 1, "plans": []}', "request"),
+        ('{"schema_version": 3, "plans": []}', "newer prov"),
+        ('{"schema_version": 1, "plans": []}', "older prov"),
+        ('{"schema_version": 2, "plans": []}', "request"),
         (
-            '{"schema_version": 1, "request": {"model": "x", "ctx": 1}, '
+            '{"schema_version": 2, "request": {"model": "x", "ctx": 1}, '
             '"model": {"id": "x", "params_total": 1, '
             '"params_active": 1, "attention": "gqa"}, "plans": [], "rejected": [], '
             '"prices_as_of": NaN}',

@@ -100,9 +100,9 @@ def test_missing_plan_file(tmp_path: Path) -> None:
 
 
 def test_wrong_schema_version(plan_files: dict[str, Path], tmp_path: Path) -> None:
-    path = edited(tmp_path, plan_files["one"], lambda d: d.update(schema_version=2))
+    path = edited(tmp_path, plan_files["one"], lambda d: d.update(schema_version=3))
     line = one_line_error(run("deploy", "--plan", str(path), "--preview"), 2)
-    assert "schema_version" in line
+    assert "schema_version 3" in line and "newer prov" in line
 
 
 def test_plan_missing_a_field(plan_files: dict[str, Path], tmp_path: Path) -> None:

@@ -63,7 +63,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(f"prov: error: {msg}\n")
+    """One line in pipes and logs (grep-able); wrapped to the width on a terminal."""
+    text = f"prov: error: {msg}"
+    if sys.stderr.isatty():
+        from provisioner.cli.textable import terminal_width, wrap
+
+        text = "\n".join(wrap(text, terminal_width()))
+    sys.stderr.write(f"{text}\n")
+
+
+def _output_failed(e: OSError) -> bool:
+    """Writing stdout failed (a full disk, a quota): an I/O failure, not a bug."""
+    import errno
+
+    lost = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+    return e.filename is None and e.errno in lost
 
 
 def boundary(fn: F) -> F:
@@ -88,6 +102,13 @@ def boundary(fn: F) -> F:
         except Exception as e:  # a bug: say so briefly unless --debug
             if state["debug"]:
                 raise
+            # stdout lost: exit 1 like an OperationalError; quiet the exit-time flush
+            if isinstance(e, OSError) and _output_failed(e):
+                import os
+
+                _err(f"cannot write the output: {e.strerror}")
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(1) from None
             _err(f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)")
             raise typer.Exit(1) from None
 

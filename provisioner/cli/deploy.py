@@ -143,9 +143,13 @@ def _apply(doc: Any, options: Any, spec: Any, stack: str, preview: bool, yes: bo
         _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
     if not (preview or yes or _interactive()):
         _usage("deploying needs a confirmation: pass --yes (or --preview to only look)")
+    from provisioner.cli.textable import terminal_width, wrap
     from stacks import automation as runner
 
-    typer.echo(f"Plan {_summary(spec.plan)}; target {spec.target}, stack {stack}")
+    for line in wrap(
+        f"Plan {_summary(spec.plan)}; target {spec.target}, stack {stack}", terminal_width()
+    ):
+        typer.echo(line)
     outputs = runner.deploy(
         doc,
         options,
@@ -271,8 +275,8 @@ def register(app: typer.Typer) -> None:
         from provisioner.contract.check import check_plan
 
         unchecked = check_plan(doc, spec.plan)
-        if unchecked:
-            warn(unchecked)
+        for note in ([unchecked] if unchecked else []) + list(spec.warnings):
+            warn(note)
         if render is not None:
             _render(render, spec, force)
         else:

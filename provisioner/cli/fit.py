@@ -117,7 +117,7 @@ def _table(res: Any, explain: bool) -> list[str]:
         where += f", TP across {res.tp_nodes} nodes"
     lines = [
         f"{r.spec.id} on {where}, vLLM {r.rules.label}",
-        f"  {res.layout_label}, {r.scheme.label}",
+        f"  {res.layout_label}, {res.scheme_label}",
         f"  KV {'fp8' if s.kv_bytes == 1 else 'bf16'}, max_model_len {r.ctx:,}, "
         f"max_num_seqs {s.max_num_seqs}, max_num_batched_tokens {s.max_num_batched_tokens}",
     ]

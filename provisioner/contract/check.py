@@ -66,6 +66,52 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
     )
     if verdict.reason:
         raise UsageError(f"{where}: {verdict.reason}; prov quote would not rank it: quote again")
+    # the flags vLLM receives: re-derived from the plan's fields, as prov quote wrote them
+    from provisioner.core.planner.ranked_plan import vllm_args
+
+    want = vllm_args(
+        spec,
+        scheme,
+        req,
+        plan.tp,
+        plan.pp,
+        kv_bytes(req.kv_dtype, spec),
+        plan.dp,
+        plan.ep,
+        verdict.max_num_batched_tokens,
+    )
+    edit = args_edit(want, plan.vllm_args)
+    if edit:
+        raise UsageError(f"rank {plan.rank}: {edit}; the file was edited by hand: quote again")
+    return None
+
+
+def _flags(args: list[str]) -> dict[str, str | None]:
+    """`--flag value` / `--switch` pairs of an argv (a stray value keys under itself)."""
+    out: dict[str, str | None] = {}
+    i = 0
+    while i < len(args):
+        key = args[i]
+        value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else None
+        out[key] = value
+        i += 2 if value is not None and key.startswith("--") else 1
+    return out
+
+
+def args_edit(want: list[str], got: list[str]) -> str | None:
+    """How the plan's vllm_args `got` differ from the `want` its fields give, or None."""
+    w, g = _flags(want), _flags(got)
+    for flag, value in w.items():
+        if flag not in g:
+            return f"vllm_args lack {flag}{'' if value is None else ' ' + value}"
+        if g[flag] != value:
+            return (
+                f"vllm_args say {flag} {g[flag] or '(no value)'} but the plan's fields give "
+                f"{value or '(no value)'}"
+            )
+    extra = next((flag for flag in g if flag not in w), None)
+    if extra is not None:
+        return f"vllm_args carry {extra}, which prov quote does not write"
     return None
 
 

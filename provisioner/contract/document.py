@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from provisioner.core.planner.result import SCHEMA_VERSION
 from provisioner.errors import UsageError
 
 __all__ = [
@@ -162,9 +163,10 @@ class Plan(BaseModel):
     tokens_per_s: NonNegFloat | None
     usd_per_mtok: NonNegFloat | None
     vllm_args: list[str]
+    # schema 2: data-parallel ranks (vLLM --data-parallel-size); GPUs = TP x DP x PP
+    dp: PosInt
+    ep: bool  # --enable-expert-parallel (MoE): whole experts over TP x DP GPUs
     # planner extensions
-    dp: PosInt = 1  # data-parallel ranks (vLLM --data-parallel-size); GPUs = TP x DP x PP
-    ep: bool = False  # --enable-expert-parallel (MoE): whole experts over TP x DP GPUs
     layout: str | None = None  # e.g. "TP8", "DP8+EP8", "TP4xDP2+EP8" (provisioner/core/layouts.py)
     dcp: PosInt = 1
     usd_per_gpu_hour: NonNegFloat | None = None
@@ -288,7 +290,7 @@ class PlanDocument(BaseModel):
 
     model_config = _CONFIG
 
-    schema_version: Literal[1]
+    schema_version: Literal[2]  # SCHEMA_VERSION; load_plan_document checks it first
     request: RequestInfo
     model: ModelInfo
     plans: list[Plan]
@@ -332,6 +334,33 @@ def _one_line(e: ValidationError) -> str:
     return f"{_where(tuple(first['loc']))}: {msg}" + (more if len(errors) > 1 else "")
 
 
+def _version_problem(version: object) -> str | None:
+    """Why a document of this schema_version cannot be read, checked before its shape: an
+    older file lacks keys this prov needs, and its shape errors would mislead."""
+    if version == SCHEMA_VERSION and type(version) is int:
+        return None
+    if version is None:
+        return "no schema_version: not written by 'prov quote --json' (or by a very old prov)"
+    if type(version) is not int:
+        return f"schema_version {version!r} is not a whole number: quote again"
+    if version < SCHEMA_VERSION:
+        return (
+            f"written by an older prov (schema_version {version}, this prov reads "
+            f"{SCHEMA_VERSION}: plans now carry dp and ep): quote again"
+        )
+    return (
+        f"written by a newer prov (schema_version {version}, this prov reads "
+        f"{SCHEMA_VERSION}): upgrade prov or quote again with this one"
+    )
+
+
+def _carries_layouts(data: dict[str, Any]) -> bool:
+    """Version 1 as the provs between DP/EP layouts and the bump wrote it: every plan has the
+    dp and ep keys version 2 requires, so it reads as version 2."""
+    plans = [*(data.get("plans") or []), *(data.get("headline_plans") or [])]
+    return bool(plans) and all(isinstance(p, dict) and {"dp", "ep"} <= p.keys() for p in plans)
+
+
 def load_plan_document(path: str | os.PathLike[str]) -> PlanDocument:
     """Read and validate a plan file written by `prov quote --json`.
 
@@ -360,6 +389,11 @@ def load_plan_document(path: str | os.PathLike[str]) -> PlanDocument:
             f"{name}: not a plan file (a JSON {type(data).__name__}, expected the object "
             "'prov quote --json' prints)"
         )
+    if data.get("schema_version") == 1 and _carries_layouts(data):
+        data = {**data, "schema_version": SCHEMA_VERSION}  # a version-1 file with dp and ep
+    version_problem = _version_problem(data.get("schema_version"))
+    if version_problem:
+        raise UsageError(f"{name}: {version_problem}")
     try:
         return PlanDocument.model_validate(data)
     except ValidationError as e:

@@ -75,6 +75,14 @@ class FitResult:
         return self.memory.max_concurrency / self.request.dp if self.memory else 0.0
 
     @property
+    def scheme_label(self) -> str:
+        """The format as vLLM runs it on this GPU (fp8 on an A100 is weight-only: W8A16)."""
+        from provisioner.core.planner.shape_rules import label_on
+
+        r = self.request
+        return label_on(r.scheme, gpu_specs().get(r.gpu) if r.gpu else None)
+
+    @property
     def layout_label(self) -> str:
         """The shape's name as `prov quote` spells it (provisioner/core/layouts.py)."""
         r = self.request
@@ -200,7 +208,7 @@ def evaluate(r: FitRequest) -> FitResult:
             f"({r.spec.max_position_embeddings}); vLLM refuses it"
         )
     warned = rules_warning(r.rules.version)
-    warnings = (warned,) if warned else ()
+    warnings: tuple[str, ...] = (warned,) if warned else ()
     if r.node_gpus and r.tp > r.node_gpus:
         notes.append(_tp_across_nodes(r, r.node_gpus))
     bad = _layout_violation(r)
@@ -210,6 +218,14 @@ def evaluate(r: FitRequest) -> FitResult:
         ours = bad.endswith("not modelled")
         reason = f"{'prov does not check' if ours else 'vLLM rejects'} the layout: {bad}"
         return FitResult(r, device, settings, None, False, reason, tuple(notes), warnings)
+    if gpu is not None:  # the quote's kernel rule: no kernels is a refusal, a fallback a warning
+        from provisioner.core.planner.shape_rules import kernel_verdict
+
+        no_kernels, fallback = kernel_verdict(r.scheme, gpu)
+        if no_kernels:
+            reason = f"vLLM cannot run it: {no_kernels}"
+            return FitResult(r, device, settings, None, False, reason, tuple(notes), warnings)
+        warnings += (fallback,) if fallback else ()
     nvlink = r.nvlink
     if nvlink is None:
         link = gpu.interconnect.lower() if gpu is not None else ""

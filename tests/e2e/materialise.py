@@ -26,6 +26,8 @@ from typing import Any
 
 from stack_harness import StackRun, numbers_as_ints
 
+from provisioner import fleet
+
 AMI = "ami-0123456789abcdef0"
 #: AWS authorises SQS's batch calls with the single-message action (SQS Developer Guide, "Amazon
 #: SQS API permissions: Actions and resource reference": DeleteMessageBatch -> sqs:DeleteMessage,
@@ -172,8 +174,7 @@ def materialise(
         assert target["arn"] == queue_arn, (target["arn"], queue_arn)  # same account and name
         events.put_targets(Rule=target["rule"], Targets=[{"Id": name[:64], "Arn": queue_arn}])
 
-    ((_, role_policy),) = _inputs(run, "aws:iam/rolePolicy:RolePolicy")
-    policy = json.loads(role_policy["policy"])
+    policy = daemon_policy(run)
     iam.create_user(UserName="prov-daemon")
     iam.put_user_policy(
         UserName="prov-daemon",
@@ -200,6 +201,24 @@ def materialise(
         pdb=objs["PodDisruptionBudget"],
         policy=policy,
     )
+
+
+def daemon_policy(run: StackRun) -> dict[str, Any]:
+    """The IAM policy of the daemon's role: the role its pod identity names (a stack has other
+    role policies: the weights bucket's, the compile cache's), every statement attached to it."""
+    (assoc,) = [
+        a
+        for _, a in _inputs(run, "aws:eks/podIdentityAssociation:PodIdentityAssociation")
+        if (a["namespace"], a["serviceAccount"]) == (fleet.DAEMON_NAMESPACE, fleet.DAEMON_NAME)
+    ]
+    role_id = f"{assoc['roleArn'].rsplit('/', 1)[1]}-id"  # stack_harness's mock ids: NAME-id
+    docs = [
+        json.loads(p["policy"])
+        for _, p in _inputs(run, "aws:iam/rolePolicy:RolePolicy")
+        if p["role"] == role_id
+    ]
+    assert docs, f"no role policy on the daemon's role {role_id}"
+    return {"Version": docs[0]["Version"], "Statement": [s for d in docs for s in d["Statement"]]}
 
 
 def _k8s_objects(run: StackRun) -> dict[str, dict[str, Any]]:

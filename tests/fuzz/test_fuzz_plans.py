@@ -66,7 +66,8 @@ def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 _DROP = object()
 MUTATIONS: list[tuple[str, str, Any, tuple[str, ...]]] = [
-    ("schema-2", "schema_version", 2, ("schema_version",)),
+    ("schema-3", "schema_version", 3, ("schema_version 3", "newer prov")),
+    ("schema-0", "schema_version", 0, ("schema_version 0", "older prov", "quote again")),
     ("schema-missing", "schema_version", _DROP, ("schema_version",)),
     ("schema-string", "schema_version", "1", ("schema_version",)),
     ("rank-string", "plans.0.rank", "1", ("rank",)),
@@ -147,12 +148,12 @@ def test_plan_that_does_not_fit_memory(plan_doc: dict[str, Any], tmp_path: Path)
 
 RAW: list[tuple[str, bytes, tuple[str, ...]]] = [
     ("empty", b"", ("JSON",)),
-    ("truncated", b'{"schema_version": 1, "plans": [{"rank": 1', ("JSON",)),
-    ("not-utf8", b'{"schema_version": 1, "x": "\xff\xfe"}', ("UTF-8",)),
+    ("truncated", b'{"schema_version": 2, "plans": [{"rank": 1', ("JSON",)),
+    ("not-utf8", b'{"schema_version": 2, "x": "\xff\xfe"}', ("UTF-8",)),
     ("top-level-list", b"[]", ("plan file",)),
     ("top-level-number", b"1", ("plan file",)),
     ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, ("plan file",)),
-    ("nan-price", b'{"schema_version": 1, "plans": [{"usd_per_hour": NaN}]}', ("plan file",)),
+    ("nan-price", b'{"schema_version": 2, "plans": [{"usd_per_hour": NaN}]}', ("plan file",)),
 ]
 
 

@@ -137,3 +137,16 @@ def test_a_cloud_with_a_live_source_but_no_prices_says_how_to_get_them(command: 
     )
     other = CliRunner().invoke(app, [*command, "--cloud", "ibm"])
     assert other.exit_code == 2 and "unknown --cloud 'ibm'; allowed: aws, azure" in other.stderr
+
+
+def test_regions_of_several_clouds_are_counted_per_cloud() -> None:
+    # review8: without --cloud, AWS names and Vast's locations mixed into "', CA, NA; , US, NA;
+    # ARIZONA_USA; ..."; OFFERS: aws us-east-1 and us-west-2, azure eastus2, lambda "any"
+    vast = [replace(OFFERS[0], cloud="vast", region=r, zone="") for r in (", US, NA", "CA")]
+    err = OfferFilter(regions=("mars-1",)).select([*OFFERS, *vast]).empty_error()
+    assert str(err) == (
+        "--region mars-1 matches no offer; regions with offers: aws 2, azure 1, lambda 1, "
+        "vast 2 (add --cloud to list one cloud's)"
+    )
+    err = OfferFilter(clouds=("vast",), regions=("mars-1",)).select(vast).empty_error()
+    assert str(err).endswith("regions with offers: , US, NA; CA")  # one cloud: its list

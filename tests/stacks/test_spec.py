@@ -72,7 +72,15 @@ def test_edited_vllm_args_that_contradict_the_shape_are_refused(
     tp = data["plans"][0]["tp"]
     args = data["plans"][0]["vllm_args"]
     args[args.index("--tensor-parallel-size") + 1] = "3"  # no 8-GPU shape has TP3
-    with pytest.raises(
-        UsageError, match=f"--tensor-parallel-size 3 but the plan's shape says {tp}"
-    ):
+    with pytest.raises(UsageError, match=f"--tensor-parallel-size 3 but the plan says {tp}"):
+        build_spec(PlanDocument.model_validate(data), DeployOptions())
+
+
+def test_edited_max_model_len_is_refused_without_the_planner(plans: dict[str, PlanFile]) -> None:
+    """The stack's own check (it runs when the model cannot be re-checked): the flag vLLM
+    gets must be the request's context, 128k = 131,072 tokens."""
+    data = plans["one"].doc.model_dump(mode="json")
+    args = data["plans"][0]["vllm_args"]
+    args[args.index("--max-model-len") + 1] = "1000000"
+    with pytest.raises(UsageError, match="--max-model-len 1000000 but the plan says 131072"):
         build_spec(PlanDocument.model_validate(data), DeployOptions())

@@ -13,7 +13,9 @@ from provisioner.core.planner.ranked_plan import Ranked, RankedPlan
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest, workload_tokens
 
-SCHEMA_VERSION = 1  # of the `prov quote --json` document; bump on an incompatible change
+# of the `prov quote --json` document; bump when a reader needs a key older files lack
+# (2: plans carry dp and ep, without which TP x PP no longer says how the GPUs are used)
+SCHEMA_VERSION = 2
 
 
 @dataclass

@@ -59,3 +59,18 @@ def kernel_verdict(scheme: QuantScheme, gpu: GpuSpec) -> tuple[str | None, str |
         f"no vLLM {scheme.name} kernels on {gpu.name} ({gpu.arch}, SM {sm / 10:.1f}; "
         f"needs SM {k.min_sm / 10:.1f}+)"
     ), None
+
+
+def label_on(scheme: QuantScheme, gpu: GpuSpec | None) -> str:
+    """The format's label as vLLM runs it on this GPU (None: the label as quoted).
+
+    Below the SM of a format's full kernels vLLM falls back to weight-only Marlin: v0.18.0's
+    fp8.py sets use_marlin when the device lacks capability 8.9 and leaves the activations
+    unquantized, so online fp8 on an A100 is W8A16, not W8A8."""
+    if gpu is None or not gpu.is_nvidia:
+        return scheme.label
+    _reject, fallback = kernel_verdict(scheme, gpu)
+    if fallback is None:
+        return scheme.label
+    here = f", weight-only Marlin on SM {(gpu.sm or 0) / 10:.1f}"
+    return scheme.label.replace("W8A8", "W8A16") + here
