@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
             if dry_run and once:
                 preflight(d, cfg)  # a dry run that can reach nothing must not pass for a success
             handled = d.run()
-            failed = once_failure(d, cfg) if once else None
+            failed = once_failure(d, cfg)  # None unless it is --once and its poll failed
         if failed is not None:  # a --once that could read nothing is not "handled 0"
             raise failed
         over = d.handed_over  # in progress at a SIGTERM: the next daemon resumes them

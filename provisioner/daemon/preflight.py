@@ -103,7 +103,7 @@ def once_failure(d: Any, cfg: Any) -> ProvError | None:
     """``--once``: the error of its one monitor poll, if it failed (a run that could read
     nothing must not pass for "handled 0")."""
     e = getattr(d.monitor, "last_error", None)
-    if e is None:
+    if not cfg.once or e is None:
         return None
     where = (
         f"--queue-url {cfg.queue_url}"

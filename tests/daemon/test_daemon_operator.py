@@ -185,6 +185,7 @@ def test_healthz_fails_when_no_poll_reads_the_queue_and_the_log_is_not_flooded(
     """Review 8 #2: a daemon whose every poll fails is unhealthy once no poll has read the
     queue for 3 x (long poll + interval) + 10 s (docs/daemon.md); failures are logged 1st,
     2nd, 4th, 8th... in a row, with a backoff, not several times a second."""
+    caplog.set_level("WARNING", logger="prov")
     d = make_daemon(queue_url=aws.queue_url.rsplit("/", 1)[0] + "/gone", metrics_port=0)
     url = f"http://127.0.0.1:{d.server.port}/healthz"
     assert urllib.request.urlopen(url, timeout=5).read() == b"ok\n"  # just started
