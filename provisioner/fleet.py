@@ -31,13 +31,27 @@ REPLICA = PREFIX + "replica"  # replica id shared by all nodes of one replica gr
 REPLICA_SIZE = PREFIX + "replica-size"  # nodes per replica group (one LWS group)
 REPLACES = PREFIX + "replaces"  # on a replacement: the replica id it replaces
 MARKET = PREFIX + "market"  # "spot" or "on-demand", informational
+# The pool's choices, each a space-separated list (``tag_list``/``split_tag_list``), in the
+# order the plan's prices say: the plan's own first, then the cheaper before the dearer. The
+# daemon falls back across them in that order (types: unless --alternative is given).
 INSTANCE_TYPES = PREFIX + "instance-types"  # the pool's types, the plan's first
-ZONES = PREFIX + "zones"  # the pool's availability-zone ids
+ZONES = PREFIX + "zones"  # the pool's availability-zone ids (e.g. use2-az1), the plan's first
 # On a warm spare replica group (--spare-replicas): "true" while it waits out of traffic,
 # "promoted" once the daemon made it the replacement of an interrupted replica.
 SPARE = PREFIX + "spare"
 SPARE_VALUE = "true"
 SPARE_PROMOTED = "promoted"
+
+
+def tag_list(values: list[str] | tuple[str, ...]) -> str:
+    """The value of a list tag (INSTANCE_TYPES, ZONES)."""
+    return " ".join(values)
+
+
+def split_tag_list(value: str | None) -> tuple[str, ...]:
+    """A list tag's values in order, without blanks or repeats."""
+    return tuple(dict.fromkeys((value or "").split()))
+
 
 # EC2 tags AWS sets itself (read only).
 AWS_ASG_NAME = "aws:autoscaling:groupName"
@@ -93,6 +107,9 @@ AWS_CALLS: tuple[AwsCall, ...] = (
     AwsCall("sqs:ReceiveMessage", "queue", "long-poll EventBridge notices"),
     AwsCall("sqs:DeleteMessage", "queue", "acknowledge a notice once its replacement is Ready"),
     AwsCall("sqs:ChangeMessageVisibility", "queue", "keep a message hidden while its flow runs"),
+    AwsCall(
+        "sqs:GetQueueAttributes", "queue", "--dry-run --once: can the queue be read", ("check",)
+    ),
     AwsCall("ec2:DescribeInstances", "*", "the notice's instance, its group, replacements"),
     AwsCall("ec2:DescribeSubnets", "*", "the pool's subnets in other zones for fallbacks"),
     AwsCall("ec2:RunInstances", "*", "launch the replacement group from the launch template"),

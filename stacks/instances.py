@@ -8,6 +8,7 @@ would rank in the plan's market. Pure: reads the packaged snapshot only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ class NodeShape:
 @dataclass(frozen=True, slots=True)
 class Alternatives:
     instance_types: tuple[str, ...]  # the plan's first, then by cheapest price
-    zones: tuple[str, ...]  # the plan's first, then sorted
+    zones: tuple[str, ...]  # the plan's first, then by cheapest price (then name)
     node: NodeShape | None  # None when the snapshot does not know the instance type
 
 
@@ -64,8 +65,19 @@ def alternatives(plan: Plan, offers: Sequence[Offer], *, single_zone: bool) -> A
         cheapest[o.instance_type] = min(price, cheapest.get(o.instance_type, price))
     others = sorted((t for t in cheapest if t != plan.instance_type), key=lambda t: cheapest[t])
     types = (plan.instance_type, *others)
-    zone_set = {o.zone for o in usable if o.zone} - {plan.zone}
-    zones = ((plan.zone,) if plan.zone else ()) + tuple(sorted(zone_set))
+    # the other zones cheapest first (the plan's type's price there, then any type's), so the
+    # daemon's fallback order (it reads fleet.ZONES) follows the plan's prices
+    in_zone: dict[str, tuple[float, float]] = {}
+    for o in usable:
+        if o.zone and o.zone != plan.zone:
+            price = o.price(plan.market)
+            assert price is not None
+            own_price = price if o.instance_type == plan.instance_type else math.inf
+            was = in_zone.get(o.zone, (math.inf, math.inf))
+            in_zone[o.zone] = (min(was[0], own_price), min(was[1], price))
+    zones = ((plan.zone,) if plan.zone else ()) + tuple(
+        sorted(in_zone, key=lambda z: (*in_zone[z], z))
+    )
     shapes = [o for o in offers if o.cloud == plan.cloud and o.instance_type in types]
     node = (
         NodeShape(min(o.vcpus for o in shapes), min(o.memory_gib for o in shapes))

@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"{flag} {url!r}: must be an http(s) URL with a host")
 
         from provisioner.daemon.logs import daemon_logging
+        from provisioner.daemon.preflight import once_failure, preflight
         from provisioner.daemon.service import build_daemon
 
         with daemon_logging(log_format, log_level):
@@ -126,7 +127,14 @@ def register(app: typer.Typer) -> None:
             if dry_run and once:
                 preflight(d, cfg)  # a dry run that can reach nothing must not pass for a success
             handled = d.run()
-        typer.echo(f"prov daemon: handled {handled} event(s)")
+            failed = once_failure(d, cfg)  # None unless it is --once and its poll failed
+        if failed is not None:  # a --once that could read nothing is not "handled 0"
+            raise failed
+        over = d.handed_over  # in progress at a SIGTERM: the next daemon resumes them
+        typer.echo(
+            f"prov daemon: handled {handled} event(s)"
+            + (f", handed over {over} in progress" if over else "")
+        )
 
     daemon.__signature__ = sig  # type: ignore[attr-defined]
     daemon.__annotations__ = annotations
@@ -141,32 +149,3 @@ def _http_url(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
-
-
-def preflight(d: Any, cfg: Any) -> None:
-    """Reach what the daemon reads: its queue (or the instance metadata) and the Kubernetes
-    API; OperationalError (exit 1) naming the first that does not answer, and why."""
-    from provisioner.errors import OperationalError
-
-    if cfg.mode == "imds":
-        from provisioner.daemon.metrics import Metrics
-        from provisioner.daemon.monitors.imds import ImdsError, ImdsMonitor
-
-        try:
-            ImdsMonitor(cfg, lambda ev, ack: None, Metrics()).token()
-        except ImdsError as e:
-            raise OperationalError(f"--metadata-url {cfg.metadata_url}: {e}") from None
-    else:
-        try:
-            d.monitor.sqs.get_queue_attributes(QueueUrl=cfg.queue_url, AttributeNames=["QueueArn"])
-        except Exception as e:  # botocore's errors: no credentials, unreachable, no such queue
-            raise OperationalError(
-                f"--queue-url {cfg.queue_url}: cannot read the queue ({type(e).__name__}: {e})"
-            ) from None
-    try:
-        d.kube.core.list_node(limit=1, _request_timeout=cfg.http_timeout_seconds)
-    except Exception as e:  # urllib3/kubernetes errors: refused, TLS, 401/403
-        cause = " ".join(str(e).split())[:300]
-        raise OperationalError(
-            f"the Kubernetes API does not answer ({type(e).__name__}: {cause})"
-        ) from None

@@ -193,10 +193,10 @@ def plan_attempts(
     blocks: Blocklist,
     on_demand_only: bool,
 ) -> list[Attempt]:
-    """Ordered launch attempts: the same type in its zone then the other zones, then each
-    alternative (pinned zone, or every zone with its own first), on spot unless blocked;
-    then the same pools on-demand."""
-    order = [zone, *sorted(z for z in zones if z != zone)]
+    """Ordered launch attempts: the same type in its zone then the other zones (in the order
+    given: ``pick_subnets_by_zone``'s), then each alternative (pinned zone, or every zone with
+    its own first), on spot unless blocked; then the same pools on-demand."""
+    order = [zone, *(z for z in zones if z != zone)]
     pools: list[tuple[str, str]] = [(instance_type, z) for z in order]
     for alt in alternatives:
         for z in [alt.zone] if alt.zone else order:
@@ -248,26 +248,51 @@ def count_on_demand(live: Iterable[InstanceInfo], exclude_replica: str) -> int:
     )
 
 
+def fallback_types(
+    lead: InstanceInfo, configured: tuple[Alternative, ...]
+) -> tuple[Alternative, ...]:
+    """The other instance types a replacement may use, in order: ``--alternative`` when given,
+    else the pool's own list (the stack's ``prov.dev/instance-types`` tag, the plan's prices'
+    order) without the lead's type."""
+    if configured:
+        return configured
+    types = fleet.split_tag_list(lead.tags.get(fleet.INSTANCE_TYPES))
+    return tuple(Alternative(t) for t in types if t != lead.instance_type)
+
+
 @dataclass(frozen=True)
 class Subnet:
     id: str
     zone: str
     vpc_id: str
+    zone_id: str | None = None  # EC2's AvailabilityZoneId (the same zone in every account)
 
 
 def pick_subnets_by_zone(template: InstanceInfo, managed: Iterable[Subnet]) -> dict[str, str]:
     """Where a group like ``template`` may launch, one subnet per zone: of the managed subnets
     (tagged prov.dev/managed=true), those in the template's VPC, the lowest id in each zone (a
     stable choice), except in the template's own zone, where its own subnet. A template with no
-    VPC gets none. ``ec2.Ec2Capacity`` and ``fakes.ec2.FakeCapacity`` both answer with this."""
+    VPC gets none. ``ec2.Ec2Capacity`` and ``fakes.ec2.FakeCapacity`` both answer with this.
+
+    In preference order: the zones of the pool's ``prov.dev/zones`` tag (ids or names) in the
+    tag's order (the plan's prices'), then the others by name."""
     if not template.vpc_id:
         return {}
     out: dict[str, str] = {}
+    ids: dict[str, str] = {}
     for s in sorted((s for s in managed if s.vpc_id == template.vpc_id), key=lambda s: s.id):
         out.setdefault(s.zone, s.id)
+        if s.zone_id:
+            ids.setdefault(s.zone, s.zone_id)
     if template.subnet_id and template.zone:
         out[template.zone] = template.subnet_id
-    return out
+    rank = {z: k for k, z in enumerate(fleet.split_tag_list(template.tags.get(fleet.ZONES)))}
+    last = len(rank)
+
+    def preference(zone: str) -> tuple[int, str]:
+        return (min(rank.get(ids.get(zone, ""), last), rank.get(zone, last)), zone)
+
+    return {z: out[z] for z in sorted(out, key=preference)}
 
 
 class Capacity(Protocol):
@@ -322,8 +347,9 @@ def launch_replacement(
     subnets = cap.subnets_by_zone(lead)
     if lead.zone not in subnets:
         subnets[lead.zone] = lead.subnet_id or ""
+    alternatives = fallback_types(lead, cfg.alternatives)
     attempts = plan_attempts(
-        lead.instance_type, lead.zone, list(subnets), cfg.alternatives, blocks, on_demand_only
+        lead.instance_type, lead.zone, list(subnets), alternatives, blocks, on_demand_only
     )
     tried: list[tuple[Attempt, str]] = []
     for a in attempts:

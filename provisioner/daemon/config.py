@@ -193,8 +193,13 @@ class DaemonConfig:
         name="--drain-at-once",
         invert=True,
     )
-    shutdown_timeout_seconds: float = flag(  # ...or until deadline - this - margin
-        30.0, "vLLM's --shutdown-timeout: eviction grace, seconds."
+    # The deadline of a notice that carries none (an instance stopping or shutting down, a
+    # cancellation); evictions always get each pod's own terminationGracePeriodSeconds.
+    shutdown_timeout_seconds: float = flag(
+        30.0,
+        "Deadline, seconds (at least 60), for a notice that carries none (an instance "
+        "stopping or shutting down). Not the eviction grace: that is each pod's own "
+        "terminationGracePeriodSeconds.",
     )
     maintenance_lead_seconds: float = flag(  # drain this long before a scheduled start
         600.0, "Drain this many seconds before scheduled maintenance.", check=_not_negative
@@ -241,8 +246,10 @@ class DaemonConfig:
 
     # Leader election (queue mode with several replicas).
     leader_elect: bool = flag(False, "Queue mode with several replicas: hold a Lease.")
-    lease_namespace: str = flag("kube-system", "Namespace of the leader-election Lease.")
-    lease_name: str = "prov-daemon"
+    lease_namespace: str = flag(  # where the stack's generated Role grants leases
+        fleet.DAEMON_NAMESPACE, "Namespace of the leader-election Lease."
+    )
+    lease_name: str = fleet.DAEMON_NAME
     lease_seconds: float = 15.0
     identity: str = ""
 

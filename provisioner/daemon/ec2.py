@@ -174,7 +174,10 @@ class Ec2Capacity:
             ]
         )
         listed = resp.get("Subnets", [])
-        rows = [Subnet(s["SubnetId"], s["AvailabilityZone"], s["VpcId"]) for s in listed]
+        rows = [
+            Subnet(s["SubnetId"], s["AvailabilityZone"], s["VpcId"], s.get("AvailabilityZoneId"))
+            for s in listed
+        ]
         return pick_subnets_by_zone(template, rows)
 
     def launch(

@@ -74,6 +74,10 @@ class InterruptionEvent(BaseModel):
         return f"{self.kind}/{self.instance_id}"
 
 
+#: How far an event's own time may be ahead of this host's clock (skew), not more.
+MAX_CLOCK_SKEW_SECONDS = 3600.0
+
+
 def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
@@ -153,6 +157,11 @@ def parse_eventbridge(data: dict[str, Any], received_at: datetime) -> list[Inter
     if not isinstance(event_id, str) or not event_id:
         raise PayloadError("malformed", f"{dtype}: event without an id")
     notice = parse_iso(data.get("time"), f"{dtype} time") if "time" in data else received_at
+    ahead = (notice - received_at).total_seconds()
+    if ahead > MAX_CLOCK_SKEW_SECONDS:  # EventBridge stamps when it was emitted: not later
+        raise PayloadError(
+            "malformed", f"{dtype} time {data.get('time')!r} is {ahead / 86400:.1f} days ahead"
+        )
 
     def make(kind: EventKind, instance: str, **kw: Any) -> InterruptionEvent:
         return InterruptionEvent(

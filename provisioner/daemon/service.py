@@ -29,6 +29,7 @@ from provisioner.daemon.metrics import Metrics, MetricsServer
 from provisioner.daemon.monitors import Monitor
 from provisioner.daemon.monitors.imds import ImdsMonitor, Metadata
 from provisioner.daemon.monitors.sqs import SqsMonitor, SqsQueue
+from provisioner.daemon.preflight import error_line
 from provisioner.daemon.scheduler import build_scheduler, daemon_jobs, run_now
 from provisioner.daemon.spares import Spares
 from provisioner.daemon.store import Ack, AddResult, Entry, EventStore
@@ -45,8 +46,10 @@ class Daemon:
         sqs: SqsQueue | None = None,
         metrics: Metrics | None = None,
         metadata: Metadata | None = None,
+        region: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.region = region or cfg.region  # for the start-up line
         self.m = metrics or Metrics()
         self.stopping = threading.Event()  # SIGTERM: take no new events, finish the others
         self.halt = threading.Event()  # killed: abandon everything, acknowledge nothing
@@ -82,6 +85,7 @@ class Daemon:
         self.polls = 0
         self.scheduler: Any = None
         self.server: MetricsServer | None = None
+        self.handed_over = 0  # notices still in progress at stop(), left for the next daemon
 
     def _leading(self) -> bool:
         """Fleet-wide work (spares) is done by the leader only, and not while stopping."""
@@ -170,7 +174,8 @@ class Daemon:
             return 0
         n = self.monitor.poll()
         self.polls += 1
-        self.last_poll = time.monotonic()
+        if self.monitor.last_error is None:  # a poll that failed is no sign of life
+            self.last_poll = time.monotonic()
         return n
 
     def housekeeping(self) -> None:
@@ -188,10 +193,17 @@ class Daemon:
     def health(self) -> str | None:
         if self.scheduler is None or not self.scheduler.running:
             return "scheduler not running"
-        stall = 3 * (self.cfg.sqs_wait_seconds + self.cfg.poll_interval_seconds) + 10
-        if time.monotonic() - self.last_poll > stall:
-            return f"no monitor poll for {time.monotonic() - self.last_poll:.0f}s"
+        since = time.monotonic() - self.last_poll
+        if since > self.stall_seconds():
+            error = self.monitor.last_error
+            why = f": {error_line(error)}" if error is not None else ""
+            return f"no successful monitor poll for {since:.0f}s{why}"
         return None
+
+    def stall_seconds(self) -> float:
+        """/healthz fails once no poll has read the monitor's source for this long: three
+        long polls (or IMDS intervals) plus 10 s (docs/daemon.md, Observability)."""
+        return 3 * (self.cfg.sqs_wait_seconds + self.cfg.poll_interval_seconds) + 10
 
     def idle(self) -> bool:
         """Nothing in flight and nothing due now (deferred entries do not count)."""
@@ -214,9 +226,22 @@ class Daemon:
             if self.spares is not None:
                 sched = self.scheduler
                 self.spares.wake = lambda: run_now(sched, "spare-reconcile")
+        source = (
+            {"queue": self.cfg.queue_url}
+            if self.cfg.mode == "queue"
+            else {"metadata_url": self.cfg.metadata_url, "node": self.cfg.node_name}
+        )
         log.info(
             "daemon started",
-            extra={"mode": self.cfg.mode, "dry_run": self.cfg.dry_run, "workers": self.cfg.workers},
+            extra={
+                "mode": self.cfg.mode,
+                **source,
+                "region": self.region,
+                "dry_run": self.cfg.dry_run,
+                "once": self.cfg.once,
+                "leader_elect": self.cfg.leader_elect,
+                "workers": self.cfg.workers,
+            },
         )
         return self
 
@@ -247,8 +272,11 @@ class Daemon:
             self.halt.set()
             waiter.join(5)
         self.monitor.flush()  # delete what was acknowledged
+        opened = self.store.open_acks()
+        c = self.store.counts()
+        self.handed_over = c["pending"] + c["active"]
         if not self.halt.is_set() and not self.cfg.dry_run:
-            for a in self.store.open_acks():
+            for a in opened:
                 try:
                     a.release()
                 except Exception as e:  # it becomes visible by itself after its timeout
@@ -257,7 +285,11 @@ class Daemon:
             self.elector.release()
         if self.server is not None:
             self.server.stop()
-        log.info("daemon stopped", extra={"handled": self.store.handled})
+        # "handled" counts notices finished; those still in progress (a replacement launched,
+        # a drain started) are handed over: the next daemon resumes them from the nodes
+        log.info(
+            "daemon stopped", extra={"handled": self.store.handled, "handed_over": self.handed_over}
+        )
 
     def _stop_scheduler(self, limit: float) -> None:
         """No periodic job starts any more; wait (at most ``limit`` s) for those running now,
@@ -351,4 +383,5 @@ def build_daemon(
             ),
         )
     kube = KubeClient(make_api_client(cfg, api_url, kubeconfig, context), cfg)
-    return Daemon(cfg, Ec2Capacity(cfg, session=session, endpoints=endpoints), kube, sqs=sqs)
+    cap = Ec2Capacity(cfg, session=session, endpoints=endpoints)
+    return Daemon(cfg, cap, kube, sqs=sqs, region=session.region_name)

@@ -59,6 +59,7 @@ from provisioner.daemon.capacity import (
     Capacity,
     InstanceInfo,
     NoCapacity,
+    fallback_types,
     launch_replacement,
     plan_attempts,
 )
@@ -358,7 +359,12 @@ class Spares:
         if self.cfg.dry_run:
             zones = list(self.cap.subnets_by_zone(lead)) or [lead.zone]
             attempts = plan_attempts(
-                lead.instance_type, lead.zone, zones, self.cfg.alternatives, self.blocks, False
+                lead.instance_type,
+                lead.zone,
+                zones,
+                fallback_types(lead, self.cfg.alternatives),
+                self.blocks,
+                False,
             )
             log.info(
                 f"dry-run: would launch spare {new_id} ({template.size} node(s)) for {pool} "

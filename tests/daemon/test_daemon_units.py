@@ -295,7 +295,8 @@ def test_store_hands_out_earliest_deadline_first():
 
 def test_fallback_order_blocks_and_on_demand():
     blocks = Blocklist(mono=lambda: 0.0)
-    zones = ["us-east-1c", "us-east-1a", "us-east-1b"]
+    # in preference order (pick_subnets_by_zone's); the reclaimed instance's own zone goes first
+    zones = ["us-east-1b", "us-east-1a", "us-east-1c"]
     alts = [
         Alternative("p5en.48xlarge"),
         Alternative("p4de.24xlarge", "us-east-1b"),

@@ -245,6 +245,7 @@ def test_daemon_role_is_generated_from_the_daemons_declared_calls(one: StackRun)
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",  # `prov daemon --dry-run --once` checks the queue with it
     }
     assert resources["iam:PassRole"] == node_role  # only the GPU nodes' role
     role = one.one("aws:iam/role:Role", "kimi-k2-thinking-interruptions-daemon").inputs

@@ -24,7 +24,13 @@ import logging
 from datetime import datetime, timedelta
 
 from provisioner import fleet
-from provisioner.daemon.capacity import LIVE_STATES, Blocklist, plan_attempts, replacement_id
+from provisioner.daemon.capacity import (
+    LIVE_STATES,
+    Blocklist,
+    fallback_types,
+    plan_attempts,
+    replacement_id,
+)
 from provisioner.daemon.events import EventKind, InterruptionEvent
 from provisioner.daemon.handling.state import (
     CORDONED,
@@ -41,6 +47,12 @@ from provisioner.daemon.store import Entry
 
 log = logging.getLogger("prov.daemon.handler")
 
+#: Notices after which the instance's spot pool (type, zone) is avoided for --block-minutes: it
+#: was reclaimed, or AWS says it is at an elevated risk of interruption, and its guidance is to
+#: move to capacity "not at an elevated risk of interruption" (docs.aws.amazon.com/AWSEC2/latest/
+#: UserGuide/rebalance-recommendations.html): a replacement in the same pool would be next.
+AT_RISK = frozenset({EventKind.SPOT_INTERRUPTION, EventKind.REBALANCE})
+
 
 def owns(ev: InterruptionEvent, t: Target) -> bool:
     """Does this notice take over the replica's progress record?"""
@@ -51,6 +63,34 @@ def owns(ev: InterruptionEvent, t: Target) -> bool:
     except ValueError:
         return True
     return PRIORITY[ev.kind] >= theirs and t.state.index < DRAINING
+
+
+def asg_refills(h: Steps, ev: InterruptionEvent, t: Target, until: datetime) -> bool:
+    """A late notice: the instance is already gone while still in its Auto Scaling group, so
+    the ASG refills it, or already did; the daemon launches nothing: one actor per node. In
+    its group: it still carries AWS's group-name tag (the daemon's detach drops it), or a live
+    instance of its replica does (the refill, or the rest of a multi-node group: the stack
+    launches each replica group through its own ASG; a group the daemon launched has no ASG).
+    A replacement the daemon already launched (a resumed flow) is awaited as before."""
+    inst = t.instance
+    if inst.state in LIVE_STATES:
+        return False
+    group = inst.asg
+    if not group:
+        members = h.retry("describe", until, lambda: h.cap.replica_members(inst.pool, inst.replica))
+        live_in_asg = [m for m in members if m.id != inst.id and m.asg and m.state in LIVE_STATES]
+        if not live_in_asg:
+            return False
+        group = live_in_asg[0].asg
+    if h.existing_replacement(t, until):
+        return False
+    h.m.skipped.labels("asg-refills").inc()
+    log.info(
+        "late notice: the instance is gone and its Auto Scaling group refills it; "
+        "launching nothing",
+        extra={"event": ev.id, "instance": inst.id, "group": group},
+    )
+    return True
 
 
 def _time(text: str | None) -> datetime | None:
@@ -67,9 +107,22 @@ def replace_first(
     if h.cfg.dry_run:
         return plan_log(h, ev, t, replace, drain, deadline)
     until = max(deadline, h.now() + timedelta(seconds=3 * h.cfg.step_interval_seconds))
-    if ev.kind is EventKind.SPOT_INTERRUPTION and entry.stage == "start":
+    if entry.stage == "start" and (deadline < h.now() or inst.state not in LIVE_STATES):
+        log.warning(
+            "late notice: handled after its deadline or after the instance went",
+            extra={
+                "event": ev.id,
+                "instance": inst.id,
+                "state": inst.state,
+                "deadline": deadline.isoformat(),
+            },
+        )
+    if ev.kind in AT_RISK and entry.stage == "start":
         h.blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
         h.m.blocked_pools.set(len(h.blocks.active()))
+    first = entry.stage == "start"  # later steps: this daemon may have detached the group
+    if replace and first and not t.state.replacement and asg_refills(h, ev, t, until):
+        return Outcome("done", "asg-refills")
     if not t.nodes:
         return _nodes_gone(h, ev, t, deadline, replace)
 
@@ -269,14 +322,19 @@ def plan_log(
     blocks = Blocklist()  # what the real run would avoid, without changing ours
     for key in h.blocks.active():
         blocks.block(*key, seconds=h.cfg.block_seconds)
-    if ev.kind is EventKind.SPOT_INTERRUPTION:
+    if ev.kind in AT_RISK:
         blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
     zones = list(h.cap.subnets_by_zone(inst)) or [inst.zone]  # read-only calls
     on_demand_only = h.cfg.on_demand_floor > 0 and (
         h.cap.on_demand_replicas(inst.pool, exclude_replica=inst.replica) < h.cfg.on_demand_floor
     )
     attempts = plan_attempts(
-        inst.instance_type, inst.zone, zones, h.cfg.alternatives, blocks, on_demand_only
+        inst.instance_type,
+        inst.zone,
+        zones,
+        fallback_types(inst, h.cfg.alternatives),
+        blocks,
+        on_demand_only,
     )
     decisions: list[str] = []
     spare = None

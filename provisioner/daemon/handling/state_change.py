@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from provisioner.daemon.handling.drain import replace_first
+from provisioner.daemon.handling.drain import asg_refills, replace_first
 from provisioner.daemon.handling.state import FlowState, Outcome, Target
 from provisioner.daemon.handling.steps import Steps
 from provisioner.daemon.store import Entry
@@ -32,11 +32,7 @@ def handle(h: Steps, entry: Entry, t: Target) -> Outcome:
         t.nodes.pop(ev.instance_id, None)
     if t.state.replacement or h.existing_replacement(t, until):
         return Outcome("done", "cleaned-up")
-    if t.instance.asg:
-        log.info(
-            "terminated in its Auto Scaling group: the group refills it",
-            extra={"event": ev.id, "group": t.instance.asg},
-        )
+    if entry.stage == "start" and asg_refills(h, ev, t, until):
         return Outcome("done", "asg-refills")
     log.warning(
         "instance terminated without a handled notice: restoring the replica",

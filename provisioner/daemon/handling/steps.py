@@ -28,6 +28,7 @@ from provisioner.daemon.events import InterruptionEvent
 from provisioner.daemon.handling.state import Aborted, FlowState, Outcome, Target, Timings
 from provisioner.daemon.kube import EvictResult, Kube, NodeInfo
 from provisioner.daemon.metrics import Metrics
+from provisioner.daemon.preflight import error_line
 from provisioner.daemon.spares import Group, Spares, group_ready, serves_at
 from provisioner.daemon.store import utcnow
 
@@ -60,6 +61,7 @@ class Steps:
         self._locks: dict[str, threading.Lock] = {}
         self._versions: dict[str, int] = {}  # bumped each time a replica's lock is released
         self._locks_guard = threading.Lock()
+        self._failures: dict[str, int] = {}  # failed calls in a row, by stage (log throttle)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -92,17 +94,25 @@ class Steps:
             if self.halt.is_set():
                 raise Aborted()
             try:
-                return fn()
+                result = fn()
             except (Aborted, NoCapacity, CapacityError):
                 raise
             except Exception as e:
                 self.m.errors.labels(stage).inc()
+                with self._locks_guard:
+                    n = self._failures[stage] = self._failures.get(stage, 0) + 1
                 if self.now() >= until:
                     raise
-                log.warning(
-                    f"{stage} failed, retrying", extra={"error": f"{type(e).__name__}: {e}"}
-                )
+                if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row: no flood
+                    log.warning(
+                        f"{stage} failed, retrying",
+                        extra={"error": error_line(e), "failures": n},
+                    )
                 self.sleep(self.cfg.step_interval_seconds)
+                continue
+            with self._locks_guard:
+                self._failures.pop(stage, None)
+            return result
 
     def event(self, node: str, reason: str, message: str, type_: str = "Normal") -> None:
         if self.cfg.dry_run:

@@ -1,7 +1,8 @@
 """Monitors turn notices into InterruptionEvents and hand them to a sink (the daemon's store).
 
 ``poll()`` does one round (one SQS long poll, or one pass over the IMDS paths) and never raises
-for a bad payload or an unreachable endpoint: it logs, counts, and returns.
+for a bad payload or an unreachable endpoint: it logs, counts, keeps the error in
+``last_error`` (the daemon's /healthz and ``--once`` read it) and returns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ Sink = Callable[[InterruptionEvent, Ack | None], object]
 
 class Monitor(Protocol):
     name: str
+    last_error: Exception | None  # the last poll's failure; None when it read its source
 
     def poll(self) -> int: ...
 

@@ -124,6 +124,7 @@ class ImdsMonitor:
         self.sink = sink
         self.m = metrics
         self.instance_id: str | None = None
+        self.last_error: Exception | None = None  # of the last poll; None: metadata answered
 
     def flush(self) -> None:
         """Nothing to acknowledge in IMDS mode."""
@@ -160,8 +161,10 @@ class ImdsMonitor:
                 for ev in events:
                     self.sink(ev, None)
                     count += 1
+            self.last_error = None
             return count
         except ImdsError as e:
+            self.last_error = e
             self.m.errors.labels("imds").inc()
             log.warning("IMDS poll failed", extra={"error": str(e)})
             return 0

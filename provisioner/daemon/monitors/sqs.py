@@ -75,11 +75,14 @@ class AckBatcher:
                 with self._lock:  # keep them for the next flush
                     self._pending[:0] = batch
                 return
-            for f in resp.get("Failed", []):
+            failed = resp.get("Failed", [])
+            for f in failed:
                 self.m.errors.labels("ack").inc()
                 log.warning(
                     "SQS delete refused", extra={"code": f.get("Code"), "why": f.get("Message")}
                 )
+            if len(batch) > len(failed):
+                log.info("SQS messages deleted", extra={"count": len(batch) - len(failed)})
 
 
 class SqsAck:
@@ -167,6 +170,8 @@ class SqsMonitor:
         self.stopping = stopping
         self.prefetch = prefetch
         self.batcher = AckBatcher(sqs, self.queue_url, metrics)
+        self.last_error: Exception | None = None  # of the last poll; None: it read the queue
+        self.failures = 0  # polls failed in a row
 
     def flush(self) -> None:
         self.batcher.flush()
@@ -178,6 +183,21 @@ class SqsMonitor:
         )
         ack.ack()
 
+    def _failed(self, e: Exception) -> None:
+        """Count, log the 1st, 2nd, 4th, 8th... failure in a row (not every poll), and back
+        off (0.5 s doubling to 30 s) so a queue that cannot be read is not hammered."""
+        from provisioner.daemon.preflight import error_line
+
+        self.m.errors.labels("sqs-receive").inc()
+        self.last_error, self.failures = e, self.failures + 1
+        if self.failures & (self.failures - 1) == 0:
+            log.warning(
+                "SQS receive failed",
+                extra={"error": error_line(e), "failures": self.failures, "queue": self.queue_url},
+            )
+        if not self.cfg.once:
+            self.stopping.wait(min(30.0, 0.5 * 2 ** min(self.failures - 1, 6)))
+
     def poll(self) -> int:
         try:
             resp = self.sqs.receive_message(
@@ -187,9 +207,11 @@ class SqsMonitor:
                 AttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
             )
         except Exception as e:
-            self.m.errors.labels("sqs-receive").inc()
-            log.warning("SQS receive failed", extra={"error": f"{type(e).__name__}: {e}"})
+            self._failed(e)
             return 0
+        if self.failures:
+            log.info("SQS receive works again", extra={"failures": self.failures})
+        self.last_error, self.failures = None, 0
         messages = resp.get("Messages", [])
         now = utcnow()
         batch = []
