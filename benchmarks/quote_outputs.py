@@ -144,8 +144,14 @@ def write(path: Path, text: str, label: str) -> None:
     print(f"{hashlib.sha256(text.encode()).hexdigest()[:12]}  {path.name:22} {label[:90]}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def main(
+    argv: list[str] | None = None,
+    cli_cases: list[list[str]] | None = None,
+    plan_cases: list[dict[str, Any]] | None = None,
+    doc: str | None = __doc__,
+) -> int:
+    """Write the outputs of `cli_cases` and `plan_cases` (default: this module's) to OUT."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
     ap.add_argument("out", type=Path, help="an empty or new folder for the outputs")
     args = ap.parse_args(argv)
     out: Path = args.out
@@ -153,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{out} is not empty: outputs of two runs must not mix")
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NO_COLOR", "1")
+    if cli_cases is not None:
+        CLI_CASES[:] = cli_cases
+    if plan_cases is not None:
+        PLAN_CASES[:] = plan_cases
     cli_outputs(out)
     plan_outputs(out)
     return 0

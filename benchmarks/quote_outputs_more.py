@@ -11,8 +11,6 @@ and to what the ranking consumes: --top 50, --all-zones, --objective usd-per-hou
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,19 +98,7 @@ PLANS: list[dict[str, Any]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("out", type=Path, help="an empty or new folder for the outputs")
-    args = ap.parse_args(argv)
-    out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        ap.error(f"{out} is not empty: outputs of two runs must not mix")
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("NO_COLOR", "1")
-    q.CLI_CASES[:] = CASES
-    q.PLAN_CASES[:] = PLANS
-    q.cli_outputs(out)
-    q.plan_outputs(out)
-    return 0
+    return q.main(argv, CASES, PLANS, __doc__)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from plan_files import edited, quote_files
 from typer.testing import CliRunner, Result
 
 from provisioner.cli.main import app
@@ -47,22 +47,7 @@ def one_line_error(result: Result, code: int) -> str:
 @pytest.fixture(scope="module")
 def plan_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`prov quote ... --json > NAME.json` for each quote above."""
-    tmp = tmp_path_factory.mktemp("plans")
-    out = {}
-    for name, args in QUOTES.items():
-        result = run(*args)
-        assert result.exit_code == 0, result.output
-        out[name] = tmp / f"{name}.json"
-        out[name].write_text(result.stdout, encoding="utf-8")
-    return out
-
-
-def edited(tmp_path: Path, source: Path, edit: Any) -> Path:
-    data = json.loads(source.read_text())
-    edit(data)
-    path = tmp_path / "edited.json"
-    path.write_text(json.dumps(data))
-    return path
+    return quote_files(tmp_path_factory.mktemp("plans"), QUOTES)
 
 
 # ---- the done-when flow: quote --json > plan.json && deploy --render out/ -----------------

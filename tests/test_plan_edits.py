@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plan_files import edited as edit
+from plan_files import quote_files
 from typer.testing import CliRunner, Result
 
 from provisioner.cli.main import app
@@ -40,22 +42,8 @@ def run(*args: str) -> Result:
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("plans")
-    out = {}
-    for name, args in QUOTES.items():
-        result = run(*args)
-        assert result.exit_code == 0, result.output
-        out[name] = tmp / f"{name}.json"
-        out[name].write_text(result.stdout, encoding="utf-8")
-    return out
-
-
-def edit(tmp_path: Path, source: Path, change: Any) -> Path:
-    data = json.loads(source.read_text())
-    change(data)
-    path = tmp_path / "edited.json"
-    path.write_text(json.dumps(data))
-    return path
+    """`prov quote ... --json > NAME.json` for each quote above."""
+    return quote_files(tmp_path_factory.mktemp("plans"), QUOTES)
 
 
 def refused(path: Path, out: Path) -> str:
