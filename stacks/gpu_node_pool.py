@@ -57,8 +57,8 @@ def pool_tags(spec: DeploySpec, stack: str) -> dict[str, str]:
         fleet.POOL: spec.name,
         fleet.REPLICA_SIZE: str(spec.plan.nodes),
         fleet.MARKET: spec.plan.market,
-        fleet.INSTANCE_TYPES: " ".join(spec.instance_types),
-        fleet.ZONES: " ".join(spec.zones),
+        fleet.INSTANCE_TYPES: fleet.tag_list(spec.instance_types),
+        fleet.ZONES: fleet.tag_list(spec.zones),
     }
 
 

@@ -314,7 +314,10 @@ def build_spec(
                 f"rank {plan.rank} spans nodes over EFA but {plan.instance_type} has no EFA "
                 "interface; pick another rank"
             )
-    vpc_zones = alt.zones
+    # subnets take their CIDR from their place in vpc_zones: the plan's zone first, then by name
+    # (the price order, which a price refresh can change, goes only into fleet.ZONES); a reorder
+    # would move CIDRs between existing subnets and make `pulumi up` replace them
+    vpc_zones = (*alt.zones[:1], *sorted(alt.zones[1:]))
     while target == "aws-eks" and sum(z not in EKS_UNSUPPORTED_ZONES for z in vpc_zones) < 2:
         extra = other_zone(plan, offers, (*vpc_zones, *EKS_UNSUPPORTED_ZONES))
         if extra is None:
