@@ -158,11 +158,13 @@ class Launched:
 
 
 class Blocklist:
-    """(type, zone, market) pools to avoid until a time: reclaimed or out of capacity."""
+    """(type, zone, market) pools to avoid until a time (reclaimed or out of capacity), and
+    pools at risk (a rebalance recommendation), tried last of their market."""
 
     def __init__(self, mono: Callable[[], float] = time.monotonic) -> None:
         self._mono = mono
         self._until: dict[tuple[str, str, str], float] = {}
+        self._risky: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
 
     def block(self, instance_type: str, zone: str, market: str, seconds: float) -> None:
@@ -173,6 +175,24 @@ class Blocklist:
     def blocked(self, instance_type: str, zone: str, market: str) -> bool:
         with self._lock:
             return self._until.get((instance_type, zone, market), 0.0) > self._mono()
+
+    def flag(self, instance_type: str, zone: str, market: str, seconds: float) -> None:
+        """At risk, not out: tried after every other pool of its market (a rebalance
+        recommendation is advice; a single-zone pool may have no other)."""
+        with self._lock:
+            key = (instance_type, zone, market)
+            self._risky[key] = max(self._risky.get(key, 0.0), self._mono() + seconds)
+
+    def at_risk(self, instance_type: str, zone: str, market: str) -> bool:
+        with self._lock:
+            return self._risky.get((instance_type, zone, market), 0.0) > self._mono()
+
+    def snapshot(self) -> Blocklist:
+        """A copy (for --dry-run: what the real run would avoid, without changing this one)."""
+        out = Blocklist(self._mono)
+        with self._lock:
+            out._until, out._risky = dict(self._until), dict(self._risky)
+        return out
 
     def active(self) -> list[tuple[str, str, str]]:
         now = self._mono()
@@ -195,7 +215,8 @@ def plan_attempts(
 ) -> list[Attempt]:
     """Ordered launch attempts: the same type in its zone then the other zones (in the order
     given: ``pick_subnets_by_zone``'s), then each alternative (pinned zone, or every zone with
-    its own first), on spot unless blocked; then the same pools on-demand."""
+    its own first), on spot unless blocked (at-risk pools last of their market); then the same
+    pools on-demand."""
     order = [zone, *(z for z in zones if z != zone)]
     pools: list[tuple[str, str]] = [(instance_type, z) for z in order]
     for alt in alternatives:
@@ -206,7 +227,9 @@ def plan_attempts(
     out: list[Attempt] = []
     markets: tuple[Market, ...] = ("on-demand",) if on_demand_only else ("spot", "on-demand")
     for market in markets:
-        out += [Attempt(t, z, market) for t, z in pools if not blocks.blocked(t, z, market)]
+        open_ = [(t, z) for t, z in pools if not blocks.blocked(t, z, market)]
+        open_.sort(key=lambda p: blocks.at_risk(p[0], p[1], market))  # stable: at-risk last
+        out += [Attempt(t, z, market) for t, z in open_]
     return out
 
 

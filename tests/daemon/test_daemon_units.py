@@ -323,6 +323,33 @@ def test_fallback_order_blocks_and_on_demand():
     assert [a.label for a in od] == [f"{p}/on-demand" for p in pools]
 
 
+def test_a_rebalanced_pool_is_tried_last_of_its_market_not_dropped():
+    """A rebalance recommendation is advice (AWS: move to pools "not at an elevated risk"), so
+    its spot pool goes after every other spot pool instead of out: a single-zone multi-node
+    pool with no other type still gets spot before on-demand (review of session 8's diff)."""
+    blocks = Blocklist(mono=lambda: 0.0)
+    blocks.flag("p5en.48xlarge", "use2-az1", "spot", 60)
+    # one zone (a cluster placement group), one alternative type there
+    alts = [Alternative("p5.48xlarge")]
+    got = [
+        a.label
+        for a in plan_attempts(
+            "p5en.48xlarge", "use2-az1", ["use2-az1"], alts, blocks, on_demand_only=False
+        )
+    ]
+    assert got == [
+        "p5.48xlarge@use2-az1/spot",
+        "p5en.48xlarge@use2-az1/spot",  # at risk: last of spot, still before on-demand
+        "p5en.48xlarge@use2-az1/on-demand",
+        "p5.48xlarge@use2-az1/on-demand",
+    ]
+    assert not blocks.blocked("p5en.48xlarge", "use2-az1", "spot")
+    dry = blocks.snapshot()  # --dry-run's copy keeps the flag, and changes nothing of ours
+    dry.block("p5.48xlarge", "use2-az1", "spot", 60)
+    assert dry.at_risk("p5en.48xlarge", "use2-az1", "spot")
+    assert not blocks.blocked("p5.48xlarge", "use2-az1", "spot")
+
+
 def test_blocklist_expires():
     clock = [100.0]
     blocks = Blocklist(mono=lambda: clock[0])

@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from provisioner import fleet
 from provisioner.daemon.capacity import (
     LIVE_STATES,
-    Blocklist,
     fallback_types,
     plan_attempts,
     replacement_id,
@@ -47,11 +46,11 @@ from provisioner.daemon.store import Entry
 
 log = logging.getLogger("prov.daemon.handler")
 
-#: Notices after which the instance's spot pool (type, zone) is avoided for --block-minutes: it
-#: was reclaimed, or AWS says it is at an elevated risk of interruption, and its guidance is to
-#: move to capacity "not at an elevated risk of interruption" (docs.aws.amazon.com/AWSEC2/latest/
-#: UserGuide/rebalance-recommendations.html): a replacement in the same pool would be next.
-AT_RISK = frozenset({EventKind.SPOT_INTERRUPTION, EventKind.REBALANCE})
+#: A reclaimed instance's spot pool (type, zone) is avoided for --block-minutes. After a
+#: rebalance recommendation it is at risk, not out: AWS's guidance is to move to capacity "not at
+#: an elevated risk of interruption" (docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-
+#: recommendations.html), so its spot pool is tried after every other; blocking it would push a
+#: single-zone (multi-node) pool straight to on-demand on advice alone.
 
 
 def owns(ev: InterruptionEvent, t: Target) -> bool:
@@ -117,9 +116,11 @@ def replace_first(
                 "deadline": deadline.isoformat(),
             },
         )
-    if ev.kind in AT_RISK and entry.stage == "start":
+    if entry.stage == "start" and ev.kind == EventKind.SPOT_INTERRUPTION:
         h.blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
         h.m.blocked_pools.set(len(h.blocks.active()))
+    elif entry.stage == "start" and ev.kind == EventKind.REBALANCE:
+        h.blocks.flag(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
     first = entry.stage == "start"  # later steps: this daemon may have detached the group
     if replace and first and not t.state.replacement and asg_refills(h, ev, t, until):
         return Outcome("done", "asg-refills")
@@ -319,11 +320,11 @@ def plan_log(
 ) -> Outcome:
     """--dry-run: say what would happen, change nothing (not even the queue)."""
     inst = t.instance
-    blocks = Blocklist()  # what the real run would avoid, without changing ours
-    for key in h.blocks.active():
-        blocks.block(*key, seconds=h.cfg.block_seconds)
-    if ev.kind in AT_RISK:
+    blocks = h.blocks.snapshot()  # what the real run would avoid, without changing ours
+    if ev.kind == EventKind.SPOT_INTERRUPTION:
         blocks.block(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
+    elif ev.kind == EventKind.REBALANCE:
+        blocks.flag(inst.instance_type, inst.zone, "spot", h.cfg.block_seconds)
     zones = list(h.cap.subnets_by_zone(inst)) or [inst.zone]  # read-only calls
     on_demand_only = h.cfg.on_demand_floor > 0 and (
         h.cap.on_demand_replicas(inst.pool, exclude_replica=inst.replica) < h.cfg.on_demand_floor
