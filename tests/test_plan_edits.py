@@ -133,6 +133,16 @@ def test_a_version_1_plan_with_dp_and_ep_still_deploys(
     assert [p.name for p in out.iterdir()] == ["kimi-k2-thinking.yaml"]
 
 
+@pytest.mark.parametrize("version", [True, 1.0, "1"])
+def test_a_version_that_only_equals_1_is_not_a_version(
+    plans: dict[str, Path], tmp_path: Path, version: object
+) -> None:
+    # JSON true and 1.0 compare equal to 1 in Python; neither is a schema version prov wrote
+    path = edit(tmp_path, plans["h200"], lambda d: d.update(schema_version=version))
+    line = refused(path, tmp_path / "out")
+    assert "is not a whole number: quote again" in line
+
+
 def test_a_current_plan_without_dp_names_the_key(plans: dict[str, Path], tmp_path: Path) -> None:
     path = edit(tmp_path, plans["h200"], lambda d: d["plans"][0].pop("dp"))
     line = refused(path, tmp_path / "out")

@@ -389,7 +389,8 @@ def load_plan_document(path: str | os.PathLike[str]) -> PlanDocument:
             f"{name}: not a plan file (a JSON {type(data).__name__}, expected the object "
             "'prov quote --json' prints)"
         )
-    if data.get("schema_version") == 1 and _carries_layouts(data):
+    version = data.get("schema_version")
+    if type(version) is int and version == 1 and _carries_layouts(data):
         data = {**data, "schema_version": SCHEMA_VERSION}  # a version-1 file with dp and ep
     version_problem = _version_problem(data.get("schema_version"))
     if version_problem:
