@@ -70,3 +70,16 @@ def test_fit_refuses_a_format_with_no_kernels_on_the_gpu_as_quote_does() -> None
     code, out, _ = _fit("MI300X", "nvfp4")
     assert code == 1
     assert "DOES NOT FIT: vLLM cannot run it: no ROCm kernels for nvfp4 on MI300X" in out
+
+
+def test_quote_explain_says_how_its_plan_runs_the_format_as_fit_does() -> None:
+    from typer.testing import CliRunner
+
+    from provisioner.cli.main import app
+
+    args = ["quote", "-m", "meta-llama/Llama-3.1-70B", "--quant", "fp8", "--explain"]
+    a100 = CliRunner().invoke(app, [*args, "--gpu", "A100-80GB-SXM"])
+    assert a100.exit_code == 0
+    assert "runs as fp8 W8A16 per-tensor (online), weight-only Marlin on SM 8.0" in a100.stdout
+    h100 = CliRunner().invoke(app, [*args, "--gpu", "H100-SXM"])  # SM 9.0: full FP8, no line
+    assert h100.exit_code == 0 and "runs as" not in h100.stdout

@@ -96,6 +96,12 @@ def plan_lines(plan: RankedPlan, result: QuoteResult) -> list[str]:
         + f": {v.tp * v.dp * v.pp} GPUs; layers per stage "
         + ", ".join(f"{s.layers[0]}-{s.layers[1] - 1}" for s in m.stages),
     ]
+    from provisioner.core.hardware import gpu_specs
+    from provisioner.core.planner.shape_rules import label_on
+
+    runs_as = label_on(result.scheme, gpu_specs().get(o.gpu))
+    if runs_as != result.scheme.label:  # e.g. fp8 on an A100: weight-only, as fit says
+        lines.append(f"  runs as {runs_as}")
     for s in m.stages:
         tokens = s.kv_pool / s.kv_bytes_per_token if s.kv_bytes_per_token else 0
         req_b = m.request_bytes_per_stage[s.stage]
