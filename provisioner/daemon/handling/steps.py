@@ -102,6 +102,8 @@ class Steps:
                 with self._locks_guard:
                     n = self._failures[stage] = self._failures.get(stage, 0) + 1
                 if self.now() >= until:
+                    with self._locks_guard:  # given up: the next flow's failures count anew
+                        self._failures.pop(stage, None)
                     raise
                 if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row: no flood
                     log.warning(
