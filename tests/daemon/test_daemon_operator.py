@@ -80,6 +80,26 @@ def test_late_spot_notice_after_the_asg_refilled_launches_nothing(aws, agent, ma
     wait_until(lambda: aws.messages_left() == 0, what="message deleted")
 
 
+def test_dry_run_says_what_the_real_run_does_with_a_late_notice(aws, agent, make_daemon):
+    """The review of session 8's diff: --dry-run said "would request replacement" where the
+    real run (above) leaves the replica to its ASG and launches nothing."""
+    (old,) = aws.launch_replica("r1")
+    in_asg(aws, "prov-r1", [old["InstanceId"]])
+    agent.settle()
+    aws.ec2.terminate_instances(InstanceIds=[old["InstanceId"]])
+    agent.settle()
+    (refill,) = aws.launch_replica("r1", zone="us-east-1b")
+    in_asg(aws, "prov-r1", [refill["InstanceId"]])
+    agent.settle()
+    d = make_daemon(dry_run=True)
+    aws.spot_warning(old["InstanceId"], seconds_left=-60)
+    [(_ev, out)] = handled(d)
+    decisions = out.detail["decisions"]
+    assert decisions[0] == "launch nothing: the instance is gone and prov-r1 refills it"
+    assert not any(x.startswith("request replacement") for x in decisions)
+    assert aws.replacements_of("r1") == []
+
+
 # -- the deployed identity, bad configuration, health -----------------------------------------
 
 

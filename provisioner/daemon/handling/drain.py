@@ -72,16 +72,8 @@ def asg_refills(h: Steps, ev: InterruptionEvent, t: Target, until: datetime) -> 
     launches each replica group through its own ASG; a group the daemon launched has no ASG).
     A replacement the daemon already launched (a resumed flow) is awaited as before."""
     inst = t.instance
-    if inst.state in LIVE_STATES:
-        return False
-    group = inst.asg
-    if not group:
-        members = h.retry("describe", until, lambda: h.cap.replica_members(inst.pool, inst.replica))
-        live_in_asg = [m for m in members if m.id != inst.id and m.asg and m.state in LIVE_STATES]
-        if not live_in_asg:
-            return False
-        group = live_in_asg[0].asg
-    if h.existing_replacement(t, until):
+    group = refilling_group(h, t, until)
+    if group is None or h.existing_replacement(t, until):
         return False
     h.m.skipped.labels("asg-refills").inc()
     log.info(
@@ -90,6 +82,19 @@ def asg_refills(h: Steps, ev: InterruptionEvent, t: Target, until: datetime) -> 
         extra={"event": ev.id, "instance": inst.id, "group": group},
     )
     return True
+
+
+def refilling_group(h: Steps, t: Target, until: datetime) -> str | None:
+    """The Auto Scaling group that refills a gone instance (asg_refills' rule; read-only, so
+    --dry-run asks it too), or None."""
+    inst = t.instance
+    if inst.state in LIVE_STATES:
+        return None
+    if inst.asg:
+        return inst.asg
+    members = h.retry("describe", until, lambda: h.cap.replica_members(inst.pool, inst.replica))
+    live_in_asg = [m for m in members if m.id != inst.id and m.asg and m.state in LIVE_STATES]
+    return live_in_asg[0].asg if live_in_asg else None
 
 
 def _time(text: str | None) -> datetime | None:
@@ -342,7 +347,13 @@ def plan_log(
     if replace and not t.state.replacement and h.spares is not None:
         size = max(len(t.group), inst.replica_size)
         spare = h.spares.peek(inst.pool, size, on_demand_only)
-    if spare is not None:
+    until = h.now() + timedelta(seconds=3 * h.cfg.step_interval_seconds)
+    refills = replace and not t.state.replacement and refilling_group(h, t, until)
+    if refills and h.cap.find_replacement(inst.pool, inst.replica):  # a resumed flow's: awaited
+        refills = None
+    if refills:  # as the real run: a late notice left to the ASG launches nothing
+        decisions.append(f"launch nothing: the instance is gone and {refills} refills it")
+    elif spare is not None:
         decisions.append(f"promote spare {spare.label} as the replacement of {inst.replica}")
     elif replace and not t.state.replacement:
         decisions.append(
