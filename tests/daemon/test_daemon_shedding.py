@@ -139,7 +139,9 @@ def test_no_spare_shifts_traffic_and_sheds_cleanly(
     took = sorted(r.seconds for r in refused)
     assert statistics.median(took) < 0.05 and took[int(0.9 * (len(took) - 1))] < 0.2
     assert servers["r1"].refused == 0  # nothing was sent to r1 once it was shutting down
-    # r1 left the load balancers at the notice, well before its drain had to start
-    assert left is not None and left - t_notice < SECONDS_LEFT - GRACE - MARGIN - 1.0
+    # r1 left the load balancers at the notice, before its drain had to start (a daemon that
+    # waited for the drain would leave at 2.5 s or later; measured 0.55-0.61 s on this 2-core
+    # machine, once 2.25 s in a loaded whole-suite run, which a 1.5 s bound failed)
+    assert left is not None and left - t_notice < SECONDS_LEFT - GRACE - MARGIN
     assert not [t for t in servers["r1"].started if t > left + 0.3]
     assert all(r.outcome == "ok" for r in after)  # the replacement serves; nothing refused
