@@ -52,6 +52,10 @@ class FitRequest:
     # reads it; None: unknown): a TP group larger than that spans nodes
     node_gpus: int | None = None
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.tp, self.dp, self.pp, self.expert_parallel)
+
 
 @dataclass(frozen=True)
 class FitResult:
@@ -86,7 +90,7 @@ class FitResult:
     def layout_label(self) -> str:
         """The shape's name as `prov quote` spells it (provisioner/core/layouts.py)."""
         r = self.request
-        return layout_label(Layout(r.tp, r.dp, r.pp, r.expert_parallel), r.dcp)
+        return layout_label(r.layout, r.dcp)
 
     @property
     def tp_nodes(self) -> int:
@@ -163,9 +167,9 @@ def _layout_violation(r: FitRequest) -> str | None:
     bad = shape_rule_violation(r.spec, r.scheme, r.tp, r.pp, r.dcp, ep=r.expert_parallel)
     if bad or (r.dp == 1 and not r.expert_parallel):
         return bad
-    from provisioner.core.layouts import Layout, layout_violation
+    from provisioner.core.layouts import layout_violation
 
-    return layout_violation(r.spec, r.scheme, Layout(r.tp, r.dp, r.pp, r.expert_parallel), r.dcp)
+    return layout_violation(r.spec, r.scheme, r.layout, r.dcp)
 
 
 def evaluate(r: FitRequest) -> FitResult:
@@ -234,11 +238,9 @@ def evaluate(r: FitRequest) -> FitResult:
         nvlink = link.startswith("nvlink") or link.startswith("infinity fabric")
     if r.dp > 1 or r.expert_parallel:  # per-GPU memory of one DP rank, totals over DP
         from provisioner.core.layout_memory import layout_memory
-        from provisioner.core.layouts import Layout
 
-        lay = Layout(r.tp, r.dp, r.pp, r.expert_parallel)
         mem = layout_memory(
-            r.spec, r.scheme, lay, device, r.ctx, settings, nvlink=nvlink, dcp=r.dcp
+            r.spec, r.scheme, r.layout, device, r.ctx, settings, nvlink=nvlink, dcp=r.dcp
         )
     else:
         mem = shape_memory(
