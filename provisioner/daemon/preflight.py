@@ -47,6 +47,11 @@ def error_code(e: BaseException) -> str | None:
     return found.group(1) if found else None
 
 
+def worth_logging(failures: int) -> bool:
+    """The 1st, 2nd, 4th, 8th... failure in a row: enough to follow an outage, not a flood."""
+    return failures & (failures - 1) == 0
+
+
 def error_line(e: BaseException) -> str:
     """``Type: code: message`` on one line, the XML of an unparsed body reduced to its text."""
     text = str(e)

@@ -28,7 +28,7 @@ from provisioner.daemon.events import InterruptionEvent
 from provisioner.daemon.handling.state import Aborted, FlowState, Outcome, Target, Timings
 from provisioner.daemon.kube import EvictResult, Kube, NodeInfo
 from provisioner.daemon.metrics import Metrics
-from provisioner.daemon.preflight import error_line
+from provisioner.daemon.preflight import error_line, worth_logging
 from provisioner.daemon.spares import Group, Spares, group_ready, serves_at
 from provisioner.daemon.store import utcnow
 
@@ -105,7 +105,7 @@ class Steps:
                     with self._locks_guard:  # given up: the next flow's failures count anew
                         self._failures.pop(stage, None)
                     raise
-                if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row: no flood
+                if worth_logging(n):
                     log.warning(
                         f"{stage} failed, retrying",
                         extra={"error": error_line(e), "failures": n},

@@ -186,11 +186,11 @@ class SqsMonitor:
     def _failed(self, e: Exception) -> None:
         """Count, log the 1st, 2nd, 4th, 8th... failure in a row (not every poll), and back
         off (0.5 s doubling to 30 s) so a queue that cannot be read is not hammered."""
-        from provisioner.daemon.preflight import error_line
+        from provisioner.daemon.preflight import error_line, worth_logging
 
         self.m.errors.labels("sqs-receive").inc()
         self.last_error, self.failures = e, self.failures + 1
-        if self.failures & (self.failures - 1) == 0:
+        if worth_logging(self.failures):
             log.warning(
                 "SQS receive failed",
                 extra={"error": error_line(e), "failures": self.failures, "queue": self.queue_url},
