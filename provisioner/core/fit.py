@@ -158,18 +158,22 @@ class FitResult:
         }
 
 
-def _layout_violation(r: FitRequest) -> str | None:
-    """vLLM's start-up checks on the parallel layout (the planner's, with EP)."""
+def _layout_refusal(r: FitRequest) -> str | None:
+    """Why the parallel layout cannot be checked, naming whose refusal it is: vLLM's start-up
+    checks (the planner's, with EP) or a layout vLLM starts that prov does not model yet."""
     from provisioner.core.planner.shape_rules import shape_rule_violation  # the one copy
 
     if r.pp > r.spec.num_layers:
-        return f"PP{r.pp} exceeds the {r.spec.num_layers} layers"
+        return f"vLLM rejects the layout: PP{r.pp} exceeds the {r.spec.num_layers} layers"
     bad = shape_rule_violation(r.spec, r.scheme, r.tp, r.pp, r.dcp, ep=r.expert_parallel)
-    if bad or (r.dp == 1 and not r.expert_parallel):
-        return bad
-    from provisioner.core.layouts import layout_violation
+    if not bad and (r.dp > 1 or r.expert_parallel):
+        from provisioner.core.layouts import expert_width_violation, unmodelled_layout
 
-    return layout_violation(r.spec, r.scheme, r.layout, r.dcp)
+        limit = unmodelled_layout(r.spec, r.layout, r.dcp)
+        if limit:
+            return f"prov does not check the layout: {limit} is not modelled"
+        bad = expert_width_violation(r.spec, r.scheme, r.layout)
+    return f"vLLM rejects the layout: {bad}" if bad else None
 
 
 def evaluate(r: FitRequest) -> FitResult:
@@ -217,12 +221,8 @@ def evaluate(r: FitRequest) -> FitResult:
     warnings: tuple[str, ...] = (warned,) if warned else ()
     if r.node_gpus and r.tp > r.node_gpus:
         notes.append(_tp_across_nodes(r, r.node_gpus))
-    bad = _layout_violation(r)
-    if bad:
-        # some refusals are prov's (e.g. DCP with DP: vLLM v0.18.0 starts it, prov does not
-        # model it yet); say whose
-        ours = bad.endswith("not modelled")
-        reason = f"{'prov does not check' if ours else 'vLLM rejects'} the layout: {bad}"
+    reason = _layout_refusal(r)
+    if reason:
         return FitResult(r, device, settings, None, False, reason, tuple(notes), warnings)
     if gpu is not None:  # the quote's kernel rule: no kernels is a refusal, a fallback a warning
         from provisioner.core.planner.shape_rules import kernel_verdict

@@ -14,7 +14,12 @@ from typing import Any
 
 from provisioner.core.hardware import gpu_specs
 from provisioner.core.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
-from provisioner.core.layouts import Layout, layout_label, layout_violation
+from provisioner.core.layouts import (
+    Layout,
+    expert_width_violation,
+    layout_label,
+    unmodelled_layout,
+)
 from provisioner.core.memory import (
     GIB,
     MemorySettings,
@@ -141,9 +146,10 @@ def evaluate_shape(
     `settings`, when given, is memory_settings(req, spec, hw, kvb) (the planner keeps them)."""
     lay = layout or Layout(tp, 1, pp)
     dp, ep = lay.dp, lay.ep
-    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep) or (
-        layout_violation(spec, scheme, lay, req.dcp) if dp > 1 or ep else None
-    )
+    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep)
+    if not rule and (dp > 1 or ep):
+        limit = unmodelled_layout(spec, lay, req.dcp)
+        rule = f"{limit} is not modelled" if limit else expert_width_violation(spec, scheme, lay)
     if rule:
         return ShapeVerdict(hw, nodes, tp, pp, None, rule, dp=dp, ep=ep)
     nvlink = hw.interconnect in {"nvlink", "xgmi", "nvlink-bridge"}
