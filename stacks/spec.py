@@ -96,6 +96,15 @@ class DeploySpec:
     warnings: tuple[str, ...] = ()  # for the CLI to print: what the render could not know
 
     @property
+    def layout(self) -> str:
+        """The plan's layout as quote's table, fit and deploy's summary name it (TP8, TP8xPP2,
+        DP8+EP8: provisioner/core/layouts.layout_label, the one vocabulary)."""
+        from provisioner.core.layouts import Layout, layout_label
+
+        p = self.plan
+        return layout_label(Layout(p.tp, p.dp, p.pp, p.ep), p.dcp)
+
+    @property
     def weights_uri(self) -> str | None:
         """The s3:// model path vLLM streams from, or None (hub, pvc)."""
         if self.weights != "s3" or self.weights_bucket is None:
