@@ -65,9 +65,10 @@ def real_memory_sizes() -> tuple[float, ...]:
 
 
 def context_pair(data: st.DataObject, top: int) -> tuple[int, int]:
-    """Two context lengths short <= long in [1, top], log-uniform (8 tokens and 1M equally)."""
+    """Two context lengths short <= long in [2, top], log-uniform (8 tokens and 1M equally);
+    --ctx 1 leaves no room for a prompt and is refused (request.workload_tokens)."""
     a, b = (
-        max(1, min(top, round(2 ** data.draw(st.floats(0, math.log2(top)), label=f"log2 ctx {i}"))))
+        max(2, min(top, round(2 ** data.draw(st.floats(1, math.log2(top)), label=f"log2 ctx {i}"))))
         for i in (1, 2)
     )
     return min(a, b), max(a, b)
