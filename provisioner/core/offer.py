@@ -6,6 +6,7 @@ the choices and the stacks read rows). Pure: the price rules here need nothing b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
@@ -103,7 +104,12 @@ def price_doubt(offer: Offer, market: str) -> str | None:
 
 def price_estimate(offer: Offer, market: str) -> str | None:
     """Why this offer's price in `market` is an estimate (ranked, marked), or None."""
-    for flag in offer.flags:
+    return estimated_by(offer.flags, market)
+
+
+def estimated_by(flags: Iterable[str], market: str) -> str | None:
+    """price_estimate from a row's flags (a plan file's `price_flags` and `market`)."""
+    for flag in flags:
         rule = _ESTIMATED.get(flag)
         if rule and rule[0] == market:
             return f"{market} price is an estimate: {rule[1]}"

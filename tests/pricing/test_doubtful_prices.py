@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,3 +172,18 @@ def test_json_lists_each_skipped_price() -> None:
     ]
     counts = doc(*KIMI)["skipped_prices"]
     assert sum(counts.values()) == len(rows)  # every counted price is named once
+
+
+def test_deploy_without_rank_picks_what_the_headline_names(tmp_path: Path) -> None:
+    """The seam: `Deployable:` names #2 (rank 1's spot is an estimate); `prov deploy --plan`
+    without --rank must start #2 too, and say why."""
+    d = doc(*KIMI)
+    plan = tmp_path / "kimi.json"
+    plan.write_text(json.dumps(d), encoding="utf-8")
+    out = tmp_path / "out"
+    result = run("deploy", "--plan", str(plan), "--render", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert d["headline"]["cheapest_deployable"] == 2
+    assert "Using rank 2, the best plan prov deploy can run (rank 1: price an estimate)" in (
+        result.stdout
+    )
