@@ -108,7 +108,12 @@ def _pick(plan: Path, rank: int | None, target: str) -> tuple[Any, int, bool]:
     doc = load_plan_document(plan).with_headline_plans()  # the headline's picks deploy too
     if rank is None:
         rank, note = best_deployable(doc, target)
-        typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
+        from provisioner.cli.textable import terminal_width, wrap
+
+        for line in wrap(
+            note[:1].upper() + note[1:] + " (--rank N picks another).", terminal_width()
+        ):
+            typer.echo(line)
     return doc, rank, resolve_target(target, select_plan(doc, rank)) == "aws-eks"
 
 
