@@ -63,7 +63,7 @@ _DOUBTFUL = {
 
 # Price flags under which a price is ranked but is an estimate, not an observed price:
 # flag -> (market, what it is). Never the headline's "Cheapest" while an observed price
-# ranks (provisioner/core/choices.py; docs/prices.md "Estimated prices").
+# ranks (provisioner/core/choices.py; docs/prices.md "Doubtful prices and estimated prices").
 _ESTIMATED = {
     "spot_default_ratio": (
         "spot",
