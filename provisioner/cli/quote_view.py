@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from provisioner.cli.skipped_view import skipped_price_lines
 from provisioner.cli.textable import Column, fit, short_gpu, short_instance
 from provisioner.core.choices import Choice, Choices, reason_kind
+from provisioner.core.offer import price_estimate
 from provisioner.core.planner import QuoteResult, RankedPlan
 
 Echo = Callable[[str], None]
@@ -101,7 +102,7 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
         Column("GPUs", [gpus_label(p, short=not wide) for p in plans], min_width=9),
         Column("layout", [layout(p) for p in plans]),
         Column("mkt", [p.market if wide else p.market.replace("on-demand", "od") for p in plans]),
-        Column("$/h", [f"{p.usd_per_hour:,.2f}" for p in plans], right=True),
+        Column("$/h", [_usd_h(p) for p in plans], right=True),
         Column("$/Mtok", [_mtok(m, p) for m, p in zip(mtok, plans, strict=True)], right=True),
         Column(
             "tok/s",
@@ -127,6 +128,13 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
 
 
 THIN = "*"  # after a $/Mtok whose speed rests on thin data (RankedPlan.thin_data)
+
+
+ESTIMATED = "~"  # before a $/h the catalog filled in (offer.price_estimate): never the headline
+
+
+def _usd_h(p: RankedPlan) -> str:
+    return (ESTIMATED if price_estimate(p.offer, p.market) else "") + f"{p.usd_per_hour:,.2f}"
 
 
 def _mtok(m: float | None, p: RankedPlan) -> str:
@@ -181,6 +189,8 @@ def print_quote(
         echo("")
         legend = f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds"
         echo(legend + ("" if wide else "; od = on-demand"))  # --wide spells the market out
+        if any(price_estimate(c.plan.offer, c.plan.market) for c in ch.rows):
+            echo(f"{ESTIMATED} = price filled in by the catalog, not observed: never the headline")
         if any(c.plan.thin_data for c in ch.rows):
             echo(f"{THIN} = thin data: few or no published runs of this path; --json says which")
         echo(footer(result, ch, wide=wide, all_zones=all_zones))
