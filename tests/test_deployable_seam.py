@@ -148,7 +148,8 @@ def test_online_fp8_carries_its_flag_and_a_hand_edit_is_caught(tmp_path: Path) -
     args = plan["vllm_args"]
     assert args[args.index("--quantization") + 1] == "fp8"
     out = tmp_path / "out"
-    render = CliRunner().invoke(app, ["deploy", "--plan", str(path), "--render", str(out)])
+    rank = ["--rank", str(plan["rank"])]
+    render = CliRunner().invoke(app, ["deploy", "--plan", str(path), *rank, "--render", str(out)])
     assert render.exit_code == 0, render.output
     manifest = next(out.glob("*.yaml")).read_text()
     assert "- --quantization\n" in manifest and "- fp8\n" in manifest
@@ -156,7 +157,7 @@ def test_online_fp8_carries_its_flag_and_a_hand_edit_is_caught(tmp_path: Path) -
     doc["plans"] = [{**plan, "vllm_args": cut}]
     path.write_text(json.dumps(doc), encoding="utf-8")
     edited = CliRunner().invoke(
-        app, ["deploy", "--plan", str(path), "--render", str(tmp_path / "e")]
+        app, ["deploy", "--plan", str(path), *rank, "--render", str(tmp_path / "e")]
     )
     assert edited.exit_code == 2, edited.output
     assert "vllm_args lack --quantization fp8; the file was edited by hand" in edited.stderr
