@@ -301,7 +301,7 @@ def scheduler_defaults(
     """(max_num_batched_tokens, max_num_seqs) vLLM ends up with, given the user's values.
 
     Follows EngineArgs._set_default_max_num_seqs_and_batched_tokens_args (chunked prefill on,
-    as in V1): the GPU's defaults fill what the user left unset; from v0.11.2 a defaulted
+    as in V1): the GPU's defaults fill what the user left unset; from v0.11.1 a defaulted
     token budget is capped at max_num_seqs x max_model_len; a defaulted max_num_seqs never
     exceeds the token budget.
     """
