@@ -22,10 +22,11 @@ def concurrency_note(asked: int | None, plans: Sequence[RankedPlan]) -> str | No
     wait in vLLM's queue, which neither tok/s nor the TTFT shown includes."""
     if asked is None:
         return None
-    batches = sorted({p.perf.batch for p in plans if p.perf is not None and p.perf.batch < asked})
+    capped = [p.perf.batch for p in plans if p.perf and p.perf.batch < p.perf.requested_concurrency]
+    batches = sorted(set(capped))
     if not batches:
         return None
-    n = sum(1 for p in plans if p.perf is not None and p.perf.batch < asked)
+    n = len(capped)
     sizes = ", ".join(f"{b:,}" for b in batches)
     return (
         f"--concurrency {asked:,} is more than vLLM batches: max_num_seqs caps the batch at "
@@ -200,6 +201,7 @@ def register(app: typer.Typer) -> None:
         from provisioner.core.catalog import resolve_model
         from provisioner.core.choices import choice_json, distinct_by, group, headline_json
         from provisioner.core.planner import plan_quote, result_to_json
+        from provisioner.core.planner.estimates import slo_batch_note
         from provisioner.core.quant import resolve_quant
         from provisioner.core.request import make_request, parse_tokens
 
@@ -284,8 +286,8 @@ def register(app: typer.Typer) -> None:
 
             result.notes.insert(0, default_note(req.ctx, spec))
         capped = concurrency_note(req.concurrency, result.plans)
-        if capped:
-            result.notes.append(capped)
+        slo_note = slo_batch_note(req, result.plans)  # the batch each SLO plan holds it at
+        result.notes.extend(n for n in (capped, slo_note) if n)
         comparison = None
         if compare_api and result.plans:
             from provisioner.core.breakeven import api_comparison
