@@ -78,8 +78,9 @@ def register(app: typer.Typer) -> None:
             None,
             "--concurrency",
             help="Requests in flight that must fit in the KV cache (each --ctx tokens, or "
-            "--isl + --osl when given); throughput is estimated at it. Default: one request must "
-            "fit and tokens/s is estimated at saturation.",
+            "--isl + --osl when given); throughput is estimated at it (with a latency SLO, at "
+            "most at it). Default: one request must fit and tokens/s is estimated at "
+            "saturation.",
         ),
         isl: int | None = typer.Option(
             None, "--isl", help="Input tokens per request (default 8000)."
@@ -93,13 +94,24 @@ def register(app: typer.Typer) -> None:
             help="Rank by usd-per-mtok (output tokens) or usd-per-hour.",
         ),
         max_tpot_ms: float | None = typer.Option(
-            None, "--max-tpot-ms", help="Drop shapes slower than this per output token."
+            None,
+            "--max-tpot-ms",
+            help="Latency SLO: ms per output token. Each shape is estimated and ranked at the "
+            "largest batch (requests in flight, up to saturation or --concurrency) whose TPOT "
+            "meets it (JSON 'concurrency'); shapes missing it at 1 request are dropped.",
         ),
         max_ttft_s: float | None = typer.Option(
-            None, "--max-ttft-s", help="Drop shapes whose time to first token exceeds this."
+            None,
+            "--max-ttft-s",
+            help="Latency SLO: time to first token in s (prefill plus one decode step at the "
+            "batch; queueing not modelled), met at the largest batch as --max-tpot-ms; with "
+            "both, the batch meets both.",
         ),
         min_output_tps: float | None = typer.Option(
-            None, "--min-output-tps", help="Drop shapes below this many output tokens/s."
+            None,
+            "--min-output-tps",
+            help="Drop shapes below this many output tokens/s (with a latency SLO, at the "
+            "SLO's batch).",
         ),
         dcp: int = typer.Option(
             1, "--dcp", help="Decode context parallel size (shards the MLA KV)."
