@@ -54,7 +54,7 @@ def test_tpot_by_hand_on_one_h100_and_the_largest_batch_meeting_it() -> None:
     (plan,) = res.plans[:1]
     cal = plan.perf.calibration
     assert cal is not None
-    weights = (32 * (2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096) + 128256 * 4096)
+    weights = 32 * (2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096) + 128256 * 4096
     assert weights == 7_504_920_576
     bw = 3.35e12 * cal.hbm_eff
     a = 2 * weights / bw + 32 * cal.layer_us * 1e-6 + cal.step_overhead_ms / 1000
