@@ -130,8 +130,9 @@ def slo_batch(
     The modelled TPOT and TTFT rise with the batch (every decode-step term grows with it)
     except at a PP shape's `knee`, the batch from which every stage has a micro-batch: TPOT
     drops there (stages overlap) and rises again above it, so the knee is tried first and the
-    search runs on its side. Above it a PP shape's TPOT has a saw-tooth under 0.2%
-    (micro-batches of ceil(B / PP)): the batch found may be a few short of the largest.
+    search runs on its side. Where the prefill budget sets the steps of a cycle (B x (isl +
+    osl) > max_num_batched_tokens x osl) TPOT can also fall slowly (<= 0.3% per request): the
+    batch found may be a few short of the largest there (docs/quote.md has the survey).
 
     The search keeps a bracket (lo meets, hi misses) and tries the batch where the latency
     excess interpolates to zero (TPOT is near-linear in the batch: ~3 estimates), halving
@@ -188,13 +189,13 @@ SLO_NOTE_PLANS = 10  # plans named in slo_batch_note
 
 
 def latency_slo(req: QuoteRequest) -> str | None:
-    """The latency SLO flags given ('--max-tpot-ms 50, --max-ttft-s 2'), or None."""
+    """The latency SLO flags given ('--max-tpot-ms 50 and --max-ttft-s 2'), or None."""
     flags = [
         f"{flag} {value:g}"
         for flag, value in (("--max-tpot-ms", req.max_tpot_ms), ("--max-ttft-s", req.max_ttft_s))
         if value is not None
     ]
-    return ", ".join(flags) or None
+    return " and ".join(flags) or None
 
 
 def slo_load_label(req: QuoteRequest) -> str | None:
@@ -225,7 +226,8 @@ def slo_batch_note(req: QuoteRequest, plans: Sequence[Any]) -> str | None:
     if len(below) > SLO_NOTE_PLANS:  # --top 0: the rest are in --json
         below[SLO_NOTE_PLANS:] = [f"{len(below) - SLO_NOTE_PLANS} more"]
     return (
-        f"{slo} is met below saturation: {', '.join(below)} requests in flight (--json "
+        f"{slo} {'are' if ' and ' in slo else 'is'} met below saturation: "
+        f"{', '.join(below)} requests in flight (--json "
         "'concurrency'); tok/s and $/Mtok are at that batch, and more requests in flight "
         "would miss the SLO"
     )
