@@ -1,13 +1,15 @@
-"""Where the modelled TPOT / TTFT fall as the batch grows: the survey behind the latency-SLO search
+"""Where the modelled TPOT, TTFT and tok/s fall as the batch grows: the survey behind the latency-SLO search
 (provisioner/core/planner/estimates.py slo_batch; docs/quote.md "How the batch is found").
 
     python benchmarks/slo_monotonic.py                   # the default shapes (~5 min, 2 cores)
     python benchmarks/slo_monotonic.py --explore-splits  # also in-node PP (~10 min)
 
-For every feasible shape of a few quotes (embedded prices) and each fabric it is offered on, the
-shape's estimate at every batch from 1 to its saturation; each step where TPOT or TTFT falls is
-counted by kind: `pp-knee` (the batch from which every PP stage has a micro-batch), `pp` (another
-batch of a PP shape), `no-pp`; with the largest relative fall of each.
+For every feasible shape of a few quotes (embedded prices) and each fabric it is offered on,
+the shape's estimate at every batch from 1 to its saturation; each step where TPOT, TTFT or
+output tok/s falls is counted by kind: `pp-knee` (the batch from which every PP stage has a
+micro-batch), `pp` (another batch of a PP shape), `no-pp` (TP, DP, DP/EP); with the largest
+relative fall of each. tok/s falls one batch past a multiple of DP (or PP): the search serves
+the multiple below then.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def survey(model_id: str, quant: str, ctx: str, explore: bool) -> dict[str, Any]
                     for metric, x0, x1 in (
                         ("tpot", prev.tpot_s, e.tpot_s),
                         ("ttft", prev.ttft_s, e.ttft_s),
+                        ("tok/s", prev.output_tps, e.output_tps),
                     ):
                         if x1 < x0 * (1 - 1e-12):
                             falls[(kind, metric)].append(1 - x1 / x0)
