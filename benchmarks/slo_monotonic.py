@@ -1,4 +1,4 @@
-"""Where the modelled TPOT, TTFT and tok/s fall as the batch grows: the survey behind the latency-SLO search
+"""Where the modelled TPOT, TTFT and tok/s fall as the batch grows: the survey behind the SLO search
 (provisioner/core/planner/estimates.py slo_batch; docs/quote.md "How the batch is found").
 
     python benchmarks/slo_monotonic.py                   # the default shapes (~5 min, 2 cores)
