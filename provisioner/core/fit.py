@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioner.core.hardware import cuda_memory_gib, gpu_specs
+from provisioner.core.hardware import cuda_memory_gib, estimated_memory_note, gpu_specs
 from provisioner.core.layouts import Layout, layout_label
 from provisioner.core.memory import (
     GIB,
@@ -205,10 +205,10 @@ def evaluate(r: FitRequest) -> FitResult:
             f"max_num_seqs ({settings.max_num_seqs}); vLLM refuses that (SchedulerConfig)"
         )
     notes: list[str] = list(r.spec.notes) + list(r.scheme.notes)
-    if r.device_gib is None and gpu is not None and not gpu.cuda_total_gib:
+    estimated = estimated_memory_note(r.gpu) if r.device_gib is None and r.gpu else None
+    if estimated:
         notes.append(
-            f"{gpu.name}: no logged CUDA total in the GPU table; {device:.2f} GiB is an estimate "
-            "(pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"
+            f"{estimated} (pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"
         )
     if r.gpu is None and None in (r.max_num_seqs, r.max_num_batched_tokens):
         notes += _batch_class_note(r, device)
