@@ -224,7 +224,8 @@ def test_the_cli_says_where_the_slo_is_met_and_keeps_concurrency_a_cap() -> None
     assert out.exit_code == 0, out.output
     text = out.stdout
     assert "tok/s at the largest batch meeting" in text
-    assert "--max-tpot-ms 50 is met below saturation: #1 at " in text.replace("\n  ", " ")
+    flat = text.replace("\n  ", " ")
+    assert "--max-tpot-ms 50 is met at fewer requests in flight than saturation: #1 at " in flat
     # --concurrency caps the search; a batch below it is the SLO's, not max_num_seqs'
     out = runner.invoke(app, [*args, "--concurrency", "64", "--json"])
     assert out.exit_code == 0, out.output
@@ -232,4 +233,4 @@ def test_the_cli_says_where_the_slo_is_met_and_keeps_concurrency_a_cap() -> None
     assert all(p["concurrency"] <= 64 and p["tpot_ms"] <= 50 for p in doc["plans"])
     assert any(p["concurrency"] < 64 for p in doc["plans"])
     assert not any("max_num_seqs caps" in n for n in doc["notes"])
-    assert any("is met below saturation" in n for n in doc["notes"])
+    assert any("in flight than --concurrency: #" in n for n in doc["notes"])

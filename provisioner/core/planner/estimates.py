@@ -234,11 +234,11 @@ def slo_batch_note(req: QuoteRequest, plans: Sequence[Any]) -> str | None:
         return None
     if len(below) > SLO_NOTE_PLANS:  # --top 0: the rest are in --json
         below[SLO_NOTE_PLANS:] = [f"{len(below) - SLO_NOTE_PLANS} more"]
+    than = "--concurrency" if req.concurrency else "saturation"
     return (
-        f"{slo} {'are' if ' and ' in slo else 'is'} met below saturation: "
-        f"{', '.join(below)} requests in flight (--json "
-        "'concurrency'); tok/s and $/Mtok are at that batch, and more requests in flight "
-        "would miss the SLO"
+        f"{slo} {'are' if ' and ' in slo else 'is'} met at fewer requests in flight than "
+        f"{than}: {', '.join(below)} (--json 'concurrency'); tok/s and $/Mtok are at that "
+        "batch: keep the load at or under it to hold the SLO"
     )
 
 
