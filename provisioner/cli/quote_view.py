@@ -73,8 +73,10 @@ def headline(ch: Choices) -> list[str]:
         if pick is None:
             text = "none among these offers"
             if label == "Deployable:" and ch.why_none_deployable is not None:
-                reason, n = ch.why_none_deployable
-                text += f": {reason}" + ("" if n == ch.total else f" ({n} of {ch.total})")
+                reason, n = ch.why_none_deployable  # every plan's reason: say it, not the offers
+                text = (
+                    "none: " + reason if n == ch.total else f"{text}: {reason} ({n} of {ch.total})"
+                )
         elif pick is ch.cheapest:
             text = "the same"
         else:
