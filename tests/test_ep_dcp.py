@@ -121,7 +121,7 @@ def test_dcp_with_dp_stays_refused_by_both_commands() -> None:
         ["fit", "-m", "deepseek-ai/DeepSeek-R1", "--gpu", "H200", "--tp", "4",
          "--data-parallel-size", "2", "--enable-expert-parallel", "--dcp", "4", "--json"],
     )  # fmt: skip
-    assert res.exit_code == 1 and "prov does not check the layout" in res.output
+    assert res.exit_code == 2 and "prov fit cannot check decode context parallelism" in res.output
     assert "vLLM rejects" not in res.output  # vLLM v0.18.0 starts it
     res = runner.invoke(
         app, ["quote", "-m", "deepseek-ai/DeepSeek-R1", "--gpu", "H200", "--dcp", "4",
@@ -131,19 +131,24 @@ def test_dcp_with_dp_stays_refused_by_both_commands() -> None:
 
 
 def test_fit_says_whose_refusal_a_layout_is() -> None:
-    # prov's own limits (vLLM v0.18.0 starts these layouts) against vLLM's start-up rule: a
-    # DeepSeek fp8 block-128 expert split over TP8 x DP4 is 2048 / 32 = 64 wide, not a
-    # multiple of 128 (Fp8MoEMethod's block check)
-    cases = [
-        (["-m", "deepseek-ai/DeepSeek-R1", "--tp", "4", "--pp", "2",
-          "--data-parallel-size", "2", "--enable-expert-parallel"], "prov does not check"),
-        (["-m", "meta-llama/Llama-3.1-70B", "--tp", "4", "--enable-expert-parallel"],
-         "prov does not check"),
-        (["-m", "deepseek-ai/DeepSeek-R1", "--tp", "8", "--data-parallel-size", "4"],
-         "vLLM rejects"),
-    ]  # fmt: skip
-    for args, whose in cases:
-        res = runner.invoke(app, ["fit", "--gpu", "H200", *args, "--json"])
-        assert res.exit_code == 1, res.output
-        reason = json.loads(res.stdout)["reason"]
-        assert reason.startswith(f"{whose} the layout: "), reason
+    # a layout vLLM v0.18.0 starts but prov does not model is not a verdict (exit 2, one line);
+    # vLLM's own start-up rule is a DOES NOT FIT (exit 1): a DeepSeek fp8 block-128 expert
+    # split over TP8 x DP4 is 2048 / 32 = 64 wide, not a multiple of 128 (Fp8MoEMethod)
+    args = ["fit", "--gpu", "H200", "-m", "deepseek-ai/DeepSeek-R1", "--json"]
+    res = runner.invoke(app, [*args, "--tp", "4", "--pp", "2", "-dp", "2",
+                              "--enable-expert-parallel"])  # fmt: skip
+    assert res.exit_code == 2 and "prov fit cannot check DP with pipeline parallelism" in res.output
+    res = runner.invoke(app, [*args, "--tp", "8", "-dp", "4"])
+    assert res.exit_code == 1, res.output
+    assert json.loads(res.stdout)["reason"].startswith("vLLM rejects the layout: fp8 block-128")
+
+
+def test_expert_parallel_on_a_dense_model_is_checked_without_it() -> None:
+    # vLLM applies --enable-expert-parallel to FusedMoE layers only: Llama-3.1-8B on 2 x H100
+    # is the TP2 shape (16 GB of bf16 weights on 2 x 79 GiB), with a note, not a refusal
+    base = ["fit", "-m", "llama-3.1-8b", "--gpu", "H100", "--tp", "2", "--json"]
+    with_ep = json.loads(runner.invoke(app, [*base, "--enable-expert-parallel"]).stdout)
+    plain = json.loads(runner.invoke(app, base).stdout)
+    assert with_ep["fits"] is True and with_ep["layout"] == "TP2"
+    assert with_ep["kv_cache_tokens"] == plain["kv_cache_tokens"]
+    assert any("has no experts to act on" in n for n in with_ep["notes"])

@@ -7,7 +7,7 @@ The planner (`prov quote`) calls the same memory code with the same rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from provisioner.core.hardware import cuda_memory_gib, estimated_memory_note, gpu_specs
@@ -159,8 +159,8 @@ class FitResult:
 
 
 def _layout_refusal(r: FitRequest) -> str | None:
-    """Why the parallel layout cannot be checked, naming whose refusal it is: vLLM's start-up
-    checks (the planner's, with EP) or a layout vLLM starts that prov does not model yet."""
+    """vLLM's start-up refusal of the parallel layout (the planner's checks, with EP), or None.
+    A layout vLLM starts that prov does not model is not a verdict: bad input (exit 2)."""
     from provisioner.core.planner.shape_rules import shape_rule_violation  # the one copy
 
     if r.pp > r.spec.num_layers:
@@ -169,15 +169,31 @@ def _layout_refusal(r: FitRequest) -> str | None:
     if not bad and (r.dp > 1 or r.expert_parallel):
         from provisioner.core.layouts import expert_width_violation, unmodelled_layout
 
-        limit = unmodelled_layout(r.spec, r.layout, r.dcp)
+        limit = unmodelled_layout(r.layout, r.dcp)
         if limit:
-            return f"prov does not check the layout: {limit} is not modelled"
+            raise UsageError(
+                f"prov fit cannot check {limit}: vLLM v0.18.0 starts it, prov does not model "
+                "it yet (docs/ep-dp-layouts.md)"
+            )
         bad = expert_width_violation(r.spec, r.scheme, r.layout)
     return f"vLLM rejects the layout: {bad}" if bad else None
 
 
+def _without_idle_ep(r: FitRequest) -> tuple[FitRequest, list[str]]:
+    """--enable-expert-parallel on a dense model acts on nothing (vLLM applies it to FusedMoE
+    layers only): the shape is checked without it, and a note says so."""
+    if not r.expert_parallel or r.spec.moe is not None:
+        return r, []
+    plain = replace(r, expert_parallel=False)
+    return plain, [
+        f"--enable-expert-parallel has no experts to act on in a dense model (vLLM applies it "
+        f"to MoE layers only): checked as {layout_label(plain.layout, plain.dcp)}"
+    ]
+
+
 def evaluate(r: FitRequest) -> FitResult:
     """The memory breakdown and verdict of one shape."""
+    r, idle_ep = _without_idle_ep(r)
     gpu = gpu_specs().get(r.gpu) if r.gpu else None
     if r.device_gib is not None:
         device = r.device_gib
@@ -204,7 +220,7 @@ def evaluate(r: FitRequest) -> FitResult:
             f"max_num_batched_tokens ({settings.max_num_batched_tokens}) is smaller than "
             f"max_num_seqs ({settings.max_num_seqs}); vLLM refuses that (SchedulerConfig)"
         )
-    notes: list[str] = list(r.spec.notes) + list(r.scheme.notes)
+    notes: list[str] = list(r.spec.notes) + list(r.scheme.notes) + idle_ep
     estimated = estimated_memory_note(r.gpu) if r.device_gib is None and r.gpu else None
     if estimated:
         notes.append(

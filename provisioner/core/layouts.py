@@ -171,11 +171,9 @@ def ep_kernel_verdict(scheme: QuantScheme, gpu: GpuSpec) -> tuple[str | None, st
     return None, note or None
 
 
-def unmodelled_layout(spec: ModelSpec, layout: Layout, dcp: int = 1) -> str | None:
+def unmodelled_layout(layout: Layout, dcp: int = 1) -> str | None:
     """A layout prov does not model (its own limit, not a vLLM refusal: vLLM v0.18.0 starts
     these), as one reason or None."""
-    if layout.ep and spec.moe is None:  # no FusedMoE layer for the flag to act on
-        return "--enable-expert-parallel on a model without experts"
     if layout.dp > 1 and dcp > 1:
         return "decode context parallelism with DP"
     if layout.dp > 1 and layout.pp > 1:

@@ -148,7 +148,7 @@ def evaluate_shape(
     dp, ep = lay.dp, lay.ep
     rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep)
     if not rule and (dp > 1 or ep):
-        limit = unmodelled_layout(spec, lay, req.dcp)
+        limit = unmodelled_layout(lay, req.dcp)
         rule = f"{limit} is not modelled" if limit else expert_width_violation(spec, scheme, lay)
     if rule:
         return ShapeVerdict(hw, nodes, tp, pp, None, rule, dp=dp, ep=ep)
