@@ -71,7 +71,7 @@ class RealWorld:
     def __init__(self, aws: Any, proxy: Any, session: Any, moto_url: str) -> None:
         self.aws, self.proxy = aws, proxy
         endpoints = {"ec2": proxy.url, "autoscaling": moto_url}
-        cfg = DaemonConfig(launch_max_attempts=1)
+        cfg = DaemonConfig()  # production retries: a capacity error is final at once
         self.cap = Ec2Capacity(cfg, session=session, endpoints=endpoints, cache_seconds=0)
         self.zone_of = {s: z for z, s in aws.subnets.items()}
         self.extra: list[str] = []
