@@ -292,6 +292,19 @@ class Ec2Capacity:
                     raise
                 log.info("already detached", extra={"group": group, "instances": ",".join(ids)})
 
+    def refilling_group(self, pool: str, replica: str) -> str | None:
+        """The Auto Scaling group the stack made for ``replica`` (``fleet.replica_asg_tags``)
+        while it still wants instances (a desired capacity above 0: the daemon's detach
+        lowers it), i.e. the group that refills a gone member; else None."""
+        tags = fleet.replica_asg_tags(pool, replica)
+        filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+        paginator = self.autoscaling.get_paginator("describe_auto_scaling_groups")
+        for page in paginator.paginate(Filters=filters):
+            for g in page.get("AutoScalingGroups", []):
+                if int(g.get("DesiredCapacity") or 0) > 0:
+                    return str(g["AutoScalingGroupName"])
+        return None
+
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None:
         self.autoscaling.complete_lifecycle_action(
             LifecycleHookName=hook,

@@ -35,11 +35,13 @@ def handled(d: Any, n: int = 1, timeout: float = 15) -> list[Any]:
     return wait_until(final, timeout, what=f"{n} handled")
 
 
-def in_asg(aws: Any, name: str, ids: list[str]) -> None:
+def in_asg(aws: Any, name: str, ids: list[str], pool: str = "pool-a") -> None:
     """Put instances in an Auto Scaling group the way the stack's are (AWS tags them
-    aws:autoscaling:groupName)."""
+    aws:autoscaling:groupName); the group carries the stack's tags for its replica
+    (fleet.replica_asg_tags, as stacks/gpu_node_pool.py writes them; "prov-r1" is r1's)."""
     groups = aws.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     if not groups["AutoScalingGroups"]:
+        tags = fleet.replica_asg_tags(pool, name.removeprefix("prov-"))
         aws.autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=name,
             LaunchTemplate={"LaunchTemplateId": aws.template, "Version": "$Latest"},
@@ -47,6 +49,16 @@ def in_asg(aws: Any, name: str, ids: list[str]) -> None:
             MaxSize=4,
             DesiredCapacity=0,
             VPCZoneIdentifier=",".join(aws.subnets.values()),
+            Tags=[
+                {
+                    "ResourceId": name,
+                    "ResourceType": "auto-scaling-group",
+                    "Key": k,
+                    "Value": v,
+                    "PropagateAtLaunch": True,
+                }
+                for k, v in tags.items()
+            ],
         )
     aws.autoscaling.attach_instances(InstanceIds=ids, AutoScalingGroupName=name)
 
