@@ -226,9 +226,9 @@ def register(app: typer.Typer) -> None:
         failed: list[str] = []
         fix_first = False  # a source failed for its configuration (credentials): exit 2
         if "aws" in chosen:
-            aws_failed = _refresh_aws(regions, families, pricing_file, workers, alone=name == "aws")
-            failed += aws_failed
-            fix_first = aws_failed == ["aws credentials"]
+            aws = _refresh_aws(regions, families, pricing_file, workers, alone=name == "aws")
+            failed += ["aws"] if aws else []
+            fix_first = aws == "credentials"
         others = [c for c in chosen if c != "aws"]
         if others:
             from pricing.live_refresh import refresh_cloud, report_lines
@@ -242,7 +242,6 @@ def register(app: typer.Typer) -> None:
             for line in report_lines(results):
                 typer.echo(line)
             failed += [r.cloud for r in results if r.error]
-        failed = ["aws" if f == "aws credentials" else f for f in failed]
         if failed and fix_first:
             raise CredentialsError(refresh_failure(failed, chosen))
         if failed:
@@ -261,9 +260,9 @@ def refresh_failure(failed: list[str], chosen: list[str]) -> str:
 
 def _refresh_aws(
     regions: str, families: str | None, pricing_file: Path | None, workers: int, *, alone: bool
-) -> list[str]:
-    """The AWS refresh (boto3); returns ["aws"] if any region failed, ["aws credentials"] if
-    the credentials are missing or rejected (raised when alone)."""
+) -> str | None:
+    """The AWS refresh (boto3); None when it worked, else why not: "credentials" (missing or
+    rejected) or "failed" (raised instead when aws is the only source)."""
     from pricing.aws_price_list import PriceListFile
     from pricing.aws_refresh import refresh_aws, report_lines
     from provisioner.errors import CredentialsError, OperationalError, ProvError
@@ -279,7 +278,7 @@ def _refresh_aws(
         if alone:
             raise
         typer.echo(f"aws      FAILED: {exc}; cache unchanged")
-        return ["aws credentials" if isinstance(exc, CredentialsError) else "aws"]
+        return "credentials" if isinstance(exc, CredentialsError) else "failed"
     except ProvError:
         raise
     for line in report_lines(report):
@@ -298,5 +297,5 @@ def _refresh_aws(
         if alone:
             raise OperationalError(msg)
         typer.echo(f"aws      {msg}")
-        return ["aws"]
-    return []
+        return "failed"
+    return None
