@@ -148,13 +148,6 @@ def _apply(doc: Any, options: Any, spec: Any, stack: str, preview: bool, yes: bo
         _usage(f"--stack {stack!r}: use letters, digits, '-', '_' or '.'")
     if not (preview or yes or _interactive()):
         _usage("deploying needs a confirmation: pass --yes (or --preview to only look)")
-    if spec.target == "aws-eks":  # Pulumi's AWS provider needs them, for a preview too
-        from provisioner.aws_credentials import require_credentials
-
-        require_credentials(
-            f"prov deploy creates the stack's VPC, EKS cluster and GPU nodes in {spec.plan.region}",
-            region=spec.plan.region,
-        )
     from provisioner.cli.textable import terminal_width, wrap
     from stacks import automation as runner
 
@@ -162,6 +155,13 @@ def _apply(doc: Any, options: Any, spec: Any, stack: str, preview: bool, yes: bo
         f"Plan {_summary(spec.plan)}; target {spec.target}, stack {stack}", terminal_width()
     ):
         typer.echo(line)
+    if spec.target == "aws-eks":  # Pulumi's AWS provider needs them, for a preview too
+        from provisioner.aws_credentials import require_credentials
+
+        require_credentials(
+            f"prov deploy creates the stack's VPC, EKS cluster and GPU nodes in {spec.plan.region}",
+            region=spec.plan.region,
+        )
     outputs = runner.deploy(
         doc,
         options,
