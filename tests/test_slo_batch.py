@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -234,3 +235,36 @@ def test_the_cli_says_where_the_slo_is_met_and_keeps_concurrency_a_cap() -> None
     assert any(p["concurrency"] < 64 for p in doc["plans"])
     assert not any("max_num_seqs caps" in n for n in doc["notes"])
     assert any("in flight than --concurrency: #" in n for n in doc["notes"])
+
+
+def test_deploy_caps_each_engine_at_the_slo_batch(tmp_path: Path) -> None:
+    # the SLO holds only if vLLM runs no more than the batch it was met at: the plan's flags cap
+    # each engine at its share, ceil(concurrency / DP) (Kimi DP8+EP8 at 160 in flight: 20 per
+    # rank), the rendered manifest carries it, a hand edit of it is refused, and a plan without
+    # an SLO keeps vLLM's default (no --max-num-seqs)
+    base = ["quote", "-m", "kimi-k2-thinking", "--ctx", "128k", "--top", "3", "--json"]
+    plain = json.loads(CliRunner().invoke(app, base).stdout)["plans"]
+    assert plain and not any("--max-num-seqs" in p["vllm_args"] for p in plain)
+    out = CliRunner().invoke(app, [*base, "--max-tpot-ms", "50"]).stdout
+    doc = json.loads(out)
+    for p in doc["plans"]:
+        args = p["vllm_args"]
+        assert int(args[args.index("--max-num-seqs") + 1]) == math.ceil(p["concurrency"] / p["dp"])
+    path = tmp_path / "plan.json"
+    path.write_text(out, encoding="utf-8")
+    plan = doc["plans"][0]
+    rank = ["--rank", str(plan["rank"])]
+    res = CliRunner().invoke(
+        app, ["deploy", "--plan", str(path), *rank, "--render", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 0, res.output
+    want = math.ceil(plan["concurrency"] / plan["dp"])
+    manifest = next((tmp_path / "o").glob("*.yaml")).read_text()
+    assert f"- --max-num-seqs\n        - '{want}'\n" in manifest
+    args = plan["vllm_args"]
+    args[args.index("--max-num-seqs") + 1] = str(want * 4)
+    path.write_text(json.dumps({**doc, "plans": [plan]}), encoding="utf-8")
+    res = CliRunner().invoke(
+        app, ["deploy", "--plan", str(path), *rank, "--render", str(tmp_path / "e")]
+    )
+    assert res.exit_code == 2 and "edited by hand" in res.output, res.output

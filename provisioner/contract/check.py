@@ -119,6 +119,7 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
         plan.dp,
         plan.ep,
         verdict.max_num_batched_tokens,
+        served_batch=plan.concurrency,  # a latency SLO's batch caps each engine's sequences
     )
     edit = args_edit(want, plan.vllm_args)
     if edit:
@@ -164,6 +165,8 @@ _REQUEST_KEYS = frozenset(
         "gpu_memory_utilization",
         "max_num_batched_tokens",
         "concurrency",
+        "max_tpot_ms",
+        "max_ttft_s",
         "isl",
         "osl",
         "objective",
