@@ -55,6 +55,11 @@ from pricing.offers import (
     read_live_cache,
 )
 from pricing.offers_csv import offers_csv
+from provisioner.aws_credentials import (
+    credentials_error,
+    is_credentials_failure,
+    require_credentials,
+)
 from provisioner.core.hardware import gpu_specs
 from provisioner.errors import DataError, OperationalError, UsageError
 from provisioner.fileio import write_atomic
@@ -64,14 +69,10 @@ from provisioner.fileio import write_atomic
 DEFAULT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys((*AWS_FAMILY_GPU, "p6-b200")))
 #: The Pricing API is served from us-east-1 (also eu-central-1, ap-south-1); prices are global.
 PRICING_REGION = "us-east-1"
-NO_CREDENTIALS = (
-    "no AWS credentials found. Provide them the standard boto3 way: environment variables "
-    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary keys); "
-    "the file ~/.aws/credentials (`aws configure`); a named profile with AWS_PROFILE=NAME; or "
-    "IAM Identity Center: `aws configure sso`, then `aws sso login --profile NAME` and "
-    "AWS_PROFILE=NAME. The refresh needs ec2:DescribeRegions, ec2:DescribeInstanceTypes, "
-    "ec2:DescribeInstanceTypeOfferings, ec2:DescribeAvailabilityZones, "
-    "ec2:DescribeSpotPriceHistory and pricing:GetProducts"
+#: What the refresh needs the credentials for (the one credentials line names it).
+NEEDS = (
+    "prices refresh --cloud aws calls ec2:DescribeRegions, ec2:DescribeInstanceTypes, "
+    "ec2:DescribeInstanceTypeOfferings, ec2:DescribeSpotPriceHistory and pricing:GetProducts"
 )
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -142,16 +143,6 @@ class RefreshReport:
         return [r for r in self.results if not r.error]
 
 
-def _session() -> Any:
-    import boto3
-    from botocore.exceptions import ProfileNotFound
-
-    try:
-        return boto3.session.Session()
-    except ProfileNotFound as e:
-        raise OperationalError(f"{e}; {NO_CREDENTIALS}") from None
-
-
 def _config(retry_mode: str, max_attempts: int, pool: int) -> Any:
     from botocore.config import Config
 
@@ -205,8 +196,9 @@ def refresh_aws(
     """Fetch live AWS GPU prices and commit them to the cache (see the module docstring).
 
     ``session`` (a boto3 Session) and ``ondemand`` are injectable; by default the standard
-    credential chain and the Pricing API are used. Raises OperationalError without credentials
-    or when no region could be fetched; UsageError for a region that is not enabled.
+    credential chain and the Pricing API are used. Raises CredentialsError (exit 2) without
+    usable credentials, OperationalError when no region could be fetched, UsageError for a
+    region that is not enabled.
     """
     wanted = parse_regions(regions)
     fams = parse_families(families)
@@ -215,13 +207,7 @@ def refresh_aws(
     started = time.perf_counter()
     now = (now or datetime.now(UTC)).astimezone(UTC)
     directory = directory or cache_dir()
-    session = session or _session()
-    try:
-        credentials = session.get_credentials()
-    except credential_errors() as e:
-        raise OperationalError(f"{type(e).__name__}: {e}; {NO_CREDENTIALS}") from None
-    if credentials is None:
-        raise OperationalError(NO_CREDENTIALS)
+    session = require_credentials(NEEDS, session)
     config = _config(retry_mode, max_attempts, max_workers)
     home = session.region_name or PRICING_REGION
     from botocore.exceptions import BotoCoreError, ClientError
@@ -230,8 +216,10 @@ def refresh_aws(
         ec2_home = session.client("ec2", region_name=home, config=config)
         enabled = [r["RegionName"] for r in ec2_home.describe_regions()["Regions"]]
     except credential_errors() as e:
-        raise OperationalError(f"{type(e).__name__}: {e}; {NO_CREDENTIALS}") from None
+        raise credentials_error(NEEDS, e) from None
     except ClientError as e:
+        if is_credentials_failure(e):  # keys AWS does not accept: configuration, exit 2
+            raise credentials_error(NEEDS, e) from None
         err = e.response.get("Error", {})
         raise OperationalError(
             f"DescribeRegions in {home} failed: {err.get('Code')}: {err.get('Message')}"
@@ -270,7 +258,7 @@ def refresh_aws(
                 results[res.region] = res
                 advance(res.region)
     except CredentialsProblem as e:
-        raise OperationalError(f"{e}; {NO_CREDENTIALS}") from None
+        raise credentials_error(NEEDS, e.__cause__ or e) from None
     ordered = [results[r] for r in todo]
     return _commit(ordered, fams, directory, now, started)
 

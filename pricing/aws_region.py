@@ -22,7 +22,7 @@ from pricing.nodes import Node, gpu_memory_gib, price_flags
 from pricing.offers import LIVE_FLAG, instance_family
 from provisioner.core.hardware import GpuSpec
 from provisioner.core.offer import CAPACITY_BLOCK_ONLY, Offer
-from provisioner.errors import OperationalError
+from provisioner.errors import CredentialsError
 
 CLOUD = "aws"
 #: ProductDescription values of Linux spot prices (EC2-Classic accounts saw the VPC variant).
@@ -41,7 +41,7 @@ class RegionResult:
     families_found: set[str] = field(default_factory=set)  # families with GPU types here
 
 
-class CredentialsProblem(OperationalError):
+class CredentialsProblem(CredentialsError):
     """The credential chain failed while a worker ran (expired SSO token, ...)."""
 
 

@@ -11,13 +11,14 @@ The whole tree (tests/test_error_tree.py checks this drawing against the code):
     |-- UsageError               errors                  bad input; exit 2
     |   |-- UnknownModelError    errors                  --model is no id, alias or path
     |   |-- ConfigError          errors                  config.json / safetensors header
+    |   |-- CredentialsError     errors                  no (or rejected) cloud credentials
+    |   |   `-- CredentialsProblem  pricing.aws_region   the chain failed in a refresh worker
     |   `-- DataError            errors                  a price or data file
     |       |-- PayloadError     daemon.events           an SQS/IMDS notice (logged skip)
     |       `-- MalformedPriceDocument  pricing.aws_price_list  one Price List document
     `-- OperationalError         errors                  outside failure; exit 1
         |-- NoFeasibleShapeError errors                  no shape runs the request
         |-- FetchError           pricing.http_json       a price endpoint failed
-        |-- CredentialsProblem   pricing.aws_region      the AWS credential chain failed
         |-- ImdsError            daemon.monitors.imds    metadata service unreachable
         |-- CapacityError        daemon.capacity         EC2 failed; another pool won't help
         |-- CapacityUnavailable  daemon.capacity         one pool out of capacity: try next
@@ -63,6 +64,11 @@ class UnknownModelError(UsageError):
 
 class ConfigError(UsageError):
     """A config.json (or a safetensors header) that is malformed or incomplete."""
+
+
+class CredentialsError(UsageError):
+    """Missing or rejected cloud credentials: configuration the user must fix, like a bad
+    flag, so exit 2 for every command that talks to a cloud (provisioner/aws_credentials.py)."""
 
 
 class DataError(UsageError):

@@ -53,6 +53,13 @@ def split_tag_list(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys((value or "").split()))
 
 
+def replica_asg_tags(pool: str, replica: str) -> dict[str, str]:
+    """The tags that name a replica group's Auto Scaling group: the stack writes them on each
+    group it creates (and the group propagates them to its instances); the daemon asks Auto
+    Scaling for a replica's group by them (a late notice whose instance lost AWS's group tag)."""
+    return {POOL: pool, REPLICA: replica}
+
+
 # EC2 tags AWS sets itself (read only).
 AWS_ASG_NAME = "aws:autoscaling:groupName"
 AWS_LAUNCH_TEMPLATE_ID = "aws:ec2launchtemplate:id"
@@ -127,6 +134,12 @@ AWS_CALLS: tuple[AwsCall, ...] = (
     ),
     AwsCall(
         "autoscaling:DetachInstances", "*", "take the reclaimed group out of its ASG (no refill)"
+    ),
+    AwsCall(
+        "autoscaling:DescribeAutoScalingGroups",
+        "*",
+        "a late notice: does the gone replica's group (by its tags) refill it",
+        ("late-notice",),
     ),
     AwsCall(
         "autoscaling:CompleteLifecycleAction",

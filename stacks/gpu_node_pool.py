@@ -182,7 +182,7 @@ class GpuNodePool(pulumi.ComponentResource):
             replica = replica_id(spec, index)
             group_tags = {
                 **tags,
-                fleet.REPLICA: replica,
+                **fleet.replica_asg_tags(spec.name, replica),  # how the daemon finds it
                 "Name": f"{spec.name}-gpu",
             }
             self.groups.append(

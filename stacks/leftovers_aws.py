@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from provisioner import fleet
+from provisioner.aws_credentials import credentials_error, is_credentials_failure
 from provisioner.errors import OperationalError
 from stacks import leftovers as lo
 
@@ -67,6 +68,9 @@ class Ec2Cleanup:
                 for a in resp.get("AutoScalingInstances") or []:
                     groups[a["InstanceId"]] = a["AutoScalingGroupName"]
         except Exception as e:
+            if is_credentials_failure(e):  # keys AWS does not accept: configuration, exit 2
+                why = f"prov destroy lists stack {stack}'s instances"
+                raise credentials_error(why, e) from None
             raise OperationalError(
                 f"cannot list stack {stack}'s instances in {self.region}: {_why(e)}"
             ) from None

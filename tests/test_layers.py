@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("provisioner.fleet", 0),
     ("provisioner", 0),  # the package itself: __version__
     ("provisioner.core", 1),
+    ("provisioner.aws_credentials", 1),  # over errors; beside the core, which imports no SDK
     ("provisioner.contract", 2),
     ("pricing.tools", 3),
     ("pricing", 2),

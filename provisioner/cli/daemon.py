@@ -106,10 +106,18 @@ def register(app: typer.Typer) -> None:
             if url is not None and not _http_url(url):
                 raise UsageError(f"{flag} {url!r}: must be an http(s) URL with a host")
 
+        from provisioner.aws_credentials import require_credentials
         from provisioner.daemon.logs import daemon_logging
         from provisioner.daemon.preflight import once_failure, preflight
         from provisioner.daemon.service import build_daemon
 
+        # Every mode launches replacements through EC2 (queue mode also reads SQS): without
+        # credentials it can do nothing, so say so now (exit 2), as every AWS command does
+        # (provisioner/aws_credentials.py).
+        require_credentials(
+            "prov daemon reads its notices and launches replacements through EC2",
+            region=cfg.region,
+        )
         with daemon_logging(log_format, log_level):
             try:
                 d = build_daemon(
@@ -120,9 +128,7 @@ def register(app: typer.Typer) -> None:
                 )
             except Exception as e:  # no kubeconfig, no credentials...: say it in one line
                 if type(e).__name__ == "NoRegionError":  # botocore: bad input, not an outage
-                    raise UsageError(
-                        "no AWS region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION)"
-                    ) from None
+                    raise UsageError(NO_REGION) from None
                 raise OperationalError(f"cannot set up the daemon: {type(e).__name__}: {e}") from e
             if dry_run and once:
                 preflight(d, cfg)  # a dry run that can reach nothing must not pass for a success
@@ -139,6 +145,9 @@ def register(app: typer.Typer) -> None:
     daemon.__signature__ = sig  # type: ignore[attr-defined]
     daemon.__annotations__ = annotations
     app.command("daemon")(boundary(daemon))
+
+
+NO_REGION = "no AWS region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION)"
 
 
 def _http_url(url: str) -> bool:

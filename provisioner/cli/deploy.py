@@ -80,10 +80,15 @@ def _leftovers(stack: str, region: str | None) -> tuple[list[Any], Any]:
     if region is None:
         typer.echo(f"Stack {stack} has no AWS region (kubeconfig target): no instances to end.")
         return [], None
+    from provisioner.aws_credentials import require_credentials
     from stacks import leftovers
     from stacks.leftovers_aws import Ec2Cleanup
 
-    cleanup = Ec2Cleanup(region)
+    session = require_credentials(
+        f"prov destroy terminates stack {stack}'s instances in {region}, then its resources",
+        region=region,
+    )
+    cleanup = Ec2Cleanup(region, session)
     found = cleanup.find(stack)
     if not found:
         typer.echo(f"No instances tagged with stack {stack} in {region}.")
@@ -158,6 +163,13 @@ def _apply(doc: Any, options: Any, spec: Any, stack: str, preview: bool, yes: bo
         f"Plan {_summary(spec.plan)}; target {spec.target}, stack {stack}", terminal_width()
     ):
         typer.echo(line)
+    if spec.target == "aws-eks":  # Pulumi's AWS provider needs them, for a preview too
+        from provisioner.aws_credentials import require_credentials
+
+        require_credentials(
+            f"prov deploy creates the stack's VPC, EKS cluster and GPU nodes in {spec.plan.region}",
+            region=spec.plan.region,
+        )
     outputs = runner.deploy(
         doc,
         options,

@@ -216,7 +216,7 @@ def register(app: typer.Typer) -> None:
         (Retail Prices API, none), runpod (GraphQL, none), vast (bundles, none), oci (price
         list, none). Override an endpoint with PROV_<CLOUD>_PRICES_URL.
         """
-        from provisioner.errors import OperationalError
+        from provisioner.errors import CredentialsError, OperationalError
 
         names = [c.lower() for c in _split([cloud])]
         for name in names:
@@ -230,8 +230,11 @@ def register(app: typer.Typer) -> None:
         chosen = list(REFRESH_CLOUDS) if "all" in names else list(dict.fromkeys(names))
         name = chosen[0] if len(chosen) == 1 else "all"
         failed: list[str] = []
+        fix_first = False  # a source failed for its configuration (credentials): exit 2
         if "aws" in chosen:
-            failed += _refresh_aws(regions, families, pricing_file, workers, alone=name == "aws")
+            aws = _refresh_aws(regions, families, pricing_file, workers, alone=name == "aws")
+            failed += ["aws"] if aws else []
+            fix_first = aws == "credentials"
         others = [c for c in chosen if c != "aws"]
         if others:
             from pricing.live_refresh import refresh_cloud, report_lines
@@ -245,6 +248,8 @@ def register(app: typer.Typer) -> None:
             for line in report_lines(results):
                 typer.echo(line)
             failed += [r.cloud for r in results if r.error]
+        if failed and fix_first:
+            raise CredentialsError(refresh_failure(failed, chosen))
         if failed:
             raise OperationalError(refresh_failure(failed, chosen))
 
@@ -261,11 +266,12 @@ def refresh_failure(failed: list[str], chosen: list[str]) -> str:
 
 def _refresh_aws(
     regions: str, families: str | None, pricing_file: Path | None, workers: int, *, alone: bool
-) -> list[str]:
-    """The AWS refresh (boto3); returns ["aws"] if any region failed (raised when alone)."""
+) -> str | None:
+    """The AWS refresh (boto3); None when it worked, else why not: "credentials" (missing or
+    rejected) or "failed" (raised instead when aws is the only source)."""
     from pricing.aws_price_list import PriceListFile
     from pricing.aws_refresh import refresh_aws, report_lines
-    from provisioner.errors import OperationalError, ProvError
+    from provisioner.errors import CredentialsError, OperationalError, ProvError
 
     try:
         report = refresh_aws(
@@ -274,11 +280,11 @@ def _refresh_aws(
             ondemand=PriceListFile(pricing_file) if pricing_file else None,
             max_workers=workers,
         )
-    except OperationalError as exc:
+    except (OperationalError, CredentialsError) as exc:
         if alone:
             raise
         typer.echo(f"aws      FAILED: {exc}; cache unchanged")
-        return ["aws"]
+        return "credentials" if isinstance(exc, CredentialsError) else "failed"
     except ProvError:
         raise
     for line in report_lines(report):
@@ -297,5 +303,5 @@ def _refresh_aws(
         if alone:
             raise OperationalError(msg)
         typer.echo(f"aws      {msg}")
-        return ["aws"]
-    return []
+        return "failed"
+    return None

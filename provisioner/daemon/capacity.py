@@ -354,6 +354,8 @@ class Capacity(Protocol):
 
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None: ...
 
+    def refilling_group(self, pool: str, replica: str) -> str | None: ...
+
 
 def launch_replacement(
     cap: Capacity,

@@ -163,7 +163,7 @@ class DaemonConfig:
         unit=60.0,
         check=_not_negative,
     )
-    launch_max_attempts: int = 2  # botocore attempts for RunInstances (capacity errors are 5xx)
+    launch_max_attempts: int = 3  # RunInstances: botocore's default; capacity errors: 1 (ec2.py)
     spare_interval_seconds: float = 30.0  # how often the spares are reconciled
     spare_memory_seconds: float = 120.0  # count own launches this long even if EC2 lags
 

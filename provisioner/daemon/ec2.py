@@ -36,6 +36,34 @@ def _client_error_code(e: Exception) -> str | None:
     return None
 
 
+def final_on_capacity(client: Any) -> None:
+    """Ask each pool once: a RunInstances that failed with a capacity code is not retried, so
+    the fallback tries the next pool at once; every other error keeps botocore's retries.
+
+    EC2 answers "no capacity" (``InsufficientInstanceCapacity``...) as a *server* error with
+    an HTTP 500 (EC2 API reference, "Error codes for the Amazon EC2 API": server errors carry
+    a 500-series status, InsufficientInstanceCapacity among them). botocore's ``standard``
+    mode retries any 500 whatever its code (botocore/retries/standard.py:
+    ``TransientRetryableChecker._TRANSIENT_STATUS_CODES`` = 500, 502, 503, 504, OR-ed in
+    ``StandardRetryConditions`` with the throttling codes, a 429 and the model's retryable
+    errors); so does ``legacy`` (botocore/data/_retry.json: ``general_server_error`` applies
+    to ``http_status_code: 500`` for every service; ec2's own entries only add
+    ``RequestLimitExceeded`` and ``EC2ThrottledException``). An exhausted pool was asked twice.
+
+    botocore emits ``needs-retry.ec2.RunInstances`` to the operation's handlers before the
+    service-wide retry handler, and takes the first answer that is not None: ``False`` means
+    "do not retry" (standard.py's ``RetryHandler`` answers False itself for that reason), None
+    leaves the decision to botocore's handler, with its conditions, quota and backoff."""
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def capacity_is_final(response: Any = None, **_: Any) -> bool | None:
+        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
+        code = (parsed or {}).get("Error", {}).get("Code") if isinstance(parsed, dict) else None
+        return False if code in CAPACITY_CODES else None
+
+    client.meta.events.register_first(f"needs-retry.{service}.RunInstances", capacity_is_final)
+
+
 def client_token(new_replica: str, attempt: Attempt) -> str:
     """RunInstances' idempotency token: a retried launch of one group in one pool is one."""
     return f"{new_replica}-{attempt.label}"[:64]
@@ -65,11 +93,12 @@ class Ec2Capacity:
         )
         ep = endpoints or {}
         self.ec2 = ec2 or session.client("ec2", endpoint_url=ep.get("ec2"), config=std)
-        # Capacity errors are 5xx that botocore would retry with backoff while the notice runs
-        # out: the launch client gives up fast and the fallback tries the next pool instead.
+        # RunInstances: botocore's retries for throttling and 5xx (fewer attempts: a notice is
+        # 2 minutes), but a capacity error is final at once (``final_on_capacity``).
         self.launch_ec2 = launch_ec2 or session.client(
             "ec2", endpoint_url=ep.get("ec2"), config=quick
         )
+        final_on_capacity(self.launch_ec2)
         self.autoscaling = autoscaling or session.client(
             "autoscaling", endpoint_url=ep.get("autoscaling"), config=std
         )
@@ -262,6 +291,19 @@ class Ec2Capacity:
                 if _client_error_code(e) != "ValidationError":  # "not part of the group"
                     raise
                 log.info("already detached", extra={"group": group, "instances": ",".join(ids)})
+
+    def refilling_group(self, pool: str, replica: str) -> str | None:
+        """The Auto Scaling group the stack made for ``replica`` (``fleet.replica_asg_tags``)
+        while it still wants instances (a desired capacity above 0: the daemon's detach
+        lowers it), i.e. the group that refills a gone member; else None."""
+        tags = fleet.replica_asg_tags(pool, replica)
+        filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+        paginator = self.autoscaling.get_paginator("describe_auto_scaling_groups")
+        for page in paginator.paginate(Filters=filters):
+            for g in page.get("AutoScalingGroups", []):
+                if int(g.get("DesiredCapacity") or 0) > 0:
+                    return str(g["AutoScalingGroupName"])
+        return None
 
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None:
         self.autoscaling.complete_lifecycle_action(

@@ -1035,7 +1035,6 @@ FAST: dict[str, Any] = dict(
     drain_margin_seconds=0.5,
     api_backoff_seconds=0.02,
     replacement_timeout_seconds=20.0,
-    launch_max_attempts=1,
     spare_interval_seconds=0.1,
     stop_timeout_seconds=10.0,
     workers=4,

@@ -29,6 +29,8 @@ def built(monkeypatch):
         raise Built
 
     monkeypatch.setattr("provisioner.daemon.service.build_daemon", fake_build)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # credentials are checked first
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("PROV_QUEUE_URL", raising=False)
     monkeypatch.delenv("NODE_NAME", raising=False)
     monkeypatch.delenv("PROV_METRICS_PORT", raising=False)

@@ -71,7 +71,7 @@ class RealWorld:
     def __init__(self, aws: Any, proxy: Any, session: Any, moto_url: str) -> None:
         self.aws, self.proxy = aws, proxy
         endpoints = {"ec2": proxy.url, "autoscaling": moto_url}
-        cfg = DaemonConfig(launch_max_attempts=1)
+        cfg = DaemonConfig()  # production retries: a capacity error is final at once
         self.cap = Ec2Capacity(cfg, session=session, endpoints=endpoints, cache_seconds=0)
         self.zone_of = {s: z for z, s in aws.subnets.items()}
         self.extra: list[str] = []
@@ -85,6 +85,7 @@ class RealWorld:
                 Resources=ids, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
             )
         if asg:
+            pool = kw.get("pool", "pool-a")
             self.aws.autoscaling.create_auto_scaling_group(
                 AutoScalingGroupName=asg,
                 LaunchTemplate={"LaunchTemplateId": self.aws.template, "Version": "$Latest"},
@@ -92,6 +93,16 @@ class RealWorld:
                 MaxSize=10,
                 DesiredCapacity=0,
                 VPCZoneIdentifier=",".join(self.aws.subnets.values()),
+                Tags=[  # as the stack tags each replica's group
+                    {
+                        "ResourceId": asg,
+                        "ResourceType": "auto-scaling-group",
+                        "Key": k,
+                        "Value": v,
+                        "PropagateAtLaunch": True,
+                    }
+                    for k, v in fleet.replica_asg_tags(pool, replica).items()
+                ],
             )
             self.aws.autoscaling.attach_instances(InstanceIds=ids, AutoScalingGroupName=asg)
         found = self.cap.describe(ids)
@@ -253,3 +264,17 @@ def test_detach_leaves_the_group_and_decrements_it_once(world):
     world.cap.detach(group[:1])  # already detached (a resumed flow): not an error
     if not world.real:  # moto decrements again; AWS refuses (module docstring)
         assert world.group_size("prov-r1") == 0
+
+
+def test_the_refilling_group_is_found_by_the_stacks_tags_while_it_wants_instances(world):
+    """A late notice's question (docs/daemon.md): which group refills replica r1? The one
+    tagged for r1 (fleet.replica_asg_tags) while its desired size is above 0; none once the
+    daemon detached the group (desired 0), none for another replica or pool."""
+    group = world.add("r1", size=2, asg="prov-r1")
+    world.add("r2", asg="prov-r2")
+    assert world.cap.refilling_group("pool-a", "r1") == "prov-r1"
+    assert world.cap.refilling_group("pool-a", "r3") is None
+    assert world.cap.refilling_group("pool-b", "r1") is None
+    world.cap.detach(group)
+    assert world.cap.refilling_group("pool-a", "r1") is None
+    assert world.cap.refilling_group("pool-a", "r2") == "prov-r2"

@@ -93,6 +93,8 @@ def test_prov_daemon_in_process_leaves_logging_as_it_found_it(monkeypatch):
         raise RuntimeError("stop here")
 
     monkeypatch.setattr("provisioner.daemon.service.build_daemon", fake_build)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # credentials are checked first
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     prov = logging.getLogger("prov")
     before = (prov.handlers[:], prov.level, prov.propagate)
     from provisioner.cli.main import app

@@ -53,6 +53,8 @@ def daemon_config_from_args(args: list[str], monkeypatch: pytest.MonkeyPatch) ->
         raise _Parsed(cfg)
 
     monkeypatch.setattr(service, "build_daemon", capture)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # credentials are checked first
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     assert args[0] == "daemon"
     try:
         result = CliRunner().invoke(app, [*args, "--metrics-port", "-1"])

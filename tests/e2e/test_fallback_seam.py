@@ -57,7 +57,9 @@ def test_the_daemon_falls_back_in_the_stacks_price_order(tmp_path: Path, moto_ur
     )
     km = KmockThread()
     try:
-        materialise(run, lambda n: root.client(n, endpoint_url=moto_url), moto_url, 30, km.url)
+        mat = materialise(
+            run, lambda n: root.client(n, endpoint_url=moto_url), moto_url, 30, km.url
+        )
     finally:
         km.stop()
     ec2 = root.client("ec2", endpoint_url=moto_url)
@@ -71,6 +73,10 @@ def test_the_daemon_falls_back_in_the_stacks_price_order(tmp_path: Path, moto_ur
         endpoints={"ec2": moto_url, "autoscaling": moto_url},
     )
     inst = cap.describe([iid])[iid]
+    # the late-notice seam: the daemon finds the replica's group by the tags the stack wrote on
+    # it (fleet.replica_asg_tags), not by AWS's tag on the instance
+    assert cap.refilling_group(inst.pool, inst.replica) == mat.groups[0]
+    assert cap.refilling_group(inst.pool, inst.replica + "-other") is None
 
     # the stack's side: what it tagged, and that the tag follows the plan's prices
     types = fleet.split_tag_list(inst.tags[fleet.INSTANCE_TYPES])

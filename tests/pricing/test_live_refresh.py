@@ -229,6 +229,28 @@ def test_one_failing_source_leaves_its_cache_and_the_others_refresh(
     assert read_live_cache("oci", tmp_path / "cache") is not None
 
 
+def test_aws_without_credentials_among_others_is_exit_2_after_the_others_refresh(
+    server: type[Recorded], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No AWS credentials is configuration to fix (exit 2, test_credentials_exit_codes.py),
+    also beside other sources, which still refresh."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "empty").write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = run("prices", "refresh", "--cloud", "aws,oci")
+    assert result.exit_code == 2, result.output
+    assert "aws      FAILED: no AWS credentials found (" in result.stdout
+    assert "oci          3 offers" in result.stdout
+    assert result.stderr.strip() == (
+        "prov: error: 1 of 2 sources failed (aws); their previous cache is kept, the others "
+        "were refreshed"
+    )
+    assert read_live_cache("oci", tmp_path / "cache") is not None
+
+
 def test_retries_with_backoff_then_succeeds(server: type[Recorded], tmp_path: Path) -> None:
     server.fail["/oci/products/"] = [503, 429]
     waits: list[float] = []

@@ -537,14 +537,15 @@ def test_a_damaged_cache_is_reported_and_replaced_by_the_next_refresh(
 # ---- the CLI: credentials, bad input, partial failure ---------------------------------------
 
 
-def test_no_credentials_exits_1_saying_how_to_provide_them(cache: Path, tmp_path: Path) -> None:
+def test_no_credentials_exits_2_saying_how_to_provide_them(cache: Path, tmp_path: Path) -> None:
+    """Configuration to fix: exit 2, as every AWS command (test_credentials_exit_codes.py)."""
     env: dict[str, str | None] = {
         "AWS_ACCESS_KEY_ID": None,
         "AWS_SECRET_ACCESS_KEY": None,
         "AWS_PROFILE": None,
     }
     result = run("prices", "refresh", "--cloud", "aws", "--regions", "us-east-1", env=env)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("prov: error: no AWS credentials found")
     for how in ("AWS_ACCESS_KEY_ID", "~/.aws/credentials", "AWS_PROFILE", "aws sso login"):
@@ -552,9 +553,9 @@ def test_no_credentials_exits_1_saying_how_to_provide_them(cache: Path, tmp_path
     assert not cache.exists()
 
 
-def test_unknown_profile_exits_1(cache: Path) -> None:
+def test_unknown_profile_exits_2(cache: Path) -> None:
     result = run("prices", "refresh", "--regions", "us-east-1", env={"AWS_PROFILE": "nope"})
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "nope" in result.stderr and "AWS_PROFILE" in result.stderr
 
 

@@ -7,7 +7,9 @@ tags the group like EC2 does (``capacity.group_tags`` plus the launch template's
 a pool in ``no_capacity`` answers InsufficientInstanceCapacity (CapacityUnavailable, the next
 pool is tried) and ``launch_error`` any other EC2 code (CapacityError); detaching removes the
 instance from its group (and its ``aws:autoscaling:groupName`` tag) and decrements the group's
-desired size; detaching twice is not an error. ``calls`` names every call, in order.
+desired size; detaching twice is not an error; a group ``add`` made carries the stack's
+tags (``fleet.replica_asg_tags``) and refills while its desired size is above 0. ``calls``
+names every call, in order.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class FakeCapacity:
         self.managed_subnets = [Subnet(sid, z, vpc_id) for z, sid in self.subnets.items()]
         self.instances: dict[str, InstanceInfo] = {}
         self.groups: dict[str, int] = {}  # Auto Scaling group -> desired size
+        self.group_tags: dict[str, dict[str, str]] = {}  # Auto Scaling group -> its tags
         self.no_capacity: set[tuple[str, str, str]] = set()  # (type, zone, market)
         self.launch_error: str | None = None  # e.g. "UnauthorizedOperation"
         self.completed: list[tuple[str, str, str, str]] = []  # lifecycle actions CONTINUEd
@@ -79,6 +82,7 @@ class FakeCapacity:
         if asg:
             base[fleet.AWS_ASG_NAME] = asg
             self.groups[asg] = self.groups.get(asg, 0) + size
+            self.group_tags[asg] = fleet.replica_asg_tags(pool, replica)
         return self._run(instance_type, zone, market, size, base)
 
     def set_state(self, instance_id: str, state: str) -> None:
@@ -210,6 +214,15 @@ class FakeCapacity:
                 tags = {k: v for k, v in cur.tags.items() if k != fleet.AWS_ASG_NAME}
                 self.instances[i.id] = replace(cur, tags=tags)
                 self.groups[group] = max(0, self.groups.get(group, 0) - 1)
+
+    def refilling_group(self, pool: str, replica: str) -> str | None:
+        self.calls.append("refilling_group")
+        want = fleet.replica_asg_tags(pool, replica)
+        with self._lock:
+            for group, tags in sorted(self.group_tags.items()):
+                if self.groups.get(group, 0) > 0 and all(tags.get(k) == v for k, v in want.items()):
+                    return group
+        return None
 
     def complete_lifecycle(self, group: str, hook: str, token: str, instance_id: str) -> None:
         self.calls.append("complete_lifecycle")

@@ -38,10 +38,12 @@ from provisioner.daemon.handling.state import (
     PHASES,
     PRIORITY,
     RETIRED,
+    Aborted,
     Outcome,
     Target,
 )
 from provisioner.daemon.handling.steps import Steps
+from provisioner.daemon.preflight import error_line, is_config_error
 from provisioner.daemon.store import Entry
 
 log = logging.getLogger("prov.daemon.handler")
@@ -86,7 +88,11 @@ def asg_refills(h: Steps, ev: InterruptionEvent, t: Target, until: datetime) -> 
 
 def refilling_group(h: Steps, t: Target, until: datetime) -> str | None:
     """The Auto Scaling group that refills a gone instance (asg_refills' rule; read-only, so
-    --dry-run asks it too), or None."""
+    --dry-run asks it too), or None. When neither the instance nor a live member of its
+    replica names a group (AWS's group tag gone before the refill exists), Auto Scaling is
+    asked for the group the stack made for the replica, by its tags. If it cannot be asked (a
+    role without autoscaling:DescribeAutoScalingGroups), one error line, and the instance is
+    replaced as one in no group: a second instance beats a missing replica."""
     inst = t.instance
     if inst.state in LIVE_STATES:
         return None
@@ -94,7 +100,29 @@ def refilling_group(h: Steps, t: Target, until: datetime) -> str | None:
         return inst.asg
     members = h.retry("describe", until, lambda: h.cap.replica_members(inst.pool, inst.replica))
     live_in_asg = [m for m in members if m.id != inst.id and m.asg and m.state in LIVE_STATES]
-    return live_in_asg[0].asg if live_in_asg else None
+    if live_in_asg:
+        return live_in_asg[0].asg
+
+    def ask() -> str | None:
+        return h.cap.refilling_group(inst.pool, inst.replica)
+
+    try:
+        try:
+            return ask()
+        except Exception as e:
+            if is_config_error(e):  # denied, unknown identity: asking again will not help
+                raise
+            return h.retry("asg-lookup", until, ask)  # an outage: ride it out a while
+    except Aborted:
+        raise
+    except Exception as e:
+        h.m.errors.labels("asg-lookup").inc()
+        log.error(
+            "cannot ask Auto Scaling (autoscaling:DescribeAutoScalingGroups) whether a group "
+            "refills the gone instance; replacing it as an instance in no group",
+            extra={"instance": inst.id, "replica": inst.replica, "error": error_line(e)},
+        )
+        return None
 
 
 def _time(text: str | None) -> datetime | None:
