@@ -205,3 +205,10 @@ def test_a_context_with_no_room_for_a_prompt_is_refused() -> None:
         workload_tokens(make_request(model="m", ctx=1))
     assert workload_tokens(make_request(model="m", ctx=2)) == (1, 1, False)
     assert workload_tokens(make_request(model="m", ctx=16)) == (14, 2, False)
+
+
+def test_an_osl_that_takes_the_whole_context_is_named() -> None:
+    from provisioner.core.request import workload_tokens
+
+    with pytest.raises(UsageError, match="--osl 100 takes all of --ctx 100"):
+        workload_tokens(make_request(model="m", ctx=100, osl=100))

@@ -268,3 +268,10 @@ def test_deploy_caps_each_engine_at_the_slo_batch(tmp_path: Path) -> None:
         app, ["deploy", "--plan", str(path), *rank, "--render", str(tmp_path / "e")]
     )
     assert res.exit_code == 2 and "edited by hand" in res.output, res.output
+
+
+def test_a_speed_limit_on_a_gguf_quote_is_refused() -> None:
+    # llama.cpp plans have no speed model: an SLO there would be claimed met and checked never
+    res = CliRunner().invoke(app, ["quote", "-m", LLAMA_8B, "-q", "q4_k_m", "--max-tpot-ms", "1"])
+    assert res.exit_code == 2
+    assert "--max-tpot-ms needs a vLLM format: q4_k_m runs on llama.cpp" in res.output

@@ -95,7 +95,7 @@ def print_prices(
     if any(r["doubt_ondemand"] or r["doubt_spot"] for r in rows):
         notes.append("! a price prov does not rank (see --json 'doubt_ondemand'/'doubt_spot')")
     if any(r["estimate_spot"] for r in rows):
-        notes.append("~ an estimated price: ranked, not named Cheapest (--json 'estimate_spot')")
+        notes.append("~ an estimate: named only if nothing observed ranks (--json 'estimate_spot')")
     if any(r["aliases"] for r in rows):
         notes.append("* also sold under another name (--json 'aliases')")
     notes.append(

@@ -56,7 +56,8 @@ def summary(c: Choice) -> str:
     """One choice in a phrase: '#1 8xMI300X spot, azure eastus2: $8.87/h, $1.74/Mtok'."""
     p = c.plan
     mtok = usd_per_mtok(p)
-    money = f"${p.usd_per_hour:,.2f}/h" + (f", ${mtok:,.2f}/Mtok" if mtok is not None else "")
+    usd_h = (ESTIMATED if price_estimate(p.offer, p.market) else "") + f"${p.usd_per_hour:,.2f}/h"
+    money = usd_h + (f", ${mtok:,.2f}/Mtok" if mtok is not None else "")
     money += THIN if p.thin_data and mtok is not None else ""
     return f"#{p.rank} {gpus_label(p)} {p.market}, {p.offer.cloud} {c.place}: {money}"
 
@@ -133,11 +134,11 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
 THIN = "*"  # after a $/Mtok whose speed rests on thin data (RankedPlan.thin_data)
 
 
-ESTIMATED = "~"  # before a $/h the catalog filled in (offer.price_estimate): never the headline
+ESTIMATED = "~"  # after a $/h the catalog filled in (offer.price_estimate), as prices show
 
 
 def _usd_h(p: RankedPlan) -> str:
-    return (ESTIMATED if price_estimate(p.offer, p.market) else "") + f"{p.usd_per_hour:,.2f}"
+    return f"{p.usd_per_hour:,.2f}" + (ESTIMATED if price_estimate(p.offer, p.market) else "")
 
 
 def _mtok(m: float | None, p: RankedPlan) -> str:
@@ -195,7 +196,7 @@ def print_quote(
         legend = f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds"
         echo(legend + ("" if wide else "; od = on-demand"))  # --wide spells the market out
         if any(price_estimate(c.plan.offer, c.plan.market) for c in ch.rows):
-            echo(f"{ESTIMATED} = price filled in by the catalog, not observed: never the headline")
+            echo(f"{ESTIMATED} = the catalog's estimate: named only if nothing observed ranks")
         if any(c.plan.thin_data for c in ch.rows):
             echo(f"{THIN} = thin data: few or no published runs of this path; --json says which")
         echo(footer(result, ch, wide=wide, all_zones=all_zones))

@@ -68,7 +68,7 @@ _ESTIMATED = {
     "spot_default_ratio": (
         "spot",
         "exactly 18.48% of on-demand, as in 599 of 895 upstream Azure rows (a filled-in "
-        "default discount, not an observed price); not named Cheapest",
+        "default discount, not an observed price); not named while an observed price ranks",
     ),
 }
 

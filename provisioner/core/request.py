@@ -224,7 +224,10 @@ def workload_tokens(req: QuoteRequest) -> tuple[int, int, bool]:
     isl = req.isl or max(0, min(8000, req.ctx - osl))
     if isl < 1:  # the default workload shrank to no prompt: nothing vLLM could serve
         raise UsageError(
-            f"--ctx {req.ctx} leaves no room for a prompt: a request needs at least 1 input "
+            f"--osl {osl} takes all of --ctx {req.ctx}: no room is left for a prompt (a request "
+            "needs at least 1 input token)"
+            if req.osl
+            else f"--ctx {req.ctx} leaves no room for a prompt: a request needs at least 1 input "
             "and 1 output token (--ctx 2 or more)"
         )
     if explicit and isl + osl > req.ctx:

@@ -92,11 +92,11 @@ def test_an_estimated_spot_price_is_ranked_but_not_named_cheapest() -> None:
     assert "spot_default_ratio" not in named["price_flags"]
     text = run(*KIMI)
     assert text.stdout.splitlines()[2].startswith("Cheapest:   #2 ")
-    # the table marks the estimate where the price is (48.00 x 0.1848 = 8.8704 -> ~8.87), with
+    # the table marks the estimate where the price is (48.00 x 0.1848 = 8.8704 -> 8.87~), with
     # its legend, and only there
     row1, row2 = (ln for ln in text.stdout.splitlines() if ln.startswith((" 1 ", " 2 ")))
-    assert " ~8.87 " in row1 and "~" not in row2.split("gpu-h200-sxm")[1]
-    assert "~ = price filled in by the catalog, not observed: never the headline" in text.stdout
+    assert " 8.87~ " in row1 and "~" not in row2.split("gpu-h200-sxm")[1]
+    assert "~ = the catalog's estimate: named only if nothing observed ranks" in text.stdout
 
 
 def test_when_every_choice_is_estimated_the_cheapest_estimate_is_named() -> None:
@@ -112,7 +112,7 @@ def test_prices_show_marks_the_estimate() -> None:
     assert rows and all(r["estimate_spot"] for r in rows if r["spot_usd_per_hour"] is not None)
     text = run("prices", "show", "--cloud", "azure", "--gpu", "MI300X")
     assert "1.109~" in text.stdout  # 8.8704 / 8 GPUs, westus3's as eastus2's
-    assert "~ an estimated price" in text.stdout
+    assert "~ an estimate: named only if nothing observed ranks" in text.stdout
 
 
 # ---- GCP: an on-demand cell below its own spot is not a list price -------------------------------

@@ -45,6 +45,25 @@ def _check_filters(req: QuoteRequest, offers: Sequence[Offer]) -> None:
             raise UsageError(f"unknown --gpu {g!r}; allowed: {', '.join([*vendors, *gpu_specs()])}")
 
 
+def _check_speed_flags(req: QuoteRequest, scheme: QuantScheme) -> None:
+    """A speed limit needs a speed model: llama.cpp (GGUF) plans have none."""
+    given = [
+        flag
+        for flag, value in (
+            ("--max-tpot-ms", req.max_tpot_ms),
+            ("--max-ttft-s", req.max_ttft_s),
+            ("--min-output-tps", req.min_output_tps),
+        )
+        if value is not None
+    ]
+    if given and scheme.engine != "vllm":
+        raise UsageError(
+            f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} a vLLM format: "
+            f"{scheme.name} runs on {scheme.engine}, "
+            "whose speed prov does not model"
+        )
+
+
 def _check_layout(req: QuoteRequest, spec: ModelSpec, scheme: QuantScheme) -> None:
     if req.layout == "dp-ep" and (scheme.engine != "vllm" or req.dcp > 1):
         why = (
@@ -111,6 +130,7 @@ def plan_quote(
     _check_request(req, spec, scheme)
     _check_filters(req, offers)
     _check_layout(req, spec, scheme)
+    _check_speed_flags(req, scheme)
     markets = ("spot", "on-demand") if req.market == "any" else (req.market,)
     classes = hardware_classes(req, offers)
     node_counts = [req.nodes] if req.nodes else list(range(1, req.max_nodes + 1))
