@@ -37,7 +37,9 @@ def print_comparison(c: dict[str, Any]) -> None:
             else "above this deployment's capacity: the API stays cheaper"
         )
         say(
-            f"  {market:9s} {m['plan']}: ${m['usd_per_hour']:,.2f}/h, "
+            f"  {market:9s} {m['plan']}: ${m['usd_per_hour']:,.2f}/h"
+            + (" (the catalog's estimate)" if m.get("price_estimate") else "")
+            + ", "
             f"{m['output_tokens_per_s']:,.0f} out tok/s = "
             f"${m['self_usd_per_mtok_blended']:.2f}/Mtok blended at full load; "
             f"break-even {m['breakeven_requests_per_day']:,} requests/day "

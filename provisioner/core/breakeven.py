@@ -12,8 +12,10 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from provisioner.core.offer import price_estimate
+
 if TYPE_CHECKING:
-    from provisioner.core.planner import QuoteResult
+    from provisioner.core.planner import QuoteResult, RankedPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,22 @@ def price_age_days(as_of: str, today: date) -> int | None:
     return (today - then).days
 
 
+def observed_first(best: RankedPlan, ranked: list[RankedPlan]) -> RankedPlan:
+    """The headline's rule for a market's pick (core/choices.py): a price the catalog filled in
+    (offer.price_estimate) gives way to the best ranked plan of that market at an observed price;
+    kept, and marked, when none ranks."""
+    if price_estimate(best.offer, best.market) is None:
+        return best
+    return next(
+        (
+            p
+            for p in ranked
+            if p.market == best.market and price_estimate(p.offer, p.market) is None
+        ),
+        best,
+    )
+
+
 def api_comparison(result: QuoteResult, max_age_days: int = 90) -> dict[str, Any]:
     """`--compare-api`: the hosted price of the model and the break-even per market. A hosted
     price older than ``max_age_days`` (the quote's --max-price-age) gets a note, as cloud
@@ -130,7 +148,8 @@ def api_comparison(result: QuoteResult, max_age_days: int = 90) -> dict[str, Any
             f"{api.provider}'s price is as of {api.as_of} ({age} days old, more than "
             f"--max-price-age {max_age_days}): check its current price"
         )
-    for market, plan in result.best_by_market.items():
+    for market, best in result.best_by_market.items():
+        plan = observed_first(best, result.plans)
         if plan.perf is None:
             continue
         be = break_even(api, plan.usd_per_hour, plan.perf.output_tps, isl, osl, market)
@@ -138,6 +157,7 @@ def api_comparison(result: QuoteResult, max_age_days: int = 90) -> dict[str, Any
             "plan": f"{plan.verdict.nodes}x {plan.offer.cloud}:{plan.offer.instance_type} "
             f"{plan.offer.zone or plan.offer.region}",
             "usd_per_hour": round(plan.usd_per_hour, 4),
+            "price_estimate": price_estimate(plan.offer, market),
             "output_tokens_per_s": round(plan.perf.output_tps, 1),
             "self_usd_per_mtok_blended": round(be.self_usd_per_mtok_blended, 4),
             "capacity_requests_per_day": round(be.capacity_requests_per_day),

@@ -192,3 +192,16 @@ def test_deploy_without_rank_picks_what_the_headline_names(tmp_path: Path) -> No
     assert "Using rank 2, the best plan prov deploy can run (rank 1: price an estimate)" in (
         result.stdout
     )
+
+
+def test_the_api_break_even_uses_the_headlines_observed_price() -> None:
+    # --compare-api priced self-hosting with the estimated Azure spot (8.8704 $/h) the headline
+    # refuses; it now takes the headline's spot pick, the observed nebius 8xH200 at $11.60/h
+    d = doc(*KIMI, "--compare-api")
+    spot = d["compare_api"]["markets"]["spot"]
+    named = d["plans"][d["headline"]["cheapest"] - 1]
+    assert named["market"] == "spot" and spot["usd_per_hour"] == named["usd_per_hour"] == 11.6
+    assert spot["price_estimate"] is None
+    # when only estimates rank, the estimate is used and said
+    d = doc(*KIMI, "--cloud", "azure", "--gpu", "MI300X", "--market", "spot", "--compare-api")
+    assert d["compare_api"]["markets"]["spot"]["price_estimate"].startswith("spot price is")
