@@ -275,3 +275,19 @@ def test_a_speed_limit_on_a_gguf_quote_is_refused() -> None:
     res = CliRunner().invoke(app, ["quote", "-m", LLAMA_8B, "-q", "q4_k_m", "--max-tpot-ms", "1"])
     assert res.exit_code == 2
     assert "--max-tpot-ms needs a vLLM format: q4_k_m runs on llama.cpp" in res.output
+
+
+def test_an_slo_plan_quoted_before_the_cap_is_told_why(tmp_path: Path) -> None:
+    # a plan file of the same schema from before SLO plans carried --max-num-seqs is not
+    # accused of a hand edit: it is older, and says so
+    base = ["quote", "-m", "kimi-k2-thinking", "--ctx", "128k", "--top", "1", "--json"]
+    doc = json.loads(CliRunner().invoke(app, [*base, "--max-tpot-ms", "50"]).stdout)
+    plan = doc["plans"][0]
+    i = plan["vllm_args"].index("--max-num-seqs")
+    del plan["vllm_args"][i : i + 2]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**doc, "plans": [plan]}), encoding="utf-8")
+    args = ["deploy", "--plan", str(path), "--rank", "1", "--render", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "quoted before prov capped an SLO plan's batch" in res.output
+    assert "edited by hand" not in res.output

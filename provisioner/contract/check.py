@@ -122,6 +122,12 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
         served_batch=plan.concurrency,  # a latency SLO's batch caps each engine's sequences
     )
     edit = args_edit(want, plan.vllm_args)
+    if edit == f"vllm_args lack --max-num-seqs {_flags(want).get('--max-num-seqs')}":
+        # quoted before SLO plans capped each engine (2026-11-30): same contract, older prov
+        raise UsageError(
+            f"rank {plan.rank}: {edit}: quoted before prov capped an SLO plan's batch at the "
+            "one its latency holds at; quote again"
+        )
     if edit:
         raise UsageError(f"rank {plan.rank}: {edit}; the file was edited by hand: quote again")
     return None
