@@ -19,7 +19,7 @@ _VERSION_HELP = (
     f"vLLM release whose memory rules apply (default: {VLLM_VERSION}, the one `prov deploy` "
     "runs). Rules by "
     "version: v0.10 sampler warm-up and NCCL inside the budget; v0.11 NCCL moves to the "
-    "headroom; v0.11.2 FlashInfer sampler opt-in, default batched tokens capped at seqs x "
+    "headroom; v0.11.1 FlashInfer sampler opt-in, default batched tokens capped at seqs x "
     "max_model_len; v0.12 gpt-oss on Hopper via triton for "
     "every install; v0.17 Triton top-k/top-p; v0.21 FlashInfer sampler default again and CUDA "
     "graphs estimated inside the budget; v0.26 16384 batched tokens from 160 GiB; v0.30 "
@@ -274,7 +274,7 @@ def register(app: typer.Typer) -> None:
             "image",
             "--install",
             help="image: the official vllm/vllm-openai image `prov deploy` runs (ships "
-            "FlashInfer); pip: `pip install vllm` (no FlashInfer in the wheel before v0.12). "
+            "FlashInfer); pip: `pip install vllm` (no FlashInfer in the wheel before v0.11.1). "
             "Decides the auto sampler path.",
         ),
         sampler: str = typer.Option(
