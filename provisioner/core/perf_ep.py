@@ -123,9 +123,7 @@ def _dense_stages(
         # a token's expert FLOPs on this GPU, on average: perf.estimate's prefill sums active
         # params; the decode step's share is replaced in moe_step
         eact = ep_params / share * k_over_e / spread
-        stages.append(
-            _StageWeights((lo, hi), 0.0, other, active + eact, moe_layers, 0.0, head)
-        )
+        stages.append(_StageWeights((lo, hi), 0.0, other, active + eact, moe_layers, 0.0, head))
         experts.append((eb, ep_params, eact, moe_layers))
     return stages, experts
 
