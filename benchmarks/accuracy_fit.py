@@ -19,8 +19,7 @@ from typing import Any
 
 from accuracy import DATA, _era, _gpu, _spec, not_modelled, predict, table
 
-from provisioner.core.perf_data import CURRENT_ERA, arch_class, compute_dtype, gpu_family
-from provisioner.core.quant import resolve_quant
+from provisioner.core.perf_data import CURRENT_ERA, arch_class, gpu_family
 
 # what the fit may move, and over which grid (coordinate descent, a few passes)
 SOFT_GRID: dict[str, list[float]] = {
@@ -39,11 +38,6 @@ SOFT_GRID: dict[str, list[float]] = {
 TTFT_LAYER_GRID = [0.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0]
 LAYER_GRID = [10.0 * i for i in range(1, 31)]
 PREFILL_GRID = [0.2 + 0.05 * i for i in range(22)]  # x the measured GEMM fraction: <= 0.81
-# the prefill's share of peak in a low-bit dtype relative to bf16's (x prefill_eff): never above
-# bf16's; fitted per compute dtype with enough prefill-sensitive runs (idle TTFTs, and runs whose
-# prompts are >= 2,000 tokens and >= 4x the output)
-DTYPE_PREFILL_GRID = [0.4 + 0.05 * i for i in range(13)]
-MIN_DTYPE_PREFILL_RUNS = 5
 # where the fit starts (physically plausible guesses), so a refit does not depend on the last one
 START = {
     "mem_eff": 0.85,
@@ -57,7 +51,6 @@ START = {
     "multinode_pp_ms": 20.0,
     "lowbit_mem_eff": 1.0,
     "attn_prefill_eff": 0.6,
-    "prefill_dtype_eff": {},
     "prefill_layer_us": {"vllm": 0.0},
     "layer_us": {"mla_moe": 100.0, "moe": 70.0, "dense": 40.0},
 }
@@ -109,11 +102,6 @@ def _knobs(
             (("software", "layer_us", a), LAYER_GRID),
             (("software", "prefill_eff", a), PREFILL_GRID),
         ]
-    knobs += [
-        (("software", "prefill_dtype_eff", d), DTYPE_PREFILL_GRID)
-        for d, n in sorted(_prefill_dtypes(refs, overrides).items())
-        if d != "bf16" and n >= MIN_DTYPE_PREFILL_RUNS
-    ]
     knobs += [(("families", f, "scale"), SCALE_GRID) for f in _families(refs, overrides)]
     # a family's MoE multiplier only where it has its own MoE runs (Hopper is the reference)
     moe_fams = _families([r for r in refs if _is_moe(r)], overrides)
@@ -169,18 +157,6 @@ def _families(
     for r in refs:
         n[gpu_family(_gpu(r["gpu"], overrides))] += 1
     return sorted(f for f, k in n.items() if k >= MIN_FAMILY_RUNS and (reference or f != "hopper"))
-
-
-def _prefill_dtypes(refs: list[dict[str, Any]], overrides: dict[str, Any]) -> dict[str, int]:
-    """Prefill-sensitive runs (idle TTFTs; prompts >= 2,000 tokens and >= 4x the output) per
-    compute dtype of the prefill's GEMMs."""
-    n: dict[str, int] = defaultdict(int)
-    for r in refs:
-        long_prompt = r["isl"] >= 2000 and r["isl"] >= 4 * r["osl"]
-        if r["metric"] == "ttft_ms" or long_prompt:
-            spec = _spec(r["model"], r.get("arch_config"))
-            n[compute_dtype(_gpu(r["gpu"], overrides), resolve_quant(r["quant"], spec))] += 1
-    return n
 
 
 def _is_moe(ref: dict[str, Any]) -> bool:

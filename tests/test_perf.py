@@ -137,35 +137,6 @@ def test_prefill_attention_runs_in_bf16_at_its_own_share() -> None:
     assert e.prefill_s == pytest.approx(linear + attn / (989e12 * cal.attn_prefill_eff))
 
 
-def test_prefill_dtype_factor_slows_only_that_dtypes_gemms() -> None:
-    """software.prefill_dtype_eff["fp8"] scales the FP8 prefill's linear part only: the causal
-    attention keeps its bf16 share, and a bf16 prefill is untouched (Llama-3.1-8B, 8,000-token
-    prompt, H100: linear FLOPs by hand as above, at 1979 TFLOPs FP8 / 989 bf16)."""
-    spec = resolve_model("meta-llama/Llama-3.1-8B")
-    h100 = gpu_specs()["H100-SXM"]
-    data = json.loads(json.dumps(calibration_data()))
-    data["software"]["prefill_dtype_eff"] = {"fp8": 0.5}
-    per_layer = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096
-    flops = 2 * 32 * per_layer * 8000 + 2 * 128256 * 4096
-    cal = calibration_for(h100, data=data)
-    attn = 2 * (32 * 8000 * 8000 / 2) * 32 * 256 / (989e12 * cal.attn_prefill_eff)
-    for name, peak, factor in (("fp8", 1979e12, 0.5), ("bf16", 989e12, 1.0)):
-        e = estimate(
-            spec,
-            resolve_quant(name, spec),
-            h100,
-            tp=1,
-            pp=1,
-            gpus_per_node=8,
-            interconnect="nvlink",
-            fabric="efa",
-            workload=Workload(8000, 100, 1),
-            data=data,
-        )
-        assert e.prefill_dtype_eff == factor
-        assert e.prefill_s == pytest.approx(flops / (peak * cal.prefill_eff * factor) + attn)
-
-
 def test_lm_head_sits_on_the_last_stage_once_per_rank() -> None:
     """The lm_head (vocab x hidden, split by TP) is on the last PP stage only: the prefill takes
     it once per request (vLLM computes logits at each request's last position), decode per token
@@ -520,11 +491,6 @@ def test_explain_prints_every_term_and_they_add_up() -> None:
     # the idle TTFT's fitted per-layer floor is a line of its own, with the fitted value
     cal = e.calibration
     assert cal is not None and f"TTFT includes {cal.prefill_layer_us:,.0f} us/layer" in text
-    # a prefill dtype factor other than 1 is a line of its own (bf16 here: none)
-    assert "prefill GEMMs" not in text
-    fp8 = dataclasses.replace(e, compute_dtype="fp8", prefill_dtype_eff=0.55)
-    lines = perf_lines(dataclasses.replace(plan, perf=fp8))
-    assert any("fp8 prefill GEMMs x0.55" in line and len(line) <= 80 for line in lines)
 
 
 # a benchmark row of the accuracy harness: Llama-3.1-8B on one H100

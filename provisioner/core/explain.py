@@ -238,11 +238,6 @@ def perf_lines(plan: RankedPlan) -> list[str]:
             f"    factors  {cal.family}: HBM {cal.hbm_eff:.0%} of peak, GEMM {cal.gemm_eff:.0%}, "
             f"prefill {cal.prefill_eff:.0%}" + ("" if cal.calibrated else " (not calibrated)")
         )
-        if e.prefill_dtype_eff != 1.0:
-            lines.append(
-                f"             {e.compute_dtype} prefill GEMMs x{e.prefill_dtype_eff:.2f} of "
-                "bf16's share of peak (fitted)"
-            )
         lines.append(
             f"             prefill attention {cal.attn_prefill_eff:.0%} of bf16 peak; <16-bit "
             f"weights {cal.lowbit_mem_eff:.0%} of HBM"

@@ -17,8 +17,7 @@ Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / mi
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
 Prefill is compute-bound: 2 x (active params - lm_head) x isl + 2 x lm_head (logits of the last
 prompt token only) / (TFLOPs x prefill_eff) + the causal attention FLOPs / (bf16 TFLOPs x
-attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak. prefill_eff x a factor
-per compute dtype (W8A8 FP8 quantizes each token's activations; bf16 = 1; fitted).
+attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
 TTFT (idle) = prefill + its all-reduces + one step + layers x a fitted per-layer floor (eager
 launches of the prefill's kernels, with the API server's and scheduler's time folded in).
 Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step); a
@@ -63,7 +62,6 @@ from provisioner.core.perf_data import (
     compute_tflops,
     fabric_link,
     intra_link,
-    prefill_dtype_eff,
 )
 from provisioner.core.quant import QuantScheme
 from provisioner.core.weight_placement import pp_partition
@@ -114,7 +112,6 @@ class PerfEstimate:
     steps_per_cycle: float = 0.0
     band_info: Band | None = None
     compute_dtype: str = "bf16"
-    prefill_dtype_eff: float = 1.0  # the prefill's dtype factor (x prefill_eff; bf16 = 1)
     arch: str = "dense"
     calibration: Calibration | None = None
     requested_concurrency: int = 0
@@ -348,11 +345,8 @@ def estimate(
     fix += handoff + overhead
     step_s = max(mem, cmp) + fix
 
-    # prefill: compute-bound on the tp GPUs of each stage, stages in sequence for one request;
-    # its GEMMs reach their own share of the dtype's peak (W8A8 quantizes every token)
-    dtype = compute_dtype(gpu, scheme)
-    dtype_eff = prefill_dtype_eff(dtype, data)
-    tf = compute_tflops(gpu, scheme) * 1e12 * cal.prefill_eff * dtype_eff
+    # prefill: compute-bound on the tp GPUs of each stage, stages in sequence for one request
+    tf = compute_tflops(gpu, scheme) * 1e12 * cal.prefill_eff
     isl = workload.isl
     active = sum(sw.active_params for sw in stages)  # per rank, summed over stages
     head = sum(sw.head_params for sw in stages)  # the lm_head: the last prompt token only
@@ -422,8 +416,7 @@ def estimate(
         prefill_hidden=hidden,
         steps_per_cycle=n_steps,
         band_info=band,
-        compute_dtype=dtype,
-        prefill_dtype_eff=dtype_eff,
+        compute_dtype=compute_dtype(gpu, scheme),
         arch=arch,
         calibration=cal,
         requested_concurrency=asked,

@@ -259,14 +259,6 @@ def compute_dtype(gpu: GpuSpec, scheme: QuantScheme) -> str:
     return "bf16"
 
 
-def prefill_dtype_eff(dtype: str, data: dict[str, Any] | None = None) -> float:
-    """The prefill's share of its dtype's peak relative to bf16's (software.prefill_dtype_eff,
-    fitted only for a dtype with enough prefill-sensitive calibration runs; else 1.0): W8A8
-    quantizes every token's activations and its GEMMs reach a smaller share of the FP8 peak."""
-    row = (data or calibration_data())["software"].get("prefill_dtype_eff") or {}
-    return float(row.get(dtype, 1.0))
-
-
 def compute_tflops(gpu: GpuSpec, scheme: QuantScheme) -> float:
     """Datasheet dense TFLOPs of the dtype the matmuls run in (compute_dtype)."""
     bf16 = gpu.bf16_tflops or (gpu.fp8_tflops or 100.0) / 2
