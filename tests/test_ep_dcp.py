@@ -128,3 +128,22 @@ def test_dcp_with_dp_stays_refused_by_both_commands() -> None:
               "--layout", "dp-ep"],
     )  # fmt: skip
     assert res.exit_code == 2 and "not modelled" in res.output
+
+
+def test_fit_says_whose_refusal_a_layout_is() -> None:
+    # prov's own limits (vLLM v0.18.0 starts these layouts) against vLLM's start-up rule: a
+    # DeepSeek fp8 block-128 expert split over TP8 x DP4 is 2048 / 32 = 64 wide, not a
+    # multiple of 128 (Fp8MoEMethod's block check)
+    cases = [
+        (["-m", "deepseek-ai/DeepSeek-R1", "--tp", "4", "--pp", "2",
+          "--data-parallel-size", "2", "--enable-expert-parallel"], "prov does not check"),
+        (["-m", "meta-llama/Llama-3.1-70B", "--tp", "4", "--enable-expert-parallel"],
+         "prov does not check"),
+        (["-m", "deepseek-ai/DeepSeek-R1", "--tp", "8", "--data-parallel-size", "4"],
+         "vLLM rejects"),
+    ]  # fmt: skip
+    for args, whose in cases:
+        res = runner.invoke(app, ["fit", "--gpu", "H200", *args, "--json"])
+        assert res.exit_code == 1, res.output
+        reason = json.loads(res.stdout)["reason"]
+        assert reason.startswith(f"{whose} the layout: "), reason

@@ -115,6 +115,37 @@ def test_price_covers_every_gpu_of_a_dp_layout() -> None:
         assert p["nodes"] * p["gpus_per_node"] >= 8
 
 
+def test_price_uses_quotes_node_rules() -> None:
+    # fit sizes one node's links: 8 GPUs of H200 come on one 8-GPU node (the largest H200 node
+    # in the offers), never 8 single-GPU machines, and several nodes only where the catalog
+    # declares a cluster fabric (multi_node), as quote's candidates (planner/candidates.py)
+    from pricing.offers import current_offers
+    from provisioner.core.offer import price_doubt
+
+    offers = {(o.cloud, o.instance_type): o for o in current_offers()}
+    for gpu, tp, pp, dp, ep in (("H200", 1, 1, 8, True), ("H100", 8, 2, 1, False)):
+        args = ["fit", "-m", "kimi-k2-thinking", "--gpu", gpu, "--tp", str(tp), "--pp", str(pp),
+                "-dp", str(dp), "--ctx", "128k", "--price", "--json"]  # fmt: skip
+        res = CliRunner().invoke(app, args + (["--enable-expert-parallel"] if ep else []))
+        prices = json.loads(res.stdout)["prices"]
+        assert prices, res.stdout
+        for p in prices.values():
+            assert p["gpus_per_node"] == 8, p
+            o = offers[(p["cloud"], p["instance_type"])]
+            assert p["nodes"] == 1 or (o.multi_node and p["fabric"] == o.fabric), p
+    # on-demand: the cheapest undoubted 8-GPU H200 node (the reviewer's quote: vast, $20.71/h)
+    want = min(
+        o.ondemand_usd_per_hour
+        for o in offers.values()
+        if o.gpu == "H200-SXM" and o.gpus_per_node == 8 and o.ondemand_usd_per_hour
+        and not price_doubt(o, "on-demand")
+    )  # fmt: skip
+    args = ["fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "-dp", "8", "--price", "--json",
+            "--enable-expert-parallel", "--ctx", "128k"]  # fmt: skip
+    got = json.loads(CliRunner().invoke(app, args).stdout)["prices"]["on-demand"]
+    assert got["usd_per_hour"] == round(want, 2) and got["nodes"] == 1
+
+
 def test_price_says_why_tp_across_nodes_has_no_offer() -> None:
     args = ["fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "--tp", "16", "--price"]
     out = " ".join(CliRunner().invoke(app, args).stdout.split())

@@ -143,3 +143,17 @@ def test_text_prints_the_per_rank_figure_and_whole_requests() -> None:
     assert "24 x 131,072-token requests at once (3 on each of 8 DP ranks" in out
     assert "3 whole per rank, 24 on the 8 ranks" in out
     assert "31.5" not in out  # the pooled fraction 8 x 3.95 is no longer printed
+
+
+def test_quote_and_fit_both_say_a_device_size_is_estimated() -> None:
+    # MI300X has no logged CUDA total: 192 GB (datasheet; no cloud MiB in gpus.csv) x 0.985 =
+    # 189.12 GiB, an estimate both commands must name; H200 has a logged total (139.81) and no note
+    said = "MI300X: 189.12 GiB per GPU is an estimate"
+    args = ["-m", "kimi-k2-thinking", "--ctx", "128k", "--json"]
+    doc = json.loads(CliRunner().invoke(app, ["quote", *args, "--gpu", "MI300X"]).stdout)
+    assert doc["plans"] and all(any(said in w for w in p["warnings"]) for p in doc["plans"])
+    doc = json.loads(CliRunner().invoke(app, ["quote", *args, "--gpu", "H200"]).stdout)
+    assert doc["plans"] and not any("an estimate" in w for p in doc["plans"] for w in p["warnings"])
+    out = CliRunner().invoke(app, ["fit", *args, "--gpu", "MI300X", "-dp", "8",
+                                   "--enable-expert-parallel"]).stdout  # fmt: skip
+    assert any(said in n for n in json.loads(out)["notes"])

@@ -194,3 +194,14 @@ def test_prov_quote_imports_no_pydantic() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_context_with_no_room_for_a_prompt_is_refused() -> None:
+    # the default workload is osl = max(1, ctx // 8), isl = ctx - osl: at --ctx 1 that is 0 input
+    # tokens, a request vLLM cannot serve; --ctx 2 is the smallest that holds 1 in + 1 out
+    from provisioner.core.request import workload_tokens
+
+    with pytest.raises(UsageError, match="--ctx 1 leaves no room for a prompt"):
+        workload_tokens(make_request(model="m", ctx=1))
+    assert workload_tokens(make_request(model="m", ctx=2)) == (1, 1, False)
+    assert workload_tokens(make_request(model="m", ctx=16)) == (14, 2, False)

@@ -59,16 +59,22 @@ def largest_node(gpu: str) -> int | None:
 
 
 def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
-    """The cheapest rentable nodes for `gpus` GPUs of this kind (TP inside a node), by market,
-    from the offers `prov quote` uses (the embedded snapshot or a `prov prices refresh` cache)."""
+    """The cheapest rentable nodes for `gpus` GPUs of this kind, by market, from the offers
+    `prov quote` uses (the embedded snapshot or a `prov prices refresh` cache), on quote's rules:
+    TP inside a node, the fewest nodes the largest node allows (fit sizes one node's links), and
+    several nodes only where the catalog declares a cluster fabric to join them (multi_node)."""
     from pricing.offers import current_offers
     from provisioner.core.offer import price_doubt
 
+    offers = [o for o in current_offers() if o.gpu == gpu]
+    fewest = min(gpus, max((o.gpus_per_node for o in offers), default=gpus))
     best: dict[str, Any] = {}
-    for o in current_offers():
-        if o.gpu != gpu or o.gpus_per_node < tp or o.gpus_per_node % tp:
+    for o in offers:
+        if o.gpus_per_node < max(tp, fewest) or o.gpus_per_node % tp:
             continue
         nodes = -(-gpus // o.gpus_per_node)
+        if nodes > 1 and not o.multi_node:  # a single machine: no cluster to join
+            continue
         for market in ("on-demand", "spot"):
             price = o.price(market)
             if price is None or price_doubt(o, market):
@@ -82,6 +88,7 @@ def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
                     "region": o.zone or o.region,
                     "instance_type": o.instance_type,
                     "gpus_per_node": o.gpus_per_node,
+                    "fabric": o.fabric if nodes > 1 else None,
                     "prices_as_of": o.prices_as_of,
                 }
     return best
@@ -97,8 +104,8 @@ def _price_lines(prices: dict[str, Any], res: Any) -> list[str]:
         return ["  price: no rentable offer of this GPU in the price data"]
     return [
         f"  {market:9} ${p['usd_per_hour']:,.2f}/h: {p['nodes']} x {p['instance_type']} "
-        f"({p['gpus_per_node']} GPUs) in {p['cloud']} {p['region']}, "
-        f"priced {p['prices_as_of'] or 'undated'}"
+        f"({p['gpus_per_node']} GPUs{', ' + p['fabric'] if p['fabric'] else ''}) in "
+        f"{p['cloud']} {p['region']}, priced {p['prices_as_of'] or 'undated'}"
         for market, p in prices.items()
     ]
 

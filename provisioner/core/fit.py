@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioner.core.hardware import cuda_memory_gib, gpu_specs
+from provisioner.core.hardware import cuda_memory_gib, estimated_memory_note, gpu_specs
 from provisioner.core.layouts import Layout, layout_label
 from provisioner.core.memory import (
     GIB,
@@ -158,18 +158,22 @@ class FitResult:
         }
 
 
-def _layout_violation(r: FitRequest) -> str | None:
-    """vLLM's start-up checks on the parallel layout (the planner's, with EP)."""
+def _layout_refusal(r: FitRequest) -> str | None:
+    """Why the parallel layout cannot be checked, naming whose refusal it is: vLLM's start-up
+    checks (the planner's, with EP) or a layout vLLM starts that prov does not model yet."""
     from provisioner.core.planner.shape_rules import shape_rule_violation  # the one copy
 
     if r.pp > r.spec.num_layers:
-        return f"PP{r.pp} exceeds the {r.spec.num_layers} layers"
+        return f"vLLM rejects the layout: PP{r.pp} exceeds the {r.spec.num_layers} layers"
     bad = shape_rule_violation(r.spec, r.scheme, r.tp, r.pp, r.dcp, ep=r.expert_parallel)
-    if bad or (r.dp == 1 and not r.expert_parallel):
-        return bad
-    from provisioner.core.layouts import layout_violation
+    if not bad and (r.dp > 1 or r.expert_parallel):
+        from provisioner.core.layouts import expert_width_violation, unmodelled_layout
 
-    return layout_violation(r.spec, r.scheme, r.layout, r.dcp)
+        limit = unmodelled_layout(r.spec, r.layout, r.dcp)
+        if limit:
+            return f"prov does not check the layout: {limit} is not modelled"
+        bad = expert_width_violation(r.spec, r.scheme, r.layout)
+    return f"vLLM rejects the layout: {bad}" if bad else None
 
 
 def evaluate(r: FitRequest) -> FitResult:
@@ -201,10 +205,10 @@ def evaluate(r: FitRequest) -> FitResult:
             f"max_num_seqs ({settings.max_num_seqs}); vLLM refuses that (SchedulerConfig)"
         )
     notes: list[str] = list(r.spec.notes) + list(r.scheme.notes)
-    if r.device_gib is None and gpu is not None and not gpu.cuda_total_gib:
+    estimated = estimated_memory_note(r.gpu) if r.device_gib is None and r.gpu else None
+    if estimated:
         notes.append(
-            f"{gpu.name}: no logged CUDA total in the GPU table; {device:.2f} GiB is an estimate "
-            "(pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"
+            f"{estimated} (pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"
         )
     if r.gpu is None and None in (r.max_num_seqs, r.max_num_batched_tokens):
         notes += _batch_class_note(r, device)
@@ -217,12 +221,8 @@ def evaluate(r: FitRequest) -> FitResult:
     warnings: tuple[str, ...] = (warned,) if warned else ()
     if r.node_gpus and r.tp > r.node_gpus:
         notes.append(_tp_across_nodes(r, r.node_gpus))
-    bad = _layout_violation(r)
-    if bad:
-        # some refusals are prov's (e.g. DCP with DP: vLLM v0.18.0 starts it, prov does not
-        # model it yet); say whose
-        ours = bad.endswith("not modelled")
-        reason = f"{'prov does not check' if ours else 'vLLM rejects'} the layout: {bad}"
+    reason = _layout_refusal(r)
+    if reason:
         return FitResult(r, device, settings, None, False, reason, tuple(notes), warnings)
     if gpu is not None:  # the quote's kernel rule: no kernels is a refusal, a fallback a warning
         from provisioner.core.planner.shape_rules import kernel_verdict

@@ -131,6 +131,17 @@ def match_gpu(name: str) -> list[str]:
 _CUDA_SHARE = 0.985
 
 
+def estimated_memory_note(gpu: str) -> str | None:
+    """Said wherever a GPU's device memory is cuda_memory_gib's estimate, not a logged total."""
+    spec = gpu_specs().get(gpu)
+    if spec is None or spec.cuda_total_gib:
+        return None
+    return (
+        f"{gpu}: {cuda_memory_gib(gpu):.2f} GiB per GPU is an estimate (catalog size x 0.985; "
+        "no logged CUDA total in the GPU table), as are its KV tokens"
+    )
+
+
 def cuda_memory_gib(gpu: str) -> float:
     """Device memory as CUDA reports it (what vLLM's budget is a fraction of), in GiB.
 

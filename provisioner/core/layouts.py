@@ -171,18 +171,16 @@ def ep_kernel_verdict(scheme: QuantScheme, gpu: GpuSpec) -> tuple[str | None, st
     return None, note or None
 
 
-def layout_violation(
-    spec: ModelSpec, scheme: QuantScheme, layout: Layout, dcp: int = 1
-) -> str | None:
-    """vLLM's start-up checks on a DP / EP layout, as one reason or None (attention rules are
-    the planner's shape_rule_violation, run with the attention TP)."""
-    if layout.ep and spec.moe is None:
-        return "--enable-expert-parallel needs a MoE model"
+def unmodelled_layout(spec: ModelSpec, layout: Layout, dcp: int = 1) -> str | None:
+    """A layout prov does not model (its own limit, not a vLLM refusal: vLLM v0.18.0 starts
+    these), as one reason or None."""
+    if layout.ep and spec.moe is None:  # no FusedMoE layer for the flag to act on
+        return "--enable-expert-parallel on a model without experts"
     if layout.dp > 1 and dcp > 1:
-        return "decode context parallelism with DP is not modelled"
+        return "decode context parallelism with DP"
     if layout.dp > 1 and layout.pp > 1:
-        return "DP with pipeline parallelism is not modelled"
-    return expert_width_violation(spec, scheme, layout)
+        return "DP with pipeline parallelism"
+    return None
 
 
 def dp_ep_layouts(spec: ModelSpec, gpus_per_node: int, nodes: int) -> list[Layout]:

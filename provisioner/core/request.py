@@ -222,6 +222,11 @@ def workload_tokens(req: QuoteRequest) -> tuple[int, int, bool]:
     explicit = req.isl is not None or req.osl is not None
     osl = req.osl or min(1000, max(1, req.ctx // 8))
     isl = req.isl or max(0, min(8000, req.ctx - osl))
+    if isl < 1:  # the default workload shrank to no prompt: nothing vLLM could serve
+        raise UsageError(
+            f"--ctx {req.ctx} leaves no room for a prompt: a request needs at least 1 input "
+            "and 1 output token (--ctx 2 or more)"
+        )
     if explicit and isl + osl > req.ctx:
         raise UsageError(
             f"--isl {isl} + --osl {osl} = {isl + osl} tokens exceed --ctx {req.ctx}: "

@@ -12,9 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.core.hardware import gpu_specs
+from provisioner.core.hardware import cuda_memory_gib, estimated_memory_note, gpu_specs
 from provisioner.core.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
-from provisioner.core.layouts import Layout, layout_label, layout_violation
+from provisioner.core.layouts import (
+    Layout,
+    expert_width_violation,
+    layout_label,
+    unmodelled_layout,
+)
 from provisioner.core.memory import (
     GIB,
     MemorySettings,
@@ -141,9 +146,10 @@ def evaluate_shape(
     `settings`, when given, is memory_settings(req, spec, hw, kvb) (the planner keeps them)."""
     lay = layout or Layout(tp, 1, pp)
     dp, ep = lay.dp, lay.ep
-    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep) or (
-        layout_violation(spec, scheme, lay, req.dcp) if dp > 1 or ep else None
-    )
+    rule = shape_rule_violation(spec, scheme, tp, pp, req.dcp, ep=ep)
+    if not rule and (dp > 1 or ep):
+        limit = unmodelled_layout(spec, lay, req.dcp)
+        rule = f"{limit} is not modelled" if limit else expert_width_violation(spec, scheme, lay)
     if rule:
         return ShapeVerdict(hw, nodes, tp, pp, None, rule, dp=dp, ep=ep)
     nvlink = hw.interconnect in {"nvlink", "xgmi", "nvlink-bridge"}
@@ -230,6 +236,9 @@ def evaluate_shape(
         )
     if tp > 1 and hw.interconnect == "pcie":
         warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
+    estimated = estimated_memory_note(hw.gpu)
+    if estimated and hw.gpu_memory_gib == cuda_memory_gib(hw.gpu):
+        warnings.append(estimated)
     return ShapeVerdict(
         hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep,
         max_num_batched_tokens=settings.max_num_batched_tokens,
