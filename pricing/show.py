@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pricing.offer_filter import OfferFilter
-from provisioner.core.offer import Offer, price_age_days, price_doubt
+from provisioner.core.offer import Offer, price_age_days, price_doubt, price_estimate
 from provisioner.core.spot_risk import spot_risk, spot_risk_info
 from provisioner.errors import UsageError
 
@@ -76,6 +76,8 @@ def price_rows(
                 else None,
                 "doubt_ondemand": price_doubt(o, "on-demand") if od is not None else None,
                 "doubt_spot": price_doubt(o, "spot") if sp is not None else None,
+                "estimate_ondemand": price_estimate(o, "on-demand") if od is not None else None,
+                "estimate_spot": price_estimate(o, "spot") if sp is not None else None,
                 "doubt": (price_doubt(o, "spot" if spot_only else "on-demand"))
                 or (price_doubt(o, "spot") if sp is not None else None),
                 "multi_node": o.multi_node,

@@ -146,6 +146,29 @@ def test_price_uses_quotes_node_rules() -> None:
     assert got["usd_per_hour"] == round(want, 2) and got["nodes"] == 1
 
 
+def test_price_prefers_an_observed_price_to_the_catalogs_estimate() -> None:
+    # quote's headline rule: Azure's spot at exactly 18.48% of on-demand is an estimate
+    # (offer.price_estimate); a 1xA10 spot price is the cheapest observed one even where an
+    # estimate is lower, and MI300X (whose only spot prices are such estimates) names one
+    from pricing.offers import current_offers
+    from provisioner.core.offer import price_doubt, price_estimate
+
+    spot = [
+        o
+        for o in current_offers()
+        if o.gpu == "A10" and o.spot_usd_per_hour and not price_doubt(o, "spot")
+    ]
+    observed = min(o.spot_usd_per_hour or 0 for o in spot if not price_estimate(o, "spot"))
+    assert min(o.spot_usd_per_hour or 0 for o in spot) < observed  # the case is real
+    args = ["fit", "-m", "llama-3.1-8b", "--gpu", "A10", "--ctx", "8k", "--price", "--json"]
+    got = json.loads(CliRunner().invoke(app, args).stdout)["prices"]["spot"]
+    assert got["usd_per_hour"] == round(observed, 2) and got["estimate"] is None
+    args = ["fit", "-m", "kimi-k2-thinking", "--gpu", "MI300X", "-dp", "8", "--price",
+            "--enable-expert-parallel", "--ctx", "128k"]  # fmt: skip
+    out = " ".join(CliRunner().invoke(app, args).stdout.split())
+    assert "(an estimate the catalog filled in, not observed)" in out
+
+
 def test_price_says_why_tp_across_nodes_has_no_offer() -> None:
     args = ["fit", "-m", "kimi-k2-thinking", "--gpu", "H200", "--tp", "16", "--price"]
     out = " ".join(CliRunner().invoke(app, args).stdout.split())

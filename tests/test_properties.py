@@ -65,9 +65,10 @@ def real_memory_sizes() -> tuple[float, ...]:
 
 
 def context_pair(data: st.DataObject, top: int) -> tuple[int, int]:
-    """Two context lengths short <= long in [1, top], log-uniform (8 tokens and 1M equally)."""
+    """Two context lengths short <= long in [2, top], log-uniform (8 tokens and 1M equally);
+    --ctx 1 leaves no room for a prompt and is refused (request.workload_tokens)."""
     a, b = (
-        max(1, min(top, round(2 ** data.draw(st.floats(0, math.log2(top)), label=f"log2 ctx {i}"))))
+        max(2, min(top, round(2 ** data.draw(st.floats(1, math.log2(top)), label=f"log2 ctx {i}"))))
         for i in (1, 2)
     )
     return min(a, b), max(a, b)
@@ -144,12 +145,12 @@ def test_a_shape_that_fits_a_long_context_fits_every_shorter_one(
         return evaluate_shape(spec, sch, req, hw, nodes, tp, pp, kvb, placer=placer(mid, quant))
 
     # Also probe around the context the KV pool can hold `concurrency` times, where it flips.
-    probe = verdict(1).memory
+    probe = verdict(2).memory
     if probe is not None and probe.kv_cache_tokens:
         edge = probe.kv_cache_tokens // concurrency
         for i in range(3):
             near = edge + data.draw(st.integers(-64, 64), label=f"near edge {i}")
-            ladder.append(max(1, min(spec.max_position_embeddings, near)))
+            ladder.append(max(2, min(spec.max_position_embeddings, near)))
         ladder = sorted(set(ladder))
     verdicts = [verdict(c).reason is None for c in ladder]
     event(

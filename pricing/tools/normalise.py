@@ -216,6 +216,21 @@ def norm_vast(ctx: CatalogContext, rows: list[RawRow]) -> list[Node]:
     return nodes
 
 
+#: Azure: a spot price that is exactly this share of on-demand (to the catalog's 6 decimals) is
+#: a filled-in default, not an observed price: 599 of the 895 rows of azure.csv @62ff0a98 with
+#: both prices are round(on-demand x 0.1848, 6), across 31 VM sizes and 41 regions (V100, MI25,
+#: M60, A10, H100, MI300X alike), while the other 296 spread from 0.10 to 1.00 (T4 0.29, ND A100
+#: v4 0.26) and the same size varies by region (NC40ads H100 v5: 0.18-0.90). Flagged, kept.
+AZURE_DEFAULT_SPOT_RATIO = 0.1848
+
+
+def azure_default_spot(ondemand: float | None, spot: float | None) -> bool:
+    """True when `spot` is AZURE_DEFAULT_SPOT_RATIO x `ondemand`, rounded as the catalog writes."""
+    if ondemand is None or spot is None:
+        return False
+    return abs(spot - round(ondemand * AZURE_DEFAULT_SPOT_RATIO, 6)) < 5e-7
+
+
 def norm_azure(ctx: CatalogContext, rows: list[RawRow]) -> list[Node]:
     nodes = []
     for row in rows:
@@ -234,6 +249,9 @@ def norm_azure(ctx: CatalogContext, rows: list[RawRow]) -> list[Node]:
         if spec is None:
             continue
         flags = set() if accel else {"gpu_from_instance_type"}
+        ondemand, spot = ctx.num(row, "Price"), ctx.num(row, "SpotPrice")
+        if azure_default_spot(ondemand, spot):
+            flags.add("spot_default_ratio")
         nodes.append(
             ctx.node(
                 row,
@@ -242,8 +260,8 @@ def norm_azure(ctx: CatalogContext, rows: list[RawRow]) -> list[Node]:
                 gpu=spec,
                 count=count,
                 catalog_mib=None,
-                ondemand=ctx.num(row, "Price"),
-                spot=ctx.num(row, "SpotPrice"),
+                ondemand=ondemand,
+                spot=spot,
                 flags=flags,
             )
         )
@@ -261,6 +279,14 @@ def norm_gcp(ctx: CatalogContext, rows: list[RawRow]) -> list[Node]:
                 )
             hosts[(row.get("InstanceType"), row.get("Region"), row.get("AvailabilityZone"))] = row
     used: set[tuple[str, str, str]] = set()
+    # (accelerator, count, on-demand) of GPU rows whose spot is above their on-demand: that
+    # figure is not a list price, wherever else it appears (flag gpu_row_ondemand_suspect)
+    suspect: set[tuple[str, str, float]] = set()
+    for row in rows:
+        if not row.get("InstanceType"):
+            od, sp = ctx.num(row, "Price"), ctx.num(row, "SpotPrice")
+            if od is not None and sp is not None and sp > od:
+                suspect.add((row.get("AcceleratorName"), row.get("AcceleratorCount"), od))
     nodes = []
     for row in rows:
         if row.get("InstanceType"):
@@ -289,6 +315,8 @@ def norm_gcp(ctx: CatalogContext, rows: list[RawRow]) -> list[Node]:
             flags = set()
             if gpu_od is not None and gpu_spot is not None and gpu_spot > gpu_od:
                 flags.add("gpu_row_spot_gt_ondemand")  # upstream quirk hidden by the host price
+            elif (accel, row.get("AcceleratorCount"), gpu_od) in suspect:
+                flags.add("gpu_row_ondemand_suspect")
             node = ctx.node(
                 host,
                 region=region,

@@ -48,18 +48,24 @@ def _print_outputs(outputs: dict[str, Any]) -> None:
 def best_deployable(doc: Any, target: str) -> tuple[int, str]:
     """The best-ranked plan `prov deploy --target TARGET` can run, and a line saying so."""
     from provisioner.core.deployable import DeployFacts, not_deployable_reason
+    from provisioner.core.offer import estimated_by
     from provisioner.errors import UsageError
     from stacks.spec import deployable_hint
 
     if not doc.plans:
         raise UsageError("the plan file has no plans (nothing fit); quote again with other limits")
     passed: list[str] = []
-    for p in sorted(doc.plans, key=lambda p: p.rank):
+    # an estimated price is not picked while an observed one deploys (the headline's rule)
+    est = {p.rank for p in doc.plans if estimated_by(p.price_flags, p.market)}
+    for p in sorted(doc.plans, key=lambda p: (p.rank in est, p.rank)):
         reason = not_deployable_reason(
             DeployFacts(p.cloud, p.gpu, p.zone, bool(p.vllm_args)), target
         )
         if reason is None:
-            skipped = f" (rank {', '.join(passed)} cannot be deployed)" if passed else ""
+            notes = [f"rank {', '.join(passed)} cannot be deployed"] if passed else []
+            if below := [str(r) for r in sorted(est) if r < p.rank and str(r) not in passed]:
+                notes.append(f"rank {', '.join(below)}: price an estimate")
+            skipped = f" ({'; '.join(notes)})" if notes else ""
             return p.rank, f"using rank {p.rank}, the best plan prov deploy can run{skipped}"
         passed.append(str(p.rank))
     first = doc.plans[0]
@@ -102,7 +108,12 @@ def _pick(plan: Path, rank: int | None, target: str) -> tuple[Any, int, bool]:
     doc = load_plan_document(plan).with_headline_plans()  # the headline's picks deploy too
     if rank is None:
         rank, note = best_deployable(doc, target)
-        typer.echo(note[:1].upper() + note[1:] + " (--rank N picks another).")
+        from provisioner.cli.textable import terminal_width, wrap
+
+        for line in wrap(
+            note[:1].upper() + note[1:] + " (--rank N picks another).", terminal_width()
+        ):
+            typer.echo(line)
     return doc, rank, resolve_target(target, select_plan(doc, rank)) == "aws-eks"
 
 

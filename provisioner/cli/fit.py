@@ -64,7 +64,7 @@ def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
     TP inside a node, the fewest nodes the largest node allows (fit sizes one node's links), and
     several nodes only where the catalog declares a cluster fabric to join them (multi_node)."""
     from pricing.offers import current_offers
-    from provisioner.core.offer import price_doubt
+    from provisioner.core.offer import price_doubt, price_estimate
 
     offers = [o for o in current_offers() if o.gpu == gpu]
     fewest = min(gpus, max((o.gpus_per_node for o in offers), default=gpus))
@@ -80,7 +80,11 @@ def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
             if price is None or price_doubt(o, market):
                 continue
             total = price * nodes
-            if market not in best or total < best[market]["usd_per_hour"]:
+            estimate = price_estimate(o, market)  # as quote's headline: observed prices first
+            if market not in best or (estimate is not None, total) < (
+                best[market]["estimate"] is not None,
+                best[market]["usd_per_hour"],
+            ):
                 best[market] = {
                     "usd_per_hour": round(total, 2),
                     "nodes": nodes,
@@ -90,6 +94,7 @@ def cheapest(gpu: str, gpus: int, tp: int) -> dict[str, Any]:
                     "gpus_per_node": o.gpus_per_node,
                     "fabric": o.fabric if nodes > 1 else None,
                     "prices_as_of": o.prices_as_of,
+                    "estimate": estimate,
                 }
     return best
 
@@ -106,6 +111,7 @@ def _price_lines(prices: dict[str, Any], res: Any) -> list[str]:
         f"  {market:9} ${p['usd_per_hour']:,.2f}/h: {p['nodes']} x {p['instance_type']} "
         f"({p['gpus_per_node']} GPUs{', ' + p['fabric'] if p['fabric'] else ''}) in "
         f"{p['cloud']} {p['region']}, priced {p['prices_as_of'] or 'undated'}"
+        + (" (an estimate the catalog filled in, not observed)" if p["estimate"] else "")
         for market, p in prices.items()
     ]
 

@@ -74,7 +74,11 @@ def print_prices(
         ),
         Column(
             "spot/GPU",
-            [_money(r["spot_usd_per_gpu_hour"], r["doubt_spot"], 3) for r in rows],
+            [
+                _money(r["spot_usd_per_gpu_hour"], r["doubt_spot"], 3)
+                + ("~" if r["estimate_spot"] else "")
+                for r in rows
+            ],
             right=True,
         ),
         Column("risk", risks),
@@ -90,6 +94,8 @@ def print_prices(
     notes = []
     if any(r["doubt_ondemand"] or r["doubt_spot"] for r in rows):
         notes.append("! a price prov does not rank (see --json 'doubt_ondemand'/'doubt_spot')")
+    if any(r["estimate_spot"] for r in rows):
+        notes.append("~ an estimated price: ranked, not named Cheapest (--json 'estimate_spot')")
     if any(r["aliases"] for r in rows):
         notes.append("* also sold under another name (--json 'aliases')")
     notes.append(

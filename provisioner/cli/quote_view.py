@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from provisioner.cli.skipped_view import skipped_price_lines
 from provisioner.cli.textable import Column, fit, short_gpu, short_instance
 from provisioner.core.choices import Choice, Choices, reason_kind
+from provisioner.core.offer import price_estimate
 from provisioner.core.planner import QuoteResult, RankedPlan
 
 Echo = Callable[[str], None]
@@ -54,6 +56,7 @@ def summary(c: Choice) -> str:
     p = c.plan
     mtok = usd_per_mtok(p)
     money = f"${p.usd_per_hour:,.2f}/h" + (f", ${mtok:,.2f}/Mtok" if mtok is not None else "")
+    money += THIN if p.thin_data and mtok is not None else ""
     return f"#{p.rank} {gpus_label(p)} {p.market}, {p.offer.cloud} {c.place}: {money}"
 
 
@@ -99,8 +102,8 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
         Column("GPUs", [gpus_label(p, short=not wide) for p in plans], min_width=9),
         Column("layout", [layout(p) for p in plans]),
         Column("mkt", [p.market if wide else p.market.replace("on-demand", "od") for p in plans]),
-        Column("$/h", [f"{p.usd_per_hour:,.2f}" for p in plans], right=True),
-        Column("$/Mtok", ["-" if m is None else f"{m:,.2f}" for m in mtok], right=True),
+        Column("$/h", [_usd_h(p) for p in plans], right=True),
+        Column("$/Mtok", [_mtok(m, p) for m, p in zip(mtok, plans, strict=True)], right=True),
         Column(
             "tok/s",
             ["-" if p.perf is None else f"{p.perf.output_tps:,.0f}" for p in plans],
@@ -122,6 +125,20 @@ def choice_table(result: QuoteResult, ch: Choices, *, width: int | None, wide: b
             Column("also", [", ".join(c.other_places + c.aliases) for c in rows]),
         ]
     return fit(cols, None if wide else width, gap=2 if wide else 1)
+
+
+THIN = "*"  # after a $/Mtok whose speed rests on thin data (RankedPlan.thin_data)
+
+
+ESTIMATED = "~"  # before a $/h the catalog filled in (offer.price_estimate): never the headline
+
+
+def _usd_h(p: RankedPlan) -> str:
+    return (ESTIMATED if price_estimate(p.offer, p.market) else "") + f"{p.usd_per_hour:,.2f}"
+
+
+def _mtok(m: float | None, p: RankedPlan) -> str:
+    return "-" if m is None else f"{m:,.2f}" + (THIN if p.thin_data else "")
 
 
 def _risk(p: RankedPlan) -> str:
@@ -172,6 +189,10 @@ def print_quote(
         echo("")
         legend = f"@{ctx_label(req.ctx)} = concurrent {req.ctx:,}-token requests the KV cache holds"
         echo(legend + ("" if wide else "; od = on-demand"))  # --wide spells the market out
+        if any(price_estimate(c.plan.offer, c.plan.market) for c in ch.rows):
+            echo(f"{ESTIMATED} = price filled in by the catalog, not observed: never the headline")
+        if any(c.plan.thin_data for c in ch.rows):
+            echo(f"{THIN} = thin data: few or no published runs of this path; --json says which")
         echo(footer(result, ch, wide=wide, all_zones=all_zones))
     for reason, n in result.skipped_prices.items():
         echo(f"skipped {n} prices: {reason}")
@@ -185,7 +206,7 @@ def print_quote(
             echo(line)
     if show_rejected:
         echo("")
-        for line in rejection_lines(result):
+        for line in [*rejection_lines(result), "", *skipped_price_lines(result)]:
             echo(line)
 
 

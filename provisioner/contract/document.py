@@ -299,6 +299,7 @@ class PlanDocument(BaseModel):
     # planner extensions
     feasible_plans: NonNegInt | None = None
     skipped_prices: dict[str, NonNegInt] = Field(default_factory=dict)
+    skipped_price_rows: list[dict[str, str | float | int | None]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     workload: dict[str, int | bool] | None = None  # isl, osl, explicit
     compare_api: dict[str, Any] | None = None

@@ -11,18 +11,21 @@ price data has already collapsed their names (``Standard_ND96is_MI300X_v5`` and
 ``Standard_ND96isr_MI300X_v5`` rank as one choice). ``all_zones`` keeps one row per place.
 
 The headline names the cheapest choice, the cheapest one ``prov deploy`` can run (the rule of
-provisioner/core/deployable.py) and the cheapest on-demand one. Pure: called after ranking.
+provisioner/core/deployable.py) and the cheapest on-demand one, each at an observed price: a
+choice whose price is an estimate (offer.price_estimate) stays in the table at its rank but is
+named only when no choice of that kind has an observed price. Pure: called after ranking.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioner.core.deployable import DeployFacts, not_deployable_reason
+from provisioner.core.offer import price_estimate
 from provisioner.core.planner import QuoteResult, RankedPlan
 from provisioner.core.planner.ranked_plan import Ranked
 from provisioner.core.planner.shapes import ShapeVerdict
@@ -141,11 +144,15 @@ def group(
         return reasons[i]
 
     rows = [_choice(e, i + 1, reason(i)) for i, e in enumerate(ranked[:shown])]
-    deployable_i = next((i for i in range(len(ranked)) if reason(i) is None), None)
-    on_demand_i = next((i for i, e in enumerate(ranked) if e.market == "on-demand"), None)
+    # a headline pick rests on an observed price: an estimated one (offer.price_estimate) is
+    # named only when no choice of that kind has an observed price
+    observed = [price_estimate(e.offer, e.market) is None for e in ranked]
+    cheapest_i = _first(range(len(ranked)), observed)
+    deployable_i = _first((i for i in range(len(ranked)) if reason(i) is None), observed)
+    on_demand_i = _first((i for i, e in enumerate(ranked) if e.market == "on-demand"), observed)
     extra: list[Choice] = []
     picks: dict[int, Choice] = dict(enumerate(rows))
-    for i in (deployable_i, on_demand_i):
+    for i in (cheapest_i, deployable_i, on_demand_i):
         if i is not None and i not in picks:
             picks[i] = _choice(ranked[i], i + 1, reason(i))
             extra.append(picks[i])
@@ -157,11 +164,22 @@ def group(
         why_none_deployable=why_none,
         rows=rows,
         total=len(ranked),
-        cheapest=picks[0] if ranked else None,
+        cheapest=picks[cheapest_i] if cheapest_i is not None else None,
         cheapest_deployable=picks[deployable_i] if deployable_i is not None else None,
         cheapest_on_demand=picks[on_demand_i] if on_demand_i is not None else None,
         extra=extra,
     )
+
+
+def _first(indexes: Iterable[int], observed: list[bool]) -> int | None:
+    """The first of `indexes` with an observed price, else the first of them, else None."""
+    first = None
+    for i in indexes:
+        if observed[i]:
+            return i
+        if first is None:
+            first = i
+    return first
 
 
 def choice_json(c: Choice) -> dict[str, Any]:

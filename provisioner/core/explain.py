@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 
 from provisioner.core.memory import GIB, MemorySettings, request_kv_bytes, weights_total_bytes
@@ -265,7 +266,7 @@ def perf_lines(plan: RankedPlan) -> list[str]:
             f"  band {lo:,.0f}-{hi:,.0f} tok/s (x/÷ {1 + e.band:.2f}, {b.regime}"
             + (", THIN DATA" if b.thin else "")
             + "):",
-            f"       {b.basis}",
+            *textwrap.wrap(b.basis, 80, initial_indent=" " * 7, subsequent_indent=" " * 7),
         ]
     return lines
 

@@ -6,6 +6,7 @@ the choices and the stacks read rows). Pure: the price rules here need nothing b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
@@ -46,12 +47,29 @@ class Offer:
         raise UsageError(f"unknown market {market!r}; allowed: spot, on-demand")
 
 
-# Price flags (set by pricing.tools.build_snapshot) under which a price is not ranked.
+# Price flags (set by pricing.tools.build_snapshot) under which a price is not ranked:
+# flag -> (market it applies to: "spot", "on-demand" or "both"; why).
 _DOUBTFUL = {
     "columns_swapped?": ("both", "spot/on-demand columns look swapped upstream"),
     "spot_eq_ondemand": ("spot", "spot equal to on-demand (spot not really offered)"),
     "spot_gt_ondemand": ("spot", "spot above on-demand"),
     "spot_over_85pct_off": ("spot", "spot more than 85% below on-demand"),
+    # GCP: a GPU row whose spot is above its on-demand says that "on-demand" cell is not the
+    # list price (H200 x8: $36.60 in europe-west4 vs $74.49 in us-central1); its siblings
+    # carry the same figure. The spot price (GPU + host row) stays usable.
+    "gpu_row_spot_gt_ondemand": ("on-demand", "GCP GPU row's on-demand below its spot"),
+    "gpu_row_ondemand_suspect": ("on-demand", "same GCP GPU-row on-demand as rows below spot"),
+}
+
+# Price flags under which a price is ranked but is an estimate, not an observed price:
+# flag -> (market, what it is). Never the headline's "Cheapest" while an observed price
+# ranks (provisioner/core/choices.py; docs/prices.md "Doubtful prices and estimated prices").
+_ESTIMATED = {
+    "spot_default_ratio": (
+        "spot",
+        "exactly 18.48% of on-demand, as in 599 of 895 upstream Azure rows (a filled-in "
+        "default discount, not an observed price); not named Cheapest",
+    ),
 }
 
 
@@ -79,8 +97,22 @@ def price_doubt(offer: Offer, market: str) -> str | None:
         return f"{market} price not used: sold as capacity blocks only (no {market} market)"
     for flag in offer.flags:
         rule = _DOUBTFUL.get(flag)
-        if rule and rule[0] in ("both", "spot" if market == "spot" else ""):
+        if rule and rule[0] in ("both", market):
             return f"{market} price not used: {rule[1]}"
+    return None
+
+
+def price_estimate(offer: Offer, market: str) -> str | None:
+    """Why this offer's price in `market` is an estimate (ranked, marked), or None."""
+    return estimated_by(offer.flags, market)
+
+
+def estimated_by(flags: Iterable[str], market: str) -> str | None:
+    """price_estimate from a row's flags (a plan file's `price_flags` and `market`)."""
+    for flag in flags:
+        rule = _ESTIMATED.get(flag)
+        if rule and rule[0] == market:
+            return f"{market} price is an estimate: {rule[1]}"
     return None
 
 

@@ -28,6 +28,7 @@ from provisioner.core.layouts import (
 from provisioner.core.memory import MemorySettings
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf import PerfEstimate
+from provisioner.core.perf_coverage import with_coverage
 from provisioner.core.planner.candidate_rows import (
     NO_SPEED,
     PER_HOUR,
@@ -127,9 +128,11 @@ class Enumeration(OfferPrices):
         k = (id(v), fabric if v.nodes > 1 else "")
         memo = self.perf_memo
         if k not in memo:
-            memo[k] = estimate_speed(
-                self.spec, self.scheme, self.req, v, fabric, self.kvb, self.isl, self.osl,
-                self.stage_cache,
+            memo[k] = with_coverage(  # thin data where no published run has this path
+                estimate_speed(
+                    self.spec, self.scheme, self.req, v, fabric, self.kvb, self.isl, self.osl,
+                    self.stage_cache,
+                ), self.spec, self.scheme, self.specs[v.hw.gpu], v.layout,
             )  # fmt: skip
         return memo[k]
 
@@ -358,7 +361,7 @@ class Enumeration(OfferPrices):
                     loss = reclaim(o, market, nodes, tts)
                     miss = availability_miss(req, loss)
                     if miss:
-                        self.skipped[miss].add((id(o), market))
+                        self.skip(miss, o, market)
                         continue
                     if req.risk_adjusted:  # rank per hour of serving: / availability
                         rank_key = loss.expected_usd_per_hour(rank_key)

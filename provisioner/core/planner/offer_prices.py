@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from provisioner.core.time_to_serve import TimeToServe
 
 
+_ROW_ORDER = ("cloud", "region", "zone", "instance_type", "market")
+
+
 class OfferPrices:
     """Usable prices and times to serve, memoised per offer for one quote; doubtful prices
     are counted in `skipped` (reason -> (offer, market))."""
@@ -33,6 +36,7 @@ class OfferPrices:
         self.markets = markets
         self.weight_bytes = weights_total_bytes(spec, scheme)  # a replacement loads them all
         self.skipped: dict[str, set[tuple[int, str]]] = defaultdict(set)  # distinct prices
+        self.skipped_offers: dict[int, Offer] = {}  # id -> offer of every skipped price
         self.price_memo: dict[int, list[tuple[str, float]]] = {}
         self.tts_memo: dict[tuple[Any, ...], TimeToServe] = {}
         self.timed = req.risk_adjusted or req.min_availability is not None  # rank by serve time
@@ -80,11 +84,42 @@ class OfferPrices:
                 elif risk.max_pct > limit:
                     doubt = f"spot pool interrupted more than {limit}%/month"
             if doubt:
-                self.skipped[doubt].add((id(o), market))
+                self.skip(doubt, o, market)
             else:
                 found.append((market, price))
         self.price_memo[id(o)] = found
         return found
+
+    def skip(self, reason: str, o: Offer, market: str) -> None:
+        """Count one price not ranked, and keep its offer to name it (skipped_rows)."""
+        self.skipped[reason].add((id(o), market))
+        self.skipped_offers[id(o)] = o
+
+    def skipped_rows(self) -> list[dict[str, Any]]:
+        """Every skipped price named: place, instance, both prices, the market not used and
+        the rule (--show-rejected and --json), by rule, then cloud, place and instance."""
+        rows = []
+        for reason, prices in self.skipped.items():
+            for oid, market in prices:
+                o = self.skipped_offers[oid]
+                rows.append(
+                    {
+                        "cloud": o.cloud,
+                        "region": o.region,
+                        "zone": o.zone or None,
+                        "instance_type": o.instance_type,
+                        "gpu": o.gpu,
+                        "gpus_per_node": o.gpus_per_node,
+                        "market": market,
+                        "ondemand_usd_per_hour": o.ondemand_usd_per_hour,
+                        "spot_usd_per_hour": o.spot_usd_per_hour,
+                        "reason": reason,
+                    }
+                )
+        order = {r: i for i, r in enumerate(self.skipped)}
+        rows.sort(key=lambda r: tuple(str(r[k] or "") for k in _ROW_ORDER))
+        rows.sort(key=lambda r: order[str(r["reason"])])  # stable: by rule, then place
+        return rows
 
     def doubtless(self, o: Offer) -> bool:
         """True when usable_prices(o) is every price listed in the markets (no doubt to count)."""

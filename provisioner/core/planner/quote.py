@@ -151,6 +151,7 @@ def plan_quote(
         feasible_count=len(found.candidates),
         rejected=found.rejected,
         skipped_prices={k: len(v) for k, v in found.skipped.items()},
+        skipped_price_rows=found.skipped_rows() if collect_rejected else [],
         prices_as_of=dates[0] if dates else None,
         best_by_market=ranking.best_by_market(found, top),
         notes=notes,

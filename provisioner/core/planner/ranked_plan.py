@@ -62,6 +62,13 @@ class RankedPlan:
         risk = spot_risk(self.offer.cloud, self.offer.region, self.offer.instance_type)
         return risk.label if risk else None
 
+    @property
+    def thin_data(self) -> bool:
+        """The speed rests on thin data: few runs of the GPU family and regime, or no published
+        run of the plan's path at all (perf_coverage); the band's basis says which."""
+        e = self.perf
+        return bool(e and e.band_info and e.band_info.thin)
+
     def _perf_json(self) -> dict[str, Any]:
         e = self.perf
         if e is None:
@@ -77,7 +84,7 @@ class RankedPlan:
             "ttft_s": round(e.ttft_s, 3),
             "concurrency": e.batch,
             "perf_band": e.band,
-            "perf_band_thin_data": bool(e.band_info and e.band_info.thin),
+            "perf_band_thin_data": self.thin_data,
             "perf_band_basis": e.band_info.basis if e.band_info else "",
         }
 

@@ -15,6 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from provisioner.core.expected_cost import reclaim
+from provisioner.core.offer import price_estimate
 from provisioner.core.planner.candidates import Candidate, Enumeration
 from provisioner.core.planner.estimates import weight_split
 from provisioner.core.planner.ranked_plan import FAST_FABRICS, Ranked, RankedPlan, vllm_args
@@ -76,7 +77,7 @@ def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
     v = found.verdicts[cand.verdict]
     o = found.class_offers[cand.verdict][cand.offer]
     market, price = cand.market, cand.usd_per_hour
-    warnings = list(v.warnings) + list(scheme.notes)
+    warnings = [*v.warnings, *scheme.notes, *filter(None, [price_estimate(o, market)])]
     if v.nodes > 1 and o.fabric not in FAST_FABRICS:
         # what crosses the nodes: PP stages hand activations on; EP ranks all-to-all the tokens
         crossing = [

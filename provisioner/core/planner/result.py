@@ -36,6 +36,8 @@ class QuoteResult:
     # plan_quote(distinct=...): every distinct choice, best first, its plan built on demand
     # (`plans` is then empty until the caller picks what to show: choices.group)
     ranked: list[Ranked] = field(default_factory=list)
+    # each skipped price named (place, instance, prices, rule) when rejections are collected
+    skipped_price_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best(self) -> RankedPlan | None:
@@ -72,6 +74,7 @@ def result_to_json(result: QuoteResult) -> dict[str, Any]:
         "feasible_plans": result.feasible_count,
         "rejected": result.rejected,
         "skipped_prices": result.skipped_prices,
+        "skipped_price_rows": result.skipped_price_rows,
         "notes": result.notes,
         "prices_as_of": result.prices_as_of,
     }
