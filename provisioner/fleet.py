@@ -61,7 +61,7 @@ AWS_LAUNCH_TEMPLATE_VERSION = "aws:ec2launchtemplate:version"
 # -- Kubernetes labels ------------------------------------------------------------------------
 GPU = PREFIX + "gpu"  # node and pod: canonical GPU name, e.g. H200-SXM
 ROLE = PREFIX + "role"  # pod: server (one node), leader or worker (LeaderWorkerSet)
-SHAPE = PREFIX + "shape"  # pod: e.g. tp8-pp2
+SHAPE = PREFIX + "shape"  # pod: the layout as a label value, e.g. tp8xpp2, dp8-ep8
 #: On every vLLM pod: the daemon waits for these pods to be Ready on a replacement's nodes.
 WORKLOAD_LABEL = PREFIX + "workload"
 WORKLOAD_VALUE = "vllm"

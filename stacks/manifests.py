@@ -14,6 +14,7 @@ injects LWS_LEADER_ADDRESS and LWS_WORKER_INDEX; Kubernetes expands $(VAR) in ar
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from provisioner import fleet
@@ -60,7 +61,7 @@ def selector_labels(spec: DeploySpec) -> dict[str, str]:
 
 def common_labels(spec: DeploySpec) -> dict[str, str]:
     p = spec.plan
-    shape = f"tp{p.tp}-pp{p.pp}" + (f"-dcp{p.dcp}" if p.dcp > 1 else "")
+    shape = re.sub(r"[^a-z0-9]+", "-", spec.layout.lower())  # a label value: DP8+EP8 -> dp8-ep8
     return {
         **selector_labels(spec),
         "app.kubernetes.io/managed-by": "prov",
@@ -88,8 +89,12 @@ def plan_annotation(spec: DeploySpec) -> str:
             "instance_type": p.instance_type,
             "nodes": p.nodes,
             "gpus_per_node": p.gpus_per_node,
+            "layout": spec.layout,  # as quote's table names it (layouts.layout_label)
             "tp": p.tp,
             "pp": p.pp,
+            "dp": p.dp,
+            "ep": p.ep,
+            "dcp": p.dcp,
             "market": p.market,
             "usd_per_hour": p.usd_per_hour,
         },

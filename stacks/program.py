@@ -103,7 +103,7 @@ def stack_outputs() -> dict[str, Any]:
     outputs["service"] = f"{spec.namespace}/{service_name(spec)}"
     p = spec.plan
     outputs["plan"] = (
-        f"rank {p.rank}: {p.nodes} x {p.instance_type} TP{p.tp} x PP{p.pp} {p.market} "
+        f"rank {p.rank}: {p.nodes} x {p.instance_type} {spec.layout} {p.market} "
         f"${p.usd_per_hour:.2f}/h"
     )
     outputs["apiKey"] = api_key

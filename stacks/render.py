@@ -32,7 +32,7 @@ def header(spec: DeploySpec) -> str:
     keys = " ".join(f"--from-literal={k}=..." for k in SECRET_KEYS)
     lines = [
         f"Rendered by prov deploy --render: {spec.model_id}, plan rank {p.rank}",
-        f"{p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), TP{p.tp} x PP{p.pp}, "
+        f"{p.nodes} x {p.instance_type} ({p.gpus_per_node} x {p.gpu}), {spec.layout}, "
         f"{p.market}, {p.cloud} {p.region}",
         "Before applying, create the secret (both keys optional; without VLLM_API_KEY the API",
         "is open to anything that can reach the Service):",

@@ -96,6 +96,15 @@ class DeploySpec:
     warnings: tuple[str, ...] = ()  # for the CLI to print: what the render could not know
 
     @property
+    def layout(self) -> str:
+        """The plan's layout as quote's table, fit and deploy's summary name it (TP8, TP8xPP2,
+        DP8+EP8: provisioner/core/layouts.layout_label, the one vocabulary)."""
+        from provisioner.core.layouts import Layout, layout_label
+
+        p = self.plan
+        return layout_label(Layout(p.tp, p.dp, p.pp, p.ep), p.dcp)
+
+    @property
     def weights_uri(self) -> str | None:
         """The s3:// model path vLLM streams from, or None (hub, pvc)."""
         if self.weights != "s3" or self.weights_bucket is None:
@@ -238,29 +247,27 @@ def resolve_target(target: str, plan: Plan) -> str:
 def _check_deployable(doc: PlanDocument, plan: Plan, target: str) -> None:
     """The rule quote marks plans with (provisioner/core/deployable.py), as a refusal that says
     what to do instead."""
-    from provisioner.core.deployable import DeployFacts, not_deployable_reason
+    from provisioner.contract.check import deploy_facts
+    from provisioner.core.deployable import not_deployable_reason
 
-    facts = DeployFacts(plan.cloud, plan.gpu, plan.zone, bool(plan.vllm_args))
-    reason = not_deployable_reason(facts, target)
+    reason = not_deployable_reason(deploy_facts(doc, plan), target)
     if reason is not None:
         raise UsageError(f"rank {plan.rank}: {reason}; {deployable_hint(doc, target)}")
 
 
 def deployable_hint(doc: PlanDocument, target: str = "auto") -> str:
     """What gives a plan prov deploy can run: another rank of the file, or a new quote."""
-    from provisioner.core.deployable import DeployFacts, not_deployable_reason
+    from provisioner.contract.check import deploy_facts, plan_scheme
+    from provisioner.core.deployable import not_deployable_reason
 
-    ok = [
-        p.rank
-        for p in doc.plans
-        if not_deployable_reason(DeployFacts(p.cloud, p.gpu, p.zone, bool(p.vllm_args)), target)
-        is None
-    ]
+    ok = [p.rank for p in doc.plans if not_deployable_reason(deploy_facts(doc, p), target) is None]
     if ok:
         return f"deployable ranks in this file: {', '.join(map(str, ok[:5]))} (--rank N)"
     r = doc.request
     gguf = r.quant.lower().startswith(("q", "iq"))  # llama.cpp plans: quote a vLLM format
-    quant = "auto" if gguf else r.quant
+    scheme = plan_scheme(doc)
+    other_checkpoint = scheme is not None and scheme.checkpoint is not None
+    quant = "auto" if gguf or other_checkpoint else r.quant  # auto: the published checkpoint
     gpu = " --gpu nvidia" if not gguf else ""
     return (
         f"for a plan prov deploy can run: prov quote --model {r.model} --quant {quant} "

@@ -229,7 +229,7 @@ def test_llama_cpp_plans_are_not_deployable_and_the_headline_says_why() -> None:
     # review7 #10: it said "(prov deploy runs vLLM on NVIDIA and AMD GPUs)" for GPUs it deploys;
     # every choice here is a GGUF plan, so the reason is llama.cpp, for all of them
     line = _headline_deployable(result.stdout)
-    assert re.match(r"Deployable: +none among these offers: runs on llama\.cpp", line), line
+    assert re.match(r"Deployable: +none: runs on llama\.cpp", line), line
     assert "NVIDIA and AMD" not in line and " of " not in line
 
 

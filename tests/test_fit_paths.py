@@ -15,6 +15,7 @@ fp32 copy (4 B); then, per logit,
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -66,7 +67,9 @@ def test_sampler_peak_adds_the_triton_buffer() -> None:
         ("0.10.2", "image", "flashinfer", False),  # image ships flashinfer, default on
         ("0.10.2", "pip", "pytorch", False),  # wheel: flashinfer only as an extra
         ("0.11.0", "image", "flashinfer", False),  # triton_kernels not in the v0.11 wheel
-        ("0.11.2", "image", "pytorch", False),  # FlashInfer sampler opt-in
+        # opt-in from v0.11.1: topk_topp_sampler.py:34-35 @v0.11.1 (PR #26859)
+        ("0.11.1", "image", "pytorch", False),
+        ("0.11.2", "image", "pytorch", False),
         ("0.12.0", "pip", "pytorch", True),  # triton_kernels bundled in the wheel
         ("0.18.0", "image", "pytorch", True),
         ("0.20.0", "pip", "pytorch", True),
@@ -78,6 +81,24 @@ def test_auto_paths_by_version_and_install(
 ) -> None:
     r = with_paths(rules_for(version), install)
     assert (r.sampler, r.triton_mxfp4_on_hopper) == (sampler, triton)
+
+
+def test_image_and_pip_differ_only_where_the_wheel_lacks_flashinfers_default_sampler() -> None:
+    """vLLM takes FlashInfer's sampler by default (topk_topp_sampler.py:46 @v0.11.0, 'is not
+    False') when flashinfer imports; the image installs it (docker/Dockerfile vllm-base), the
+    wheel only as an extra until v0.11.1, which makes the sampler opt-in (PR #26859) and
+    requires flashinfer-python; v0.21 turns it on again with flashinfer in the wheel. So the
+    two installs differ on v0.10.0-v0.11.0 only, and not at all at the version prov deploys."""
+    versions = ["0.10.0", "0.10.1", "0.10.2", "0.11.0", "0.11.1", "0.11.2", "0.12.0"]
+    versions += ["0.14.1", "0.17.0", VLLM_VERSION, "0.20.0", "0.21.0", "0.26.0", "0.30.0"]
+    differ = [
+        v
+        for v in versions
+        if with_paths(rules_for(v), "image").sampler != with_paths(rules_for(v), "pip").sampler
+    ]
+    assert differ == ["0.10.0", "0.10.1", "0.10.2", "0.11.0"]
+    image, pip = with_paths(rules_for(VLLM_VERSION), "image"), with_paths(rules_for(), "pip")
+    assert image == replace(pip, install="image")
 
 
 def test_forced_paths_and_bad_names() -> None:

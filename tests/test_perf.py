@@ -488,9 +488,22 @@ def test_explain_prints_every_term_and_they_add_up() -> None:
         parts = max(st.memory_s, st.compute_s) + st.comm_s + st.floor_s + st.moe_route_s
         assert e.step_s == pytest.approx(parts + e.overhead_s + e.handoff_s)
     assert "bf16" in text  # MXFP4 on Hopper computes in bf16
-    # the idle TTFT's fitted per-layer floor is a line of its own, with the fitted value
+    # the TTFT's fitted per-layer floor is a line of its own, with the fitted value
     cal = e.calibration
-    assert cal is not None and f"TTFT includes {cal.prefill_layer_us:,.0f} us/layer" in text
+    assert cal is not None and f"floor: {cal.prefill_layer_us:,.0f} us/layer" in text
+    # TPOT and TTFT are printed as sums of their terms, which add up (review9 #10: TTFT hid
+    # the decode step it includes, TPOT its share of others' prefills)
+    ms = 1e3
+    assert f"TPOT {e.tpot_s * ms:,.2f} ms = step {e.step_s * ms:,.2f} + others' prefill " in text
+    assert f"chunks {(e.tpot_s - e.step_s) * ms:,.2f} ms per token" in text
+    assert e.ttft_s == pytest.approx(e.prefill_s + e.prefill_comm_s + e.step_s + e.ttft_floor_s)
+    assert e.ttft_floor_s == pytest.approx(spec.num_layers * cal.prefill_layer_us * 1e-6)
+    flat = " ".join(text.split())
+    assert (
+        f"TTFT {e.ttft_s * ms:,.1f} ms (no queueing) = prefill {e.prefill_s * ms:,.1f} + "
+        f"all-reduces {e.prefill_comm_s * ms:,.1f} + a step at the batch {e.step_s * ms:,.1f} + "
+        f"floor {e.ttft_floor_s * ms:,.1f} ms"
+    ) in flat
 
 
 # a benchmark row of the accuracy harness: Llama-3.1-8B on one H100

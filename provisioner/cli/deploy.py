@@ -47,7 +47,8 @@ def _print_outputs(outputs: dict[str, Any]) -> None:
 
 def best_deployable(doc: Any, target: str) -> tuple[int, str]:
     """The best-ranked plan `prov deploy --target TARGET` can run, and a line saying so."""
-    from provisioner.core.deployable import DeployFacts, not_deployable_reason
+    from provisioner.contract.check import deploy_facts
+    from provisioner.core.deployable import not_deployable_reason
     from provisioner.core.offer import estimated_by
     from provisioner.errors import UsageError
     from stacks.spec import deployable_hint
@@ -58,9 +59,7 @@ def best_deployable(doc: Any, target: str) -> tuple[int, str]:
     # an estimated price is not picked while an observed one deploys (the headline's rule)
     est = {p.rank for p in doc.plans if estimated_by(p.price_flags, p.market)}
     for p in sorted(doc.plans, key=lambda p: (p.rank in est, p.rank)):
-        reason = not_deployable_reason(
-            DeployFacts(p.cloud, p.gpu, p.zone, bool(p.vllm_args)), target
-        )
+        reason = not_deployable_reason(deploy_facts(doc, p), target)
         if reason is None:
             notes = [f"rank {', '.join(passed)} cannot be deployed"] if passed else []
             if below := [str(r) for r in sorted(est) if r < p.rank and str(r) not in passed]:
@@ -69,9 +68,7 @@ def best_deployable(doc: Any, target: str) -> tuple[int, str]:
             return p.rank, f"using rank {p.rank}, the best plan prov deploy can run{skipped}"
         passed.append(str(p.rank))
     first = doc.plans[0]
-    why = not_deployable_reason(
-        DeployFacts(first.cloud, first.gpu, first.zone, bool(first.vllm_args)), target
-    )
+    why = not_deployable_reason(deploy_facts(doc, first), target)
     raise UsageError(
         f"no plan in the file can be deployed (rank {first.rank}: {why}); "
         f"{deployable_hint(doc, target)}"

@@ -263,7 +263,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--max-num-batched-tokens",
             help="Default (v0.10+, vllm serve): 8192 on GPUs >= 70 GiB that are not A100, "
-            "else 2048 (16384 from 160 GiB since v0.26); from v0.11.2 capped at "
+            "else 2048 (16384 from 160 GiB since v0.26); from v0.11.1 capped at "
             "max_num_seqs x --ctx. Sizes the forward activation peak.",
         ),
         enforce_eager: bool = typer.Option(

@@ -22,10 +22,11 @@ def concurrency_note(asked: int | None, plans: Sequence[RankedPlan]) -> str | No
     wait in vLLM's queue, which neither tok/s nor the TTFT shown includes."""
     if asked is None:
         return None
-    batches = sorted({p.perf.batch for p in plans if p.perf is not None and p.perf.batch < asked})
+    capped = [p.perf.batch for p in plans if p.perf and p.perf.batch < p.perf.requested_concurrency]
+    batches = sorted(set(capped))
     if not batches:
         return None
-    n = sum(1 for p in plans if p.perf is not None and p.perf.batch < asked)
+    n = len(capped)
     sizes = ", ".join(f"{b:,}" for b in batches)
     return (
         f"--concurrency {asked:,} is more than vLLM batches: max_num_seqs caps the batch at "
@@ -77,8 +78,9 @@ def register(app: typer.Typer) -> None:
             None,
             "--concurrency",
             help="Requests in flight that must fit in the KV cache (each --ctx tokens, or "
-            "--isl + --osl when given); throughput is estimated at it. Default: one request must "
-            "fit and tokens/s is estimated at saturation.",
+            "--isl + --osl when given); throughput is estimated at it (with a latency SLO, at "
+            "most at it). Default: one request must fit and tokens/s is estimated at "
+            "saturation.",
         ),
         isl: int | None = typer.Option(
             None, "--isl", help="Input tokens per request (default 8000)."
@@ -92,13 +94,24 @@ def register(app: typer.Typer) -> None:
             help="Rank by usd-per-mtok (output tokens) or usd-per-hour.",
         ),
         max_tpot_ms: float | None = typer.Option(
-            None, "--max-tpot-ms", help="Drop shapes slower than this per output token."
+            None,
+            "--max-tpot-ms",
+            help="Latency SLO: ms per output token. Each shape is estimated and ranked at the "
+            "largest batch (requests in flight, up to saturation or --concurrency) whose TPOT "
+            "meets it (JSON 'concurrency'); shapes missing it at 1 request are dropped.",
         ),
         max_ttft_s: float | None = typer.Option(
-            None, "--max-ttft-s", help="Drop shapes whose time to first token exceeds this."
+            None,
+            "--max-ttft-s",
+            help="Latency SLO: time to first token in s (prefill plus one decode step at the "
+            "batch; queueing not modelled), met at the largest batch as --max-tpot-ms; with "
+            "both, the batch meets both.",
         ),
         min_output_tps: float | None = typer.Option(
-            None, "--min-output-tps", help="Drop shapes below this many output tokens/s."
+            None,
+            "--min-output-tps",
+            help="Drop shapes below this many output tokens/s (with a latency SLO, at the "
+            "SLO's batch).",
         ),
         dcp: int = typer.Option(
             1, "--dcp", help="Decode context parallel size (shards the MLA KV)."
@@ -200,6 +213,7 @@ def register(app: typer.Typer) -> None:
         from provisioner.core.catalog import resolve_model
         from provisioner.core.choices import choice_json, distinct_by, group, headline_json
         from provisioner.core.planner import plan_quote, result_to_json
+        from provisioner.core.planner.estimates import slo_batch_note
         from provisioner.core.quant import resolve_quant
         from provisioner.core.request import make_request, parse_tokens
 
@@ -284,8 +298,8 @@ def register(app: typer.Typer) -> None:
 
             result.notes.insert(0, default_note(req.ctx, spec))
         capped = concurrency_note(req.concurrency, result.plans)
-        if capped:
-            result.notes.append(capped)
+        slo_note = slo_batch_note(req, result.plans)  # the batch each SLO plan holds it at
+        result.notes.extend(n for n in (capped, slo_note) if n)
         comparison = None
         if compare_api and result.plans:
             from provisioner.core.breakeven import api_comparison

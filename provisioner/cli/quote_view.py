@@ -14,6 +14,7 @@ from provisioner.cli.textable import Column, fit, short_gpu, short_instance
 from provisioner.core.choices import Choice, Choices, reason_kind
 from provisioner.core.offer import price_estimate
 from provisioner.core.planner import QuoteResult, RankedPlan
+from provisioner.core.planner.estimates import slo_load_label
 
 Echo = Callable[[str], None]
 
@@ -72,8 +73,10 @@ def headline(ch: Choices) -> list[str]:
         if pick is None:
             text = "none among these offers"
             if label == "Deployable:" and ch.why_none_deployable is not None:
-                reason, n = ch.why_none_deployable
-                text += f": {reason}" + ("" if n == ch.total else f" ({n} of {ch.total})")
+                reason, n = ch.why_none_deployable  # every plan's reason: say it, not the offers
+                text = (
+                    "none: " + reason if n == ch.total else f"{text}: {reason} ({n} of {ch.total})"
+                )
         elif pick is ch.cheapest:
             text = "the same"
         else:
@@ -177,7 +180,9 @@ def print_quote(
 
     isl, osl, _ = workload_tokens(req)
     kv = "fp8" if result.kv_dtype_bytes == 1 else "bf16"
-    load = f"concurrency {req.concurrency}" if req.concurrency else "tok/s at saturation"
+    load = slo_load_label(req) or (
+        f"concurrency {req.concurrency}" if req.concurrency else "tok/s at saturation"
+    )
     echo(f"{spec.id} {scheme.name}, ctx {ctx_label(req.ctx)} ({req.ctx:,} tokens), KV {kv}")
     echo(f"workload {isl}/{osl} tokens in/out, {load}; ranked by {req.objective}")
     for line in headline(ch):

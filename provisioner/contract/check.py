@@ -7,8 +7,48 @@ rules, TP inside a node, kernels for the quant format on that GPU, and the memor
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
 from provisioner.contract.document import Plan, PlanDocument
 from provisioner.errors import ProvError, UsageError
+
+if TYPE_CHECKING:
+    from provisioner.core.deployable import DeployFacts
+    from provisioner.core.quant import QuantScheme
+
+
+def plan_scheme(doc: PlanDocument) -> QuantScheme | None:
+    """The quant scheme a plan file's request resolves to, or None when this machine cannot
+    resolve its model (a config.json that is not here): check_plan then says so."""
+    return _scheme(doc.request.model, doc.request.quant)
+
+
+@lru_cache(maxsize=8)
+def _scheme(model: str, quant: str) -> QuantScheme | None:
+    from provisioner.core.catalog import resolve_model
+    from provisioner.core.quant import resolve_quant
+
+    try:
+        return resolve_quant(quant, resolve_model(model))
+    except ProvError:
+        return None
+
+
+def deploy_facts(doc: PlanDocument, plan: Plan) -> DeployFacts:
+    """What provisioner/core/deployable.py's rule needs about `plan`, re-derived from the file's
+    model and --quant (not from its `deployable` mark, which a hand edit could flip): the same
+    facts quote marked the plan with."""
+    from provisioner.core.deployable import DeployFacts
+
+    return DeployFacts(
+        plan.cloud,
+        plan.gpu,
+        plan.zone,
+        bool(plan.vllm_args),
+        model=doc.model.id,
+        scheme=plan_scheme(doc),
+    )
 
 
 def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
@@ -79,6 +119,7 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
         plan.dp,
         plan.ep,
         verdict.max_num_batched_tokens,
+        served_batch=plan.concurrency,  # a latency SLO's batch caps each engine's sequences
     )
     edit = args_edit(want, plan.vllm_args)
     if edit:
@@ -124,6 +165,8 @@ _REQUEST_KEYS = frozenset(
         "gpu_memory_utilization",
         "max_num_batched_tokens",
         "concurrency",
+        "max_tpot_ms",
+        "max_ttft_s",
         "isl",
         "osl",
         "objective",

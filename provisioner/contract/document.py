@@ -176,7 +176,9 @@ class Plan(BaseModel):
     fabric: str | None = None
     prices_as_of: IsoDate | None = None
     price_age_days: NonNegInt | None = None  # days since prices_as_of; null = undated price
-    spot_interruption: str | None = None  # AWS Spot Advisor bucket, e.g. "<5%"
+    # redundant with spot_risk.interruption_per_month (authoritative; docs/json.md): kept for
+    # schema 2 readers, dropped at the next schema_version. AWS Spot Advisor bucket, e.g. "<5%"
+    spot_interruption: str | None = None
     # spot plans: what is known about interruptions ("unknown" with why, never zero); else null
     spot_risk: SpotRiskInfo | None = None
     multi_node: bool | None = None  # the offer's nodes can form one cluster

@@ -98,14 +98,16 @@ def zones_by_region(offers: Sequence[Offer]) -> dict[tuple[str, str], int]:
 
 
 def deploy_reason(
-    o: Offer, runs_vllm: bool, region_zones: dict[tuple[str, str], int]
+    o: Offer, result: QuoteResult, region_zones: dict[tuple[str, str], int]
 ) -> str | None:
     facts = DeployFacts(
         cloud=o.cloud,
         gpu=o.gpu,
         zone=o.zone or None,
-        runs_vllm=runs_vllm,
+        runs_vllm=result.scheme.engine == "vllm",  # planner.vllm_args is empty otherwise
         region_zones=region_zones.get((o.cloud, o.region), 0),
+        model=result.model.id,
+        scheme=result.scheme,
     )
     return not_deployable_reason(facts)
 
@@ -133,14 +135,13 @@ def group(
     first): the first `top` (all when 0), plus the cheapest deployable and cheapest on-demand
     choice when they rank below; plans are built for those only."""
     ranked = result.ranked
-    runs_vllm = result.scheme.engine == "vllm"  # planner.vllm_args is empty otherwise
     region_zones = zones_by_region(offers)
     shown = len(ranked) if not top else min(top, len(ranked))
     reasons: dict[int, str | None] = {}
 
     def reason(i: int) -> str | None:
         if i not in reasons:
-            reasons[i] = deploy_reason(ranked[i].offer, runs_vllm, region_zones)
+            reasons[i] = deploy_reason(ranked[i].offer, result, region_zones)
         return reasons[i]
 
     rows = [_choice(e, i + 1, reason(i)) for i, e in enumerate(ranked[:shown])]

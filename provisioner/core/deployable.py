@@ -8,6 +8,11 @@ The rule, for `prov deploy` with the default ``--target auto`` (aws-eks for an A
 kubeconfig otherwise):
 
 * the plan runs on vLLM (GGUF plans run on llama.cpp, which prov does not deploy);
+* the model's published checkpoint serves its quant scheme: the scheme is the checkpoint's own,
+  or vLLM makes it at load time (fp8 from a bf16/fp16 checkpoint, with --quantization fp8).
+  ``prov deploy`` starts the checkpoint the plan names; a plan priced for an fp8 Kimi-K2 would
+  start the published int4 one (review9 #2). The rule is quant.checkpoint_rule's, carried on
+  the scheme (``QuantScheme.checkpoint``);
 * its GPU is NVIDIA (vllm/vllm-openai, ``nvidia.com/gpu``) or AMD (vLLM's ROCm image,
   ``amd.com/gpu``, kubeconfig target only: AWS rents no AMD GPUs);
 * an aws-eks plan names its availability zone, and its region has a second zone for EKS.
@@ -20,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from provisioner.core.hardware import gpu_specs
+from provisioner.core.quant import QuantScheme, checkpoint_phrase
 
 #: GPU vendor -> the Kubernetes extended resource its device plugin advertises.
 GPU_RESOURCE = {"NVIDIA": "nvidia.com/gpu", "AMD": "amd.com/gpu"}
@@ -35,6 +41,8 @@ class DeployFacts:
     zone: str | None
     runs_vllm: bool  # the plan carries vLLM arguments
     region_zones: int = 2  # zones prov knows in the plan's region (EKS needs two)
+    model: str = ""  # the model id the plan starts (vLLM's --model)
+    scheme: QuantScheme | None = None  # the plan's quant scheme; None: not known (not checked)
 
 
 def resolve_target(target: str, cloud: str) -> str:
@@ -53,6 +61,9 @@ def not_deployable_reason(facts: DeployFacts, target: str = "auto") -> str | Non
     """Why `prov deploy --target TARGET` cannot run this plan, or None when it can."""
     if not facts.runs_vllm:
         return "runs on llama.cpp (a GGUF format); prov deploy runs vLLM only"
+    why = checkpoint_reason(facts.scheme, facts.model)
+    if why is not None:
+        return why
     vendor = gpu_vendor(facts.gpu)
     if vendor is None:
         return f"unknown GPU {facts.gpu!r}; prov deploy knows NVIDIA and AMD GPUs"
@@ -69,3 +80,13 @@ def not_deployable_reason(facts: DeployFacts, target: str = "auto") -> str | Non
         if facts.region_zones < 2:
             return "EKS needs two availability zones and prov knows one in this region"
     return None
+
+
+def checkpoint_reason(scheme: QuantScheme | None, model: str) -> str | None:
+    """Why the model's published checkpoint cannot serve `scheme`, or None when it can."""
+    if scheme is None or scheme.checkpoint is None:
+        return None
+    return (
+        f"needs {checkpoint_phrase(scheme.checkpoint)} checkpoint of {model} (the published "
+        f"one is {scheme.published}); pass one with -m <config.json or snapshot folder>"
+    )

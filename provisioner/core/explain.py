@@ -246,15 +246,19 @@ def perf_lines(plan: RankedPlan) -> list[str]:
         if e.arch != "dense" and cal.moe_scale != 1.0:
             lines.append(f"             {cal.family} fused-MoE kernels x{cal.moe_scale:.2f}")
         lines.append(era_line(cal))
+    ms = 1e3
     lines += [
-        f"  Prefill {e.prefill_s * 1e3:,.0f} ms/request; chunked prefill hides "
+        f"  Prefill {e.prefill_s * ms:,.0f} ms/request; chunked prefill hides "
         f"{e.prefill_hidden:.0%} in memory-bound steps",
-        f"  TPOT {e.tpot_s * 1e3:.1f} ms (step + others' prefill chunks), TTFT {e.ttft_s:.2f} s "
-        "(idle)",
+        f"  TPOT {e.tpot_s * ms:,.2f} ms = step {e.step_s * ms:,.2f} + others' prefill chunks "
+        f"{(e.tpot_s - e.step_s) * ms:,.2f} ms per token",
+        f"  TTFT {e.ttft_s * ms:,.1f} ms (no queueing) = prefill {e.prefill_s * ms:,.1f} + "
+        f"all-reduces {e.prefill_comm_s * ms:,.1f}",
+        f"       + a step at the batch {e.step_s * ms:,.1f} + floor {e.ttft_floor_s * ms:,.1f} ms",
     ]
     if cal is not None and cal.prefill_layer_us:
         lines.append(
-            f"  TTFT includes {cal.prefill_layer_us:,.0f} us/layer (eager launches, API, "
+            f"       (floor: {cal.prefill_layer_us:,.0f} us/layer for eager launches, API, "
             "scheduling; fitted)"
         )
     lines.append(

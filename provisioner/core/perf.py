@@ -18,8 +18,10 @@ B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs re
 Prefill is compute-bound: 2 x (active params - lm_head) x isl + 2 x lm_head (logits of the last
 prompt token only) / (TFLOPs x prefill_eff) + the causal attention FLOPs / (bf16 TFLOPs x
 attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
-TTFT (idle) = prefill + its all-reduces + one step + layers x a fitted per-layer floor (eager
-launches of the prefill's kernels, with the API server's and scheduler's time folded in).
+TTFT (no queueing) = prefill + its all-reduces + one decode step at the batch (the token comes
+out of a step shared with the others; at concurrency 1 the idle TTFT) + layers x a fitted
+per-layer floor (eager launches of the prefill's kernels, with the API server's and scheduler's
+time folded in).
 Chunked prefill: vLLM mixes prefill chunks into decode steps (max_num_batched_tokens per step); a
 mixed step reads the weights once, so a chunk's FLOPs fill that one step's memory-bound slack and
 the rest adds serially (a chunk of thousands of tokens is compute-bound, it does not spread):
@@ -109,6 +111,8 @@ class PerfEstimate:
     offload_s: float = 0.0  # per decode step, all stages
     prefill_s: float = 0.0  # prefill compute of one request (all stages)
     prefill_hidden: float = 0.0  # share of the cycle's prefill hidden in decode's compute slack
+    prefill_comm_s: float = 0.0  # the prefill's TP all-reduces (serial, in TTFT)
+    ttft_floor_s: float = 0.0  # layers x the fitted per-layer TTFT floor
     steps_per_cycle: float = 0.0
     band_info: Band | None = None
     compute_dtype: str = "bf16"
@@ -375,7 +379,8 @@ def estimate(
         )
     # the prefill rides in one engine step: that step also reads the weights and pays the floors;
     # plus the per-layer TTFT floor (eager launches, API and scheduling time; fitted)
-    ttft = prefill_s + comm_prefill + step_s + layers * cal.prefill_layer_us * 1e-6
+    ttft_floor = layers * cal.prefill_layer_us * 1e-6
+    ttft = prefill_s + comm_prefill + step_s + ttft_floor
 
     # steady state: B requests cycle through prefill + osl decode steps; prefill chunks ride in
     # the decode steps (chunked prefill), filling the compute slack of memory-bound steps
@@ -414,6 +419,8 @@ def estimate(
         offload_s=offload_s * pp,
         prefill_s=prefill_s,
         prefill_hidden=hidden,
+        prefill_comm_s=comm_prefill,
+        ttft_floor_s=ttft_floor,
         steps_per_cycle=n_steps,
         band_info=band,
         compute_dtype=compute_dtype(gpu, scheme),

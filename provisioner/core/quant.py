@@ -79,6 +79,10 @@ class QuantScheme:
     group_size: int | None = None  # weights per scale, for kernel shape checks
     exact: bool = False  # the checkpoint as stored: safetensors bytes apply when known
     notes: tuple[str, ...] = ()
+    # The checkpoint format this scheme needs that the model's published one is not (and vLLM
+    # cannot make from it at load time), and the published one's format: see checkpoint_rule.
+    checkpoint: str | None = None
+    published: str = ""
 
     def is_quantized(self, g: WeightGroup) -> bool:
         if self.bits >= 16:
@@ -263,6 +267,50 @@ def _native_scheme(
     return None
 
 
+# ---- which checkpoint a scheme needs ------------------------------------------------------
+
+#: What a checkpoint of each format is, with its article, for notes and deploy's reason.
+_CHECKPOINT_KINDS = {
+    "bf16": "a bf16",
+    "fp16": "an fp16",
+    "fp8": "an fp8",
+    "int8": "a W8A8 int8 (compressed-tensors)",
+    "int4": "an AWQ/GPTQ int4",
+    "nvfp4": "an NVFP4 (modelopt)",
+    "mxfp4": "an MXFP4",
+}
+
+
+def checkpoint_phrase(fmt: str) -> str:
+    """'an fp8', 'an AWQ/GPTQ int4' ...: the checkpoint of a format, as notes name it."""
+    return _CHECKPOINT_KINDS.get(fmt, f"a {fmt}")
+
+
+def _plain_format(spec: ModelSpec) -> str:
+    """The format of an unquantized checkpoint: its torch dtype."""
+    return "fp16" if spec.dtype in {"float16", "fp16"} else "bf16"
+
+
+def checkpoint_rule(key: str, native: QuantScheme | None) -> tuple[str | None, str | None]:
+    """For a vLLM format `key` other than the published checkpoint's own: the --quantization
+    value with which vLLM makes it from the published checkpoint at load time, or the format of
+    the checkpoint it needs instead (one of the two is None).
+
+    vLLM v0.18.0 (the image prov deploys, vllm_rules.VLLM_VERSION) quantizes at load time only
+    one of prov's formats: fp8 from a bf16/fp16 checkpoint. `--quantization fp8` on a checkpoint
+    without a quantization_config builds Fp8Config(is_checkpoint_fp8_serialized=False), which
+    creates the weights in the checkpoint's dtype and quantizes them to fp8 e4m3 with a
+    per-tensor scale after loading (model_executor/layers/quantization/fp8.py; docs
+    "Online Dynamic Quantization", docs.vllm.ai v0.5.4 on; PR #31914 makes the load stream, so
+    the bf16 weights are never all on the GPU). Its int8/int4/nvfp4/mxfp4 need a checkpoint in
+    that format (vLLM's in-flight bitsandbytes and experts_int8 are other formats, not modelled
+    here); a quantized checkpoint is never dequantized to another format.
+    """
+    if key == "fp8" and native is None:
+        return "fp8", None
+    return None, key
+
+
 def resolve_quant(name: str, spec: ModelSpec) -> QuantScheme:
     """The scheme for --quant NAME on this model."""
     key = name.strip().lower().replace("-", "_")
@@ -281,7 +329,7 @@ def resolve_quant(name: str, spec: ModelSpec) -> QuantScheme:
     if key == "auto":
         if native is not None:
             return native
-        key = "fp16" if spec.dtype in {"float16", "fp16"} else "bf16"
+        key = _plain_format(spec)
     if native is not None and native.name == key:
         return native
     if native is None and key in {"bf16", "fp16"}:
@@ -295,57 +343,38 @@ def resolve_quant(name: str, spec: ModelSpec) -> QuantScheme:
             kinds=QUANTIZABLE_KINDS | {"embed", "lm_head"},
             notes=("GGUF is a llama.cpp format: a memory-only estimate, not a vLLM TP shape",),
         )
+    published = native.name if native is not None else _plain_format(spec)
+    online, checkpoint = checkpoint_rule(key, native)
     notes: list[str] = []
-    if native is not None:
+    if checkpoint is not None:
         notes.append(
-            f"assumes a {key} checkpoint of this model; the published one is {native.name}"
+            f"needs {checkpoint_phrase(key)} checkpoint of this model; the published one is "
+            f"{published}"
         )
+    if online is not None:
+        notes.append(
+            f"vLLM quantizes the {published} weights to fp8 at load time (--quantization fp8)"
+        )
+    scheme = _generic_scheme(key, spec, online)
+    return replace(scheme, notes=tuple(notes), checkpoint=checkpoint, published=published)
+
+
+def _generic_scheme(key: str, spec: ModelSpec, online: str | None) -> QuantScheme:
+    """A vLLM format by the generic rule (not the checkpoint's own)."""
     if key in {"bf16", "fp16"}:
-        return QuantScheme(key, f"{key} (unquantized)", 16.0, notes=tuple(notes))
+        return QuantScheme(key, f"{key} (unquantized)", 16.0)
     if key == "fp8":
-        notes.append("vLLM can quantize bf16 weights to fp8 at load time (--quantization fp8)")
-        return QuantScheme(
-            "fp8",
-            "fp8 W8A8 per-tensor (online)",
-            8.0,
-            compute="fp8",
-            vllm_quantization="fp8" if native is None else None,
-            notes=tuple(notes),
-        )
+        label = "fp8 W8A8 per-tensor" + (" (online)" if online else "")
+        return QuantScheme("fp8", label, 8.0, compute="fp8", vllm_quantization=online)
     if key == "int8":
         bits = 8 + 32 / spec.hidden_size  # one fp32 scale per output channel
-        return QuantScheme(
-            "int8",
-            "int8 W8A8 per-channel",
-            bits,
-            compute="int8",
-            notes=(*notes, "needs a W8A8 (compressed-tensors) checkpoint"),
-        )
+        return QuantScheme("int8", "int8 W8A8 per-channel", bits, compute="int8")
     if key == "int4":
         bits = 4 + (16 + 4) / 128  # fp16 scale + 4-bit zero point per group of 128
-        return QuantScheme(
-            "int4",
-            "int4 W4A16 AWQ/GPTQ group 128",
-            bits,
-            group_size=128,
-            notes=(*notes, "needs an AWQ/GPTQ int4 checkpoint"),
-        )
+        return QuantScheme("int4", "int4 W4A16 AWQ/GPTQ group 128", bits, group_size=128)
     if key == "nvfp4":
-        return QuantScheme(
-            "nvfp4",
-            "nvfp4 (fp8 scale per 16)",
-            4.5,
-            compute="fp4",
-            notes=(*notes, "needs an NVFP4 (modelopt) checkpoint"),
-        )
-    # mxfp4
-    return QuantScheme(
-        "mxfp4",
-        "mxfp4 (e8m0 scale per 32)",
-        4.25,
-        compute="fp4",
-        notes=(*notes, "needs an MXFP4 checkpoint"),
-    )
+        return QuantScheme("nvfp4", "nvfp4 (fp8 scale per 16)", 4.5, compute="fp4")
+    return QuantScheme("mxfp4", "mxfp4 (e8m0 scale per 32)", 4.25, compute="fp4")
 
 
 def kv_bytes(kv_dtype: str, spec: ModelSpec) -> int:

@@ -105,10 +105,12 @@ CHANGES: tuple[Change, ...] = (
             ("flashinfer_sampler_default", True),
             ("flashinfer_in_wheel", False),
         ),
-        "vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__ ('envs."
+        "vllm/v1/sample/ops/topk_topp_sampler.py:46 TopKTopPSampler.__init__ ('envs."
         "VLLM_USE_FLASHINFER_SAMPLER is not False') @v0.11.0; wheel METADATA: flashinfer-python "
-        "only under extra 'flashinfer'; docker/Dockerfile vllm-base installs FlashInfer "
-        "(flashinfer-ai/flashinfer issue #1180: the official image logs 'Using FlashInfer')",
+        "only under extra 'flashinfer' @v0.10.1-v0.11.0 (PR #21959); docker/Dockerfile:375-417 "
+        "vllm-base 'Install FlashInfer from source' at upstream 78336a0c3 (2025-09-05); logs: "
+        "pip L16 'FlashInfer is not available', image flashinfer-ai/flashinfer#1180 'Using "
+        "FlashInfer'",
     ),
     Change(
         (0, 11, 0),
@@ -118,7 +120,7 @@ CHANGES: tuple[Change, ...] = (
         "vllm/v1/worker/gpu_worker.py init_device @v0.11.0 (PR #25359)",
     ),
     Change(
-        (0, 11, 2),
+        (0, 11, 1),
         "FlashInfer sampler opt-in only (VLLM_USE_FLASHINFER_SAMPLER=1): every install samples "
         "on the PyTorch path (full-vocab sort, 38 B per logit)",
         (
@@ -126,18 +128,19 @@ CHANGES: tuple[Change, ...] = (
             ("flashinfer_sampler_default", False),
             ("flashinfer_in_wheel", True),
         ),
-        "vllm/v1/sample/ops/topk_topp_sampler.py __init__ ('Users must opt in explicitly') "
-        "@v0.11.2, v0.12.0, v0.16.0, v0.17.0, v0.18.0, v0.20.0 (v0.11.1 not read); the "
-        "v0.11.2 wheel METADATA already requires flashinfer-python==0.5.2",
+        "vllm/v1/sample/ops/topk_topp_sampler.py:34-35 __init__ ('Users must opt in "
+        "explicitly') @v0.11.1 (PR #26859, opened 2025-10-15), also read @v0.11.2, v0.12.0, "
+        "v0.16.0, v0.17.0, v0.18.0, v0.20.0; the v0.11.1 wheel METADATA requires "
+        "flashinfer-python==0.5.2",
     ),
     Change(
-        (0, 11, 2),
+        (0, 11, 1),
         "a defaulted max_num_batched_tokens is capped at max_num_seqs x max_model_len (then "
         "a defaulted max_num_seqs at max_num_batched_tokens)",
         (("cap_batched_tokens_by_seqs", True),),
         "vllm/engine/arg_utils.py EngineArgs._set_default_max_num_seqs_and_batched_tokens_args "
-        "('Ensure max_num_batched_tokens does not exceed model limit') @v0.11.2 and v0.14.1; "
-        "absent in _set_default_args @v0.11.0 (v0.11.1 not read)",
+        "('Ensure max_num_batched_tokens does not exceed model limit') @v0.11.1 (arg_utils.py:"
+        "2021-2026), v0.11.2 and v0.14.1; absent in _set_default_args @v0.11.0",
     ),
     Change(
         (0, 12, 0),
@@ -255,7 +258,10 @@ def with_paths(
 
     install: "image" is the official vllm/vllm-openai image `prov deploy` runs (it ships
     FlashInfer at every version); "pip" is `pip install vllm`, whose wheel lacks FlashInfer
-    before v0.12. sampler / mxfp4: "auto" follows the version's default for that install;
+    before v0.11.1. The two differ only where vLLM takes FlashInfer's sampler by default and
+    the wheel lacks it: v0.10.0-v0.11.0 (image: FlashInfer, pip: PyTorch sort). At
+    VLLM_VERSION, what prov deploys, they are the same.
+    sampler / mxfp4: "auto" follows the version's default for that install;
     "flashinfer"/"pytorch" and "triton"/"marlin" force a path (VLLM_USE_FLASHINFER_SAMPLER,
     VLLM_MXFP4_USE_MARLIN, or an install that added triton_kernels before v0.12).
     """
@@ -295,7 +301,7 @@ def scheduler_defaults(
     """(max_num_batched_tokens, max_num_seqs) vLLM ends up with, given the user's values.
 
     Follows EngineArgs._set_default_max_num_seqs_and_batched_tokens_args (chunked prefill on,
-    as in V1): the GPU's defaults fill what the user left unset; from v0.11.2 a defaulted
+    as in V1): the GPU's defaults fill what the user left unset; from v0.11.1 a defaulted
     token budget is capped at max_num_seqs x max_model_len; a defaulted max_num_seqs never
     exceeds the token budget.
     """

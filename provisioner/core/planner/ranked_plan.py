@@ -189,7 +189,11 @@ def vllm_args(
     dp: int = 1,
     ep: bool = False,
     batched_tokens: int = 8192,
+    served_batch: int | None = None,
 ) -> list[str]:
+    """The plan's `vllm serve` flags. `served_batch` (requests in flight on all DP ranks) is the
+    batch a latency SLO set: each engine is capped at its share (--max-num-seqs), so requests
+    past it wait in the queue instead of slowing every token past the SLO."""
     if scheme.engine != "vllm":
         return []
     args = [
@@ -212,6 +216,8 @@ def vllm_args(
         args += ["--kv-cache-dtype", "fp8"]
     if scheme.vllm_quantization:
         args += ["--quantization", scheme.vllm_quantization]
+    if served_batch is not None and (req.max_tpot_ms is not None or req.max_ttft_s is not None):
+        args += ["--max-num-seqs", str(-(-served_batch // dp))]
     if req.dcp > 1:
         args += ["--decode-context-parallel-size", str(req.dcp)]
     if req.cpu_offload_gb:

@@ -90,15 +90,20 @@ def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
         )
     tts = found.tts_of(o, weight_split(v))
     loss = reclaim(o, market, v.nodes, tts) if tts else None
+    perf = found.perf_of(v, o.fabric)
+    args = vllm_args(
+        spec, scheme, req, v.tp, v.pp, found.kvb, v.dp, v.ep, v.max_num_batched_tokens,
+        served_batch=perf.batch if perf is not None else None,
+    )  # fmt: skip
     return RankedPlan(
         rank,
         o,
         v,
         market,
         price,
-        vllm_args(spec, scheme, req, v.tp, v.pp, found.kvb, v.dp, v.ep, v.max_num_batched_tokens),
+        args,
         list(dict.fromkeys(warnings)),
-        found.perf_of(v, o.fabric),
+        perf,
         expected_usd_per_hour=(
             loss.expected_usd_per_hour(price) if loss and req.risk_adjusted else None
         ),
