@@ -126,10 +126,27 @@ def test_prefill_attention_runs_in_bf16_at_its_own_share() -> None:
         workload=Workload(8000, 100, 1),
         data=data,
     )
-    (sw,) = _stage_weights(spec, q, 1, 1)
-    linear = 2 * sw.active_params * 8000 / (1979e12 * cal.prefill_eff)  # FP8 tensor cores
+    # linear FLOPs, hand count of Llama-3.1-8B (hidden 4096, 32 layers, 32 q / 8 kv heads of 128,
+    # MLP 14336, vocab 128256): per layer q, o 4096^2 each, k, v 4096 x 1024 each, MLP 3 x 4096
+    # x 14336, plus two 4096 norms; the lm_head (128256 x 4096) only for the last prompt token
+    per_layer = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096
+    head = 128256 * 4096
+    flops = 2 * 32 * per_layer * 8000 + 2 * head
+    linear = flops / (1979e12 * cal.prefill_eff)  # FP8 tensor cores
     attn = 2 * (32 * 8000 * 8000 / 2) * 32 * 256  # pairs x heads x (qk + pv widths) x 2
     assert e.prefill_s == pytest.approx(linear + attn / (989e12 * cal.attn_prefill_eff))
+
+
+def test_lm_head_sits_on_the_last_stage_once_per_rank() -> None:
+    """The lm_head (vocab x hidden, split by TP) is on the last PP stage only: the prefill takes
+    it once per request (vLLM computes logits at each request's last position), decode per token
+    (Llama-3.1-8B: 128256 x 4096)."""
+    spec = resolve_model("meta-llama/Llama-3.1-8B")
+    q = resolve_quant("bf16", spec)
+    first, last = _stage_weights(spec, q, 2, 2)
+    assert first.head_params == 0
+    assert last.head_params == pytest.approx(128256 * 4096 / 2)
+    assert last.other_bytes - first.other_bytes == pytest.approx(128256 * 4096 * 2 / 2)
 
 
 def test_pipeline_overlaps_stages_only_with_enough_micro_batches(kimi_thinking: ModelSpec) -> None:

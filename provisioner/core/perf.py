@@ -15,8 +15,9 @@ Pipeline: min(B, PP) micro-batches circulate, so a step = PP x stage(ceil(B / mi
           + (PP - 1) hand-offs + a per-step overhead + B x a per-sequence overhead
           (+ an older engine's CPU time, per step and per sequence, / --num-scheduler-steps).
 B = min(concurrency, max_num_seqs): vLLM never batches more than max_num_seqs requests.
-Prefill is compute-bound: 2 x active params x isl / (TFLOPs x prefill_eff) + the causal attention
-FLOPs / (bf16 TFLOPs x attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
+Prefill is compute-bound: 2 x (active params - lm_head) x isl + 2 x lm_head (logits of the last
+prompt token only) / (TFLOPs x prefill_eff) + the causal attention FLOPs / (bf16 TFLOPs x
+attn_prefill_eff): FlashAttention runs in bf16 at its own share of peak.
 TTFT (no queueing) = prefill + its all-reduces + one decode step at the batch (the token comes
 out of a step shared with the others; at concurrency 1 the idle TTFT) + layers x a fitted
 per-layer floor (eager launches of the prefill's kernels, with the API server's and scheduler's
@@ -135,6 +136,9 @@ class _StageWeights:
     active_params: float  # params touched per token, per rank
     moe_layers: int
     expert_params: float = 0.0  # routed expert params per rank, all MoE layers of the stage
+    # lm_head params per rank (in active_params): a decode token needs its logits, a prompt
+    # only its last token's (vLLM computes logits at each request's last scheduled position)
+    head_params: float = 0.0
 
 
 # the key under which a planner's stage cache keeps [(group, bytes in the scheme)] (pure in the
@@ -165,14 +169,15 @@ def _stage_weights(
     bounds = pp_partition(spec.num_layers, pp)
     stage_of = {layer: k for k, (lo, hi) in enumerate(bounds) for layer in range(lo, hi)}
     # one pass over the groups; each stage sums its groups in the groups' order
-    # [expert bytes, other bytes, active params, expert params, MoE layers] per stage
-    acc = [[0.0, 0.0, 0.0, 0.0, 0] for _ in bounds]
+    # [expert bytes, other bytes, active params, expert params, MoE layers, lm_head params]
+    acc = [[0.0, 0.0, 0.0, 0.0, 0, 0.0] for _ in bounds]
     for g, nbytes in sized if sized is not None else sized_groups(spec, scheme, None):
         if g.layer is None:
             if g.kind == "lm_head":
                 a = acc[pp - 1]
                 a[1] += nbytes / tp
                 a[2] += g.total_params / tp
+                a[5] += g.total_params / tp
             continue
         k = stage_of.get(g.layer)
         if k is None:
@@ -188,7 +193,7 @@ def _stage_weights(
             a[1] += nbytes / div
             a[2] += g.total_params / div
     return [
-        _StageWeights(b, a[0], a[1], a[2], int(a[4]), a[3])
+        _StageWeights(b, a[0], a[1], a[2], int(a[4]), a[3], a[5])
         for b, a in zip(bounds, acc, strict=True)
     ]
 
@@ -348,6 +353,8 @@ def estimate(
     tf = compute_tflops(gpu, scheme) * 1e12 * cal.prefill_eff
     isl = workload.isl
     active = sum(sw.active_params for sw in stages)  # per rank, summed over stages
+    head = sum(sw.head_params for sw in stages)  # the lm_head: the last prompt token only
+    linear = 2 * ((active - head) * isl + head)
     layers = spec.num_layers
     heads = max(1, spec.num_heads // tp)
     # causal attention: 2 FLOPs x (qk + v widths) per (query, key) pair per head and layer;
@@ -359,9 +366,9 @@ def estimate(
     attn = 2 * pairs * heads * attn_dim_prefill(spec)
     if cal.attn_prefill_eff > 0:  # attention runs in its own kernel, in bf16, at its own share
         attn_tf = (gpu.bf16_tflops or compute_tflops(gpu, scheme)) * 1e12 * cal.attn_prefill_eff
-        prefill_s = 2 * active * isl / tf + attn / attn_tf
+        prefill_s = linear / tf + attn / attn_tf
     else:
-        prefill_s = (2 * active * isl + attn) / tf
+        prefill_s = (linear + attn) / tf
     comm_prefill = 0.0
     if tp > 1:
         msg = isl * spec.hidden_size * 2

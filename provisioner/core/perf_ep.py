@@ -99,13 +99,14 @@ def _dense_stages(
     tp, pp = lay.tp, lay.pp
     stages, experts = [], []
     for s, (lo, hi) in enumerate(pp_partition(spec.num_layers, pp)):
-        other = active = eb = ep_params = 0.0
+        other = active = eb = ep_params = head = 0.0
         moe_layers = 0
         for g, nbytes in sized or [(g, scheme.group_bytes(g)) for g in spec.groups]:
             if g.layer is None:
                 if g.kind == "lm_head" and s == pp - 1:
                     other += nbytes / tp
                     active += g.total_params / tp
+                    head = g.total_params / tp
                 continue
             if not lo <= g.layer < hi:
                 continue
@@ -122,7 +123,7 @@ def _dense_stages(
         # a token's expert FLOPs on this GPU, on average: perf.estimate's prefill sums active
         # params; the decode step's share is replaced in moe_step
         eact = ep_params / share * k_over_e / spread
-        stages.append(_StageWeights((lo, hi), 0.0, other, active + eact, moe_layers, 0.0))
+        stages.append(_StageWeights((lo, hi), 0.0, other, active + eact, moe_layers, 0.0, head))
         experts.append((eb, ep_params, eact, moe_layers))
     return stages, experts
 
