@@ -5,7 +5,7 @@
 
 Reads the CALIBRATION set (benchmarks/throughput_refs.json) and the CHECK set
 (benchmarks/throughput_check.json): every run the accuracy benchmark predicts (its
-`not_modelled` rule says which) of an engine prov's model covers (vLLM, SGLang) counts for its
+`not_modelled` rule says which) on vLLM, the engine prov deploys, counts for its
 path, keyed exactly as the planner keys a plan (provisioner.core.perf_coverage.path_key): GPU
 family, MoE or dense, quant compute path, layout kind. The held-out sets are not read: they
 measure the model, they are not what its bands rest on. A plan whose path has no run here is
@@ -32,7 +32,7 @@ finally:
     sys.path.remove(str(Path(__file__).parent))
 
 OUT = Path(__file__).parents[1] / "provisioner" / "data" / "perf_coverage.json"
-ENGINES = ("vllm", "sglang")  # the engines the throughput model is fitted to (perf_data bands)
+ENGINES = ("vllm",)  # the engine prov deploys: SGLang runs other kernels (FlashInfer-TRTLLM, AITER)
 
 
 def _ep(ref: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ from test_choices import run, table_rows
 ROOT = Path(__file__).parents[1]
 SETS = [ROOT / "benchmarks" / "throughput_refs.json", ROOT / "benchmarks" / "throughput_check.json"]
 KIMI = ["quote", "-m", "moonshotai/Kimi-K2-Thinking", "--ctx", "128k"]
-MISSING_KIMI_MI300X = "no published run of int4 W4A16 MoE with DP+EP on MI300X (cdna3)"
+MISSING_KIMI_MI300X = "no published vLLM run of int4 W4A16 MoE with DP+EP on MI300X (cdna3)"
 
 
 def published_runs() -> list[dict[str, Any]]:
@@ -67,7 +67,7 @@ def test_a_path_with_published_runs_is_not_marked() -> None:
     tp8 = [p for p in found if p["layout"] == "TP8" and p["nodes"] == 1]
     assert tp8
     for p in tp8:
-        assert "no published run" not in p["perf_band_basis"]
+        assert "no published vLLM run" not in p["perf_band_basis"]
         assert p["perf_band_thin_data"] is False  # Hopper's throughput band is not thin
 
 

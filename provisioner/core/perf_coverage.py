@@ -78,7 +78,7 @@ _MISSING: dict[tuple[object, ...], str | None] = {}  # uncovered(), by what it r
 
 
 def uncovered(spec: ModelSpec, scheme: QuantScheme, gpu: GpuSpec, layout: Layout) -> str | None:
-    """'no published run of ...' when the plan's path has no run in either set, else None."""
+    """'no published vLLM run of ...' when the plan's path has no run in either set, else None."""
     moe = spec.moe is not None
     memo = (moe, scheme.name, scheme.bits, scheme.compute, gpu.name, gpu.arch, gpu.sm, layout)
     if memo in _MISSING:
@@ -86,7 +86,8 @@ def uncovered(spec: ModelSpec, scheme: QuantScheme, gpu: GpuSpec, layout: Layout
     key = path_key(gpu, moe, scheme, layout_kind(layout.tp, layout.pp, layout.dp, layout.ep, moe))
     found = None
     if key not in covered_paths():
-        found = f"no published run of {describe(key, gpu.name)} in the calibration or check sets"
+        found = f"no published vLLM run of {describe(key, gpu.name)} in the calibration or "
+        found += "check sets"
     _MISSING[memo] = found
     return found
 
