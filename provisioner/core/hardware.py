@@ -131,6 +131,7 @@ def match_gpu(name: str) -> list[str]:
 _CUDA_SHARE = 0.985
 
 
+@cache
 def estimated_memory_note(gpu: str) -> str | None:
     """Said wherever a GPU's device memory is cuda_memory_gib's estimate, not a logged total."""
     spec = gpu_specs().get(gpu)
