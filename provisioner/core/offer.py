@@ -57,8 +57,14 @@ _DOUBTFUL = {
     # GCP: a GPU row whose spot is above its on-demand says that "on-demand" cell is not the
     # list price (H200 x8: $36.60 in europe-west4 vs $74.49 in us-central1); its siblings
     # carry the same figure. The spot price (GPU + host row) stays usable.
-    "gpu_row_spot_gt_ondemand": ("on-demand", "GCP GPU row's on-demand below its spot"),
-    "gpu_row_ondemand_suspect": ("on-demand", "same GCP GPU-row on-demand as rows below spot"),
+    "gpu_row_spot_gt_ondemand": (
+        "on-demand",
+        "GCP's GPU-only price row has on-demand below spot (not list; node prices add the host)",
+    ),
+    "gpu_row_ondemand_suspect": (
+        "on-demand",
+        "same GCP GPU-only on-demand figure as rows whose spot is above it",
+    ),
 }
 
 # Price flags under which a price is ranked but is an estimate, not an observed price:
