@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from provisioner.errors import UsageError
 
@@ -106,6 +107,18 @@ def price_doubt(offer: Offer, market: str) -> str | None:
         if rule and rule[0] in ("both", market):
             return f"{market} price not used: {rule[1]}"
     return None
+
+
+def offer_fields(o: Offer) -> dict[str, Any]:
+    """Where and what an offer is, as the JSON contract names it (plans and skipped prices)."""
+    return {
+        "cloud": o.cloud,
+        "region": o.region,
+        "zone": o.zone or None,
+        "instance_type": o.instance_type,
+        "gpu": o.gpu,
+        "gpus_per_node": o.gpus_per_node,
+    }
 
 
 def price_estimate(offer: Offer, market: str) -> str | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisioner.core.memory import weights_total_bytes
 from provisioner.core.models import ModelSpec
-from provisioner.core.offer import beyond_doubt, price_doubt
+from provisioner.core.offer import beyond_doubt, offer_fields, price_doubt
 from provisioner.core.planner.candidate_rows import Entry
 from provisioner.core.planner.estimates import host_ram_needed
 from provisioner.core.quant import QuantScheme
@@ -104,12 +104,7 @@ class OfferPrices:
                 o = self.skipped_offers[oid]
                 rows.append(
                     {
-                        "cloud": o.cloud,
-                        "region": o.region,
-                        "zone": o.zone or None,
-                        "instance_type": o.instance_type,
-                        "gpu": o.gpu,
-                        "gpus_per_node": o.gpus_per_node,
+                        **offer_fields(o),
                         "market": market,
                         "ondemand_usd_per_hour": o.ondemand_usd_per_hour,
                         "spot_usd_per_hour": o.spot_usd_per_hour,

@@ -13,7 +13,7 @@ from provisioner.core.expected_cost import Reclaim
 from provisioner.core.layouts import layout_label
 from provisioner.core.memory import GIB
 from provisioner.core.models import ModelSpec
-from provisioner.core.offer import price_age_days
+from provisioner.core.offer import offer_fields, price_age_days
 from provisioner.core.perf import PerfEstimate
 from provisioner.core.planner.estimates import usd_per_mtok
 from provisioner.core.planner.shapes import ShapeVerdict
@@ -109,12 +109,7 @@ class RankedPlan:
         w = m.worst
         return {
             "rank": self.rank,
-            "cloud": o.cloud,
-            "region": o.region,
-            "zone": o.zone or None,
-            "instance_type": o.instance_type,
-            "gpu": o.gpu,
-            "gpus_per_node": o.gpus_per_node,
+            **offer_fields(o),
             "nodes": v.nodes,
             "tp": v.tp,
             "dp": v.dp,
