@@ -28,7 +28,6 @@ from provisioner.core.layouts import (
 from provisioner.core.memory import MemorySettings
 from provisioner.core.models import ModelSpec
 from provisioner.core.perf import PerfEstimate
-from provisioner.core.perf_coverage import with_coverage
 from provisioner.core.planner.candidate_rows import (
     NO_SPEED,
     PER_HOUR,
@@ -128,11 +127,9 @@ class Enumeration(OfferPrices):
         k = (id(v), fabric if v.nodes > 1 else "")
         memo = self.perf_memo
         if k not in memo:
-            memo[k] = with_coverage(  # thin data where no published run has this path
-                estimate_speed(
-                    self.spec, self.scheme, self.req, v, fabric, self.kvb, self.isl, self.osl,
-                    self.stage_cache,
-                ), self.spec, self.scheme, self.specs[v.hw.gpu], v.layout,
+            memo[k] = estimate_speed(
+                self.spec, self.scheme, self.req, v, fabric, self.kvb, self.isl, self.osl,
+                self.stage_cache,
             )  # fmt: skip
         return memo[k]
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from provisioner.core.expected_cost import reclaim
 from provisioner.core.offer import price_estimate
+from provisioner.core.perf_coverage import with_coverage
 from provisioner.core.planner.candidates import Candidate, Enumeration
 from provisioner.core.planner.estimates import weight_split
 from provisioner.core.planner.ranked_plan import FAST_FABRICS, Ranked, RankedPlan, vllm_args
@@ -90,7 +91,9 @@ def make_plan(found: Enumeration, rank: int, cand: Candidate) -> RankedPlan:
         )
     tts = found.tts_of(o, weight_split(v))
     loss = reclaim(o, market, v.nodes, tts) if tts else None
-    perf = found.perf_of(v, o.fabric)
+    # thin data where no published vLLM run has this path: marked on the plans a person reads
+    # (the ranking does not read it; marking every estimate cost the planner ~3 ms)
+    perf = with_coverage(found.perf_of(v, o.fabric), spec, scheme, found.specs[v.hw.gpu], v.layout)
     args = vllm_args(
         spec, scheme, req, v.tp, v.pp, found.kvb, v.dp, v.ep, v.max_num_batched_tokens,
         served_batch=perf.batch if perf is not None else None,
