@@ -173,3 +173,23 @@ def test_a_hand_flipped_mark_does_not_deploy(tmp_path: Path) -> None:
     )
     assert render.exit_code == 2
     assert "needs an fp8 checkpoint of moonshotai/Kimi-K2-Thinking" in render.stderr
+
+
+def test_a_local_model_is_not_deployed_from_the_hub(tmp_path: Path) -> None:
+    # -m ./folder: the plan's --model is the folder's name, which vLLM would look up on the
+    # Hugging Face Hub; deploy refuses the hub path (its fallback without a bucket) and renders
+    # the bucket path, where vLLM streams the uploaded folder
+    folder = tmp_path / "L8"
+    folder.mkdir()
+    src = Path(__file__).parent.parent / "provisioner/data/models/meta-llama__Llama-3.1-8B.json"
+    (folder / "config.json").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    path, _doc = _quote(tmp_path, str(folder), "auto")
+    render = ["deploy", "--plan", str(path), "--render"]
+    res = CliRunner().invoke(app, [*render, str(tmp_path / "a")])
+    assert res.exit_code == 2, res.output
+    assert "model was given as a local path" in res.output and "--weights s3" in res.output
+    res = CliRunner().invoke(
+        app, [*render, str(tmp_path / "b"), "--weights-bucket", "s3://my-bucket/l8"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "- s3://my-bucket/l8\n" in next((tmp_path / "b").glob("*.yaml")).read_text()

@@ -275,6 +275,14 @@ def register(app: typer.Typer) -> None:
             **flags.as_options(),
         )
         spec = build_spec(doc, options)
+        from provisioner.core.catalog import is_local_model
+
+        if spec.weights == "hub" and is_local_model(doc.request.model):
+            _usage(
+                f"the plan's model was given as a local path ({doc.request.model}): vLLM cannot "
+                "download it from the Hugging Face Hub; upload the folder and pass --weights s3 "
+                "--weights-bucket s3://BUCKET[/PREFIX], or --weights pvc --weights-pvc NAME"
+            )
         if render is not None and spec.weights == "s3" and spec.weights_bucket is None:
             _usage(
                 "--render cannot name the bucket the aws-eks stack creates (its name carries your "

@@ -92,15 +92,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def is_local_model(arg: str) -> bool:
+    """Whether --model names a local config.json or snapshot folder, not a catalog id."""
+    key = arg.strip()
+    return (
+        key.endswith(".json") or key.startswith((".", "/", "~")) or Path(key).expanduser().is_dir()
+    )
+
+
 def resolve_model(arg: str) -> ModelSpec:
     """--model: a catalog id (any case), a short alias, a config.json or a snapshot folder."""
     key = arg.strip()
     if not key:
         raise UnknownModelError("--model is empty; try 'prov models list'")
-    path = Path(key).expanduser()
-    looks_like_path = key.endswith(".json") or key.startswith((".", "/", "~")) or path.is_dir()
-    if looks_like_path:
-        return _from_path(path)
+    if is_local_model(key):
+        return _from_path(Path(key).expanduser())
     mid = _aliases().get(key.lower())
     if mid is None:
         close = difflib.get_close_matches(key.lower(), list(_aliases()), n=6, cutoff=0.5)
