@@ -14,14 +14,12 @@ is reclaimed first and then put in its group (desired 1, nothing live in it), an
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 from typing import Any
 
 import pytest
 from daemon_harness import REGION, build_test_daemon, wait_until
-from test_daemon_operator import BATCHED, _iam_enforced, handled, in_asg
+from test_daemon_operator import _iam_enforced, daemon_policy_key, handled, in_asg
 
 from provisioner import fleet
 
@@ -76,23 +74,11 @@ def test_a_group_the_daemon_detached_refills_nothing(aws, make_daemon):
 
 
 def _daemon_identity(boto_session: Any, moto_url: str, aws: Any, leave_out: set[str]) -> Any:
-    """An IAM user holding the stack's generated daemon policy (minus ``leave_out``), and a
-    boto3 session with its keys."""
+    """A boto3 session with the keys of an IAM user holding the stack's generated daemon policy
+    (minus ``leave_out``)."""
     import boto3
 
-    iam = boto_session.client("iam", endpoint_url=moto_url)
-    arn = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    policy = fleet.iam_policy(
-        arn, "arn:aws:iam::123456789012:role/prov-gpu-node", frozenset(leave_out)
-    )
-    for st in policy["Statement"]:  # moto checks the batch calls under their own names
-        st["Action"] += [a + "Batch" for a in st["Action"] if a in BATCHED]
-    user = f"prov-daemon-{uuid.uuid4().hex[:6]}"
-    iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="daemon", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    key = daemon_policy_key(boto_session, moto_url, aws, frozenset(leave_out))
     return boto3.session.Session(
         aws_access_key_id=key["AccessKeyId"],
         aws_secret_access_key=key["SecretAccessKey"],

@@ -167,20 +167,28 @@ def _iam_enforced(moto_url: str, on: bool) -> None:
     urllib.request.urlopen(req, timeout=10).read()
 
 
-def test_dry_run_once_works_with_the_generated_policy(aws, k8s, moto_url, boto_session):
-    """Review 8 #3: the check an operator runs as the deployed identity must pass with the
-    policy the stack renders (fleet.iam_policy), under moto's IAM enforcement."""
+def daemon_policy_key(
+    boto_session: Any, moto_url: str, aws: Any, leave_out: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The access key of a new IAM user holding the stack's generated daemon policy
+    (fleet.iam_policy, minus the actions in ``leave_out``), on the moto server."""
     iam = boto_session.client("iam", endpoint_url=moto_url)
     arn = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
-    policy = fleet.iam_policy(arn, "arn:aws:iam::123456789012:role/prov-gpu-node")
+    policy = fleet.iam_policy(arn, "arn:aws:iam::123456789012:role/prov-gpu-node", leave_out)
     for st in policy["Statement"]:  # moto checks the batch calls under their own names
         st["Action"] += [a + "Batch" for a in st["Action"] if a in BATCHED]
     user = f"prov-daemon-{uuid.uuid4().hex[:6]}"
     iam.create_user(UserName=user)
     iam.put_user_policy(UserName=user, PolicyName="daemon", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return dict(iam.create_access_key(UserName=user)["AccessKey"])
+
+
+def test_dry_run_once_works_with_the_generated_policy(aws, k8s, moto_url, boto_session):
+    """Review 8 #3: the check an operator runs as the deployed identity must pass with the
+    policy the stack renders (fleet.iam_policy), under moto's IAM enforcement."""
+    key = daemon_policy_key(boto_session, moto_url, aws)
     env = _env(moto_url, (key["AccessKeyId"], key["SecretAccessKey"]))
     _iam_enforced(moto_url, True)
     try:
