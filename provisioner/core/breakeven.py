@@ -12,10 +12,10 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from provisioner.core.offer import price_estimate
+from provisioner.core.offer import first_observed, price_estimate
 
 if TYPE_CHECKING:
-    from provisioner.core.planner import QuoteResult, RankedPlan
+    from provisioner.core.planner import QuoteResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,22 +107,6 @@ def price_age_days(as_of: str, today: date) -> int | None:
     return (today - then).days
 
 
-def observed_first(best: RankedPlan, ranked: list[RankedPlan]) -> RankedPlan:
-    """The headline's rule for a market's pick (core/choices.py): a price the catalog filled in
-    (offer.price_estimate) gives way to the best ranked plan of that market at an observed price;
-    kept, and marked, when none ranks."""
-    if price_estimate(best.offer, best.market) is None:
-        return best
-    return next(
-        (
-            p
-            for p in ranked
-            if p.market == best.market and price_estimate(p.offer, p.market) is None
-        ),
-        best,
-    )
-
-
 def api_comparison(result: QuoteResult, max_age_days: int = 90) -> dict[str, Any]:
     """`--compare-api`: the hosted price of the model and the break-even per market. A hosted
     price older than ``max_age_days`` (the quote's --max-price-age) gets a note, as cloud
@@ -149,7 +133,13 @@ def api_comparison(result: QuoteResult, max_age_days: int = 90) -> dict[str, Any
             f"--max-price-age {max_age_days}): check its current price"
         )
     for market, best in result.best_by_market.items():
-        plan = observed_first(best, result.plans)
+        # the headline's rule: an estimated price gives way to the best plan of this market
+        # at an observed price; kept (and marked) when none ranks
+        same = (p for p in result.plans if p.market == market)
+        plan = (
+            first_observed([best, *same], lambda p: price_estimate(p.offer, p.market) is None)
+            or best
+        )
         if plan.perf is None:
             continue
         be = break_even(api, plan.usd_per_hour, plan.perf.output_tps, isl, osl, market)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioner.core.deployable import DeployFacts, not_deployable_reason
-from provisioner.core.offer import price_estimate
+from provisioner.core.offer import first_observed, price_estimate
 from provisioner.core.planner import QuoteResult, RankedPlan
 from provisioner.core.planner.ranked_plan import Ranked
 from provisioner.core.planner.shapes import ShapeVerdict
@@ -147,10 +147,12 @@ def group(
     rows = [_choice(e, i + 1, reason(i)) for i, e in enumerate(ranked[:shown])]
     # a headline pick rests on an observed price: an estimated one (offer.price_estimate) is
     # named only when no choice of that kind has an observed price
-    observed = [price_estimate(e.offer, e.market) is None for e in ranked]
-    cheapest_i = _first(range(len(ranked)), observed)
-    deployable_i = _first((i for i in range(len(ranked)) if reason(i) is None), observed)
-    on_demand_i = _first((i for i, e in enumerate(ranked) if e.market == "on-demand"), observed)
+    observed = [price_estimate(e.offer, e.market) is None for e in ranked].__getitem__
+    cheapest_i = first_observed(range(len(ranked)), observed)
+    deployable_i = first_observed((i for i in range(len(ranked)) if reason(i) is None), observed)
+    on_demand_i = first_observed(
+        (i for i, e in enumerate(ranked) if e.market == "on-demand"), observed
+    )
     extra: list[Choice] = []
     picks: dict[int, Choice] = dict(enumerate(rows))
     for i in (cheapest_i, deployable_i, on_demand_i):
@@ -170,17 +172,6 @@ def group(
         cheapest_on_demand=picks[on_demand_i] if on_demand_i is not None else None,
         extra=extra,
     )
-
-
-def _first(indexes: Iterable[int], observed: list[bool]) -> int | None:
-    """The first of `indexes` with an observed price, else the first of them, else None."""
-    first = None
-    for i in indexes:
-        if observed[i]:
-            return i
-        if first is None:
-            first = i
-    return first
 
 
 def choice_json(c: Choice) -> dict[str, Any]:

@@ -6,12 +6,14 @@ the choices and the stacks read rows). Pure: the price rules here need nothing b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from provisioner.errors import UsageError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,19 @@ def offer_fields(o: Offer) -> dict[str, Any]:
 def price_estimate(offer: Offer, market: str) -> str | None:
     """Why this offer's price in `market` is an estimate (ranked, marked), or None."""
     return estimated_by(offer.flags, market)
+
+
+def first_observed(items: Iterable[T], observed: Callable[[T], bool]) -> T | None:
+    """The first of `items` at an observed price, else the first of them, else None: a pick
+    (the headline's, the break-even's) rests on an observed price, and names an estimate
+    (price_estimate) only when nothing observed is among them."""
+    first = None
+    for item in items:
+        if observed(item):
+            return item
+        if first is None:
+            first = item
+    return first
 
 
 def estimated_by(flags: Iterable[str], market: str) -> str | None:
