@@ -122,8 +122,10 @@ def check_plan(doc: PlanDocument, plan: Plan) -> str | None:
         served_batch=plan.concurrency,  # a latency SLO's batch caps each engine's sequences
     )
     edit = args_edit(want, plan.vllm_args)
-    if edit == f"vllm_args lack --max-num-seqs {_flags(want).get('--max-num-seqs')}":
-        # quoted before SLO plans capped each engine (2026-11-30): same contract, older prov
+    cap = want.index("--max-num-seqs") if "--max-num-seqs" in want else -1
+    if edit and cap >= 0 and want[:cap] + want[cap + 2 :] == plan.vllm_args:
+        # an SLO plan quoted before prov capped each engine (2026-11-30): same contract, older
+        # prov; everything but the cap is what its fields give
         raise UsageError(
             f"rank {plan.rank}: {edit}: quoted before prov capped an SLO plan's batch at the "
             "one its latency holds at; quote again"
