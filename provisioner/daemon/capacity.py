@@ -157,35 +157,41 @@ class Launched:
     tried: list[tuple[Attempt, str]]
 
 
+_Pool = tuple[str, str, str]  # (instance type, zone, market)
+
+
 class Blocklist:
     """(type, zone, market) pools to avoid until a time (reclaimed or out of capacity), and
     pools at risk (a rebalance recommendation), tried last of their market."""
 
     def __init__(self, mono: Callable[[], float] = time.monotonic) -> None:
         self._mono = mono
-        self._until: dict[tuple[str, str, str], float] = {}
-        self._risky: dict[tuple[str, str, str], float] = {}
+        self._until: dict[_Pool, float] = {}
+        self._risky: dict[_Pool, float] = {}
         self._lock = threading.Lock()
 
     def block(self, instance_type: str, zone: str, market: str, seconds: float) -> None:
-        with self._lock:
-            key = (instance_type, zone, market)
-            self._until[key] = max(self._until.get(key, 0.0), self._mono() + seconds)
+        self._extend(self._until, (instance_type, zone, market), seconds)
 
     def blocked(self, instance_type: str, zone: str, market: str) -> bool:
-        with self._lock:
-            return self._until.get((instance_type, zone, market), 0.0) > self._mono()
+        return self._live(self._until, (instance_type, zone, market))
 
     def flag(self, instance_type: str, zone: str, market: str, seconds: float) -> None:
         """At risk, not out: tried after every other pool of its market (a rebalance
         recommendation is advice; a single-zone pool may have no other)."""
-        with self._lock:
-            key = (instance_type, zone, market)
-            self._risky[key] = max(self._risky.get(key, 0.0), self._mono() + seconds)
+        self._extend(self._risky, (instance_type, zone, market), seconds)
 
     def at_risk(self, instance_type: str, zone: str, market: str) -> bool:
+        return self._live(self._risky, (instance_type, zone, market))
+
+    def _extend(self, table: dict[_Pool, float], key: _Pool, seconds: float) -> None:
+        """Mark `key` in `table` until now + seconds (a later mark never shortens one)."""
         with self._lock:
-            return self._risky.get((instance_type, zone, market), 0.0) > self._mono()
+            table[key] = max(table.get(key, 0.0), self._mono() + seconds)
+
+    def _live(self, table: dict[_Pool, float], key: _Pool) -> bool:
+        with self._lock:
+            return table.get(key, 0.0) > self._mono()
 
     def snapshot(self) -> Blocklist:
         """A copy (for --dry-run: what the real run would avoid, without changing this one)."""
