@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+import pytest
 from test_daemon_scenarios import handled, one_replica
 
 from provisioner.daemon.config import Alternative, DaemonConfig
@@ -80,31 +81,23 @@ def _fail_first(status: int, code: str):
     return rule
 
 
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(503, "RequestLimitExceeded"), (500, "InternalError")],  # throttling; a transient 5xx
+)
 def test_throttling_and_server_errors_still_get_botocores_retries(
-    aws, agent, ec2_proxy, make_daemon
+    aws, agent, ec2_proxy, make_daemon, status, code
 ):
-    """RequestLimitExceeded (503, botocore's throttling) and InternalError (500, a transient
-    server error): the same pool is asked again by botocore, and launches; no fallback."""
+    """RequestLimitExceeded (503, botocore's throttling) and InternalError (500, a server error
+    that is not about capacity): the same pool is asked again by botocore, and launches; no
+    fallback."""
     (inst,) = one_replica(aws, agent)
-    ec2_proxy.rules.append(_fail_first(503, "RequestLimitExceeded"))
-    d = make_daemon(launch_max_attempts=DaemonConfig().launch_max_attempts)
-    aws.spot_warning(inst["InstanceId"], seconds_left=8)
-    [(_, out)] = handled(d)
-    assert out.action == "replaced-and-drained"
-    first = _pools(aws, ec2_proxy)
-    assert len(first) == 2 and first[0] == first[1], first  # one pool, asked twice
-    [(_, code), (_, ok)] = ec2_proxy.launches()
-    assert (code, ok) == ("RequestLimitExceeded", None)
-    assert len(aws.replacements_of("r1")) == 1
-
-
-def test_a_server_error_that_is_not_about_capacity_is_retried(aws, agent, ec2_proxy, make_daemon):
-    (inst,) = one_replica(aws, agent)
-    ec2_proxy.rules.append(_fail_first(500, "InternalError"))
+    ec2_proxy.rules.append(_fail_first(status, code))
     d = make_daemon(launch_max_attempts=DaemonConfig().launch_max_attempts)
     aws.spot_warning(inst["InstanceId"], seconds_left=8)
     [(_, out)] = handled(d)
     assert out.action == "replaced-and-drained"
     pools = _pools(aws, ec2_proxy)
-    assert len(pools) == 2 and pools[0] == pools[1], pools
-    assert [code for _, code in ec2_proxy.launches()] == ["InternalError", None]
+    assert len(pools) == 2 and pools[0] == pools[1], pools  # one pool, asked twice
+    assert [c for _, c in ec2_proxy.launches()] == [code, None]
+    assert len(aws.replacements_of("r1")) == 1
