@@ -96,7 +96,7 @@ def estimate_speed(
 
     top = throughput_batch(req, v)
     est = at(top)
-    if (req.max_tpot_ms is None and req.max_ttft_s is None) or meets_latency(req, est):
+    if not has_latency_slo(req) or meets_latency(req, est):
         return est
     # below the batch at which every PP stage has a micro-batch, a request walks the stages
     # alone (perf.py): TPOT falls there as the batch grows, so the search starts on that side
@@ -195,6 +195,11 @@ def slo_violation(req: QuoteRequest, est: PerfEstimate | None) -> str | None:
 
 
 SLO_NOTE_PLANS = 10  # plans named in slo_batch_note
+
+
+def has_latency_slo(req: QuoteRequest) -> bool:
+    """Whether --max-tpot-ms or --max-ttft-s is given (the plan is served at the SLO's batch)."""
+    return req.max_tpot_ms is not None or req.max_ttft_s is not None
 
 
 def latency_slo(req: QuoteRequest) -> str | None:

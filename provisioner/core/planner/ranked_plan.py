@@ -15,7 +15,7 @@ from provisioner.core.memory import GIB
 from provisioner.core.models import ModelSpec
 from provisioner.core.offer import offer_fields, price_age_days
 from provisioner.core.perf import PerfEstimate
-from provisioner.core.planner.estimates import usd_per_mtok
+from provisioner.core.planner.estimates import has_latency_slo, usd_per_mtok
 from provisioner.core.planner.shapes import ShapeVerdict
 from provisioner.core.quant import QuantScheme
 from provisioner.core.request import QuoteRequest
@@ -211,7 +211,7 @@ def vllm_args(
         args += ["--kv-cache-dtype", "fp8"]
     if scheme.vllm_quantization:
         args += ["--quantization", scheme.vllm_quantization]
-    if served_batch is not None and (req.max_tpot_ms is not None or req.max_ttft_s is not None):
+    if served_batch is not None and has_latency_slo(req):
         args += ["--max-num-seqs", str(-(-served_batch // dp))]
     if req.dcp > 1:
         args += ["--decode-context-parallel-size", str(req.dcp)]
