@@ -221,7 +221,7 @@ def evaluate(r: FitRequest) -> FitResult:
             f"max_num_seqs ({settings.max_num_seqs}); vLLM refuses that (SchedulerConfig)"
         )
     notes: list[str] = list(r.spec.notes) + list(r.scheme.notes) + idle_ep
-    estimated = estimated_memory_note(r.gpu) if r.device_gib is None and r.gpu else None
+    estimated = estimated_memory_note(r.gpu, device) if r.device_gib is None and r.gpu else None
     if estimated:
         notes.append(
             f"{estimated} (pass --gpu-memory-gib with torch.cuda.mem_get_info()[1] / 2**30)"

@@ -132,13 +132,14 @@ _CUDA_SHARE = 0.985
 
 
 @cache
-def estimated_memory_note(gpu: str) -> str | None:
-    """Said wherever a GPU's device memory is cuda_memory_gib's estimate, not a logged total."""
+def estimated_memory_note(gpu: str, device_gib: float) -> str | None:
+    """Said wherever a GPU's device memory is cuda_memory_gib's estimate, not a logged total
+    (None when the GPU has a logged total or `device_gib` is another size, e.g. a user's)."""
     spec = gpu_specs().get(gpu)
-    if spec is None or spec.cuda_total_gib:
+    if spec is None or spec.cuda_total_gib or device_gib != cuda_memory_gib(gpu):
         return None
     return (
-        f"{gpu}: {cuda_memory_gib(gpu):.2f} GiB per GPU is an estimate (catalog size x 0.985; "
+        f"{gpu}: {device_gib:.2f} GiB per GPU is an estimate (catalog size x 0.985; "
         "no logged CUDA total in the GPU table), as are its KV tokens"
     )
 

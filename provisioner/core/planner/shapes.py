@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.core.hardware import cuda_memory_gib, estimated_memory_note, gpu_specs
+from provisioner.core.hardware import estimated_memory_note, gpu_specs
 from provisioner.core.layout_memory import LayoutPlacer, layout_concurrent, layout_memory
 from provisioner.core.layouts import (
     Layout,
@@ -236,8 +236,8 @@ def evaluate_shape(
         )
     if tp > 1 and hw.interconnect == "pcie":
         warnings.append(f"TP{tp} all-reduce runs over PCIe (no NVLink)")
-    estimated = estimated_memory_note(hw.gpu)
-    if estimated and hw.gpu_memory_gib == cuda_memory_gib(hw.gpu):
+    estimated = estimated_memory_note(hw.gpu, hw.gpu_memory_gib)
+    if estimated:
         warnings.append(estimated)
     return ShapeVerdict(
         hw, nodes, tp, pp, mem, None, tuple(warnings), workload_held, settings.max_num_seqs, dp, ep,
